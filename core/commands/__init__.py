@@ -1,0 +1,1 @@
+"""Subcommands of ``python -m core``: one module each, discovered by :mod:`core.cli`."""
