@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny seeded models for mechanics, the embedded model where real semantics are needed."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+os.environ.setdefault("LENS_OFFLINE", "1")  # never wait on the network in tests
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "assets" / "samples"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+def make_tiny(arch: str = "convnext_atto", seed: int = 0, **kwargs):
+    """A random-init timm model wrapped as a LensModel (ImageNet normalisation), seeded."""
+    from core.models import wrap
+
+    torch.manual_seed(seed)
+    net = timm.create_model(arch, pretrained=False, **kwargs)
+    return wrap(net, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), name=arch, input_size=64)
+
+
+@pytest.fixture(scope="session")
+def convnext_atto():
+    """convnext_atto, random init (seed 0), 10 classes: ConvNeXt mechanics (GELU, LayerNorm) at low cost."""
+    return make_tiny("convnext_atto", num_classes=10)
+
+
+@pytest.fixture(scope="session")
+def resnet_tiny():
+    """A small ReLU/BatchNorm net (resnet18, 10 classes, random init)."""
+    return make_tiny("resnet18", num_classes=10)
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The real ImageNet EfficientNet-Lite0 (loads in about a second)."""
+    from core.models import load_model
+
+    return load_model("embedded")
+
+
+@pytest.fixture(scope="session")
+def cat_input(embedded):
+    from core.images import load_image, preprocess
+
+    return preprocess(load_image(SAMPLES / "chelsea.jpg"), embedded.card.data_config)
