@@ -13,6 +13,7 @@ st.set_page_config(page_title="ConvNeXt Lens", page_icon=":material/center_focus
 # One line per page: (file, title, icon, one-line description shown on the home page).
 PAGES = [
     ("pages/home.py", "Prediction", ":material/home:", "The model's top-5 classes and its model card."),
+    ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
 ]
 
 pages = [st.Page(path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]

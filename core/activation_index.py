@@ -170,6 +170,14 @@ def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo]) -> dict[s
     return outs
 
 
+def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
+    """The activation map (h, w) of ``channel`` of ``layer`` for one image ``x`` (1, 3, H, W) in [0, 1]."""
+    info = find_layer(model, layer)
+    if not 0 <= channel < info.channels:
+        raise IndexError(f"channel {channel} out of range: {layer} has {info.channels} channels")
+    return layer_outputs(model, x[:1], [info])[layer][0, channel].float()
+
+
 def channel_maxima(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel spatial maximum of ``t`` (N, C, h, w): values (N, C) and flat positions ``y * w + x``
     (N, C) of the first maximum. NaN counts as -inf."""
