@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process lock, threads still serialise on the model lock per batch
+    fcntl = None
 import hashlib
 import json
 import math
@@ -427,22 +431,28 @@ def _save(directory: Path, manifest: dict, states: dict[str, _TopK]) -> None:
     arrays = {f"{i}.{k}": v for i, name in enumerate(states) for k, v in states[name].arrays().items()}
     data = directory / f"topk-{uuid.uuid4().hex[:12]}.npz"
     _write_atomic(data, lambda f: np.savez(f, **arrays))
+    try:  # a reader that has just read the old manifest may still open its data file: keep that one
+        keep = {data.name, json.loads((directory / MANIFEST).read_text())["data"]["file"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        keep = {data.name}
     manifest = dict(manifest, data={"file": data.name, "sha256": _sha256_file(data)}, updated=time.time())
     _write_atomic(directory / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
     for old in directory.glob("topk-*.npz"):
-        if old.name != data.name:
+        if old.name not in keep:
             old.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------------- build
 
 def _load_one(root: Path, path: Path, data_config: dict) -> tuple:
-    st = path.stat()
-    rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    rel = _rel(root, path)
     try:
+        st = path.stat()
         data = path.read_bytes()
         inp = preprocess(load_image(data, name=str(path)), data_config)
-    except (ImageError, OSError) as e:
+    except OSError as e:  # vanished or unreadable since the folder was listed
+        return rel, os.stat_result((0,) * 10), None, None, f"{path}: cannot read ({e.strerror or e})"
+    except ImageError as e:
         return rel, st, None, None, str(e)
     return rel, st, hashlib.sha256(data).hexdigest(), inp, None
 
@@ -490,10 +500,24 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
     """
     if top_k < 1 or batch_size < 1:
         raise ValueError("top_k and batch_size must be at least 1")
+    directory = Path(directory) if directory is not None else default_directory(model, folder or SAMPLES)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+b") as lock:  # one builder per index, across threads and processes
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_locked(model, folder, directory, layers=layers, top_k=top_k, batch_size=batch_size,
+                                 progress=progress, cancel=cancel, checkpoint_seconds=checkpoint_seconds)
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, progress, cancel,
+                  checkpoint_seconds) -> BuildResult:
     say = progress or (lambda _f, _m: None)
     root = Path(folder or SAMPLES).resolve()
     paths = list_images(root)
-    directory = Path(directory) if directory is not None else default_directory(model, root)
     infos = []
     for name in dict.fromkeys(layers or default_layers(model)):
         try:
@@ -530,7 +554,10 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
     bad_before = {_skipped_key(s): s for s in skipped_prev}
     todo, skipped_prev = [], []
     for p in paths:
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError:  # vanished since listing
+            continue
         key = (_rel(root, p), st.st_size, st.st_mtime_ns)
         if key[0] in indexed:
             continue
