@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from core.activation_index import IndexCorrupt, IndexStale, default_layers
 from core.images import SAMPLES, ImageError
@@ -111,7 +111,11 @@ st.caption(f"{len(index)} images from {index.root}, {len(index.layers)} layers, 
 # ---------------------------------------------------------------------------------------- layer, channel
 indexed = list(index.layers)
 groups = list(dict.fromkeys(_group(n) for n in indexed))
-group = st.pills("Part of the model", groups, default=groups[-1], key="lens_idx_group") or groups[-1]
+# Default: the deepest indexed layer whose field is at most half the input, so the patches are real patches
+# (a ConvNeXt stage-3 unit sees more than the whole input).
+small = [n for n in indexed if index.layers[n].receptive_field <= index.input_size[0] // 2]
+start = _group((small or indexed)[-1])
+group = st.pills("Part of the model", groups, default=start, key="lens_idx_group") or start
 st.graphviz_chart(_diagram(catalogue, indexed, group), width="stretch")
 in_group = [n for n in indexed if _group(n) == group]
 layer = st.selectbox("Layer", in_group, index=len(in_group) - 1 if group in in_group else 0, key="lens_idx_layer")
@@ -140,7 +144,7 @@ try:
         for col, patch in zip(st.columns(COLS), patches[start:start + COLS]):
             with col:
                 crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
-                st.image(crop.resize((160, max(1, round(160 * crop.height / max(1, crop.width))))),
+                st.image(ImageOps.pad(crop, (160, 160), color=(255, 255, 255)),
                          caption=f"#{patch.rank + 1}  {patch.value:.3g}  {patch.image.name}")
                 st.button("Full image", key=f"lens_idx_expand_{patch.rank}",
                           on_click=st.session_state.__setitem__, args=("lens_idx_expanded", patch.rank))
@@ -177,7 +181,8 @@ for hit in hits:
         st.button("Show", key=f"lens_idx_show_{hit.channel}", on_click=_set_channel, args=(hit.channel,))
     for col, patch in zip(cols[1:], index.top(layer, hit.channel, COLS)):
         try:
-            col.image(cache.patch_crop(directory, stamp, patch.image_id, patch.box).resize((96, 96)),
+            col.image(ImageOps.pad(cache.patch_crop(directory, stamp, patch.image_id, patch.box), (96, 96),
+                                   color=(255, 255, 255)),
                       caption=f"{patch.value:.3g}")
         except (IndexStale, ImageError) as e:
             col.caption(str(e))
