@@ -321,8 +321,11 @@ class ActivationIndex:
         sx, sy = (right - left) / w_in, (bottom - top) / h_in
         l, t, r, b = input_box
         w, h = img.size
-        return (max(0, math.floor(left + l * sx + 1e-6)), max(0, math.floor(top + t * sy + 1e-6)),
-                min(w, math.ceil(right - (w_in - r) * sx - 1e-6)), min(h, math.ceil(bottom - (h_in - b) * sy - 1e-6)))
+        l = min(w - 1, max(0, math.floor(left + l * sx + 1e-6)))
+        t = min(h - 1, max(0, math.floor(top + t * sy + 1e-6)))
+        # a field that lies in letterbox padding ("border" crop mode) keeps at least the nearest pixel
+        return l, t, max(l + 1, min(w, math.ceil(right - (w_in - r) * sx - 1e-6))), \
+            max(t + 1, min(h, math.ceil(bottom - (h_in - b) * sy - 1e-6)))
 
     def load(self, image_id: int) -> Image.Image:
         """The original image, checked against the hash recorded at indexing time.

@@ -275,6 +275,25 @@ def test_patch_box_maps_through_resize_and_crop(tmp_path):
     assert crop.size == (32, 32) and np.asarray(crop)[..., 0].min() == 255
 
 
+def test_box_of_a_unit_in_letterbox_padding_stays_in_the_image(tmp_path):
+    """"border" crop mode pads a 128x32 image to 64x64 with the mean colour: a black image's maximum lies in
+    the padding, outside the image; its box must still be a non-empty region of the image."""
+    import dataclasses
+
+    net = nn.Sequential(nn.AvgPool2d(16), nn.Flatten(), nn.LazyLinear(2))
+    net(torch.zeros(1, 3, 64, 64))
+    model = wrap(net, input_size=64)
+    model.card = dataclasses.replace(model.card, crop_mode="border")
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (128, 32)).save(tmp_path / "img" / "black.png")
+    index = build_index(model, tmp_path / "img", tmp_path / "idx", layers=["0"], top_k=1).index
+    (patch,) = index.top("0", 0)
+    assert patch.y in (0, 3)  # a padding row
+    left, top, right, bottom = patch.box
+    assert 0 <= left < right <= 128 and 0 <= top < bottom <= 32
+    assert index.crop(patch).size == (right - left, bottom - top)
+
+
 def test_cli_build_and_top(tmp_path, folder, capsys):
     out = tmp_path / "cli"
     code = main(["index", "build", str(folder), "--model", "convnext_atto", "--weights", "random",
