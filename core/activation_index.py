@@ -6,7 +6,7 @@ so memory is O(layers x channels x k) whatever the folder size. Per channel it a
 sum of squares of the spatial maximum over all images, which gives a selectivity score and lets the reverse
 lookup rank channels by how unusual an image's response is.
 
-On disk a directory holds ``manifest.json`` (model, weights fingerprint, preprocessing, layers with their
+On disk (:mod:`core.index_store`) a directory holds ``manifest.json`` (model, weights fingerprint, preprocessing, layers with their
 receptive-field geometry, every image with size, modification time and SHA-256) and one ``topk-*.npz`` data
 file named in the manifest together with its SHA-256. Both are written to temporary files and renamed, data
 first, so a reader sees either the old index or the new one. A mismatching hash, a truncated file or an
@@ -29,8 +29,7 @@ import json
 import math
 import os
 import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -38,20 +37,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .catalogue import Geometry, LayerInfo, LayerKind, Layout, catalogue, find_layer, to_nchw
+from . import index_store as store
+from .catalogue import LayerInfo, catalogue, find_layer, to_nchw
 from .hooks import hooks_on
 from .images import SAMPLES, ImageError, load_image, list_images, preprocess
 
-FORMAT = 1
 DEFAULT_TOP_K = 16
-MANIFEST = "manifest.json"
+MANIFEST = store.MANIFEST
+IndexCorrupt = store.IndexCorrupt
 CACHE_ROOT = Path(__file__).resolve().parent.parent / ".lens-cache" / "index"
 
 Progress = Callable[[float, str], None]
-
-
-class IndexCorrupt(Exception):
-    """The index on disk is missing, partial or damaged; the message says what (one line)."""
 
 
 class IndexStale(Exception):
@@ -190,39 +186,6 @@ def channel_maxima(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return flat.gather(2, pos.unsqueeze(2)).squeeze(2), pos
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _layer_to_json(layer: LayerInfo) -> dict:
-    d = asdict(layer)
-    d["kind"], d["layout"] = layer.kind.value, layer.layout.value
-    return d
-
-
-def _layer_from_json(d: dict) -> LayerInfo:
-    rf = tuple(Geometry(**g) for g in d["rf"])
-    return LayerInfo(name=d["name"], type=d["type"], kind=LayerKind(d["kind"]), channels=int(d["channels"]),
-                     grid=tuple(d["grid"]), layout=Layout(d["layout"]), reduction=int(d["reduction"]), rf=rf,
-                     feature=bool(d["feature"]), depth=int(d["depth"]))
-
-
-def _write_atomic(path: Path, write: Callable) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _is_cancelled(cancel) -> bool:
     if cancel is None:
         return False
@@ -244,7 +207,7 @@ class _TopK:
             self.sumsq = torch.zeros(channels, dtype=torch.float64)
         else:
             self.values, self.images, self.pos, self.sum, self.sumsq = (
-                torch.from_numpy(np.array(arrays[n])) for n in ("values", "images", "pos", "sum", "sumsq"))
+                torch.from_numpy(np.array(arrays[n])) for n in store.ARRAYS)
 
     def update(self, values: torch.Tensor, pos: torch.Tensor, image_ids: torch.Tensor) -> None:
         """values, pos (N, C); image_ids (N,) all larger than any id seen so far (ties keep the earlier image)."""
@@ -273,7 +236,7 @@ class ActivationIndex:
         self.manifest = manifest
         self.spec: dict = manifest["spec"]
         self.root = Path(manifest["root"])
-        self.layers: dict[str, LayerInfo] = {d["name"]: _layer_from_json(d) for d in manifest["layers"]}
+        self.layers: dict[str, LayerInfo] = {d["name"]: store.layer_from_json(d) for d in manifest["layers"]}
         self.images: tuple[IndexedImage, ...] = tuple(
             IndexedImage(i["path"], tuple(i["size"]), i["bytes"], i["mtime_ns"], i["sha256"], tuple(i["box"]))
             for i in manifest["images"])
@@ -393,56 +356,12 @@ def _jsonable(obj):
 
 
 def open_index(directory: str | os.PathLike) -> ActivationIndex:
-    """Open the index in ``directory`` (reads the small manifest and data file; checks the data hash).
+    """Open the index in ``directory`` (a small manifest and data file; the data hash is checked).
 
     Raises:
         IndexCorrupt: no index there, or a missing, partial or damaged file.
     """
-    directory = Path(directory)
-    mpath = directory / MANIFEST
-    if not mpath.is_file():
-        raise IndexCorrupt(f"{directory}: no index here (no {MANIFEST})")
-    try:
-        manifest = json.loads(mpath.read_text())
-        if manifest.get("format") != FORMAT:
-            raise IndexCorrupt(f"{directory}: index format {manifest.get('format')!r}, expected {FORMAT}")
-        data = directory / manifest["data"]["file"]
-        if not data.is_file():
-            raise IndexCorrupt(f"{directory}: data file {data.name} is missing")
-        if _sha256_file(data) != manifest["data"]["sha256"]:
-            raise IndexCorrupt(f"{directory}: data file {data.name} is truncated or damaged (hash mismatch)")
-        arrays: dict[str, dict[str, np.ndarray]] = {}
-        with np.load(data, allow_pickle=False) as npz:
-            for i, layer in enumerate(manifest["layers"]):
-                arrays[layer["name"]] = {n: npz[f"{i}.{n}"] for n in ("values", "images", "pos", "sum", "sumsq")}
-        index = ActivationIndex(directory, manifest, arrays)
-    except IndexCorrupt:
-        raise
-    except (ValueError, KeyError, TypeError, OSError, EOFError, AttributeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise IndexCorrupt(f"{directory}: unreadable index ({reason})") from None
-    k, n = index.top_k, len(index.images)
-    for name, a in arrays.items():
-        c = index.layers[name].channels
-        if a["values"].shape != (c, k) or a["images"].shape != (c, k) or a["images"].max(initial=-1) >= n:
-            raise IndexCorrupt(f"{directory}: arrays of {name} do not match the manifest")
-    return index
-
-
-def _save(directory: Path, manifest: dict, states: dict[str, _TopK]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {f"{i}.{k}": v for i, name in enumerate(states) for k, v in states[name].arrays().items()}
-    data = directory / f"topk-{uuid.uuid4().hex[:12]}.npz"
-    _write_atomic(data, lambda f: np.savez(f, **arrays))
-    try:  # a reader that has just read the old manifest may still open its data file: keep that one
-        keep = {data.name, json.loads((directory / MANIFEST).read_text())["data"]["file"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        keep = {data.name}
-    manifest = dict(manifest, data={"file": data.name, "sha256": _sha256_file(data)}, updated=time.time())
-    _write_atomic(directory / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
-    for old in directory.glob("topk-*.npz"):
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
+    return ActivationIndex(Path(directory), *store.read(Path(directory)))
 
 
 # ---------------------------------------------------------------------------------------------------- build
@@ -568,13 +487,14 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             skipped_prev.append(bad_before[key])
         else:
             todo.append(p)
-    manifest = {"format": FORMAT, "spec": spec, "root": str(root), "layers": [_layer_to_json(l) for l in infos],
+    manifest = {"spec": spec, "root": str(root), "layers": [store.layer_to_json(l) for l in infos],
                 "created": old.manifest.get("created") if old else time.time()}
     new_skipped: list[dict] = []
     added, cancelled, last_save = 0, False, time.perf_counter()
 
     def save():
-        _save(directory, dict(manifest, images=images, skipped=skipped_prev + new_skipped), states)
+        store.write(directory, dict(manifest, images=images, skipped=skipped_prev + new_skipped),
+                    {name: state.arrays() for name, state in states.items()})
 
     say(0.0, f"{len(paths) - len(todo)} of {len(paths)} images already indexed" if old else f"indexing {len(todo)} images")
     batch: list[tuple] = []
@@ -642,7 +562,7 @@ def _incompatible(old: ActivationIndex, spec: dict, root: Path, paths: list[Path
             gone += 1
             continue
         st = p.stat()
-        if (st.st_size, st.st_mtime_ns) != (img.bytes, img.mtime_ns) and _sha256_file(p) != img.sha256:
+        if (st.st_size, st.st_mtime_ns) != (img.bytes, img.mtime_ns) and store.sha256_file(p) != img.sha256:
             changed += 1
     if gone or changed:
         return f"{gone} indexed images were removed and {changed} changed (a top-k cannot forget an image)"
