@@ -151,6 +151,17 @@ def test_receptive_fields_equal_gradient_ones(arch, atto):
     assert hook_count(model) == 0
 
 
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_catalogue_avg_pool_geometry_by_hand(ceil_mode):
+    """Regression: avg_pool2d's 5th argument (ceil_mode) was read as the dilation, shrinking the field.
+    conv 3x3 pad 1 (size 3, jump 1, start 0) then avg pool 3 stride 2 pad 1: size 3 + 2 = 5, jump 2, start 0."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AvgPool2d(3, 2, 1, ceil_mode=ceil_mode),
+                        nn.Flatten(), nn.LazyLinear(2))
+    net(torch.zeros(1, 3, 64, 64))
+    geo = find_layer(wrap(net, input_size=64), "1").rf[0]
+    assert (geo.size, geo.jump, geo.start) == (5.0, 2.0, 0.0)
+
+
 def test_nhwc_internals_are_catalogued_channels_last(atto):
     layer = find_layer(atto, "stages.2.blocks.0.mlp.fc1")
     assert layer.layout.value == "NHWC" and layer.channels == 4 * find_layer(atto, "stages.2").channels
