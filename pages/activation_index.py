@@ -81,7 +81,7 @@ if build:
     try:
         result = cache.build_activation_index(model, folder, directory, chosen_layers, int(top_k),
                                               lambda f, msg: bar.progress(min(1.0, f), text=msg))
-    except (ValueError, ImageError) as e:
+    except (ValueError, ImageError, IndexCorrupt, OSError) as e:
         bar.empty()
         st.error(f"Index not built: {e}")
     else:
@@ -172,8 +172,12 @@ if expanded is not None and expanded < len(patches):
 st.subheader(f"What {selection.name} excites in {layer}")
 st.caption("Channels ranked by how far the image's maximum stands above the channel's mean over the indexed "
            "images (in standard deviations), each with its top indexed patches.")
-hits = cache.channels_excited(model, selection.model_key, selection.inp.tensor, selection.image_key, directory,
-                              stamp, layer, 6)
+try:
+    hits = cache.channels_excited(model, selection.model_key, selection.inp.tensor, selection.image_key, directory,
+                                  stamp, layer, 6)
+except ValueError as e:  # an index of another model (cannot happen through this page's directory key)
+    st.error(str(e))
+    hits = []
 for hit in hits:
     cols = st.columns([1.2] + [1] * COLS)
     with cols[0]:
