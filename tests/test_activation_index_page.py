@@ -40,6 +40,9 @@ def test_page_builds_browses_and_survives_damage(app):
     at, folder = app
     assert not at.exception
     assert "No index yet" in _texts(at)
+    at.text_input(key="lens_idx_folder").set_value(str(folder / "missing")).run()
+    at.button(key="lens_idx_build").click().run()
+    assert not at.exception and "not a folder" in _texts(at)
     at.text_input(key="lens_idx_folder").set_value(str(folder)).run()
     at.button(key="lens_idx_build").click().run()
     assert not at.exception, at.exception
