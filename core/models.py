@@ -262,12 +262,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            msg = _short(e)
-            if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+            text = str(e)
+            if "Weights only load failed" in text:
+                detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+                detail = detail[0].strip() if detail and "WeightsUnpickler" in text else "not plain tensors"
                 raise ModelLoadError(
-                    f"refused {path.name}: it holds pickled objects other than tensors "
-                    "(loaded with weights_only=True, so no code from it runs)") from None
-            raise ModelLoadError(f"not a readable PyTorch weights file: {path} ({msg})") from None
+                    f"refused {path.name}: not a plain tensor checkpoint ({detail}); it was read with "
+                    "weights_only=True, so nothing in it ran") from None
+            raise ModelLoadError(f"not a readable PyTorch weights file: {path} ({_short(e)})") from None
     else:
         raise ModelLoadError(f"unsupported weights file type {suffix!r}: use .safetensors, .pth, .pt or .bin")
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
