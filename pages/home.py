@@ -35,6 +35,14 @@ if selection is not None:
     }
     st.table(pd.DataFrame({"": list(rows), "value": list(rows.values())}).set_index(""))
 
+    with st.expander("Layer catalogue: every spatial layer, with the names the techniques take"):
+        layers = cache.layers(model, selection.model_key)
+        st.dataframe(pd.DataFrame([{
+            "layer": l.name, "kind": l.kind.value, "type": l.type, "channels": l.channels,
+            "grid": f"{l.grid[0]}x{l.grid[1]}", "layout": l.layout.value, "stride": l.reduction,
+            "receptive field": l.receptive_field, "feature stage": l.feature} for l in layers]),
+            hide_index=True, width="stretch")
+
 others = st.session_state.get("lens_pages", [])[1:]
 if others:
     st.subheader("Techniques")

@@ -12,6 +12,8 @@ def test_home_shows_predictions_and_model_card(app):
     assert top.index[0].split(" (")[0] in {"tiger cat", "Egyptian cat", "tabby"}
     assert top["probability"].iloc[0].endswith("%")
     assert "embedded" in app.table[1].value.to_string()
+    layers = app.expander[0].dataframe[0].value
+    assert "blocks.6" in set(layers["layer"]) and len(layers) > 100
 
 
 def test_switching_sample_and_model(app):

@@ -57,3 +57,13 @@ def test_random_weights_and_text_output():
     r = run_cli("predict", str(SAMPLES / "coffee.jpg"), "--model", "convnext_atto", "--weights", "random", "--top", "2")
     assert r.returncode == 0, r.stderr
     assert "convnext_atto (random weights)" in r.stdout and r.stdout.count("%") == 2
+
+
+def test_layers_lists_the_catalogue():
+    r = run_cli("layers", "--model", "convnext_atto", "--weights", "random", "--kind", "stage", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [l["name"] for l in out["layers"]] == ["stages.0", "stages.1", "stages.2", "stages.3"]
+    assert out["layers"][1] == {"name": "stages.1", "kind": "stage", "type": "ConvNeXtStage", "channels": 80,
+                                "grid": [28, 28], "layout": "NCHW", "reduction": 8, "receptive_field": 152,
+                                "feature": True}
