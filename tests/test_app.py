@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_home_shows_predictions_and_model_card(app):
     app.run()
     assert not app.exception
-    assert any("cannot be reached" in i.value for i in app.info)  # the offline fallback is visible
+    assert any("cannot reach the Hugging Face hub" in i.value for i in app.info)  # the offline fallback is visible
     assert [s.value for s in app.subheader][:2] == ["Top-5 classes", "Model card"]
     top = app.table[0].value
     assert top.index[0].split(" (")[0] in {"tiger cat", "Egyptian cat", "tabby"}

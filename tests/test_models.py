@@ -55,7 +55,7 @@ def test_default_falls_back_to_embedded_offline(monkeypatch):
     monkeypatch.setenv("LENS_OFFLINE", "1")
     start = time.monotonic()
     model = load_model()
-    assert model.card.name == "embedded" and model.card.notice and "cannot be reached" in model.card.notice
+    assert model.card.name == "embedded" and model.card.notice and "cannot reach the Hugging Face hub" in model.card.notice
     assert time.monotonic() - start < 30  # loading only; the probe itself answers at once
 
 
@@ -166,3 +166,37 @@ def test_threads_sharing_one_model_get_serial_results(embedded):
     for i, result in enumerate(parallel):
         assert [c.index for c in result] == [c.index for c in serial[i % 4]]
         assert all(abs(a.prob - b.prob) < 1e-5 for a, b in zip(result, serial[i % 4]))
+
+
+@pytest.fixture
+def fake_hub_cache(tmp_path, monkeypatch):
+    """A Hugging Face cache holding (random) convnext_atto weights under timm's hub id, as a download leaves it."""
+    import huggingface_hub.constants
+
+    hub_id = timm.models.get_pretrained_cfg("convnext_atto").hf_hub_id
+    repo = tmp_path / ("models--" + hub_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    torch.manual_seed(3)
+    net = timm.create_model("convnext_atto")
+    save_file(net.state_dict(), str(snapshot / "model.safetensors"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("LENS_OFFLINE", "1")
+    return net.eval()
+
+
+def test_cached_hub_weights_load_offline(fake_hub_cache):
+    model = load_model("convnext_atto", "hub")
+    assert model.card.weights is WeightsSource.HUB and model.card.fingerprint.startswith("sha256:")
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.allclose(model(x), fake_hub_cache(model.normalize(x)), atol=1e-5)
+
+
+def test_default_falls_back_when_the_download_fails(monkeypatch):
+    def broken(name):
+        raise OSError("connection reset by peer")
+    monkeypatch.setattr(models, "_load_hub", broken)
+    model = load_model()
+    assert model.card.name == "embedded" and "connection reset by peer" in model.card.notice
