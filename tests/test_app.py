@@ -23,6 +23,9 @@ def test_switching_sample_and_model(app):
     assert not app.exception
     assert app.table[0].value.index[0] == "espresso (967)"
     app.sidebar.selectbox(key="lens_model_choice").set_value("convnext_atto").run()
+    tag = app.sidebar.selectbox(key="lens_tag_convnext_atto")
+    assert tag.value == "convnext_atto.d2_in1k" and "convnext_atto.d2_in1k" in tag.options
+    assert any("cannot reach the Hugging Face hub" in e.value for e in app.sidebar.error)  # offline: said, not hung
     app.sidebar.radio(key="lens_weights").set_value("random").run()
     assert not app.exception and not app.error
     assert "convnext_atto" in app.table[1].value.to_string()

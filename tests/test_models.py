@@ -201,3 +201,9 @@ def test_default_falls_back_when_the_download_fails(monkeypatch):
     monkeypatch.setattr(models, "_load_hub", broken)
     model = load_model()
     assert model.card.name == "embedded" and "connection reset by peer" in model.card.notice
+
+
+def test_a_backbone_without_classifier_is_refused():
+    with pytest.raises(ModelLoadError, match="no classifier head"):
+        models._finish(timm.create_model("convnext_atto", num_classes=0), "convnext_atto.dinov3_lvd1689m",
+                       WeightsSource.HUB, "hub", "x", None)
