@@ -6,38 +6,33 @@ import shutil
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 import core.activation_index as core_index
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/activation_index.py"
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch, samples):
+def index_app(app, tmp_path, monkeypatch, samples):
+    """The dashboard (conftest's ``app``) on this page, with the index cache and a small folder in tmp."""
     monkeypatch.setattr(core_index, "CACHE_ROOT", tmp_path / "cache")
-    monkeypatch.setenv("LENS_OFFLINE", "1")
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("chelsea.jpg", "brick.jpg", "opencv_baboon.jpg", "opencv_orange.jpg", "astronaut.png"):
         if (samples / name).exists():
             shutil.copy(samples / name, folder / name)
     (folder / "broken.jpg").write_bytes(b"not an image")
-    monkeypatch.chdir(ROOT)
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
-    at.run()
-    at.switch_page(PAGE)
-    at.run()
-    return at, folder
+    app.run()
+    app.switch_page(PAGE)
+    app.run()
+    return app, folder
 
 
 def _texts(at) -> str:
     return " ".join(e.value for kind in ("info", "success", "warning", "error") for e in getattr(at, kind))
 
 
-def test_page_builds_browses_and_survives_damage(app):
-    at, folder = app
+def test_page_builds_browses_and_survives_damage(index_app):
+    at, folder = index_app
     assert not at.exception
     assert "No index yet" in _texts(at)
     at.text_input(key="lens_idx_folder").set_value(str(folder / "missing")).run()
