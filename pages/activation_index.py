@@ -32,14 +32,22 @@ def _diagram(all_layers, indexed: list[str], chosen: str | None) -> str:
         parts = layer.name.split(".")
         if len(parts) >= 4 and parts[2] == "blocks":
             blocks.setdefault(g, set()).add(parts[3])
+    tops = [g for g in tops if not any(t.startswith(g + ".") for t in tops)]  # drop containers ("stages")
     has = {_group(n) for n in indexed}
-    nodes = []
+    downsample = {l.name for l in all_layers if l.name.endswith(".downsample")}
+    nodes, order = [], []
     for g in tops:
+        if f"{g}.downsample" in downsample:  # ConvNeXt: each stage after the first opens with a downsample
+            d = f"{g}.downsample"
+            order.append(d)
+            color = '"#dbe4ff"' if d in indexed else '"#f1f3f5"'
+            nodes.append(f'"{d}" [label="downsample" shape=box style="rounded,filled" fillcolor={color} fontsize=8]')
         label = g + (f"\\n{len(blocks[g])} blocks" if g in blocks else "")
         style = 'style=filled fillcolor="#3b5bdb" fontcolor=white' if g == chosen else (
             'style=filled fillcolor="#dbe4ff"' if g in has else 'color="#adb5bd" fontcolor="#868e96"')
         nodes.append(f'"{g}" [label="{label}" shape=box {style}]')
-    edges = " -> ".join(f'"{g}"' for g in tops)
+        order.append(g)
+    edges = " -> ".join(f'"{g}"' for g in order)
     return f"digraph {{ rankdir=LR; node [fontname=Helvetica fontsize=10]; {'; '.join(nodes)}; {edges} }}"
 
 
