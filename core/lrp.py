@@ -247,7 +247,7 @@ def _first_layer(conv: nn.Conv2d, a: torch.Tensor, rel: torch.Tensor, first: Fir
         return x * gx + lo * gl + hi * gh
 
 
-def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule = Rule.EPSILON,
+def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule = Rule.ZPLUS,
         first: FirstRule = FirstRule.ZB, epsilon: float = 0.25) -> LrpResult:
     """LRP relevance of each pixel for the ``target`` logit (None: the top class).
 

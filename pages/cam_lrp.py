@@ -25,7 +25,7 @@ method = c2.radio("Method", ["cam", "lrp"], format_func={"cam": "CAM", "lrp": "L
 options: tuple = ()
 if method == "lrp":
     o1, o2, o3 = st.columns(3)
-    rule = o1.selectbox("Rule (convolutions)", [r.value for r in Rule], key="cl_rule",
+    rule = o1.selectbox("Rule (convolutions)", [r.value for r in Rule], index=1, key="cl_rule",
                         help="epsilon: damps noise; zplus: positive evidence only, conserves relevance.")
     first = o2.selectbox("First layer (pixels)", [f.value for f in FirstRule], key="cl_first",
                          help="zb: the box rule for pixels in [0, 1]; flat: spread over the receptive field.")

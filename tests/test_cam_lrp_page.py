@@ -11,7 +11,7 @@ def test_cam_then_lrp_on_the_embedded_model(app):
     app.radio(key="cl_method").set_value("lrp").run()
     assert not app.exception and not app.error
     assert any("Relevance sum" in m.value and "BatchNorm layers folded" in m.value for m in app.markdown)
-    app.selectbox(key="cl_rule").set_value("zplus").run()
+    app.selectbox(key="cl_rule").set_value("epsilon").run()
     app.selectbox(key="cl_first").set_value("flat").run()
     assert not app.exception and not app.error
 
