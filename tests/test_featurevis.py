@@ -212,3 +212,24 @@ def test_cli_visualize(tmp_path, capsys):
     code = main(["visualize", "--model", "convnext_atto", "--weights", "random", "--layer", "stages.0",
                  "--channel", "999", "--steps", "2", "--out-dir", str(tmp_path), "--json"])
     assert code == 2 and "not a valid channel" in capsys.readouterr().err
+
+
+def test_other_threads_forward_passes_run_through_while_optimising(convnext_atto):
+    """A plain forward from another thread (as the home page's predict does) must not be stopped by our hook."""
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = convnext_atto(x)
+    results, errors = [], []
+
+    def other():
+        try:
+            for _ in range(5):
+                with torch.no_grad():
+                    results.append(convnext_atto(x))
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+    t = threading.Thread(target=other)
+    t.start()
+    visualize(convnext_atto, "stages.0", 0, settings=QUICK)
+    t.join()
+    assert not errors and all(torch.allclose(r, expected) for r in results)
