@@ -63,6 +63,34 @@ def _run(layer: str, channels: tuple[int, ...], objective: Objective, settings: 
     return result
 
 
+def _dataset_patches(layer: str, channel: int) -> None:
+    """The channel's top dataset patches from the activation index of the sample photos, if one was built.
+
+    Optional: the index feature may be absent; nothing here is required for the visualisation.
+    """
+    if importlib.util.find_spec("core.activation_index") is None:
+        st.info("Dataset patches that excite this channel appear here once the activation index exists.")
+        return
+    try:
+        from core import activation_index as ai
+
+        directory = ai.default_directory(model)
+        if not (directory / ai.MANIFEST).is_file():
+            st.info("No activation index for this model yet: build one on the dataset examples page to see "
+                    "the sample-photo patches that excite this channel.")
+            return
+        index = ai.open_index(directory)
+        ai.check_model(index, model)
+        patches = index.top(layer, channel, 8)
+    except Exception as e:  # an optional panel: any index problem is a note, never a failure of this page
+        st.caption(f"Dataset patches unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return
+    st.markdown("**Top dataset patches** (sample photos)")
+    cols = st.columns(4)
+    for i, patch in enumerate(patches):
+        cols[i % 4].image(index.crop(patch), width="stretch", caption=f"{patch.value:.3g}")
+
+
 def _history_chart(result) -> None:
     st.line_chart(pd.DataFrame({"objective (transformed images)": list(result.history)}), height=180)
 
@@ -106,9 +134,8 @@ with tab_vis:
         left.image(overlay(selection.inp.tensor, normalize_map(amap), cmap=Colormap.HEAT), width="stretch",
                    caption=f"activation of channel {int(channel)} (mean {float(amap.mean()):.3g}, "
                            f"max {float(amap.max()):.3g})")
-        if importlib.util.find_spec("core.index") is None:
-            right.info("Dataset patches that excite this channel appear here once a dataset index is built "
-                       "(the index feature).")
+        with right:
+            _dataset_patches(layer, int(channel))
 
 with tab_mix:
     st.caption("Frames maximise (1 - t) * A + t * B for t from 0 to 1; the middle frame excites both channels "
