@@ -98,6 +98,8 @@ def _kind(module: nn.Module) -> str | None:
         return "layernorm"
     if name in _GATES:
         return "gate"
+    if type(module) is nn.ReLU:  # its gradient already is the identity rule's 1[x > 0]
+        return "pass"
     if name in _ACTS:
         return "act"
     if isinstance(module, _PASS) or name in ("droppath", "identity"):
@@ -220,7 +222,7 @@ def _rule_hook(kind: str, rule: Rule, epsilon: float):
         # conv / linear
         if rule is Rule.ZPLUS and (kind == "conv" or a.dim() > 2):
             zp = _plus(module, a)
-            return _keep_value(out, zp, out / _stable(zp, torch.full_like(zp, 1e-9)))
+            return _keep_value(out, zp, out / zp.clamp(min=1e-9))  # zp >= 0 by construction
         return _keep_value(out, out, out / _stable(out, _rel_eps(out, epsilon)))
     return hook
 
