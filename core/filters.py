@@ -2,7 +2,8 @@
 
 First-layer kernels act on the *normalised* image; dividing each colour plane by the normalisation std gives
 the kernel in the RGB pixel space the user sees, which is what the tiles show. Each tile is scaled on its own
-(grey = 0), so shapes are comparable but magnitudes are not; ``norms`` gives the magnitudes.
+(grey = 0), so shapes are comparable but magnitudes are not (``norms`` gives them); a kernel under 1/1000
+of the layer's largest weight (a dead filter) stays grey.
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def first_conv(model: LensModel) -> tuple[str, nn.Conv2d]:
 
 
 def _tiles(w: torch.Tensor) -> torch.Tensor:
-    scale = w.flatten(1).abs().amax(1).clamp(min=1e-12).view(-1, *([1] * (w.dim() - 1)))
+    # per-kernel scale, floored at 1e-3 of the layer's largest weight: a dead kernel stays grey, not amplified noise
+    peak = w.flatten(1).abs().amax(1)
+    scale = peak.clamp(min=max(1e-12, 1e-3 * float(peak.max()))).view(-1, *([1] * (w.dim() - 1)))
     return (0.5 + 0.5 * w / scale).clamp(0, 1)
 
 

@@ -187,6 +187,11 @@ def test_depthwise_kernels_and_stats(convnext_atto, resnet_tiny):
     with pytest.raises(ValueError, match="not a depthwise"):
         depthwise_kernels(convnext_atto, "stem.0")
     assert first_layer_kernels(resnet_tiny).tiles.shape == (64, 3, 7, 7)
+    from core.filters import _tiles
+    w = torch.randn(3, 3, 4, 4)
+    w[1] *= 1e-8  # a dead kernel: grey, not its noise stretched to full contrast
+    t = _tiles(w)
+    assert torch.allclose(t[1], torch.full_like(t[1], 0.5), atol=1e-4) and t[0].sub(0.5).abs().max() == 0.5
     stats = weight_stats(convnext_atto)
     row = next(s for s in stats if s.name == "stem.0")
     w = convnext_atto.net.stem[0].weight
@@ -233,3 +238,18 @@ def test_other_threads_forward_passes_run_through_while_optimising(convnext_atto
     visualize(convnext_atto, "stages.0", 0, settings=QUICK)
     t.join()
     assert not errors and all(torch.allclose(r, expected) for r in results)
+
+
+def test_cli_filters(tmp_path, capsys):
+    from core.cli import main
+
+    code = main(["filters", "--model", "convnext_atto", "--weights", "random", "--depthwise",
+                 "stages.0.blocks.0.conv_dw", "--out-dir", str(tmp_path), "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert payload["first_layer"] == {"layer": "stem.0", "kernels": 40, "size": [4, 4], "stride": [4, 4]}
+    assert (tmp_path / "first_layer.png").is_file() and (tmp_path / "depthwise.png").is_file()
+    assert any(r["name"] == "head.fc" for r in payload["layers"])
+    assert main(["filters", "--model", "convnext_atto", "--weights", "random", "--depthwise", "stem.0",
+                 "--json"]) == 2
+    assert "not a depthwise" in capsys.readouterr().err
