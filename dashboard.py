@@ -18,6 +18,8 @@ st.set_page_config(page_title="ConvNeXt Lens", page_icon=":material/center_focus
 PAGES = [
     ("pages/home.py", "Prediction", ":material/home:", "The model's top-5 classes and its model card."),
     ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
+    ("pages/featurevis.py", "Feature visualisation", ":material/auto_awesome:", "What a channel responds to, neuron interaction, filters."),
+    ("pages/cam_lrp.py", "CAM and LRP", ":material/layers:", "Class activation maps and layer-wise relevance propagation."),
 ]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]
