@@ -14,7 +14,7 @@ from core.attribution import REGISTRY, Method, NotApplicable, attribute, smoothg
 from core.hooks import hook_count
 from core.models import wrap
 
-from conftest import make_tiny
+from .conftest import make_tiny
 
 
 @pytest.fixture(scope="module")
