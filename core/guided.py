@@ -153,22 +153,23 @@ def rule_gradient(model: nn.Module, x: torch.Tensor, target: Sequence[int] | tor
     return torch.cat(parts), rule_notes(mode, rule)
 
 
+def _rule_attribution(rule: Rule, model, x, target, batch_size, progress) -> Attribution:
+    started = time.perf_counter()
+    t = resolve_target(model, check_input(x), target)
+    raw, notes = rule_gradient(model, x, t, rule=rule, batch_size=batch_size, progress=progress)
+    return from_raw(raw, rule.value, t.tolist(), started, notes=notes)
+
+
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
                     batch_size: int = 8, progress: Progress | None = None) -> Attribution:
     """Guided backpropagation (signed, per channel). x: (N, 3, H, W) in [0, 1]."""
-    started = time.perf_counter()
-    t = resolve_target(model, check_input(x), target)
-    raw, notes = rule_gradient(model, x, t, rule=Rule.GUIDED, batch_size=batch_size, progress=progress)
-    return from_raw(raw, Rule.GUIDED.value, t.tolist(), started, notes=notes)
+    return _rule_attribution(Rule.GUIDED, model, x, target, batch_size, progress)
 
 
 def deconvolution(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
                   batch_size: int = 8, progress: Progress | None = None) -> Attribution:
     """Deconvolution (Zeiler & Fergus rule at every rectifier; signed, per channel)."""
-    started = time.perf_counter()
-    t = resolve_target(model, check_input(x), target)
-    raw, notes = rule_gradient(model, x, t, rule=Rule.DECONVOLUTION, batch_size=batch_size, progress=progress)
-    return from_raw(raw, Rule.DECONVOLUTION.value, t.tolist(), started, notes=notes)
+    return _rule_attribution(Rule.DECONVOLUTION, model, x, target, batch_size, progress)
 
 
 def _arch(model: nn.Module) -> str:

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .attr_base import Attribution, Progress, check_input, input_gradient, report, resolve_target
+from .attr_base import Attribution, NotApplicable, Progress, check_input, input_gradient, report, resolve_target
 from .gradients import Baseline, make_baseline
 from .guided import Rule, _with_rule, rule_notes
 
@@ -58,9 +58,10 @@ CAPTUM_BASES = (Base.SALIENCY, Base.INPUT_X_GRADIENT, Base.INTEGRATED_GRADIENTS)
 
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so autocast is a speed-up."""
+    # mkldnn's own "bf16 supported" is also true on plain AVX-512, where bf16 is emulated and no faster
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-                    and torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX"))
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(torch.backends.mkldnn.is_available() and native)
     except (AttributeError, RuntimeError):
         return False
 
@@ -157,8 +158,10 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
             with _autocast(precision, x.device):
                 if base is Base.GUIDED_BACKPROP:
                     grad, mode = _with_rule(model, noisy, ti, Rule.GUIDED)
-                    if not notes:
-                        notes = rule_notes(mode, Rule.GUIDED)
+                    if not mode.seen:
+                        raise NotApplicable("guided backprop does not apply: the model has no rectifying "
+                                            "activation, so the map would equal the plain gradient")
+                    notes = notes or rule_notes(mode, Rule.GUIDED)
                 else:
                     grad = input_gradient(model, noisy, ti)
             if base is Base.INPUT_X_GRADIENT:

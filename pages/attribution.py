@@ -69,6 +69,9 @@ def compute(sel, method: str, target: int, opts: dict, preview_slot=None):
     except (NotApplicable, ValueError) as e:
         st.error(f"{REGISTRY[method].title} does not apply here: {e}")
         return None
+    except Exception as e:  # never a traceback in the app: name the failure in one line
+        st.error(f"{REGISTRY[method].title} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return None
     finally:
         bar.empty()
         if preview_slot is not None:

@@ -201,6 +201,8 @@ def test_guided_refused_without_rectifiers(x64):
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(NotApplicable, match="no rectifying activation"):
         attribute(wrap(net), x64, 0, method="guided-backprop")
+    with pytest.raises(NotApplicable, match="no rectifying activation"):
+        smoothgrad(wrap(net), x64, 0, samples=2, base="guided-backprop")
     assert _no_function_mode()
 
 
@@ -327,3 +329,6 @@ def test_cli_refuses_with_one_line(samples, capsys):
     assert err.startswith("error:") and "nope" in err and "\n" not in err
     assert main(["attribute", str(samples / "chelsea.jpg"), "--model", "embedded", "--method", "saliency",
                  "--samples", "3"]) == 2
+    assert main(["attribute", str(samples / "chelsea.jpg"), "--model", "vit_tiny_patch16_224", "--weights", "random",
+                 "--method", "gradcam"]) == 2  # no convolutional feature stage
+    assert "no spatial feature stage" in capsys.readouterr().err
