@@ -98,7 +98,7 @@ def resolve_target(model: nn.Module, x: torch.Tensor, target: int | Sequence[int
     """Long (N,) class indices: the predicted class where ``target`` is None, else ``target`` per image."""
     n = x.shape[0]
     if target is None:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the indices are used later in graphs that autograd saves
             return model(x).argmax(-1).long()
     t = torch.as_tensor(target, dtype=torch.long).flatten()
     if t.numel() == 1:

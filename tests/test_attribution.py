@@ -64,6 +64,7 @@ def test_every_method_shapes_ranges_and_leaves_input_alone(convnext_live, x64, m
 def test_default_target_is_the_predicted_class(convnext_live, x64):
     predicted = convnext_live(x64).argmax(-1).tolist()
     assert attribute(convnext_live, x64, method="saliency").target == predicted
+    assert smoothgrad(convnext_live, x64, samples=1, noise=0.0, precision="fp32").target == predicted
 
 
 # ----------------------------------------------------------------------------------------- SmoothGrad
