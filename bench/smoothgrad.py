@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -55,11 +54,14 @@ def corr(a, b) -> float:
 
 
 def peak_rss_fast_fp32(n: int) -> int:
-    """Peak RSS (MB) of a fresh process that loads convnext_tiny and runs the fast fp32 SmoothGrad once."""
-    code = (f"import resource, timm, torch; from core.models import wrap; from core.smoothgrad import smoothgrad; "
+    """Peak RSS (MB) of a fresh process that loads convnext_tiny and runs the fast fp32 SmoothGrad once.
+
+    VmHWM, not ru_maxrss: a child's ru_maxrss starts from this (large) process's peak at fork.
+    """
+    code = (f"import timm, torch; from core.models import wrap; from core.smoothgrad import smoothgrad; "
             f"m = wrap(timm.create_model('convnext_tiny'), input_size=224); x = torch.rand(1, 3, 224, 224); "
             f"smoothgrad(m, x, 0, samples={n}, precision='fp32'); "
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+            f"print([int(l.split()[1]) // 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     return int(done.stdout.strip().splitlines()[-1])
