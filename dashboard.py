@@ -20,6 +20,7 @@ PAGES = [
     ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
     ("pages/featurevis.py", "Feature visualisation", ":material/auto_awesome:", "What a channel responds to, neuron interaction, filters."),
     ("pages/cam_lrp.py", "CAM and LRP", ":material/layers:", "Class activation maps and layer-wise relevance propagation."),
+    ("pages/attribution.py", "Attribution", ":material/gradient:", "Which pixels made the model say this class."),
 ]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]
