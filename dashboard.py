@@ -17,6 +17,7 @@ st.set_page_config(page_title="ConvNeXt Lens", page_icon=":material/center_focus
 # One line per page: (file in pages/, title, icon, one-line description shown on the home page).
 PAGES = [
     ("pages/home.py", "Prediction", ":material/home:", "The model's top-5 classes and its model card."),
+    ("pages/attack.py", "Adversarial", ":material/bolt:", "How little it takes to change the model's mind (FGSM, PGD)."),
 ]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]
