@@ -157,7 +157,10 @@ if selection is not None:
     clean_p, adv_p = result.clean_probs[0], result.adv_probs[0]
     linf, l2 = float(result.linf[0]), float(result.l2[0])
     sizes = f"‖δ‖∞ = {linf / PIXEL:.2f}/255, ‖δ‖₂ = {l2:.3f}, {int(result.steps_taken[0])} steps"
-    if bool(result.success[0]):
+    if result.targeted and int(result.target[0]) == int(result.clean_index[0]):
+        st.info(f"The model already says {model.label(source)}: a targeted attack toward it has nothing to do. "
+                "Pick another goal class.")
+    elif bool(result.success[0]):
         st.success(f"The model changed its mind: {model.label(source)} {float(clean_p[source]):.1%} → "
                    f"{model.label(new)} {float(adv_p[new]):.1%} with ε = {_eps_text(eps, norm)} ({sizes}).")
     else:

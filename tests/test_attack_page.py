@@ -3,19 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 
-import pytest
-import torch
+from .test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)
 
 HAS_ATTRIBUTION = importlib.util.find_spec("core.attribution") is not None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two intra-op threads on a loaded 2-core machine cost far more than they give."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _open(app):
@@ -42,7 +32,8 @@ def test_default_attack_flips_the_cat_and_shows_everything(app):
     assert any(label.startswith("Figure (PNG)") for label in labels) and any(".npz" in label for label in labels)
     assert "What changed in the evidence: SmoothGrad before and after" in subheaders
     if HAS_ATTRIBUTION:
-        assert any("new class" in m.value for m in app.markdown) and not app.info
+        assert any(m.value.startswith("**new class: Egyptian cat") for m in app.markdown)
+        assert not any("needs the attribution module" in i.value for i in app.info)
     else:
         assert any("needs the attribution module" in i.value for i in app.info)
 
