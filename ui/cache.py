@@ -126,3 +126,51 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
 
     key = ("smoothgrad", model_key, image_key, settings, classes, samples, noise)
     return _attack_results().get_or_compute(key, compute)
+
+
+# ------------------------------------------------------------------------------ attribution (issue 3)
+# st.cache_data cannot be used here: its element replay refuses the progress bar and the refining SmoothGrad
+# preview, which write into blocks created outside the function. So results live in a small LRU store shared
+# by all sessions (an Attribution is a frozen dataclass and is never modified), keyed like cache_data would be.
+
+ATTRIBUTION_ENTRIES = 64
+
+
+class _Store:
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        self.items: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
+        self.lock = threading.Lock()
+
+
+@st.cache_resource(show_spinner=False)
+def _attribution_store() -> _Store:
+    return _Store()
+
+
+def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, method: str, target: int,
+                options: dict, progress=None, preview=None):
+    """:class:`core.attribution.Attribution` of one image ``x`` (3, H, W) in [0, 1]; raises NotApplicable.
+
+    Keyed by model, image, method, target and options, so changing only the view is instant. ``progress``
+    gets (fraction, message); ``preview(map, fraction)`` (SmoothGrad only) sees the map refine per batch.
+    """
+    import json
+
+    from core.attribution import attribute
+
+    key = (model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
+    store = _attribution_store()
+    with store.lock:
+        if key in store.items:
+            store.items.move_to_end(key)
+            return store.items[key]
+    extra = {"preview": preview} if method == "smoothgrad" and preview is not None else {}
+    result = attribute(model, x.unsqueeze(0), int(target), method=method, progress=progress, **options, **extra)
+    with store.lock:
+        store.items[key] = result
+        while len(store.items) > ATTRIBUTION_ENTRIES:
+            store.items.popitem(last=False)
+    return result

@@ -1,0 +1,131 @@
+"""What every attribution method shares: the result type, target resolution, and input gradients.
+
+One input space: RGB float (N, 3, H, W) in [0, 1]. A method reads ``x`` and never writes to it; gradients are
+taken on a detached copy. The score differentiated is the target class logit (pre-softmax), as in the
+Saliency, SmoothGrad, Integrated Gradients and Grad-CAM papers.
+"""
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+Progress = Callable[[float, str], None]
+
+
+class NotApplicable(ValueError):
+    """The method does not apply to this model or layer; the message says why in one line."""
+
+
+class Sign(str, enum.Enum):
+    """Which part of a signed attribution to show."""
+
+    POSITIVE = "positive"
+    NEGATIVE = "negative"
+    ABSOLUTE = "absolute"
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """An attribution result.
+
+    Attributes:
+        map: float32 (N, H, W) aligned with the model input; signed unless ``signed`` is False. For per-channel
+            methods it is the channel sum of ``raw``.
+        raw: float32 (N, 3, H, W) per-channel attribution, or None (Grad-CAM, occlusion).
+        method: the method name (CLI spelling).
+        target: one class index per image.
+        seconds: compute time (no model load).
+        signed: whether negative values carry meaning.
+        notes: one-line facts for the user (e.g. where the guided rule was applied).
+        options: the options actually used, after defaults.
+    """
+
+    map: torch.Tensor
+    raw: torch.Tensor | None
+    method: str
+    target: list[int]
+    seconds: float
+    signed: bool = True
+    notes: tuple[str, ...] = ()
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    def view(self, sign: Sign | str = Sign.ALL) -> torch.Tensor:
+        """(N, H, W) map restricted to ``sign``; per-channel methods sum the chosen part over channels."""
+        sign = Sign(sign)
+        src = self.raw if self.raw is not None else self.map.unsqueeze(1)
+        if sign is Sign.POSITIVE:
+            part = src.clamp(min=0)
+        elif sign is Sign.NEGATIVE:
+            part = (-src).clamp(min=0)
+        elif sign is Sign.ABSOLUTE:
+            part = src.abs()
+        else:
+            part = src
+        return part.sum(1)
+
+    def with_seconds(self, seconds: float) -> "Attribution":
+        return replace(self, seconds=seconds)
+
+
+def from_raw(raw: torch.Tensor, method: str, target: Sequence[int], started: float, *,
+             notes: Sequence[str] = (), options: Mapping | None = None, signed: bool = True) -> Attribution:
+    """An :class:`Attribution` from a per-channel (N, 3, H, W) result; ``started`` is a perf_counter value."""
+    raw = raw.detach().float()
+    return Attribution(map=raw.sum(1), raw=raw, method=method, target=[int(t) for t in target],
+                       seconds=time.perf_counter() - started, signed=signed, notes=tuple(notes),
+                       options=dict(options or {}))
+
+
+def check_input(x: torch.Tensor) -> torch.Tensor:
+    """Validate an (N, 3, H, W) float batch in [0, 1]; returns it as float32 (a (3, H, W) image is batched)."""
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected an RGB batch (N, 3, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError("expected a float tensor in [0, 1]")
+    return x.detach().float()
+
+
+def resolve_target(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None
+                   ) -> torch.Tensor:
+    """Long (N,) class indices: the predicted class where ``target`` is None, else ``target`` per image."""
+    n = x.shape[0]
+    if target is None:
+        with torch.inference_mode():
+            return model(x).argmax(-1).long()
+    t = torch.as_tensor(target, dtype=torch.long).flatten()
+    if t.numel() == 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"{t.numel()} targets for {n} images")
+    classes = getattr(getattr(model, "card", None), "num_classes", None)
+    if classes is not None and (t.min() < 0 or t.max() >= classes):
+        raise ValueError(f"target class out of range 0..{classes - 1}")
+    return t.clone()
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """d logit[target] / d x for each image: float32 (N, 3, H, W). ``x`` is not modified."""
+    xin = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xin)
+        score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
+        (grad,) = torch.autograd.grad(score, xin)
+    return grad.float()
+
+
+def batches(n: int, size: int) -> list[slice]:
+    size = max(1, int(size))
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def report(progress: Progress | None, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(min(1.0, max(0.0, float(fraction))), message)

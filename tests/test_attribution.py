@@ -1,0 +1,334 @@
+"""Attribution methods: properties worked out by hand, and Captum as the reference where Captum is right."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.attribution import REGISTRY, Method, NotApplicable, attribute, smoothgrad
+from core.hooks import hook_count
+from core.models import wrap
+
+from .conftest import make_tiny
+
+
+@pytest.fixture(scope="module")
+def convnext_live():
+    """convnext_atto with layer scale 1 (timm's 1e-6 init makes a random ConvNeXt almost linear)."""
+    return make_tiny("convnext_atto", seed=1, num_classes=10, ls_init_value=1.0)
+
+
+@pytest.fixture(scope="module")
+def x64():
+    return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+def _no_function_mode() -> bool:
+    return torch._C._len_torch_function_stack() == 0
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+def test_registry_matches_method_enum_and_refuses_unknown_options(convnext_atto, x64):
+    assert [m.value for m in Method] == list(REGISTRY)
+    with pytest.raises(ValueError, match="no option"):
+        attribute(convnext_atto, x64, 0, method="saliency", samples=3)
+    with pytest.raises(ValueError, match="unknown method"):
+        attribute(convnext_atto, x64, 0, method="magic")
+
+
+@pytest.mark.parametrize("method", [m.value for m in Method])
+def test_every_method_shapes_ranges_and_leaves_input_alone(convnext_live, x64, method):
+    x = x64.clone()
+    opts = {"smoothgrad": {"samples": 4}, "integrated-gradients": {"steps": 4},
+            "occlusion": {"window": 16, "stride": 16}}.get(method, {})
+    seen = []
+    a = attribute(convnext_live, x, [3, 5], method=method, progress=lambda f, m: seen.append(f), **opts)
+    assert torch.equal(x, x64)
+    assert a.map.shape == (2, 64, 64) and a.map.dtype == torch.float32 and torch.isfinite(a.map).all()
+    assert a.target == [3, 5] and a.method == method and a.seconds >= 0
+    if a.raw is not None:
+        assert a.raw.shape == (2, 3, 64, 64)
+        torch.testing.assert_close(a.map, a.raw.sum(1))
+    if method == "gradcam":
+        assert a.map.min() >= 0 and not a.signed
+    assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
+    assert hook_count(convnext_live) == 0 and _no_function_mode()
+
+
+def test_default_target_is_the_predicted_class(convnext_live, x64):
+    predicted = convnext_live(x64).argmax(-1).tolist()
+    assert attribute(convnext_live, x64, method="saliency").target == predicted
+
+
+# ----------------------------------------------------------------------------------------- SmoothGrad
+
+def test_smoothgrad_without_noise_and_one_sample_is_saliency(convnext_live, x64):
+    s = attribute(convnext_live, x64, [1, 2], method="saliency")
+    sg = smoothgrad(convnext_live, x64, [1, 2], samples=1, noise=0.0, precision="fp32")
+    torch.testing.assert_close(sg.raw, s.raw)
+
+
+@pytest.mark.parametrize("nt_type,base", [("smoothgrad", "saliency"), ("smoothgrad_sq", "saliency"),
+                                          ("vargrad", "input-x-gradient")])
+def test_fast_engine_equals_captum_noise_tunnel(convnext_live, x64, nt_type, base):
+    from captum.attr import InputXGradient, NoiseTunnel, Saliency
+
+    x, target, seed = x64[:1], 4, 7
+    ours = smoothgrad(convnext_live, x, target, samples=6, noise=0.2, nt_type=nt_type, base=base, seed=seed,
+                      precision="fp32", batch_size=4)
+    kind, kw = (Saliency, {"abs": False}) if base == "saliency" else (InputXGradient, {})
+    torch.manual_seed(seed)  # NoiseTunnel draws from the global RNG; ours from a generator with the same seed
+    ref = NoiseTunnel(kind(convnext_live)).attribute(x.clone(), nt_type=nt_type, nt_samples=6,
+                                                      nt_samples_batch_size=4, stdevs=0.2, target=target, **kw)
+    torch.testing.assert_close(ours.raw, ref, rtol=1e-4, atol=1e-7)
+    if nt_type != "smoothgrad":
+        assert ours.raw.min() >= -1e-7 and not ours.signed
+
+
+def test_smoothgrad_is_seeded_and_independent_of_batching(convnext_live, x64):
+    a = smoothgrad(convnext_live, x64, [0, 1], samples=4, seed=3, precision="fp32", batch_size=3)
+    b = smoothgrad(convnext_live, x64, [0, 1], samples=4, seed=3, precision="fp32", batch_size=4)
+    c = smoothgrad(convnext_live, x64[:1], [0], samples=4, seed=4, precision="fp32")
+    one = smoothgrad(convnext_live, x64[1:], [1], samples=4, seed=3, precision="fp32")
+    torch.testing.assert_close(a.raw, b.raw, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(a.raw[1:], one.raw)
+    assert not torch.allclose(a.raw[:1], c.raw)
+
+
+def test_smoothgrad_preview_refines_after_each_batch(convnext_live, x64):
+    previews = []
+    result = smoothgrad(convnext_live, x64[:1], 0, samples=10, batch_size=4, precision="fp32",
+                        preview=lambda m, f: previews.append((m.clone(), f)))
+    assert [round(f, 3) for _, f in previews] == [0.333, 0.667, 1.0]
+    torch.testing.assert_close(previews[-1][0], result.map)
+
+
+def test_smoothgrad_bf16_runs_and_tracks_fp32(convnext_live, x64):
+    fp32 = smoothgrad(convnext_live, x64[:1], 2, samples=4, precision="fp32")
+    bf16 = smoothgrad(convnext_live, x64[:1], 2, samples=4, precision="bf16")
+    assert bf16.options["precision"] == "bf16" and bf16.raw.dtype == torch.float32
+    corr = np.corrcoef(fp32.map.flatten().numpy(), bf16.map.flatten().numpy())[0, 1]
+    assert corr > 0.9
+
+
+def test_smoothgrad_over_integrated_gradients_uses_noise_tunnel(convnext_live, x64):
+    a = smoothgrad(convnext_live, x64[:1], 0, samples=2, base="integrated-gradients", steps=4, precision="fp32")
+    assert a.options["engine"] == "captum" and a.raw.shape == (1, 3, 64, 64)
+    with pytest.raises(ValueError, match="ReLU-only"):
+        smoothgrad(convnext_live, x64[:1], 0, samples=2, base="guided-backprop", engine="captum")
+
+
+# ------------------------------------------------------------------------------------ gradient family
+
+def test_integrated_gradients_complete(convnext_live, x64):
+    a = attribute(convnext_live, x64[:1], 3, method="integrated-gradients", steps=24)
+    with torch.no_grad():
+        gap = convnext_live(x64[:1])[0, 3] - convnext_live(torch.zeros_like(x64[:1]))[0, 3]
+    assert float(a.map.sum()) == pytest.approx(float(gap), rel=0.02, abs=1e-3)
+
+
+def test_input_x_gradient_is_gradient_times_input(convnext_live, x64):
+    s = attribute(convnext_live, x64, 1, method="saliency")
+    ixg = attribute(convnext_live, x64, 1, method="input-x-gradient")
+    torch.testing.assert_close(ixg.raw, s.raw * x64)
+
+
+# ----------------------------------------------------------------------------------- guided / deconv
+
+def test_guided_backprop_on_convnext_differs_from_gradient_where_captum_does_not(convnext_live, x64):
+    from captum.attr import GuidedBackprop
+
+    target = [1, 2]
+    s = attribute(convnext_live, x64, target, method="saliency").raw
+    g = attribute(convnext_live, x64, target, method="guided-backprop")
+    d = attribute(convnext_live, x64, target, method="deconvolution").raw
+    assert (g.raw - s).abs().max() > 0.1 * s.abs().max()
+    assert (d - s).abs().max() > 0.1 * s.abs().max()
+    assert "12 GELU" in g.notes[0]
+    captum = torch.cat([GuidedBackprop(convnext_live).attribute(x64[i:i + 1].clone(), target=t)
+                        for i, t in enumerate(target)])
+    torch.testing.assert_close(captum, s, rtol=1e-4, atol=1e-7)  # Captum only overrides nn.ReLU
+
+
+@pytest.mark.parametrize("method", ["guided-backprop", "deconvolution"])
+def test_rule_equals_captum_on_a_relu_net(resnet_tiny, x64, method):
+    from captum.attr import Deconvolution, GuidedBackprop
+
+    ours = attribute(resnet_tiny, x64, [0, 7], method=method).raw
+    kind = GuidedBackprop if method == "guided-backprop" else Deconvolution
+    ref = torch.cat([kind(resnet_tiny).attribute(x64[i:i + 1].clone(), target=t) for i, t in enumerate([0, 7])])
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-8)
+
+
+class _Net(nn.Module):
+    """conv -> act -> conv -> act -> pool -> linear; activations as modules or as functional calls."""
+
+    def __init__(self, functional: bool):
+        super().__init__()
+        torch.manual_seed(5)
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 4)
+        self.functional = functional
+        self.a1, self.a2 = nn.ReLU(), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        if self.functional:
+            h = self.c2(F.relu(self.c1(x))).relu_()
+        else:
+            h = self.a2(self.c2(self.a1(self.c1(x))))
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.mark.parametrize("method", ["guided-backprop", "deconvolution"])
+def test_functional_and_in_place_activations_get_the_rule(x64, method):
+    from captum.attr import Deconvolution, GuidedBackprop
+
+    functional, modules = wrap(_Net(True)), wrap(_Net(False))
+    ours = attribute(functional, x64, 2, method=method).raw
+    kind = GuidedBackprop if method == "guided-backprop" else Deconvolution
+    ref = kind(modules).attribute(x64.clone(), target=2)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-8)
+    plain = attribute(functional, x64, 2, method="saliency").raw
+    assert not torch.allclose(ours, plain)
+
+
+def test_guided_refused_without_rectifiers(x64):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(NotApplicable, match="no rectifying activation"):
+        attribute(wrap(net), x64, 0, method="guided-backprop")
+    with pytest.raises(NotApplicable, match="no rectifying activation"):
+        smoothgrad(wrap(net), x64, 0, samples=2, base="guided-backprop")
+    assert _no_function_mode()
+
+
+# -------------------------------------------------------------------------------- Grad-CAM / occlusion
+
+def test_gradcam_equals_captum_layer_gradcam(resnet_tiny, x64):
+    from captum.attr import LayerGradCam
+
+    ours = attribute(resnet_tiny, x64, [1, 6], method="gradcam", layer="layer3").map
+    lg = LayerGradCam(resnet_tiny, resnet_tiny.net.layer3)
+    ref = torch.cat([F.interpolate(lg.attribute(x64[i:i + 1], target=t, relu_attributions=True), size=(64, 64),
+                                   mode="bilinear") for i, t in enumerate([1, 6])])[:, 0]
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_gradcam_on_channels_last_layer_and_bad_layer(convnext_live, x64):
+    nhwc = make_tiny("convnext_atto", seed=2, num_classes=10, conv_mlp=False, ls_init_value=1.0)
+    a = attribute(nhwc, x64, 0, method="gradcam", layer="stages.2.blocks.0.mlp")  # channels-last block MLP
+    assert a.map.shape == (2, 64, 64) and "NHWC" in a.notes[0] and a.map.std() > 0
+    with pytest.raises(NotApplicable, match="no spatial layer"):
+        attribute(convnext_live, x64, 0, method="gradcam", layer="nope")
+
+
+def test_gradcam_for_the_cat_peaks_on_the_cat(embedded, samples):
+    """The cat photo shrunk into the top-left quadrant of a brick wall: the cat-class map peaks there."""
+    from core.images import load_image, preprocess
+
+    canvas = load_image(samples / "brick.jpg").resize((224, 224))
+    canvas.paste(load_image(samples / "chelsea.jpg").resize((112, 112)), (0, 0))
+    x = preprocess(canvas, embedded.card.data_config).batch
+    with torch.no_grad():
+        cat = int(embedded(x)[0, 281:286].argmax()) + 281  # the most likely of ImageNet's domestic cats
+    cam = attribute(embedded, x, cat, method="gradcam").map[0]
+    row, col = divmod(int(cam.argmax()), cam.shape[1])
+    assert row < 112 and col < 112
+
+
+def test_occlusion_equals_captum(convnext_live, x64):
+    from captum.attr import Occlusion
+
+    ours = attribute(convnext_live, x64[:1], 3, method="occlusion", window=24, stride=16, fill="gray").map
+    ref = Occlusion(convnext_live).attribute(x64[:1], sliding_window_shapes=(3, 24, 24), strides=(3, 16, 16),
+                                             target=3, baselines=0.5)
+    torch.testing.assert_close(ours, ref.mean(1), rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- safety on a shared model
+
+class _Boom(nn.Module):
+    armed = False
+
+    def forward(self, x):
+        if self.armed:
+            raise RuntimeError("boom")
+        return x
+
+
+def test_no_hook_or_mode_left_after_an_exception(x64):
+    boom = _Boom()
+    model = wrap(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), boom, nn.Conv2d(4, 4, 3), nn.ReLU(),
+                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)))
+    from core.catalogue import catalogue
+    catalogue(model)
+    boom.armed = True
+    for method in ("gradcam", "guided-gradcam", "guided-backprop", "deconvolution"):
+        with pytest.raises(RuntimeError, match="boom"):
+            attribute(model, x64, 0, method=method, **({"layer": "3"} if "gradcam" in method else {}))
+        assert hook_count(model) == 0 and _no_function_mode()
+    free = []
+
+    def probe():  # another thread can take the lock, so it was released
+        free.append(model.lock.acquire(timeout=5))
+        model.lock.release()
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    assert free == [True]
+
+
+def test_threads_sharing_a_model_get_the_serial_results(convnext_live, x64):
+    jobs = [("guided-backprop", {}), ("gradcam", {}), ("saliency", {}), ("deconvolution", {})]
+    serial = {m: attribute(convnext_live, x64, 1, method=m, **o).map for m, o in jobs}
+    results, errors = {}, []
+
+    def work(m, o):
+        try:
+            results[m] = attribute(convnext_live, x64, 1, method=m, **o).map
+        except Exception as e:  # surfaced below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for m, _ in jobs:
+        torch.testing.assert_close(results[m], serial[m])
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def test_cli_writes_maps_and_json(tmp_path, samples, capsys):
+    from core.cli import main
+
+    code = main(["attribute", str(samples / "chelsea.jpg"), "--model", "embedded", "--method", "gradcam",
+                 "--out-dir", str(tmp_path), "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    (r,) = payload["results"]
+    assert payload["method"] == "gradcam"
+    assert r["shape"] == [224, 224] and 281 <= r["target"] <= 285 and r["label"]
+    assert len(r["input_box"]) == 4 and r["seconds"] > 0
+    m = np.load(r["npy"])
+    assert m.shape == (224, 224) and m.dtype == np.float32
+    assert (tmp_path / "chelsea.png").is_file()
+
+
+def test_cli_refuses_with_one_line(samples, capsys):
+    from core.cli import main
+
+    assert main(["attribute", str(samples / "chelsea.jpg"), "--model", "embedded", "--method", "gradcam",
+                 "--layer", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "nope" in err and "\n" not in err
+    assert main(["attribute", str(samples / "chelsea.jpg"), "--model", "embedded", "--method", "saliency",
+                 "--samples", "3"]) == 2
+    assert main(["attribute", str(samples / "chelsea.jpg"), "--model", "vit_tiny_patch16_224", "--weights", "random",
+                 "--method", "gradcam"]) == 2  # no convolutional feature stage
+    assert "no spatial feature stage" in capsys.readouterr().err
