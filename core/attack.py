@@ -187,10 +187,11 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
         final_logits = torch.empty(n, num_classes)
         steps_taken = torch.zeros(n, dtype=torch.long)
         met = torch.zeros(n, dtype=torch.bool)
-        active = torch.arange(n)
+        # ``rows`` selects the images still being attacked: a slice (views, no copies) until one stops early.
+        rows: slice | torch.Tensor = slice(None)
         eps_col, step_col = eps_t.view(-1, 1, 1, 1) * _SAFETY, step_t.view(-1, 1, 1, 1)
         for t in range(t_cols):
-            xa = adv[active].requires_grad_(t < steps)
+            xa = adv[rows].detach().requires_grad_(t < steps)
             logits = model(xa)
             detached = logits.detach().float()
             if t == 0:
@@ -198,32 +199,34 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
                     clean_logits = detached
                 if src is None:
                     src = clean_logits.argmax(-1)
-            aim = goal[active] if targeted else src[active]
+            aim = goal[rows] if targeted else src[rows]
             loss = F.cross_entropy(logits.float(), aim, reduction="none")
             probs = detached.softmax(-1)
             pred = probs.argmax(-1)
             now_met = pred == aim if targeted else pred != aim
-            delta = (adv[active] - clean[active]).flatten(1)
-            traj["loss"][active, t] = loss.detach()
-            traj["source_prob"][active, t] = probs.gather(1, src[active, None])[:, 0]
-            traj["goal_prob"][active, t] = (probs.gather(1, aim[:, None])[:, 0] if targeted
-                                            else probs.scatter(1, aim[:, None], -1.0).amax(1))
-            traj["linf"][active, t] = delta.abs().amax(1)
-            traj["l2"][active, t] = delta.norm(dim=1)
-            final_logits[active] = detached
-            steps_taken[active] = t
-            met[active] = now_met
+            delta = xa.detach() - clean[rows]
+            flat = delta.flatten(1)
+            traj["loss"][rows, t] = loss.detach()
+            traj["source_prob"][rows, t] = probs.gather(1, src[rows][:, None])[:, 0]
+            traj["goal_prob"][rows, t] = (probs.gather(1, aim[:, None])[:, 0] if targeted
+                                          else probs.scatter(1, aim[:, None], -1.0).amax(1))
+            traj["linf"][rows, t] = torch.linalg.vector_norm(flat, math.inf, dim=1)
+            traj["l2"][rows, t] = torch.linalg.vector_norm(flat, 2, dim=1)
+            final_logits[rows] = detached
+            steps_taken[rows] = t
+            met[rows] = now_met
             say(min(1.0, (t + 1) / t_cols), f"step {t}/{steps}" if t else "start")
             keep = ~now_met if early_stop else torch.ones_like(now_met)
             if t == steps or not bool(keep.any()):
                 break
             # Summed per-image losses: each image's gradient is independent of the batch it is in.
             grad, = torch.autograd.grad(loss.sum(), xa)
-            idx, g = active[keep], grad[keep]
-            direction = -_direction(g, norm) if targeted else _direction(g, norm)
-            delta = adv[idx] + step_col[idx] * direction - clean[idx]
-            adv[idx] = (clean[idx] + _project(delta, eps_col[idx], norm)).clamp(0.0, 1.0)
-            active = idx
+            if not bool(keep.all()):
+                rows = torch.arange(n)[rows][keep]
+                grad, delta = grad[keep], delta[keep]
+            direction = _direction(grad, norm)
+            delta.addcmul_(step_col[rows], direction, value=-1.0 if targeted else 1.0)
+            adv[rows] = _project(delta, eps_col[rows], norm).add_(clean[rows]).clamp_(0.0, 1.0)
     return AttackResult(
         method=method, norm=norm, eps=eps_t, step=step_t, steps=steps, random_start=random_start,
         clean=clean, adversarial=adv.detach(), source=src, target=goal, clean_probs=clean_logits.softmax(-1),
@@ -344,17 +347,17 @@ def _logits(model: LensModel, x: torch.Tensor) -> torch.Tensor:
 
 def _direction(g: torch.Tensor, norm: Norm) -> torch.Tensor:
     if norm is Norm.LINF:
-        return g.sign()
-    size = g.flatten(1).norm(dim=1).clamp_min(1e-12)
-    return g / size.view(-1, 1, 1, 1)
+        return g.sign_()
+    size = torch.linalg.vector_norm(g.flatten(1), 2, dim=1).clamp_min(1e-12)
+    return g.div_(size.view(-1, 1, 1, 1))
 
 
 def _project(delta: torch.Tensor, eps: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Nearest point of the ε-ball (eps (N, 1, 1, 1)) to each ``delta``."""
+    """Nearest point of the ε-ball (eps (N, 1, 1, 1)) to each ``delta``, in place."""
     if norm is Norm.LINF:
-        return torch.maximum(torch.minimum(delta, eps), -eps)
-    size = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    return delta * (eps / size.clamp_min(1e-12)).clamp(max=1.0)
+        return delta.clamp_(-eps, eps)
+    size = torch.linalg.vector_norm(delta.flatten(1), 2, dim=1).view(-1, 1, 1, 1)
+    return delta.mul_((eps / size.clamp_min(1e-12)).clamp(max=1.0))
 
 
 def _start(clean: torch.Tensor, eps: torch.Tensor, norm: Norm, seed: int) -> torch.Tensor:
