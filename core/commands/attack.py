@@ -129,7 +129,8 @@ def text(payload: dict) -> str:
         c, a = r["clean"], r["adversarial"]
         verdict = "fooled" if r["success"] else "NOT fooled within the budget"
         lines.append(f"{r['image']}: {c['label']} {c['prob']:.1%} -> {a['label']} {a['prob']:.1%}  {verdict}  "
-                     f"(L-inf {r['linf_255']:.2f}/255, L2 {r['l2']:.3f}, {r['steps_taken']} steps, {r['seconds']:.2f} s)")
+                     f"(L-inf {r['linf_255']:.2f}/255, L2 {r['l2']:.3f}, {r['steps_taken']} step"
+                     f"{'' if r['steps_taken'] == 1 else 's'}, {r['seconds']:.2f} s)")
         if "min_eps" in r:
             lines.append(f"  smallest eps: {r['min_eps']:.3g} ({unit})" if r["min_eps"] is not None
                          else f"  no eps up to the search limit reaches the goal ({r['min_eps_attacks']} attacks)")
