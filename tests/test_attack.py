@@ -192,6 +192,28 @@ def test_no_hooks_left_and_errors_are_clear(convnext_atto, batch):
     assert hook_count(convnext_atto) == 0
 
 
+def test_interrupted_attack_releases_the_model(convnext_atto, batch):
+    def cancel(fraction, _message):
+        if fraction > 0.3:
+            raise KeyboardInterrupt  # e.g. a Streamlit rerun stopping the script mid-attack
+
+    with pytest.raises(KeyboardInterrupt):
+        attack(convnext_atto, batch, eps=EPS, steps=5, early_stop=False, progress=cancel)
+    assert hook_count(convnext_atto) == 0
+    free = []
+
+    def probe():  # another thread can take the lock, so the attack released it
+        got = convnext_atto.lock.acquire(timeout=5)
+        free.append(got)
+        if got:
+            convnext_atto.lock.release()
+
+    worker = threading.Thread(target=probe)
+    worker.start()
+    worker.join()
+    assert free == [True]
+
+
 def test_works_inside_inference_mode(convnext_atto, batch):
     plain = attack(convnext_atto, batch, eps=EPS, steps=2, early_stop=False)
     with torch.inference_mode():
