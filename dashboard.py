@@ -19,6 +19,7 @@ PAGES = [
     ("pages/home.py", "Prediction", ":material/home:", "The model's top-5 classes and its model card."),
     ("pages/attack.py", "Adversarial", ":material/bolt:", "How little it takes to change the model's mind (FGSM, PGD)."),
     ("pages/attribution.py", "Attribution", ":material/gradient:", "Which pixels made the model say this class."),
+    ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
 ]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]

@@ -425,6 +425,9 @@ def _finish(net: nn.Module, name: str, source: WeightsSource, detail: str, finge
             notice: str | None) -> LensModel:
     from timm.data import resolve_data_config
 
+    if getattr(net, "num_classes", None) == 0:
+        raise ModelLoadError(f"{name} has no classifier head (a feature backbone): pick weights trained for "
+                             "classification, e.g. an ImageNet-1k tag")
     cfg = resolve_data_config({}, model=net)
     num_classes = _num_classes(net)
     card = ModelCard(
@@ -442,5 +445,14 @@ def _short(e: BaseException) -> str:
 
 
 def list_pretrained_tags(arch: str) -> list[str]:
-    """All pretrained tags timm knows for ``arch`` (e.g. ``convnext_tiny.fb_in22k_ft_in1k``)."""
+    """All pretrained names timm knows for ``arch`` (e.g. ``convnext_tiny.fb_in22k_ft_in1k``), sorted."""
     return sorted(timm.list_pretrained(f"{arch}.*"))
+
+
+def default_pretrained_name(arch: str) -> str | None:
+    """``arch.tag`` for timm's default pretrained weights of ``arch``, if it has any."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(arch)
+    except Exception:
+        return None
+    return f"{arch}.{cfg.tag}" if cfg is not None and cfg.tag else None

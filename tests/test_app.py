@@ -1,6 +1,7 @@
 """The dashboard runs under AppTest: home page, model switch, bad model names, no exceptions shown."""
 from __future__ import annotations
 
+from .conftest import ROOT
 
 
 def test_home_shows_predictions_and_model_card(app):
@@ -22,6 +23,9 @@ def test_switching_sample_and_model(app):
     assert not app.exception
     assert app.table[0].value.index[0] == "espresso (967)"
     app.sidebar.selectbox(key="lens_model_choice").set_value("convnext_atto").run()
+    tag = app.sidebar.selectbox(key="lens_tag_convnext_atto")
+    assert tag.value == "convnext_atto.d2_in1k" and "convnext_atto.d2_in1k" in tag.options
+    assert any("cannot reach the Hugging Face hub" in e.value for e in app.sidebar.error)  # offline: said, not hung
     app.sidebar.radio(key="lens_weights").set_value("random").run()
     assert not app.exception and not app.error
     assert "convnext_atto" in app.table[1].value.to_string()
@@ -36,3 +40,17 @@ def test_unavailable_model_is_a_message_not_a_traceback(app):
     assert any("unknown model" in e.value for e in app.error)
     assert any("Keeping the previous model" in c.value for c in app.sidebar.caption)
     assert len(app.table) == 2  # the page still shows predictions from the previous model
+
+
+def test_uploads_good_and_bad(app):
+    app.run()
+    app.sidebar.radio(key="lens_image_source").set_value("Upload").run()
+    coffee = (ROOT / "assets" / "samples" / "coffee.jpg").read_bytes()
+    app.sidebar.file_uploader(key="lens_upload").set_value(("my coffee.jpg", coffee, "image/jpeg")).run()
+    assert not app.exception and app.table[0].value.index[0] == "espresso (967)"
+    app.sidebar.file_uploader(key="lens_upload").set_value(("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64,
+                                                             "image/png")).run()
+    assert not app.exception
+    assert any("broken.png: truncated or corrupt" in e.value for e in app.sidebar.error)
+    assert any("Keeping the previous image: my coffee.jpg" in c.value for c in app.sidebar.caption)
+    assert app.table[0].value.index[0] == "espresso (967)"  # nothing lost

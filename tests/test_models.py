@@ -107,7 +107,8 @@ def test_local_safetensors_and_pth_roundtrip(tmp_path):
     for path in (st_path, pth_path):
         m = load_model("convnext_atto", str(path))
         assert m.card.weights is WeightsSource.FILE and m.card.fingerprint.startswith("sha256:")
-        assert torch.allclose(m(x), ref.normalize(x).new_tensor(other.eval()(m.normalize(x))), atol=1e-5)
+        assert torch.allclose(m(x), other.eval()(m.normalize(x)), atol=1e-5)
+        assert not torch.allclose(m(x), ref(x), atol=1e-3)  # the file's weights, not the seed-0 ones
 
 
 def test_fine_tuned_head_size_is_read_from_the_file(tmp_path):
@@ -200,3 +201,9 @@ def test_default_falls_back_when_the_download_fails(monkeypatch):
     monkeypatch.setattr(models, "_load_hub", broken)
     model = load_model()
     assert model.card.name == "embedded" and "connection reset by peer" in model.card.notice
+
+
+def test_a_backbone_without_classifier_is_refused():
+    with pytest.raises(ModelLoadError, match="no classifier head"):
+        models._finish(timm.create_model("convnext_atto", num_classes=0), "convnext_atto.dinov3_lvd1689m",
+                       WeightsSource.HUB, "hub", "x", None)

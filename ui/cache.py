@@ -174,3 +174,58 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
         while len(store.items) > ATTRIBUTION_ENTRIES:
             store.items.popitem(last=False)
     return result
+
+# ----------------------------------------------------------------------- activation index (issue 5: pages/activation_index.py)
+
+from core import activation_index as core_index  # noqa: E402  (section appended by the index page's owner)
+from core.render import normalize_map as _normalize_map, overlay as _overlay  # noqa: E402
+
+
+def index_directory(model: LensModel, folder: str) -> str:
+    """Where the index of ``folder`` for ``model`` lives (``.lens-cache/index/...``)."""
+    return str(core_index.default_directory(model, folder))
+
+
+def index_stamp(directory: str) -> str | None:
+    """Changes whenever the index is rewritten (its manifest's mtime); None when there is no index."""
+    path = core_index.Path(directory) / core_index.MANIFEST
+    return f"{path.stat().st_mtime_ns}" if path.exists() else None
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def open_activation_index(directory: str, stamp: str) -> core_index.ActivationIndex:
+    """The opened index, shared (read-only) by all sessions. Raises IndexCorrupt."""
+    return core_index.open_index(directory)
+
+
+def build_activation_index(_model: LensModel, folder: str, directory: str, layers: list[str], top_k: int,
+                           progress) -> core_index.BuildResult:
+    """Build or extend (not cached: an action). Raises ValueError, ImageError."""
+    return core_index.build_index(_model, folder, directory, layers=layers, top_k=top_k, batch_size=16,
+                                  progress=progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def patch_crop(directory: str, stamp: str, image_id: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """One patch cut from its original image (raises IndexStale when the file changed)."""
+    index = open_activation_index(directory, stamp)
+    return index.load(image_id).crop(box)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def patch_context(_model: LensModel, model_key: str, directory: str, stamp: str, image_id: int, layer: str,
+                  channel: int) -> tuple:
+    """(model input with the channel's map overlaid (H, W, 3) uint8, original image) for one indexed image."""
+    index = open_activation_index(directory, stamp)
+    original = index.load(image_id)
+    inp = core_images.preprocess(original, _model.card.data_config)
+    heat = core_index.channel_map(_model, inp.batch, layer, channel)
+    return _overlay(inp.tensor, _normalize_map(heat.clamp(min=0)), alpha=0.55), original
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def channels_excited(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, directory: str,
+                     stamp: str, layer: str, n: int) -> list:
+    """Reverse lookup: the ChannelHits of ``layer`` that image ``_x`` (3, H, W) excites most."""
+    index = open_activation_index(directory, stamp)
+    return list(index.excited_by(_model, _x.unsqueeze(0), layer, n))

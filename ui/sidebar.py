@@ -9,7 +9,8 @@ import streamlit as st
 from PIL import Image
 
 from core.images import EXTENSIONS, MAX_BYTES, ImageError, ModelInput, preprocess, sample_images
-from core.models import CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError
+from core.models import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError,
+                         default_pretrained_name, list_pretrained_tags)
 
 from . import cache
 
@@ -48,6 +49,13 @@ def _model_widgets() -> tuple[str | None, str | None]:
             return None, None
     source = st.radio("Weights", list(WEIGHT_CHOICES), format_func=WEIGHT_CHOICES.get, key="lens_weights",
                       horizontal=True)
+    if source == "hub" and "." not in choice:
+        tags = list_pretrained_tags(choice)
+        if tags:
+            default_tag = default_pretrained_name(choice)
+            choice = st.selectbox("Pretrained tag", tags, key=f"lens_tag_{choice}",
+                                  index=tags.index(default_tag) if default_tag in tags else 0,
+                                  help="timm's pretrained weights for this architecture (dataset, resolution).")
     if source != "file":
         return choice, source
     upload = st.file_uploader("Weights file (.safetensors preferred)", type=["safetensors", "pth", "pt", "bin"],
