@@ -135,6 +135,11 @@ def _min_eps_section(model, selection, settings, norm: str) -> None:
         st.success(f"Smallest ε found: **{_eps_text(float(found.eps[0]), norm)}** reaches the goal "
                    f"({model.label(int(r.adv_index[0]))} at {float(r.adv_probs[0].max()):.1%}); "
                    f"{_eps_text(float(found.below[0]), norm)} does not. {attacks} attacks.")
+        a, b, _ = st.columns(3)
+        a.image(image_uint8(r.adversarial[0]), width="stretch",
+                caption=f"adversarial at the smallest ε: {model.label(int(r.adv_index[0]))}")
+        b.image(_perturbation_image(r.perturbation[0].numpy(), float(found.eps[0]), norm), width="stretch",
+                caption="its perturbation (channel mean)")
     else:
         st.warning(f"No ε up to {_eps_text(float(found.below[0]), norm)} reaches the goal "
                    f"({attacks} attacks). Try more PGD steps or a larger step.")

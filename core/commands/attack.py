@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--method", choices=[m.value for m in Method], default=Method.PGD.value,
                    help="fgsm: one step of size eps; pgd: --steps projected steps of size --step (default pgd)")
-    p.add_argument("--norm", choices=[n.value for n in Norm], default=Norm.LINF.value, help="budget norm (default linf)")
+    p.add_argument("--norm", choices=[n.value for n in Norm], default=Norm.LINF.value,
+                   help="budget norm (default linf)")
     p.add_argument("--eps", type=float, default=None,
                    help="budget: in 1/255 units for linf (default 4), in [0,1]-pixel L2 units for l2 (default 0.5)")
     p.add_argument("--step", type=float, default=None,
