@@ -49,6 +49,85 @@ def layers(_model: LensModel, model_key: str) -> list[LayerInfo]:
     return list(catalogue(_model))
 
 
+# ------------------------------------------------------------------------ adversarial perturbation (issue 4)
+# These computations draw a progress bar while they run. st.cache_data records every element call made inside
+# the cached function and replays it on a hit, which fails for a bar created outside (CacheReplayClosureError);
+# so results live in a small shared LRU (one per app, st.cache_resource) and compute runs outside any cached call.
+
+class _Results:
+    """Thread-safe least-recently-used store of computed results, shared by every session."""
+
+    def __init__(self, size: int) -> None:
+        import collections
+        import threading
+
+        self.size, self.lock, self.items = size, threading.Lock(), collections.OrderedDict()
+
+    def get_or_compute(self, key, compute):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        value = compute()  # outside the lock: a long attack must not block other sessions' hits
+        with self.lock:
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
+@st.cache_resource(show_spinner=False)
+def _attack_results() -> _Results:
+    return _Results(48)
+
+
+def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: tuple,
+                progress=None):
+    """:class:`core.attack.AttackResult` for one image ``x`` (3, H, W).
+
+    ``settings`` = (method, norm, eps, step, steps, target or None, random_start, early_stop, seed), ε and step
+    in [0, 1] pixel units.
+    """
+    from core.attack import attack
+
+    method, norm, eps, step, steps, target, random_start, early_stop, seed = settings
+    return _attack_results().get_or_compute(("attack", model_key, image_key, settings), lambda: attack(
+        model, x.unsqueeze(0), target, method=method, norm=norm, eps=eps, step=step, steps=steps,
+        random_start=random_start, early_stop=early_stop, seed=seed, progress=progress))
+
+
+def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: tuple,
+                 progress=None):
+    """:class:`core.attack.MinEpsResult` for one image, searching upward from the settings' ε (same tuple)."""
+    from core.attack import minimal_eps
+
+    method, norm, eps, step, steps, target, random_start, _early_stop, seed = settings
+    return _attack_results().get_or_compute(("min_eps", model_key, image_key, settings), lambda: minimal_eps(
+        model, x.unsqueeze(0), target, method=method, norm=norm, eps=eps, step=step, steps=steps,
+        random_start=random_start, seed=seed, progress=progress))
+
+
+def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tensor, adv: torch.Tensor,
+                            image_key: str, settings: tuple, classes: tuple[int, ...], samples: int, noise: float,
+                            progress=None) -> dict:
+    """SmoothGrad maps (H, W) of the clean and adversarial images for each class in ``classes``.
+
+    The adversarial image is a function of (image, ``settings``), which is what keys it. Returns
+    ``{(class, "clean"|"adversarial"): float32 array}``.
+    """
+    from core.attribution import smoothgrad
+
+    def compute():
+        x = torch.stack([clean, adv] * len(classes))
+        targets = [c for c in classes for _ in (0, 1)]
+        maps = smoothgrad(model, x, targets, samples=samples, noise=noise, progress=progress).map
+        return {(c, kind): maps[2 * i + j].float().numpy()
+                for i, c in enumerate(classes) for j, kind in enumerate(("clean", "adversarial"))}
+
+    key = ("smoothgrad", model_key, image_key, settings, classes, samples, noise)
+    return _attack_results().get_or_compute(key, compute)
+
+
 # ----------------------------------------------------------------------- activation index (issue 5: pages/activation_index.py)
 
 from core import activation_index as core_index  # noqa: E402  (section appended by the index page's owner)
