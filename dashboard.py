@@ -17,11 +17,10 @@ st.set_page_config(page_title="ConvNeXt Lens", page_icon=":material/center_focus
 # One line per page: (file in pages/, title, icon, one-line description shown on the home page).
 PAGES = [
     ("pages/home.py", "Prediction", ":material/home:", "The model's top-5 classes and its model card."),
-    ("pages/attribution.py", "Attribution", ":material/gradient:", "Which pixels made the model say this class."),
+    ("pages/attribution.py", "Attribution", ":material/gradient:", "Which pixels made the model say this class: gradients, SmoothGrad, Grad-CAM, CAM, LRP, occlusion."),
     ("pages/attack.py", "Adversarial", ":material/bolt:", "How little it takes to change the model's mind (FGSM, PGD)."),
     ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
     ("pages/featurevis.py", "Feature visualisation", ":material/auto_awesome:", "What a channel responds to, neuron interaction, filters."),
-    ("pages/cam_lrp.py", "CAM and LRP", ":material/layers:", "Class activation maps and layer-wise relevance propagation."),
 ]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]

@@ -54,6 +54,7 @@ class Attribution:
     signed: bool = True
     notes: tuple[str, ...] = ()
     options: Mapping[str, object] = field(default_factory=dict)
+    metrics: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # per-image numbers, e.g. LRP's relevance_sum
 
     def view(self, sign: Sign | str = Sign.ALL) -> torch.Tensor:
         """(N, H, W) map restricted to ``sign``; per-channel methods sum the chosen part over channels."""

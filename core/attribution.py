@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -16,6 +17,9 @@ import torch
 from torch import nn
 
 from .attr_base import Attribution, NotApplicable, Progress, Sign, check_input, resolve_target
+from .cam import cam as _cam
+from .lrp import FirstRule, Rule
+from .lrp import lrp as _lrp
 from .gradcam import gradcam, guided_gradcam
 from .gradients import Baseline, input_x_gradient, integrated_gradients, saliency
 from .guided import deconvolution, guided_backprop
@@ -33,6 +37,28 @@ class Method(str, enum.Enum):
     GRADCAM = "gradcam"
     GUIDED_GRADCAM = "guided-gradcam"
     OCCLUSION = "occlusion"
+    CAM = "cam"
+    LRP = "lrp"
+
+
+def cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, progress: Progress | None = None) -> Attribution:
+    """CAM (core.cam): exact on pool + linear heads, LayerNorm linearised at the image on ConvNeXt."""
+    start = time.perf_counter()
+    r = _cam(model, x, target)
+    return Attribution(map=r.map, raw=None, method="cam", target=list(r.target), seconds=time.perf_counter() - start,
+                       notes=(r.note,), metrics={"logit": r.logit, "constant": r.constant})
+
+
+def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, rule: Rule | str = Rule.ZPLUS,
+        first: FirstRule | str = FirstRule.ZB, epsilon: float = 0.25, progress: Progress | None = None) -> Attribution:
+    """LRP (core.lrp) with the rule for convolutions, the first-layer rule and epsilon."""
+    start = time.perf_counter()
+    r = _lrp(model, x, target, rule=rule, first=first, epsilon=epsilon)
+    notes = (f"rules: {r.rule.value} (convolutions), {r.first.value} (pixels), epsilon for the classifier; "
+             f"GELU/SiLU gates and LayerNorm std held constant; {r.bn_folded} BatchNorm folded",)
+    return Attribution(map=r.map, raw=r.raw, method="lrp", target=list(r.target), seconds=time.perf_counter() - start,
+                       notes=notes, options={"rule": r.rule.value, "first": r.first.value, "epsilon": r.epsilon},
+                       metrics={"relevance_sum": r.relevance_sum, "logit": r.logit})
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,8 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("gradcam", gradcam, "Grad-CAM", "class-weighted activations of one layer, upsampled", layer=True),
     MethodSpec("guided-gradcam", guided_gradcam, "Guided Grad-CAM", "guided backprop times Grad-CAM", layer=True),
     MethodSpec("occlusion", occlusion, "Occlusion", "score drop when a patch is hidden"),
+    MethodSpec("cam", cam, "CAM", "class activation map of the last features (LayerNorm head linearised at the image)"),
+    MethodSpec("lrp", lrp, "LRP", "layer-wise relevance propagation; relevance sums to the logit minus what biases absorb"),
 )}
 
 

@@ -20,13 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attr_base import NotApplicable
 from .models import LensModel
 
 Target = int | Sequence[int] | torch.Tensor | None
-
-
-class NotApplicable(ValueError):
-    """The method does not apply to this architecture; the message says why (one line)."""
 
 
 @dataclass(frozen=True)

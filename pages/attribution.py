@@ -8,6 +8,7 @@ from core.attr_view import View, npy_bytes, picture, png_bytes
 from core.attribution import REGISTRY, Method
 from core.catalogue import default_layer
 from core.gradients import Baseline
+from core.lrp import FirstRule, Rule
 from core.occlusion import Fill
 from core.smoothgrad import Base, NoiseType, Precision, native_bf16
 from ui import cache, sidebar
@@ -45,6 +46,13 @@ def method_options(method: str, model, key: str) -> dict:
         default = default_layer(model).name
         opts["layer"] = cols[0].selectbox("Layer", names, index=names.index(default) if default in names else 0,
                                           key=f"{key}_layer", help=f"Default: the last feature stage ({default}).")
+    elif method == "lrp":
+        opts["rule"] = cols[0].selectbox("Rule (convolutions)", [r.value for r in Rule], key=f"{key}_rule",
+                                         help="zplus: positive evidence only, clean maps; epsilon: damps noise.")
+        opts["first"] = cols[1].selectbox("First layer (pixels)", [f.value for f in FirstRule], key=f"{key}_first",
+                                          help="zb: the box rule for pixels in [0, 1]; flat: spread evenly.")
+        opts["epsilon"] = float(cols[2].number_input("Epsilon (x layer std)", 0.0, 5.0, 0.25, step=0.05,
+                                                     key=f"{key}_eps"))
     elif method == "occlusion":
         side = model.card.input_size[-1]
         opts["window"] = cols[0].slider("Window (px)", 4, side // 2, max(4, side // 8), key=f"{key}_window")
@@ -104,10 +112,19 @@ if selection is not None:
         result = compute(selection, method, target, opts, preview_slot)
         if result is not None:
             for note in result.notes:
-                if "rule applied" in note:
-                    st.info(note)
+                if "rule applied" in note or method == "cam":
+                    st.info(note[0].upper() + note[1:])
                 else:
                     st.caption(note)
+            metrics = {name: values[0] for name, values in result.metrics.items()}
+            if "relevance_sum" in metrics:
+                share = metrics["relevance_sum"] / metrics["logit"] if metrics["logit"] else float("nan")
+                st.markdown(f"Relevance sum **{metrics['relevance_sum']:.4g}** for a logit of "
+                            f"**{metrics['logit']:.4g}** ({share:.0%} conserved; biases, LayerNorm shifts and "
+                            "epsilon absorb the rest).")
+            elif "constant" in metrics:
+                st.markdown(f"Logit **{metrics['logit']:.4g}** = mean of the map + constant "
+                            f"({metrics['constant']:.4g}).")
             if method in ("guided-backprop", "deconvolution", "guided-gradcam"):
                 st.caption("Captum and pytorch-grad-cam change only nn.ReLU, so on GELU networks such as ConvNeXt "
                            "their guided maps equal the plain gradient; here the rule reaches every rectifier.")

@@ -183,7 +183,7 @@ def channels_excited(_model: LensModel, model_key: str, _x: torch.Tensor, image_
     index = open_activation_index(directory, stamp)
     return list(index.excited_by(_model, _x.unsqueeze(0), layer, n))
 
-# ------------------------------------------------------------ feature visualisation, filters, CAM, LRP (issue 7)
+# ------------------------------------------------------------------- feature visualisation, filters (issue 7)
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def feature_vis(_model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,
@@ -222,19 +222,6 @@ def filter_views(_model: LensModel, model_key: str) -> dict:
     except ValueError:
         first = None
     return {"first": first, "depthwise": filters.depthwise_layers(_model), "stats": filters.weight_stats(_model)}
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def cam_lrp(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, method: str, target: int | None,
-            options: tuple = ()):
-    """CAM (``method="cam"``) or LRP (``"lrp"``, options ``(rule, first, epsilon)``) for one image."""
-    from core.cam import cam
-    from core.lrp import lrp
-
-    if method == "cam":
-        return cam(_model, _x.unsqueeze(0), target)
-    rule, first, epsilon = options
-    return lrp(_model, _x.unsqueeze(0), target, rule=rule, first=first, epsilon=epsilon)
 
 
 # ------------------------------------------------------------------------------ attribution (issue 3)

@@ -30,6 +30,9 @@ _OPTIONS = {
     "window": ("window", {"occlusion"}),
     "stride": ("stride", {"occlusion"}),
     "fill": ("fill", {"occlusion"}),
+    "rule": ("rule", {"lrp"}),
+    "first_rule": ("first", {"lrp"}),
+    "epsilon": ("epsilon", {"lrp"}),
 }
 
 
@@ -55,6 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, help="occlusion: patch side in pixels (default 1/8 of the input)")
     p.add_argument("--stride", type=int, help="occlusion: step in pixels (default half the window)")
     p.add_argument("--fill", choices=[f.value for f in Fill], help="occlusion: patch content (default black)")
+    p.add_argument("--rule", choices=["zplus", "epsilon"], help="lrp: rule for convolutions (default zplus)")
+    p.add_argument("--first-rule", dest="first_rule", choices=["zb", "flat", "epsilon"],
+                   help="lrp: rule for the layer on the pixels (default zb)")
+    p.add_argument("--epsilon", type=float, help="lrp: stabiliser as a fraction of each layer's output std (default 0.25)")
     add_model_options(p)
     p.add_argument("--out-dir", dest="out_dir", help="write <stem>.npy (float32 HxW map) and <stem>.png (overlay)")
 
@@ -98,6 +105,7 @@ def run(args: argparse.Namespace) -> dict:
             "image": path, "target": target, "label": model.label(target), "shape": list(amap.shape),
             "input_box": [round(float(v), 2) for v in inp.box], "seconds": round(result.seconds, 4),
             "npy": str(npy) if npy else None, "png": str(png) if png else None,
+            **{name: float(values[0]) for name, values in result.metrics.items()},
         })
     payload = {"method": args.method, "model": model.card.name, "options": dict(result.options) if good else opts,
                "notes": notes, "results": results}
