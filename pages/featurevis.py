@@ -54,7 +54,7 @@ def _run(layer: str, channels: tuple[int, ...], objective: Objective, settings: 
         bar.progress(min(1.0, fraction), text=message)
     try:
         result = cache.feature_vis(model, selection.model_key, layer, channels, objective.value, settings.key(),
-                                   _progress=progress)
+                                   progress=progress)
     except (KeyError, ValueError) as e:
         bar.empty()
         st.error(str(e).strip("'\""))

@@ -6,7 +6,10 @@ changing only a view option never recomputes. Arguments with a leading underscor
 """
 from __future__ import annotations
 
+import collections
 import hashlib
+import threading
+from typing import Callable
 
 import streamlit as st
 import torch
@@ -49,26 +52,24 @@ def layers(_model: LensModel, model_key: str) -> list[LayerInfo]:
     return list(catalogue(_model))
 
 
-# ------------------------------------------------------------------------ adversarial perturbation (issue 4)
-# These computations draw a progress bar while they run. st.cache_data records every element call made inside
-# the cached function and replays it on a hit, which fails for a bar created outside (CacheReplayClosureError);
-# so results live in a small shared LRU (one per app, st.cache_resource) and compute runs outside any cached call.
+# ------------------------------------------------------------------ results of long computations with progress
+# st.cache_data records every element call made inside a cached function and replays it on a hit, which fails
+# for a progress bar or preview created outside it (CacheReplayClosureError). Long computations that report
+# progress therefore keep their results in one shared LRU store (st.cache_resource: one per app), keyed as
+# st.cache_data would key them, and compute outside the lock so one session's long run never blocks another's hit.
 
-class _Results:
+class Results:
     """Thread-safe least-recently-used store of computed results, shared by every session."""
 
     def __init__(self, size: int) -> None:
-        import collections
-        import threading
-
         self.size, self.lock, self.items = size, threading.Lock(), collections.OrderedDict()
 
-    def get_or_compute(self, key, compute):
+    def get_or_compute(self, key: tuple, compute: Callable[[], object]):
         with self.lock:
             if key in self.items:
                 self.items.move_to_end(key)
                 return self.items[key]
-        value = compute()  # outside the lock: a long attack must not block other sessions' hits
+        value = compute()
         with self.lock:
             self.items[key] = value
             while len(self.items) > self.size:
@@ -77,9 +78,12 @@ class _Results:
 
 
 @st.cache_resource(show_spinner=False)
-def _attack_results() -> _Results:
-    return _Results(48)
+def results() -> Results:
+    """The app's store of long results (attacks, attributions, SmoothGrad panels): 96 entries."""
+    return Results(96)
 
+
+# ------------------------------------------------------------------------ adversarial perturbation (issue 4)
 
 def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: tuple,
                 progress=None):
@@ -91,7 +95,7 @@ def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     from core.attack import attack
 
     method, norm, eps, step, steps, target, random_start, early_stop, seed = settings
-    return _attack_results().get_or_compute(("attack", model_key, image_key, settings), lambda: attack(
+    return results().get_or_compute(("attack", model_key, image_key, settings), lambda: attack(
         model, x.unsqueeze(0), target, method=method, norm=norm, eps=eps, step=step, steps=steps,
         random_start=random_start, early_stop=early_stop, seed=seed, progress=progress))
 
@@ -102,7 +106,7 @@ def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: s
     from core.attack import minimal_eps
 
     method, norm, eps, step, steps, target, random_start, _early_stop, seed = settings
-    return _attack_results().get_or_compute(("min_eps", model_key, image_key, settings), lambda: minimal_eps(
+    return results().get_or_compute(("min_eps", model_key, image_key, settings), lambda: minimal_eps(
         model, x.unsqueeze(0), target, method=method, norm=norm, eps=eps, step=step, steps=steps,
         random_start=random_start, seed=seed, progress=progress))
 
@@ -125,7 +129,7 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
                 for i, c in enumerate(classes) for j, kind in enumerate(("clean", "adversarial"))}
 
     key = ("smoothgrad", model_key, image_key, settings, classes, samples, noise)
-    return _attack_results().get_or_compute(key, compute)
+    return results().get_or_compute(key, compute)
 
 
 # ----------------------------------------------------------------------- activation index (issue 5: pages/activation_index.py)
@@ -185,21 +189,24 @@ def channels_excited(_model: LensModel, model_key: str, _x: torch.Tensor, image_
 
 # ------------------------------------------------------------------- feature visualisation, filters (issue 7)
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def feature_vis(_model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,
-                settings_key: tuple, _progress=None):
-    """A :class:`core.featurevis.Visualization`, cached per (model, layer, channels, objective, settings).
+def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,
+                settings_key: tuple, progress=None):
+    """A :class:`core.featurevis.Visualization`, kept per (model, layer, channels, objective, settings).
 
     One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
     """
     from core import featurevis
 
-    settings = featurevis.Settings(*settings_key)
-    if len(channels) == 2:
-        return featurevis.interpolate(_model, layer, channels[0], channels[1], frames=settings.batch,
-                                      objective=objective, settings=settings, progress=_progress)
-    return featurevis.visualize(_model, layer, channels[0], objective=objective, settings=settings,
-                                progress=_progress)
+    def compute():
+        settings = featurevis.Settings(*settings_key)
+        if len(channels) == 2:
+            return featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
+                                          objective=objective, settings=settings, progress=progress)
+        return featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
+                                    progress=progress)
+
+    return results().get_or_compute(("feature_vis", model_key, layer, tuple(channels), objective, settings_key),
+                                    compute)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -225,26 +232,6 @@ def filter_views(_model: LensModel, model_key: str) -> dict:
 
 
 # ------------------------------------------------------------------------------ attribution (issue 3)
-# st.cache_data cannot be used here: its element replay refuses the progress bar and the refining SmoothGrad
-# preview, which write into blocks created outside the function. So results live in a small LRU store shared
-# by all sessions (an Attribution is a frozen dataclass and is never modified), keyed like cache_data would be.
-
-ATTRIBUTION_ENTRIES = 64
-
-
-class _Store:
-    def __init__(self) -> None:
-        import collections
-        import threading
-
-        self.items: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
-        self.lock = threading.Lock()
-
-
-@st.cache_resource(show_spinner=False)
-def _attribution_store() -> _Store:
-    return _Store()
-
 
 def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, method: str, target: int,
                 options: dict, progress=None, preview=None):
@@ -257,16 +244,7 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
 
     from core.attribution import attribute
 
-    key = (model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
-    store = _attribution_store()
-    with store.lock:
-        if key in store.items:
-            store.items.move_to_end(key)
-            return store.items[key]
+    key = ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
     extra = {"preview": preview} if method == "smoothgrad" and preview is not None else {}
-    result = attribute(model, x.unsqueeze(0), int(target), method=method, progress=progress, **options, **extra)
-    with store.lock:
-        store.items[key] = result
-        while len(store.items) > ATTRIBUTION_ENTRIES:
-            store.items.popitem(last=False)
-    return result
+    return results().get_or_compute(key, lambda: attribute(model, x.unsqueeze(0), int(target), method=method,
+                                                           progress=progress, **options, **extra))
