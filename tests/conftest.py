@@ -15,6 +15,24 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "assets" / "samples"
 
 
+def lock_is_free(model) -> bool:
+    """Whether another thread can take ``model.lock`` (i.e. the work that held it released it)."""
+    import threading
+
+    free: list[bool] = []
+
+    def probe():
+        got = model.lock.acquire(timeout=5)
+        free.append(got)
+        if got:
+            model.lock.release()
+
+    worker = threading.Thread(target=probe)
+    worker.start()
+    worker.join()
+    return free == [True]
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     return SAMPLES

@@ -13,6 +13,8 @@ import core.attack as attack_module
 from core.attack import PIXEL, AttackResult, Method, Norm, attack, minimal_eps
 from core.hooks import hook_count, hooks_on
 
+from .conftest import lock_is_free
+
 EPS = 4 * PIXEL
 
 
@@ -200,18 +202,7 @@ def test_interrupted_attack_releases_the_model(convnext_atto, batch):
     with pytest.raises(KeyboardInterrupt):
         attack(convnext_atto, batch, eps=EPS, steps=5, early_stop=False, progress=cancel)
     assert hook_count(convnext_atto) == 0
-    free = []
-
-    def probe():  # another thread can take the lock, so the attack released it
-        got = convnext_atto.lock.acquire(timeout=5)
-        free.append(got)
-        if got:
-            convnext_atto.lock.release()
-
-    worker = threading.Thread(target=probe)
-    worker.start()
-    worker.join()
-    assert free == [True]
+    assert lock_is_free(convnext_atto)
 
 
 def test_works_inside_inference_mode(convnext_atto, batch):

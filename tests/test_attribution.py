@@ -14,7 +14,7 @@ from core.attribution import REGISTRY, Method, NotApplicable, attribute, smoothg
 from core.hooks import hook_count
 from core.models import wrap
 
-from .conftest import make_tiny
+from .conftest import lock_is_free, make_tiny
 
 
 @pytest.fixture(scope="module")
@@ -272,15 +272,7 @@ def test_no_hook_or_mode_left_after_an_exception(x64):
         with pytest.raises(RuntimeError, match="boom"):
             attribute(model, x64, 0, method=method, **({"layer": "3"} if "gradcam" in method else {}))
         assert hook_count(model) == 0 and _no_function_mode()
-    free = []
-
-    def probe():  # another thread can take the lock, so it was released
-        free.append(model.lock.acquire(timeout=5))
-        model.lock.release()
-    t = threading.Thread(target=probe)
-    t.start()
-    t.join()
-    assert free == [True]
+    assert lock_is_free(model)
 
 
 def test_threads_sharing_a_model_get_the_serial_results(convnext_live, x64):
