@@ -154,6 +154,14 @@ class SmoothMask:
         grid_pos = (nearest[None, :] + offsets[:, None]) * self.step - self.margin  # (2r+1, n)
         return u[None, :] - grid_pos
 
+    def inside(self) -> torch.Tensor:
+        """(1, 1, *shape_in): 1 for grid points inside the image, 0 for those in the margin."""
+        masks = []
+        for n, size in zip(self.shape_in, self.size):
+            pos = torch.arange(n, dtype=torch.float32) * self.step - self.margin
+            masks.append(((pos >= 0) & (pos <= size - 1)).float())
+        return (masks[0][:, None] * masks[1][None, :]).view(1, 1, *self.shape_in)
+
     def __call__(self, params: torch.Tensor) -> torch.Tensor:
         """(K, 1, *shape_in) parameters in [0, 1] -> (K, 1, H, W) mask in [0, 1]."""
         k = 2 * self.radius + 1
@@ -228,7 +236,9 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     pyramid = PerturbationPyramid(x, perturbation, _mean_colour(model, x))
     scale = min(h, w) / 224.0
     gen = SmoothMask((h, w), step or max(1, round(7 * scale)), sigma or 21.0 * scale)
-    params = torch.ones(len(areas), 1, *gen.shape_in, requires_grad=True)
+    # start from the whole image; grid points outside it start off, or their bumps leave a frame that the area
+    # constraint (counted inside the image only) is slow to remove
+    params = gen.inside().expand(len(areas), 1, -1, -1).clone().requires_grad_(True)
     reference = _area_reference(areas, h * w)
     optimizer = torch.optim.SGD([params], lr=learning_rate, momentum=0.9, dampening=0.9)
     growth = _AREA_WEIGHT_GROWTH_TOTAL ** (1.0 / iterations)
