@@ -147,7 +147,9 @@ class _Tracer(TorchFunctionMode):
             s = args[2] if len(args) > 2 else kwargs.get("stride")
             stride = _pair(s) if s not in (None, [], ()) else k
             padding = args[3] if len(args) > 3 else kwargs.get("padding", 0)
-            dilation = _pair(args[4] if len(args) > 4 else kwargs.get("dilation", 1))
+            # avg_pool2d has no dilation: its 5th argument is ceil_mode (False would read as dilation 0)
+            dilation = (_pair(args[4] if len(args) > 4 else kwargs.get("dilation", 1))
+                        if name.startswith("max_pool") else (1, 1))
         if isinstance(padding, str):
             padding = tuple(((kk - 1) * d) // 2 if padding == "same" else 0 for kk, d in zip(k, dilation))
         padding = _pair(padding)

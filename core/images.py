@@ -70,12 +70,26 @@ def load_image(source: str | os.PathLike | bytes | BinaryIO, *, name: str | None
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{label}: too many pixels (refused as a possible decompression bomb)") from None
+        raise ImageError(f"{label}: too many pixels, over the {max_pixels / 1e6:.0f} MP limit "
+                         "(refused before decoding)") from None
     except UnidentifiedImageError:
+        kind = _signature(data)
+        if kind:
+            raise ImageError(f"{label}: truncated or corrupt image ({kind} header, unreadable data)") from None
         raise ImageError(f"{label}: not an image (format not recognised)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"{label}: truncated or corrupt image ({reason})") from None
+
+
+_SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
+               b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _signature(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
 def _read_bytes(source, label: str, max_bytes: int) -> bytes:

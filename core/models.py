@@ -224,8 +224,7 @@ def _load_hub(name: str) -> tuple[nn.Module, str, str]:
         return net, hub_id, "sha256:" + file_sha256(cached)
     if not hub_reachable():
         raise ModelLoadError(
-            f"cannot reach the Hugging Face hub and {name} weights are not cached; "
-            "use --weights random, a local weights file, or the embedded model")
+            f"cannot reach the Hugging Face hub and {name} weights are not cached")
     net = timm.create_model(name, pretrained=True)
     cached = _cached_hub_file(cfg.hf_hub_id) if cfg.hf_hub_id else None
     return net, hub_id, "sha256:" + file_sha256(cached) if cached else f"hub:{hub_id}"
@@ -262,12 +261,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            msg = _short(e)
-            if "weights_only" in msg or "Unsupported global" in msg or "GLOBAL" in msg:
+            text = str(e)
+            if "Weights only load failed" in text:
+                detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()
+                detail = detail[0].strip() if detail and "WeightsUnpickler" in text else "not plain tensors"
                 raise ModelLoadError(
-                    f"refused {path.name}: it holds pickled objects other than tensors "
-                    "(loaded with weights_only=True, so no code from it runs)") from None
-            raise ModelLoadError(f"not a readable PyTorch weights file: {path} ({msg})") from None
+                    f"refused {path.name}: not a plain tensor checkpoint ({detail}); it was read with "
+                    "weights_only=True, so nothing in it ran") from None
+            raise ModelLoadError(f"not a readable PyTorch weights file: {path} ({_short(e)})") from None
     else:
         raise ModelLoadError(f"unsupported weights file type {suffix!r}: use .safetensors, .pth, .pt or .bin")
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
@@ -374,11 +375,14 @@ def load_model(name: str | None = None, weights: str | None = None,
     weights = weights or WeightsSource.HUB.value
     notice = None
     if name is None and weights == WeightsSource.HUB.value:
-        name = DEFAULT_MODEL
-        cfg = timm.models.get_pretrained_cfg(name)
-        if not (_cached_hub_file(cfg.hf_hub_id) or hub_reachable()):
-            notice = (f"The Hugging Face hub cannot be reached and {DEFAULT_MODEL} weights are not cached, "
-                      "so the embedded ImageNet EfficientNet-Lite0 is shown instead.")
+        try:
+            say(f"loading {DEFAULT_MODEL} from the hub")
+            net, hub_id, fingerprint = _load_hub(DEFAULT_MODEL)
+            return _finish(net, DEFAULT_MODEL, WeightsSource.HUB, hub_id, fingerprint, None)
+        except Exception as e:
+            reason = str(e) if isinstance(e, ModelLoadError) else f"the download failed ({_short(e)})"
+            notice = (f"{DEFAULT_MODEL} could not be loaded ({reason}), so the embedded ImageNet "
+                      "EfficientNet-Lite0 is shown instead.")
             name, weights = EMBEDDED_NAME, WeightsSource.EMBEDDED.value
     name = name or DEFAULT_MODEL
     if name == EMBEDDED_NAME or weights == WeightsSource.EMBEDDED.value:
@@ -396,8 +400,8 @@ def load_model(name: str | None = None, weights: str | None = None,
         say(f"loading {name} from the hub")
         try:
             net, hub_id, fingerprint = _load_hub(name)
-        except ModelLoadError:
-            raise
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{e}; use random weights, a local weights file, or the embedded model") from None
         except Exception as e:
             raise ModelLoadError(f"could not load {name} from the hub: {_short(e)}") from None
         return _finish(net, name, WeightsSource.HUB, hub_id, fingerprint, notice)
@@ -421,6 +425,9 @@ def _finish(net: nn.Module, name: str, source: WeightsSource, detail: str, finge
             notice: str | None) -> LensModel:
     from timm.data import resolve_data_config
 
+    if getattr(net, "num_classes", None) == 0:
+        raise ModelLoadError(f"{name} has no classifier head (a feature backbone): pick weights trained for "
+                             "classification, e.g. an ImageNet-1k tag")
     cfg = resolve_data_config({}, model=net)
     num_classes = _num_classes(net)
     card = ModelCard(
@@ -438,5 +445,14 @@ def _short(e: BaseException) -> str:
 
 
 def list_pretrained_tags(arch: str) -> list[str]:
-    """All pretrained tags timm knows for ``arch`` (e.g. ``convnext_tiny.fb_in22k_ft_in1k``)."""
+    """All pretrained names timm knows for ``arch`` (e.g. ``convnext_tiny.fb_in22k_ft_in1k``), sorted."""
     return sorted(timm.list_pretrained(f"{arch}.*"))
+
+
+def default_pretrained_name(arch: str) -> str | None:
+    """``arch.tag`` for timm's default pretrained weights of ``arch``, if it has any."""
+    try:
+        cfg = timm.models.get_pretrained_cfg(arch)
+    except Exception:
+        return None
+    return f"{arch}.{cfg.tag}" if cfg is not None and cfg.tag else None

@@ -54,3 +54,26 @@ def cat_input(embedded):
     from core.images import load_image, preprocess
 
     return preprocess(load_image(SAMPLES / "chelsea.jpg"), embedded.card.data_config)
+
+
+@pytest.fixture
+def app(monkeypatch):
+    """An AppTest of the whole dashboard, offline.
+
+    AppTest resets ``PagesManager.uses_pages_directory`` before every run and re-detects our ``pages/`` folder,
+    so reruns would take Streamlit's old folder-based multipage path instead of running dashboard.py (the real
+    server clears the flag for good once ``st.navigation`` is called). Keep it off, as the server does.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    monkeypatch.setenv("LENS_OFFLINE", "1")
+    monkeypatch.chdir(ROOT)
+    return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)

@@ -1,0 +1,27 @@
+"""ConvNeXt Lens: `streamlit run dashboard.py`.
+
+The entry point and router: the shared sidebar (model and image) runs first, then the chosen page.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui import sidebar
+
+HERE = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="ConvNeXt Lens", page_icon=":material/center_focus_strong:", layout="wide")
+
+# One line per page: (file in pages/, title, icon, one-line description shown on the home page).
+PAGES = [
+    ("pages/home.py", "Prediction", ":material/home:", "The model's top-5 classes and its model card."),
+    ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
+]
+
+pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]
+st.session_state["lens_pages"] = [(page, blurb) for page, (*_, blurb) in zip(pages, PAGES)]
+navigation = st.navigation(pages)
+sidebar.render()
+navigation.run()

@@ -1,0 +1,200 @@
+"""Dataset examples: the image patches, from a whole folder, that excite one channel most (and the reverse)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image, ImageDraw, ImageOps
+
+from core.activation_index import IndexCorrupt, IndexStale, default_layers
+from core.images import SAMPLES, ImageError
+from ui import cache, sidebar
+
+st.title("Dataset examples")
+st.caption("Which image patches, out of a whole folder, make a channel fire most: the top-k images per channel "
+           "by the channel's spatial maximum, cropped to the receptive field of the strongest unit.")
+COLS = 4
+
+
+def _group(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("stages", "layers", "blocks") and len(parts) > 1 else parts[0]
+
+
+def _diagram(all_layers, indexed: list[str], chosen: str | None) -> str:
+    """DOT source: the model's top-level parts in order (stem, stages with their block counts, downsamples)."""
+    tops, blocks = [], {}
+    for layer in all_layers:
+        g = _group(layer.name)
+        if g not in tops:
+            tops.append(g)
+        parts = layer.name.split(".")
+        if len(parts) >= 4 and parts[2] == "blocks":
+            blocks.setdefault(g, set()).add(parts[3])
+    tops = [g for g in tops if not any(t.startswith(g + ".") for t in tops)]  # drop containers ("stages")
+    has = {_group(n) for n in indexed}
+    downsample = {l.name for l in all_layers if l.name.endswith(".downsample")}
+    nodes, order = [], []
+    for g in tops:
+        if f"{g}.downsample" in downsample:  # ConvNeXt: each stage after the first opens with a downsample
+            d = f"{g}.downsample"
+            order.append(d)
+            color = '"#dbe4ff"' if d in indexed else '"#f1f3f5"'
+            nodes.append(f'"{d}" [label="downsample" shape=box style="rounded,filled" fillcolor={color} fontsize=8]')
+        label = g + (f"\\n{len(blocks[g])} blocks" if g in blocks else "")
+        style = 'style=filled fillcolor="#3b5bdb" fontcolor=white' if g == chosen else (
+            'style=filled fillcolor="#dbe4ff"' if g in has else 'color="#adb5bd" fontcolor="#868e96"')
+        nodes.append(f'"{g}" [label="{label}" shape=box {style}]')
+        order.append(g)
+    edges = " -> ".join(f'"{g}"' for g in order)
+    return f"digraph {{ rankdir=LR; node [fontname=Helvetica fontsize=10]; {'; '.join(nodes)}; {edges} }}"
+
+
+def _boxed(image, box, width: int = 3) -> Image.Image:
+    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image.copy()
+    ImageDraw.Draw(img).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=(59, 91, 219), width=width)
+    return img
+
+
+def _set_channel(channel: int) -> None:
+    st.session_state["lens_idx_mode"] = "Number"
+    st.session_state["lens_idx_channel"] = channel
+    st.session_state.pop("lens_idx_expanded", None)
+
+
+selection = sidebar.current()
+if selection is None:
+    st.stop()
+model = selection.model
+catalogue = cache.layers(model, selection.model_key)
+names = [l.name for l in catalogue]
+
+# ------------------------------------------------------------------------------------------- the index
+with st.expander("Index: folder, layers, build", expanded=False):
+    folder = st.text_input("Image folder (searched recursively)", value=str(SAMPLES), key="lens_idx_folder",
+                           help="Any folder, e.g. an ImageNet validation set. Big folders are faster from the "
+                                "command line: python -m core index build FOLDER")
+    defaults = [n for n in default_layers(model) if n in names]
+    chosen_layers = st.multiselect("Layers", names, default=defaults, key="lens_idx_layers",
+                                   help="Default: the output of every stage. Block internals (e.g. "
+                                        "stages.2.blocks.5.mlp.fc1) may be added; changing the list rebuilds.")
+    top_k = st.number_input("Images kept per channel (top-k)", 1, 256, 16, key="lens_idx_k")
+    build = st.button("Build or update the index", type="primary", key="lens_idx_build",
+                      disabled=not chosen_layers)
+
+directory = cache.index_directory(model, folder)
+if build:
+    bar = st.progress(0.0, text="Starting...")
+    try:
+        result = cache.build_activation_index(model, folder, directory, chosen_layers, int(top_k),
+                                              lambda f, msg: bar.progress(min(1.0, f), text=msg))
+    except (ValueError, ImageError, IndexCorrupt, OSError) as e:
+        bar.empty()
+        st.error(f"Index not built: {e}")
+    else:
+        bar.empty()
+        for note in result.notes:
+            st.info(note)
+        st.success(f"{len(result.index)} images indexed ({result.added} new, "
+                   f"{result.images_per_second:.1f} images/s).")
+        for s in result.skipped[:10]:
+            st.warning(f"Skipped {s['error']}")
+
+stamp = cache.index_stamp(directory)
+index = None
+if stamp is not None:
+    try:
+        index = cache.open_activation_index(directory, stamp)
+    except IndexCorrupt as e:
+        st.error(f"The index is damaged and will be rebuilt when you press Build: {e}")
+if index is None:
+    st.info(f"No index yet for this model over {folder}. Open 'Index' above and press Build "
+            "(the 70 sample photos take a few seconds to a minute).")
+    st.stop()
+
+st.caption(f"{len(index)} images from {index.root}, {len(index.layers)} layers, top-{index.top_k} per channel; "
+           f"model {index.spec['model']}.")
+
+# ---------------------------------------------------------------------------------------- layer, channel
+indexed = list(index.layers)
+groups = list(dict.fromkeys(_group(n) for n in indexed))
+# Default: the deepest indexed layer whose field is at most half the input, so the patches are real patches
+# (a ConvNeXt stage-3 unit sees more than the whole input).
+small = [n for n in indexed if index.layers[n].receptive_field <= index.input_size[0] // 2]
+start = _group((small or indexed)[-1])
+group = st.pills("Part of the model", groups, default=start, key="lens_idx_group") or start
+st.graphviz_chart(_diagram(catalogue, indexed, group), width="stretch")
+in_group = [n for n in indexed if _group(n) == group]
+layer = st.selectbox("Layer", in_group, index=len(in_group) - 1 if group in in_group else 0, key="lens_idx_layer")
+info = index.layer(layer)
+
+mode = st.radio("Channel", ["Number", "Slider", "Most selective"], horizontal=True, key="lens_idx_mode")
+if mode == "Most selective":
+    sel = index.selectivity(layer)
+    top_sel = index.most_selective(layer, 30)
+    channel = st.selectbox("Most selective channels (top-1 image, in standard deviations above the channel's "
+                           "mean over all images)", top_sel, format_func=lambda c: f"{c}  ({sel[c]:.1f} sd)",
+                           key="lens_idx_selective")
+elif mode == "Slider":
+    channel = st.slider("Channel number", 0, info.channels - 1, key="lens_idx_channel")
+else:
+    channel = st.number_input("Channel number", 0, info.channels - 1, key="lens_idx_channel")
+channel = int(min(channel, info.channels - 1))
+
+# ------------------------------------------------------------------------------------------- patch grid
+st.subheader(f"{layer}, channel {channel}: top {index.top_k} images")
+st.caption(f"Receptive field {info.receptive_field} px at the model input ({info.grid[0]}x{info.grid[1]} grid, "
+           f"{info.layout.value}); each crop is that field around the strongest unit, in original pixels.")
+patches = index.top(layer, channel)
+try:
+    for start in range(0, len(patches), COLS):
+        for col, patch in zip(st.columns(COLS), patches[start:start + COLS]):
+            with col:
+                crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
+                st.image(ImageOps.pad(crop, (160, 160), color=(255, 255, 255)),
+                         caption=f"#{patch.rank + 1}  {patch.value:.3g}  {patch.image.name}")
+                st.button("Full image", key=f"lens_idx_expand_{patch.rank}",
+                          on_click=st.session_state.__setitem__, args=("lens_idx_expanded", patch.rank))
+except (IndexStale, ImageError) as e:
+    st.error(f"{e}")
+
+expanded = st.session_state.get("lens_idx_expanded")
+if expanded is not None and expanded < len(patches):
+    patch = patches[expanded]
+    st.subheader(f"#{patch.rank + 1}: {patch.image.name}")
+    try:
+        heat, original = cache.patch_context(model, selection.model_key, directory, stamp, patch.image_id, layer,
+                                             channel)
+    except (IndexStale, ImageError) as e:
+        st.error(str(e))
+    else:
+        left, right = st.columns(2)
+        left.image(_boxed(original, patch.box, max(2, original.width // 150)), width="stretch",
+                   caption=f"original {original.width}x{original.height}, patch box {patch.box}")
+        right.image(_boxed(heat, patch.input_box, 2), width="stretch",
+                    caption=f"channel {channel} over the model input; max {patch.value:.3g} at grid "
+                            f"({patch.y}, {patch.x})")
+
+# ---------------------------------------------------------------------------------------- reverse lookup
+st.subheader(f"What {selection.name} excites in {layer}")
+st.caption("Channels ranked by how far the image's maximum stands above the channel's mean over the indexed "
+           "images (in standard deviations), each with its top indexed patches.")
+try:
+    hits = cache.channels_excited(model, selection.model_key, selection.inp.tensor, selection.image_key, directory,
+                                  stamp, layer, 6)
+except ValueError as e:  # an index of another model (cannot happen through this page's directory key)
+    st.error(str(e))
+    hits = []
+for hit in hits:
+    cols = st.columns([1.2] + [1] * COLS)
+    with cols[0]:
+        st.markdown(f"**channel {hit.channel}**  \n{hit.value:.3g} ({hit.z:+.1f} sd) at ({hit.y}, {hit.x})")
+        st.button("Show", key=f"lens_idx_show_{hit.channel}", on_click=_set_channel, args=(hit.channel,))
+    for col, patch in zip(cols[1:], index.top(layer, hit.channel, COLS)):
+        try:
+            col.image(ImageOps.pad(cache.patch_crop(directory, stamp, patch.image_id, patch.box), (96, 96),
+                                   color=(255, 255, 255)),
+                      caption=f"{patch.value:.3g}")
+        except (IndexStale, ImageError) as e:
+            col.caption(str(e))

@@ -1,0 +1,1 @@
+"""Streamlit glue: the one caching module (``ui.cache``) and the shared sidebar (``ui.sidebar``)."""

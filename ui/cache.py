@@ -1,0 +1,105 @@
+"""The one caching module: every page reaches core through the functions here.
+
+Models are ``st.cache_resource`` (one object shared by all sessions and threads: core makes hook-based work
+safe on it). Results are ``st.cache_data`` keyed by the model's fingerprint and the image's content hash, so
+changing only a view option never recomputes. Arguments with a leading underscore are not hashed.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+import torch
+from PIL import Image
+
+from core import images as core_images
+from core import predict as core_predict
+from core.catalogue import LayerInfo, catalogue
+from core.models import LensModel, load_model
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def get_model(name: str | None, weights: str | None) -> LensModel:
+    """Load once per (name, weights) for the whole app. Raises ModelLoadError."""
+    return load_model(name, weights)
+
+
+def model_key(model: LensModel) -> str:
+    return f"{model.card.arch}|{model.card.fingerprint}"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Decoded RGB image (raises ImageError with a one-line reason)."""
+    return core_images.load_image(data, name=name)
+
+
+def content_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def top_classes(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, k: int = 5) -> list[dict]:
+    """Top-k classes of one image ``_x`` (3, H, W) in [0, 1], as dicts (index, label, prob)."""
+    return [c.as_dict() for c in core_predict.predict(_model, _x.unsqueeze(0), k=k)[0]]
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def layers(_model: LensModel, model_key: str) -> list[LayerInfo]:
+    return list(catalogue(_model))
+
+
+# ----------------------------------------------------------------------- activation index (issue 5: pages/activation_index.py)
+
+from core import activation_index as core_index  # noqa: E402  (section appended by the index page's owner)
+from core.render import normalize_map as _normalize_map, overlay as _overlay  # noqa: E402
+
+
+def index_directory(model: LensModel, folder: str) -> str:
+    """Where the index of ``folder`` for ``model`` lives (``.lens-cache/index/...``)."""
+    return str(core_index.default_directory(model, folder))
+
+
+def index_stamp(directory: str) -> str | None:
+    """Changes whenever the index is rewritten (its manifest's mtime); None when there is no index."""
+    path = core_index.Path(directory) / core_index.MANIFEST
+    return f"{path.stat().st_mtime_ns}" if path.exists() else None
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def open_activation_index(directory: str, stamp: str) -> core_index.ActivationIndex:
+    """The opened index, shared (read-only) by all sessions. Raises IndexCorrupt."""
+    return core_index.open_index(directory)
+
+
+def build_activation_index(_model: LensModel, folder: str, directory: str, layers: list[str], top_k: int,
+                           progress) -> core_index.BuildResult:
+    """Build or extend (not cached: an action). Raises ValueError, ImageError."""
+    return core_index.build_index(_model, folder, directory, layers=layers, top_k=top_k, batch_size=16,
+                                  progress=progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def patch_crop(directory: str, stamp: str, image_id: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """One patch cut from its original image (raises IndexStale when the file changed)."""
+    index = open_activation_index(directory, stamp)
+    return index.load(image_id).crop(box)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def patch_context(_model: LensModel, model_key: str, directory: str, stamp: str, image_id: int, layer: str,
+                  channel: int) -> tuple:
+    """(model input with the channel's map overlaid (H, W, 3) uint8, original image) for one indexed image."""
+    index = open_activation_index(directory, stamp)
+    original = index.load(image_id)
+    inp = core_images.preprocess(original, _model.card.data_config)
+    heat = core_index.channel_map(_model, inp.batch, layer, channel)
+    return _overlay(inp.tensor, _normalize_map(heat.clamp(min=0)), alpha=0.55), original
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def channels_excited(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, directory: str,
+                     stamp: str, layer: str, n: int) -> list:
+    """Reverse lookup: the ChannelHits of ``layer`` that image ``_x`` (3, H, W) excites most."""
+    index = open_activation_index(directory, stamp)
+    return list(index.excited_by(_model, _x.unsqueeze(0), layer, n))
