@@ -17,6 +17,9 @@ st.set_page_config(page_title="ConvNeXt Lens", page_icon=":material/center_focus
 # One line per page: (file in pages/, title, icon, one-line description shown on the home page).
 PAGES = [
     ("pages/home.py", "Prediction", ":material/home:", "The model's top-5 classes and its model card."),
+    ("pages/perturbation.py", "Perturbation masks", ":material/blur_on:", "The smallest region that keeps or removes the evidence (meaningful and extremal perturbation)."),
+    ("pages/similarity.py", "Similarity overlays", ":material/touch_app:", "Click a point: where this image and another look alike to a layer."),
+    ("pages/net2vec.py", "Net2Vec concepts", ":material/hub:", "Concepts as learnt combinations of channels, against the best single channel."),
     ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
 ]
 
