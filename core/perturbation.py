@@ -203,6 +203,29 @@ def _finish(model: LensModel, images: torch.Tensor, target: int) -> torch.Tensor
         return model(images).float().softmax(-1)[:, target]
 
 
+def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations: int,
+              objective: Callable[[int], tuple[torch.Tensor, torch.Tensor]], progress: Progress | None,
+              should_stop: ShouldStop | None, label: str) -> tuple[list, list, bool]:
+    """Minimise ``objective(step) -> (loss (K,), target probability (K,))`` over ``params`` kept in [0, 1].
+
+    Returns the per-step losses and probabilities and whether ``should_stop`` ended the run."""
+    losses, scores = [], []
+    for t in range(iterations):
+        if should_stop is not None and should_stop():
+            return losses, scores, True
+        loss, prob = objective(t)
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        with torch.no_grad():
+            params.clamp_(0, 1)
+        losses.append(loss.detach())
+        scores.append(prob)
+        if progress is not None:
+            progress((t + 1) / iterations, f"{label}: step {t + 1}/{iterations}")
+    return losses, scores, False
+
+
 def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None = None, *,
                           areas: Sequence[float] = (0.1,), variant: Variant = Variant.PRESERVE,
                           perturbation: Perturbation = Perturbation.BLUR, iterations: int = EXTREMAL_ITERATIONS,
@@ -244,31 +267,19 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     growth = _AREA_WEIGHT_GROWTH_TOTAL ** (1.0 / iterations)
     area_weight = _AREA_WEIGHT_START
     sign = 1.0 if variant is Variant.PRESERVE else -1.0
-    losses, scores = [], []
-    cancelled = False
-    for t in range(iterations):
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
+
+    def objective(t: int) -> tuple[torch.Tensor, torch.Tensor]:
         mask = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
         if jitter and t % 2 == 0:
             images = torch.flip(images, dims=(3,))
         logits = model(images).float()
-        reward = sign * logits[:, target]
         ranked = mask.view(len(areas), -1).sort(dim=1).values
-        area_loss = ((ranked - reference) ** 2).mean(dim=1) * area_weight
-        loss = area_loss - reward
-        optimizer.zero_grad()
-        loss.sum().backward()
-        optimizer.step()
-        with torch.no_grad():
-            params.clamp_(0, 1)
-        area_weight *= growth
-        losses.append(loss.detach())
-        scores.append(logits.detach().softmax(-1)[:, target])
-        if progress is not None:
-            progress((t + 1) / iterations, f"extremal perturbation: step {t + 1}/{iterations}")
+        area_loss = ((ranked - reference) ** 2).mean(dim=1) * area_weight * growth ** t
+        return area_loss - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
+
+    losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, should_stop,
+                                          "extremal perturbation")
     with torch.no_grad():
         mask = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
@@ -329,28 +340,18 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
         keep = evidence if variant is Variant.PRESERVE else 1 - evidence
         return evidence, x * keep + background * (1 - keep)
 
-    losses, scores = [], []
-    cancelled = False
-    for t in range(iterations):
-        if should_stop is not None and should_stop():
-            cancelled = True
-            break
+    def objective(t: int) -> tuple[torch.Tensor, torch.Tensor]:
         _, images = compose(params)
         if jitter > 0:
             dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=gen))
             images = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
         prob = model(images).float().softmax(-1)[:, target]
         evidence_term = prob if variant is Variant.DELETE else 1 - prob
-        loss = l1 * params.abs().flatten(1).mean(1) + tv * total_variation(params, tv_beta) + evidence_term
-        optimizer.zero_grad()
-        loss.sum().backward()
-        optimizer.step()
-        with torch.no_grad():
-            params.clamp_(0, 1)
-        losses.append(loss.detach())
-        scores.append(prob.detach())
-        if progress is not None:
-            progress((t + 1) / iterations, f"meaningful perturbation: step {t + 1}/{iterations}")
+        return (l1 * params.abs().flatten(1).mean(1) + tv * total_variation(params, tv_beta) + evidence_term,
+                prob.detach())
+
+    losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, should_stop,
+                                          "meaningful perturbation")
     with torch.no_grad():
         evidence, images = compose(params)
     mask = evidence[:, 0].detach()
