@@ -21,6 +21,8 @@ PAGES = [
     ("pages/similarity.py", "Similarity overlays", ":material/touch_app:", "Click a point: where this image and another look alike to a layer."),
     ("pages/net2vec.py", "Net2Vec concepts", ":material/hub:", "Concepts as learnt combinations of channels, against the best single channel."),
     ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
+    ("pages/featurevis.py", "Feature visualisation", ":material/auto_awesome:", "What a channel responds to, neuron interaction, filters."),
+    ("pages/cam_lrp.py", "CAM and LRP", ":material/layers:", "Class activation maps and layer-wise relevance propagation."),
 ]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]

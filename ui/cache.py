@@ -151,3 +151,57 @@ def net2vec_fits(_model: LensModel, model_key: str, paths: tuple[str, ...], laye
         masks = core_net2vec.load_concept_masks(concepts, [p for p, _ in good], size=size)
     fits = core_net2vec.net2vec(_model, x, layer, masks, size=size, iterations=iterations, progress=_progress)
     return fits, tuple(p for p, _ in good), tuple(errors)
+
+
+# ------------------------------------------------------------ feature visualisation, filters, CAM, LRP (issue 7)
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def feature_vis(_model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,
+                settings_key: tuple, _progress=None):
+    """A :class:`core.featurevis.Visualization`, cached per (model, layer, channels, objective, settings).
+
+    One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
+    """
+    from core import featurevis
+
+    settings = featurevis.Settings(*settings_key)
+    if len(channels) == 2:
+        return featurevis.interpolate(_model, layer, channels[0], channels[1], frames=settings.batch,
+                                      objective=objective, settings=settings, progress=_progress)
+    return featurevis.visualize(_model, layer, channels[0], objective=objective, settings=settings,
+                                progress=_progress)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def channel_map(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, layer: str, channel: int):
+    """One channel's activation map (h, w) on one image ``_x`` (3, H, W) in [0, 1]."""
+    from core.catalogue import find_layer
+    from core.featurevis import layer_output
+
+    with torch.no_grad():
+        return layer_output(_model, _x.unsqueeze(0), find_layer(_model, layer))[0, channel].float()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def filter_views(_model: LensModel, model_key: str) -> dict:
+    """First-layer kernels, depthwise layer names and per-layer weight statistics."""
+    from core import filters
+
+    try:
+        first = filters.first_layer_kernels(_model)
+    except ValueError:
+        first = None
+    return {"first": first, "depthwise": filters.depthwise_layers(_model), "stats": filters.weight_stats(_model)}
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cam_lrp(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, method: str, target: int | None,
+            options: tuple = ()):
+    """CAM (``method="cam"``) or LRP (``"lrp"``, options ``(rule, first, epsilon)``) for one image."""
+    from core.cam import cam
+    from core.lrp import lrp
+
+    if method == "cam":
+        return cam(_model, _x.unsqueeze(0), target)
+    rule, first, epsilon = options
+    return lrp(_model, _x.unsqueeze(0), target, rule=rule, first=first, epsilon=epsilon)

@@ -1,0 +1,157 @@
+"""CAM and LRP: theory-derived properties on tiny seeded models."""
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from .conftest import make_tiny
+from core.cam import NotApplicable, cam
+from core.hooks import capture, hook_count
+from core.lrp import FirstRule, Rule, lrp, prepare
+from core.models import wrap
+
+
+def _x(n=2, size=64, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# -------------------------------------------------------------------------------------------------- CAM
+
+def test_cam_equals_gradcam_at_the_last_layer_on_gap_linear(resnet_tiny):
+    """Grad-CAM's channel weights are mean_xy d logit / dA = w_kc / (h w) on a GAP + linear head, so
+    Grad-CAM = ReLU(CAM) / (h w)."""
+    x = _x()
+    before = x.clone()
+    result = cam(resnet_tiny, x, target=[3, 7])
+    assert torch.equal(x, before)
+    xg = x.clone().requires_grad_(True)
+    with capture(resnet_tiny, {"l4": resnet_tiny.layer("layer4")}, detach=False) as out:
+        logits = resnet_tiny(xg)
+    chosen = logits[[0, 1], [3, 7]]
+    (grad,) = torch.autograd.grad(chosen.sum(), out["l4"])
+    alpha = grad.mean(dim=(2, 3), keepdim=True)
+    gradcam = torch.relu((alpha * out["l4"]).sum(1)).detach()
+    h, w = gradcam.shape[-2:]
+    assert torch.allclose(torch.relu(result.raw) / (h * w), gradcam, atol=1e-6, rtol=1e-4)
+    assert not result.linearised and result.target == (3, 7)
+    assert result.map.shape == (2, 64, 64)
+    assert torch.allclose(result.raw.mean((1, 2)) + torch.tensor(result.constant),
+                          chosen.detach(), atol=1e-5)
+
+
+def test_cam_linearises_convnext_layernorm_exactly_at_the_image(convnext_atto):
+    x = _x()
+    result = cam(convnext_atto, x)
+    with torch.no_grad():
+        logits = convnext_atto(x)
+    assert result.target == tuple(int(i) for i in logits.argmax(1))
+    assert result.linearised and "LayerNorm" in result.note
+    assert torch.allclose(torch.tensor(result.logit), logits.max(1).values, atol=1e-5)
+    assert torch.allclose(result.raw.mean((1, 2)) + torch.tensor(result.constant), logits.max(1).values,
+                          atol=1e-4)
+
+
+def test_cam_refuses_heads_that_are_not_pool_then_linear():
+    model = make_tiny("mobilenetv3_small_050", num_classes=10)
+    with pytest.raises(NotApplicable, match="not global average pooling"):
+        cam(model, _x(1))
+    hidden = make_tiny("convnext_atto", num_classes=10, head_hidden_size=32)
+    with pytest.raises(NotApplicable, match="hidden layer"):
+        cam(hidden, _x(1))
+
+
+# -------------------------------------------------------------------------------------------------- LRP
+
+def _without_biases(model):
+    """A copy of ``model`` with every bias, LayerNorm shift and BatchNorm mean set to zero: LRP rules that
+    conserve relevance must then give ``relevance_sum == logit``."""
+    net = copy.deepcopy(model.net)
+    with torch.no_grad():
+        for m in net.modules():
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.zero_()
+    return wrap(net, mean=tuple(model.card.mean), std=tuple(model.card.std), input_size=64)
+
+
+@pytest.fixture(scope="module")
+def unbiased(convnext_atto, resnet_tiny):
+    return {"convnext_atto": _without_biases(convnext_atto), "resnet18": _without_biases(resnet_tiny)}
+
+
+@pytest.mark.parametrize("arch,rule,first", [("convnext_atto", r, f) for r in Rule for f in FirstRule]
+                         + [("resnet18", Rule.ZPLUS, FirstRule.ZB), ("resnet18", Rule.EPSILON, FirstRule.FLAT)])
+def test_lrp_conserves_relevance_without_biases(arch, rule, first, unbiased):
+    """Stated tolerance: |relevance_sum - logit| <= 1e-3 |logit| (float32, LRP-epsilon with epsilon 1e-9)."""
+    r = lrp(unbiased[arch], _x(1), target=1, rule=rule, first=first, epsilon=1e-9)
+    for s, logit in zip(r.relevance_sum, r.logit):
+        assert abs(s - logit) <= 1e-3 * abs(logit) + 1e-6
+    assert r.map.shape == (1, 64, 64) and torch.allclose(r.map, r.raw.sum(1))
+
+
+def test_lrp_zero_equals_gradient_times_input_on_relu_nets(resnet_tiny):
+    """LRP-0 on a ReLU network (biases included) equals gradient x input (Ancona et al. 2018)."""
+    x = _x()
+    r = lrp(resnet_tiny, x, target=4, rule=Rule.EPSILON, first=FirstRule.EPSILON, epsilon=1e-9)
+    xn = resnet_tiny.normalize(x).requires_grad_(True)
+    (g,) = torch.autograd.grad(resnet_tiny.net(xn)[:, 4].sum(), xn)
+    expected = (xn * g).detach()
+    assert torch.allclose(r.raw, expected, atol=1e-5 * float(expected.abs().max()), rtol=1e-3)
+
+
+def test_batchnorm_is_folded_without_changing_the_function(resnet_tiny):
+    prep = prepare(resnet_tiny)
+    assert prep.folded == 20  # every BatchNorm of resnet18 follows a convolution
+    x = _x()
+    with torch.no_grad():
+        assert torch.allclose(prep.net(resnet_tiny.normalize(x)), resnet_tiny(x), atol=1e-4)
+    # the shared model is untouched
+    assert not torch.allclose(resnet_tiny.net.bn1.running_var, torch.ones(64) - resnet_tiny.net.bn1.eps)
+
+
+def test_zplus_and_epsilon_differ_and_logit_reported(convnext_atto):
+    x = _x()
+    a = lrp(convnext_atto, x, rule=Rule.EPSILON)
+    b = lrp(convnext_atto, x, rule=Rule.ZPLUS)
+    with torch.no_grad():
+        top = convnext_atto(x).max(1).values
+    assert torch.allclose(torch.tensor(a.logit), top, atol=1e-4)
+    assert not torch.allclose(a.map, b.map)
+    assert a.relevance_sum == pytest.approx([float(v) for v in a.raw.flatten(1).sum(1)], rel=1e-5)
+
+
+def test_lrp_refuses_layers_without_a_rule():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softplus(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.raises(NotApplicable, match="Softplus"):
+        lrp(wrap(net, input_size=32), _x(1, 32))
+
+
+def test_lrp_no_hooks_left_inputs_untouched_and_errors_clean(convnext_atto):
+    x = _x()
+    before = x.clone()
+    lrp(convnext_atto, x)
+    assert torch.equal(x, before)
+    with pytest.raises(ValueError, match="out of range"):
+        lrp(convnext_atto, x, target=99)
+    assert hook_count(convnext_atto) == 0 and hook_count(prepare(convnext_atto).net) == 0
+
+
+def test_lrp_threads_on_a_shared_model_give_serial_results(convnext_atto):
+    xs = [_x(1, seed=s) for s in (1, 2)]
+    serial = [lrp(convnext_atto, x, rule=Rule.ZPLUS).map for x in xs]
+    out = {}
+
+    def work(i):
+        out[i] = lrp(convnext_atto, xs[i], rule=Rule.ZPLUS).map
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        assert torch.equal(out[i], serial[i])
