@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 os.environ.setdefault("LENS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.models import load_model  # noqa: E402
 from core.net2vec import fit_concept  # noqa: E402
@@ -53,7 +56,8 @@ def main() -> None:
         "extremal_step_3_areas_over_floor": round(extremal / floor, 2),
         "meaningful_step_over_floor": round(meaningful / floor, 2),
         "similarity_features_over_floor": round(features / floor, 2),
-        "similarity_click_over_floor": round(query / floor, 4),
+        "similarity_click_over_floor": float(f"{query / floor:.2e}"),
+        "similarity_click_ms": round(query * 1000, 3),
         "net2vec_fit_35x192x28x28_over_floor": round(n2v / floor, 1),
         "extremal_300_steps_est_s": round(extremal * 300, 1),
         "loaded_machine": True,

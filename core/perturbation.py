@@ -27,8 +27,8 @@ from .models import LensModel
 Progress = Callable[[float, str], None]
 ShouldStop = Callable[[], bool]
 
-# Measured on the embedded EfficientNet-Lite0 at 224 px (docs/perturbation.md): the loss curve and the masks
-# settle by then with the schedules below; TorchRay's 800 steps change the mask IoU by < 0.1 more.
+# Measured on the embedded EfficientNet-Lite0 at 224 px (docs/perturbation.md): at 300 steps the area is met and
+# 72 % of a 10 % preserve mask lies on the object (77 % after TorchRay's 800 steps, 67 % after 100).
 EXTREMAL_ITERATIONS = 300
 MEANINGFUL_ITERATIONS = 300
 TORCHRAY_ITERATIONS = 800
