@@ -21,6 +21,9 @@ PAGES = [
     ("pages/attack.py", "Adversarial", ":material/bolt:", "How little it takes to change the model's mind (FGSM, PGD)."),
     ("pages/activation_index.py", "Dataset examples", ":material/grid_view:", "The image patches, from a whole folder, that excite a channel most."),
     ("pages/featurevis.py", "Feature visualisation", ":material/auto_awesome:", "What a channel responds to, neuron interaction, filters."),
+    ("pages/perturbation.py", "Perturbation masks", ":material/blur_on:", "The smallest region that keeps or removes the evidence (meaningful and extremal perturbation)."),
+    ("pages/similarity.py", "Similarity overlays", ":material/touch_app:", "Click a point: where this image and another look alike to a layer."),
+    ("pages/net2vec.py", "Net2Vec concepts", ":material/hub:", "Concepts as learnt combinations of channels, against the best single channel."),
 ]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]

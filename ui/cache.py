@@ -187,6 +187,60 @@ def channels_excited(_model: LensModel, model_key: str, _x: torch.Tensor, image_
     index = open_activation_index(directory, stamp)
     return list(index.excited_by(_model, _x.unsqueeze(0), layer, n))
 
+
+# ------------------------------------------------------------ perturbation masks, similarity, Net2Vec (issue 6)
+
+from core import net2vec as core_net2vec  # noqa: E402  (section appended by issue 6's owner)
+from core import perturbation as core_perturbation  # noqa: E402
+from core import similarity as core_similarity  # noqa: E402
+
+
+def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, target: int,
+                       method: str, areas: tuple[float, ...], variant: str, perturbation: str, iterations: int,
+                       progress=None) -> core_perturbation.PerturbationResult:
+    """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.perturbation_masks)."""
+    key = ("perturbation", model_key, image_key, target, method, tuple(areas), variant, perturbation, iterations)
+    return results().get_or_compute(key, lambda: core_perturbation.perturbation_masks(
+        model, x.unsqueeze(0), target, method=core_perturbation.Method(method), areas=areas,
+        variant=core_perturbation.Variant(variant), iterations=iterations,
+        perturbation=core_perturbation.Perturbation(perturbation), progress=progress))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def similarity_features(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str,
+                        layer: str) -> core_similarity.LayerFeatures:
+    """Unit-normalised features of one image at one layer: computed once, then every click is a dot product."""
+    return core_similarity.layer_features(_model, _x, layer)
+
+
+def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], layer: str, concepts: str,
+                 size: int, iterations: int, progress=None) -> tuple:
+    """(fits, errors) for the images at ``paths``; ``concepts`` is 'colors' or a mask folder.
+
+    Raises ImageError (mask folder), ValueError (no concepts)."""
+    key = ("net2vec", model_key, tuple(paths), layer, concepts, size, iterations)
+    return results().get_or_compute(key, lambda: _net2vec_fits(model, paths, layer, concepts, size, iterations,
+                                                               progress))
+
+
+def _net2vec_fits(_model, paths, layer, concepts, size, iterations, _progress) -> tuple:
+    good, errors = [], []
+    for p in paths:
+        try:
+            good.append((p, core_images.preprocess(core_images.load_image(p), _model.card.data_config)))
+        except core_images.ImageError as e:
+            errors.append(str(e))
+    if not good:
+        raise core_images.ImageError("no readable images in the folder")
+    x = torch.stack([inp.tensor for _, inp in good])
+    if concepts == core_net2vec.ConceptSource.COLORS.value:
+        masks = core_net2vec.color_concepts(x, size=size)
+    else:
+        masks = core_net2vec.load_concept_masks(concepts, [p for p, _ in good], size=size)
+    fits = core_net2vec.net2vec(_model, x, layer, masks, size=size, iterations=iterations, progress=_progress)
+    return fits, tuple(p for p, _ in good), tuple(errors)
+
+
 # ------------------------------------------------------------------- feature visualisation, filters (issue 7)
 
 def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,

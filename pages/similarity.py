@@ -1,0 +1,87 @@
+"""Similarity overlays: click a point and see which positions, here and in another image, a layer finds alike."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.catalogue import default_layer
+from core.images import ImageError, load_image, preprocess, sample_images
+from core.render import Colormap, normalize_map, overlay
+from core.similarity import similarity_map
+from ui import cache, sidebar
+
+try:  # click-coordinates component (offline: its frontend ships in the wheel)
+    from streamlit_image_coordinates import streamlit_image_coordinates
+except ImportError:  # pragma: no cover - the sliders below still work
+    streamlit_image_coordinates = None
+
+st.title("Similarity overlays")
+st.caption("Cosine similarity between the feature vector at the clicked point and every position of the same "
+           "image and of a second image (Fong, Mordvintsev, Vedaldi & Olah).")
+
+selection = sidebar.current()
+if selection is not None:
+    model, inp = selection.model, selection.inp
+    layers = cache.layers(model, selection.model_key)
+    names = [l.name for l in layers]
+    layer = st.selectbox("Layer", names, index=names.index(default_layer(model).name), key="lens_sim_layer")
+    samples = sample_images()
+    other_names = ["(none)"] + [p.name for p in samples]
+    default_other = other_names.index("coffee.jpg") if "coffee.jpg" in other_names else 0
+    other_name = st.selectbox("Second image", other_names, index=default_other, key="lens_sim_other")
+    stretch = st.toggle("Stretch colours to each map's range", value=True, key="lens_sim_stretch",
+                        help="deep layers are alike almost everywhere (cosines near 1): stretching shows the "
+                             "differences; off shows the absolute scale, blue -1 to red +1")
+
+    def show(image, values):
+        if stretch:
+            return overlay(image, normalize_map(values, clip_percentile=100), cmap=Colormap.HEAT, alpha=0.55)
+        return overlay(image, values, cmap=Colormap.DIVERGING, alpha=0.5)
+
+    h, w = inp.tensor.shape[-2:]
+    st.session_state.setdefault("lens_sim_x", w // 2)
+    st.session_state.setdefault("lens_sim_y", h // 2)
+    try:
+        query = cache.similarity_features(model, selection.model_key, inp.tensor, selection.image_key, layer)
+        other = None
+        if other_name != "(none)":
+            path = samples[other_names.index(other_name) - 1]
+            other_inp = preprocess(load_image(path), model.card.data_config)
+            other = cache.similarity_features(model, selection.model_key, other_inp.tensor, f"sample:{other_name}",
+                                              layer)
+    except (ImageError, ValueError, KeyError) as e:
+        st.error(f"Could not compute the features: {e}")
+    else:
+        left, right = st.columns(2)
+        sx, sy = st.columns(2)
+        x = sx.slider("x (model-input pixels)", 0, w - 1, key="lens_sim_x")
+        y = sy.slider("y (model-input pixels)", 0, h - 1, key="lens_sim_y")
+        cell = query.cell_at(x, y)
+        own = similarity_map(query, cell)
+        with left:
+            picture = show(inp.tensor, own.map)
+            cx, cy = query.centre(*cell)
+            r = max(2, int(w / 112))
+            picture[max(0, int(cy) - r):int(cy) + r + 1, max(0, int(cx) - r):int(cx) + r + 1] = (0, 255, 0)
+            if streamlit_image_coordinates is not None:
+                def moved(w=w, h=h):
+                    # a callback runs before the sliders exist, so it may set their values
+                    click = st.session_state.get("lens_sim_click")
+                    if click:
+                        st.session_state["lens_sim_x"] = int(min(w - 1, click["x"] * w / max(1, click["width"])))
+                        st.session_state["lens_sim_y"] = int(min(h - 1, click["y"] * h / max(1, click["height"])))
+
+                streamlit_image_coordinates(picture, key="lens_sim_click", width="stretch", on_click=moved)
+                st.caption(f"Click a point (or use the sliders). Cell {cell} of {query.grid}.")
+            else:
+                st.image(picture, width="stretch", caption=f"cell {cell} of {query.grid}")
+        with right:
+            if other is not None:
+                cross = similarity_map(query, cell, other)
+                st.image(show(other_inp.tensor, cross.map), width="stretch",
+                         caption=f"{other_name}: best match at cell {cross.max_cell} "
+                                 f"(cosine {float(cross.map.max()):.2f})")
+            else:
+                st.info("Choose a second image to compare.")
+        st.caption(("Stretched: dark = least, bright = most similar in each map" if stretch else
+                    "Blue = opposite direction, white = unrelated, red = same direction")
+                   + "; the green dot marks the query cell's receptive-field centre.")

@@ -1,0 +1,138 @@
+"""Perturbation masks: area constraint, mask on the object, the building blocks, cancel, threads and the CLI."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from core.cli import main
+from core.images import _to_tensor
+from core.perturbation import (Perturbation, PerturbationPyramid, SmoothMask, Variant, extremal_perturbation,
+                               gaussian_blur, meaningful_perturbation)
+
+
+def object_on_plain(samples, size=224, centre=(150, 84), radius=48, grey=210):
+    """The orange of opencv_orange.jpg cut out as a disc and pasted off-centre on a plain grey canvas."""
+    src = Image.open(samples / "opencv_orange.jpg").convert("RGB")
+    cx, cy, r = 249, 278, 205  # the orange in the 512 px photo
+    disc = src.crop((cx - r, cy - r, cx + r, cy + r)).resize((2 * radius, 2 * radius), Image.BICUBIC)
+    alpha = Image.new("L", disc.size, 0)
+    ImageDraw.Draw(alpha).ellipse((0, 0, 2 * radius - 1, 2 * radius - 1), fill=255)
+    canvas = Image.new("RGB", (size, size), (grey, grey, grey))
+    canvas.paste(disc, (centre[0] - radius, centre[1] - radius), alpha)
+    yy, xx = np.mgrid[:size, :size]
+    obj = (xx - centre[0] + 0.5) ** 2 + (yy - centre[1] + 0.5) ** 2 <= radius ** 2
+    return _to_tensor(canvas).unsqueeze(0), torch.from_numpy(obj)
+
+
+@pytest.fixture(scope="module")
+def image():
+    torch.manual_seed(0)
+    return torch.rand(1, 3, 64, 64)
+
+
+def test_smooth_mask_is_a_bump_where_the_parameter_is():
+    gen = SmoothMask((224, 224), step=7, sigma=21.0)
+    p = torch.zeros(1, 1, *gen.shape_in)
+    assert float(gen(p).abs().max()) == 0.0
+    assert float(gen(torch.ones_like(p)).min()) > 0.95
+    p[0, 0, 10, 12] = 1.0  # grid point (10, 12) sits at pixel (10 * 7 - 21, 12 * 7 - 21) = (49, 63)
+    m = gen(p)[0, 0]
+    assert float(m[49, 63]) == pytest.approx(1.0, abs=1e-4)
+    on = (m > 0.5).nonzero().float()
+    assert on.mean(0).tolist() == pytest.approx([49.0, 63.0], abs=1.0)
+    assert float(m.min()) >= 0 and float(m.max()) <= 1
+    assert float(m[49, 63 + 60]) < 0.01  # beyond the bump's reach
+
+
+def test_pyramid_ends_and_blur(image):
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 5.0), flat, atol=1e-6)
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    for kind in Perturbation:
+        pyr = PerturbationPyramid(image, kind, mean)
+        ones, zeros = torch.ones(2, 1, 64, 64), torch.zeros(2, 1, 64, 64)
+        assert torch.allclose(pyr.apply(ones), image.expand(2, -1, -1, -1), atol=1e-6)
+        assert torch.allclose(pyr.apply(zeros)[0], pyr.pyramid[0], atol=1e-6)
+        half = pyr.apply(torch.full((1, 1, 64, 64), 0.5))
+        assert float(half.min()) >= 0 and float(half.max()) <= 1
+    assert torch.allclose(PerturbationPyramid(image, Perturbation.FADE, mean).pyramid[0], mean.expand(1, 3, 64, 64))
+
+
+def test_extremal_masks_have_the_requested_areas(convnext_atto, image):
+    before = image.clone()
+    res = extremal_perturbation(convnext_atto, image, 3, areas=(0.05, 0.1, 0.2), iterations=60, learning_rate=0.1)
+    assert torch.equal(image, before)
+    assert res.masks.shape == (3, 64, 64) and res.perturbed.shape == (3, 3, 64, 64)
+    assert float(res.masks.min()) >= 0 and float(res.masks.max()) <= 1
+    for a, got in zip((0.05, 0.1, 0.2), res.masks.mean((1, 2)).tolist()):
+        assert abs(got - a) <= 0.02
+    assert res.loss.shape == (3, 60) and res.score_curve.shape == (3, 60) and not res.cancelled
+    assert torch.allclose(res.scores, convnext_atto(res.perturbed).softmax(-1)[:, 3].detach(), atol=1e-5)
+
+
+def test_preserve_mask_lies_on_the_object(embedded, samples):
+    x, obj = object_on_plain(samples)
+    res = extremal_perturbation(embedded, x, 950, areas=(0.1,), iterations=100, learning_rate=0.1)  # 950 orange
+    mask = res.masks[0]
+    assert abs(float(mask.mean()) - 0.1) <= 0.02
+    on_object = float((mask * obj).sum() / mask.sum())
+    assert on_object > 0.6  # the object covers 14 % of the image
+    assert float(res.scores[0]) > 0.2  # keeping a tenth of the image keeps the orange recognisable
+
+
+def test_cancel_keeps_the_steps_run(convnext_atto, image):
+    calls = []
+    stop = lambda: len(calls) >= 3  # noqa: E731
+    res = extremal_perturbation(convnext_atto, image, areas=(0.1,), iterations=50,
+                                progress=lambda f, m: calls.append(f), should_stop=stop)
+    assert res.cancelled and res.iterations == 3 and res.loss.shape == (1, 3)
+    assert calls == pytest.approx([1 / 50, 2 / 50, 3 / 50])
+
+
+def test_meaningful_is_deterministic_across_threads(convnext_atto, image):
+    run = lambda: meaningful_perturbation(convnext_atto, image, 2, iterations=8)  # noqa: E731
+    serial = run()
+    assert serial.masks.shape == (1, 64, 64) and serial.variant is Variant.DELETE
+    assert serial.areas[0] == pytest.approx(float(serial.masks.mean()))
+    results = [None, None]
+
+    def work(i):
+        results[i] = run()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert all(torch.equal(r.masks, serial.masks) for r in results)
+    with pytest.raises(ValueError):
+        meaningful_perturbation(convnext_atto, image, 10)  # 10 classes: 0..9
+    with pytest.raises(ValueError):
+        extremal_perturbation(convnext_atto, image, 1, areas=(1.5,))
+
+
+def test_cli_fields_masks_and_errors(tmp_path, samples, capsys):
+    img = str(samples / "chelsea.jpg")
+    args = ["perturb", img, "--method", "extremal", "--area", "20%", "--iterations", "3", "--model", "embedded",
+            "--out-dir", str(tmp_path), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    (r,) = out["results"]
+    assert set(out) == {"results"}
+    assert set(r) == {"image", "target", "area", "score", "seconds", "npy"}
+    m = np.load(r["npy"])
+    assert m.shape == (224, 224) and m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
+    assert r["area"] == pytest.approx(float(m.mean()), abs=1e-6) and r["npy"].endswith("chelsea.npy")
+    assert 0 <= r["score"] <= 1 and r["image"] == img
+    assert main(["perturb", img, "--method", "meaningful", "--variant", "delete", "--iterations", "2",
+                 "--target", "281", "--model", "embedded", "--out-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["target"] == 281
+    assert main(["perturb", img, "--method", "meaningful", "--area", "0.1", "--model", "embedded"]) == 2
+    assert main(["perturb", img, str(tmp_path / "missing.jpg"), "--iterations", "1", "--model", "embedded",
+                 "--out-dir", str(tmp_path), "--json"]) == 2
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
