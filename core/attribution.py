@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .attr_base import Attribution, NotApplicable, Progress, Sign, check_input, resolve_target
+from .attr_base import Attribution, NotApplicable, Progress, Sign, check_input, report, resolve_target
 from .cam import cam as _cam
 from .lrp import FirstRule, Rule
 from .lrp import lrp as _lrp
@@ -45,6 +45,7 @@ def cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, progress: Pr
     """CAM (core.cam): exact on pool + linear heads, LayerNorm linearised at the image on ConvNeXt."""
     start = time.perf_counter()
     r = _cam(model, x, target)
+    report(progress, 1.0, "CAM: done")
     return Attribution(map=r.map, raw=None, method="cam", target=list(r.target), seconds=time.perf_counter() - start,
                        notes=(r.note,), metrics={"logit": r.logit, "constant": r.constant})
 
@@ -54,6 +55,7 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, rule: Rule |
     """LRP (core.lrp) with the rule for convolutions, the first-layer rule and epsilon."""
     start = time.perf_counter()
     r = _lrp(model, x, target, rule=rule, first=first, epsilon=epsilon)
+    report(progress, 1.0, "LRP: done")
     notes = (f"rules: {r.rule.value} (convolutions), {r.first.value} (pixels), epsilon for the classifier; "
              f"GELU/SiLU gates and LayerNorm std held constant; {r.bn_folded} BatchNorm folded",)
     return Attribution(map=r.map, raw=r.raw, method="lrp", target=list(r.target), seconds=time.perf_counter() - start,
