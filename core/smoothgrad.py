@@ -16,7 +16,9 @@ of squares, ``vargrad`` = their variance):
 from __future__ import annotations
 
 import enum
+import threading
 import time
+import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -66,12 +68,52 @@ def native_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: Precision | str, device: torch.device) -> Precision:
-    """``auto`` -> bf16 on a CPU with native bf16, else fp32."""
+_measured: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, bool]]" = weakref.WeakKeyDictionary()
+_measured_lock = threading.Lock()
+
+
+def bf16_is_faster(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> bool:
+    """Whether a forward + input-gradient backward of ``model`` on inputs shaped like ``x`` (N, 3, H, W) runs
+    faster under bf16 autocast than in fp32, timed here at batch 2 (best of ``repeats`` after a warm-up).
+
+    Native bf16 in the CPU is not enough: on some such CPUs (AVX512-BF16, e.g. the 2-core machines this project
+    is built on) ConvNeXt runs 1.4-1.6 x slower in bf16 than in fp32, with autocast, bf16 weights or channels-last.
+    """
+    probe = x[:1].detach().expand(2, *x.shape[1:]).clone()
+
+    def seconds(prec: Precision) -> float:
+        best = float("inf")
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            xi = probe.clone().requires_grad_(True)
+            with torch.enable_grad(), _autocast(prec, probe.device):
+                model(xi)[:, 0].sum().backward()
+            if i:  # the first run warms up
+                best = min(best, time.perf_counter() - start)
+        return best
+
+    return seconds(Precision.BF16) < seconds(Precision.FP32)
+
+
+def resolve_precision(precision: Precision | str, device: torch.device, model: nn.Module | None = None,
+                      x: torch.Tensor | None = None) -> Precision:
+    """``auto`` -> bf16 on a CPU with native bf16 where it is also measured faster for ``model`` at ``x``'s size
+    (timed once per model and input size, then remembered), else fp32."""
     precision = Precision(precision)
-    if precision is Precision.AUTO:
-        return Precision.BF16 if device.type == "cpu" and native_bf16() else Precision.FP32
-    return precision
+    if precision is not Precision.AUTO:
+        return precision
+    if device.type != "cpu" or not native_bf16():
+        return Precision.FP32
+    if model is None or x is None:
+        return Precision.BF16
+    key = tuple(x.shape[1:])
+    with _measured_lock:
+        known = _measured.get(model, {}).get(key)
+    if known is None:
+        known = bf16_is_faster(model, x)
+        with _measured_lock:
+            _measured.setdefault(model, {})[key] = known
+    return Precision.BF16 if known else Precision.FP32
 
 
 def _autocast(precision: Precision, device: torch.device):
@@ -102,7 +144,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
         nt_type: smoothgrad (signed mean), smoothgrad_sq or vargrad (both ≥ 0).
         base: saliency, input-x-gradient, integrated-gradients (``steps`` points from ``baseline``) or
             guided-backprop (GELU-correct rule, fast engine only).
-        precision: auto (bf16 autocast on CPUs with native bf16), fp32 or bf16.
+        precision: auto (bf16 autocast on CPUs with native bf16 where it is measured faster for this model and
+            input size, else fp32), fp32 or bf16.
         engine: auto (fast where it applies, Captum's NoiseTunnel for integrated gradients), fast or captum.
         preview: called after each batch with the current map (N, H, W) and the fraction done.
 
@@ -123,7 +166,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
         raise ValueError(f"the fast engine supports bases {', '.join(b.value for b in FAST_BASES)}")
     if engine is Engine.CAPTUM and base not in CAPTUM_BASES:
         raise ValueError(f"Captum's guided backprop is ReLU-only; use the fast engine for base {base.value}")
-    prec = resolve_precision(precision, x.device)
+    prec = resolve_precision(precision, x.device, model, x)
     run = _fast if engine is Engine.FAST else _captum
     raw, notes = run(model, x, t, samples=int(samples), sigma=float(noise), nt_type=nt_type, base=base,
                      seed=int(seed), batch_size=max(1, int(batch_size)), precision=prec, steps=int(steps),

@@ -325,3 +325,29 @@ def test_cli_refuses_with_one_line(samples, capsys):
     assert main(["attribute", str(samples / "chelsea.jpg"), "--model", "vit_tiny_patch16_224", "--weights", "random",
                  "--method", "gradcam"]) == 2  # no convolutional feature stage
     assert "no spatial feature stage" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("faster", [True, False])
+def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext_live, x64, monkeypatch, faster):
+    import core.smoothgrad as sg
+
+    calls = []
+    monkeypatch.setattr(sg, "native_bf16", lambda: True)
+    monkeypatch.setattr(sg, "bf16_is_faster", lambda model, x: calls.append(tuple(x.shape)) or faster)
+    monkeypatch.setattr(sg, "_measured", __import__("weakref").WeakKeyDictionary())
+    expected = "bf16" if faster else "fp32"
+    for _ in range(2):
+        result = smoothgrad(convnext_live, x64[:1], 0, samples=2, precision="auto")
+        assert result.options["precision"] == expected
+    smoothgrad(convnext_live, x64[:1, :, :32, :32], 0, samples=2, precision="auto")
+    assert calls == [(1, 3, 64, 64), (1, 3, 32, 32)]  # timed once per input size, then remembered
+    monkeypatch.setattr(sg, "native_bf16", lambda: False)
+    assert smoothgrad(convnext_live, x64[:1], 0, samples=2, precision="auto").options["precision"] == "fp32"
+
+
+def test_bf16_timing_probe_runs_and_leaves_no_state(convnext_live, x64):
+    from core.smoothgrad import bf16_is_faster
+
+    x = x64[:1].clone()
+    assert isinstance(bf16_is_faster(convnext_live, x, repeats=1), bool)
+    assert torch.equal(x, x64[:1]) and hook_count(convnext_live) == 0 and not torch.is_autocast_enabled("cpu")
