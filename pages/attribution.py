@@ -15,7 +15,7 @@ from ui import cache, sidebar
 
 st.title("Attribution")
 st.caption("Which pixels made the model say this class? Gradients, SmoothGrad, integrated gradients, guided "
-           "backprop (correct on GELU networks), Grad-CAM and occlusion.")
+           "backprop (correct on GELU networks), Grad-CAM, occlusion, CAM and LRP.")
 
 selection = sidebar.current()
 
