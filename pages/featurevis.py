@@ -1,11 +1,10 @@
 """Feature visualisation: what a channel responds to (activation maximisation), neuron interaction, filters."""
 from __future__ import annotations
 
-import importlib.util
-
 import pandas as pd
 import streamlit as st
 
+from core import activation_index as ai
 from core.catalogue import default_layer
 from core.featurevis import Objective, Settings
 from core.filters import depthwise_kernels, mosaic
@@ -64,16 +63,8 @@ def _run(layer: str, channels: tuple[int, ...], objective: Objective, settings: 
 
 
 def _dataset_patches(layer: str, channel: int) -> None:
-    """The channel's top dataset patches from the activation index of the sample photos, if one was built.
-
-    Optional: the index feature may be absent; nothing here is required for the visualisation.
-    """
-    if importlib.util.find_spec("core.activation_index") is None:
-        st.info("Dataset patches that excite this channel appear here once the activation index exists.")
-        return
+    """The channel's top dataset patches from the activation index of the sample photos, if one was built."""
     try:
-        from core import activation_index as ai
-
         directory = ai.default_directory(model)
         if not (directory / ai.MANIFEST).is_file():
             st.info("No activation index for this model yet: build one on the dataset examples page to see "
