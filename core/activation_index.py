@@ -38,8 +38,7 @@ import torch
 from PIL import Image
 
 from . import index_store as store
-from .catalogue import LayerInfo, catalogue, find_layer, to_nchw
-from .hooks import hooks_on
+from .catalogue import LayerInfo, catalogue, find_layer, layer_outputs
 from .images import SAMPLES, ImageError, load_image, list_images, preprocess
 
 DEFAULT_TOP_K = 16
@@ -137,37 +136,6 @@ def default_directory(model, folder: str | os.PathLike | None = None) -> Path:
     root = str(Path(folder or SAMPLES).resolve())
     key = json.dumps([weights_fingerprint(model), model.card.data_config, root], sort_keys=True, default=str)
     return CACHE_ROOT / f"{model.card.arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo]) -> dict[str, torch.Tensor]:
-    """Outputs of ``layers`` for ``x`` (N, 3, H, W) in [0, 1], each as (N, C, h, w).
-
-    The forward pass stops once every asked-for layer has fired (the head is never run).
-    """
-    class _Done(Exception):
-        pass
-
-    outs: dict[str, torch.Tensor] = {}
-    by_module = {}
-    for layer in layers:
-        by_module.setdefault(model.layer(layer.name), []).append(layer)
-    with hooks_on(model) as hooks, torch.inference_mode():
-        for module, infos in by_module.items():
-            def keep(_m, _inp, output, infos=infos):
-                t = output[0] if isinstance(output, (tuple, list)) else output
-                for info in infos:
-                    outs.setdefault(info.name, to_nchw(t, info))
-                if len(outs) == len(layers):
-                    raise _Done
-            hooks.forward(module, keep)
-        try:
-            model(x)
-        except _Done:
-            pass
-    missing = [l.name for l in layers if l.name not in outs]
-    if missing:
-        raise RuntimeError(f"layers never ran in the forward pass: {', '.join(missing)}")
-    return outs
 
 
 def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tensor:

@@ -270,3 +270,35 @@ def default_layer(model: nn.Module) -> LayerInfo:
 def to_nchw(t: torch.Tensor, layer: LayerInfo) -> torch.Tensor:
     """A layer's output in (N, C, H, W), whatever its layout."""
     return t.permute(0, 3, 1, 2) if layer.layout is Layout.NHWC else t
+
+
+def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo]) -> dict[str, torch.Tensor]:
+    """Outputs of ``layers`` for ``x`` (N, 3, H, W) in [0, 1], each as (N, C, h, w) whatever the layer's layout.
+
+    Runs under ``inference_mode`` and stops the forward pass once every asked-for layer has fired (the head is
+    never run). Hooks go through :func:`core.hooks.hooks_on`.
+    """
+    class _Done(Exception):
+        pass
+
+    outs: dict[str, torch.Tensor] = {}
+    by_module = {}
+    for layer in layers:
+        by_module.setdefault(model.layer(layer.name), []).append(layer)
+    with hooks_on(model) as hooks, torch.inference_mode():
+        for module, infos in by_module.items():
+            def keep(_m, _inp, output, infos=infos):
+                t = output[0] if isinstance(output, (tuple, list)) else output
+                for info in infos:
+                    outs.setdefault(info.name, to_nchw(t, info))
+                if len(outs) == len(layers):
+                    raise _Done
+            hooks.forward(module, keep)
+        try:
+            model(x)
+        except _Done:
+            pass
+    missing = [l.name for l in layers if l.name not in outs]
+    if missing:
+        raise RuntimeError(f"layers never ran in the forward pass: {', '.join(missing)}")
+    return outs

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .catalogue import LayerInfo, find_layer, to_nchw
-from .hooks import capture
+from .catalogue import LayerInfo, find_layer, layer_outputs
 from .images import EXTENSIONS, ImageError
 from .models import LensModel
 
@@ -91,13 +90,11 @@ def layer_activations(model: LensModel, x: torch.Tensor, layer: str | LayerInfo,
     """
     info = layer if isinstance(layer, LayerInfo) else find_layer(model, layer)
     outs = []
-    with capture(model, {info.name: model.layer(info.name)}) as out, torch.no_grad():
-        for i, chunk in enumerate(x.split(batch_size)):
-            model(chunk.float())
-            a = to_nchw(out[info.name], info).float()
-            outs.append(F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False))
-            if progress is not None:
-                progress(min(1.0, (i + 1) * batch_size / len(x)), f"activations of {info.name}")
+    for i, chunk in enumerate(x.split(batch_size)):
+        a = layer_outputs(model, chunk.float(), [info])[info.name].float()
+        outs.append(F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False))
+        if progress is not None:
+            progress(min(1.0, (i + 1) * batch_size / len(x)), f"activations of {info.name}")
     return torch.cat(outs)
 
 

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .catalogue import LayerInfo, find_layer, to_nchw
-from .hooks import capture
+from .catalogue import LayerInfo, find_layer, layer_outputs
 from .models import LensModel
 
 
@@ -81,9 +80,7 @@ def layer_features(model: LensModel, x: torch.Tensor, layer: str | LayerInfo) ->
     batch = x.unsqueeze(0) if x.dim() == 3 else x
     if batch.shape[0] != 1:
         raise ValueError(f"expected one image, got a batch of {batch.shape[0]}")
-    with capture(model, {info.name: model.layer(info.name)}) as out, torch.no_grad():
-        model(batch.float())
-    feats = to_nchw(out[info.name], info)[0].float()
+    feats = layer_outputs(model, batch.float(), [info])[info.name][0].float()
     norm = feats.norm(dim=0, keepdim=True)
     feats = torch.where(norm > 0, feats / norm.clamp_min(1e-12), torch.zeros_like(feats))
     return LayerFeatures(info, feats.contiguous(), (int(batch.shape[-2]), int(batch.shape[-1])))
