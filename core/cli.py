@@ -1,8 +1,8 @@
 """``python -m core``: one subcommand per technique.
 
 Each module in ``core/commands`` is a subcommand. It defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> dict``, and may define ``text(payload) -> str`` for output without ``--json``. A payload with a
-non-empty ``"errors"`` list (per-input failures) exits with status 2 after printing the JSON; a
+``run(args) -> dict``, and may define ``text(payload) -> str`` for output without ``--json``. A payload's
+``"errors"`` list (per-input failures) is printed only when non-empty, and then exits with status 2; a
 :class:`CliError`, :class:`~core.images.ImageError` or :class:`~core.models.ModelLoadError` prints one line on
 stderr and exits with status 2. No traceback reaches the user.
 """
@@ -95,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
               "(set LENS_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-    errors = payload.get("errors") or []
+    errors = payload.pop("errors", None) or []
+    if errors:  # commands always set "errors"; it appears in the output only when some input failed
+        payload["errors"] = errors
     if args.json:
         print(json.dumps(payload))
     else:

@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> dict:
                "steps": 1 if method is Method.FGSM else args.steps,
                "units": "1/255" if norm is Norm.LINF else "l2 (pixels in [0,1])",
                "target": target, "random_start": args.random_start, "results": results}
-    if errors:
-        payload["errors"] = errors
+    payload["errors"] = errors
     return payload
 
 

@@ -109,8 +109,7 @@ def run(args: argparse.Namespace) -> dict:
         })
     payload = {"method": args.method, "model": model.card.name, "options": dict(result.options) if good else opts,
                "notes": notes, "results": results}
-    if errors:
-        payload["errors"] = errors
+    payload["errors"] = errors
     return payload
 
 

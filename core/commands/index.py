@@ -103,8 +103,7 @@ def _top(args: argparse.Namespace) -> dict:
                 errors.append({"image": str(patch.image), "error": str(e)})
         rows.append(row)
     payload = {"layer": args.layer, "channel": args.channel, "patches": rows}
-    if errors:
-        payload["errors"] = errors
+    payload["errors"] = errors
     return payload
 
 

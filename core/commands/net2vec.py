@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> dict:
         concepts = load_concept_masks(args.concepts, [p for p, _ in good], size=args.size)
     fits = net2vec(model, x, layer, concepts, size=args.size, iterations=args.iterations)
     payload = {"concepts": [f.as_dict() for f in fits]}
-    if errors:
-        payload["errors"] = errors
+    payload["errors"] = errors
     return payload
 
 

@@ -66,8 +66,7 @@ def run(args: argparse.Namespace) -> dict:
         results.append({"image": path, "target": res.target, "area": float(mask.mean()),
                         "score": float(res.scores[0]), "seconds": round(seconds, 3), "npy": str(npy)})
     payload = {"results": results}
-    if errors:
-        payload["errors"] = errors
+    payload["errors"] = errors
     return payload
 
 

@@ -29,8 +29,7 @@ def run(args: argparse.Namespace) -> dict:
         for (path, _), top in zip(good, predict(model, x, k=args.top)):
             results.append({"image": path, "top": [c.as_dict() for c in top]})
     payload = {"model": model.card.name, "weights": model.card.weights.value, "results": results}
-    if errors:
-        payload["errors"] = errors
+    payload["errors"] = errors
     return payload
 
 
