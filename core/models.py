@@ -7,8 +7,10 @@ in a PyPI package and so works with no network at all.
 """
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
+import itertools
 import os
 import threading
 import time
@@ -102,6 +104,7 @@ class LensModel(nn.Module):
         self.register_buffer("mean", torch.tensor(card.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(card.std, dtype=torch.float32).view(1, 3, 1, 1))
         self.lock = threading.RLock()
+        super().train(False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
@@ -115,6 +118,22 @@ class LensModel(nn.Module):
             return self.net.get_submodule(name)
         except AttributeError as e:
             raise KeyError(f"model {self.card.arch} has no layer {name!r}") from e
+
+    def replica(self) -> "LensModel":
+        """A private copy of the module tree that shares every parameter and buffer (no extra weight memory).
+
+        For thread-parallel inference: hooks on a replica are invisible to this model and to other replicas,
+        and the replica has its own ``lock``. Weights are never written in place (parameters do not require
+        grad and the model stays in eval mode), so sharing them between threads is safe.
+        """
+        memo: dict = {id(t): t for t in itertools.chain(self.parameters(), self.buffers())}
+        memo[id(self.lock)] = threading.RLock()
+        with self.lock:  # hooks_on holds the lock while hooks exist, so none are copied from another thread
+            twin = copy.deepcopy(self, memo)
+        for m in twin.modules():  # nor from this thread, if it called us with its own hooks in place
+            for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+                getattr(m, attr).clear()
+        return twin
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"

@@ -1,0 +1,71 @@
+"""Batch-parallel inference: worker threads, each with a private model replica and a share of torch's threads.
+
+On a small CPU, one stream of work that overlaps image decoding with a two-thread forward pass loses: the decode
+thread preempts an OpenMP thread and the other waits at every barrier (measured: the forward fell from 45 to
+26 images/s). Two streams, each decoding its own batch and running its forward pass on one intra-op thread,
+keep both cores busy with no barrier to wait at; one-thread convolutions are also more efficient than split
+ones. See ``bench/activation_index.py``.
+
+``torch.set_num_threads`` is per thread for the calling thread's OpenMP pool, but torch also remembers the last
+value for threads that start later; :func:`ordered_map` restores the caller's value when it ends.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MAX_WORKERS = 4  # beyond this, replicas multiply activation memory for little gain
+
+
+def default_workers() -> int:
+    """One worker per intra-op thread of the calling thread, at most :data:`MAX_WORKERS`."""
+    return max(1, min(torch.get_num_threads(), MAX_WORKERS))
+
+
+def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, workers: int | None = None) -> Iterator[R]:
+    """``fn(replica, item)`` for every item, run on ``workers`` threads, yielded in the order of ``items``.
+
+    Each worker thread gets its own :meth:`core.models.LensModel.replica` of ``model`` (so its hooks are private
+    and the shared model's lock is never held) and ``threads // workers`` intra-op threads, where ``threads`` is
+    the caller's count. At most ``2 * workers`` items are in flight. Closing the iterator early cancels the
+    items not started and waits for the running ones; an exception in ``fn`` is raised here.
+    """
+    workers = workers or default_workers()
+    caller_threads = torch.get_num_threads()
+    per_worker = max(1, caller_threads // workers)
+    local = threading.local()
+
+    def run(item: T) -> R:
+        replica = getattr(local, "replica", None)
+        if replica is None:
+            torch.set_num_threads(per_worker)
+            replica = local.replica = model.replica()
+        return fn(replica, item)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lens-worker")
+    try:
+        queue: collections.deque = collections.deque()
+        it = iter(items)
+        for item in it:
+            queue.append(pool.submit(run, item))
+            if len(queue) >= 2 * workers:
+                break
+        while queue:
+            result = queue.popleft().result()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                queue.append(pool.submit(run, nxt))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(caller_threads)  # threads started later take the last value set by anyone
+
+
+_END = object()
