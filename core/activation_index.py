@@ -18,8 +18,6 @@ model.
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 try:
     import fcntl
 except ImportError:  # Windows: no cross-process lock, threads still serialise on the model lock per batch
@@ -31,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +38,7 @@ from PIL import Image
 from . import index_store as store
 from .catalogue import LayerInfo, catalogue, find_layer, layer_outputs
 from .images import SAMPLES, ImageError, load_image, list_images, preprocess
+from .parallel import ordered_map
 
 DEFAULT_TOP_K = 16
 MANIFEST = store.MANIFEST
@@ -347,26 +346,10 @@ def _load_one(root: Path, path: Path, data_config: dict) -> tuple:
     return rel, st, hashlib.sha256(data).hexdigest(), inp, None
 
 
-def _prefetch(fn: Callable, items: Sequence, ahead: int) -> Iterable:
-    """``map(fn, items)`` computed on a background thread, at most ``ahead`` results in flight."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        queue: collections.deque = collections.deque()
-        it = iter(items)
-        for item in it:
-            queue.append(pool.submit(fn, item))
-            if len(queue) >= ahead:
-                break
-        while queue:
-            result = queue.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                queue.append(pool.submit(fn, nxt))
-            yield result
-
-
 def build_index(model, folder: str | os.PathLike | None = None, directory: str | os.PathLike | None = None, *,
                 layers: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int = 16,
-                progress: Progress | None = None, cancel=None, checkpoint_seconds: float = 30.0) -> BuildResult:
+                progress: Progress | None = None, cancel=None, checkpoint_seconds: float = 30.0,
+                workers: int | None = None) -> BuildResult:
     """Build the index of ``folder`` for ``model`` in ``directory``, or extend the one already there.
 
     Images already indexed (same path, size and modification time, or same content hash) are not forwarded
@@ -384,12 +367,14 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
         cancel: a ``threading.Event`` or a callable returning True to stop; what was done is saved and
             a later build continues from there.
         checkpoint_seconds: save at least this often during long builds.
+        workers: threads that each decode and forward whole batches on a private replica of the model
+            (:mod:`core.parallel`); default one per intra-op thread, at most four. Results do not depend on it.
 
     Raises:
-        ValueError: an unknown layer, ``top_k`` or ``batch_size`` below 1. ImageError: ``folder`` is not a folder.
+        ValueError: an unknown layer, ``top_k``, ``batch_size`` or ``workers`` below 1. ImageError: ``folder`` is not a folder.
     """
-    if top_k < 1 or batch_size < 1:
-        raise ValueError("top_k and batch_size must be at least 1")
+    if top_k < 1 or batch_size < 1 or (workers is not None and workers < 1):
+        raise ValueError("top_k, batch_size and workers must be at least 1")
     directory = Path(directory) if directory is not None else default_directory(model, folder or SAMPLES)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "a+b") as lock:  # one builder per index, across threads and processes
@@ -397,14 +382,15 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             return _build_locked(model, folder, directory, layers=layers, top_k=top_k, batch_size=batch_size,
-                                 progress=progress, cancel=cancel, checkpoint_seconds=checkpoint_seconds)
+                                 progress=progress, cancel=cancel, checkpoint_seconds=checkpoint_seconds,
+                                 workers=workers)
         finally:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, progress, cancel,
-                  checkpoint_seconds) -> BuildResult:
+                  checkpoint_seconds, workers) -> BuildResult:
     say = progress or (lambda _f, _m: None)
     root = Path(folder or SAMPLES).resolve()
     paths = list_images(root)
@@ -465,26 +451,34 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
                     {name: state.arrays() for name, state in states.items()})
 
     say(0.0, f"{len(paths) - len(todo)} of {len(paths)} images already indexed" if old else f"indexing {len(todo)} images")
-    batch: list[tuple] = []
-    loaded = _prefetch(lambda p: _load_one(root, p, model.card.data_config), todo, ahead=2 * batch_size)
-    for done, (rel, st, sha, inp, error) in enumerate(loaded, 1):
-        if error is not None:
-            new_skipped.append({"image": str(root / rel), "path": rel, "bytes": st.st_size,
-                                "mtime_ns": st.st_mtime_ns, "error": error})
-        else:
-            batch.append((rel, st, sha, inp))
-        if len(batch) == batch_size or (done == len(todo) and batch):
-            _forward_batch(model, infos, states, batch, images)
-            added += len(batch)
-            batch = []
+    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    data_config = model.card.data_config
+    results = ordered_map(model, lambda replica, chunk: _index_batch(replica, root, infos, data_config, chunk),
+                          chunks, workers=workers)
+    done = 0
+    try:
+        for loaded, maxima in results:
+            ids = torch.arange(len(images), len(images) + sum(error is None for *_, error in loaded))
+            for name, (values, pos) in maxima.items():
+                states[name].update(values, pos, ids)
+            for rel, st, sha, inp, error in loaded:
+                if error is not None:
+                    new_skipped.append({"image": str(root / rel), "path": rel, "bytes": st.st_size,
+                                        "mtime_ns": st.st_mtime_ns, "error": error})
+                else:
+                    images.append({"path": rel, "size": list(inp.original_size), "bytes": st.st_size,
+                                   "mtime_ns": st.st_mtime_ns, "sha256": sha, "box": list(inp.box)})
+            added += len(ids)
+            done += len(loaded)
             say(done / max(1, len(todo)), f"indexed {done} of {len(todo)} new images")
             if _is_cancelled(cancel):
                 cancelled = True
-                loaded.close()
                 break
             if time.perf_counter() - last_save > checkpoint_seconds:
                 save()
                 last_save = time.perf_counter()
+    finally:
+        results.close()
     seconds = time.perf_counter() - t0
     save()
     say(1.0, "index saved" if not cancelled else f"cancelled: {len(images)} images indexed so far")
@@ -500,17 +494,14 @@ def _skipped_key(s: dict) -> tuple:
     return (s["path"], s["bytes"], s["mtime_ns"])
 
 
-def _forward_batch(model, infos, states, batch, images) -> None:
-    x = torch.stack([inp.tensor for _, _, _, inp in batch])
-    outs = layer_outputs(model, x, infos)
-    first = len(images)
-    ids = torch.arange(first, first + len(batch))
-    for info in infos:
-        values, pos = channel_maxima(outs[info.name])
-        states[info.name].update(values, pos, ids)
-    for rel, st, sha, inp in batch:
-        images.append({"path": rel, "size": list(inp.original_size), "bytes": st.st_size,
-                       "mtime_ns": st.st_mtime_ns, "sha256": sha, "box": list(inp.box)})
+def _index_batch(replica, root: Path, infos, data_config: dict, paths: list[Path]) -> tuple[list[tuple], dict]:
+    """Decode ``paths`` and forward the readable ones: their records (with errors) and per-layer maxima."""
+    loaded = [_load_one(root, p, data_config) for p in paths]
+    good = [inp for *_, inp, error in loaded if error is None]
+    if not good:
+        return loaded, {}
+    outs = layer_outputs(replica, torch.stack([inp.tensor for inp in good]), infos)
+    return loaded, {info.name: channel_maxima(outs[info.name]) for info in infos}
 
 
 def _incompatible(old: ActivationIndex, spec: dict, root: Path, paths: list[Path]) -> str | None:

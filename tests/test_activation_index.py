@@ -214,6 +214,22 @@ def test_incremental_add_equals_fresh_build(atto, folder, tmp_path):
     assert build_index(atto, folder, tmp_path / "inc", layers=LAYERS, top_k=4).added == 0
 
 
+def test_parallel_workers_equal_one_worker_and_leave_the_model_alone(atto, folder, tmp_path):
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    one = build_index(atto, folder, tmp_path / "w1", layers=LAYERS, top_k=4, batch_size=2, workers=1)
+    with atto.lock:  # another session holding the shared lock only delays the replicas' creation
+        pass
+    three = build_index(atto, folder, tmp_path / "w3", layers=LAYERS, top_k=4, batch_size=2, workers=3)
+    assert [i.path for i in three.index.images] == [i.path for i in one.index.images]
+    assert [Path(s["image"]).name for s in three.skipped] == ["broken.png"]
+    for layer in LAYERS:
+        _assert_same(three.index, one.index, layer)
+        np.testing.assert_allclose(three.index.statistics(layer), one.index.statistics(layer), rtol=1e-6, atol=1e-6)
+    assert hook_count(atto) == 0
+    with pytest.raises(ValueError, match="workers"):
+        build_index(atto, folder, tmp_path / "w0", workers=0)
+
+
 def test_cancelled_build_saves_progress_and_resumes(atto, folder, tmp_path):
     calls = []
     result = build_index(atto, folder, tmp_path / "c", layers=LAYERS, top_k=3, batch_size=3,
@@ -309,7 +325,7 @@ def test_cli_build_and_top(tmp_path, folder, capsys):
     out = tmp_path / "cli"
     code = main(["index", "build", str(folder), "--model", "convnext_atto", "--weights", "random",
                  "--layers", "stages.2", "stages.3.blocks.1.conv_dw", "--top-k", "3", "--batch-size", "4",
-                 "--out", str(out), "--json"])
+                 "--workers", "2", "--out", str(out), "--json"])
     payload = json.loads(capsys.readouterr().out)
     assert code == 0 and payload["index"] == str(out) and payload["images"] == len(MIXED)
     assert payload["layers"] == ["stages.2", "stages.3.blocks.1.conv_dw"]
@@ -320,12 +336,16 @@ def test_cli_build_and_top(tmp_path, folder, capsys):
     assert code == 0 and top["layer"] == "stages.2" and top["channel"] == 7 and len(top["patches"]) == 2
     first, second = top["patches"]
     assert first["value"] >= second["value"] and set(first) >= {"image", "value", "y", "x", "box"}
-    w, h = Image.open(first["image"]).size
-    left, t, right, b = first["box"]
-    assert 0 <= left < right <= w and 0 <= t < b <= h
-    assert Image.open(first["crop"]).size == (right - left, b - t)
+    with Image.open(first["image"]) as img, Image.open(first["crop"]) as crop:
+        w, h = img.size
+        left, t, right, b = first["box"]
+        assert 0 <= left < right <= w and 0 <= t < b <= h
+        assert crop.size == (right - left, b - t)
     for bad in (["--layer", "stages.9", "--channel", "0"], ["--layer", "stages.2", "--channel", "100000"]):
         assert main(["index", "top", str(out), *bad]) == 2
+    assert main(["index", "build", str(folder), "--model", "convnext_atto", "--weights", "random",
+                 "--workers", "0", "--out", str(tmp_path / "w0")]) == 2
+    assert "--workers" in capsys.readouterr().err
     (out / "manifest.json").write_text("{")
     assert main(["index", "top", str(out), "--layer", "stages.2", "--channel", "0"]) == 2
     err = capsys.readouterr().err

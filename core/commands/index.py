@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="dotted layer names (default: the model's feature stages, e.g. stages.0 .. stages.3)")
     b.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"images kept per channel (default {DEFAULT_TOP_K})")
     b.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="batches decoded and forwarded side by side, each on its share of torch's threads "
+                        "(default: one per thread, at most 4; 1 saves memory)")
     add_model_options(b)
     b.add_argument("--out", default=None, metavar="DIR",
                    help="index directory (default .lens-cache/index/<model>-<key>)")
@@ -42,8 +45,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _build(args: argparse.Namespace) -> dict:
-    if args.top_k < 1 or args.batch_size < 1:
-        raise CliError("--top-k and --batch-size must be at least 1")
+    if args.top_k < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
+        raise CliError("--top-k, --batch-size and --workers must be at least 1")
     model = model_from_args(args)
     out = args.out or str(default_directory(model, args.folder))
     stop = threading.Event()
@@ -63,7 +66,7 @@ def _build(args: argparse.Namespace) -> dict:
     previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         result = build_index(model, args.folder, out, layers=args.layers, top_k=args.top_k,
-                             batch_size=args.batch_size, progress=progress, cancel=stop)
+                             batch_size=args.batch_size, progress=progress, cancel=stop, workers=args.workers)
     except ValueError as e:
         raise CliError(str(e)) from None
     finally:
