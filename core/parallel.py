@@ -7,7 +7,9 @@ keep both cores busy with no barrier to wait at; one-thread convolutions are als
 ones. See ``bench/activation_index.py``.
 
 ``torch.set_num_threads`` is per thread for the calling thread's OpenMP pool, but torch also remembers the last
-value for threads that start later; :func:`ordered_map` restores the caller's value when it ends.
+value for threads that start later (a Streamlit rerun starts a new thread). The count seen when the first of
+any overlapping :func:`ordered_map` calls began is restored when the last one ends, so a call started from a
+thread that inherited a worker's count cannot make that count permanent.
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ R = TypeVar("R")
 
 MAX_WORKERS = 4  # beyond this, replicas multiply activation memory for little gain
 
+_threads_lock = threading.Lock()
+_active = 0            # ordered_map calls running in this process
+_baseline_threads = 0  # torch's thread count before the first of them began
+
 
 def default_workers() -> int:
     """One worker per intra-op thread of the calling thread, at most :data:`MAX_WORKERS`."""
@@ -37,9 +43,9 @@ def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, work
     the caller's count. At most ``2 * workers`` items are in flight. Closing the iterator early cancels the
     items not started and waits for the running ones; an exception in ``fn`` is raised here.
     """
+    global _active, _baseline_threads
     workers = workers or default_workers()
-    caller_threads = torch.get_num_threads()
-    per_worker = max(1, caller_threads // workers)
+    per_worker = max(1, torch.get_num_threads() // workers)
     local = threading.local()
 
     def run(item: T) -> R:
@@ -49,6 +55,10 @@ def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, work
             replica = local.replica = model.replica()
         return fn(replica, item)
 
+    with _threads_lock:
+        if _active == 0:
+            _baseline_threads = torch.get_num_threads()
+        _active += 1
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lens-worker")
     try:
         queue: collections.deque = collections.deque()
@@ -65,7 +75,10 @@ def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, work
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(caller_threads)  # threads started later take the last value set by anyone
+        with _threads_lock:
+            _active -= 1
+            if _active == 0:  # threads started later take the last value set by anyone
+                torch.set_num_threads(_baseline_threads)
 
 
 _END = object()

@@ -89,3 +89,48 @@ def test_worker_threads_leave_torch_threads_as_found(atto):
         assert later == [2]  # a thread started afterwards does not inherit the workers' setting
     finally:
         torch.set_num_threads(before)
+
+
+def test_overlapping_maps_restore_the_count_from_before_the_first(atto):
+    """A map started from a thread born during another map inherits one thread and, ending last, must not
+    leave that count to the threads started afterwards."""
+    before = torch.get_num_threads()
+    outer_running, inner_running = threading.Event(), threading.Event()
+    release_outer, release_inner = threading.Event(), threading.Event()
+
+    def blocking(running, release):
+        def fn(_r, i):
+            running.set()
+            release.wait(10)
+            return i
+        return fn
+
+    seen, outer_out, inner_out = [], [], []
+
+    def inner():
+        seen.append(torch.get_num_threads())  # born while the outer map's workers run: inherits their 1
+        inner_out.extend(ordered_map(atto, blocking(inner_running, release_inner), range(3), workers=2))
+
+    try:
+        torch.set_num_threads(2)
+        threads = [threading.Thread(target=lambda: outer_out.extend(
+            ordered_map(atto, blocking(outer_running, release_outer), range(2), workers=2)))]
+        threads[0].start()
+        assert outer_running.wait(10)
+        threads.append(threading.Thread(target=inner))
+        threads[1].start()
+        assert inner_running.wait(10)
+        release_outer.set()  # the outer map ends first...
+        threads[0].join()
+        release_inner.set()  # ...then the inner one
+        threads[1].join()
+        assert outer_out == [0, 1] and inner_out == [0, 1, 2] and seen == [1]
+        later = []
+        probe = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        probe.start()
+        probe.join()
+        assert later == [2]
+    finally:
+        release_outer.set()
+        release_inner.set()
+        torch.set_num_threads(before)
