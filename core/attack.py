@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from .hooks import hooks_on
 from .models import LensModel
+from .render import unit_uint8
 
 PIXEL = 1.0 / 255.0
 DEFAULT_EPS = 4 * PIXEL
@@ -88,6 +89,10 @@ class AttackResult:
     steps_taken: torch.Tensor  # (N,) int64, steps applied before the goal was met or the budget ran out
     success: torch.Tensor      # (N,) bool: prediction changed (untargeted) or equals the target (targeted)
     seconds: float
+    # The adversarial image rounded to 8 bits per channel, as a PNG stores it: its (N, C) probabilities and
+    # whether the goal still holds (rounding can undo an attack that only just succeeded).
+    adv8_probs: torch.Tensor | None = None
+    success_8bit: torch.Tensor | None = None
 
     @property
     def targeted(self) -> bool:
@@ -227,11 +232,21 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
             direction = _direction(grad, norm)
             delta.addcmul_(step_col[rows], direction, value=-1.0 if targeted else 1.0)
             adv[rows] = _project(delta, eps_col[rows], norm).add_(clean[rows]).clamp_(0.0, 1.0)
+        with torch.no_grad():
+            adv8_probs = model(quantize_8bit(adv)).float().softmax(-1)
+    pred8 = adv8_probs.argmax(-1)
     return AttackResult(
         method=method, norm=norm, eps=eps_t, step=step_t, steps=steps, random_start=random_start,
         clean=clean, adversarial=adv.detach(), source=src, target=goal, clean_probs=clean_logits.softmax(-1),
         adv_probs=final_logits.softmax(-1), trajectory=Trajectory(**traj), steps_taken=steps_taken, success=met,
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, adv8_probs=adv8_probs,
+        success_8bit=pred8 == goal if targeted else pred8 != src)
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in [0, 1] rounded to 8-bit levels exactly as the page's PNG stores it (:func:`core.render.unit_uint8`),
+    back in [0, 1], same shape and dtype."""
+    return torch.from_numpy(unit_uint8(x.detach().cpu().double().numpy())).to(x.dtype) / 255.0  # float64 as image_uint8
 
 
 def minimal_eps(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None, *,

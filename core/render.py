@@ -63,6 +63,11 @@ def normalize_map(m, *, signed: bool = False, clip_percentile: float = 99.5) -> 
     return np.clip(a / scale, -1, 1) if signed else np.clip(mag / scale, 0, 1)
 
 
+def unit_uint8(a: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (any shape) to 8-bit levels, nearest level with halves up: what every PNG here stores."""
+    return np.clip(np.asarray(a) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def image_uint8(img) -> np.ndarray:
     """uint8 (H, W, 3) from a PIL image, a (3, H, W) tensor in [0, 1], or an (H, W, 3) array."""
     if isinstance(img, Image.Image):
@@ -71,7 +76,7 @@ def image_uint8(img) -> np.ndarray:
     if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3:
         a = a.transpose(1, 2, 0)
     if a.max(initial=0) <= 1.0:
-        a = a * 255.0
+        return unit_uint8(a)
     return np.clip(a + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import core.attack as attack_module
-from core.attack import PIXEL, AttackResult, Method, Norm, attack, minimal_eps
+from core.attack import PIXEL, AttackResult, Method, Norm, attack, minimal_eps, quantize_8bit
+from core.render import image_uint8
 from core.hooks import hook_count, hooks_on
 
 from .conftest import lock_is_free
@@ -146,6 +147,24 @@ def test_result_is_frozen_and_consistent(convnext_atto, batch):
     assert torch.equal(r.source, clean_probs.argmax(-1))
 
 
+def test_8bit_check_is_the_png_the_page_saves(convnext_atto, batch):
+    clean = quantize_8bit(batch)  # an image that came from an 8-bit file lies on the 1/255 grid
+    r = attack(convnext_atto, clean, eps=EPS, step=PIXEL / 2, steps=5)  # half steps: off-grid iterates
+    q = quantize_8bit(r.adversarial)
+    assert not torch.equal(q, r.adversarial)  # the check has something to round
+    for i in range(len(clean)):
+        assert np.array_equal((q[i] * 255).round().byte().permute(1, 2, 0).numpy(), image_uint8(r.adversarial[i]))
+    assert float((q - r.adversarial).abs().max()) <= 0.5 / 255 + 1e-7
+    # an L-inf budget that is a whole number of grey levels holds after rounding, by monotonicity of rounding
+    assert float((q - clean).abs().max()) <= EPS + 1e-7
+    with torch.no_grad():
+        probs8 = convnext_atto(q).softmax(-1)
+    assert torch.allclose(r.adv8_probs, probs8, atol=1e-5)
+    assert torch.equal(r.success_8bit, probs8.argmax(-1) != r.source)
+    t = attack(convnext_atto, clean, target=3, eps=EPS, steps=3)
+    assert torch.equal(t.success_8bit, t.adv8_probs.argmax(-1) == 3)
+
+
 def test_early_stop_stops_at_the_first_success(convnext_atto, batch):
     r = attack(convnext_atto, batch, eps=16 * PIXEL, step=PIXEL, steps=10, early_stop=True)
     assert bool(r.success.all())
@@ -252,6 +271,8 @@ def test_cli_json_and_npz(tmp_path, capsys, samples):
     assert set(r) >= {"image", "clean", "adversarial", "success", "linf", "l2", "seconds", "npz"}
     assert set(r["clean"]) == {"index", "label", "prob"} and r["clean"]["label"] == "tiger cat"
     assert r["linf"] <= 2 / 255 and r["success"] == (r["adversarial"]["index"] != r["clean"]["index"])
+    assert set(r["adversarial_8bit"]) == {"index", "label", "prob"}
+    assert r["success_8bit"] == (r["adversarial_8bit"]["index"] != r["clean"]["index"])
     data = np.load(r["npz"])
     for key in ("clean", "adversarial"):
         assert data[key].dtype == np.float32 and data[key].shape == (3, 224, 224)

@@ -116,6 +116,7 @@ def _entry(model: LensModel, path: str, r: AttackResult, unit: float) -> dict:
     linf, l2 = float(delta.abs().max()), float(delta.norm())
     return {"image": path, "clean": _score(model, r.clean_probs[0]), "adversarial": _score(model, r.adv_probs[0]),
             "success": bool(r.success[0]), "linf": linf, "l2": l2, "linf_255": linf / PIXEL,
+            "adversarial_8bit": _score(model, r.adv8_probs[0]), "success_8bit": bool(r.success_8bit[0]),
             "source_prob_after": float(r.adv_probs[0, int(r.source[0])]),
             "steps_taken": int(r.steps_taken[0]), "seconds": round(r.seconds, 4)}
 
@@ -128,6 +129,8 @@ def text(payload: dict) -> str:
     for r in payload["results"]:
         c, a = r["clean"], r["adversarial"]
         verdict = "fooled" if r["success"] else "NOT fooled within the budget"
+        if r["success"] and not r["success_8bit"]:
+            verdict += " (but not once rounded to 8 bits)"
         lines.append(f"{r['image']}: {c['label']} {c['prob']:.1%} -> {a['label']} {a['prob']:.1%}  {verdict}  "
                      f"(L-inf {r['linf_255']:.2f}/255, L2 {r['l2']:.3f}, {r['steps_taken']} step"
                      f"{'' if r['steps_taken'] == 1 else 's'}, {r['seconds']:.2f} s)")
