@@ -168,6 +168,13 @@ if selection is not None:
     elif bool(result.success[0]):
         st.success(f"The model changed its mind: {model.label(source)} {float(clean_p[source]):.1%} → "
                    f"{model.label(new)} {float(adv_p[new]):.1%} with ε = {_eps_text(eps, norm)} ({sizes}).")
+        new8 = int(result.adv8_probs[0].argmax())
+        said8 = f"{model.label(new8)} {float(result.adv8_probs[0, new8]):.1%}"
+        if bool(result.success_8bit[0]):
+            st.caption(f"Rounded to 8 bits per channel, as the PNG below stores it, it still works: {said8}.")
+        else:
+            st.warning(f"Rounded to 8 bits per channel, as the PNG below stores it, the attack is undone: the model "
+                       f"says {said8}. The .npz keeps the exact values; a slightly larger ε survives rounding.")
     else:
         goal = (f"reach {model.label(result.target[0].item())}" if result.targeted
                 else "change the prediction")
@@ -202,17 +209,21 @@ if selection is not None:
     _min_eps_section(model, selection, settings, norm)
 
     st.subheader("Downloads")
-    d1, d2 = st.columns(2)
+    d1, d2, d3 = st.columns(3)
     figure = _figure_png([(clean_u8, f"original: {model.label(source)}"), (adv_u8, f"adversarial: {model.label(new)}"),
                           (delta_u8, "perturbation")])
     d1.download_button("Figure (PNG)", figure, file_name=f"{selection.name.rsplit('.', 1)[0]}_attack.png",
                        mime="image/png")
+    png = io.BytesIO()
+    Image.fromarray(adv_u8).save(png, format="PNG")
+    d2.download_button("Adversarial image (PNG, 8-bit, model input size)", png.getvalue(),
+                       file_name=f"{selection.name.rsplit('.', 1)[0]}_adversarial.png", mime="image/png")
     buf = io.BytesIO()
     np.savez_compressed(buf, clean=result.clean[0].numpy(), adversarial=result.adversarial[0].numpy(),
                         perturbation=delta)
-    d2.download_button("Arrays (.npz: clean, adversarial, perturbation; float32 3×H×W in [0, 1])", buf.getvalue(),
+    d3.download_button("Arrays (.npz: clean, adversarial, perturbation; float32 3×H×W in [0, 1])", buf.getvalue(),
                        file_name=f"{selection.name.rsplit('.', 1)[0]}_attack.npz", mime="application/octet-stream")
-    st.caption("The adversarial PNG is 8-bit: rounding to 1/255 can undo an attack that only just succeeded. "
-               "The .npz keeps the exact float values.")
+    st.caption("The PNGs are 8-bit: rounding to 1/255 can undo an attack that only just succeeded (the verdict above "
+               "says whether it does here). The .npz keeps the exact float values.")
 
     _smoothgrad_panel(model, selection, settings, result, source, new)

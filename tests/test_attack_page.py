@@ -30,6 +30,8 @@ def test_default_attack_flips_the_cat_and_shows_everything(app):
     assert {"Top-5 before", "Top-5 after", "Confidence over the steps", "Downloads"} <= set(subheaders)
     labels = [b.proto.label for b in app.get("download_button")]
     assert any(label.startswith("Figure (PNG)") for label in labels) and any(".npz" in label for label in labels)
+    assert any(label.startswith("Adversarial image (PNG") for label in labels)
+    assert any("Rounded to 8 bits" in c.value for c in [*app.caption, *app.warning])
     assert "What changed in the evidence: SmoothGrad before and after" in subheaders
     if HAS_ATTRIBUTION:
         assert any(m.value.startswith("**new class: Egyptian cat") for m in app.markdown)
