@@ -71,6 +71,13 @@ def test_predictions_appear_in_chromium(server):
             "--disable-component-update", "--disable-sync"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # The first visitor of a fresh server opens a page's own URL (a shared link): the router must run,
+            # not Streamlit's old pages-directory mode (that showed the page alone, without the sidebar).
+            page.goto(server + "/activation_index", wait_until="domcontentloaded")
+            page.get_by_text("Sample photo").first.wait_for(timeout=120_000)
+            page.get_by_role("heading", name="Dataset examples").wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            assert "Choose a model and an image" not in body and "Net2Vec concepts" in body
             page.goto(server, wait_until="domcontentloaded")
             page.get_by_text("Top-5 classes").wait_for(timeout=120_000)
             page.get_by_text("Egyptian cat (285)").first.wait_for(timeout=60_000)

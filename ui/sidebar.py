@@ -142,7 +142,26 @@ def render() -> Selection | None:
 
 def current() -> Selection | None:
     """The selection made in the sidebar for this run; pages call this. Shows a message when there is none."""
+    _leave_pages_directory_mode()
     selection = st.session_state.get("lens_selection")
     if selection is None:
         st.warning("Choose a model and an image in the sidebar.")
     return selection
+
+
+def _leave_pages_directory_mode() -> None:
+    """Rerun through the router when Streamlit ran this page on its own.
+
+    Streamlit starts in its old "pages directory" mode because ``pages/`` exists, and only leaves it when some
+    session runs ``st.navigation``. Until then a visitor who opens a page's own URL first (a shared link to a
+    freshly started app) gets that page file alone: no sidebar, no router. Leaving the mode and rerunning sends
+    the run through ``dashboard.py``, which finds the page from the URL.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the old mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
