@@ -7,9 +7,10 @@ keep both cores busy with no barrier to wait at; one-thread convolutions are als
 ones. See ``bench/activation_index.py``.
 
 ``torch.set_num_threads`` is per thread for the calling thread's OpenMP pool, but torch also remembers the last
-value for threads that start later (a Streamlit rerun starts a new thread). The count seen when the first of
-any overlapping :func:`ordered_map` calls began is restored when the last one ends, so a call started from a
-thread that inherited a worker's count cannot make that count permanent.
+value for threads that start later (a Streamlit rerun starts a new thread), so a thread born while workers run
+inherits a worker's count. :func:`ordered_map` therefore sizes its workers from the process-wide count (what a
+newly started thread gets, read before the first of any overlapping calls began), not from the calling thread,
+and restores that count when the last call ends.
 """
 from __future__ import annotations
 
@@ -30,9 +31,26 @@ _active = 0            # ordered_map calls running in this process
 _baseline_threads = 0  # torch's thread count before the first of them began
 
 
+def process_threads() -> int:
+    """torch's process-wide intra-op thread count: what a newly started thread gets, or, while
+    :func:`ordered_map` calls run, what it got before the first of them began."""
+    with _threads_lock:
+        if _active:
+            return _baseline_threads
+    return _fresh_thread_count()
+
+
+def _fresh_thread_count() -> int:
+    seen: list[int] = []
+    probe = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    probe.start()
+    probe.join()
+    return seen[0]
+
+
 def default_workers() -> int:
-    """One worker per intra-op thread of the calling thread, at most :data:`MAX_WORKERS`."""
-    return max(1, min(torch.get_num_threads(), MAX_WORKERS))
+    """One worker per intra-op thread of the process, at most :data:`MAX_WORKERS`."""
+    return max(1, min(process_threads(), MAX_WORKERS))
 
 
 def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, workers: int | None = None) -> Iterator[R]:
@@ -40,12 +58,17 @@ def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, work
 
     Each worker thread gets its own :meth:`core.models.LensModel.replica` of ``model`` (so its hooks are private
     and the shared model's lock is never held) and ``threads // workers`` intra-op threads, where ``threads`` is
-    the caller's count. At most ``2 * workers`` items are in flight. Closing the iterator early cancels the
-    items not started and waits for the running ones; an exception in ``fn`` is raised here.
+    :func:`process_threads`. At most ``2 * workers`` items are in flight. Closing the iterator early cancels
+    the items not started and waits for the running ones; an exception in ``fn`` is raised here.
     """
     global _active, _baseline_threads
-    workers = workers or default_workers()
-    per_worker = max(1, torch.get_num_threads() // workers)
+    with _threads_lock:
+        if _active == 0:
+            _baseline_threads = _fresh_thread_count()
+        _active += 1
+        threads = _baseline_threads
+    workers = workers or max(1, min(threads, MAX_WORKERS))
+    per_worker = max(1, threads // workers)
     local = threading.local()
 
     def run(item: T) -> R:
@@ -55,26 +78,24 @@ def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, work
             replica = local.replica = model.replica()
         return fn(replica, item)
 
-    with _threads_lock:
-        if _active == 0:
-            _baseline_threads = torch.get_num_threads()
-        _active += 1
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lens-worker")
     try:
-        queue: collections.deque = collections.deque()
-        it = iter(items)
-        for item in it:
-            queue.append(pool.submit(run, item))
-            if len(queue) >= 2 * workers:
-                break
-        while queue:
-            result = queue.popleft().result()
-            nxt = next(it, _END)
-            if nxt is not _END:
-                queue.append(pool.submit(run, nxt))
-            yield result
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lens-worker")
+        try:
+            queue: collections.deque = collections.deque()
+            it = iter(items)
+            for item in it:
+                queue.append(pool.submit(run, item))
+                if len(queue) >= 2 * workers:
+                    break
+            while queue:
+                result = queue.popleft().result()
+                nxt = next(it, _END)
+                if nxt is not _END:
+                    queue.append(pool.submit(run, nxt))
+                yield result
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         with _threads_lock:
             _active -= 1
             if _active == 0:  # threads started later take the last value set by anyone

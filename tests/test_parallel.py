@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.hooks import capture, hook_count, hooks_on
-from core.parallel import ordered_map
+from core.parallel import default_workers, ordered_map
 from tests.conftest import make_tiny
 
 
@@ -133,4 +133,44 @@ def test_overlapping_maps_restore_the_count_from_before_the_first(atto):
     finally:
         release_outer.set()
         release_inner.set()
+        torch.set_num_threads(before)
+
+
+def test_a_thread_born_during_a_map_does_not_pass_on_its_count(atto):
+    """Sequential case: the thread inherits one thread during the first map and runs the second after it ended."""
+    before = torch.get_num_threads()
+    running, release, first_done = threading.Event(), threading.Event(), threading.Event()
+    seen, split = [], []
+
+    def blocking(_r, i):
+        running.set()
+        release.wait(10)
+        return i
+
+    def late():
+        seen.append(torch.get_num_threads())  # inherited from the first map's workers
+        first_done.wait(10)
+        split.append(default_workers())  # sized from the process's count, not this thread's
+        split.extend(ordered_map(atto, lambda _r, _i: torch.get_num_threads(), range(2)))
+
+    try:
+        torch.set_num_threads(2)
+        first = threading.Thread(target=lambda: list(ordered_map(atto, blocking, range(2), workers=2)))
+        first.start()
+        assert running.wait(10)
+        t = threading.Thread(target=late)
+        t.start()
+        release.set()
+        first.join()
+        first_done.set()
+        t.join()
+        assert seen == [1] and split == [2, 1, 1]  # the second map still splits the process's two threads
+        later = []
+        probe = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        probe.start()
+        probe.join()
+        assert later == [2]
+    finally:
+        release.set()
+        first_done.set()
         torch.set_num_threads(before)
