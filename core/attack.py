@@ -2,9 +2,9 @@
 budget that changes the model's mind.
 
 Everything happens in pixel space: ``x`` is RGB float (N, 3, H, W) in [0, 1] and the model normalises inside its
-wrapper, so ε means the same thing for every model. Every iterate is projected onto the ε-ball around the clean
-image and then clamped to [0, 1]; clamping only moves a coordinate back toward the clean value's box, so it never
-leaves the ball. Here ε and step sizes are fractions of the pixel range; the CLI and the page show L∞ values in
+wrapper, so ε means the same thing for every model. Every iterate is replaced by the nearest point of the
+intersection of the ε-ball around the clean image and the [0, 1] box (exact for both norms: for L∞ the two boxes
+intersect coordinate by coordinate; for L2 see :func:`_project`). Here ε and step sizes are fractions of the pixel range; the CLI and the page show L∞ values in
 1/255 units (:data:`PIXEL`). Loss: cross-entropy on the logits, ascended away from the source class (untargeted)
 or descended toward the target class (targeted). L∞ steps follow the gradient's sign, L2 steps the unit-norm
 gradient (each norm's steepest-ascent direction; captum's PGD takes sign steps under both norms).
@@ -35,6 +35,7 @@ MAX_MIN_EPS_ATTACKS = 8
 # Projections use a radius this much (relatively) smaller than ε, so float32 rounding of ε and of x + δ never
 # reports a ‖δ‖ above the ε the user asked for (4/255 in float32 is already 1e-9 above 4/255).
 _SAFETY = 1.0 - 1e-5
+_BISECTIONS = 30  # the L2 projection's scale to 2^-30, below float32 resolution
 
 Progress = Callable[[float, str], None]
 
@@ -231,7 +232,7 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
                 grad, delta = grad[keep], delta[keep]
             direction = _direction(grad, norm)
             delta.addcmul_(step_col[rows], direction, value=-1.0 if targeted else 1.0)
-            adv[rows] = _project(delta, eps_col[rows], norm).add_(clean[rows]).clamp_(0.0, 1.0)
+            adv[rows] = _project(delta, clean[rows], eps_col[rows], norm)
         with torch.no_grad():
             adv8_probs = model(quantize_8bit(adv)).float().softmax(-1)
     pred8 = adv8_probs.argmax(-1)
@@ -367,12 +368,36 @@ def _direction(g: torch.Tensor, norm: Norm) -> torch.Tensor:
     return g.div_(size.view(-1, 1, 1, 1))
 
 
-def _project(delta: torch.Tensor, eps: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Nearest point of the ε-ball (eps (N, 1, 1, 1)) to each ``delta``, in place."""
+def _project(delta: torch.Tensor, clean: torch.Tensor, eps: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """The nearest point to ``clean + delta`` with ‖z − clean‖ ≤ ε and z in [0, 1] (all (N, 3, H, W); eps (N, 1, 1, 1)).
+
+    L2: the optimality conditions give z = clip(clean + t·δ, 0, 1) for one t in (0, 1] per image
+    (t = 1 / (1 + λ), λ the ball's multiplier); ‖z − clean‖ grows with t, so t is found by bisection, keeping the
+    feasible end. Scaling δ onto the ball and then clamping (the usual shortcut) is feasible but stops short.
+    ``delta`` is not modified.
+    """
     if norm is Norm.LINF:
-        return delta.clamp_(-eps, eps)
-    size = torch.linalg.vector_norm(delta.flatten(1), 2, dim=1).view(-1, 1, 1, 1)
-    return delta.mul_((eps / size.clamp_min(1e-12)).clamp(max=1.0))
+        return (clean + delta.clamp(-eps, eps)).clamp_(0.0, 1.0)
+
+    # Along δ each coordinate can move |δ_i|·t until it meets its side of the box, room_i away: per image
+    # ‖z − clean‖(t) = ‖min(t·|δ|, room)‖, a cheap function of t alone.
+    step = delta.flatten(1).abs()
+    room = torch.where(delta > 0, 1.0 - clean, clean).flatten(1).clamp_min_(0.0)
+    radius = eps.flatten()
+    t_ok = torch.ones_like(radius)
+    over = torch.linalg.vector_norm(torch.minimum(step, room), 2, dim=1) > radius
+    if bool(over.any()):
+        rows = over.nonzero().flatten()
+        step, room, r = step[rows], room[rows], radius[rows]
+        lo, hi = torch.zeros_like(r), torch.ones_like(r)
+        buf = torch.empty_like(step)
+        for _ in range(_BISECTIONS):
+            mid = (lo + hi) / 2
+            fits = torch.linalg.vector_norm(torch.minimum(torch.mul(step, mid[:, None], out=buf), room, out=buf),
+                                            2, dim=1) <= r
+            lo, hi = torch.where(fits, mid, lo), torch.where(fits, hi, mid)
+        t_ok[rows] = lo
+    return (clean + delta * t_ok.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
 
 
 def _start(clean: torch.Tensor, eps: torch.Tensor, norm: Norm, seed: int) -> torch.Tensor:

@@ -165,6 +165,39 @@ def test_8bit_check_is_the_png_the_page_saves(convnext_atto, batch):
     assert torch.equal(t.success_8bit, t.adv8_probs.argmax(-1) == 3)
 
 
+def _dykstra(y: torch.Tensor, c: torch.Tensor, eps: float, iters: int = 20000) -> torch.Tensor:
+    """Projection of y onto ball(c, eps) ∩ [0, 1]^n by Dykstra's alternating projections (float64, slow, exact
+    in the limit): an independent reference for the bisection in core.attack._project."""
+    x, p, q = y.clone(), torch.zeros_like(y), torch.zeros_like(y)
+    for _ in range(iters):
+        b = x + p
+        d = b - c
+        z = c + d * min(1.0, eps / float(d.norm()))
+        p = b - z
+        x = (z + q).clamp(0.0, 1.0)
+        q = z + q - x
+    return x
+
+
+def test_l2_projection_is_the_nearest_point_of_ball_and_box():
+    gen = torch.Generator().manual_seed(3)
+    c = torch.rand(2, 3, 4, 4, generator=gen, dtype=torch.float64)
+    c[0, 0] = 0.0  # saturated pixels: the box binds
+    c[1, 1] = 1.0
+    delta = torch.randn(2, 3, 4, 4, generator=gen, dtype=torch.float64) * 0.4
+    eps = torch.tensor([0.5, 0.8], dtype=torch.float64).view(-1, 1, 1, 1)
+    z = attack_module._project(delta.clone(), c, eps, Norm.L2)
+    for i in range(2):
+        ref = _dykstra(c[i] + delta[i], c[i], float(eps[i]))
+        assert float((z[i] - ref).abs().max()) < 1e-6
+        assert float((z[i] - c[i]).norm()) <= float(eps[i]) + 1e-9 and 0 <= float(z[i].min()) <= float(z[i].max()) <= 1
+        shortcut = (c[i] + delta[i] * min(1.0, float(eps[i]) / float(delta[i].norm()))).clamp(0, 1)  # scale, clamp
+        assert float((z[i] - c[i] - delta[i]).norm()) < float((shortcut - c[i] - delta[i]).norm()) - 1e-3
+        assert float((z[i] - c[i]).norm()) == pytest.approx(float(eps[i]), rel=1e-6)  # the whole budget is used
+    inside = attack_module._project(delta * 1e-3, c, eps, Norm.L2)  # inside both: unchanged
+    torch.testing.assert_close(inside, (c + delta * 1e-3).clamp(0, 1))
+
+
 def test_early_stop_stops_at_the_first_success(convnext_atto, batch):
     r = attack(convnext_atto, batch, eps=16 * PIXEL, step=PIXEL, steps=10, early_stop=True)
     assert bool(r.success.all())
