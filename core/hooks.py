@@ -64,10 +64,13 @@ def capture(model: nn.Module, layers: dict[str, nn.Module], *, detach: bool = Tr
         yield out
 
 
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")  # nn.Module's
+
+
 def hook_count(model: nn.Module) -> int:
     """Number of hooks of any kind on ``model`` and its submodules (tests use it to prove none are left)."""
     total = 0
     for m in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+        for attr in HOOK_DICTS:
             total += len(getattr(m, attr, None) or {})
     return total

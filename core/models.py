@@ -23,6 +23,8 @@ import timm
 import torch
 from torch import nn
 
+from .hooks import HOOK_DICTS
+
 DEFAULT_MODEL = "convnext_tiny"
 EMBEDDED_NAME = "embedded"
 EMBEDDED_ARCH = "tf_efficientnet_lite0"
@@ -131,7 +133,7 @@ class LensModel(nn.Module):
         with self.lock:  # hooks_on holds the lock while hooks exist, so none are copied from another thread
             twin = copy.deepcopy(self, memo)
         for m in twin.modules():  # nor from this thread, if it called us with its own hooks in place
-            for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            for attr in HOOK_DICTS:
                 getattr(m, attr).clear()
         return twin
 

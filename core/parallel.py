@@ -50,7 +50,11 @@ def _fresh_thread_count() -> int:
 
 def default_workers() -> int:
     """One worker per intra-op thread of the process, at most :data:`MAX_WORKERS`."""
-    return max(1, min(process_threads(), MAX_WORKERS))
+    return _workers_for(process_threads())
+
+
+def _workers_for(threads: int) -> int:
+    return max(1, min(threads, MAX_WORKERS))
 
 
 def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, workers: int | None = None) -> Iterator[R]:
@@ -67,7 +71,7 @@ def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, work
             _baseline_threads = _fresh_thread_count()
         _active += 1
         threads = _baseline_threads
-    workers = workers or max(1, min(threads, MAX_WORKERS))
+    workers = workers or _workers_for(threads)
     per_worker = max(1, threads // workers)
     local = threading.local()
 

@@ -13,6 +13,24 @@ from core.parallel import default_workers, ordered_map
 from tests.conftest import make_tiny
 
 
+def _new_thread_count() -> int:
+    """torch's thread count as a newly started thread sees it (the process-wide value)."""
+    seen = []
+    probe = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    probe.start()
+    probe.join()
+    return seen[0]
+
+
+def _blocking(running: threading.Event, release: threading.Event):
+    """A map function that says it runs, then waits to be released."""
+    def fn(_replica, i):
+        running.set()
+        release.wait(10)
+        return i
+    return fn
+
+
 @pytest.fixture(scope="module")
 def atto():
     return make_tiny("convnext_atto", seed=3, num_classes=10)
@@ -82,11 +100,7 @@ def test_worker_threads_leave_torch_threads_as_found(atto):
         seen = list(ordered_map(atto, lambda _r, _i: torch.get_num_threads(), range(4), workers=2))
         assert seen == [1, 1, 1, 1]  # each worker gets its share of the caller's two
         assert torch.get_num_threads() == 2
-        later = []
-        t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
-        t.start()
-        t.join()
-        assert later == [2]  # a thread started afterwards does not inherit the workers' setting
+        assert _new_thread_count() == 2  # a thread started afterwards does not inherit the workers' setting
     finally:
         torch.set_num_threads(before)
 
@@ -98,23 +112,16 @@ def test_overlapping_maps_restore_the_count_from_before_the_first(atto):
     outer_running, inner_running = threading.Event(), threading.Event()
     release_outer, release_inner = threading.Event(), threading.Event()
 
-    def blocking(running, release):
-        def fn(_r, i):
-            running.set()
-            release.wait(10)
-            return i
-        return fn
-
     seen, outer_out, inner_out = [], [], []
 
     def inner():
         seen.append(torch.get_num_threads())  # born while the outer map's workers run: inherits their 1
-        inner_out.extend(ordered_map(atto, blocking(inner_running, release_inner), range(3), workers=2))
+        inner_out.extend(ordered_map(atto, _blocking(inner_running, release_inner), range(3), workers=2))
 
     try:
         torch.set_num_threads(2)
         threads = [threading.Thread(target=lambda: outer_out.extend(
-            ordered_map(atto, blocking(outer_running, release_outer), range(2), workers=2)))]
+            ordered_map(atto, _blocking(outer_running, release_outer), range(2), workers=2)))]
         threads[0].start()
         assert outer_running.wait(10)
         threads.append(threading.Thread(target=inner))
@@ -125,11 +132,7 @@ def test_overlapping_maps_restore_the_count_from_before_the_first(atto):
         release_inner.set()  # ...then the inner one
         threads[1].join()
         assert outer_out == [0, 1] and inner_out == [0, 1, 2] and seen == [1]
-        later = []
-        probe = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
-        probe.start()
-        probe.join()
-        assert later == [2]
+        assert _new_thread_count() == 2  # a thread started afterwards gets the count from before
     finally:
         release_outer.set()
         release_inner.set()
@@ -142,11 +145,6 @@ def test_a_thread_born_during_a_map_does_not_pass_on_its_count(atto):
     running, release, first_done = threading.Event(), threading.Event(), threading.Event()
     seen, split = [], []
 
-    def blocking(_r, i):
-        running.set()
-        release.wait(10)
-        return i
-
     def late():
         seen.append(torch.get_num_threads())  # inherited from the first map's workers
         first_done.wait(10)
@@ -155,7 +153,7 @@ def test_a_thread_born_during_a_map_does_not_pass_on_its_count(atto):
 
     try:
         torch.set_num_threads(2)
-        first = threading.Thread(target=lambda: list(ordered_map(atto, blocking, range(2), workers=2)))
+        first = threading.Thread(target=lambda: list(ordered_map(atto, _blocking(running, release), range(2), workers=2)))
         first.start()
         assert running.wait(10)
         t = threading.Thread(target=late)
@@ -165,11 +163,7 @@ def test_a_thread_born_during_a_map_does_not_pass_on_its_count(atto):
         first_done.set()
         t.join()
         assert seen == [1] and split == [2, 1, 1]  # the second map still splits the process's two threads
-        later = []
-        probe = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
-        probe.start()
-        probe.join()
-        assert later == [2]
+        assert _new_thread_count() == 2  # a thread started afterwards gets the count from before
     finally:
         release.set()
         first_done.set()
