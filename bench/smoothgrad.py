@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.images import load_image, preprocess, sample_images  # noqa: E402
-from core.models import load_model, wrap  # noqa: E402
-from core.smoothgrad import native_bf16, smoothgrad  # noqa: E402
+from core.model.loading import load_model, wrap  # noqa: E402
+from core.attribution.smoothgrad import native_bf16, smoothgrad  # noqa: E402
 
 
 def floor(model, x, target, samples, batch, bf16):

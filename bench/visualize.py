@@ -18,11 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("LENS_OFFLINE", "1")
 
-from core.cam import cam  # noqa: E402
+from core.attribution.cam import cam  # noqa: E402
 from core.catalogue import default_layer  # noqa: E402
-from core.featurevis import Settings, visualize  # noqa: E402
-from core.lrp import lrp, prepare  # noqa: E402
-from core.models import load_model  # noqa: E402
+from core.features.featurevis import Settings, visualize  # noqa: E402
+from core.attribution.lrp import lrp, prepare  # noqa: E402
+from core.model.loading import load_model  # noqa: E402
 
 
 def best_of(fn, repeats: int = 3) -> float:

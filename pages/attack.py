@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core.attack import PIXEL, Method, Norm
-from core.predict import top_classes
+from core.attack.attacks import PIXEL, Method, Norm
+from core.model.predict import top_classes
 from core.render import Colormap, colorize, image_uint8, normalize_map, overlay
 from ui import cache, sidebar
 
@@ -83,7 +83,7 @@ def _top5(model, probs) -> pd.DataFrame:
 def _smoothgrad_panel(model, selection, settings, result, source: int, new: int) -> None:
     st.subheader("What changed in the evidence: SmoothGrad before and after")
     try:
-        import core.attribution  # noqa: F401  (lands with the attribution branch)
+        import core.attribution.registry  # noqa: F401  (lands with the attribution branch)
     except ImportError:
         st.info("The SmoothGrad comparison needs the attribution module (core.attribution, from the attribution "
                 "branch), which is not installed in this build.")

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.attr_base import Attribution, NotApplicable, Sign
-from core.attr_view import View, npy_bytes, picture, png_bytes
-from core.attribution import REGISTRY, Method
+from core.attribution.base import Attribution, NotApplicable, Sign
+from core.attribution.view import View, npy_bytes, picture, png_bytes
+from core.attribution.registry import REGISTRY, Method
 from core.catalogue import default_layer
-from core.gradients import Baseline
-from core.lrp import FirstRule, Rule
-from core.occlusion import Fill
-from core.smoothgrad import Base, NoiseType, Precision, native_bf16
+from core.attribution.gradients import Baseline
+from core.attribution.lrp import FirstRule, Rule
+from core.attribution.occlusion import Fill
+from core.attribution.smoothgrad import Base, NoiseType, Precision, native_bf16
 from ui import cache, sidebar
 
 st.title("Attribution")

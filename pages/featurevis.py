@@ -4,10 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import activation_index as ai
+from core.index import build as ai
 from core.catalogue import default_layer
-from core.featurevis import Objective, Settings
-from core.filters import depthwise_kernels, mosaic
+from core.features.featurevis import Objective, Settings
+from core.features.filters import depthwise_kernels, mosaic
 from core.render import Colormap, image_uint8, normalize_map, overlay
 from ui import cache, sidebar
 

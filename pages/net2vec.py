@@ -7,7 +7,7 @@ import streamlit as st
 from core.catalogue import default_layer
 from core.images import ImageError, list_images, load_image, preprocess
 from core.images import SAMPLES
-from core.net2vec import ConceptSource, DEFAULT_SIZE
+from core.features.net2vec import ConceptSource, DEFAULT_SIZE
 from core.render import overlay
 from ui import cache, sidebar
 

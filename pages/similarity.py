@@ -6,7 +6,7 @@ import streamlit as st
 from core.catalogue import default_layer
 from core.images import ImageError, load_image, preprocess, sample_images
 from core.render import Colormap, normalize_map, overlay
-from core.similarity import similarity_map
+from core.features.similarity import similarity_map
 from ui import cache, sidebar
 
 try:  # click-coordinates component (offline: its frontend ships in the wheel)

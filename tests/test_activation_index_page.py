@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import core.activation_index as core_index
+import core.index.build as core_index
 
 PAGE = "pages/activation_index.py"
 

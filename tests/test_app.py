@@ -1,7 +1,7 @@
 """The dashboard runs under AppTest: home page, model switch, bad model names, no exceptions shown."""
 from __future__ import annotations
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def test_home_shows_predictions_and_model_card(app):

@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import core.attack as attack_module
-from core.attack import PIXEL, AttackResult, Method, Norm, attack, minimal_eps, quantize_8bit
+import core.attack.attacks as attack_module
+from core.attack.attacks import PIXEL, AttackResult, Method, Norm, attack, minimal_eps, quantize_8bit
 from core.render import image_uint8
 from core.hooks import hook_count, hooks_on
 
-from .conftest import lock_is_free
+from tests.conftest import lock_is_free
 
 EPS = 4 * PIXEL
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)
+from tests.test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)
 
 HAS_ATTRIBUTION = importlib.util.find_spec("core.attribution") is not None
 

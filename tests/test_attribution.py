@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.attribution import REGISTRY, Method, NotApplicable, attribute, smoothgrad
+from core.attribution.registry import REGISTRY, Method, NotApplicable, attribute, smoothgrad
 from core.hooks import hook_count
-from core.models import wrap
+from core.model.loading import wrap
 
-from .conftest import lock_is_free, make_tiny
+from tests.conftest import lock_is_free, make_tiny
 
 
 @pytest.fixture(scope="module")
@@ -329,7 +329,7 @@ def test_cli_refuses_with_one_line(samples, capsys):
 
 @pytest.mark.parametrize("faster", [True, False])
 def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext_live, x64, monkeypatch, faster):
-    import core.smoothgrad as sg
+    import core.attribution.smoothgrad as sg
 
     calls = []
     monkeypatch.setattr(sg, "native_bf16", lambda: True)
@@ -346,7 +346,7 @@ def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext
 
 
 def test_bf16_timing_probe_runs_and_leaves_no_state(convnext_live, x64):
-    from core.smoothgrad import bf16_is_faster
+    from core.attribution.smoothgrad import bf16_is_faster
 
     x = x64[:1].clone()
     assert isinstance(bf16_is_faster(convnext_live, x, repeats=1), bool)

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from .conftest import make_tiny
-from core.cam import NotApplicable, cam
+from tests.conftest import make_tiny
+from core.attribution.cam import NotApplicable, cam
 from core.hooks import capture, hook_count
-from core.lrp import FirstRule, Rule, lrp, prepare
-from core.models import wrap
+from core.attribution.lrp import FirstRule, Rule, lrp, prepare
+from core.model.loading import wrap
 
 
 def _x(n=2, size=64, seed=0):

@@ -2,7 +2,7 @@
 LRP's relevance sum against the logit."""
 from __future__ import annotations
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 PAGE = str(ROOT / "pages" / "attribution.py")
 

@@ -7,7 +7,7 @@ import torch
 from core.catalogue import LayerKind, Layout, catalogue, default_layer, find_layer, to_nchw
 from core.hooks import capture, hook_count
 
-from .conftest import make_tiny
+from tests.conftest import make_tiny
 
 
 @pytest.fixture(scope="module")

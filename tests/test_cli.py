@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from .conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

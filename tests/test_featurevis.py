@@ -7,9 +7,9 @@ import threading
 import pytest
 import torch
 
-from core.featurevis import (FourierImage, Objective, Settings, interpolate, layer_output, measure,
+from core.features.featurevis import (FourierImage, Objective, Settings, interpolate, layer_output, measure,
                              robust_transform, visualize)
-from core.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, mosaic, weight_stats
+from core.features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, mosaic, weight_stats
 from core.hooks import hook_count
 from core.catalogue import find_layer
 
@@ -153,7 +153,7 @@ def test_generated_image_beats_random_and_every_sample_photo(embedded):
     """ImageNet EfficientNet-Lite0 at a 128-pixel input (cheap): the optimised image must excite the channel
     far more than noise and more than any of the 70 sample photos."""
     from core.images import load_image, preprocess, sample_images
-    from core.models import wrap
+    from core.model.loading import wrap
 
     model = wrap(embedded.net, mean=embedded.card.mean, std=embedded.card.std, input_size=128)
     layer, channel = "blocks.4", 10
@@ -187,7 +187,7 @@ def test_depthwise_kernels_and_stats(convnext_atto, resnet_tiny):
     with pytest.raises(ValueError, match="not a depthwise"):
         depthwise_kernels(convnext_atto, "stem.0")
     assert first_layer_kernels(resnet_tiny).tiles.shape == (64, 3, 7, 7)
-    from core.filters import _tiles
+    from core.features.filters import _tiles
     w = torch.randn(3, 3, 4, 4)
     w[1] *= 1e-8  # a dead kernel: grey, not its noise stretched to full contrast
     t = _tiles(w)

@@ -13,12 +13,12 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from core import models
+from core.model import loading as models
 from core.images import load_image, preprocess
-from core.models import ModelLoadError, WeightsSource, load_model
-from core.predict import predict
+from core.model.loading import ModelLoadError, WeightsSource, load_model
+from core.model.predict import predict
 
-from .conftest import SAMPLES, make_tiny
+from tests.conftest import SAMPLES, make_tiny
 
 
 def test_wrapper_owns_normalisation(convnext_atto):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from core.cli import main
 from core.hooks import hook_count
-from core.net2vec import COLOR_TERMS, color_concepts, color_names, fit_concept, load_concept_masks, net2vec, set_iou
+from core.features.net2vec import COLOR_TERMS, color_concepts, color_names, fit_concept, load_concept_masks, net2vec, set_iou
 
 
 def test_planted_concept_is_recovered_and_beats_single_channels():

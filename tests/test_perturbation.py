@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from core.cli import main
 from core.images import _to_tensor
-from core.perturbation import (Perturbation, PerturbationPyramid, SmoothMask, Variant, extremal_perturbation,
+from core.perturbation.masks import (Perturbation, PerturbationPyramid, SmoothMask, Variant, extremal_perturbation,
                                gaussian_blur, meaningful_perturbation)
 
 

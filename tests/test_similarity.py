@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from core.catalogue import find_layer, to_nchw
 from core.cli import main
 from core.hooks import capture, hook_count
-from core.similarity import layer_features, similarity_map
+from core.features.similarity import layer_features, similarity_map
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from core import images as core_images
-from core import predict as core_predict
+from core.model import predict as core_predict
 from core.catalogue import LayerInfo, catalogue
-from core.models import LensModel, load_model
+from core.model.loading import LensModel, load_model
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -92,7 +92,7 @@ def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     ``settings`` = (method, norm, eps, step, steps, target or None, random_start, early_stop, seed), ε and step
     in [0, 1] pixel units.
     """
-    from core.attack import attack
+    from core.attack.attacks import attack
 
     method, norm, eps, step, steps, target, random_start, early_stop, seed = settings
     return results().get_or_compute(("attack", model_key, image_key, settings), lambda: attack(
@@ -103,7 +103,7 @@ def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
 def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: tuple,
                  progress=None):
     """:class:`core.attack.MinEpsResult` for one image, searching upward from the settings' ε (same tuple)."""
-    from core.attack import minimal_eps
+    from core.attack.attacks import minimal_eps
 
     method, norm, eps, step, steps, target, random_start, _early_stop, seed = settings
     return results().get_or_compute(("min_eps", model_key, image_key, settings), lambda: minimal_eps(
@@ -119,7 +119,7 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
     The adversarial image is a function of (image, ``settings``), which is what keys it. Returns
     ``{(class, "clean"|"adversarial"): float32 array}``.
     """
-    from core.attribution import smoothgrad
+    from core.attribution.registry import smoothgrad
 
     def compute():
         x = torch.stack([clean, adv] * len(classes))
@@ -134,7 +134,7 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
 
 # ----------------------------------------------------------------------- activation index (issue 5: pages/activation_index.py)
 
-from core import activation_index as core_index  # noqa: E402  (section appended by the index page's owner)
+from core.index import build as core_index  # noqa: E402  (section appended by the index page's owner)
 from core.render import normalize_map as _normalize_map, overlay as _overlay  # noqa: E402
 
 
@@ -190,9 +190,9 @@ def channels_excited(_model: LensModel, model_key: str, _x: torch.Tensor, image_
 
 # ------------------------------------------------------------ perturbation masks, similarity, Net2Vec (issue 6)
 
-from core import net2vec as core_net2vec  # noqa: E402  (section appended by issue 6's owner)
-from core import perturbation as core_perturbation  # noqa: E402
-from core import similarity as core_similarity  # noqa: E402
+from core.features import net2vec as core_net2vec  # noqa: E402  (section appended by issue 6's owner)
+from core.perturbation import masks as core_perturbation  # noqa: E402
+from core.features import similarity as core_similarity  # noqa: E402
 
 
 def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, target: int,
@@ -249,7 +249,7 @@ def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[in
 
     One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
     """
-    from core import featurevis
+    from core.features import featurevis
 
     def compute():
         settings = featurevis.Settings(*settings_key)
@@ -267,7 +267,7 @@ def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[in
 def channel_map(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, layer: str, channel: int):
     """One channel's activation map (h, w) on one image ``_x`` (3, H, W) in [0, 1]."""
     from core.catalogue import find_layer
-    from core.featurevis import layer_output
+    from core.features.featurevis import layer_output
 
     with torch.no_grad():
         return layer_output(_model, _x.unsqueeze(0), find_layer(_model, layer))[0, channel].float()
@@ -276,7 +276,7 @@ def channel_map(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: 
 @st.cache_data(show_spinner=False, max_entries=8)
 def filter_views(_model: LensModel, model_key: str) -> dict:
     """First-layer kernels, depthwise layer names and per-layer weight statistics."""
-    from core import filters
+    from core.features import filters
 
     try:
         first = filters.first_layer_kernels(_model)
@@ -296,7 +296,7 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     """
     import json
 
-    from core.attribution import attribute
+    from core.attribution.registry import attribute
 
     key = ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
     extra = {"preview": preview} if method == "smoothgrad" and preview is not None else {}

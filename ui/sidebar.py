@@ -9,10 +9,10 @@ import streamlit as st
 from PIL import Image
 
 from core.images import EXTENSIONS, MAX_BYTES, ImageError, ModelInput, preprocess, sample_images
-from core.models import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError,
+from core.model.loading import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError,
                          default_pretrained_name, list_pretrained_tags)
 
-from . import cache
+from ui import cache
 
 DEFAULT_LABEL = "Default: ConvNeXt-Tiny (hub), embedded offline"
 CUSTOM_LABEL = "Other timm model..."

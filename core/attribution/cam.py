@@ -1,0 +1,123 @@
+"""Class activation maps (Zhou et al., "Learning deep features for discriminative localization", CVPR 2016).
+
+CAM needs a head that is global average pooling followed by a linear layer: then the logit is exactly the
+spatial mean of ``sum_c w_kc A_c(x, y)`` plus the bias, and that sum is the map. Checked numerically on the
+image, not by name: the head's pre-logit features must equal the pooled features.
+
+ConvNeXt's head is pool -> LayerNorm -> linear. LayerNorm is linear in the pooled vector once its statistics
+(mean and standard deviation over channels) are fixed, so we fix them at *this image's* pooled values:
+``LN(p) = gamma * (p - mean(p)) / sigma_0 + beta``. The map is then exact for this image (its mean plus the
+constant equals the logit) but is a linearisation: another image has other statistics. Results say so
+(``linearised`` and ``note``). Heads with anything else between pooling and the classifier (a hidden MLP,
+MobileNetV3's conv head, max pooling) are refused with the reason.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import NotApplicable
+from ..model.loading import LensModel
+
+Target = int | Sequence[int] | torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class CamResult:
+    """``map``: float32 (N, H, W) at the input size; ``raw``: float32 (N, h, w) on the feature grid (signed,
+    in logit units per position). ``logit`` (N,) the model's logit for ``target``; ``constant`` (N,) the part
+    of the logit no position gets (bias, LayerNorm shift): ``raw.mean((1, 2)) + constant == logit``."""
+
+    map: torch.Tensor
+    raw: torch.Tensor
+    target: tuple[int, ...]
+    logit: tuple[float, ...]
+    constant: tuple[float, ...]
+    linearised: bool
+    note: str
+
+
+def targets_for(logits: torch.Tensor, target: Target) -> torch.Tensor:
+    """Target class per row (N,) from an int, a sequence, a tensor or None (the top class)."""
+    n = logits.shape[0]
+    if target is None:
+        t = logits.argmax(1)
+    else:
+        t = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(n)
+        if t.numel() != n:
+            raise ValueError(f"{t.numel()} targets for {n} images")
+    bad = [int(v) for v in t if not 0 <= int(v) < logits.shape[1]]
+    if bad:
+        raise ValueError(f"target {bad[0]} out of range: the model has {logits.shape[1]} classes")
+    return t.clone()
+
+
+def _head_parts(net: nn.Module) -> tuple[nn.Linear, nn.Module | None]:
+    """(classifier, LayerNorm between pooling and classifier or None); refuses other heads by name."""
+    fc = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if not isinstance(fc, nn.Linear):
+        raise NotApplicable(f"CAM needs a linear classifier; {type(net).__name__} has {type(fc).__name__}")
+    head = getattr(net, "head", None)
+    norm = getattr(head, "norm", None) if head is not None and getattr(head, "fc", None) is fc else None
+    if norm is not None and not isinstance(norm, nn.Identity):
+        if not isinstance(norm, nn.LayerNorm):
+            raise NotApplicable(f"CAM cannot linearise the {type(norm).__name__} in the head")
+        if not isinstance(getattr(head, "pre_logits", nn.Identity()), nn.Identity):
+            raise NotApplicable("the head has a hidden layer between pooling and the classifier, so CAM is not exact")
+        return fc, norm
+    return fc, None
+
+
+def cam(model: LensModel, x: torch.Tensor, target: Target = None) -> CamResult:
+    """Class activation map for ``target`` (None: the top class).
+
+    Args:
+        x: float (N, 3, H, W) in [0, 1] (not modified).
+        target: class index, one per image, or None.
+
+    Raises:
+        NotApplicable: the head is not (LayerNorm-)linear after global average pooling.
+    """
+    net = model.net
+    if not (hasattr(net, "forward_features") and hasattr(net, "forward_head")):
+        raise NotApplicable(f"{type(net).__name__} does not separate features from the head")
+    fc, norm = _head_parts(net)
+    with torch.no_grad():  # no hooks, no state: the lock is not needed
+        feats = net.forward_features(model.normalize(x))
+        if feats.dim() != 4:
+            raise NotApplicable("the model's features are not a spatial map")
+        pre = net.forward_head(feats, pre_logits=True).flatten(1)
+        logits = fc(pre)
+    pooled = feats.mean(dim=(2, 3))
+    t = targets_for(logits, target)
+    w = fc.weight[t]                                    # (N, C)
+    bias = fc.bias[t] if fc.bias is not None else torch.zeros(len(t))
+    if norm is None:
+        expected, weights, constant = pooled, w, bias
+        note = "exact: the head is global average pooling followed by a linear layer"
+    else:
+        sigma = torch.sqrt(pooled.var(dim=1, unbiased=False, keepdim=True) + norm.eps)
+        gamma = norm.weight if norm.weight is not None else torch.ones(pooled.shape[1])
+        beta = norm.bias if norm.bias is not None else torch.zeros(pooled.shape[1])
+        expected = gamma * (pooled - pooled.mean(1, keepdim=True)) / sigma + beta
+        v = w * gamma / sigma                           # (N, C): weights on the centred features
+        weights = v - v.mean(1, keepdim=True)           # centring folded into the weights
+        constant = (w * beta).sum(1) + bias
+        note = ("linearised: the head's LayerNorm is fixed at this image's pooled mean and standard deviation, "
+                "so the map is exact for this image only")
+    scale = max(1.0, float(expected.abs().max()))
+    if expected.shape != pre.shape or float((expected - pre).abs().max()) > 1e-3 * scale:
+        raise NotApplicable("the head is not global average pooling followed by a linear layer "
+                            f"({type(net).__name__}'s head transforms the pooled features), so CAM is not exact")
+    raw = torch.einsum("nc,nchw->nhw", weights, feats).float()
+    full = F.interpolate(raw[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    logit = logits.gather(1, t[:, None])[:, 0]
+    return CamResult(map=full.contiguous(), raw=raw, target=tuple(int(v) for v in t),
+                     logit=tuple(float(v) for v in logit), constant=tuple(float(v) for v in constant),
+                     linearised=norm is not None, note=note)

@@ -1,0 +1,289 @@
+"""Layer-wise relevance propagation (Bach et al. 2015; Montavon et al., "LRP: an overview", 2019) for CNNs,
+ConvNeXt included.
+
+Implementation: relevance is carried by autograd. At every tensor ``t`` the relevance is ``R_t = t * c_t`` where
+``c_t`` is the gradient of a *modified* graph. On a bias-free linear op that is exactly LRP-0, residual adds
+split relevance in proportion to their inputs, and average pooling is linear. Rules change the graph with
+forward hooks that keep every value and only change the gradient:
+
+- Conv2d / Linear (not the first layer):
+  ``epsilon``: gradient scaled by ``z / (z + eps * sign(z))`` with ``eps = epsilon * std(z)`` per image
+  (LRP-epsilon with a scale-free stabiliser). ``zplus``: the gradient flows through the positive
+  contributions ``(a w)+`` only, scaled by ``z / z+`` (LRP-z+; biases get no relevance). In ``zplus`` mode
+  the classifier (a Linear on a flat vector) keeps the epsilon rule.
+- Activations (GELU, SiLU, ReLU, ...): the gate ``f(x) / x`` is treated as a constant, so ``y = x * gate``
+  passes relevance unchanged (the identity rule, as for the gates in Ali et al. 2022, "XAI for Transformers:
+  better explanations through conservative propagation").
+- LayerNorm: the standard deviation is treated as a constant (Ali et al. 2022): the norm becomes centring
+  and scaling, a linear map; the shift ``beta`` absorbs its share like a bias.
+- Sigmoid gates (squeeze-excite): constant, so the gated branch passes relevance and the gate gets none.
+- BatchNorm: folded into the convolution before it (on a private copy of the network); a BatchNorm with no
+  convolution before it stays as a per-channel affine map.
+- First layer (the pixels): ``zb`` (the box rule for inputs bounded by the pixel range [0, 1]), ``flat``
+  (relevance spread evenly over the receptive field) or ``epsilon``.
+
+Any other leaf module is refused (:class:`~core.cam.NotApplicable`). Relevance is conserved exactly by
+``zplus``, ``zb``, ``flat`` and the gate / LayerNorm rules; biases, LayerNorm shifts and epsilon absorb some.
+``relevance_sum`` against ``logit`` shows how much.
+"""
+from __future__ import annotations
+
+import copy
+import enum
+import weakref
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cam import NotApplicable, Target, targets_for
+from ..hooks import hooks_on
+from ..model.loading import LensModel
+
+
+class Rule(str, enum.Enum):
+    EPSILON = "epsilon"
+    ZPLUS = "zplus"
+
+
+class FirstRule(str, enum.Enum):
+    ZB = "zb"
+    FLAT = "flat"
+    EPSILON = "epsilon"
+
+
+@dataclass(frozen=True)
+class LrpResult:
+    """``map``: float32 (N, H, W), pixel relevance summed over colour channels (signed, logit units).
+    ``raw``: float32 (N, 3, H, W). ``relevance_sum`` (N,) is ``raw.sum()`` per image, ``logit`` (N,) the
+    model's logit for ``target``; equal under full conservation."""
+
+    map: torch.Tensor
+    raw: torch.Tensor
+    target: tuple[int, ...]
+    logit: tuple[float, ...]
+    relevance_sum: tuple[float, ...]
+    rule: Rule
+    first: FirstRule
+    epsilon: float
+    bn_folded: int
+
+
+_ACTS = ("relu", "relu6", "gelu", "silu", "swish", "hardswish", "leakyrelu", "elu", "mish", "tanh", "quickgelu",
+         "geluapprox", "gelutanh")
+_GATES = ("sigmoid", "hardsigmoid", "hardsigmoidme", "gatesigmoid")
+_PASS = (nn.Identity, nn.Dropout, nn.Flatten, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm2d)
+
+
+@dataclass
+class _Prepared:
+    net: nn.Module
+    first: nn.Conv2d
+    kinds: dict[nn.Module, str]
+    folded: int
+
+
+_cache: "weakref.WeakKeyDictionary[LensModel, _Prepared]" = weakref.WeakKeyDictionary()
+
+
+def _kind(module: nn.Module) -> str | None:
+    name = type(module).__name__.lower()
+    if isinstance(module, nn.Conv2d):
+        plain = type(module).forward is nn.Conv2d.forward or name == "conv2dsame"
+        return "conv" if plain and module.padding_mode == "zeros" else None
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.LayerNorm):
+        return "layernorm"
+    if name in _GATES:
+        return "gate"
+    if type(module) is nn.ReLU:  # its gradient already is the identity rule's 1[x > 0]
+        return "pass"
+    if name in _ACTS:
+        return "act"
+    if isinstance(module, _PASS) or name in ("droppath", "identity"):
+        return "pass"
+    return None
+
+
+def prepare(model: LensModel) -> _Prepared:
+    """A private copy of ``model.net`` ready for LRP (BatchNorm folded, nothing in place); cached per model.
+
+    Raises:
+        NotApplicable: a layer with no LRP rule here, or no convolution on the pixels.
+    """
+    if model in _cache:
+        return _cache[model]
+    net = copy.deepcopy(model.net).eval()
+    for m in net.modules():
+        if getattr(m, "inplace", False):
+            m.inplace = False
+    kinds = {}
+    for name, m in net.named_modules():
+        if next(m.children(), None) is not None and not isinstance(m, nn.BatchNorm2d):
+            continue
+        kind = _kind(m)
+        if kind is None:
+            raise NotApplicable(f"LRP has no rule for {type(m).__name__} ({name}) in {model.card.arch}")
+        kinds[m] = kind
+    # One traced forward: which module sees the pixels, and which BatchNorm reads a convolution's output.
+    outputs: dict[int, nn.Module] = {}
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
+    first: list[nn.Module] = []
+    x = torch.zeros(1, *model.card.input_size)
+    with hooks_on(net) as hooks, torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                def conv_out(mod, inp, out):
+                    outputs[id(out)] = mod
+                    if inp[0] is x and not first:
+                        first.append(mod)
+                hooks.forward(m, conv_out)
+            elif isinstance(m, nn.BatchNorm2d):
+                def bn_in(mod, inp):
+                    conv = outputs.get(id(inp[0]))
+                    if conv is not None:
+                        pairs.append((conv, mod))
+                hooks.forward_pre(m, bn_in)
+            elif isinstance(m, (nn.Linear, nn.LayerNorm)):
+                hooks.forward_pre(m, lambda mod, inp: first.append(mod) if inp[0] is x and not first else None)
+        net(x)
+    if not first or not isinstance(first[0], nn.Conv2d):
+        raise NotApplicable(f"LRP here needs a convolution on the pixels; {model.card.arch} starts otherwise")
+    for conv, bn in pairs:
+        _fold(conv, bn)
+    prepared = _Prepared(net, first[0], kinds, len(pairs))
+    _cache[model] = prepared
+    return prepared
+
+
+@torch.no_grad()
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """conv <- bn(conv) and bn <- identity (its activation, if any, stays)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+    conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
+    bn.weight.fill_(1.0)
+    bn.bias.zero_()
+    bn.running_mean.zero_()
+    bn.running_var.fill_(1.0 - bn.eps)
+
+
+def _keep_value(value: torch.Tensor, carrier: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``value`` in the forward pass, gradient of ``carrier * factor`` (factor constant) in the backward."""
+    moved = carrier * factor.detach()
+    return moved + (value - moved).detach()
+
+
+def _stable(z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    return z + eps * torch.where(z >= 0, 1.0, -1.0)
+
+
+def _rel_eps(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    std = z.detach().flatten(1).std(dim=1, unbiased=False) if z.shape[1:].numel() > 1 else z.detach().abs().flatten(1)[:, 0]
+    return (epsilon * std + 1e-12).view(-1, *([1] * (z.dim() - 1)))
+
+
+def _apply(module: nn.Module, a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's linear map with another weight and no bias (no hooks run)."""
+    if isinstance(module, nn.Linear):
+        return F.linear(a, weight)
+    if type(module).__name__ == "Conv2dSame":
+        from timm.layers import conv2d_same
+        return conv2d_same(a, weight, None, module.stride, module.padding, module.dilation, module.groups)
+    return module._conv_forward(a, weight, None)
+
+
+def _plus(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    """Sum of positive contributions ``(a w)+`` per output, no bias."""
+    w = module.weight
+    return _apply(module, a.clamp(min=0), w.clamp(min=0)) + _apply(module, a.clamp(max=0), w.clamp(max=0))
+
+
+def _rule_hook(kind: str, rule: Rule, epsilon: float):
+    def hook(module, inp, out):
+        a = inp[0]
+        if kind == "act":
+            gate = torch.where(a != 0, out / torch.where(a != 0, a, 1.0), 0.0)
+            return _keep_value(out, a, gate)
+        if kind == "gate":
+            return out.detach()
+        if kind == "layernorm":
+            dims = (1,) if type(module).__name__ == "LayerNorm2d" else tuple(range(-len(module.normalized_shape), 0))
+            sigma = torch.sqrt(a.var(dim=dims, unbiased=False, keepdim=True) + module.eps)
+            y = (a - a.mean(dim=dims, keepdim=True)) / sigma.detach()
+            if module.weight is not None:
+                shape = (-1, 1, 1) if dims == (1,) else module.weight.shape
+                y = y * module.weight.view(shape) + (module.bias.view(shape) if module.bias is not None else 0)
+            return _keep_value(out, y, torch.ones_like(y))
+        # conv / linear
+        if rule is Rule.ZPLUS and (kind == "conv" or a.dim() > 2):
+            zp = _plus(module, a)
+            return _keep_value(out, zp, out / zp.clamp(min=1e-9))  # zp >= 0 by construction
+        return _keep_value(out, out, out / _stable(out, _rel_eps(out, epsilon)))
+    return hook
+
+
+def _first_layer(conv: nn.Conv2d, a: torch.Tensor, rel: torch.Tensor, first: FirstRule, epsilon: float,
+                 low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Relevance on the first layer's input (N, 3, H, W) from relevance ``rel`` on its output."""
+    w = conv.weight
+    with torch.enable_grad():
+        if first is FirstRule.FLAT:
+            ones = torch.ones_like(a, requires_grad=True)
+            z = _apply(conv, ones, torch.ones_like(w))
+            (g,) = torch.autograd.grad(z, ones, rel / z.clamp(min=1e-12))
+            return g
+        x = a.detach().requires_grad_(True)
+        if first is FirstRule.EPSILON:
+            z = _apply(conv, x, w) + (conv.bias.view(-1, 1, 1) if conv.bias is not None else 0)
+            (g,) = torch.autograd.grad(z, x, rel / _stable(z, _rel_eps(z, epsilon)))
+            return x * g
+        lo = low.expand_as(x).clone().requires_grad_(True)
+        hi = high.expand_as(x).clone().requires_grad_(True)
+        z = _apply(conv, x, w) - _apply(conv, lo, w.clamp(min=0)) - _apply(conv, hi, w.clamp(max=0))
+        gx, gl, gh = torch.autograd.grad(z, (x, lo, hi), rel / _stable(z, torch.full_like(z, 1e-9)))
+        return x * gx + lo * gl + hi * gh
+
+
+def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule = Rule.ZPLUS,
+        first: FirstRule = FirstRule.ZB, epsilon: float = 0.25) -> LrpResult:
+    """LRP relevance of each pixel for the ``target`` logit (None: the top class).
+
+    Args:
+        x: float (N, 3, H, W) in [0, 1] (not modified).
+        rule: rule for convolutions (and channel-wise Linear layers): ``epsilon`` or ``zplus``.
+        first: rule for the layer on the pixels.
+        epsilon: stabiliser as a fraction of each layer's output standard deviation (0.25 damps noise;
+            1e-9 is LRP-0, which equals gradient x input on ReLU networks).
+
+    Raises:
+        NotApplicable: a layer type with no rule here.
+    """
+    rule, first = Rule(rule), FirstRule(first)
+    prep = prepare(model)
+    xn = model.normalize(x.detach()).requires_grad_(True)
+    seen: dict[str, torch.Tensor] = {}
+    with model.lock, hooks_on(prep.net) as hooks:
+        for m, kind in prep.kinds.items():
+            if m is prep.first:
+                def keep(_m, inp, out):
+                    seen["a"], seen["z"] = inp[0], out
+                hooks.forward(m, keep)
+            elif kind != "pass":
+                hooks.forward(m, _rule_hook(kind, rule, epsilon))
+        logits = prep.net(xn)
+        t = targets_for(logits.detach(), target)
+        chosen = logits.gather(1, t[:, None])[:, 0]
+        (c,) = torch.autograd.grad(chosen.sum(), seen["z"])
+    rel = (seen["z"] * c).detach()
+    low = ((0 - model.mean) / model.std).to(xn)
+    high = ((1 - model.mean) / model.std).to(xn)
+    raw = _first_layer(prep.first, seen["a"].detach(), rel, first, epsilon, low, high).detach().float()
+    return LrpResult(map=raw.sum(1), raw=raw, target=tuple(int(v) for v in t),
+                     logit=tuple(float(v) for v in chosen.detach()),
+                     relevance_sum=tuple(float(v) for v in raw.flatten(1).sum(1)), rule=rule, first=first,
+                     epsilon=float(epsilon), bn_folded=prep.folded)

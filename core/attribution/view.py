@@ -1,0 +1,58 @@
+"""Pictures of an attribution: heat map, overlay, masked image (NumPy/PIL only, shared by the page and CLI)."""
+from __future__ import annotations
+
+import enum
+import io
+
+import numpy as np
+import torch
+
+from .base import Attribution, Sign
+from ..render import Colormap, colorize, image_uint8, normalize_map, overlay
+
+
+class View(str, enum.Enum):
+    HEAT = "heat map"
+    OVERLAY = "overlay"
+    MASKED = "masked image"
+
+
+def display_values(attr: Attribution, index: int = 0, *, sign: Sign | str = Sign.ALL,
+                   clip_percentile: float = 99.5) -> tuple[np.ndarray, bool]:
+    """(H, W) values scaled for display and whether they are signed ([-1, 1]) or not ([0, 1]).
+
+    ``sign`` picks the part of a signed map; outliers above ``clip_percentile`` of the magnitude saturate.
+    """
+    sign = Sign(sign)
+    signed = attr.signed and sign is Sign.ALL
+    values = attr.view(sign)[index] if attr.signed else attr.map[index]
+    return normalize_map(values, signed=signed, clip_percentile=clip_percentile), signed
+
+
+def picture(attr: Attribution, image: torch.Tensor, index: int = 0, *, view: View | str = View.OVERLAY,
+            sign: Sign | str = Sign.ALL, clip_percentile: float = 99.5, alpha: float = 0.55) -> np.ndarray:
+    """uint8 (H, W, 3) picture of image ``index`` of ``attr`` over ``image`` (3, H, W) in [0, 1]."""
+    values, signed = display_values(attr, index, sign=sign, clip_percentile=clip_percentile)
+    cmap = Colormap.DIVERGING if signed else Colormap.HEAT
+    view = View(view)
+    if view is View.HEAT:
+        return colorize(values, cmap)
+    if view is View.OVERLAY:
+        return overlay(image, values, cmap=cmap, alpha=alpha)
+    weight = np.abs(values)[..., None]
+    return (image_uint8(image).astype(np.float64) * weight).round().astype(np.uint8)
+
+
+def npy_bytes(attr: Attribution, index: int = 0) -> bytes:
+    """The raw float32 (H, W) map of image ``index`` as ``.npy`` file bytes."""
+    buf = io.BytesIO()
+    np.save(buf, attr.map[index].numpy().astype(np.float32))
+    return buf.getvalue()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,55 @@
+"""``python -m core filters``: first-layer kernels, depthwise kernels and per-layer weight statistics."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import CliError, add_model_options, model_from_args
+from ...features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, mosaic, weight_stats
+from ...render import image_uint8, save_png
+
+NAME = "filters"
+HELP = "filter views: first-layer kernels as RGB tiles, depthwise kernels, weight statistics per layer"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--depthwise", default=None, metavar="LAYER",
+                   help="also tile this depthwise convolution's kernels (e.g. stages.0.blocks.0.conv_dw)")
+    p.add_argument("--out-dir", default=None, help="write first_layer.png (and depthwise.png) here")
+    add_model_options(p)
+
+
+def run(args: argparse.Namespace) -> dict:
+    model = model_from_args(args)
+    try:
+        first = first_layer_kernels(model)
+        dw = depthwise_kernels(model, args.depthwise) if args.depthwise else None
+    except (KeyError, ValueError) as e:
+        raise CliError(str(e).strip("'\"")) from None
+    pngs = {}
+    if args.out_dir:
+        folder = Path(args.out_dir)
+        pngs["first_layer"] = str(save_png(image_uint8(mosaic(first.tiles, zoom=max(4, 48 // first.tiles.shape[-1]))),
+                                           folder / "first_layer.png"))
+        if dw is not None:
+            pngs["depthwise"] = str(save_png(image_uint8(mosaic(dw.tiles, zoom=6)), folder / "depthwise.png"))
+    return {
+        "model": model.card.name,
+        "first_layer": {"layer": first.layer, "kernels": int(first.tiles.shape[0]),
+                        "size": list(first.tiles.shape[-2:]), "stride": list(first.stride)},
+        "depthwise_layers": depthwise_layers(model),
+        "layers": [{"name": s.name, "type": s.type, "shape": list(s.shape), "params": s.params, "mean": s.mean,
+                    "std": s.std, "abs_max": s.abs_max, "near_zero": s.near_zero, "dead": s.dead}
+                   for s in weight_stats(model)],
+        "pngs": pngs,
+    }
+
+
+def text(payload: dict) -> str:
+    f = payload["first_layer"]
+    lines = [f"{payload['model']}: first layer {f['layer']} ({f['kernels']} kernels {f['size'][0]}x{f['size'][1]}, "
+             f"stride {f['stride'][0]}); {len(payload['depthwise_layers'])} depthwise layers"]
+    lines += [f"  {r['name']:<40} {r['type']:<12} std {r['std']:.3g}  max|w| {r['abs_max']:.3g}  dead {r['dead']}"
+              for r in payload["layers"]]
+    lines += [f"  -> {p}" for p in payload["pngs"].values()]
+    return "\n".join(lines)

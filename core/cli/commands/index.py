@@ -1,0 +1,125 @@
+"""``python -m core index build|top``: the maximally-activating-patches index."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+
+from ...index.build import (DEFAULT_TOP_K, IndexCorrupt, IndexStale, build_index, default_directory,
+                                open_index)
+from .. import CliError, add_model_options, model_from_args
+from ...images import ImageError
+
+NAME = "index"
+HELP = "build a top-k activation index over an image folder, or query its maximally activating patches"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="index a folder (or add its new images to an existing index)")
+    b.add_argument("folder", metavar="FOLDER", help="image folder, searched recursively")
+    b.add_argument("--layers", nargs="+", metavar="NAME", default=None,
+                   help="dotted layer names (default: the model's feature stages, e.g. stages.0 .. stages.3)")
+    b.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"images kept per channel (default {DEFAULT_TOP_K})")
+    b.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    b.add_argument("--workers", type=int, default=None,
+                   help="batches decoded and forwarded side by side, each on its share of torch's threads "
+                        "(default: one per thread, at most 4; 1 saves memory)")
+    add_model_options(b)
+    b.add_argument("--out", default=None, metavar="DIR",
+                   help="index directory (default .lens-cache/index/<model>-<key>)")
+    t = sub.add_parser("top", help="the top patches of one channel")
+    t.add_argument("index", metavar="DIR")
+    t.add_argument("--layer", required=True, metavar="NAME")
+    t.add_argument("--channel", required=True, type=int, metavar="C")
+    t.add_argument("--k", type=int, default=None, help="how many patches (default: all kept)")
+    t.add_argument("--out-dir", default=None, metavar="D", help="write the patch crops here as PNG files")
+    for q in (b, t):  # SUPPRESS: `index --json build` must not be reset by the subparser's default
+        q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> dict:
+    return _build(args) if args.action == "build" else _top(args)
+
+
+def _build(args: argparse.Namespace) -> dict:
+    if args.top_k < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
+        raise CliError("--top-k, --batch-size and --workers must be at least 1")
+    model = model_from_args(args)
+    out = args.out or str(default_directory(model, args.folder))
+    stop = threading.Event()
+    last = [time.monotonic()]
+
+    def progress(fraction: float, message: str) -> None:
+        if time.monotonic() - last[0] > 10:
+            print(f"{fraction:5.1%} {message}", file=sys.stderr)
+            last[0] = time.monotonic()
+
+    def interrupt(_sig, _frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("stopping after this batch and saving (Ctrl-C again to abort)", file=sys.stderr)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
+    try:
+        result = build_index(model, args.folder, out, layers=args.layers, top_k=args.top_k,
+                             batch_size=args.batch_size, progress=progress, cancel=stop, workers=args.workers)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    index = result.index
+    return {"index": out, "images": len(index), "layers": list(index.layers), "seconds": round(result.seconds, 3),
+            "images_per_second": round(result.images_per_second, 2), "added": result.added,
+            "cancelled": result.cancelled, "skipped": list(result.skipped), "notes": list(result.notes),
+            "model": index.spec["model"], "fingerprint": index.spec["fingerprint"], "top_k": index.top_k}
+
+
+def _top(args: argparse.Namespace) -> dict:
+    try:
+        index = open_index(args.index)
+    except IndexCorrupt as e:
+        raise CliError(f"{e}; rebuild it with: python -m core index build FOLDER --out {args.index}") from None
+    if args.k is not None and args.k < 1:
+        raise CliError("--k must be at least 1")
+    try:
+        patches = index.top(args.layer, args.channel, args.k)
+    except (KeyError, IndexError) as e:
+        raise CliError(e.args[0]) from None
+    rows, errors = [], []
+    for patch in patches:
+        row = patch.as_dict()
+        if args.out_dir:
+            from .. import out_path
+
+            path = out_path(args.out_dir, f"{patch.rank:02d}_{patch.image.stem}", ".png")
+            try:
+                index.crop(patch).save(path)
+                row["crop"] = str(path)
+            except (IndexStale, ImageError) as e:
+                errors.append({"image": str(patch.image), "error": str(e)})
+        rows.append(row)
+    payload = {"layer": args.layer, "channel": args.channel, "patches": rows}
+    payload["errors"] = errors
+    return payload
+
+
+def text(payload: dict) -> str:
+    if "patches" not in payload:
+        lines = [f"indexed {payload['images']} images ({payload['added']} new) in {payload['seconds']:.1f} s "
+                 f"({payload['images_per_second']:.1f} images/s) -> {payload['index']}",
+                 f"layers: {', '.join(payload['layers'])}"]
+        lines += [f"skipped {s['image']}: {s['error']}" for s in payload["skipped"]]
+        if payload["cancelled"]:
+            lines.append("cancelled: run the same command again to continue")
+        return "\n".join(lines)
+    lines = [f"{payload['layer']} channel {payload['channel']}"]
+    for i, p in enumerate(payload["patches"]):
+        lines.append(f"{i:3d}  {p['value']:9.4f}  grid ({p['y']}, {p['x']})  box {tuple(p['box'])}  {p['image']}")
+    return "\n".join(lines)

@@ -1,0 +1,374 @@
+"""Feature visualisation by activation maximisation (Olah et al., "Feature Visualization", Distill 2017).
+
+The image is parameterised as a Fourier spectrum scaled by 1/frequency (so every frequency learns at a similar
+rate) in a decorrelated colour space, then mapped to RGB in [0, 1] by a sigmoid (:class:`FourierImage`). Each
+Adam step sees a randomly padded, jittered, scaled and rotated copy (transformation robustness), so the result
+is what the unit responds to robustly rather than a high-frequency adversarial pattern. To fit a CPU the first
+part of the run works on a half-size canvas (4x cheaper), which is then upsampled and refined at full size
+(an "octave", as in DeepDream). The forward pass stops at the layer being maximised.
+
+Objectives: a channel's mean activation, one unit (the centre of the channel's grid), or a class logit.
+Optional diversity across a small batch (a penalty on the cosine similarity of the layer's Gram matrices), and
+neuron interaction (:func:`interpolate`): frames that trade one channel against another, sharing part of their
+parameters so neighbouring frames stay aligned.
+"""
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..catalogue import LayerInfo, find_layer, to_nchw
+from ..hooks import hooks_on
+from ..model.loading import LensModel
+
+Progress = Callable[[float, str], None]
+
+# Square root of ImageNet's colour covariance (from Lucid): decorrelated colour space -> RGB.
+_COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+_COLOR = torch.from_numpy(_COLOR_SQRT / np.max(np.linalg.norm(_COLOR_SQRT, axis=0)))
+_FOURIER_SCALE = 4.0  # Lucid's constant: keeps the initial image's spread small
+
+
+class Objective(str, enum.Enum):
+    CHANNEL = "channel"   # mean over the channel's grid
+    UNIT = "unit"         # the unit at the centre of the channel's grid
+    LOGIT = "logit"       # a class logit (the layer is not used)
+
+
+class Cancelled(Exception):
+    """Raised inside the loop when the caller's cancel flag is set (the partial result is still returned)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to optimise. Defaults suit a 224-pixel CNN on a CPU.
+
+    ``size`` None means the model's input size. ``coarse`` is the fraction of steps spent on a half-size
+    canvas first. ``diversity`` weights the batch diversity penalty (0 = off; needs ``batch`` >= 2).
+    """
+
+    steps: int = 128
+    size: int | None = None
+    lr: float = 0.05
+    seed: int = 0
+    batch: int = 1
+    diversity: float = 0.0
+    decay: float = 1.0           # spectrum scale 1/f**decay
+    decorrelate: bool = True
+    fourier: bool = True         # False: plain pixel parameterisation (for comparison)
+    pad: int = 12
+    jitter: int = 8
+    scale: float = 0.05          # random scale in [1 - scale, 1 + scale]
+    rotate: float = 10.0         # random rotation in [-rotate, rotate] degrees
+    coarse: float = 0.4
+
+    def key(self) -> tuple:
+        """Hashable form (cache keys)."""
+        return tuple(self.__dict__.values())
+
+
+@dataclass(frozen=True)
+class Visualization:
+    """Result of an optimisation.
+
+    ``images``: float32 (B, 3, S, S) in [0, 1]. ``values``: the objective for each image from a plain forward
+    pass at the model's input size (the image resized if S differs). ``baseline``: the same objective on
+    mid-grey, for scale. ``weights`` (B, K): how each image mixes ``channels``. ``history``: mean objective
+    per step, measured on the transformed images during optimisation.
+    """
+
+    images: torch.Tensor
+    layer: str
+    channels: tuple[int, ...]
+    weights: tuple[tuple[float, ...], ...]
+    objective: Objective
+    values: tuple[float, ...]
+    baseline: float
+    history: tuple[float, ...]
+    settings: Settings
+    seconds: float
+    cancelled: bool
+
+
+# ------------------------------------------------------------------------------------ parameterisation
+
+def _freqs(h: int, w: int) -> torch.Tensor:
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)
+
+
+class FourierImage(torch.nn.Module):
+    """A batch of RGB images in [0, 1] as a scaled, colour-decorrelated Fourier spectrum.
+
+    ``forward()`` -> float32 (B, 3, H, W) in (0, 1). :meth:`from_images` inverts it exactly (up to float
+    error) for images strictly inside (0, 1).
+    """
+
+    def __init__(self, batch: int, h: int, w: int, *, decay: float = 1.0, decorrelate: bool = True,
+                 fourier: bool = True, generator: torch.Generator | None = None, sd: float = 0.01):
+        super().__init__()
+        self.h, self.w, self.decorrelate, self.fourier = h, w, decorrelate, fourier
+        if fourier:
+            scale = 1.0 / torch.clamp(_freqs(h, w), min=1.0 / max(h, w)) ** decay
+            self.register_buffer("scale", scale[None, None, :, :, None].float())
+            shape = (batch, 3, h, w // 2 + 1, 2)
+        else:
+            shape = (batch, 3, h, w)
+        self.spectrum = torch.nn.Parameter(torch.randn(shape, generator=generator) * sd)
+
+    def spatial(self, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+        """Pre-sigmoid image in decorrelated colour space, (B, 3, H, W)."""
+        s = self.spectrum if spectrum is None else spectrum
+        if not self.fourier:
+            return s
+        c = torch.view_as_complex((s * self.scale).contiguous())
+        return torch.fft.irfftn(c, s=(self.h, self.w), dim=(-2, -1), norm="ortho") / _FOURIER_SCALE
+
+    def to_rgb(self, spatial: torch.Tensor) -> torch.Tensor:
+        if self.decorrelate:
+            spatial = torch.einsum("bchw,dc->bdhw", spatial, _COLOR.to(spatial))
+        return torch.sigmoid(spatial)
+
+    def forward(self, spectrum: torch.Tensor | None = None) -> torch.Tensor:
+        return self.to_rgb(self.spatial(spectrum))
+
+    @torch.no_grad()
+    def set_images(self, images: torch.Tensor) -> None:
+        """Set the parameters so that ``forward()`` returns ``images`` (B, 3, H, W), clamped into (0, 1)."""
+        x = images.clamp(1e-4, 1 - 1e-4).float()
+        z = torch.log(x) - torch.log1p(-x)
+        if self.decorrelate:
+            z = torch.einsum("bchw,dc->bdhw", z, torch.linalg.inv(_COLOR))
+        if self.fourier:
+            c = torch.fft.rfftn(z * _FOURIER_SCALE, dim=(-2, -1), norm="ortho")
+            z = torch.view_as_real(c) / self.scale
+        self.spectrum.copy_(z)
+
+    @classmethod
+    def from_images(cls, images: torch.Tensor, **kwargs) -> "FourierImage":
+        b, _, h, w = images.shape
+        param = cls(b, h, w, **kwargs)
+        param.set_images(images)
+        return param
+
+
+# --------------------------------------------------------------------------------------- transforms
+
+def robust_transform(x: torch.Tensor, s: Settings, gen: torch.Generator) -> torch.Tensor:
+    """Pad with grey, jitter, scale and rotate (one random draw per call), jitter again. (B,3,H,W) -> (B,3,H',W')."""
+    if s.pad:
+        x = F.pad(x, (s.pad,) * 4, mode="constant", value=0.5)
+    x = _jitter(x, s.jitter, gen)
+    if s.scale or s.rotate:
+        u = torch.rand(2, generator=gen)
+        k = 1.0 + s.scale * (2 * float(u[0]) - 1)
+        a = math.radians(s.rotate * (2 * float(u[1]) - 1))
+        theta = torch.tensor([[math.cos(a) / k, -math.sin(a) / k, 0.0],
+                              [math.sin(a) / k, math.cos(a) / k, 0.0]], dtype=x.dtype)
+        grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return _jitter(x, max(1, s.jitter // 2), gen)
+
+
+def _jitter(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
+    if d < 1:
+        return x
+    dy, dx = (int(v) for v in torch.randint(0, d + 1, (2,), generator=gen))
+    return x[:, :, dy:x.shape[2] - d + dy, dx:x.shape[3] - d + dx]
+
+
+# -------------------------------------------------------------------------------------------- reading
+
+class _Stop(Exception):
+    def __init__(self, out: torch.Tensor):
+        self.out = out
+
+
+def layer_output(model: LensModel, x: torch.Tensor, layer: LayerInfo) -> torch.Tensor:
+    """The layer's output (N, C, h, w) for input x (N, 3, H, W) in [0, 1]; the forward stops at the layer.
+
+    Gradients flow when ``x`` requires them.
+    """
+    module = model.layer(layer.name)
+    owner = threading.get_ident()
+    with hooks_on(model) as hooks:
+        def stop(_m, _inp, out):
+            # only our own pass stops: a plain forward from another thread (e.g. predict) runs through
+            if threading.get_ident() == owner:
+                raise _Stop(out[0] if isinstance(out, (tuple, list)) else out)
+        hooks.forward(module, stop)
+        try:
+            model(x)
+        except _Stop as s:
+            return to_nchw(s.out, layer)
+    raise RuntimeError(f"layer {layer.name} did not run in the forward pass")
+
+
+def activation(model: LensModel, x: torch.Tensor, layer: LayerInfo | None, channels: list[int],
+               objective: Objective) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Objective values (N, K) for ``channels`` and the layer output (None for logits)."""
+    if objective is Objective.LOGIT:
+        return model(x)[:, channels], None
+    out = layer_output(model, x, layer)
+    chans = out[:, channels]
+    if objective is Objective.UNIT:
+        return chans[:, :, out.shape[2] // 2, out.shape[3] // 2], out
+    return chans.mean(dim=(2, 3)), out
+
+
+def measure(model: LensModel, images: torch.Tensor, layer: str, channel: int,
+            objective: Objective = Objective.CHANNEL) -> torch.Tensor:
+    """The objective on images (N, 3, H, W) in [0, 1], resized to the model's input size. Returns (N,)."""
+    size = model.card.input_size[1:]
+    if tuple(images.shape[-2:]) != tuple(size):
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    info = None if objective is Objective.LOGIT else find_layer(model, layer)
+    with torch.no_grad():
+        return activation(model, images, info, [channel], objective)[0][:, 0].float()
+
+
+def _diversity(out: torch.Tensor) -> torch.Tensor:
+    """Mean pairwise cosine similarity of the batch's Gram matrices (Lucid's diversity objective)."""
+    b, c = out.shape[:2]
+    flat = out.reshape(b, c, -1)
+    grams = F.normalize((flat @ flat.transpose(1, 2)).reshape(b, -1), dim=1)
+    sim = grams @ grams.T
+    return (sim.sum() - sim.diagonal().sum()) / (b * (b - 1))
+
+
+# ------------------------------------------------------------------------------------------ optimising
+
+def _check(model: LensModel, layer: str, channels: list[int], objective: Objective) -> LayerInfo | None:
+    if objective is Objective.LOGIT:
+        n = model.card.num_classes
+        info = None
+    else:
+        info = find_layer(model, layer)
+        n = info.channels
+    for c in channels:
+        if not 0 <= c < n:
+            what = "class" if info is None else f"channel of {layer} ({n} channels)"
+            raise ValueError(f"{c} is not a valid {what}: use 0..{n - 1}")
+    return info
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+def _optimise(model: LensModel, layer: str, channels: list[int], weights: torch.Tensor, objective: Objective,
+              s: Settings, shared: bool, progress: Progress | None, cancel) -> Visualization:
+    info = _check(model, layer, channels, objective)
+    if s.steps < 1:
+        raise ValueError("steps must be at least 1")
+    start = time.perf_counter()
+    say = progress or (lambda _f, _m: None)
+    gen = torch.Generator().manual_seed(s.seed)
+    size = s.size or model.card.input_size[1]
+    if size < 32:
+        raise ValueError("size must be at least 32 pixels")
+    b = weights.shape[0]
+    coarse_steps = int(s.steps * s.coarse) if size >= 64 else 0
+    kw = dict(decay=s.decay, decorrelate=s.decorrelate, fourier=s.fourier)
+    history: list[float] = []
+    cancelled = False
+    rgb = None
+    step = 0
+    for phase, (n_steps, side) in enumerate(((coarse_steps, size // 2), (s.steps - coarse_steps, size))):
+        if n_steps <= 0:
+            continue
+        param = FourierImage(b, side, side, generator=gen, **kw)
+        if rgb is not None:  # continue from the coarse result, upsampled
+            param.set_images(F.interpolate(rgb, size=(side, side), mode="bilinear", align_corners=False))
+        common = FourierImage(1, side, side, generator=gen, **kw) if shared else None
+        if common is not None:
+            common.spectrum.data.zero_()
+        params = [param.spectrum] + ([common.spectrum] if common is not None else [])
+        opt = torch.optim.Adam(params, lr=s.lr)
+        for _ in range(n_steps):
+            if _is_cancelled(cancel):
+                cancelled = True
+                break
+            opt.zero_grad(set_to_none=True)
+            spectrum = param.spectrum + common.spectrum if common is not None else None
+            img = param(spectrum)
+            acts, out = activation(model, robust_transform(img, s, gen), info, channels, objective)
+            per_image = (acts * weights.to(acts)).sum(1)
+            loss = -per_image.sum()
+            if s.diversity and b > 1 and out is not None:
+                loss = loss + s.diversity * per_image.detach().abs().mean() * b * _diversity(out)
+            loss.backward()
+            opt.step()
+            history.append(float(per_image.detach().mean()))
+            step += 1
+            say(step / s.steps, f"step {step}/{s.steps} ({side}px): objective {history[-1]:.3g}")
+        with torch.no_grad():
+            rgb = param(param.spectrum + common.spectrum if common is not None else None).detach()
+        if cancelled:
+            break
+    if rgb.shape[-1] != size:
+        rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    say(1.0, "measuring the result")
+    mixed = _mixed_measure(model, rgb, layer, channels, weights, objective)
+    grey = _mixed_measure(model, torch.full((1, 3, size, size), 0.5), layer, channels, weights[:1], objective)
+    return Visualization(
+        images=rgb.float(), layer=layer if info else "", channels=tuple(channels),
+        weights=tuple(tuple(float(v) for v in row) for row in weights), objective=objective,
+        values=tuple(float(v) for v in mixed), baseline=float(grey[0]), history=tuple(history), settings=s,
+        seconds=time.perf_counter() - start, cancelled=cancelled)
+
+
+def _mixed_measure(model, images, layer, channels, weights, objective) -> torch.Tensor:
+    cols = torch.stack([measure(model, images, layer, c, objective) for c in channels], dim=1)
+    return (cols * weights.to(cols)).sum(1)
+
+
+def visualize(model: LensModel, layer: str, channel: int, *, objective: Objective = Objective.CHANNEL,
+              settings: Settings = Settings(), progress: Progress | None = None,
+              cancel: threading.Event | Callable[[], bool] | None = None) -> Visualization:
+    """The image(s) that maximise one channel, unit or logit.
+
+    Args:
+        model: the classifier.
+        layer: a catalogue layer name (ignored for ``Objective.LOGIT``).
+        channel: channel index of the layer, or class index for ``Objective.LOGIT``.
+        settings: optimisation settings; ``settings.batch`` images are made (diverse if ``diversity`` > 0).
+        progress: called with (fraction in [0, 1], message) after every step.
+        cancel: an Event or a callable; when set, optimisation stops and the partial result is returned
+            with ``cancelled=True``.
+
+    Raises:
+        KeyError: unknown layer. ValueError: channel out of range, bad settings.
+    """
+    weights = torch.ones(max(1, settings.batch), 1)
+    return _optimise(model, layer, [channel], weights, Objective(objective), settings, False, progress, cancel)
+
+
+def interpolate(model: LensModel, layer: str, channel: int, other: int, *, frames: int = 5,
+                objective: Objective = Objective.CHANNEL, settings: Settings = Settings(),
+                progress: Progress | None = None,
+                cancel: threading.Event | Callable[[], bool] | None = None) -> Visualization:
+    """Neuron interaction: ``frames`` images maximising (1 - t) * a + t * b for t from 0 to 1.
+
+    The middle frame optimises both channels jointly. Frames share a common parameter added to their own, so
+    they stay aligned and the interpolation reads as one pattern morphing into the other.
+    """
+    if frames < 2:
+        raise ValueError("frames must be at least 2")
+    t = torch.linspace(0, 1, frames)[:, None]
+    weights = torch.cat([1 - t, t], dim=1)
+    s = replace(settings, batch=frames, diversity=0.0)
+    return _optimise(model, layer, [channel, other], weights, Objective(objective), s, True, progress, cancel)

@@ -1,0 +1,281 @@
+"""Net2Vec (Fong & Vedaldi 2018): concepts as weighted combinations of a layer's channels.
+
+For each concept, a weight vector ``w`` (C,) and bias ``b`` are learnt so that ``w · a(p) + b > 0`` segments the
+concept at every position ``p`` (class-balanced binary cross-entropy, as in the paper; the cut is then moved to
+the one with the best training IoU, as for the single channels). The result is
+compared with the best single channel at its best threshold (a stronger baseline than Network Dissection's fixed
+top-0.5 % threshold). Scores are set IoUs, Σ|M ∩ L| / Σ|M ∪ L| over all images, measured on
+held-out images (every other image) when there are at least four, otherwise on the training images.
+
+Activations are standardised per channel (so weights compare across channels) and upsampled bilinearly to a
+``size`` x ``size`` grid, where the concept masks are also sampled.
+
+Concepts come from :func:`color_concepts` (the eleven colour terms of Broden, named per pixel from its colour with
+no labels) or :func:`load_concept_masks` (a user folder of binary masks).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..catalogue import LayerInfo, find_layer, layer_outputs
+from ..images import EXTENSIONS, ImageError
+from ..model.loading import LensModel
+
+Progress = Callable[[float, str], None]
+
+DEFAULT_SIZE = 56
+
+# Prototype sRGB colours of the eleven basic colour terms (Berlin & Kay; the terms of Broden's colour concepts).
+COLOR_TERMS: dict[str, tuple[int, int, int]] = {
+    "black": (20, 20, 20), "blue": (40, 70, 200), "brown": (120, 75, 35), "grey": (128, 128, 128),
+    "green": (50, 150, 50), "orange": (240, 140, 20), "pink": (245, 160, 190), "purple": (120, 50, 150),
+    "red": (200, 30, 30), "white": (240, 240, 240), "yellow": (240, 220, 40),
+}
+
+
+class ConceptSource(str, enum.Enum):
+    COLORS = "colors"
+    MASKS = "masks"
+
+
+@dataclass(frozen=True)
+class ConceptFit:
+    """One concept's learnt channel combination and its comparison with the best single channel.
+
+    Attributes:
+        weights: float32 (C,) over standardised channels; bias: the offset.
+        iou: set IoU of the learnt combination on the evaluation images, in [0, 1].
+        iou_best_channel: set IoU of the best single channel at its best threshold, in [0, 1].
+        best_channel: that channel's index.
+        top_channels: channels with the largest positive weights, strongest first.
+        predicted: bool (N, size, size), the combination's masks for every image.
+        held_out: True when the IoUs were measured on images not used for fitting.
+        positives: fraction of concept pixels over all images.
+    """
+
+    name: str
+    weights: torch.Tensor
+    bias: float
+    iou: float
+    iou_best_channel: float
+    best_channel: int
+    best_threshold: float
+    top_channels: tuple[int, ...]
+    predicted: torch.Tensor
+    held_out: bool
+    positives: float
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "iou": self.iou, "iou_best_channel": self.iou_best_channel,
+                "best_channel": self.best_channel, "top_channels": list(self.top_channels)}
+
+
+def layer_activations(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, *, size: int = DEFAULT_SIZE,
+                      batch_size: int = 8, progress: Progress | None = None) -> torch.Tensor:
+    """A layer's activations upsampled to ``size`` x ``size``.
+
+    Args:
+        x: float (N, 3, H, W) in [0, 1].
+
+    Returns:
+        float32 (N, C, size, size).
+    """
+    info = layer if isinstance(layer, LayerInfo) else find_layer(model, layer)
+    outs = []
+    for i, chunk in enumerate(x.split(batch_size)):
+        a = layer_outputs(model, chunk.float(), [info])[info.name].float()
+        outs.append(F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False))
+        if progress is not None:
+            progress(min(1.0, (i + 1) * batch_size / len(x)), f"activations of {info.name}")
+    return torch.cat(outs)
+
+
+def _srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """(..., 3) sRGB in [0, 1] -> (..., 3) CIELab (D65)."""
+    lin = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = torch.tensor([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = lin @ m.T / torch.tensor([0.95047, 1.0, 1.08883])
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def color_names(x: torch.Tensor, *, size: int = DEFAULT_SIZE) -> torch.Tensor:
+    """Per-pixel colour term: the index (into ``COLOR_TERMS``) of the nearest prototype in CIELab.
+
+    Args:
+        x: float (N, 3, H, W) in [0, 1].
+
+    Returns:
+        int64 (N, size, size).
+    """
+    small = F.interpolate(x.float(), size=(size, size), mode="area")
+    lab = _srgb_to_lab(small.permute(0, 2, 3, 1).clamp(0, 1))
+    protos = _srgb_to_lab(torch.tensor(list(COLOR_TERMS.values()), dtype=torch.float32) / 255.0)
+    return torch.cdist(lab.reshape(-1, 3), protos).argmin(1).reshape(small.shape[0], size, size)
+
+
+def color_concepts(x: torch.Tensor, *, size: int = DEFAULT_SIZE, min_fraction: float = 0.002
+                   ) -> dict[str, torch.Tensor]:
+    """Binary masks (N, size, size) for each colour term covering at least ``min_fraction`` of all pixels."""
+    names = color_names(x, size=size)
+    masks = {name: names == i for i, name in enumerate(COLOR_TERMS)}
+    return {k: v for k, v in masks.items() if float(v.float().mean()) >= min_fraction}
+
+
+def load_concept_masks(mask_folder: str | Path, image_paths: Sequence[str | Path], *, size: int = DEFAULT_SIZE
+                       ) -> dict[str, torch.Tensor]:
+    """Concept masks from a folder: ``MASKS/<concept>/<image stem>.<ext>`` (or masks directly in ``MASKS``, then
+    the concept is named after the folder). A non-zero pixel marks the concept; an image with no mask file has
+    none of that concept. Masks are resized to the image's model input grid with nearest sampling.
+
+    Returns:
+        concept name -> bool (N, size, size), N = len(image_paths).
+
+    Raises:
+        ImageError: no masks match the images, or a mask cannot be read.
+    """
+    root = Path(mask_folder)
+    if not root.is_dir():
+        raise ImageError(f"{root}: not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) or [root]
+    stems = [Path(p).stem for p in image_paths]
+    concepts = {}
+    for folder in folders:
+        files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file()}
+        if not any(s in files for s in stems):
+            continue
+        masks = torch.zeros(len(stems), size, size, dtype=torch.bool)
+        for i, stem in enumerate(stems):
+            if stem in files:
+                masks[i] = _read_mask(files[stem], size)
+        concepts[folder.name] = masks
+    if not concepts:
+        raise ImageError(f"{root}: no mask file is named after an image (expected <concept>/<image stem>.png)")
+    return concepts
+
+
+def _read_mask(path: Path, size: int) -> torch.Tensor:
+    try:
+        with Image.open(path) as im:
+            a = np.asarray(im.convert("L").resize((size, size), Image.NEAREST)) > 0
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{path}: cannot read mask ({e})") from e
+    return torch.from_numpy(a)
+
+
+def set_iou(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Σ|pred ∩ truth| / Σ|pred ∪ truth| over all images (0 when both are empty)."""
+    union = int((pred | truth).sum())
+    return int((pred & truth).sum()) / union if union else 0.0
+
+
+def best_cuts(scores: torch.Tensor, truth: torch.Tensor, *, chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every column of ``scores`` (P, C), the cut ``t`` maximising the IoU of ``scores > t`` with ``truth`` (P,).
+
+    Exact: one sort per column. Returns (iou (C,), cut (C,)).
+    """
+    truth = truth.reshape(-1)
+    positives = truth.sum()
+    ious, cuts = [], []
+    for block in scores.split(chunk, dim=1):
+        values, order = block.sort(dim=0, descending=True)
+        tp = truth[order].cumsum(0).float()
+        k = torch.arange(1, len(truth) + 1, dtype=torch.float32)[:, None]
+        iou = tp / (k + positives - tp)
+        # only cut between distinct values
+        distinct = torch.ones_like(values, dtype=torch.bool)
+        distinct[:-1] = values[:-1] != values[1:]
+        iou = torch.where(distinct, iou, torch.zeros_like(iou))
+        best = iou.argmax(0)
+        cols = torch.arange(block.shape[1])
+        nxt = values[(best + 1).clamp(max=len(truth) - 1), cols]
+        here = values[best, cols]
+        ious.append(iou[best, cols])
+        cuts.append(torch.where(best + 1 < len(truth), (here + nxt) / 2, here - 1))
+    return torch.cat(ious), torch.cat(cuts)
+
+
+def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "concept", *, iterations: int = 300,
+                learning_rate: float = 0.05, top: int = 5, max_pixels: int = 30_000, seed: int = 0) -> ConceptFit:
+    """Learn one concept's channel weights and compare them with the best single channel.
+
+    Args:
+        activations: float (N, C, s, s) (any real values; standardised per channel here).
+        masks: bool (N, s, s), the concept's pixels.
+        max_pixels: at most this many training positions (sampled uniformly) are used to fit and to pick cuts.
+
+    Returns:
+        A :class:`ConceptFit`.
+    """
+    n, c = activations.shape[:2]
+    if masks.shape != (n, *activations.shape[2:]):
+        raise ValueError(f"masks {tuple(masks.shape)} do not match activations {tuple(activations.shape)}")
+    a = activations.float().permute(0, 2, 3, 1)  # (N, s, s, C)
+    mean, std = a.reshape(-1, c).mean(0), a.reshape(-1, c).std(0).clamp_min(1e-6)
+    a = (a - mean) / std
+    held_out = n >= 4
+    train = torch.arange(n) % 2 == 0 if held_out else torch.ones(n, dtype=torch.bool)
+    test = ~train if held_out else train
+    a_tr, m_tr = a[train].reshape(-1, c), masks[train].reshape(-1)
+    if len(m_tr) > max_pixels:  # a uniform sample of training positions keeps the fit fast on wide layers
+        keep = torch.randperm(len(m_tr), generator=torch.Generator().manual_seed(seed))[:max_pixels]
+        a_tr, m_tr = a_tr[keep], m_tr[keep]
+    pos = float(m_tr.float().mean())
+
+    w = torch.zeros(c, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=learning_rate)
+    # class balance as in Net2Vec: positives weighted by 1 - α, negatives by α, α = positive fraction
+    alpha = min(max(pos, 1e-4), 1 - 1e-4)
+    weight = torch.where(m_tr, torch.tensor(1 - alpha), torch.tensor(alpha))
+    target = m_tr.float()
+    for _ in range(iterations):
+        logits = a_tr @ w + b
+        loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w, b = w.detach(), float(b.detach())
+    # the class-balanced loss over-segments at logit 0, so the cut is moved to the best one on the training
+    # images, exactly as each single channel's cut is chosen
+    _, cut = best_cuts((a_tr @ w + b)[:, None], m_tr)
+    b -= float(cut[0])
+    predicted = (a @ w + b) > 0
+    iou = set_iou(predicted[test], masks[test])
+
+    channel_ious, channel_cuts = best_cuts(a_tr, m_tr)
+    best = int(channel_ious.argmax())
+    thr = float(channel_cuts[best])
+    single = a[test][..., best] > thr
+    order = torch.argsort(w, descending=True)[:top]
+    return ConceptFit(name, w, b, iou, set_iou(single, masks[test]), best, thr * float(std[best]) + float(mean[best]),
+                      tuple(int(i) for i in order if w[i] > 0), predicted, held_out,
+                      float(masks.float().mean()))
+
+
+def net2vec(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, concepts: Mapping[str, torch.Tensor], *,
+            size: int = DEFAULT_SIZE, iterations: int = 300, progress: Progress | None = None
+            ) -> tuple[ConceptFit, ...]:
+    """Fit every concept at ``layer`` of ``model`` on images ``x`` (N, 3, H, W) in [0, 1].
+
+    Args:
+        concepts: name -> bool (N, size, size) masks (see :func:`color_concepts`, :func:`load_concept_masks`).
+    """
+    if not concepts:
+        raise ValueError("no concepts to fit")
+    acts = layer_activations(model, x, layer, size=size,
+                             progress=(lambda f, m: progress(0.3 * f, m)) if progress else None)
+    fits = []
+    for i, (name, masks) in enumerate(concepts.items()):
+        fits.append(fit_concept(acts, masks, name, iterations=iterations))
+        if progress is not None:
+            progress(0.3 + 0.7 * (i + 1) / len(concepts), f"concept {name}")
+    return tuple(fits)
