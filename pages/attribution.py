@@ -4,9 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from core.attribution.base import Attribution, NotApplicable, Sign
-from core.attribution.view import View, npy_bytes, picture, png_bytes
+from core.attribution.view import View, npy_bytes, picture
 from core.attribution.registry import REGISTRY, Method
 from core.catalogue import default_layer
+from core.render import png_bytes
 from core.attribution.gradients import Baseline
 from core.attribution.lrp import FirstRule, Rule
 from core.attribution.occlusion import Fill

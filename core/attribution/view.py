@@ -48,11 +48,3 @@ def npy_bytes(attr: Attribution, index: int = 0) -> bytes:
     buf = io.BytesIO()
     np.save(buf, attr.map[index].numpy().astype(np.float32))
     return buf.getvalue()
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
