@@ -5,42 +5,14 @@ import pandas as pd
 import streamlit as st
 
 from core.attack import view
-from core.attack.attacks import PIXEL, Method, Norm
 from core.model.predict import top_classes
 from core.render import captioned_strip, image_uint8, png_bytes
-from ui import cache, sidebar
+from ui import cache, forms, sidebar
 from ui.widgets import progress_bar
 
 st.title("Adversarial perturbation")
 st.caption("FGSM and PGD in pixel space: every step is projected onto the ε-ball around the image and clamped to "
            "[0, 1]. L∞ budgets are in 1/255 (one 8-bit grey level); L2 budgets in [0, 1]-pixel units.")
-
-
-def _settings_form(model) -> cache.AttackSettings:
-    with st.form("attack_form"):
-        c1, c2, c3 = st.columns(3)
-        method = c1.radio("Method", [m.value for m in Method], index=1, horizontal=True, key="atk_method",
-                          format_func=str.upper, help="FGSM: one step of size ε. PGD: projected steps of size 'step'.")
-        norm = c1.radio("Norm", [n.value for n in Norm], horizontal=True, key="atk_norm",
-                        format_func=lambda n: {"linf": "L∞", "l2": "L2"}[n])
-        eps_linf = c2.slider("ε (L∞, in 1/255)", 0.25, 32.0, 4.0, 0.25, key="atk_eps")
-        eps_l2 = c2.slider("ε (L2, pixel units)", 0.05, 10.0, 0.5, 0.05, key="atk_eps_l2")
-        step_linf = c3.slider("PGD step (L∞, in 1/255)", 0.25, 8.0, 1.0, 0.25, key="atk_step")
-        step_l2 = c3.slider("PGD step (L2)", 0.01, 2.0, 0.125, 0.005, key="atk_step_l2")
-        c4, c5, c6 = st.columns(3)
-        steps = c4.slider("PGD steps", 1, 100, 10, key="atk_steps")
-        labels = ["untargeted: any other class"] + [f"{i}: {model.label(i)}" for i in range(model.card.num_classes)]
-        target = c5.selectbox("Goal", labels, key="atk_target",
-                              help="Untargeted moves away from the current prediction; a class moves toward it.")
-        random_start = c6.checkbox("Random start", key="atk_random_start")
-        early_stop = c6.checkbox("Stop once the goal is met", value=True, key="atk_early_stop")
-        seed = c6.number_input("Seed", 0, 2**31 - 1, 0, key="atk_seed")
-        st.form_submit_button("Run attack", type="primary")
-    linf = norm == Norm.LINF.value
-    eps, step, unit = (eps_linf, step_linf, PIXEL) if linf else (eps_l2, step_l2, 1.0)
-    return cache.AttackSettings(method, norm, eps * unit, step * unit, int(steps),
-                                None if target == labels[0] else int(target.split(":", 1)[0]),
-                                bool(random_start), bool(early_stop), int(seed))
 
 
 def _say(message: view.Message) -> None:
@@ -100,7 +72,7 @@ def _min_eps_section(model, selection, settings) -> None:
 selection = sidebar.current()
 if selection is not None:
     model, inp = selection.model, selection.inp
-    settings = _settings_form(model)
+    settings = forms.attack_settings(model)
     try:
         with progress_bar(f"{settings.method.upper()} attack", f"{settings.method.upper()} attack") as progress:
             result = cache.adversarial(model, selection.model_key, inp.tensor, selection.image_key, settings,

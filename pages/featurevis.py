@@ -8,7 +8,7 @@ from core.catalogue import default_layer
 from core.features import view
 from core.features.featurevis import Objective, Settings
 from core.render import Colormap, image_uint8, normalize_map, overlay
-from ui import cache, sidebar
+from ui import cache, forms, sidebar
 from ui.widgets import progress_bar
 
 st.title("Feature visualisation")
@@ -23,27 +23,6 @@ layers = cache.layers(model, selection.model_key)
 names = [l.name for l in layers]
 by_name = {l.name: l for l in layers}
 size_default = model.card.input_size[1]
-
-
-def _settings_form(prefix: str, batch_label: str, batch_default: int) -> Settings:
-    c1, c2, c3, c4 = st.columns(4)
-    steps = c1.slider("Steps", 8, 512, 128, step=8, key=f"{prefix}_steps",
-                      help="Adam steps. About 128 gives a clear pattern; 256+ refines it.")
-    sizes = sorted({64, 96, 128, 160, size_default})
-    size = c2.selectbox("Size (pixels)", sizes, index=sizes.index(size_default), key=f"{prefix}_size",
-                        help="The model's input size matches how the objective is measured; smaller is faster.")
-    seed = c3.number_input("Seed", 0, 10_000, 0, key=f"{prefix}_seed")
-    batch = c4.number_input(batch_label, 1 if batch_default == 1 else 2, 8, batch_default, key=f"{prefix}_batch")
-    with st.expander("Advanced"):
-        a1, a2, a3, a4 = st.columns(4)
-        lr = a1.number_input("Learning rate", 0.001, 0.5, 0.05, format="%.3f", key=f"{prefix}_lr")
-        diversity = a2.number_input("Diversity", 0.0, 100.0, 0.0, key=f"{prefix}_div",
-                                    help="Penalise similar images in a batch (needs 2+ images).") if prefix == "fv" else 0.0
-        rotate = a3.number_input("Rotation (deg)", 0.0, 45.0, 10.0, key=f"{prefix}_rot")
-        fourier = a4.toggle("Fourier parameterisation", True, key=f"{prefix}_fourier",
-                            help="Off: plain pixels, which tend to give high-frequency noise.")
-    return Settings(steps=int(steps), size=int(size), seed=int(seed), batch=int(batch), lr=float(lr),
-                    diversity=float(diversity), rotate=float(rotate), fourier=bool(fourier))
 
 
 def _run(layer: str, channels: tuple[int, ...], objective: Objective, settings: Settings):
@@ -95,7 +74,7 @@ with tab_vis:
         channel = c3.number_input(f"Channel (0-{info.channels - 1})", 0, info.channels - 1, 0, key="fv_channel")
         c1.caption(f"{info.kind.value}, {info.channels} channels, grid {info.grid[0]}x{info.grid[1]}, "
                    f"receptive field {info.receptive_field} px")
-    settings = _settings_form("fv", "Images", 1)
+    settings = forms.featurevis_settings("fv", "Images", 1, size_default)
     key = ("fv", selection.model_key, layer, int(channel), objective.value, settings)
     if st.button("Visualise", type="primary", key="fv_go") or st.session_state.get("fv_last") == key:
         result = _run(layer, (int(channel),), objective, settings)
@@ -127,7 +106,7 @@ with tab_mix:
     n = by_name[mix_layer].channels
     a = m2.number_input(f"Channel A (0-{n - 1})", 0, n - 1, 0, key="mix_a")
     b = m3.number_input(f"Channel B (0-{n - 1})", 0, n - 1, min(1, n - 1), key="mix_b")
-    mix_settings = _settings_form("mix", "Frames", 5)
+    mix_settings = forms.featurevis_settings("mix", "Frames", 5, size_default)
     mix_key = ("mix", selection.model_key, mix_layer, int(a), int(b), mix_settings)
     if st.button("Interpolate", type="primary", key="mix_go") or st.session_state.get("mix_last") == mix_key:
         if int(a) == int(b):

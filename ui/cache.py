@@ -96,9 +96,19 @@ def results() -> Results:
     return Results(96)
 
 
+def model_input(model: LensModel, model_key: str, path: str) -> core_images.ModelInput:
+    """The image file at ``path`` as ``model`` sees it (3, H, W) in [0, 1], kept until the file changes.
+
+    Raises ImageError."""
+    try:
+        stamp = Path(path).stat().st_mtime_ns
+    except OSError:
+        stamp = None  # load_image names the problem
+    return _model_input(model, model_key, path, stamp)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def model_input(_model: LensModel, model_key: str, path: str) -> core_images.ModelInput:
-    """The image file at ``path`` as ``_model`` sees it (3, H, W) in [0, 1]. Raises ImageError."""
+def _model_input(_model: LensModel, model_key: str, path: str, stamp: int | None) -> core_images.ModelInput:
     return core_images.preprocess(core_images.load_image(path), _model.card.data_config)
 
 
