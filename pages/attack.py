@@ -32,7 +32,7 @@ def _smoothgrad_panel(model, selection, settings, result, source: int, new: int)
     noise = c2.slider("SmoothGrad noise σ (fraction of the pixel range)", 0.0, 0.5, 0.15, 0.01, key="atk_sg_noise")
     classes = (source,) if new == source else (source, new)
     try:
-        with progress_bar("SmoothGrad", "SmoothGrad") as progress:
+        with progress_bar("SmoothGrad", labelled=True) as progress:
             maps = cache.smoothgrad_before_after(model, selection.model_key, result.clean[0], result.adversarial[0],
                                                  selection.image_key, settings, classes, samples, noise, progress)
     except (ValueError, RuntimeError) as e:
@@ -57,7 +57,7 @@ def _min_eps_section(model, selection, settings) -> None:
         st.session_state["atk_min_eps_for"] = key
     if st.session_state.get("atk_min_eps_for") != key:
         return
-    with progress_bar("Searching for the smallest ε", "Searching for the smallest ε") as progress:
+    with progress_bar("Searching for the smallest ε", labelled=True) as progress:
         found = cache.smallest_eps(model, selection.model_key, selection.inp.tensor, selection.image_key, settings,
                                    progress)
     _say(view.min_eps_message(found, model.label))
@@ -74,7 +74,7 @@ if selection is not None:
     model, inp = selection.model, selection.inp
     settings = forms.attack_settings(model)
     try:
-        with progress_bar(f"{settings.method.upper()} attack", f"{settings.method.upper()} attack") as progress:
+        with progress_bar(f"{settings.method.upper()} attack", labelled=True) as progress:
             result = cache.adversarial(model, selection.model_key, inp.tensor, selection.image_key, settings,
                                        progress)
     except ValueError as e:
