@@ -6,11 +6,6 @@ changing only a view option never recomputes. Arguments with a leading underscor
 """
 from __future__ import annotations
 
-import collections
-import hashlib
-import threading
-from typing import Callable
-
 import streamlit as st
 import torch
 from PIL import Image
@@ -18,6 +13,7 @@ from PIL import Image
 from core import images as core_images
 from core.model import predict as core_predict
 from core.catalogue import LayerInfo, catalogue
+from core import result_store as core_result_store, warm as core_warm
 from core.model.loading import LensModel, load_model
 
 
@@ -27,8 +23,7 @@ def get_model(name: str | None, weights: str | None) -> LensModel:
     return load_model(name, weights)
 
 
-def model_key(model: LensModel) -> str:
-    return f"{model.card.arch}|{model.card.fingerprint}"
+model_key = core_warm.model_key  # keys built in core, so `python -m core warm` writes what the pages read
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -37,8 +32,7 @@ def decode_image(data: bytes, name: str) -> Image.Image:
     return core_images.load_image(data, name=name)
 
 
-def content_key(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
+content_key = core_warm.content_key
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -55,32 +49,17 @@ def layers(_model: LensModel, model_key: str) -> list[LayerInfo]:
 # ------------------------------------------------------------------ results of long computations with progress
 # st.cache_data records every element call made inside a cached function and replays it on a hit, which fails
 # for a progress bar or preview created outside it (CacheReplayClosureError). Long computations that report
-# progress therefore keep their results in one shared LRU store (st.cache_resource: one per app), keyed as
+# progress therefore keep their results in one shared store (st.cache_resource: one per app), keyed as
 # st.cache_data would key them, and compute outside the lock so one session's long run never blocks another's hit.
+# The store (core.result_store) is bounded in bytes and spills to LENS_CACHE_DIR, so results survive a restart.
 
-class Results:
-    """Thread-safe least-recently-used store of computed results, shared by every session."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.lock, self.items = size, threading.Lock(), collections.OrderedDict()
-
-    def get_or_compute(self, key: tuple, compute: Callable[[], object]):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        value = compute()
-        with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return value
+Results = core_result_store.ResultStore
 
 
 @st.cache_resource(show_spinner=False)
 def results() -> Results:
-    """The app's store of long results (attacks, attributions, SmoothGrad panels): 96 entries."""
-    return Results(96)
+    """The app's store of long results (attacks, attributions, SmoothGrad panels), sized by the environment."""
+    return Results.from_env()
 
 
 # ------------------------------------------------------------------------ adversarial perturbation (issue 4)
@@ -294,11 +273,9 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     Keyed by model, image, method, target and options, so changing only the view is instant. ``progress``
     gets (fraction, message); ``preview(map, fraction)`` (SmoothGrad only) sees the map refine per batch.
     """
-    import json
-
     from core.attribution.registry import attribute
 
-    key = ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
+    key = core_warm.attribution_key(model_key, image_key, method, target, options)
     extra = {"preview": preview} if method == "smoothgrad" and preview is not None else {}
     return results().get_or_compute(key, lambda: attribute(model, x.unsqueeze(0), int(target), method=method,
                                                            progress=progress, **options, **extra))
