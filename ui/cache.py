@@ -13,7 +13,7 @@ from PIL import Image
 from core import images as core_images
 from core.model import predict as core_predict
 from core.catalogue import LayerInfo, catalogue
-from core import result_store as core_result_store, warm as core_warm
+from core import jobs as core_jobs, result_store as core_result_store, warm as core_warm
 from core.model.loading import LensModel, load_model
 
 
@@ -62,6 +62,35 @@ def results() -> Results:
     return Results.from_env()
 
 
+def server_load(model: LensModel) -> dict[str, str]:
+    """Model-card rows: memory budget and use, jobs, and the measured memory per image (issue 12)."""
+    status = core_jobs.scheduler().status()
+    mb = 2**20
+    return {
+        "memory": f"{core_jobs.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
+                  "(LENS_MEMORY_MB)",
+        "jobs": f"{status['running']} running (at most {status['max_jobs']}, {status['threads_per_job']} threads "
+                f"each), {status['queued']} queued",
+        "memory per image": f"{core_jobs.per_sample_bytes(model) / mb:.0f} MB with gradients, "
+                            f"{core_jobs.per_sample_bytes(model, 'forward') / mb:.0f} MB forward only (measured)",
+    }
+
+
+def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1):
+    """The stored result, or ``compute(progress, batch)`` run as a job of the app's scheduler (core.jobs):
+    queued behind other sessions' jobs ("queued, N ahead" on the progress bar), computed once for identical
+    requests, stopped at its next progress report when the session reruns or ends; nothing stored on failure."""
+    def queued(ahead: int) -> None:
+        if progress is not None:
+            progress(0.0, f"queued, {ahead} ahead" if ahead else "queued: waiting for a free slot")
+
+    def run():
+        return core_jobs.scheduler().run(
+            key, lambda job, report: compute(report, job.batch), progress=progress, wait=queued,
+            bytes_per_sample=core_jobs.per_sample_bytes(model), samples=samples)
+    return results().get_or_compute(key, run)
+
+
 # ------------------------------------------------------------------------ adversarial perturbation (issue 4)
 
 def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: tuple,
@@ -74,7 +103,7 @@ def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     from core.attack.attacks import attack
 
     method, norm, eps, step, steps, target, random_start, early_stop, seed = settings
-    return results().get_or_compute(("attack", model_key, image_key, settings), lambda: attack(
+    return _long(("attack", model_key, image_key, settings), progress, model, lambda progress, _batch: attack(
         model, x.unsqueeze(0), target, method=method, norm=norm, eps=eps, step=step, steps=steps,
         random_start=random_start, early_stop=early_stop, seed=seed, progress=progress))
 
@@ -85,7 +114,7 @@ def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: s
     from core.attack.attacks import minimal_eps
 
     method, norm, eps, step, steps, target, random_start, _early_stop, seed = settings
-    return results().get_or_compute(("min_eps", model_key, image_key, settings), lambda: minimal_eps(
+    return _long(("min_eps", model_key, image_key, settings), progress, model, lambda progress, _batch: minimal_eps(
         model, x.unsqueeze(0), target, method=method, norm=norm, eps=eps, step=step, steps=steps,
         random_start=random_start, seed=seed, progress=progress))
 
@@ -100,7 +129,7 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
     """
     from core.attribution.registry import smoothgrad
 
-    def compute():
+    def compute(progress, _batch):
         x = torch.stack([clean, adv] * len(classes))
         targets = [c for c in classes for _ in (0, 1)]
         maps = smoothgrad(model, x, targets, samples=samples, noise=noise, progress=progress).map
@@ -108,7 +137,7 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
                 for i, c in enumerate(classes) for j, kind in enumerate(("clean", "adversarial"))}
 
     key = ("smoothgrad", model_key, image_key, settings, classes, samples, noise)
-    return results().get_or_compute(key, compute)
+    return _long(key, progress, model, compute, samples=8)
 
 
 # ----------------------------------------------------------------------- activation index (issue 5: pages/activation_index.py)
@@ -179,7 +208,7 @@ def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_
                        progress=None) -> core_perturbation.PerturbationResult:
     """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.perturbation_masks)."""
     key = ("perturbation", model_key, image_key, target, method, tuple(areas), variant, perturbation, iterations)
-    return results().get_or_compute(key, lambda: core_perturbation.perturbation_masks(
+    return _long(key, progress, model, lambda progress, _batch: core_perturbation.perturbation_masks(
         model, x.unsqueeze(0), target, method=core_perturbation.Method(method), areas=areas,
         variant=core_perturbation.Variant(variant), iterations=iterations,
         perturbation=core_perturbation.Perturbation(perturbation), progress=progress))
@@ -198,8 +227,8 @@ def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], layer
 
     Raises ImageError (mask folder), ValueError (no concepts)."""
     key = ("net2vec", model_key, tuple(paths), layer, concepts, size, iterations)
-    return results().get_or_compute(key, lambda: _net2vec_fits(model, paths, layer, concepts, size, iterations,
-                                                               progress))
+    return _long(key, progress, model, lambda progress, _batch: _net2vec_fits(model, paths, layer, concepts, size,
+                                                                              iterations, progress))
 
 
 def _net2vec_fits(_model, paths, layer, concepts, size, iterations, _progress) -> tuple:
@@ -230,7 +259,7 @@ def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[in
     """
     from core.features import featurevis
 
-    def compute():
+    def compute(progress, _batch):
         settings = featurevis.Settings(*settings_key)
         if len(channels) == 2:
             return featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
@@ -238,8 +267,8 @@ def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[in
         return featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
                                     progress=progress)
 
-    return results().get_or_compute(("feature_vis", model_key, layer, tuple(channels), objective, settings_key),
-                                    compute)
+    return _long(("feature_vis", model_key, layer, tuple(channels), objective, settings_key), progress, model,
+                 compute, samples=featurevis.Settings(*settings_key).batch)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -273,9 +302,15 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     Keyed by model, image, method, target and options, so changing only the view is instant. ``progress``
     gets (fraction, message); ``preview(map, fraction)`` (SmoothGrad only) sees the map refine per batch.
     """
-    from core.attribution.registry import attribute
+    from core.attribution.registry import REGISTRY, attribute
 
     key = core_warm.attribution_key(model_key, image_key, method, target, options)
     extra = {"preview": preview} if method == "smoothgrad" and preview is not None else {}
-    return results().get_or_compute(key, lambda: attribute(model, x.unsqueeze(0), int(target), method=method,
-                                                           progress=progress, **options, **extra))
+    batch = REGISTRY[method].options().get("batch_size") if method in REGISTRY else None
+    samples = options.get("batch_size", batch) if isinstance(batch, int) else 1
+
+    def compute(progress, fits):  # the scheduler lowers the batch when memory is short
+        lowered = {"batch_size": fits} if isinstance(batch, int) and fits < samples else {}
+        return attribute(model, x.unsqueeze(0), int(target), method=method, progress=progress,
+                         **{**options, **lowered}, **extra)
+    return _long(key, progress, model, compute, samples=samples)
