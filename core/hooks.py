@@ -49,10 +49,6 @@ class HookSet:
         self._lock = lock or _STRUCTURE
         self.token = next(_tokens)
 
-    def owns_current(self) -> bool:
-        """Whether the code running now is in this set's scope (so its hooks fire)."""
-        return self.token in _owners.get()
-
     def _guard(self, fn: Callable) -> Callable:
         token = self.token
 

@@ -158,3 +158,28 @@ def test_per_sample_bytes_is_measured_from_the_model(embedded):
     assert grad > 10 * first and first < fwd < grad
     with pytest.raises(ValueError, match="kind"):
         per_sample_bytes(embedded, "other")
+
+
+def test_a_session_rerun_mid_job_frees_its_slot_and_stores_nothing(tmp_path):
+    """Streamlit stops a rerunning or closed session's script with a BaseException raised at its next element
+    call (the progress bar): the job counts as cancelled, the next job runs, the store keeps nothing."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from core.result_store import ResultStore
+
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30)
+    store = ResultStore(1 << 20, tmp_path, version="v")
+
+    def progress(fraction, _message):
+        if fraction >= 0.5:
+            raise StopException()
+
+    def compute(job, report):
+        for i in range(10):
+            report(i / 10, "step")
+        return "done"
+
+    with pytest.raises(StopException):
+        store.get_or_compute(("k",), lambda: sched.run(("k",), compute, progress=progress))
+    assert ("k",) not in store and sched.status()["running"] == 0 and sched.status()["queued"] == 0
+    assert sched.run(("k",), compute) == "done"
