@@ -75,7 +75,7 @@ def main() -> None:
 
     print(json.dumps({
         "jobs": args.jobs, "samples": args.samples, "size": args.size, "cores": cores,
-        "max_jobs": sched.max_jobs, "threads_per_job": sched.threads_per_job,
+        "max_jobs": sched.max_jobs,
         "serial_s": round(serial_s, 2), "scheduled_s": round(scheduled_s, 2), "unscheduled_s": round(unscheduled_s, 2),
         "scheduled_over_serial": round(scheduled_s / serial_s, 3),
         "unscheduled_over_serial": round(unscheduled_s / serial_s, 3),

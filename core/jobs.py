@@ -4,9 +4,10 @@ once, cancellable, inside a memory budget.
 A job runs on the thread that asked for it (a Streamlit session's script thread, so its progress bar keeps
 working) once :meth:`Scheduler.run` admits it:
 
-- at most ``max_jobs`` run at once (``LENS_MAX_JOBS``, default: the number of cores); each running job gets
-  ``cores // max_jobs`` torch intra-op threads (at least one), so the running jobs together never use more
-  threads than there are cores;
+- at most ``max_jobs`` run at once (``LENS_MAX_JOBS``, default: the number of cores), and the running jobs
+  together never use more torch intra-op threads than there are cores: a job admitted alone takes every core,
+  jobs admitted together share them (``cores // min(max_jobs, running + waiting)`` each, at least one), and a
+  job waits while no core is free;
 - waiting jobs are admitted in arrival order; a waiter's ``wait(n_ahead)`` callback says how many are ahead;
 - a job whose key is already running or queued is not computed again: the second caller waits for the first
   and gets its result (if the first fails or is cancelled, the second computes it itself, so a failure reaches
@@ -136,11 +137,11 @@ class Scheduler:
     """The app-wide job queue (one per process; see :func:`scheduler`)."""
 
     def __init__(self, max_jobs: int | None = None, memory_bytes: int | None = None, cores: int | None = None,
-                 base_bytes: Callable[[], int] | None = None) -> None:
+                 base_bytes: Callable[[], int] | None = None, max_threads: int | None = None) -> None:
         self.max_jobs = max_jobs or default_max_jobs()
         self.memory_bytes = memory_bytes if memory_bytes is not None else default_memory_bytes()
         self.cores = cores or max(1, os.cpu_count() or 1)
-        self.threads_per_job = max(1, self.cores // self.max_jobs)
+        self.max_threads = max_threads or self.cores  # per job
         self.base_bytes = base_bytes or (lambda: 0)  # memory already used outside jobs (model, caches)
         self._cv = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
@@ -154,7 +155,8 @@ class Scheduler:
         """Running and queued counts, memory budget and the running jobs' estimate (bytes)."""
         with self._cv:
             return {"running": len(self._running), "queued": len(self._queue), "max_jobs": self.max_jobs,
-                    "threads_per_job": self.threads_per_job, "memory_budget": self.memory_bytes,
+                    "threads": sum(j.threads for j in self._running), "cores": self.cores,
+                    "memory_budget": self.memory_bytes,
                     "memory_reserved": sum(j.bytes for j in self._running), "finished": self.finished}
 
     def ahead_of(self, job: Job) -> int:
@@ -237,6 +239,14 @@ class Scheduler:
         self._finish(job, "done")
         return result
 
+    def _threads(self) -> int:
+        """Intra-op threads for the job at the head of the queue now (0: no core is free)."""
+        free = self.cores - sum(j.threads for j in self._running)
+        if self._running and free < 1:
+            return 0
+        share = self.cores // max(1, min(self.max_jobs, len(self._running) + len(self._queue)))
+        return max(1, min(free, share, self.max_threads))
+
     def _fits(self, job: Job) -> int:
         """How many samples ``job`` may take at once now (0: it must wait)."""
         if len(self._running) >= self.max_jobs:
@@ -255,10 +265,10 @@ class Scheduler:
                 if job.cancelled or (cancel is not None and cancel()):
                     raise JobCancelled("stopped while queued")
                 if self._queue[0] is job:
-                    fit = self._fits(job)
-                    if fit:
+                    fit, threads = self._fits(job), self._threads()
+                    if fit and threads:
                         self._queue.popleft()
-                        job.batch, job.threads, job.state = fit, self.threads_per_job, "running"
+                        job.batch, job.threads, job.state = fit, threads, "running"
                         self._running.append(job)
                         self._cv.notify_all()
                         return

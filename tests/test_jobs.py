@@ -47,7 +47,17 @@ def test_bounded_fifo_with_queue_positions_and_shared_threads():
 
     two = Scheduler(max_jobs=2, cores=2, memory_bytes=1 << 30)
     before = torch.get_num_threads()
-    assert two.run(("t",), lambda job, p: torch.get_num_threads()) == 1  # two jobs at once: one thread each
+    in_use, peak = [], []
+
+    def record(job, p):
+        in_use.append(job.threads)
+        peak.append(sum(in_use))
+        time.sleep(0.2)
+        in_use.remove(job.threads)
+        return torch.get_num_threads()
+    out = []
+    run_threads(*[lambda i=i: out.append(two.run(("t", i), record, poll=0.01)) for i in range(3)])
+    assert out[0] == 2 and max(peak) <= 2  # alone: every core; never more threads than cores in all
     assert torch.get_num_threads() == before
 
 
@@ -123,7 +133,7 @@ def test_cancel_stops_a_running_job_at_its_next_report_and_a_queued_one_at_once(
 
 
 def test_memory_budget_lowers_the_batch_or_queues():
-    sched = Scheduler(max_jobs=3, cores=3, memory_bytes=100)
+    sched = Scheduler(max_jobs=3, cores=3, memory_bytes=100, max_threads=1)
     gate, batches = threading.Event(), {}
 
     def hold(name):

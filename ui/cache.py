@@ -69,8 +69,8 @@ def server_load(model: LensModel) -> dict[str, str]:
     return {
         "memory": f"{core_jobs.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
                   "(LENS_MEMORY_MB)",
-        "jobs": f"{status['running']} running (at most {status['max_jobs']}, {status['threads_per_job']} threads "
-                f"each), {status['queued']} queued",
+        "jobs": f"{status['running']} running (at most {status['max_jobs']}, on {status['threads']} of "
+                f"{status['cores']} cores), {status['queued']} queued",
         "memory per image": f"{core_jobs.per_sample_bytes(model) / mb:.0f} MB with gradients, "
                             f"{core_jobs.per_sample_bytes(model, 'forward') / mb:.0f} MB forward only (measured)",
     }
