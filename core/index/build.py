@@ -161,6 +161,25 @@ def _is_cancelled(cancel) -> bool:
 
 # ------------------------------------------------------------------------------------------ streaming top-k
 
+def batch_partial(values: torch.Tensor, pos: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+    """One batch's contribution to a layer's top-k: what a worker sends instead of activation maps.
+
+    Args:
+        values, pos: (N, C) per-image channel maxima and their flat positions (:func:`channel_maxima`).
+        k: images kept per channel.
+
+    Returns:
+        ``values`` (C, k') float32, ``images`` (C, k') int64 batch-local image numbers, ``pos`` (C, k') int64,
+        with k' = min(k, N), best first (ties keep the earlier image); ``sum``, ``sumsq`` (C,) float64 of the
+        finite maxima.
+    """
+    v = values.T.float()
+    order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :min(k, v.shape[1])]
+    finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values)).double()
+    return {"values": v.gather(1, order).numpy(), "images": order.numpy(), "pos": pos.T.gather(1, order).numpy(),
+            "sum": finite.sum(0).numpy(), "sumsq": (finite * finite).sum(0).numpy()}
+
+
 class _TopK:
     """Top-k images per channel of one layer, plus running statistics of the per-image maxima."""
 
@@ -178,15 +197,21 @@ class _TopK:
 
     def update(self, values: torch.Tensor, pos: torch.Tensor, image_ids: torch.Tensor) -> None:
         """values, pos (N, C); image_ids (N,) all larger than any id seen so far (ties keep the earlier image)."""
-        c, n = self.values.shape[0], values.shape[0]
-        v = torch.cat([self.values, values.T], dim=1)
+        part = batch_partial(values, pos, values.shape[0])
+        part["images"] = image_ids[torch.as_tensor(part["images"])].numpy()
+        self.merge(part)
+
+    def merge(self, part: dict, base_id: int = 0) -> None:
+        """Fold in a :func:`batch_partial` whose images (numbered from 0) get ids ``base_id + i``, all larger
+        than any id seen so far (ties keep the earlier image)."""
+        values, images, pos = (torch.as_tensor(part[n]) for n in ("values", "images", "pos"))
+        v = torch.cat([self.values, values.float()], dim=1)
         order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :self.k]
         self.values = v.gather(1, order)
-        self.images = torch.cat([self.images, image_ids.view(1, n).expand(c, n)], dim=1).gather(1, order)
-        self.pos = torch.cat([self.pos, pos.T], dim=1).gather(1, order)
-        finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values)).double()
-        self.sum += finite.sum(0)
-        self.sumsq += (finite * finite).sum(0)
+        self.images = torch.cat([self.images, images.long() + base_id], dim=1).gather(1, order)
+        self.pos = torch.cat([self.pos, pos.long()], dim=1).gather(1, order)
+        self.sum += torch.as_tensor(part["sum"], dtype=torch.float64)
+        self.sumsq += torch.as_tensor(part["sumsq"], dtype=torch.float64)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"values": self.values.numpy().astype(np.float32), "images": self.images.numpy().astype(np.int64),
