@@ -67,7 +67,7 @@ def test_ray_missing_or_cluster_unreachable_is_one_line(monkeypatch, folder, tmp
     err = capsys.readouterr().err
     assert "cannot reach the Ray cluster" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main([*args, "--address", "auto"]) == 2
-    assert "--address needs --engine ray" in capsys.readouterr().err
+    assert "--address and --gpus-per-worker need --engine ray" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:  # argparse refuses an unknown engine
         main([*args, "--engine", "spark"])
     assert exit_.value.code == 2 and "invalid choice: 'spark'" in capsys.readouterr().err

@@ -440,7 +440,7 @@ def read_image(root: Path, path: Path, data_config: dict) -> tuple[dict, ModelIn
 def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: int) -> dict[str, dict]:
     """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1)."""
     outs = layer_outputs(model, x, infos)
-    return {info.name: batch_partial(*channel_maxima(outs[info.name]), top_k) for info in infos}
+    return {info.name: batch_partial(*(t.cpu() for t in channel_maxima(outs[info.name])), top_k) for info in infos}
 
 
 def _local_batches(model, root: Path, infos, todo: list[Path], *, batch_size: int, top_k: int, workers):
@@ -462,7 +462,8 @@ ENGINES = ("local", "ray")
 def build_index(model, folder: str | os.PathLike | None = None, directory: str | os.PathLike | None = None, *,
                 layers: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int = 16,
                 progress: Progress | None = None, cancel=None, checkpoint_seconds: float = 30.0,
-                workers: int | None = None, engine: str = "local", address: str | None = None) -> BuildResult:
+                workers: int | None = None, engine: str = "local", address: str | None = None,
+                gpus_per_worker: float = 0.0) -> BuildResult:
     """Build the index of ``folder`` for ``model`` in ``directory``, or extend the one already there.
 
     Images already indexed (same path, size and modification time, or same content hash) are not forwarded
@@ -486,6 +487,8 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
         engine: ``"local"`` (threads in this process) or ``"ray"`` (Ray Data on a cluster:
             :mod:`core.index.ray_engine`; needs ``requirements-ray.txt``). Both write the same index.
         address: the Ray cluster (``"auto"``, ``"ray://HOST:PORT"``); None starts a local Ray. Ray engine only.
+        gpus_per_worker: GPUs each Ray actor asks for; above 0 the actor runs the model on CUDA (Ray engine
+            only; untested here: no GPU on the development machine).
 
     Raises:
         ValueError: an unknown layer or engine, ``top_k``, ``batch_size`` or ``workers`` below 1.
@@ -504,14 +507,14 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
         try:
             return _build_locked(model, folder, directory, layers=layers, top_k=top_k, batch_size=batch_size,
                                  progress=progress, cancel=cancel, checkpoint_seconds=checkpoint_seconds,
-                                 workers=workers, engine=engine, address=address)
+                                 workers=workers, engine=engine, address=address, gpus_per_worker=gpus_per_worker)
         finally:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, progress, cancel,
-                  checkpoint_seconds, workers, engine, address) -> BuildResult:
+                  checkpoint_seconds, workers, engine, address, gpus_per_worker) -> BuildResult:
     say = progress or (lambda _f, _m: None)
     root = Path(folder or SAMPLES).resolve()
     paths = list_images(root)
@@ -573,7 +576,7 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
 
         workers = workers or 1
         results = ray_engine.batches(model, root, infos, todo, batch_size=batch_size, top_k=top_k,
-                                     workers=workers, address=address)
+                                     workers=workers, address=address, gpus_per_worker=gpus_per_worker)
     else:
         workers = workers or default_workers()
         results = _local_batches(model, root, infos, todo, batch_size=batch_size, top_k=top_k, workers=workers)
@@ -581,6 +584,7 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
     def save():
         seconds = time.perf_counter() - t0
         build = {"engine": engine, "workers": workers, "address": address if engine == "ray" else None,
+                 "gpus_per_worker": gpus_per_worker if engine == "ray" else 0.0,
                  "seconds": round(seconds, 3), "added": added,
                  "images_per_second": round(added / seconds, 3) if seconds > 0 else 0.0,
                  "seconds_total": round(seconds_before + seconds, 3), "finished": time.time()}

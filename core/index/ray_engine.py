@@ -156,21 +156,24 @@ def _decode(batch: dict, root: str, data_config: dict) -> dict:
 class _Indexer:
     """Ray actor: loads the model once, then turns batches of model inputs into per-channel top-k partials."""
 
-    def __init__(self, spec: tuple, fingerprint: str, layers: Sequence[str], top_k: int, threads: int):
+    def __init__(self, spec: tuple, fingerprint: str, layers: Sequence[str], top_k: int, threads: int,
+                 cuda: bool = False):
         torch.set_num_threads(max(1, threads))
         self.model = materialise(spec)
+        self.device = torch.device("cuda" if cuda else "cpu")
         got = weights_fingerprint(self.model)
         if got != fingerprint:
             raise RuntimeError(f"the worker loaded other weights ({got[:24]}, expected {fingerprint[:24]})")
         self.infos: list[LayerInfo] = [find_layer(self.model, n) for n in layers]
         self.top_k = top_k
+        self.model.to(self.device)  # after the fingerprint (computed on CPU tensors)
 
     def __call__(self, batch: dict) -> dict:
         records = [json.loads(r) for r in batch["record"]]
         ok = np.asarray(batch["ok"], dtype=bool)
         parts = {}
         if ok.any():
-            x = torch.from_numpy(np.ascontiguousarray(batch["x"][ok]))
+            x = torch.from_numpy(np.ascontiguousarray(batch["x"][ok])).to(self.device)
             parts = forward_partials(self.model, self.infos, x, self.top_k)
         return {"blob": np.array([pickle.dumps((records, parts), protocol=pickle.HIGHEST_PROTOCOL)], dtype=object)}
 
@@ -178,22 +181,24 @@ class _Indexer:
 # ------------------------------------------------------------------------------------------------ the driver
 
 def batches(model, root: Path, infos: Sequence[LayerInfo], todo: list[Path], *, batch_size: int, top_k: int,
-            workers: int, address: str | None = None) -> Iterator[tuple[list[dict], dict]]:
+            workers: int, address: str | None = None, gpus_per_worker: float = 0.0) -> Iterator[tuple[list[dict], dict]]:
     """Run decode and model on Ray; yield ``(records, partials)`` per batch, in the order of ``todo``.
 
     ``records`` are :func:`~core.index.build.read_image` records; ``partials`` maps layer name to a
     :func:`~core.index.build.batch_partial` over the batch's readable images. Closing the iterator stops the
-    dataset's execution.
+    dataset's execution. ``gpus_per_worker`` > 0: each actor asks Ray for that many GPUs and runs the model
+    on CUDA (untested here: no GPU on the development machine).
 
     Raises:
         EngineUnavailable: ray missing, cluster unreachable, or a task or actor failed (raised when iterated).
     """
     ray = connect(address)
     rels = [str(p.relative_to(root)) for p in todo]
-    return _stream(ray, model, root, infos, rels, batch_size=batch_size, top_k=top_k, workers=workers)
+    return _stream(ray, model, root, infos, rels, batch_size=batch_size, top_k=top_k, workers=workers,
+                   gpus=gpus_per_worker)
 
 
-def _stream(ray, model, root, infos, rels, *, batch_size, top_k, workers):
+def _stream(ray, model, root, infos, rels, *, batch_size, top_k, workers, gpus):
     if not rels:
         return
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -206,10 +211,10 @@ def _stream(ray, model, root, infos, rels, *, batch_size, top_k, workers):
                         fn_kwargs={"root": str(root), "data_config": model.card.data_config})
     ds = ds.map_batches(_Indexer, batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=workers),
-                        num_cpus=actor_cpus,
+                        num_cpus=actor_cpus, num_gpus=gpus or None,
                         fn_constructor_kwargs={"spec": model_spec(model, ray), "fingerprint": weights_fingerprint(model),
                                                "layers": [l.name for l in infos], "top_k": top_k,
-                                               "threads": max(1, math.floor(actor_cpus))})
+                                               "threads": max(1, math.floor(actor_cpus)), "cuda": gpus > 0})
     rows = ds.iter_rows()
     try:
         for row in rows:

@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the Ray cluster (--engine ray; default: start a local Ray)")
     b.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="--engine ray: model actors (default 1); --engine local: same as --workers")
+    b.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                   help="--engine ray: GPUs per model actor; above 0 the model runs on CUDA (default 0: CPU)")
     add_model_options(b)
     b.add_argument("--out", default=None, metavar="DIR",
                    help="index directory (default .lens-cache/index/<model>-<key>)")
@@ -58,8 +60,10 @@ def _build(args: argparse.Namespace) -> dict:
     workers = args.num_workers if args.num_workers is not None else args.workers
     if args.top_k < 1 or args.batch_size < 1 or (workers is not None and workers < 1):
         raise CliError("--top-k, --batch-size and --workers/--num-workers must be at least 1")
-    if args.address is not None and args.engine != "ray":
-        raise CliError("--address needs --engine ray")
+    if (args.address is not None or args.gpus_per_worker) and args.engine != "ray":
+        raise CliError("--address and --gpus-per-worker need --engine ray")
+    if args.gpus_per_worker < 0:
+        raise CliError("--gpus-per-worker must be 0 or more")
     if args.engine == "ray":  # fail fast, before the model loads, when ray is missing or the cluster is not there
         from ...index import ray_engine
 
@@ -87,7 +91,7 @@ def _build(args: argparse.Namespace) -> dict:
     try:
         result = build_index(model, args.folder, out, layers=args.layers, top_k=args.top_k,
                              batch_size=args.batch_size, progress=progress, cancel=stop, workers=workers,
-                             engine=args.engine, address=args.address)
+                             engine=args.engine, address=args.address, gpus_per_worker=args.gpus_per_worker)
     except ValueError as e:
         raise CliError(str(e)) from None
     except EngineUnavailable as e:  # ray missing, cluster unreachable, a worker failed
