@@ -195,12 +195,6 @@ class _TopK:
             self.values, self.images, self.pos, self.sum, self.sumsq = (
                 torch.from_numpy(np.array(arrays[n])) for n in store.ARRAYS)
 
-    def update(self, values: torch.Tensor, pos: torch.Tensor, image_ids: torch.Tensor) -> None:
-        """values, pos (N, C); image_ids (N,) all larger than any id seen so far (ties keep the earlier image)."""
-        part = batch_partial(values, pos, values.shape[0])
-        part["images"] = image_ids[torch.as_tensor(part["images"])].numpy()
-        self.merge(part)
-
     def merge(self, part: dict, base_id: int = 0) -> None:
         """Fold in a :func:`batch_partial` whose images (numbered from 0) get ids ``base_id + i``, all larger
         than any id seen so far (ties keep the earlier image)."""
