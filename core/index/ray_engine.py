@@ -33,7 +33,6 @@ from ..catalogue import LayerInfo, find_layer
 from .build import forward_partials, read_image, weights_fingerprint
 
 CONNECT_SECONDS = 15.0     # reaching an existing cluster
-START_SECONDS = 120.0      # starting a local Ray (a few seconds on an idle machine)
 DECODE_CPUS = 0.25         # logical CPUs a decode task asks for (leaves the actors their CPUs on a small node)
 INSTALL = "pip install -r requirements-ray.txt"
 
@@ -69,7 +68,8 @@ def connect(address: str | None = None, timeout: float | None = None):
     process already started (a test, a notebook) is used as it is.
 
     Raises:
-        EngineUnavailable: ray is missing, or no cluster answered within ``timeout`` seconds.
+        EngineUnavailable: ray is missing, a local Ray could not start, or no cluster answered within
+            ``timeout`` seconds (default 15; starting a local Ray is not bounded: it takes seconds).
     """
     ray = _ray()
     if ray.is_initialized():
@@ -83,7 +83,15 @@ def connect(address: str | None = None, timeout: float | None = None):
         kwargs["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parent.parent)],
                                  "excludes": [".lens-cache", "__pycache__"]}
         kwargs.pop("include_dashboard")
-    outcome: list = []
+    if address is None:
+        # Start on this thread: Ray ties the processes it starts (GCS, raylet) to the starting thread's life
+        # (PR_SET_PDEATHSIG), so a helper thread that ends would take the new cluster with it.
+        try:
+            ray.init(**kwargs)
+        except Exception as e:  # e.g. no free port, no /tmp space
+            raise EngineUnavailable(f"cannot start a local Ray: {_first_line(e)}") from None
+        return ray
+    outcome: list = []  # connecting to a running cluster starts no process: a thread bounds the wait
 
     def init():
         try:
@@ -93,15 +101,18 @@ def connect(address: str | None = None, timeout: float | None = None):
 
     t = threading.Thread(target=init, daemon=True, name="ray-init")
     t.start()
-    t.join(timeout or (START_SECONDS if address is None else CONNECT_SECONDS))
-    where = "a local Ray" if address is None else f"the Ray cluster at {address}"
+    t.join(timeout or CONNECT_SECONDS)
     if not outcome:
-        raise EngineUnavailable(f"{where} did not answer within {timeout or (START_SECONDS if address is None else CONNECT_SECONDS):.0f} s")
+        raise EngineUnavailable(f"the Ray cluster at {address} did not answer within {timeout or CONNECT_SECONDS:.0f} s")
     if isinstance(outcome[0], BaseException):
-        reason = str(outcome[0]).strip().splitlines()[0] if str(outcome[0]).strip() else type(outcome[0]).__name__
         hint = " (start one with: ray start --head)" if address == "auto" else ""
-        raise EngineUnavailable(f"cannot connect to {where}: {reason}{hint}") from None
+        raise EngineUnavailable(f"cannot connect to the Ray cluster at {address}: {_first_line(outcome[0])}{hint}") from None
     return ray
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 # ------------------------------------------------------------------------------------------------ the model
