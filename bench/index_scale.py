@@ -87,7 +87,7 @@ def _rss_child(folder: str, out: str) -> None:
     from core.index.build import build_index
 
     torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     t0 = time.perf_counter()
     result = build_index(_small_model(), folder, out, layers=["0", "2"], top_k=16, batch_size=64,
                          checkpoint_seconds=1e9, engine="ray", workers=2)
@@ -159,7 +159,7 @@ def main() -> None:
         runs = {}
         for w in (1, 2):
             runs[f"local_{w}"] = _timed_build(model, photos, tmp / f"local{w}", workers=w)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
             for w in (1, 2):
                 runs[f"ray_{w}"] = _timed_build(model, photos, tmp / f"ray{w}", engine="ray", workers=w)

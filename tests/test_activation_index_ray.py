@@ -15,7 +15,7 @@ torch.set_num_threads(1)  # see test_activation_index: the machine is shared
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     """One local Ray for the module (starting one takes seconds; each build also starts its actors)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
 

@@ -87,7 +87,7 @@ def connect(address: str | None = None, timeout: float | None = None):
         # Start on this thread: Ray ties the processes it starts (GCS, raylet) to the starting thread's life
         # (PR_SET_PDEATHSIG), so a helper thread that ends would take the new cluster with it.
         try:
-            ray.init(**kwargs)
+            ray.init(address="local", **kwargs)  # a new one, even when another Ray runs on this machine
         except Exception as e:  # e.g. no free port, no /tmp space
             raise EngineUnavailable(f"cannot start a local Ray: {_first_line(e)}") from None
         return ray
