@@ -7,7 +7,7 @@ from core.images import SAMPLES, ImageError
 from core.index.build import IndexCorrupt, IndexStale, default_layers
 from core.index.view import architecture_dot, layer_group, opening_layer
 from core.render import boxed, padded
-from ui import cache, sidebar
+from ui import cache, index_info, sidebar
 from ui.widgets import progress_bar
 
 st.title("Dataset examples")
@@ -31,6 +31,10 @@ names = [l.name for l in catalogue]
 
 # ------------------------------------------------------------------------------------------- the index
 with st.expander("Index: folder, layers, build", expanded=False):
+    opened = st.text_input("Open an index directory (optional)", key="lens_idx_open",
+                           help="Any index built with python -m core index build (local or Ray engine, e.g. on a "
+                                "cluster). Its images are looked up under the folder it recorded, else the same "
+                                "folder relative to the index directory.").strip()
     folder = st.text_input("Image folder (searched recursively)", value=str(SAMPLES), key="lens_idx_folder",
                            help="Any folder, e.g. an ImageNet validation set. Big folders are faster from the "
                                 "command line: python -m core index build FOLDER")
@@ -40,9 +44,9 @@ with st.expander("Index: folder, layers, build", expanded=False):
                                         "stages.2.blocks.5.mlp.fc1) may be added; changing the list rebuilds.")
     top_k = st.number_input("Images kept per channel (top-k)", 1, 256, 16, key="lens_idx_k")
     build = st.button("Build or update the index", type="primary", key="lens_idx_build",
-                      disabled=not chosen_layers)
+                      disabled=not chosen_layers or bool(opened))  # never rebuild an opened index here
 
-directory = cache.index_directory(model, folder)
+directory = opened or cache.index_directory(model, folder)
 if build:
     try:
         with progress_bar("Starting...") as progress:
@@ -65,9 +69,13 @@ if stamp is not None:
     except IndexCorrupt as e:
         st.error(f"The index is damaged and will be rebuilt when you press Build: {e}")
 if index is None:
-    st.info(f"No index yet for this model over {folder}. Open 'Index' above and press Build "
-            "(the 70 sample photos take a few seconds to a minute).")
+    st.info(f"No index at {opened}." if opened else f"No index yet for this model over {folder}. Open 'Index' "
+            "above and press Build (the 70 sample photos take a few seconds to a minute).")
     st.stop()
+index_info.show(cache.activation_index_summary(directory, stamp))
+mismatch = index_info.model_mismatch(index, model)
+if mismatch:
+    st.warning(mismatch)
 
 st.caption(f"{len(index)} images from {index.root}, {len(index.layers)} layers, top-{index.top_k} per channel; "
            f"model {index.spec['model']}.")
@@ -113,7 +121,7 @@ except (IndexStale, ImageError) as e:
     st.error(f"{e}")
 
 expanded = st.session_state.get("lens_idx_expanded")
-if expanded is not None and expanded < len(patches):
+if expanded is not None and expanded < len(patches) and not mismatch:
     patch = patches[expanded]
     st.subheader(f"#{patch.rank + 1}: {patch.image.name}")
     try:
@@ -130,6 +138,8 @@ if expanded is not None and expanded < len(patches):
                             f"({patch.y}, {patch.x})")
 
 # ---------------------------------------------------------------------------------------- reverse lookup
+if mismatch:
+    st.stop()
 st.subheader(f"What {selection.name} excites in {layer}")
 st.caption("Channels ranked by how far the image's maximum stands above the channel's mean over the indexed "
            "images (in standard deviations), each with its top indexed patches.")

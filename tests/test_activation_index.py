@@ -210,7 +210,7 @@ def test_incremental_add_equals_fresh_build(atto, folder, tmp_path):
     fresh = build_index(atto, folder, tmp_path / "fresh", layers=LAYERS, top_k=4, batch_size=5)
     for layer in LAYERS:
         _assert_same(second.index, fresh.index, layer)
-        np.testing.assert_allclose(second.index.statistics(layer), fresh.index.statistics(layer), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(second.index.statistics(layer), fresh.index.statistics(layer), rtol=1e-6, atol=1e-6)
     assert build_index(atto, folder, tmp_path / "inc", layers=LAYERS, top_k=4).added == 0
 
 

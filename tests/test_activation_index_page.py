@@ -60,3 +60,25 @@ def test_page_builds_browses_and_survives_damage(index_app):
     assert not at.exception and "damaged" in _texts(at)
     at.button(key="lens_idx_build").click().run()
     assert not at.exception and "rebuilding" in _texts(at)
+
+
+def test_page_opens_an_index_directory_by_path_and_lists_missing_images(index_app, tmp_path):
+    at, folder = index_app
+    from core.model.loading import load_model
+
+    built = core_index.build_index(load_model("embedded"), folder, tmp_path / "cluster-index", top_k=2,
+                                   workers=1)
+    (folder / "brick.jpg").unlink()
+    at.text_input(key="lens_idx_open").set_value(str(tmp_path / "cluster-index")).run()
+    assert not at.exception, at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert f"{len(built.index)} images (1 unreadable skipped), local engine" in captions and "built in" in captions
+    assert "1 of 4 indexed images are not found" in _texts(at) and "brick.jpg" in _texts(at)
+    assert at.button(key="lens_idx_build").disabled  # an opened index is never rebuilt from the page
+    at.text_input(key="lens_idx_open").set_value(str(tmp_path / "nothing")).run()
+    assert not at.exception and f"No index at {tmp_path / 'nothing'}" in _texts(at)
+    from tests.conftest import make_tiny
+
+    core_index.build_index(make_tiny("resnet18", num_classes=10), folder, tmp_path / "other", top_k=2, workers=1)
+    at.text_input(key="lens_idx_open").set_value(str(tmp_path / "other")).run()
+    assert not at.exception and "not this model" in _texts(at) and at.button(key="lens_idx_build").disabled

@@ -194,6 +194,12 @@ def open_activation_index(directory: str, stamp: str) -> core_index.ActivationIn
     return core_index.open_index(directory)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def activation_index_summary(directory: str, stamp: str) -> core_index.IndexSummary:
+    """Engine, size, build time and missing images of the index (one stat per image: cached per stamp)."""
+    return core_index.summarize(open_activation_index(directory, stamp))
+
+
 def build_activation_index(_model: LensModel, folder: str, directory: str, layers: list[str], top_k: int,
                            progress) -> core_index.BuildResult:
     """Build or extend (not cached: an action). Raises ValueError, ImageError."""

@@ -37,8 +37,8 @@ from PIL import Image
 
 from . import store
 from ..catalogue import LayerInfo, catalogue, find_layer, layer_outputs
-from ..images import SAMPLES, ImageError, load_image, list_images, preprocess
-from ..parallel import ordered_map
+from ..images import SAMPLES, ImageError, ModelInput, load_image, list_images, preprocess
+from ..parallel import default_workers, ordered_map
 
 DEFAULT_TOP_K = 16
 MANIFEST = store.MANIFEST
@@ -161,6 +161,25 @@ def _is_cancelled(cancel) -> bool:
 
 # ------------------------------------------------------------------------------------------ streaming top-k
 
+def batch_partial(values: torch.Tensor, pos: torch.Tensor, k: int) -> dict[str, np.ndarray]:
+    """One batch's contribution to a layer's top-k: what a worker sends instead of activation maps.
+
+    Args:
+        values, pos: (N, C) per-image channel maxima and their flat positions (:func:`channel_maxima`).
+        k: images kept per channel.
+
+    Returns:
+        ``values`` (C, k') float32, ``images`` (C, k') int64 batch-local image numbers, ``pos`` (C, k') int64,
+        with k' = min(k, N), best first (ties keep the earlier image); ``sum``, ``sumsq`` (C,) float64 of the
+        finite maxima.
+    """
+    v = values.T.float()
+    order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :min(k, v.shape[1])]
+    finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values)).double()
+    return {"values": v.gather(1, order).numpy(), "images": order.numpy(), "pos": pos.T.gather(1, order).numpy(),
+            "sum": finite.sum(0).numpy(), "sumsq": (finite * finite).sum(0).numpy()}
+
+
 class _TopK:
     """Top-k images per channel of one layer, plus running statistics of the per-image maxima."""
 
@@ -176,17 +195,17 @@ class _TopK:
             self.values, self.images, self.pos, self.sum, self.sumsq = (
                 torch.from_numpy(np.array(arrays[n])) for n in store.ARRAYS)
 
-    def update(self, values: torch.Tensor, pos: torch.Tensor, image_ids: torch.Tensor) -> None:
-        """values, pos (N, C); image_ids (N,) all larger than any id seen so far (ties keep the earlier image)."""
-        c, n = self.values.shape[0], values.shape[0]
-        v = torch.cat([self.values, values.T], dim=1)
+    def merge(self, part: dict, base_id: int = 0) -> None:
+        """Fold in a :func:`batch_partial` whose images (numbered from 0) get ids ``base_id + i``, all larger
+        than any id seen so far (ties keep the earlier image)."""
+        values, images, pos = (torch.as_tensor(part[n]) for n in ("values", "images", "pos"))
+        v = torch.cat([self.values, values.float()], dim=1)
         order = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :self.k]
         self.values = v.gather(1, order)
-        self.images = torch.cat([self.images, image_ids.view(1, n).expand(c, n)], dim=1).gather(1, order)
-        self.pos = torch.cat([self.pos, pos.T], dim=1).gather(1, order)
-        finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values)).double()
-        self.sum += finite.sum(0)
-        self.sumsq += (finite * finite).sum(0)
+        self.images = torch.cat([self.images, images.long() + base_id], dim=1).gather(1, order)
+        self.pos = torch.cat([self.pos, pos.long()], dim=1).gather(1, order)
+        self.sum += torch.as_tensor(part["sum"], dtype=torch.float64)
+        self.sumsq += torch.as_tensor(part["sumsq"], dtype=torch.float64)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"values": self.values.numpy().astype(np.float32), "images": self.images.numpy().astype(np.int64),
@@ -198,11 +217,13 @@ class _TopK:
 class ActivationIndex:
     """An opened index (read-only). Open with :func:`open_index`; create or extend with :func:`build_index`."""
 
-    def __init__(self, directory: Path, manifest: dict, arrays: dict[str, dict[str, np.ndarray]]):
+    def __init__(self, directory: Path, manifest: dict, arrays: dict[str, dict[str, np.ndarray]],
+                 root: str | os.PathLike | None = None):
         self.directory = Path(directory)
         self.manifest = manifest
         self.spec: dict = manifest["spec"]
-        self.root = Path(manifest["root"])
+        self.recorded_root = Path(manifest["root"])  # where the images were when the index was built
+        self.root = Path(root) if root is not None else _find_root(self.directory, manifest)
         self.layers: dict[str, LayerInfo] = {d["name"]: store.layer_from_json(d) for d in manifest["layers"]}
         self.images: tuple[IndexedImage, ...] = tuple(
             IndexedImage(i["path"], tuple(i["size"]), i["bytes"], i["mtime_ns"], i["sha256"], tuple(i["box"]))
@@ -222,6 +243,10 @@ class ActivationIndex:
 
     def image_path(self, image_id: int) -> Path:
         return self.root / self.images[image_id].path
+
+    def missing(self) -> tuple[str, ...]:
+        """The indexed images (paths relative to :attr:`root`) that are not files there, in index order."""
+        return tuple(img.path for img in self.images if not (self.root / img.path).is_file())
 
     def top(self, layer: str, channel: int, k: int | None = None) -> tuple[Patch, ...]:
         """The top ``k`` (default all kept) patches of ``channel``, highest value first, one per image."""
@@ -322,34 +347,117 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def open_index(directory: str | os.PathLike) -> ActivationIndex:
+def open_index(directory: str | os.PathLike, root: str | os.PathLike | None = None) -> ActivationIndex:
     """Open the index in ``directory`` (a small manifest and data file; the data hash is checked).
+
+    The manifest stores image paths relative to the image folder ("root"). ``root`` says where that folder is
+    on this machine; by default the recorded folder when it exists, else the same folder relative to the index
+    directory (an index kept beside its images on a shared file system), else the recorded folder (and
+    :meth:`ActivationIndex.missing` lists every image).
 
     Raises:
         IndexCorrupt: no index there, or a missing, partial or damaged file.
     """
-    return ActivationIndex(Path(directory), *store.read(Path(directory)))
+    return ActivationIndex(Path(directory), *store.read(Path(directory)), root=root)
+
+
+def _find_root(directory: Path, manifest: dict) -> Path:
+    recorded = Path(manifest["root"])
+    if recorded.is_dir():
+        return recorded
+    rel = manifest.get("root_relative")  # absent in indexes built before it was recorded
+    if rel is not None and (directory / rel).is_dir():
+        return (directory / rel).resolve()
+    return recorded
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What an index is and how it was built, for a page or a report.
+
+    ``engine``, ``workers``, ``build_seconds`` (all runs) and ``images_per_second`` (last run) are None for
+    indexes written before they were recorded. ``missing`` lists indexed images not found under ``root``
+    (at most ``limit``), ``missing_count`` counts all of them.
+    """
+
+    directory: Path
+    root: Path
+    recorded_root: Path
+    model: str
+    images: int
+    skipped: int
+    layers: tuple[str, ...]
+    top_k: int
+    engine: str | None
+    workers: int | None
+    build_seconds: float | None
+    images_per_second: float | None
+    missing_count: int
+    missing: tuple[str, ...]
+    seconds: float
+
+
+def summarize(index: ActivationIndex, limit: int = 20) -> IndexSummary:
+    """Engine, size, build time and the images that cannot be found, of an opened index."""
+    t0 = time.perf_counter()
+    build = index.manifest.get("build") or {}
+    missing = index.missing()
+    return IndexSummary(index.directory, index.root, index.recorded_root, index.spec["model"], len(index),
+                        len(index.skipped), tuple(index.layers), index.top_k, build.get("engine"),
+                        build.get("workers"), build.get("seconds_total"), build.get("images_per_second"),
+                        len(missing), missing[:limit], time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------------------------------------------- build
 
-def _load_one(root: Path, path: Path, data_config: dict) -> tuple:
+def read_image(root: Path, path: Path, data_config: dict) -> tuple[dict, ModelInput | None]:
+    """Read, check and preprocess one image of the folder (the project's own intake, same refusals).
+
+    Returns:
+        The manifest record (``path`` relative to ``root``, ``bytes``, ``mtime_ns``, and for a readable image
+        ``size``, ``sha256``, ``box``; ``error`` is None or a one-line reason) and the model input (None when
+        the image was refused).
+    """
     rel = _rel(root, path)
     try:
         st = path.stat()
         data = path.read_bytes()
         inp = preprocess(load_image(data, name=str(path)), data_config)
     except OSError as e:  # vanished or unreadable since the folder was listed
-        return rel, os.stat_result((0,) * 10), None, None, f"{path}: cannot read ({e.strerror or e})"
+        return {"path": rel, "bytes": 0, "mtime_ns": 0, "error": f"{path}: cannot read ({e.strerror or e})"}, None
     except ImageError as e:
-        return rel, st, None, None, str(e)
-    return rel, st, hashlib.sha256(data).hexdigest(), inp, None
+        return {"path": rel, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "error": str(e)}, None
+    return {"path": rel, "size": list(inp.original_size), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": hashlib.sha256(data).hexdigest(), "box": list(inp.box), "error": None}, inp
+
+
+def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: int) -> dict[str, dict]:
+    """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1)."""
+    outs = layer_outputs(model, x, infos)
+    return {info.name: batch_partial(*(t.cpu() for t in channel_maxima(outs[info.name])), top_k) for info in infos}
+
+
+def _local_batches(model, root: Path, infos, todo: list[Path], *, batch_size: int, top_k: int, workers):
+    """The local engine: thread workers on model replicas (:mod:`core.parallel`), batches in order."""
+    data_config = model.card.data_config
+
+    def one(replica, chunk):
+        loaded = [read_image(root, p, data_config) for p in chunk]
+        good = [inp.tensor for _, inp in loaded if inp is not None]
+        return [r for r, _ in loaded], (forward_partials(replica, infos, torch.stack(good), top_k) if good else {})
+
+    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    return ordered_map(model, one, chunks, workers=workers)
+
+
+ENGINES = ("local", "ray")
 
 
 def build_index(model, folder: str | os.PathLike | None = None, directory: str | os.PathLike | None = None, *,
                 layers: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int = 16,
                 progress: Progress | None = None, cancel=None, checkpoint_seconds: float = 30.0,
-                workers: int | None = None) -> BuildResult:
+                workers: int | None = None, engine: str = "local", address: str | None = None,
+                gpus_per_worker: float = 0.0) -> BuildResult:
     """Build the index of ``folder`` for ``model`` in ``directory``, or extend the one already there.
 
     Images already indexed (same path, size and modification time, or same content hash) are not forwarded
@@ -369,12 +477,22 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
         checkpoint_seconds: save at least this often during long builds.
         workers: threads that each decode and forward whole batches on a private replica of the model
             (:mod:`core.parallel`); default one per intra-op thread, at most four. Results do not depend on it.
+            With ``engine="ray"``: the number of model actors (default 1).
+        engine: ``"local"`` (threads in this process) or ``"ray"`` (Ray Data on a cluster:
+            :mod:`core.index.ray_engine`; needs ``requirements-ray.txt``). Both write the same index.
+        address: the Ray cluster (``"auto"``, ``"ray://HOST:PORT"``); None starts a local Ray. Ray engine only.
+        gpus_per_worker: GPUs each Ray actor asks for; above 0 the actor runs the model on CUDA (Ray engine
+            only; untested here: no GPU on the development machine).
 
     Raises:
-        ValueError: an unknown layer, ``top_k``, ``batch_size`` or ``workers`` below 1. ImageError: ``folder`` is not a folder.
+        ValueError: an unknown layer or engine, ``top_k``, ``batch_size`` or ``workers`` below 1.
+        ImageError: ``folder`` is not a folder. EngineUnavailable: ray is not installed or the cluster
+        cannot be reached.
     """
     if top_k < 1 or batch_size < 1 or (workers is not None and workers < 1):
         raise ValueError("top_k, batch_size and workers must be at least 1")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} (choose {' or '.join(ENGINES)})")
     directory = Path(directory) if directory is not None else default_directory(model, folder or SAMPLES)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "a+b") as lock:  # one builder per index, across threads and processes
@@ -383,14 +501,14 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
         try:
             return _build_locked(model, folder, directory, layers=layers, top_k=top_k, batch_size=batch_size,
                                  progress=progress, cancel=cancel, checkpoint_seconds=checkpoint_seconds,
-                                 workers=workers)
+                                 workers=workers, engine=engine, address=address, gpus_per_worker=gpus_per_worker)
         finally:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, progress, cancel,
-                  checkpoint_seconds, workers) -> BuildResult:
+                  checkpoint_seconds, workers, engine, address, gpus_per_worker) -> BuildResult:
     say = progress or (lambda _f, _m: None)
     root = Path(folder or SAMPLES).resolve()
     paths = list_images(root)
@@ -441,35 +559,46 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             skipped_prev.append(bad_before[key])
         else:
             todo.append(p)
-    manifest = {"spec": spec, "root": str(root), "layers": [store.layer_to_json(l) for l in infos],
+    manifest = {"spec": spec, "root": str(root), "root_relative": _relpath(root, directory),
+                "layers": [store.layer_to_json(l) for l in infos],
                 "created": old.manifest.get("created") if old else time.time()}
+    seconds_before = float(old.manifest.get("build", {}).get("seconds_total", 0.0)) if old else 0.0
     new_skipped: list[dict] = []
     added, cancelled, last_save = 0, False, time.perf_counter()
+    if engine == "ray":
+        from . import ray_engine  # ray is optional: imported only when asked for
+
+        workers = workers or 1
+        results = ray_engine.batches(model, root, infos, todo, batch_size=batch_size, top_k=top_k,
+                                     workers=workers, address=address, gpus_per_worker=gpus_per_worker)
+    else:
+        workers = workers or default_workers()
+        results = _local_batches(model, root, infos, todo, batch_size=batch_size, top_k=top_k, workers=workers)
 
     def save():
-        store.write(directory, dict(manifest, images=images, skipped=skipped_prev + new_skipped),
+        seconds = time.perf_counter() - t0
+        build = {"engine": engine, "workers": workers, "address": address if engine == "ray" else None,
+                 "gpus_per_worker": gpus_per_worker if engine == "ray" else 0.0,
+                 "seconds": round(seconds, 3), "added": added,
+                 "images_per_second": round(added / seconds, 3) if seconds > 0 else 0.0,
+                 "seconds_total": round(seconds_before + seconds, 3), "finished": time.time()}
+        store.write(directory, dict(manifest, images=images, skipped=skipped_prev + new_skipped, build=build),
                     {name: state.arrays() for name, state in states.items()})
 
     say(0.0, f"{len(paths) - len(todo)} of {len(paths)} images already indexed" if old else f"indexing {len(todo)} images")
-    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    data_config = model.card.data_config
-    results = ordered_map(model, lambda replica, chunk: _index_batch(replica, root, infos, data_config, chunk),
-                          chunks, workers=workers)
     done = 0
     try:
-        for loaded, maxima in results:
-            ids = torch.arange(len(images), len(images) + sum(error is None for *_, error in loaded))
-            for name, (values, pos) in maxima.items():
-                states[name].update(values, pos, ids)
-            for rel, st, sha, inp, error in loaded:
-                if error is not None:
-                    new_skipped.append({"image": str(root / rel), "path": rel, "bytes": st.st_size,
-                                        "mtime_ns": st.st_mtime_ns, "error": error})
+        for records, partials in results:
+            for name, part in partials.items():
+                states[name].merge(part, len(images))
+            for r in records:
+                if r["error"] is not None:
+                    new_skipped.append({"image": str(root / r["path"]), "path": r["path"], "bytes": r["bytes"],
+                                        "mtime_ns": r["mtime_ns"], "error": r["error"]})
                 else:
-                    images.append({"path": rel, "size": list(inp.original_size), "bytes": st.st_size,
-                                   "mtime_ns": st.st_mtime_ns, "sha256": sha, "box": list(inp.box)})
-            added += len(ids)
-            done += len(loaded)
+                    images.append({k: r[k] for k in ("path", "size", "bytes", "mtime_ns", "sha256", "box")})
+                    added += 1
+            done += len(records)
             say(done / max(1, len(todo)), f"indexed {done} of {len(todo)} new images")
             if _is_cancelled(cancel):
                 cancelled = True
@@ -486,22 +615,20 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
                        seconds, added / seconds if seconds > 0 else 0.0, cancelled, tuple(notes))
 
 
+def _relpath(root: Path, directory: Path) -> str | None:
+    """``root`` relative to the index directory (so both can move together), None when there is no such path."""
+    try:
+        return os.path.relpath(root, Path(directory).resolve())
+    except ValueError:  # another drive (Windows)
+        return None
+
+
 def _rel(root: Path, p: Path) -> str:
     return str(p.relative_to(root))
 
 
 def _skipped_key(s: dict) -> tuple:
     return (s["path"], s["bytes"], s["mtime_ns"])
-
-
-def _index_batch(replica, root: Path, infos, data_config: dict, paths: list[Path]) -> tuple[list[tuple], dict]:
-    """Decode ``paths`` and forward the readable ones: their records (with errors) and per-layer maxima."""
-    loaded = [_load_one(root, p, data_config) for p in paths]
-    good = [inp for *_, inp, error in loaded if error is None]
-    if not good:
-        return loaded, {}
-    outs = layer_outputs(replica, torch.stack([inp.tensor for inp in good]), infos)
-    return loaded, {info.name: channel_maxima(outs[info.name]) for info in infos}
 
 
 def _incompatible(old: ActivationIndex, spec: dict, root: Path, paths: list[Path]) -> str | None:

@@ -7,8 +7,9 @@ import sys
 import threading
 import time
 
-from ...index.build import (DEFAULT_TOP_K, IndexCorrupt, IndexStale, build_index, default_directory,
-                                open_index)
+from ...index.build import (DEFAULT_TOP_K, ENGINES, IndexCorrupt, IndexStale, build_index, default_directory,
+                            open_index)
+from ...index.ray_engine import EngineUnavailable  # imports no ray (that happens when the engine runs)
 from .. import CliError, add_model_options, model_from_args
 from ...images import ImageError
 
@@ -27,6 +28,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--workers", type=int, default=None,
                    help="batches decoded and forwarded side by side, each on its share of torch's threads "
                         "(default: one per thread, at most 4; 1 saves memory)")
+    b.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: threads in this process (default); ray: Ray Data on a cluster (pip install -r "
+                        "requirements-ray.txt; see docs/scale.md)")
+    b.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
+                   help="the Ray cluster (--engine ray; default: start a local Ray)")
+    b.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="--engine ray: model actors (default 1); --engine local: same as --workers")
+    b.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                   help="--engine ray: GPUs per model actor; above 0 the model runs on CUDA (default 0: CPU)")
     add_model_options(b)
     b.add_argument("--out", default=None, metavar="DIR",
                    help="index directory (default .lens-cache/index/<model>-<key>)")
@@ -45,8 +55,22 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _build(args: argparse.Namespace) -> dict:
-    if args.top_k < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 1):
-        raise CliError("--top-k, --batch-size and --workers must be at least 1")
+    if args.num_workers is not None and args.workers is not None and args.num_workers != args.workers:
+        raise CliError("--workers and --num-workers disagree: give one")
+    workers = args.num_workers if args.num_workers is not None else args.workers
+    if args.top_k < 1 or args.batch_size < 1 or (workers is not None and workers < 1):
+        raise CliError("--top-k, --batch-size and --workers/--num-workers must be at least 1")
+    if (args.address is not None or args.gpus_per_worker) and args.engine != "ray":
+        raise CliError("--address and --gpus-per-worker need --engine ray")
+    if args.gpus_per_worker < 0:
+        raise CliError("--gpus-per-worker must be 0 or more")
+    if args.engine == "ray":  # fail fast, before the model loads, when ray is missing or the cluster is not there
+        from ...index import ray_engine
+
+        try:
+            ray_engine.connect(args.address)
+        except EngineUnavailable as e:
+            raise CliError(str(e)) from None
     model = model_from_args(args)
     out = args.out or str(default_directory(model, args.folder))
     stop = threading.Event()
@@ -66,8 +90,11 @@ def _build(args: argparse.Namespace) -> dict:
     previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         result = build_index(model, args.folder, out, layers=args.layers, top_k=args.top_k,
-                             batch_size=args.batch_size, progress=progress, cancel=stop, workers=args.workers)
+                             batch_size=args.batch_size, progress=progress, cancel=stop, workers=workers,
+                             engine=args.engine, address=args.address, gpus_per_worker=args.gpus_per_worker)
     except ValueError as e:
+        raise CliError(str(e)) from None
+    except EngineUnavailable as e:  # ray missing, cluster unreachable, a worker failed
         raise CliError(str(e)) from None
     finally:
         if previous is not None:
@@ -78,7 +105,8 @@ def _build(args: argparse.Namespace) -> dict:
     return {"index": out, "images": len(index), "layers": list(index.layers), "seconds": round(result.seconds, 3),
             "images_per_second": round(result.images_per_second, 2), "added": result.added,
             "cancelled": result.cancelled, "skipped": list(result.skipped), "notes": list(result.notes),
-            "model": index.spec["model"], "fingerprint": index.spec["fingerprint"], "top_k": index.top_k}
+            "model": index.spec["model"], "fingerprint": index.spec["fingerprint"], "top_k": index.top_k,
+            "engine": args.engine, "workers": index.manifest["build"]["workers"]}
 
 
 def _top(args: argparse.Namespace) -> dict:
@@ -113,7 +141,8 @@ def _top(args: argparse.Namespace) -> dict:
 def text(payload: dict) -> str:
     if "patches" not in payload:
         lines = [f"indexed {payload['images']} images ({payload['added']} new) in {payload['seconds']:.1f} s "
-                 f"({payload['images_per_second']:.1f} images/s) -> {payload['index']}",
+                 f"({payload['images_per_second']:.1f} images/s, {payload['engine']} engine, "
+                 f"{payload['workers']} workers) -> {payload['index']}",
                  f"layers: {', '.join(payload['layers'])}"]
         lines += [f"skipped {s['image']}: {s['error']}" for s in payload["skipped"]]
         if payload["cancelled"]:

@@ -1,0 +1,58 @@
+"""The Ray engine of the activation index equals the local engine (issue 14), on a local Ray started once here."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from core.index.build import build_index, open_index
+from tests.test_activation_index import EXTRA, LAYERS, MIXED, _assert_same, _write_images, atto, folder  # noqa: F401
+
+torch.set_num_threads(1)  # see test_activation_index: the machine is shared
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray for the module (starting one takes seconds; each build also starts its actors)."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _assert_identical(got, want):
+    assert [i.path for i in got.images] == [i.path for i in want.images]
+    assert [(i.sha256, i.box, i.size) for i in got.images] == [(i.sha256, i.box, i.size) for i in want.images]
+    for layer in LAYERS:
+        _assert_same(got, want, layer)  # same (image, y, x) per channel and rank, values within 1e-5
+        # the sums are float64 over float32 maxima that depend on batch composition: same tolerance as locally
+        np.testing.assert_allclose(got.statistics(layer), want.statistics(layer), rtol=1e-5, atol=1e-6)
+
+
+def test_ray_build_equals_local_build_with_a_bad_file(atto, folder, tmp_path):
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    local = build_index(atto, folder, tmp_path / "local", layers=LAYERS, top_k=4, batch_size=3)
+    seen = []
+    remote = build_index(atto, folder, tmp_path / "ray", layers=LAYERS, top_k=4, batch_size=3, engine="ray",
+                         workers=2, progress=lambda f, m: seen.append(f))
+    assert remote.added == local.added == len(MIXED)
+    assert [s["image"] for s in remote.skipped] == [s["image"] for s in local.skipped] == [str(folder / "broken.png")]
+    assert "truncated or corrupt" in remote.skipped[0]["error"]
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    _assert_identical(remote.index, local.index)
+    build = open_index(tmp_path / "ray").manifest["build"]
+    assert (build["engine"], build["workers"], build["added"]) == ("ray", 2, len(MIXED)) and build["seconds"] > 0
+    assert open_index(tmp_path / "local").manifest["build"]["engine"] == "local"
+
+
+def test_ray_build_resumes_after_cancel_and_adds_only_new_images(atto, folder, tmp_path):
+    first = build_index(atto, folder, tmp_path / "ray", layers=LAYERS, top_k=4, batch_size=3, engine="ray",
+                        workers=1, cancel=lambda: True)
+    assert first.cancelled and len(first.index) == 3  # the first batch is merged and saved, then it stops
+    _write_images(folder, EXTRA)
+    resumed = build_index(atto, folder, tmp_path / "ray", layers=LAYERS, top_k=4, batch_size=3, engine="ray",
+                          workers=1)
+    assert not resumed.cancelled and not resumed.notes
+    assert resumed.added == len(MIXED) + len(EXTRA) - 3  # only the images not indexed yet were read
+    fresh = build_index(atto, folder, tmp_path / "fresh", layers=LAYERS, top_k=4, batch_size=3)
+    _assert_identical(resumed.index, fresh.index)
