@@ -1,0 +1,249 @@
+"""Faithfulness and sanity metrics (core.evaluation, issue 13): known-truth cases and the reference libraries."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from core.evaluation import (DeletionBaseline, auc, cascade_groups, curves, evaluate, mask_file, pixel_order,
+                             pointing, randomisation, rise_blur, road, spearman, step_counts)
+from core.evaluation.curves import baseline_image, target_probs
+from core.images import ImageError
+from core.model.loading import wrap
+
+SIDE = 32
+PATCH = (slice(8, 16), slice(16, 24))  # rows, columns of the one patch the toy model reads
+
+
+class PatchNet(nn.Module):
+    """Two classes; logit 0 = 6 × the mean normalised value of one 8×8 patch, logit 1 = 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        w = torch.zeros(1, 3, SIDE, SIDE)
+        w[:, :, PATCH[0], PATCH[1]] = 6.0 / (3 * 64)
+        self.weight = nn.Parameter(w)
+        self.num_classes = 2
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        s = (z * self.weight).sum(dim=(1, 2, 3))
+        return torch.stack([s, torch.zeros_like(s)], 1)
+
+
+@pytest.fixture(scope="module")
+def patch_model():
+    return wrap(PatchNet(), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), input_size=SIDE)
+
+
+@pytest.fixture(scope="module")
+def patch_image():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, SIDE, SIDE, generator=g) * 0.3  # dark background
+    x[:, PATCH[0], PATCH[1]] = 1.0                    # the bright patch the model reads
+    return x
+
+
+def _maps():
+    true = torch.zeros(SIDE, SIDE)
+    true[PATCH[0], PATCH[1]] = 1.0
+    rand = torch.rand(SIDE, SIDE, generator=torch.Generator().manual_seed(1))
+    return true, rand, -true
+
+
+def test_step_counts_order_and_auc_follow_the_definition():
+    assert step_counts(10, 4).tolist() == [0, 3, 5, 8, 10]            # round(2.5) = 3, halves up
+    assert step_counts(224 * 224, 50)[1] == 1004                       # round(1003.52)
+    assert pixel_order(np.array([[1.0, 3.0], [3.0, 0.0]])).tolist() == [1, 2, 0, 3]  # ties by pixel index
+    assert auc([1.0, 1.0, 1.0], 2) == pytest.approx(1.0)
+    assert auc([0.0, 1.0], 1) == pytest.approx(0.5)
+
+
+def test_true_map_beats_random_beats_inverted(patch_model, patch_image):
+    true, rand, inverted = _maps()
+    res = {name: curves(patch_model, patch_image, m, 0, steps=16, batch_size=8)
+           for name, m in (("true", true), ("random", rand), ("inverted", inverted))}
+    dele = {k: v.deletion_auc for k, v in res.items()}
+    ins = {k: v.insertion_auc for k, v in res.items()}
+    assert dele["true"] < dele["random"] < dele["inverted"], dele
+    assert ins["true"] > ins["random"] > ins["inverted"], ins
+    # the 64 patch pixels are gone after round(k·1024/16) >= 64, i.e. k = 1: p = 1/2 from there on
+    assert res["true"].deletion[1] == pytest.approx(0.5, abs=1e-6)
+    r_true = road(patch_model, patch_image, true, 0)
+    r_inv = road(patch_model, patch_image, inverted, 0)
+    assert r_true.score > r_inv.score + 0.05, (r_true.score, r_inv.score)
+
+
+@pytest.mark.parametrize("baseline", list(DeletionBaseline))
+def test_curve_end_points_are_exact(patch_model, patch_image, baseline):
+    _, rand, _ = _maps()
+    c = curves(patch_model, patch_image, rand, 0, steps=10, baseline=baseline, batch_size=4)
+    x = patch_image.unsqueeze(0)
+    p_x = float(target_probs(patch_model, x, 0)[0])
+    p_base = float(target_probs(patch_model, baseline_image(patch_model, x, baseline), 0)[0])
+    p_blur = float(target_probs(patch_model, rise_blur(x), 0)[0])
+    # float32 logits of ~6 through a float64 softmax: batch composition moves them by ~1e-6
+    assert c.deletion[0] == pytest.approx(p_x, abs=1e-5)
+    assert c.deletion[-1] == pytest.approx(p_base, abs=1e-5)
+    assert c.insertion[0] == pytest.approx(p_blur, abs=1e-5)
+    assert c.insertion[-1] == pytest.approx(p_x, abs=1e-5)
+    assert len(c.deletion) == len(c.insertion) == 11
+    if baseline is DeletionBaseline.MEAN:  # the model's mean colour is what the normalised model sees as zero
+        assert p_base == pytest.approx(0.5, abs=1e-6)
+
+
+def test_blur_is_rise_kernel_11_sigma_5_reflect():
+    x = torch.zeros(1, 3, 21, 21)
+    x[0, :, 10, 10] = 1.0
+    y = rise_blur(x)[0, 0]
+    t = torch.arange(-5, 6, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / 5) ** 2)
+    k = k / k.sum()
+    assert torch.allclose(y[5:16, 5:16], k[:, None] * k[None, :], atol=1e-7)
+    assert float(y[:, :5].abs().max()) == 0.0  # the support is 11 × 11
+
+
+def test_batches_never_one_forward_per_step(patch_model, patch_image):
+    calls = []
+    handle = patch_model.net.register_forward_pre_hook(lambda m, inp: calls.append(inp[0].shape[0]))
+    try:
+        curves(patch_model, patch_image, _maps()[1], 0, steps=50, batch_size=16)
+    finally:
+        handle.remove()
+    assert sum(calls) == 101 and len(calls) == 7  # 2·S + 1 images in ceil(101 / 16) forwards
+
+
+class SmallCNN(nn.Sequential):
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1, stride=2),
+                         nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(16, 5))
+        self.num_classes = 5
+
+
+def _edges(model, x, target):
+    """An "explanation" that ignores the model: the image's gradient magnitude."""
+    g = x[0].mean(0)
+    gy, gx = torch.zeros_like(g), torch.zeros_like(g)
+    gy[1:-1] = g[2:] - g[:-2]
+    gx[:, 1:-1] = g[:, 2:] - g[:, :-2]
+    return (gx ** 2 + gy ** 2).sqrt()
+
+
+@pytest.fixture(scope="module")
+def small_cnn():
+    torch.manual_seed(0)
+    return wrap(SmallCNN(), input_size=SIDE)
+
+
+def test_edge_detector_fails_randomisation_and_gradient_passes(small_cnn, patch_image):
+    from core.evaluation import method_explainer
+
+    x = patch_image.unsqueeze(0)
+    assert [n for n, _ in cascade_groups(small_cnn)] == ["8", "4", "2", "0"]
+    edges = randomisation(small_cnn, x, 0, _edges)
+    assert not edges.passed and min(edges.spearman) == pytest.approx(1.0)
+    grad = randomisation(small_cnn, x, 0, method_explainer("saliency"))
+    assert grad.passed and grad.at_half < 0.5, grad.spearman
+    assert grad.maps.shape == (4, SIDE, SIDE)
+
+
+def test_randomised_copies_share_what_they_keep_and_leave_the_model_alone(small_cnn, patch_image):
+    from core.evaluation.randomisation import _fresh, randomised_copy
+
+    before = {n: p.clone() for n, p in small_cnn.named_parameters()}
+    groups = cascade_groups(small_cnn)
+    gen = torch.Generator().manual_seed(0)
+    fresh = {id(p): _fresh(p, gen) for p in groups[0][1].parameters()}
+    twin = randomised_copy(small_cnn, fresh, [groups[0][1]])
+    assert twin.net[0].weight is small_cnn.net[0].weight          # shared, not copied
+    assert twin.net[8].weight is not small_cnn.net[8].weight      # the randomised head
+    w, new = small_cnn.net[8].weight, twin.net[8].weight
+    assert float(new.std()) == pytest.approx(float(w.std()), rel=0.3)   # 80 draws: the std within 30 %
+    assert all(torch.equal(before[n], p) for n, p in small_cnn.named_parameters())
+
+
+def test_convnext_blocks_stay_live_after_randomisation():
+    from core.evaluation.randomisation import _fresh
+    from tests.conftest import make_tiny
+
+    live = make_tiny("convnext_atto", num_classes=10, ls_init_value=1.0)
+    assert [n for n, _ in cascade_groups(live)][:3] == ["head", "stages.3", "stages.2"]
+    gammas = [p for n, p in live.named_parameters() if n.endswith("gamma")]
+    assert gammas, "the model has layer scale"
+    gen = torch.Generator().manual_seed(0)
+    for g in gammas:  # the trained gamma (1.0 here) keeps its level: timm's initialiser would give 1e-6
+        assert float(_fresh(g, gen).abs().mean()) > 0.5
+
+
+def test_pointing_hit_and_miss_by_construction():
+    v = torch.zeros(64, 64)
+    v[10, 10] = 1.0
+    mask = np.zeros((64, 64), bool)
+    mask[25:40, 10:20] = True                # 15 rows below the peak: a hit at tolerance 15
+    assert pointing(v, mask).hit
+    mask2 = np.zeros((64, 64), bool)
+    mask2[26:40, 10:20] = True               # 16 rows: a miss
+    p = pointing(v, mask2)
+    assert not p.hit and p.point == (10, 10) and p.energy == 0.0
+    v2 = torch.zeros(64, 64)
+    v2[30, 15] = 3.0
+    v2[0, 0] = 1.0
+    p2 = pointing(v2, mask2)
+    assert p2.hit and p2.energy == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="empty"):
+        pointing(v, np.zeros((64, 64), bool))
+
+
+def test_mask_from_alpha_and_from_a_file(tmp_path):
+    from core.evaluation import alpha_mask
+
+    config = {"input_size": (3, 32, 32), "crop_pct": 1.0, "crop_mode": "center", "interpolation": "bilinear",
+              "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = 128
+    rgba[:32, :32, 3] = 255  # the object: top-left quarter
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, format="PNG")
+    m = alpha_mask(buf.getvalue(), config)
+    assert m.shape == (32, 32) and m[:15, :15].all() and not m[17:, 17:].any()
+    buf2 = io.BytesIO()
+    Image.fromarray(rgba[..., :3]).save(buf2, format="PNG")
+    assert alpha_mask(buf2.getvalue(), config) is None
+    grey = np.zeros((64, 64), np.uint8)
+    grey[32:, 32:] = 255
+    path = tmp_path / "mask.png"
+    Image.fromarray(grey).save(path)
+    m2 = mask_file(str(path), config, (64, 64))
+    assert m2[17:, 17:].all() and not m2[:15, :15].any()
+    with pytest.raises(ImageError, match="must match the image"):
+        mask_file(str(path), config, (100, 80))
+
+
+def test_evaluate_a_given_map_skips_randomisation_with_a_reason(patch_model, patch_image):
+    true, _, _ = _maps()
+    e = evaluate(patch_model, patch_image, 0, values=true.numpy(), metrics=["deletion", "randomisation"], steps=8)
+    assert e.method == "map" and e.curves is not None and e.curves.insertion == ()
+    assert "cannot be recomputed" in e.skipped["randomisation"]
+    with pytest.raises(ValueError, match="model input size"):
+        evaluate(patch_model, patch_image, 0, values=np.zeros((8, 8)), metrics=["deletion"])
+
+
+def test_cancel_stops_the_curves(patch_model, patch_image):
+    from core.features.featurevis import Cancelled
+
+    with pytest.raises(Cancelled):
+        curves(patch_model, patch_image, _maps()[1], 0, cancel=lambda: True)
+
+
+def test_spearman_matches_scipy():
+    from scipy.stats import spearmanr
+
+    a = np.random.default_rng(0).normal(size=200)
+    b = a + np.random.default_rng(1).normal(size=200)
+    b[:20] = 0.0  # ties
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert spearman(a, np.zeros(200)) == 0.0
