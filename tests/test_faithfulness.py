@@ -247,3 +247,44 @@ def test_spearman_matches_scipy():
     b[:20] = 0.0  # ties
     assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
     assert spearman(a, np.zeros(200)) == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+def test_cli_json_contract_absent_fields_and_bad_inputs(tmp_path):
+    import json
+
+    from tests.conftest import SAMPLES
+    from tests.test_cli import run_cli
+
+    cat = SAMPLES / "chelsea.jpg"
+    w, h = Image.open(cat).size
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    np.save(tmp_path / "good.npy", np.random.default_rng(0).random((224, 224)).astype(np.float32))
+    r = run_cli("evaluate", str(cat), "--model", "embedded", "--method", "saliency", "--map", str(tmp_path / "good.npy"),
+                "--metrics", "deletion,insertion,pointing", "--steps", "4", "--mask", str(tmp_path / "mask.png"),
+                "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["model"] == "embedded" and "errors" not in out
+    assert [res["method"] for res in out["results"]] == ["saliency", "map"]
+    for res in out["results"]:
+        assert {"image", "method", "target", "deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve",
+                "pointing", "seconds"} == set(res)
+        assert len(res["deletion_curve"]) == 5 and set(res["pointing"]) >= {"hit", "energy"}
+        assert res["insertion_curve"][-1] == pytest.approx(res["deletion_curve"][0], abs=1e-6)
+
+    np.save(tmp_path / "bad.npy", np.zeros((10, 10), np.float32))
+    bad = run_cli("evaluate", str(cat), "--model", "embedded", "--map", str(tmp_path / "bad.npy"),
+                  "--metrics", "randomisation", "--json")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    err = json.loads(bad.stdout)["errors"]
+    assert len(err) == 1 and "model input size" in err[0]["error"] and err[0]["method"] == "map"
+    for args, message in ((("--method", "saliency", "--metrics", "deletion,bogus"), "unknown metric 'bogus'"),
+                          ((), "give --method"),
+                          (("--map", str(tmp_path / "nope.npy")), "no such file")):
+        r = run_cli("evaluate", str(cat), "--model", "embedded", *args, "--json")
+        assert r.returncode == 2 and r.stdout == "" and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
