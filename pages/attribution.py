@@ -11,7 +11,7 @@ from core.attribution.gradients import Baseline
 from core.attribution.lrp import FirstRule, Rule
 from core.attribution.occlusion import Fill
 from core.attribution.smoothgrad import Base, NoiseType, Precision, native_bf16
-from ui import cache, sidebar
+from ui import cache, faithfulness, sidebar
 
 st.title("Attribution")
 st.caption("Which pixels made the model say this class? Gradients, SmoothGrad, integrated gradients, guided "
@@ -147,6 +147,7 @@ if selection is not None:
             d2.download_button("Download raw map (.npy)", npy_bytes(result), f"{stem}.npy",
                                "application/octet-stream", key="attr_npy",
                                help="float32 HxW, aligned with the model input (after resize and crop)")
+            faithfulness.map_section(selection, method, target, opts, result)  # issue 13
 
     with tab_grid:
         chosen = st.multiselect("Methods", list(REGISTRY), format_func=titles.get, key="attr_grid_methods",
@@ -160,3 +161,4 @@ if selection is not None:
                     if res is not None:
                         st.image(picture(res, inp.tensor, view=View.OVERLAY), width="stretch",
                                  caption=f"{titles[name]} ({res.seconds:.2f} s)")
+        faithfulness.compare_section(selection, target)  # issue 13

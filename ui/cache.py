@@ -302,3 +302,25 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     extra = {"preview": preview} if method == "smoothgrad" and preview is not None else {}
     return results().get_or_compute(key, lambda: attribute(model, x.unsqueeze(0), int(target), method=method,
                                                            progress=progress, **options, **extra))
+
+
+# ------------------------------------------------------------------ faithfulness and sanity (issue 13: ui/faithfulness.py)
+
+def evaluation(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, method: str, target: int,
+               options: dict, metrics: tuple[str, ...], *, values: torch.Tensor, steps: int = 50, mask=None,
+               mask_key: str = "none", progress=None):
+    """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` (the
+    cached :func:`attribution`'s), for one image ``x`` (3, H, W) in [0, 1]; the randomisation test recomputes it.
+
+    Keyed by model, image, method, target, options, metrics and the mask's key (``mask``: bool (H, W) or None).
+    A run stopped by a rerun is not stored. Raises NotApplicable, ValueError.
+    """
+    import json
+
+    from core.evaluation import evaluate, method_explainer
+
+    key = ("evaluation", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str),
+           tuple(metrics), int(steps), mask_key if mask is not None else "none")
+    return results().get_or_compute(key, lambda: evaluate(
+        model, x, int(target), method=method, values=values, explain=method_explainer(method, options),
+        metrics=metrics, steps=int(steps), mask=mask, progress=progress))
