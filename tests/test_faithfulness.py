@@ -288,3 +288,61 @@ def test_cli_json_contract_absent_fields_and_bad_inputs(tmp_path):
         r = run_cli("evaluate", str(cat), "--model", "embedded", *args, "--json")
         assert r.returncode == 2 and r.stdout == "" and message in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------- reference libraries (dev only)
+
+def test_deletion_matches_quantus_pixel_flipping(patch_model, patch_image, monkeypatch):
+    """Quantus PixelFlipping = our deletion when: black baseline, no normalisation or abs, softmax, H·W/S an
+    integer (features_in_step = 3·H·W/S, the three channels of a pixel go together because they tie), and
+    distinct map values. Quantus has no step 0: its S points are our steps 1..S.
+
+    Quantus's "black" is the minimum of the (perturbed) image, not 0: the two coincide only for an image with
+    a 0 pixel, so one is set. Quantus asserts that H·W (one channel) is a multiple of features_in_step although
+    it flips the 3·H·W features of the broadcast map; that check (not the loop) is switched off here."""
+    quantus = pytest.importorskip("quantus")
+    monkeypatch.setattr(quantus.helpers.asserts, "assert_features_in_step", lambda *a, **k: None)
+    _, rand, _ = _maps()
+    steps = 16
+    image = patch_image.clone()
+    image[:, -1, -1] = 0.0
+    ours = curves(patch_model, image, rand, 0, steps=steps, baseline="black")
+    metric = quantus.PixelFlipping(features_in_step=3 * SIDE * SIDE // steps, perturb_baseline="black",
+                                   normalise=False, abs=False, disable_warnings=True, display_progressbar=False)
+    theirs = metric(model=patch_model, x_batch=image[None].numpy(), y_batch=np.array([0]),
+                    a_batch=rand[None, None].numpy(), softmax=True, device="cpu", channel_first=True)[0]
+    assert len(theirs) == steps
+    np.testing.assert_allclose(ours.deletion[1:], theirs, atol=1e-5)
+
+
+def test_road_matches_pytorch_grad_cam_road_combined(patch_model, patch_image):
+    pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    _, rand, _ = _maps()
+    ours = road(patch_model, patch_image, rand, 0, seed=3)
+    torch.manual_seed(3)  # their noise comes from the global generator, drawn in the same order as ours
+    theirs = ROADCombined()(patch_image[None], rand[None].numpy(), [ClassifierOutputSoftmaxTarget(0)], patch_model)
+    assert ours.score == pytest.approx(float(theirs[0]), abs=1e-3)
+    assert abs(ours.score) > 1e-2  # a score that is not trivially zero
+
+
+def test_gradcam_matches_pytorch_grad_cam(resnet_tiny):
+    """Theirs is min-max normalised at the layer's grid, then resized; ours is resized, not normalised. Both
+    resize bilinearly with half-pixel centres, so theirs is an affine function of ours."""
+    pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from core.attribution.registry import attribute
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ours = attribute(resnet_tiny, x, 3, method="gradcam", layer="layer4").map[0].numpy().ravel()
+    with GradCAM(model=resnet_tiny, target_layers=[resnet_tiny.net.layer4]) as cam:
+        # our model's weights never require grad, so their graph must start at the input
+        theirs = cam(input_tensor=x.clone().requires_grad_(True), targets=[ClassifierOutputTarget(3)])[0].ravel()
+    design = np.stack([ours, np.ones_like(ours)], 1)
+    coef, *_ = np.linalg.lstsq(design, theirs, rcond=None)
+    assert coef[0] > 0
+    np.testing.assert_allclose(design @ coef, theirs, atol=1e-4)
