@@ -346,3 +346,67 @@ def test_gradcam_matches_pytorch_grad_cam(resnet_tiny):
     coef, *_ = np.linalg.lstsq(design, theirs, rcond=None)
     assert coef[0] > 0
     np.testing.assert_allclose(design @ coef, theirs, atol=1e-4)
+
+
+class ConvBN(nn.Sequential):
+    """A ReLU + BatchNorm net (BatchNorm in eval mode with non-trivial statistics)."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+        self.num_classes = 4
+        g = torch.Generator().manual_seed(0)
+        for m in self:
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(8, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+                m.weight.data.copy_(torch.rand(8, generator=g) + 0.5)
+                m.bias.data.copy_(torch.randn(8, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("rule", ["zplus", "epsilon"])
+def test_lrp_matches_zennit_on_relu_batchnorm(rule):
+    """Ours: BatchNorm folded, rule for convolutions, z^B (box [0, 1] in pixels) on the first layer, epsilon on
+    the classifier with eps = 0.25 × std of the layer's output per image. zennit: the same rules through a
+    SpecialFirstLayerMapComposite with SequentialMergeBatchNorm; its Epsilon takes our scale-free stabiliser as
+    a callable, and the output relevance is the target logit (ours starts from the logit, zennit from what it
+    is given)."""
+    pytest.importorskip("zennit")
+    from zennit.attribution import Gradient
+    from zennit.canonizers import SequentialMergeBatchNorm
+    from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
+    from zennit.rules import Epsilon, ZBox, ZPlus
+    from zennit.types import Convolution, Linear
+
+    from core.attribution.lrp import lrp
+
+    torch.manual_seed(0)
+    model = wrap(ConvBN(), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), input_size=SIDE)
+    x = torch.rand(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
+    ours = lrp(model, x, [1, 2], rule=rule, first="zb", epsilon=0.25)
+
+    def stabilise(z):
+        std = z.flatten(1).std(dim=1, unbiased=False).view(-1, *([1] * (z.dim() - 1)))
+        return z + (0.25 * std + 1e-12) * torch.where(z >= 0, 1.0, -1.0)
+
+    # z+ and z^B here give biases no relevance: zennit's zero_params="bias" (its default keeps them in z)
+    conv_rule = ZPlus(stabilizer=1e-9, zero_params="bias") if rule == "zplus" else Epsilon(epsilon=stabilise)
+    xn = model.normalize(x)
+    low = ((0 - model.mean) / model.std).expand_as(xn)
+    high = ((1 - model.mean) / model.std).expand_as(xn)
+    composite = SpecialFirstLayerMapComposite(
+        layer_map=layer_map_base(1e-9) + [(Convolution, conv_rule), (Linear, Epsilon(epsilon=stabilise))],
+        first_map=[(Convolution, ZBox(low, high, stabilizer=1e-9, zero_params="bias"))], canonizers=[SequentialMergeBatchNorm()])
+    net = model.net
+    for p in net.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        logits = net(xn)
+    start = torch.zeros_like(logits)
+    start[0, 1], start[1, 2] = logits[0, 1], logits[1, 2]
+    with Gradient(model=net, composite=composite) as attributor:
+        _, theirs = attributor(xn.clone().requires_grad_(True), start)
+    scale = float(theirs.abs().max())
+    assert scale > 0
+    torch.testing.assert_close(ours.raw, theirs.float(), atol=1e-4 * scale, rtol=1e-3)
