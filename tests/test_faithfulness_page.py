@@ -34,3 +34,39 @@ def test_compare_methods_ranks_every_method_with_a_mask(app, tmp_path):
     app.button(key="faith_cancel").click().run()
     assert not app.exception and app.toggle(key="faith_go").value is False
     assert any("Cancelled" in i.value for i in app.info)
+
+
+def test_drawing_every_metric_from_tiny_results():
+    """The table, overlaid curves, thumbnails and badges with ROAD, sanity and pointing present (a tiny model,
+    so every metric is cheap)."""
+    from streamlit.testing.v1 import AppTest
+
+    def page():
+        import numpy as np
+        import streamlit as st
+        import torch
+
+        from core.evaluation import evaluate
+        from core.model.loading import wrap
+        from tests.test_faithfulness import SIDE, SmallCNN
+        from ui import faithfulness
+
+        torch.manual_seed(0)
+        model = wrap(SmallCNN(), input_size=SIDE)
+        x = torch.rand(3, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
+        mask = np.zeros((SIDE, SIDE), bool)
+        mask[8:16, 8:16] = True
+        results = {name: evaluate(model, x, 0, method=name, mask=mask, steps=8) for name in ("saliency", "input-x-gradient")}
+        faithfulness.evidence(results["saliency"])
+        faithfulness.comparison(results, {"saliency": "Saliency", "input-x-gradient": "Input x gradient"},
+                                {"gradcam": "no spatial feature stage"})
+        st.session_state["n_thumbnails"] = len(results["saliency"].randomisation.groups) + 1
+
+    at = AppTest.from_function(page, default_timeout=300).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert {"ROAD", "sanity", "pointing", "energy in mask"} <= set(table.columns)
+    assert table["insertion − deletion"].tolist() == sorted(table["insertion − deletion"], reverse=True)
+    assert any("gradcam not evaluated: no spatial feature stage" in c.value for c in at.caption)
+    assert any("chance:" in c.value for c in at.caption)
+    assert len(at.get("image")) == 2  # one row of randomisation thumbnails per method (one st.image each)
