@@ -9,6 +9,7 @@ import numpy as np
 
 from ...attribution.base import NotApplicable
 from ...attribution.registry import REGISTRY
+from ...evaluation.curves import BATCH_SIZE
 from ...evaluation import ALL_METRICS, MAP_METHOD, DeletionBaseline, Evaluation, Metric, evaluate, parse_metrics
 from ...evaluation.pointing import alpha_mask, mask_file
 from ...images import ImageError
@@ -34,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", help="object mask image (white = object; the original image's size or the model "
                                   "input size) for the pointing game; default: the image's alpha channel")
     p.add_argument("--target", type=int, default=None, help="class index (default: each image's predicted class)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=16,
-                   help="perturbed images per forward pass (default 16)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=BATCH_SIZE,
+                   help=f"perturbed images per forward pass (default {BATCH_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="seed of ROAD's noise and the randomised weights")
     add_model_options(p)
 
