@@ -127,6 +127,11 @@ def comparison(results: dict[str, Evaluation], titles: dict[str, str], failures:
 
 # ------------------------------------------------------------------------------------------- sections
 
+def _one_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}"
+
+
 def steps_widget(where, key: str) -> int:
     """Steps S of the deletion/insertion curves."""
     return int(where.number_input("Curve steps S", 2, 200, 50, key=key,
@@ -165,6 +170,9 @@ def map_section(sel, method: str, target: int, options: dict, result) -> None:
                              progress=lambda f, m: bar.progress(f, text=m))
     except (NotApplicable, ValueError) as err:
         st.caption(f"Not evaluated: {err}")
+        return
+    except Exception as err:  # never a traceback in the app: name the failure in one line
+        st.error(f"Evaluation failed: {_one_line(err)}")
         return
     finally:
         bar.empty()
@@ -211,5 +219,7 @@ def compare_section(sel, target: int) -> None:
                                              mask_key=mask_key, progress=lambda f, m, i=i: progress(0.2 + 0.8 * f, m))
         except (NotApplicable, ValueError) as err:
             failures[name] = str(err)
+        except Exception as err:  # one method failing must not hide the others, nor show a traceback
+            failures[name] = f"failed: {_one_line(err)}"
     bar.empty()
     comparison(results, titles, failures)
