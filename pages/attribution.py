@@ -7,7 +7,7 @@ from core.attribution.base import Sign
 from core.attribution.registry import REGISTRY
 from core.attribution.view import View, metric_lines, npy_bytes, picture
 from core.render import png_bytes
-from ui import cache, sidebar
+from ui import cache, faithfulness, sidebar
 from ui.attribution import compute, method_options
 
 st.title("Attribution")
@@ -66,6 +66,7 @@ if selection is not None:
             d2.download_button("Download raw map (.npy)", npy_bytes(result), f"{stem}.npy",
                                "application/octet-stream", key="attr_npy",
                                help="float32 HxW, aligned with the model input (after resize and crop)")
+            faithfulness.map_section(selection, method, target, opts, result)
 
     with tab_grid:
         chosen = st.multiselect("Methods", list(REGISTRY), format_func=titles.get, key="attr_grid_methods",
@@ -79,3 +80,4 @@ if selection is not None:
                     if res is not None:
                         st.image(picture(res, inp.tensor, view=View.OVERLAY), width="stretch",
                                  caption=f"{titles[name]} ({res.seconds:.2f} s)")
+        faithfulness.compare_section(selection, target)

@@ -376,3 +376,23 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
         return attribute(model, x.unsqueeze(0), int(target), method=method, progress=progress,
                          **{**options, **lowered}, **extra)
     return _long(key, progress, model, compute, samples=samples)
+
+
+# ------------------------------------------------------------------ faithfulness and sanity (ui/faithfulness.py)
+
+def evaluation(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, method: str, target: int,
+               options: dict, metrics: tuple[str, ...], *, values: torch.Tensor, steps: int = 50, mask=None,
+               mask_key: str = "none", progress=None):
+    """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` (the
+    cached :func:`attribution`'s), for one image ``x`` (3, H, W) in [0, 1]; the randomisation test recomputes it.
+
+    Keyed by model, image, method, target, options, metrics and the mask's key (``mask``: bool (H, W) or None).
+    A run stopped by a rerun is not stored. Raises NotApplicable, ValueError.
+    """
+    from core.evaluation import evaluate, method_explainer
+
+    key = (*core_warm.attribution_key(model_key, image_key, method, target, options), "evaluation", tuple(metrics),
+           int(steps), mask_key if mask is not None else "none")
+    return _long(key, progress, model, lambda progress, _batch: evaluate(
+        model, x, int(target), method=method, values=values, explain=method_explainer(method, options),
+        metrics=metrics, steps=int(steps), mask=mask, progress=progress))

@@ -82,11 +82,13 @@ class PerturbationResult:
     cancelled: bool = False
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with reflected borders; ``sigma`` in pixels (0 = identity)."""
+def gaussian_blur(x: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with reflected borders; ``sigma`` in pixels (0 = identity).
+
+    The kernel has ``2 * radius + 1`` taps (default radius ceil(3 sigma)), normalised to sum 1."""
     if sigma <= 0:
         return x
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, int(math.ceil(3 * sigma))) if radius is None else max(1, int(radius))
     radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)

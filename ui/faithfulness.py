@@ -1,0 +1,225 @@
+"""Faithfulness and sanity next to every map (issue 13): the evidence under a map, and the "Compare methods" view.
+
+The drawing functions take :class:`core.evaluation.Evaluation` results; the two ``*_section`` functions hold the
+few widgets, call ``ui.cache`` (cached, with progress) and draw. The attribution page calls them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.attribution.base import NotApplicable
+from core.attribution.registry import REGISTRY
+from core.evaluation import Evaluation, Metric
+from core.images import ImageError
+from core.render import Colormap, colorize, normalize_map
+from ui import cache
+
+CURVE_METRICS = (Metric.DELETION.value, Metric.INSERTION.value)
+ALL = tuple(m.value for m in Metric)
+
+
+# ------------------------------------------------------------------------------------------- drawing
+
+def curves_frame(results: dict[str, Evaluation], which: tuple[str, ...] = ("deletion", "insertion")) -> pd.DataFrame:
+    """Long table (fraction, curve, probability) of the curves of each named result, for a line chart."""
+    rows = []
+    for name, e in results.items():
+        c = e.curves
+        if c is None:
+            continue
+        for kind in which:
+            values = getattr(c, kind)
+            label = kind if len(results) == 1 else f"{name}: {kind}"
+            rows += [{"fraction of pixels changed": k / c.steps, "curve": label, "probability": v}
+                     for k, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def sanity_badge(e: Evaluation) -> None:
+    """pass / fail with the correlation once the top half of the network is randomised."""
+    r = e.randomisation
+    if r is None:
+        st.caption("Sanity (randomisation): " + e.skipped.get(Metric.RANDOMISATION.value, "not run"))
+        return
+    text = (f"sanity {'pass' if r.passed else 'fail'}: Spearman {r.at_half:.2f} with the top half "
+            f"({r.groups[r.half]} and above) randomised")
+    st.badge(text, color="green" if r.passed else "red", icon=":material/check:" if r.passed else ":material/close:")
+    if not r.passed:
+        st.caption("The map barely changes when the model's weights are replaced: it shows the image more than what "
+                   "the model does with it (Adebayo et al. 2018).")
+
+
+def evidence(e: Evaluation) -> None:
+    """Under a map: deletion and insertion AUC, the two curves as a small plot, the sanity badge."""
+    c = e.curves
+    if c is not None:
+        a, b, d = st.columns(3)
+        a.metric("Deletion AUC", f"{c.deletion_auc:.3f}", help="Probability of the class as the most important "
+                 f"pixels are replaced by the {c.baseline} baseline, {c.steps} steps. Lower is better.")
+        b.metric("Insertion AUC", f"{c.insertion_auc:.3f}", help="Probability as the most important pixels are "
+                 "put back into a blurred image. Higher is better.")
+        d.metric("Insertion − deletion", f"{c.difference:+.3f}", help="Higher is better; near 0 or negative means "
+                 "the map ranks pixels no better than chance for this model.")
+        st.line_chart(curves_frame({e.method: e}), x="fraction of pixels changed", y="probability", color="curve",
+                      height=180)
+        if c.difference <= 0:
+            st.warning("Weak evidence: deleting this map's top pixels hurts the class no more than inserting them "
+                       "helps it. Deletion images are out of distribution; see ROAD in Compare methods.")
+    sanity_badge(e)
+
+
+def thumbnails(e: Evaluation, per_row: int = 7) -> None:
+    """The map after each randomisation step (|map|, each scaled to itself)."""
+    r = e.randomisation
+    if r is None:
+        return
+    pics = [colorize(normalize_map(np.abs(e.map.numpy())), Colormap.HEAT)]
+    caps = ["trained"]
+    for name, rho, m in zip(r.groups, r.spearman, r.maps):
+        pics.append(colorize(normalize_map(np.abs(m.numpy())), Colormap.HEAT))
+        caps.append(f"…{name}: ρ {rho:.2f}")
+    st.image(pics[:per_row * 2], caption=caps[:per_row * 2], width=90)
+
+
+def comparison_table(results: dict[str, Evaluation], titles: dict[str, str]) -> pd.DataFrame:
+    """One row per method, ranked by insertion − deletion (best first)."""
+    rows = []
+    for name, e in results.items():
+        row = {"method": titles.get(name, name)}
+        if e.curves is not None:
+            row.update({"insertion − deletion": e.curves.difference, "deletion AUC": e.curves.deletion_auc,
+                        "insertion AUC": e.curves.insertion_auc})
+        if e.road is not None:
+            row["ROAD"] = e.road.score
+        if e.randomisation is not None:
+            r = e.randomisation
+            row["sanity"] = f"{'pass' if r.passed else 'fail'} (ρ {r.at_half:.2f})"
+        if e.pointing is not None:
+            row["pointing"] = "hit" if e.pointing.hit else "miss"
+            row["energy in mask"] = e.pointing.energy
+        row["seconds"] = e.seconds
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if "insertion − deletion" in df:
+        df = df.sort_values("insertion − deletion", ascending=False, kind="stable")
+    return df.reset_index(drop=True)
+
+
+def comparison(results: dict[str, Evaluation], titles: dict[str, str], failures: dict[str, str]) -> None:
+    """The ranked table, the curves overlaid, and the randomisation thumbnails of each method."""
+    if results:
+        st.dataframe(comparison_table(results, titles), hide_index=True, width="stretch")
+        first = next(iter(results.values()))
+        if first.pointing is not None:
+            st.caption(f"Pointing game: the map's maximum within {first.pointing.tolerance} px of the object; energy: "
+                       f"share of the positive map inside the mask (chance: {first.pointing.mask_fraction:.0%}).")
+        st.line_chart(curves_frame({titles.get(k, k): v for k, v in results.items()}),
+                      x="fraction of pixels changed", y="probability", color="curve", height=300)
+        for name, e in results.items():
+            if e.randomisation is not None:
+                st.markdown(f"**{titles.get(name, name)}**: map after each cascade step (head first)")
+                thumbnails(e)
+    for name, reason in failures.items():
+        st.caption(f"{titles.get(name, name)} not evaluated: {reason}")
+
+
+# ------------------------------------------------------------------------------------------- sections
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}"
+
+
+def steps_widget(where, key: str) -> int:
+    """Steps S of the deletion/insertion curves."""
+    return int(where.number_input("Curve steps S", 2, 200, 50, key=key,
+                                  help="2·S + 1 images go through the model per map (in batches). 50 as RISE."))
+
+
+def _mask(sel, uploaded) -> tuple[np.ndarray | None, str]:
+    """(object mask at the model input size or None, key): an uploaded mask, else the image's alpha channel."""
+    from core.evaluation.pointing import alpha_mask, mask_file
+
+    config = sel.model.card.data_config
+    if uploaded is not None:
+        data = uploaded.getvalue()
+        return mask_file(data, config, sel.inp.original_size, name=uploaded.name), cache.content_key(data)
+    last = st.session_state.get("lens_last_image")  # the raw bytes the sidebar decoded (alpha survives there)
+    if last is None:
+        return None, "none"
+    m = alpha_mask(last[0], config, name=last[1])
+    return m, ("alpha:" + sel.image_key) if m is not None else "none"
+
+
+def map_section(sel, method: str, target: int, options: dict, result) -> None:
+    """Under ``result``, the map of ``method`` with ``options``: curves and AUCs (computed at once), the sanity
+    badge (on request)."""
+    st.markdown("##### Faithfulness and sanity")
+    metrics = CURVE_METRICS
+    a, b = st.columns([1, 2])
+    steps = steps_widget(a, "faith_steps")
+    run_sanity = b.toggle("Sanity check (recomputes the map once per randomised stage)", key="faith_sanity")
+    if run_sanity:
+        metrics = CURVE_METRICS + (Metric.RANDOMISATION.value,)
+    bar = st.progress(0.0, text="deletion and insertion...")
+    try:
+        e = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, method, target, options,
+                             metrics, values=result.map[0], steps=steps,
+                             progress=lambda f, m: bar.progress(f, text=m))
+    except (NotApplicable, ValueError) as err:
+        st.caption(f"Not evaluated: {err}")
+        return
+    except Exception as err:  # never a traceback in the app: name the failure in one line
+        st.error(f"Evaluation failed: {_one_line(err)}")
+        return
+    finally:
+        bar.empty()
+    evidence(e)
+    st.caption("Details, definitions and caveats: docs/faithfulness.md. ROAD, pointing game and all methods side by "
+               "side: the Compare methods tab.")
+
+
+def compare_section(sel, target: int) -> None:
+    """Every applicable method on this image: the ranked table, overlaid curves, thumbnails. Progress, cancel."""
+    titles = {name: spec.title for name, spec in REGISTRY.items()}
+    st.markdown("##### Which map can you trust? Every method, scored")
+    chosen = st.multiselect("Methods to evaluate", list(REGISTRY), default=list(REGISTRY), format_func=titles.get,
+                            key="faith_methods")
+    metrics = st.multiselect("Metrics", list(ALL), default=list(ALL), key="faith_metrics")
+    steps = steps_widget(st, "faith_cmp_steps")
+    uploaded = st.file_uploader("Object mask for the pointing game (white = object; the image's size)",
+                                type=["png", "jpg", "jpeg", "bmp", "webp"], key="faith_mask")
+    try:
+        mask, mask_key = _mask(sel, uploaded)
+    except ImageError as err:
+        st.error(str(err))
+        mask, mask_key = None, "none"
+    if mask is None:
+        st.caption("No object mask: the pointing game needs an upload or an image with an alpha channel.")
+    go = st.toggle("Evaluate", key="faith_go", help="Each method with its default options. Results are cached.")
+    if not (go and chosen and metrics):
+        if st.session_state.get("faith_cancel"):
+            st.info("Cancelled. Methods already finished are cached; switch Evaluate on to continue.")
+        return
+    # Any click reruns the script, which stops the running evaluation; the callback also switches it off.
+    st.button("Cancel", key="faith_cancel", on_click=lambda: st.session_state.update(faith_go=False),
+              help="Stops the evaluation; methods already finished stay cached.")
+    results, failures = {}, {}
+    bar = st.progress(0.0, text="evaluating...")
+    for i, name in enumerate(chosen):
+        def progress(f, m, i=i):
+            bar.progress((i + f) / len(chosen), text=f"{titles[name]} ({i + 1}/{len(chosen)}): {m}")
+        try:
+            amap = cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target, {},
+                                     progress=lambda f, m, i=i: progress(0.2 * f, m)).map[0]
+            results[name] = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target,
+                                             {}, tuple(metrics), values=amap, steps=steps, mask=mask,
+                                             mask_key=mask_key, progress=lambda f, m, i=i: progress(0.2 + 0.8 * f, m))
+        except (NotApplicable, ValueError) as err:
+            failures[name] = str(err)
+        except Exception as err:  # one method failing must not hide the others, nor show a traceback
+            failures[name] = f"failed: {_one_line(err)}"
+    bar.empty()
+    comparison(results, titles, failures)
