@@ -27,9 +27,6 @@ class HookSet:
     def forward_pre(self, module: nn.Module, fn: Callable) -> None:
         self._handles.append(module.register_forward_pre_hook(fn))
 
-    def full_backward(self, module: nn.Module, fn: Callable) -> None:
-        self._handles.append(module.register_full_backward_hook(fn))
-
     def remove(self) -> None:
         while self._handles:
             self._handles.pop().remove()

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageDraw
 
-from core.attack.attacks import PIXEL, Method, Norm
+from core.attack.attacks import PIXEL, AttackMethod as Method, Norm
 from core.model.predict import top_classes
 from core.render import Colormap, colorize, image_uint8, normalize_map, overlay
 from ui import cache, sidebar

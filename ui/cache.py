@@ -201,7 +201,7 @@ def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_
     """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.perturbation_masks)."""
     key = ("perturbation", model_key, image_key, target, method, tuple(areas), variant, perturbation, iterations)
     return results().get_or_compute(key, lambda: core_perturbation.perturbation_masks(
-        model, x.unsqueeze(0), target, method=core_perturbation.Method(method), areas=areas,
+        model, x.unsqueeze(0), target, method=core_perturbation.MaskMethod(method), areas=areas,
         variant=core_perturbation.Variant(variant), iterations=iterations,
         perturbation=core_perturbation.Perturbation(perturbation), progress=progress))
 
@@ -267,7 +267,7 @@ def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[in
 def channel_map(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, layer: str, channel: int):
     """One channel's activation map (h, w) on one image ``_x`` (3, H, W) in [0, 1]."""
     from core.catalogue import find_layer
-    from core.features.featurevis import layer_output
+    from core.catalogue import layer_output
 
     with torch.no_grad():
         return layer_output(_model, _x.unsqueeze(0), find_layer(_model, layer))[0, channel].float()

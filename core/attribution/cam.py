@@ -13,24 +13,24 @@ MobileNetV3's conv head, max pooling) are refused with the reason.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import NotApplicable
+from ..inputs import Target, resolve_target
 from ..model.loading import LensModel
-
-Target = int | Sequence[int] | torch.Tensor | None
 
 
 @dataclass(frozen=True)
 class CamResult:
     """``map``: float32 (N, H, W) at the input size; ``raw``: float32 (N, h, w) on the feature grid (signed,
     in logit units per position). ``logit`` (N,) the model's logit for ``target``; ``constant`` (N,) the part
-    of the logit no position gets (bias, LayerNorm shift): ``raw.mean((1, 2)) + constant == logit``."""
+    of the logit no position gets (bias, LayerNorm shift): ``raw.mean((1, 2)) + constant == logit``.
+    ``seconds``: compute time."""
 
     map: torch.Tensor
     raw: torch.Tensor
@@ -39,23 +39,7 @@ class CamResult:
     constant: tuple[float, ...]
     linearised: bool
     note: str
-
-
-def targets_for(logits: torch.Tensor, target: Target) -> torch.Tensor:
-    """Target class per row (N,) from an int, a sequence, a tensor or None (the top class)."""
-    n = logits.shape[0]
-    if target is None:
-        t = logits.argmax(1)
-    else:
-        t = torch.as_tensor(target, dtype=torch.long).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(n)
-        if t.numel() != n:
-            raise ValueError(f"{t.numel()} targets for {n} images")
-    bad = [int(v) for v in t if not 0 <= int(v) < logits.shape[1]]
-    if bad:
-        raise ValueError(f"target {bad[0]} out of range: the model has {logits.shape[1]} classes")
-    return t.clone()
+    seconds: float
 
 
 def _head_parts(net: nn.Module) -> tuple[nn.Linear, nn.Module | None]:
@@ -84,6 +68,7 @@ def cam(model: LensModel, x: torch.Tensor, target: Target = None) -> CamResult:
     Raises:
         NotApplicable: the head is not (LayerNorm-)linear after global average pooling.
     """
+    started = time.perf_counter()
     net = model.net
     if not (hasattr(net, "forward_features") and hasattr(net, "forward_head")):
         raise NotApplicable(f"{type(net).__name__} does not separate features from the head")
@@ -95,7 +80,7 @@ def cam(model: LensModel, x: torch.Tensor, target: Target = None) -> CamResult:
         pre = net.forward_head(feats, pre_logits=True).flatten(1)
         logits = fc(pre)
     pooled = feats.mean(dim=(2, 3))
-    t = targets_for(logits, target)
+    t = resolve_target(model, x, target, logits=logits)
     w = fc.weight[t]                                    # (N, C)
     bias = fc.bias[t] if fc.bias is not None else torch.zeros(len(t))
     if norm is None:
@@ -120,4 +105,5 @@ def cam(model: LensModel, x: torch.Tensor, target: Target = None) -> CamResult:
     logit = logits.gather(1, t[:, None])[:, 0]
     return CamResult(map=full.contiguous(), raw=raw, target=tuple(int(v) for v in t),
                      logit=tuple(float(v) for v in logit), constant=tuple(float(v) for v in constant),
-                     linearised=norm is not None, note=note)
+                     linearised=norm is not None, note=note,
+                     seconds=time.perf_counter() - started)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -37,14 +38,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cam import NotApplicable, Target, targets_for
+from .base import NotApplicable
+from ..inputs import Target, resolve_target
 from ..hooks import hooks_on
 from ..model.loading import LensModel
 
 
-class Rule(str, enum.Enum):
+class LrpRule(str, enum.Enum):
+    """The LRP rule for convolutions (and channel-wise Linear layers)."""
+
     EPSILON = "epsilon"
     ZPLUS = "zplus"
+
+
+Rule = LrpRule  # the old name, kept until core/attribution/registry.py imports LrpRule
 
 
 class FirstRule(str, enum.Enum):
@@ -57,17 +64,18 @@ class FirstRule(str, enum.Enum):
 class LrpResult:
     """``map``: float32 (N, H, W), pixel relevance summed over colour channels (signed, logit units).
     ``raw``: float32 (N, 3, H, W). ``relevance_sum`` (N,) is ``raw.sum()`` per image, ``logit`` (N,) the
-    model's logit for ``target``; equal under full conservation."""
+    model's logit for ``target``; equal under full conservation. ``seconds``: compute time."""
 
     map: torch.Tensor
     raw: torch.Tensor
     target: tuple[int, ...]
     logit: tuple[float, ...]
     relevance_sum: tuple[float, ...]
-    rule: Rule
+    rule: LrpRule
     first: FirstRule
     epsilon: float
     bn_folded: int
+    seconds: float
 
 
 _ACTS = ("relu", "relu6", "gelu", "silu", "swish", "hardswish", "leakyrelu", "elu", "mish", "tanh", "quickgelu",
@@ -203,7 +211,7 @@ def _plus(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
     return _apply(module, a.clamp(min=0), w.clamp(min=0)) + _apply(module, a.clamp(max=0), w.clamp(max=0))
 
 
-def _rule_hook(kind: str, rule: Rule, epsilon: float):
+def _rule_hook(kind: str, rule: LrpRule, epsilon: float):
     def hook(module, inp, out):
         a = inp[0]
         if kind == "act":
@@ -220,7 +228,7 @@ def _rule_hook(kind: str, rule: Rule, epsilon: float):
                 y = y * module.weight.view(shape) + (module.bias.view(shape) if module.bias is not None else 0)
             return _keep_value(out, y, torch.ones_like(y))
         # conv / linear
-        if rule is Rule.ZPLUS and (kind == "conv" or a.dim() > 2):
+        if rule is LrpRule.ZPLUS and (kind == "conv" or a.dim() > 2):
             zp = _plus(module, a)
             return _keep_value(out, zp, out / zp.clamp(min=1e-9))  # zp >= 0 by construction
         return _keep_value(out, out, out / _stable(out, _rel_eps(out, epsilon)))
@@ -249,7 +257,7 @@ def _first_layer(conv: nn.Conv2d, a: torch.Tensor, rel: torch.Tensor, first: Fir
         return x * gx + lo * gl + hi * gh
 
 
-def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule = Rule.ZPLUS,
+def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: LrpRule = LrpRule.ZPLUS,
         first: FirstRule = FirstRule.ZB, epsilon: float = 0.25) -> LrpResult:
     """LRP relevance of each pixel for the ``target`` logit (None: the top class).
 
@@ -263,7 +271,8 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
     Raises:
         NotApplicable: a layer type with no rule here.
     """
-    rule, first = Rule(rule), FirstRule(first)
+    started = time.perf_counter()
+    rule, first = LrpRule(rule), FirstRule(first)
     prep = prepare(model)
     xn = model.normalize(x.detach()).requires_grad_(True)
     seen: dict[str, torch.Tensor] = {}
@@ -276,7 +285,7 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
             elif kind != "pass":
                 hooks.forward(m, _rule_hook(kind, rule, epsilon))
         logits = prep.net(xn)
-        t = targets_for(logits.detach(), target)
+        t = resolve_target(model, x, target, logits=logits.detach())
         chosen = logits.gather(1, t[:, None])[:, 0]
         (c,) = torch.autograd.grad(chosen.sum(), seen["z"])
     rel = (seen["z"] * c).detach()
@@ -286,4 +295,5 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
     return LrpResult(map=raw.sum(1), raw=raw, target=tuple(int(v) for v in t),
                      logit=tuple(float(v) for v in chosen.detach()),
                      relevance_sum=tuple(float(v) for v in raw.flatten(1).sum(1)), rule=rule, first=first,
-                     epsilon=float(epsilon), bn_folded=prep.folded)
+                     epsilon=float(epsilon), bn_folded=prep.folded,
+                     seconds=time.perf_counter() - started)

@@ -16,9 +16,10 @@ no labels) or :func:`load_concept_masks` (a user folder of binary masks).
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,8 +29,8 @@ from PIL import Image
 from ..catalogue import LayerInfo, find_layer, layer_outputs
 from ..images import EXTENSIONS, ImageError
 from ..model.loading import LensModel
+from ..progress import Progress, report
 
-Progress = Callable[[float, str], None]
 
 DEFAULT_SIZE = 56
 
@@ -59,6 +60,7 @@ class ConceptFit:
         predicted: bool (N, size, size), the combination's masks for every image.
         held_out: True when the IoUs were measured on images not used for fitting.
         positives: fraction of concept pixels over all images.
+        seconds: compute time of the fit.
     """
 
     name: str
@@ -72,6 +74,7 @@ class ConceptFit:
     predicted: torch.Tensor
     held_out: bool
     positives: float
+    seconds: float
 
     def as_dict(self) -> dict:
         return {"name": self.name, "iou": self.iou, "iou_best_channel": self.iou_best_channel,
@@ -93,8 +96,7 @@ def layer_activations(model: LensModel, x: torch.Tensor, layer: str | LayerInfo,
     for i, chunk in enumerate(x.split(batch_size)):
         a = layer_outputs(model, chunk.float(), [info])[info.name].float()
         outs.append(F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False))
-        if progress is not None:
-            progress(min(1.0, (i + 1) * batch_size / len(x)), f"activations of {info.name}")
+        report(progress, (i + 1) * batch_size / len(x), f"activations of {info.name}")
     return torch.cat(outs)
 
 
@@ -215,6 +217,7 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
     Returns:
         A :class:`ConceptFit`.
     """
+    started = time.perf_counter()
     n, c = activations.shape[:2]
     if masks.shape != (n, *activations.shape[2:]):
         raise ValueError(f"masks {tuple(masks.shape)} do not match activations {tuple(activations.shape)}")
@@ -258,7 +261,7 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
     order = torch.argsort(w, descending=True)[:top]
     return ConceptFit(name, w, b, iou, set_iou(single, masks[test]), best, thr * float(std[best]) + float(mean[best]),
                       tuple(int(i) for i in order if w[i] > 0), predicted, held_out,
-                      float(masks.float().mean()))
+                      float(masks.float().mean()), time.perf_counter() - started)
 
 
 def net2vec(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, concepts: Mapping[str, torch.Tensor], *,
@@ -271,11 +274,9 @@ def net2vec(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, concepts:
     """
     if not concepts:
         raise ValueError("no concepts to fit")
-    acts = layer_activations(model, x, layer, size=size,
-                             progress=(lambda f, m: progress(0.3 * f, m)) if progress else None)
+    acts = layer_activations(model, x, layer, size=size, progress=lambda f, m: report(progress, 0.3 * f, m))
     fits = []
     for i, (name, masks) in enumerate(concepts.items()):
         fits.append(fit_concept(acts, masks, name, iterations=iterations))
-        if progress is not None:
-            progress(0.3 + 0.7 * (i + 1) / len(concepts), f"concept {name}")
+        report(progress, 0.3 + 0.7 * (i + 1) / len(concepts), f"concept {name}")
     return tuple(fits)

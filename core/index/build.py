@@ -28,8 +28,9 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,15 +38,16 @@ from PIL import Image
 
 from . import store
 from ..catalogue import LayerInfo, catalogue, find_layer, layer_outputs
+from ..hashing import file_sha256
 from ..images import SAMPLES, ImageError, load_image, list_images, preprocess
 from ..parallel import ordered_map
+from ..progress import Cancel, Progress, is_cancelled, report
 
 DEFAULT_TOP_K = 16
 MANIFEST = store.MANIFEST
 IndexCorrupt = store.IndexCorrupt
 CACHE_ROOT = Path(__file__).resolve().parent.parent / ".lens-cache" / "index"
 
-Progress = Callable[[float, str], None]
 
 
 class IndexStale(Exception):
@@ -151,12 +153,6 @@ def channel_maxima(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = torch.nan_to_num(t.flatten(2).float(), nan=-math.inf)
     pos = flat.argmax(dim=2)
     return flat.gather(2, pos.unsqueeze(2)).squeeze(2), pos
-
-
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
 
 
 # ------------------------------------------------------------------------------------------ streaming top-k
@@ -348,7 +344,7 @@ def _load_one(root: Path, path: Path, data_config: dict) -> tuple:
 
 def build_index(model, folder: str | os.PathLike | None = None, directory: str | os.PathLike | None = None, *,
                 layers: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int = 16,
-                progress: Progress | None = None, cancel=None, checkpoint_seconds: float = 30.0,
+                progress: Progress | None = None, cancel: Cancel | None = None, checkpoint_seconds: float = 30.0,
                 workers: int | None = None) -> BuildResult:
     """Build the index of ``folder`` for ``model`` in ``directory``, or extend the one already there.
 
@@ -391,7 +387,7 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
 
 def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, progress, cancel,
                   checkpoint_seconds, workers) -> BuildResult:
-    say = progress or (lambda _f, _m: None)
+    say = partial(report, progress)
     root = Path(folder or SAMPLES).resolve()
     paths = list_images(root)
     infos = []
@@ -471,7 +467,7 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             added += len(ids)
             done += len(loaded)
             say(done / max(1, len(todo)), f"indexed {done} of {len(todo)} new images")
-            if _is_cancelled(cancel):
+            if is_cancelled(cancel):
                 cancelled = True
                 break
             if time.perf_counter() - last_save > checkpoint_seconds:
@@ -521,7 +517,7 @@ def _incompatible(old: ActivationIndex, spec: dict, root: Path, paths: list[Path
             gone += 1
             continue
         st = p.stat()
-        if (st.st_size, st.st_mtime_ns) != (img.bytes, img.mtime_ns) and store.sha256_file(p) != img.sha256:
+        if (st.st_size, st.st_mtime_ns) != (img.bytes, img.mtime_ns) and file_sha256(p) != img.sha256:
             changed += 1
     if gone or changed:
         return f"{gone} indexed images were removed and {changed} changed (a top-k cannot forget an image)"

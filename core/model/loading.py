@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import hashlib
 import itertools
 import os
 import threading
@@ -23,6 +22,7 @@ import timm
 import torch
 from torch import nn
 
+from ..hashing import file_sha256
 from ..hooks import HOOK_DICTS
 
 DEFAULT_MODEL = "convnext_tiny"
@@ -252,14 +252,6 @@ def _load_hub(name: str) -> tuple[nn.Module, str, str]:
 
 
 # ------------------------------------------------------------------------------------------ local files
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors from a ``.safetensors`` file, or from ``.pth/.pt/.bin`` with ``torch.load(weights_only=True)``.
