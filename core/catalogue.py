@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -198,7 +197,7 @@ def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
     """All layers of ``model.net`` with a spatial (4-D) output, in forward order.
 
     Args:
-        model: a :class:`core.models.LensModel` (or any module with ``.net``).
+        model: a :class:`core.model.LensModel` (or any module with ``.net``).
         input_size: (C, H, W); defaults to the model card's input size.
     """
     if input_size is None and model in _cache:

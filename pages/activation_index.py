@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image, ImageDraw, ImageOps
 
-from core.index.build import IndexCorrupt, IndexStale, default_layers
+from core.index import IndexCorrupt, IndexStale, default_layers
 from core.images import SAMPLES, ImageError
 from ui import cache, sidebar
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.index import build as ai
+import core.index as ai
 from core.catalogue import default_layer
 from core.features.featurevis import Objective, Settings
 from core.features.filters import depthwise_kernels, mosaic

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core.index.build import (IndexCorrupt, build_index, channel_maxima, layer_outputs, open_index,
-                                   weights_fingerprint)
-from core.catalogue import catalogue, find_layer
+from core.catalogue import catalogue, find_layer, layer_outputs
+from core.index import IndexCorrupt, build_index, open_index, weights_fingerprint
+from core.index.topk import channel_maxima
 from core.cli import main
 from core.hooks import capture, hook_count
 from core.images import load_image, preprocess
-from core.model.loading import wrap
+from core.model import wrap
 from tests.conftest import make_tiny
 
 # One intra-op thread: with the machine shared, two OpenMP threads spin against other processes and a forward

@@ -12,7 +12,7 @@ from torch import nn
 
 from core.attribution.registry import REGISTRY, Method, NotApplicable, attribute, smoothgrad
 from core.hooks import hook_count
-from core.model.loading import wrap
+from core.model import wrap
 
 from tests.conftest import lock_is_free, make_tiny
 

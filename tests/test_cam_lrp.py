@@ -12,7 +12,7 @@ from tests.conftest import make_tiny
 from core.attribution.cam import NotApplicable, cam
 from core.hooks import capture, hook_count
 from core.attribution.lrp import FirstRule, LrpRule, lrp, prepare
-from core.model.loading import wrap
+from core.model import wrap
 
 
 def _x(n=2, size=64, seed=0):

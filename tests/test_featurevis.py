@@ -157,7 +157,7 @@ def test_generated_image_beats_random_and_every_sample_photo(embedded):
     """ImageNet EfficientNet-Lite0 at a 128-pixel input (cheap): the optimised image must excite the channel
     far more than noise and more than any of the 70 sample photos."""
     from core.images import load_image, preprocess, sample_images
-    from core.model.loading import wrap
+    from core.model import wrap
 
     model = wrap(embedded.net, mean=embedded.card.mean, std=embedded.card.std, input_size=128)
     layer, channel = "blocks.4", 10

@@ -18,7 +18,7 @@ from PIL import Image
 from core import images as core_images
 from core.model import predict as core_predict
 from core.catalogue import LayerInfo, catalogue
-from core.model.loading import LensModel, load_model
+from core.model import LensModel, load_model
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

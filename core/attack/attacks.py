@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..hooks import hooks_on
 from ..inputs import check_input, class_indices, num_classes_of
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 from ..progress import Progress, report
 from ..render import unit_uint8
 

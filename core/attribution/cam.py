@@ -22,7 +22,7 @@ from torch import nn
 
 from .base import NotApplicable
 from ..inputs import Target, resolve_target
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from torch import nn
 from .base import NotApplicable
 from ..inputs import Target, resolve_target
 from ..hooks import hooks_on
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 
 
 class LrpRule(str, enum.Enum):

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..catalogue import LayerInfo, find_layer, layer_output
-from ..hooks import hooks_on
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 from ..progress import Cancel, Progress, is_cancelled, report
 
 

@@ -28,7 +28,7 @@ from PIL import Image
 
 from ..catalogue import LayerInfo, find_layer, layer_outputs
 from ..images import EXTENSIONS, ImageError
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 from ..progress import Progress, report
 
 

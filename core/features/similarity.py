@@ -13,7 +13,7 @@ import torch
 
 from ..catalogue import LayerInfo, find_layer, layer_outputs
 from ..inputs import check_input
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 
 
 @dataclass(frozen=True)

@@ -108,3 +108,8 @@ def read(directory: Path) -> tuple[dict, Arrays]:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise IndexCorrupt(f"{directory}: unreadable index ({reason})") from None
     return manifest, arrays
+
+
+def jsonable(obj):
+    """``obj`` as it reads back from JSON (tuples become lists, other objects strings): what the manifest holds."""
+    return json.loads(json.dumps(obj, default=str))

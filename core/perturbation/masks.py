@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..blur import gaussian_blur
 from ..inputs import check_input, resolve_target
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 from ..progress import Cancel, Progress, is_cancelled, report
 
 # Measured on the embedded EfficientNet-Lite0 at 224 px (docs/perturbation.md): at 300 steps the area is met and

@@ -9,7 +9,7 @@ import numpy as np
 from ...attack.attacks import (DEFAULT_L2_EPS, DEFAULT_L2_STEP, DEFAULT_STEPS, PIXEL, AttackMethod, AttackResult, Norm,
                                attack, minimal_eps)
 from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
-from ...model.loading import LensModel
+from ...model.wrapper import LensModel
 
 NAME = "attack"
 HELP = "adversarial perturbation (FGSM or PGD, L-inf or L2, untargeted or targeted)"

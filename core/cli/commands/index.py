@@ -7,8 +7,7 @@ import sys
 import threading
 import time
 
-from ...index.build import (DEFAULT_TOP_K, IndexCorrupt, IndexStale, build_index, default_directory,
-                                open_index)
+from ...index import DEFAULT_TOP_K, IndexCorrupt, IndexStale, build_index, default_directory, open_index
 from .. import CliError, add_model_options, model_from_args
 from ...images import ImageError
 
