@@ -9,15 +9,18 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .model.wrapper import net_num_classes
+
 Target = int | Sequence[int] | torch.Tensor | None
 
 
-def check_input(x: torch.Tensor, *, pixels_for: str | None = None) -> torch.Tensor:
+def check_input(x: torch.Tensor, *, pixels_for: str | None = None, single: bool = False) -> torch.Tensor:
     """Validate an RGB batch (N, 3, H, W) (a (3, H, W) image is batched); returns it detached as float32.
 
     Args:
         x: the images.
         pixels_for: when given (e.g. ``"attacks"``), values outside [0, 1] are refused with a message naming it.
+        single: require exactly one image (N = 1).
     """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"expected an RGB batch (N, 3, H, W), got a {type(x).__name__}")
@@ -29,6 +32,8 @@ def check_input(x: torch.Tensor, *, pixels_for: str | None = None) -> torch.Tens
         raise ValueError("expected a float tensor in [0, 1]")
     if pixels_for and x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
         raise ValueError(f"{pixels_for} work on pixels in [0, 1]; this input is outside that range")
+    if single and x.shape[0] != 1:
+        raise ValueError(f"expected one RGB image (1, 3, H, W), got a batch of {x.shape[0]}")
     return x.detach().float()
 
 
@@ -54,12 +59,9 @@ def class_indices(value: int | Sequence[int] | torch.Tensor, n: int, num_classes
 
 
 def num_classes_of(model: nn.Module) -> int:
-    """The model's class count: from its card, else from one small forward pass."""
+    """The model's class count: from its card, else as for a bare net (``num_classes`` or one forward pass)."""
     card = getattr(model, "card", None)
-    if card is not None:
-        return int(card.num_classes)
-    with torch.no_grad():
-        return int(model(torch.zeros(1, 3, 32, 32)).shape[-1])
+    return int(card.num_classes) if card is not None else net_num_classes(model)
 
 
 def resolve_target(model: nn.Module, x: torch.Tensor, target: Target, *,

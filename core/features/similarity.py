@@ -84,9 +84,7 @@ def layer_features(model: LensModel, x: torch.Tensor, layer: str | LayerInfo) ->
     """
     started = time.perf_counter()
     info = layer if isinstance(layer, LayerInfo) else find_layer(model, layer)
-    batch = check_input(x)
-    if batch.shape[0] != 1:
-        raise ValueError(f"expected one image, got a batch of {batch.shape[0]}")
+    batch = check_input(x, single=True)
     feats = layer_outputs(model, batch, [info])[info.name][0].float()
     norm = feats.norm(dim=0, keepdim=True)
     feats = torch.where(norm > 0, feats / norm.clamp_min(1e-12), torch.zeros_like(feats))

@@ -168,11 +168,12 @@ class SmoothMask:
         return pooled.clamp(0, 1)
 
 
-def _prepare(model: LensModel, x: torch.Tensor, target: int | None) -> tuple[torch.Tensor, int, float]:
-    """(x as (1, 3, H, W) float32, the target class, its probability on ``x``)."""
-    x = check_input(x)
-    if x.shape[0] != 1:
-        raise ValueError(f"expected one RGB image (1, 3, H, W), got {tuple(x.shape)}")
+def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: int
+             ) -> tuple[torch.Tensor, int, float]:
+    """(x as (1, 3, H, W) float32, the target class, its probability on ``x``); checks the step count too."""
+    if iterations < 1:
+        raise ValueError("iterations must be at least 1")
+    x = check_input(x, single=True)
     with torch.no_grad():
         logits = model(x).float()
     t = int(resolve_target(model, x, target, logits=logits)[0])
@@ -238,11 +239,9 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     areas = tuple(float(a) for a in areas)
     if not areas or any(not 0 < a < 1 for a in areas):
         raise ValueError("areas must be fractions strictly between 0 and 1")
-    if iterations < 1:
-        raise ValueError("iterations must be at least 1")
     started = time.perf_counter()
     variant, perturbation = Variant(variant), Perturbation(perturbation)
-    x, target, base = _prepare(model, x, target)
+    x, target, base = _prepare(model, x, target, iterations)
     h, w = x.shape[-2:]
     pyramid = PerturbationPyramid(x, perturbation, _mean_colour(model, x))
     scale = min(h, w) / 224.0
@@ -309,11 +308,9 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
     Returns:
         A :class:`PerturbationResult` with one mask (1, H, W); ``areas`` holds its mean.
     """
-    if iterations < 1:
-        raise ValueError("iterations must be at least 1")
     started = time.perf_counter()
     variant, perturbation = Variant(variant), Perturbation(perturbation)
-    x, target, base = _prepare(model, x, target)
+    x, target, base = _prepare(model, x, target, iterations)
     h, w = x.shape[-2:]
     if perturbation is Perturbation.BLUR:
         background = gaussian_blur(x, blur_sigma)
