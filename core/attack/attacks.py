@@ -40,6 +40,7 @@ MAX_MIN_EPS_ATTACKS = 8
 _SAFETY = 1.0 - 1e-5
 _BISECTIONS = 30  # the L2 projection's scale to 2^-30, below float32 resolution
 
+
 class AttackMethod(str, enum.Enum):
     """FGSM (one step of size ε) or PGD (projected gradient steps)."""
 

@@ -6,9 +6,9 @@ so memory is O(layers x channels x k) whatever the folder size. Per channel it a
 sum of squares of the spatial maximum over all images, which gives a selectivity score and lets the reverse
 lookup rank channels by how unusual an image's response is.
 
-On disk (:mod:`core.index.store`) a directory holds ``manifest.json`` (model, weights fingerprint, preprocessing, layers with their
-receptive-field geometry, every image with size, modification time and SHA-256) and one ``topk-*.npz`` data
-file named in the manifest together with its SHA-256. Both are written to temporary files and renamed, data
+On disk (:mod:`core.index.store`) a directory holds ``manifest.json`` (model, weights fingerprint,
+preprocessing, layers with their receptive-field geometry, every image with size, modification time and
+SHA-256) and one ``topk-*.npz`` data file named in the manifest together with its SHA-256. Both are written to temporary files and renamed, data
 first, so a reader sees either the old index or the new one. A mismatching hash, a truncated file or an
 unreadable manifest raises :class:`IndexCorrupt`; :func:`build_index` then rebuilds and says so.
 

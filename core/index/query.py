@@ -200,10 +200,10 @@ class ActivationIndex:
 
 def check_model(index: ActivationIndex, model) -> None:
     """Raise ValueError when ``model`` (weights or preprocessing) is not the one the index was built with."""
-    if weights_fingerprint(model) != index.spec["fingerprint"] or store.jsonable(model.card.data_config) != index.spec["data_config"]:
+    if (weights_fingerprint(model) != index.spec["fingerprint"]
+            or store.jsonable(model.card.data_config) != index.spec["data_config"]):
         raise ValueError(f"the index at {index.directory} was built with {index.spec['model']} "
                          f"({index.spec['fingerprint'][:24]}), not this model; build one for this model")
-
 
 
 def open_index(directory: str | os.PathLike) -> ActivationIndex:
