@@ -234,7 +234,7 @@ def _net2vec_fits(_model, paths, layer, concepts, size, iterations, _progress) -
         raise core_images.ImageError("no readable images in the folder")
     x = torch.stack([inp.tensor for _, inp in good])
     if concepts == core_net2vec.ConceptSource.COLORS.value:
-        masks = core_net2vec.color_concepts(x, size=size)
+        masks = core_net2vec.colour_concepts(x, size=size)
     else:
         masks = core_net2vec.load_concept_masks(concepts, [p for p, _ in good], size=size)
     fits = core_net2vec.net2vec(_model, x, layer, masks, size=size, iterations=iterations, progress=_progress)
@@ -245,7 +245,7 @@ def _net2vec_fits(_model, paths, layer, concepts, size, iterations, _progress) -
 
 def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,
                 settings_key: tuple, progress=None):
-    """A :class:`core.featurevis.Visualization`, kept per (model, layer, channels, objective, settings).
+    """A :class:`core.features.featurevis.Visualisation`, kept per (model, layer, channels, objective, settings).
 
     One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
     """

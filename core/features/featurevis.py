@@ -30,8 +30,8 @@ from ..progress import Cancel, Progress, is_cancelled, report
 
 
 # Square root of ImageNet's colour covariance (from Lucid): decorrelated colour space -> RGB.
-_COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
-_COLOR = torch.from_numpy(_COLOR_SQRT / np.max(np.linalg.norm(_COLOR_SQRT, axis=0)))
+_COLOUR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+_COLOUR = torch.from_numpy(_COLOUR_SQRT / np.max(np.linalg.norm(_COLOUR_SQRT, axis=0)))
 _FOURIER_SCALE = 4.0  # Lucid's constant: keeps the initial image's spread small
 
 
@@ -74,7 +74,7 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Visualization:
+class Visualisation:
     """Result of an optimisation.
 
     ``images``: float32 (B, 3, S, S) in [0, 1]. ``values``: the objective for each image from a plain forward
@@ -133,7 +133,7 @@ class FourierImage(torch.nn.Module):
 
     def to_rgb(self, spatial: torch.Tensor) -> torch.Tensor:
         if self.decorrelate:
-            spatial = torch.einsum("bchw,dc->bdhw", spatial, _COLOR.to(spatial))
+            spatial = torch.einsum("bchw,dc->bdhw", spatial, _COLOUR.to(spatial))
         return torch.sigmoid(spatial)
 
     def forward(self, spectrum: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,7 +145,7 @@ class FourierImage(torch.nn.Module):
         x = images.clamp(1e-4, 1 - 1e-4).float()
         z = torch.log(x) - torch.log1p(-x)
         if self.decorrelate:
-            z = torch.einsum("bchw,dc->bdhw", z, torch.linalg.inv(_COLOR))
+            z = torch.einsum("bchw,dc->bdhw", z, torch.linalg.inv(_COLOUR))
         if self.fourier:
             c = torch.fft.rfftn(z * _FOURIER_SCALE, dim=(-2, -1), norm="ortho")
             z = torch.view_as_real(c) / self.scale
@@ -235,7 +235,7 @@ def _check(model: LensModel, layer: str, channels: list[int], objective: Objecti
 
 
 def _optimise(model: LensModel, layer: str, channels: list[int], weights: torch.Tensor, objective: Objective,
-              s: Settings, shared: bool, progress: Progress | None, cancel) -> Visualization:
+              s: Settings, shared: bool, progress: Progress | None, cancel) -> Visualisation:
     info = _check(model, layer, channels, objective)
     if s.steps < 1:
         raise ValueError("steps must be at least 1")
@@ -289,7 +289,7 @@ def _optimise(model: LensModel, layer: str, channels: list[int], weights: torch.
     say(1.0, "measuring the result")
     mixed = _mixed_measure(model, rgb, layer, channels, weights, objective)
     grey = _mixed_measure(model, torch.full((1, 3, size, size), 0.5), layer, channels, weights[:1], objective)
-    return Visualization(
+    return Visualisation(
         images=rgb.float(), layer=layer if info else "", channels=tuple(channels),
         weights=tuple(tuple(float(v) for v in row) for row in weights), objective=objective,
         values=tuple(float(v) for v in mixed), baseline=float(grey[0]), history=tuple(history), settings=s,
@@ -303,7 +303,7 @@ def _mixed_measure(model, images, layer, channels, weights, objective) -> torch.
 
 def visualize(model: LensModel, layer: str, channel: int, *, objective: Objective = Objective.CHANNEL,
               settings: Settings = Settings(), progress: Progress | None = None,
-              cancel: Cancel | None = None) -> Visualization:
+              cancel: Cancel | None = None) -> Visualisation:
     """The image(s) that maximise one channel, unit or logit.
 
     Args:
@@ -325,7 +325,7 @@ def visualize(model: LensModel, layer: str, channel: int, *, objective: Objectiv
 def interpolate(model: LensModel, layer: str, channel: int, other: int, *, frames: int = 5,
                 objective: Objective = Objective.CHANNEL, settings: Settings = Settings(),
                 progress: Progress | None = None,
-                cancel: Cancel | None = None) -> Visualization:
+                cancel: Cancel | None = None) -> Visualisation:
     """Neuron interaction: ``frames`` images maximising (1 - t) * a + t * b for t from 0 to 1.
 
     The middle frame optimises both channels jointly. Frames share a common parameter added to their own, so

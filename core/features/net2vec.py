@@ -10,7 +10,7 @@ held-out images (every other image) when there are at least four, otherwise on t
 Activations are standardised per channel (so weights compare across channels) and upsampled bilinearly to a
 ``size`` x ``size`` grid, where the concept masks are also sampled.
 
-Concepts come from :func:`color_concepts` (the eleven colour terms of Broden, named per pixel from its colour with
+Concepts come from :func:`colour_concepts` (the eleven colour terms of Broden, named per pixel from its colour with
 no labels) or :func:`load_concept_masks` (a user folder of binary masks).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ..progress import Progress, report
 DEFAULT_SIZE = 56
 
 # Prototype sRGB colours of the eleven basic colour terms (Berlin & Kay; the terms of Broden's colour concepts).
-COLOR_TERMS: dict[str, tuple[int, int, int]] = {
+COLOUR_TERMS: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20), "blue": (40, 70, 200), "brown": (120, 75, 35), "grey": (128, 128, 128),
     "green": (50, 150, 50), "orange": (240, 140, 20), "pink": (245, 160, 190), "purple": (120, 50, 150),
     "red": (200, 30, 30), "white": (240, 240, 240), "yellow": (240, 220, 40),
@@ -109,8 +109,8 @@ def _srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
-def color_names(x: torch.Tensor, *, size: int = DEFAULT_SIZE) -> torch.Tensor:
-    """Per-pixel colour term: the index (into ``COLOR_TERMS``) of the nearest prototype in CIELab.
+def colour_names(x: torch.Tensor, *, size: int = DEFAULT_SIZE) -> torch.Tensor:
+    """Per-pixel colour term: the index (into ``COLOUR_TERMS``) of the nearest prototype in CIELab.
 
     Args:
         x: float (N, 3, H, W) in [0, 1].
@@ -120,15 +120,15 @@ def color_names(x: torch.Tensor, *, size: int = DEFAULT_SIZE) -> torch.Tensor:
     """
     small = F.interpolate(x.float(), size=(size, size), mode="area")
     lab = _srgb_to_lab(small.permute(0, 2, 3, 1).clamp(0, 1))
-    protos = _srgb_to_lab(torch.tensor(list(COLOR_TERMS.values()), dtype=torch.float32) / 255.0)
+    protos = _srgb_to_lab(torch.tensor(list(COLOUR_TERMS.values()), dtype=torch.float32) / 255.0)
     return torch.cdist(lab.reshape(-1, 3), protos).argmin(1).reshape(small.shape[0], size, size)
 
 
-def color_concepts(x: torch.Tensor, *, size: int = DEFAULT_SIZE, min_fraction: float = 0.002
+def colour_concepts(x: torch.Tensor, *, size: int = DEFAULT_SIZE, min_fraction: float = 0.002
                    ) -> dict[str, torch.Tensor]:
     """Binary masks (N, size, size) for each colour term covering at least ``min_fraction`` of all pixels."""
-    names = color_names(x, size=size)
-    masks = {name: names == i for i, name in enumerate(COLOR_TERMS)}
+    names = colour_names(x, size=size)
+    masks = {name: names == i for i, name in enumerate(COLOUR_TERMS)}
     return {k: v for k, v in masks.items() if float(v.float().mean()) >= min_fraction}
 
 
@@ -270,7 +270,7 @@ def net2vec(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, concepts:
     """Fit every concept at ``layer`` of ``model`` on images ``x`` (N, 3, H, W) in [0, 1].
 
     Args:
-        concepts: name -> bool (N, size, size) masks (see :func:`color_concepts`, :func:`load_concept_masks`).
+        concepts: name -> bool (N, size, size) masks (see :func:`colour_concepts`, :func:`load_concept_masks`).
     """
     if not concepts:
         raise ValueError("no concepts to fit")
