@@ -40,7 +40,7 @@ def _child(folder: str, out: str) -> None:
     import torch
 
     from core.index.build import build_index
-    from core.model.loading import wrap
+    from core.model import wrap
 
     if os.environ.get("LENS_BENCH_THREADS"):
         torch.set_num_threads(int(os.environ["LENS_BENCH_THREADS"]))
@@ -91,7 +91,7 @@ def _throughput(tmp: Path, batch: int, copies: int, workers: int | None, model_n
 
     from core.index.build import build_index
     from core.images import load_image, preprocess, sample_images
-    from core.model.loading import load_model
+    from core.model import load_model
     from core.parallel import default_workers, ordered_map
 
     model = load_model(model_name, None if model_name == "embedded" else "random")  # speed does not depend on weights
@@ -144,7 +144,7 @@ def _throughput(tmp: Path, batch: int, copies: int, workers: int | None, model_n
 
 
 def _query(directory: str, n: int = 300) -> dict:
-    from core.index.build import open_index
+    from core.index import open_index
 
     t0 = time.perf_counter()
     index = open_index(directory)

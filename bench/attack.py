@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from core.attack.attacks import PIXEL, attack  # noqa: E402
 from core.images import SAMPLES, load_image, preprocess  # noqa: E402
-from core.model.loading import load_model  # noqa: E402
+from core.model import load_model  # noqa: E402
 
 
 def floor(model, x: torch.Tensor, steps: int, label: torch.Tensor, clock=time.perf_counter) -> float:

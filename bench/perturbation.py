@@ -16,7 +16,7 @@ import torch
 os.environ.setdefault("LENS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.model.loading import load_model  # noqa: E402
+from core.model import load_model  # noqa: E402
 from core.features.net2vec import fit_concept  # noqa: E402
 from core.perturbation.masks import extremal_perturbation, meaningful_perturbation  # noqa: E402
 from core.features.similarity import layer_features, similarity_map  # noqa: E402

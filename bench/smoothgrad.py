@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.images import load_image, preprocess, sample_images  # noqa: E402
-from core.model.loading import load_model, wrap  # noqa: E402
+from core.model import load_model, wrap  # noqa: E402
 from core.attribution.smoothgrad import native_bf16, smoothgrad  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def peak_rss_fast_fp32(n: int) -> int:
 
     VmHWM, not ru_maxrss: a child's ru_maxrss starts from this (large) process's peak at fork.
     """
-    code = (f"import timm, torch; from core.models import wrap; from core.smoothgrad import smoothgrad; "
+    code = (f"import timm, torch; from core.model import wrap; from core.attribution.smoothgrad import smoothgrad; "
             f"m = wrap(timm.create_model('convnext_tiny'), input_size=224); x = torch.rand(1, 3, 224, 224); "
             f"smoothgrad(m, x, 0, samples={n}, precision='fp32'); "
             f"print([int(l.split()[1]) // 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")

@@ -22,7 +22,7 @@ from core.attribution.cam import cam  # noqa: E402
 from core.catalogue import default_layer  # noqa: E402
 from core.features.featurevis import Settings, visualize  # noqa: E402
 from core.attribution.lrp import lrp, prepare  # noqa: E402
-from core.model.loading import load_model  # noqa: E402
+from core.model import load_model  # noqa: E402
 
 
 def best_of(fn, repeats: int = 3) -> float:

@@ -8,14 +8,15 @@ runs its block MLP channels-last). Forward hooks read off each module's output.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import re
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -196,7 +197,7 @@ def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
     """All layers of ``model.net`` with a spatial (4-D) output, in forward order.
 
     Args:
-        model: a :class:`core.models.LensModel` (or any module with ``.net``).
+        model: a :class:`core.model.LensModel` (or any module with ``.net``).
         input_size: (C, H, W); defaults to the model card's input size.
     """
     if input_size is None and model in _cache:
@@ -272,11 +273,14 @@ def to_nchw(t: torch.Tensor, layer: LayerInfo) -> torch.Tensor:
     return t.permute(0, 3, 1, 2) if layer.layout is Layout.NHWC else t
 
 
-def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo]) -> dict[str, torch.Tensor]:
+def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo], *, grad: bool = False
+                  ) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for ``x`` (N, 3, H, W) in [0, 1], each as (N, C, h, w) whatever the layer's layout.
 
-    Runs under ``inference_mode`` and stops the forward pass once every asked-for layer has fired (the head is
-    never run). Hooks go through :func:`core.hooks.hooks_on`.
+    The forward pass stops once every asked-for layer has fired (the head is never run). Without ``grad`` it
+    runs under ``inference_mode``; with it, gradients flow to ``x`` when ``x`` requires them. Hooks go through
+    :func:`core.hooks.hooks_on`; only this thread's pass is read and stopped (a plain forward from another
+    thread, e.g. a prediction, runs through).
     """
     class _Done(Exception):
         pass
@@ -285,9 +289,12 @@ def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo]) -> dict[s
     by_module = {}
     for layer in layers:
         by_module.setdefault(model.layer(layer.name), []).append(layer)
-    with hooks_on(model) as hooks, torch.inference_mode():
+    owner = threading.get_ident()
+    with hooks_on(model) as hooks, (contextlib.nullcontext() if grad else torch.inference_mode()):
         for module, infos in by_module.items():
             def keep(_m, _inp, output, infos=infos):
+                if threading.get_ident() != owner:
+                    return
                 t = output[0] if isinstance(output, (tuple, list)) else output
                 for info in infos:
                     outs.setdefault(info.name, to_nchw(t, info))
@@ -302,3 +309,8 @@ def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo]) -> dict[s
     if missing:
         raise RuntimeError(f"layers never ran in the forward pass: {', '.join(missing)}")
     return outs
+
+
+def layer_output(model, x: torch.Tensor, layer: LayerInfo, *, grad: bool = False) -> torch.Tensor:
+    """The output (N, C, h, w) of one layer: :func:`layer_outputs` for a single layer."""
+    return layer_outputs(model, x, [layer], grad=grad)[layer.name]

@@ -69,9 +69,6 @@ class HookSet:
     def forward_pre(self, module: nn.Module, fn: Callable) -> None:
         self._add(module.register_forward_pre_hook, fn)
 
-    def full_backward(self, module: nn.Module, fn: Callable) -> None:
-        self._add(module.register_full_backward_hook, fn)
-
     def remove(self) -> None:
         with self._lock:
             while self._handles:

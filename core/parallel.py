@@ -60,7 +60,7 @@ def _workers_for(threads: int) -> int:
 def ordered_map(model, fn: Callable[[object, T], R], items: Iterable[T], *, workers: int | None = None) -> Iterator[R]:
     """``fn(replica, item)`` for every item, run on ``workers`` threads, yielded in the order of ``items``.
 
-    Each worker thread gets its own :meth:`core.models.LensModel.replica` of ``model`` (so its hooks are private
+    Each worker thread gets its own :meth:`core.model.LensModel.replica` of ``model`` (so its hooks are private
     and the shared model's lock is never held) and ``threads // workers`` intra-op threads, where ``threads`` is
     :func:`process_threads`. At most ``2 * workers`` items are in flight. Closing the iterator early cancels
     the items not started and waits for the running ones; an exception in ``fn`` is raised here.

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.index import IndexCorrupt, IndexStale, default_layers
 from core.images import SAMPLES, ImageError
-from core.index.build import IndexCorrupt, IndexStale, default_layers
 from core.index.view import architecture_dot, layer_group, opening_layer
 from core.render import boxed, padded
 from ui import cache, index_info, sidebar

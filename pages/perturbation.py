@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.perturbation.masks import EXTREMAL_ITERATIONS, MEANINGFUL_ITERATIONS, Method, Perturbation, Variant
+from core.perturbation.masks import EXTREMAL_ITERATIONS, MEANINGFUL_ITERATIONS, MaskMethod as Method, Perturbation, Variant
 from core.render import image_uint8, overlay
 from ui import cache, sidebar
 from ui.widgets import progress_bar

@@ -42,7 +42,7 @@ def samples() -> Path:
 
 def make_tiny(arch: str = "convnext_atto", seed: int = 0, **kwargs):
     """A random-init timm model wrapped as a LensModel (ImageNet normalisation), seeded."""
-    from core.model.loading import wrap
+    from core.model import wrap
 
     torch.manual_seed(seed)
     net = timm.create_model(arch, pretrained=False, **kwargs)
@@ -64,7 +64,7 @@ def resnet_tiny():
 @pytest.fixture(scope="session")
 def embedded():
     """The real ImageNet EfficientNet-Lite0 (loads in about a second)."""
-    from core.model.loading import load_model
+    from core.model import load_model
 
     return load_model("embedded")
 

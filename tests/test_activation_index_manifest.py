@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.cli import main
-from core.index.build import build_index, open_index, summarize
+from core.index import build_index, open_index, summarize
 from core.index import ray_engine
 from tests.test_activation_index import LAYERS, MIXED, _assert_same, atto, folder  # noqa: F401
 

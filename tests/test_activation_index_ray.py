@@ -6,7 +6,7 @@ import pytest
 import ray
 import torch
 
-from core.index.build import build_index, open_index
+from core.index import build_index, open_index
 from tests.test_activation_index import EXTRA, LAYERS, MIXED, _assert_same, _write_images, atto, folder  # noqa: F401
 
 torch.set_num_threads(1)  # see test_activation_index: the machine is shared

@@ -1,6 +1,7 @@
 """FGSM / PGD: budgets after every step, loss ordering, agreement with captum.robust, bisection, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import core.attack.attacks as attack_module
-from core.attack.attacks import PIXEL, AttackResult, Method, Norm, attack, minimal_eps, quantize_8bit
+from core.attack.attacks import PIXEL, AttackResult, AttackMethod, Norm, attack, minimal_eps, quantize_8bit
 from core.render import image_uint8
 from core.hooks import hook_count, hooks_on
 
@@ -69,8 +70,8 @@ def test_linf_pgd_uses_the_whole_budget(convnext_atto, batch):
 
 
 def test_loss_pgd_at_least_fgsm_at_least_clean(resnet_tiny, batch):
-    fgsm = attack(resnet_tiny, batch, method=Method.FGSM, eps=EPS)
-    pgd = attack(resnet_tiny, batch, method=Method.PGD, eps=EPS, step=PIXEL, steps=6, early_stop=False)
+    fgsm = attack(resnet_tiny, batch, method=AttackMethod.FGSM, eps=EPS)
+    pgd = attack(resnet_tiny, batch, method=AttackMethod.PGD, eps=EPS, step=PIXEL, steps=6, early_stop=False)
     src = fgsm.source
     clean, l_fgsm, l_pgd = (_ce(resnet_tiny, v, src) for v in (batch, fgsm.adversarial, pgd.adversarial))
     assert bool((l_fgsm > clean).all()) and bool((l_pgd >= l_fgsm).all())
@@ -137,7 +138,7 @@ def test_l2_step_is_the_unit_gradient(convnext_atto, batch):
 def test_result_is_frozen_and_consistent(convnext_atto, batch):
     r = attack(convnext_atto, batch, eps=EPS, steps=4)
     assert isinstance(r, AttackResult)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="^cannot assign to field 'success'$"):
         r.success = None  # type: ignore[misc]
     with torch.no_grad():
         probs = convnext_atto(r.adversarial).softmax(-1)
@@ -239,7 +240,7 @@ def test_bisection_reports_no_flip_within_the_cap(convnext_atto, batch):
 
 
 def test_no_hooks_left_and_errors_are_clear(convnext_atto, batch):
-    with pytest.raises(ValueError, match="between 0 and 9"):
+    with pytest.raises(ValueError, match=r"^target 10 out of range: the model has 10 classes \(0\.\.9\)$"):
         attack(convnext_atto, batch, 10)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         attack(convnext_atto, batch * 2)

@@ -13,7 +13,7 @@ from torch import nn
 from core.attribution.registry import REGISTRY, NotApplicable, attribute
 from core.attribution.smoothgrad import smoothgrad
 from core.hooks import hook_count
-from core.model.loading import wrap
+from core.model import wrap
 
 from tests.conftest import lock_is_free, make_tiny
 

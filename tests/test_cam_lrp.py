@@ -11,8 +11,8 @@ from torch import nn
 from tests.conftest import make_tiny
 from core.attribution.cam import NotApplicable, cam
 from core.hooks import capture, hook_count
-from core.attribution.lrp import FirstRule, Rule, lrp, prepare
-from core.model.loading import wrap
+from core.attribution.lrp import FirstRule, LrpRule, lrp, prepare
+from core.model import wrap
 
 
 def _x(n=2, size=64, seed=0):
@@ -84,8 +84,8 @@ def unbiased(convnext_atto, resnet_tiny):
     return {"convnext_atto": _without_biases(convnext_atto), "resnet18": _without_biases(resnet_tiny)}
 
 
-@pytest.mark.parametrize("arch,rule,first", [("convnext_atto", r, f) for r in Rule for f in FirstRule]
-                         + [("resnet18", Rule.ZPLUS, FirstRule.ZB), ("resnet18", Rule.EPSILON, FirstRule.FLAT)])
+@pytest.mark.parametrize("arch,rule,first", [("convnext_atto", r, f) for r in LrpRule for f in FirstRule]
+                         + [("resnet18", LrpRule.ZPLUS, FirstRule.ZB), ("resnet18", LrpRule.EPSILON, FirstRule.FLAT)])
 def test_lrp_conserves_relevance_without_biases(arch, rule, first, unbiased):
     """Stated tolerance: |relevance_sum - logit| <= 1e-3 |logit| (float32, LRP-epsilon with epsilon 1e-9)."""
     r = lrp(unbiased[arch], _x(1), target=1, rule=rule, first=first, epsilon=1e-9)
@@ -97,7 +97,7 @@ def test_lrp_conserves_relevance_without_biases(arch, rule, first, unbiased):
 def test_lrp_zero_equals_gradient_times_input_on_relu_nets(resnet_tiny):
     """LRP-0 on a ReLU network (biases included) equals gradient x input (Ancona et al. 2018)."""
     x = _x()
-    r = lrp(resnet_tiny, x, target=4, rule=Rule.EPSILON, first=FirstRule.EPSILON, epsilon=1e-9)
+    r = lrp(resnet_tiny, x, target=4, rule=LrpRule.EPSILON, first=FirstRule.EPSILON, epsilon=1e-9)
     xn = resnet_tiny.normalize(x).requires_grad_(True)
     (g,) = torch.autograd.grad(resnet_tiny.net(xn)[:, 4].sum(), xn)
     expected = (xn * g).detach()
@@ -116,8 +116,8 @@ def test_batchnorm_is_folded_without_changing_the_function(resnet_tiny):
 
 def test_zplus_and_epsilon_differ_and_logit_reported(convnext_atto):
     x = _x()
-    a = lrp(convnext_atto, x, rule=Rule.EPSILON)
-    b = lrp(convnext_atto, x, rule=Rule.ZPLUS)
+    a = lrp(convnext_atto, x, rule=LrpRule.EPSILON)
+    b = lrp(convnext_atto, x, rule=LrpRule.ZPLUS)
     with torch.no_grad():
         top = convnext_atto(x).max(1).values
     assert torch.allclose(torch.tensor(a.metrics["logit"]), top, atol=1e-4)
@@ -143,11 +143,11 @@ def test_lrp_no_hooks_left_inputs_untouched_and_errors_clean(convnext_atto):
 
 def test_lrp_threads_on_a_shared_model_give_serial_results(convnext_atto):
     xs = [_x(1, seed=s) for s in (1, 2)]
-    serial = [lrp(convnext_atto, x, rule=Rule.ZPLUS).map for x in xs]
+    serial = [lrp(convnext_atto, x, rule=LrpRule.ZPLUS).map for x in xs]
     out = {}
 
     def work(i):
-        out[i] = lrp(convnext_atto, xs[i], rule=Rule.ZPLUS).map
+        out[i] = lrp(convnext_atto, xs[i], rule=LrpRule.ZPLUS).map
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()

@@ -7,11 +7,11 @@ import threading
 import pytest
 import torch
 
-from core.features.featurevis import (FourierImage, Objective, Settings, interpolate, layer_output, measure,
+from core.features.featurevis import (FourierImage, Objective, Settings, interpolate, measure,
                              robust_transform, visualize)
 from core.features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, mosaic, weight_stats
 from core.hooks import hook_count
-from core.catalogue import find_layer
+from core.catalogue import find_layer, layer_output
 
 QUICK = Settings(steps=2, size=64, coarse=0.0)
 
@@ -58,6 +58,10 @@ def test_layer_output_matches_a_full_forward(convnext_atto):
         convnext_atto(x)
     with torch.no_grad():
         stopped = layer_output(convnext_atto, x, info)
+    with torch.enable_grad():  # the gradient path feature visualisation uses
+        xg = x.clone().requires_grad_(True)
+        layer_output(convnext_atto, xg, info, grad=True).sum().backward()
+    assert xg.grad is not None and float(xg.grad.abs().sum()) > 0
     assert torch.allclose(stopped, out["s"])
     assert hook_count(convnext_atto) == 0
 
@@ -153,7 +157,7 @@ def test_generated_image_beats_random_and_every_sample_photo(embedded):
     """ImageNet EfficientNet-Lite0 at a 128-pixel input (cheap): the optimised image must excite the channel
     far more than noise and more than any of the 70 sample photos."""
     from core.images import load_image, preprocess, sample_images
-    from core.model.loading import wrap
+    from core.model import wrap
 
     model = wrap(embedded.net, mean=embedded.card.mean, std=embedded.card.std, input_size=128)
     layer, channel = "blocks.4", 10

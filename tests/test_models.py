@@ -13,9 +13,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from core.model import loading as models
+from core.model import hub, loading
 from core.images import load_image, preprocess
-from core.model.loading import ModelLoadError, WeightsSource, load_model
+from core.model import ModelLoadError, WeightsSource, load_model
 from core.model.predict import predict
 
 from tests.conftest import SAMPLES, make_tiny
@@ -73,9 +73,9 @@ def test_hub_probe_gives_up_on_a_hanging_server(monkeypatch, silent_server):
     monkeypatch.delenv("LENS_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", silent_server)
-    models._probe_cache.clear()
+    hub._probe_cache.clear()
     start = time.monotonic()
-    assert models.hub_reachable(timeout=0.5) is False
+    assert hub.hub_reachable(timeout=0.5) is False
     assert time.monotonic() - start < 5  # a hang-guard, not a speed test: the probe must not block for long
 
 
@@ -198,12 +198,12 @@ def test_cached_hub_weights_load_offline(fake_hub_cache):
 def test_default_falls_back_when_the_download_fails(monkeypatch):
     def broken(name):
         raise OSError("connection reset by peer")
-    monkeypatch.setattr(models, "_load_hub", broken)
+    monkeypatch.setattr(hub, "load_hub", broken)
     model = load_model()
     assert model.card.name == "embedded" and "connection reset by peer" in model.card.notice
 
 
 def test_a_backbone_without_classifier_is_refused():
     with pytest.raises(ModelLoadError, match="no classifier head"):
-        models._finish(timm.create_model("convnext_atto", num_classes=0), "convnext_atto.dinov3_lvd1689m",
-                       WeightsSource.HUB, "hub", "x", None)
+        loading._finish(timm.create_model("convnext_atto", num_classes=0), "convnext_atto.dinov3_lvd1689m",
+                        WeightsSource.HUB, "hub", "x", None)

@@ -10,7 +10,8 @@ from PIL import Image
 
 from core.cli import main
 from core.hooks import hook_count
-from core.features.net2vec import COLOR_TERMS, color_concepts, color_names, fit_concept, load_concept_masks, net2vec, set_iou
+from core.features.net2vec import (COLOUR_TERMS, colour_concepts, colour_names, fit_concept, load_concept_masks,
+                                    net2vec, set_iou)
 
 
 def test_planted_concept_is_recovered_and_beats_single_channels():
@@ -48,14 +49,14 @@ def test_set_iou_by_hand():
 
 
 def test_colour_names_of_pure_colours():
-    names = list(COLOR_TERMS)
+    names = list(COLOUR_TERMS)
     for term, rgb in [("red", (220, 20, 20)), ("green", (30, 160, 40)), ("blue", (30, 60, 220)),
                       ("white", (250, 250, 250)), ("black", (5, 5, 5)), ("yellow", (250, 230, 30))]:
         x = torch.tensor(rgb, dtype=torch.float32).div(255).view(1, 3, 1, 1).expand(1, 3, 8, 8)
-        assert names[int(color_names(x, size=4)[0, 0, 0])] == term
+        assert names[int(colour_names(x, size=4)[0, 0, 0])] == term
     half = torch.zeros(2, 3, 8, 8)
     half[:, 0, :, :4] = 1.0  # left half red, right half black
-    c = color_concepts(half, size=8)
+    c = colour_concepts(half, size=8)
     assert set(c) == {"red", "black"}
     assert c["red"][:, :, :4].all() and not c["red"][:, :, 4:].any()
 
@@ -79,7 +80,7 @@ def test_on_a_model_no_hooks_left(convnext_atto):
     torch.manual_seed(0)
     x = torch.rand(4, 3, 64, 64)
     before = x.clone()
-    fits = net2vec(convnext_atto, x, "stages.1", color_concepts(x, size=16), size=16, iterations=20)
+    fits = net2vec(convnext_atto, x, "stages.1", colour_concepts(x, size=16), size=16, iterations=20)
     assert fits and all(0 <= f.iou <= 1 and 0 <= f.iou_best_channel <= 1 for f in fits)
     assert torch.equal(x, before) and hook_count(convnext_atto) == 0
 
@@ -96,7 +97,7 @@ def test_cli_colors_and_masks(tmp_path, samples, capsys):
     assert out["concepts"]
     for c in out["concepts"]:
         assert set(c) == {"name", "iou", "iou_best_channel", "best_channel", "top_channels"}
-        assert c["name"] in COLOR_TERMS and 0 <= c["iou"] <= 1 and 0 <= c["best_channel"] < 80
+        assert c["name"] in COLOUR_TERMS and 0 <= c["iou"] <= 1 and 0 <= c["best_channel"] < 80
     masks = tmp_path / "masks" / "top"
     masks.mkdir(parents=True)
     m = np.zeros((50, 50), np.uint8)

@@ -69,7 +69,7 @@ def test_input_untouched_no_hooks_after_error_and_threads_agree(convnext_atto, i
     before = image.clone()
     serial = similarity_map(layer_features(convnext_atto, image, "stages.1"), (2, 2)).map
     assert torch.equal(image, before)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match=r"^expected an RGB batch \(N, 3, H, W\), got shape \(1, 4, 64, 64\)$"):
         layer_features(convnext_atto, torch.rand(1, 4, 64, 64), "stages.1")
     assert hook_count(convnext_atto) == 0
     results = [None] * 4

@@ -25,9 +25,9 @@ from core.features import featurevis as core_featurevis
 from core.features import filters as core_filters
 from core.features import net2vec as core_net2vec
 from core.features import similarity as core_similarity
-from core.index import build as core_index
+from core import index as core_index
+from core.model import LensModel, load_model
 from core.model import predict as core_predict
-from core.model.loading import LensModel, load_model
 from core.perturbation import masks as core_perturbation
 from core.render import normalize_map, overlay
 
@@ -264,7 +264,7 @@ def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_
     """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks)."""
     s = settings
     return _long(("perturbation", model_key, image_key, s), progress, model, lambda progress, _batch: core_perturbation.perturbation_masks(
-        model, x.unsqueeze(0), s.target, method=core_perturbation.Method(s.method), areas=s.areas,
+        model, x.unsqueeze(0), s.target, method=core_perturbation.MaskMethod(s.method), areas=s.areas,
         variant=core_perturbation.Variant(s.variant), iterations=s.iterations,
         perturbation=core_perturbation.Perturbation(s.perturbation), progress=progress))
 
@@ -306,7 +306,7 @@ def _net2vec_fits(model: LensModel, paths: tuple[str, ...], s: Net2VecSettings, 
         raise core_images.ImageError("no readable images in the folder")
     x = torch.stack([inp.tensor for _, inp in good])
     if s.concepts == core_net2vec.ConceptSource.COLORS.value:
-        masks = core_net2vec.color_concepts(x, size=s.size)
+        masks = core_net2vec.colour_concepts(x, size=s.size)
     else:
         masks = core_net2vec.load_concept_masks(s.concepts, [p for p, _ in good], size=s.size)
     fits = core_net2vec.net2vec(model, x, s.layer, masks, size=s.size, iterations=s.iterations, progress=progress)
@@ -316,8 +316,8 @@ def _net2vec_fits(model: LensModel, paths: tuple[str, ...], s: Net2VecSettings, 
 # ------------------------------------------------------------------------ feature visualisation, filters
 
 def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,
-                settings: core_featurevis.Settings, progress=None) -> core_featurevis.Visualization:
-    """A :class:`core.features.featurevis.Visualization`, kept per (model, layer, channels, objective, settings).
+                settings: core_featurevis.Settings, progress=None) -> core_featurevis.Visualisation:
+    """A :class:`core.features.featurevis.Visualisation`, kept per (model, layer, channels, objective, settings).
 
     One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.index.build import ActivationIndex, IndexSummary, check_model
+from core.index import ActivationIndex, IndexSummary, check_model
 
 
 def show(summary: IndexSummary) -> None:

@@ -9,7 +9,7 @@ import streamlit as st
 from PIL import Image
 
 from core.images import EXTENSIONS, MAX_BYTES, ImageError, ModelInput, preprocess, sample_images
-from core.model.loading import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError,
+from core.model import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError,
                          default_pretrained_name, list_pretrained_tags)
 
 from ui import cache

@@ -16,12 +16,15 @@ import enum
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from functools import partial
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..model.loading import LensModel
+from ..inputs import check_input, class_indices, num_classes_of
+from ..model.wrapper import LensModel
+from ..progress import Progress, report
 from ..render import unit_uint8
 
 PIXEL = 1.0 / 255.0
@@ -36,10 +39,10 @@ MAX_MIN_EPS_ATTACKS = 8
 _SAFETY = 1.0 - 1e-5
 _BISECTIONS = 30  # the L2 projection's scale to 2^-30, below float32 resolution
 
-Progress = Callable[[float, str], None]
 
+class AttackMethod(str, enum.Enum):
+    """FGSM (one step of size ε) or PGD (projected gradient steps)."""
 
-class Method(str, enum.Enum):
     FGSM = "fgsm"
     PGD = "pgd"
 
@@ -73,7 +76,7 @@ class AttackResult:
     ``target`` (N,) the class moved toward (None when untargeted); ``eps`` and ``step`` are (N,) in pixel units.
     """
 
-    method: Method
+    method: AttackMethod
     norm: Norm
     eps: torch.Tensor
     step: torch.Tensor
@@ -128,7 +131,7 @@ class MinEpsResult:
 
     ``eps`` reached the goal and ``below`` did not (0 when no smaller ε was tried, since ε = 0 is the clean
     image); ``eps`` is NaN when even ``eps_max`` failed. ``result`` is the attack at ``eps`` (or at the largest ε
-    tried when none succeeded).
+    tried when none succeeded). ``seconds``: the whole search's compute time.
     """
 
     eps: torch.Tensor
@@ -136,10 +139,11 @@ class MinEpsResult:
     found: torch.Tensor
     attacks: torch.Tensor
     result: AttackResult
+    seconds: float
 
 
 def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None, *,
-           method: Method | str = Method.PGD, norm: Norm | str = Norm.LINF,
+           method: AttackMethod | str = AttackMethod.PGD, norm: Norm | str = Norm.LINF,
            eps: float | torch.Tensor = DEFAULT_EPS, step: float | torch.Tensor = DEFAULT_STEP,
            steps: int = DEFAULT_STEPS, random_start: bool = False, early_stop: bool = True,
            source: int | Sequence[int] | torch.Tensor | None = None, seed: int = 0,
@@ -161,18 +165,18 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
     Returns:
         :class:`AttackResult`.
     """
-    method, norm = Method(method), Norm(norm)
-    x = _check_input(x)
+    method, norm = AttackMethod(method), Norm(norm)
+    x = check_input(x, pixels_for="attacks")
     n = x.shape[0]
     eps_t = _per_image(eps, n, "eps")
-    step_t = eps_t.clone() if method is Method.FGSM else _per_image(step, n, "step")
-    if method is Method.FGSM:
+    step_t = eps_t.clone() if method is AttackMethod.FGSM else _per_image(step, n, "step")
+    if method is AttackMethod.FGSM:
         steps = 1
     if steps < 1:
         raise ValueError("steps must be at least 1")
     if norm is Norm.LINF and bool((eps_t > 1).any()):
         raise ValueError("an L∞ eps above 1 (255/255) is no bound at all")
-    say = progress or (lambda _f, _m: None)
+    say = partial(report, progress)
     started = time.perf_counter()
     # No lock: another session's temporary hooks never fire in our passes (core.hooks).
     with torch.inference_mode(False), torch.enable_grad():
@@ -183,9 +187,9 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
         if random_start:
             adv = _start(clean, eps_t * _SAFETY, norm, seed)
             clean_logits = _logits(model, clean)
-        num_classes = _num_classes(model)
-        goal = (_classes(target, n, num_classes, "target") if targeted else None)
-        src = _classes(source, n, num_classes, "source") if source is not None else None
+        num_classes = num_classes_of(model)
+        goal = (class_indices(target, n, num_classes, name="target") if targeted else None)
+        src = class_indices(source, n, num_classes, name="source") if source is not None else None
 
         t_cols = steps + 1
         traj = {k: torch.full((n, t_cols), math.nan) for k in ("loss", "source_prob", "goal_prob", "linf", "l2")}
@@ -250,7 +254,7 @@ def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
 
 
 def minimal_eps(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None, *,
-                method: Method | str = Method.PGD, norm: Norm | str = Norm.LINF,
+                method: AttackMethod | str = AttackMethod.PGD, norm: Norm | str = Norm.LINF,
                 eps: float = DEFAULT_EPS, step: float = DEFAULT_STEP, steps: int = DEFAULT_STEPS,
                 eps_max: float | None = None, tol: float | None = None,
                 max_attacks: int = MAX_MIN_EPS_ATTACKS, random_start: bool = False, seed: int = 0,
@@ -270,7 +274,8 @@ def minimal_eps(model: LensModel, x: torch.Tensor, target: int | Sequence[int] |
     Returns:
         :class:`MinEpsResult`.
     """
-    x = _check_input(x)
+    started = time.perf_counter()
+    x = check_input(x, pixels_for="attacks")
     if eps <= 0:
         raise ValueError("eps must be positive")
     if max_attacks < 1:
@@ -281,8 +286,8 @@ def minimal_eps(model: LensModel, x: torch.Tensor, target: int | Sequence[int] |
     tol = eps / 64 if tol is None else tol
     ratio = step / eps
     n = x.shape[0]
-    goals = None if target is None else _classes(target, n, _num_classes(model), "target")
-    say = progress or (lambda _f, _m: None)
+    goals = None if target is None else class_indices(target, n, num_classes_of(model), name="target")
+    say = partial(report, progress)
     found, lows, highs, counts, results = [], [], [], [], []
     for i in range(n):
         lo, hi, e, best, last, count = 0.0, math.nan, eps, None, None, 0
@@ -315,18 +320,10 @@ def minimal_eps(model: LensModel, x: torch.Tensor, target: int | Sequence[int] |
     say(1.0, "done")
     return MinEpsResult(eps=torch.tensor(highs, dtype=torch.float64), below=torch.tensor(lows, dtype=torch.float64),
                         found=torch.tensor(found),
-                        attacks=torch.tensor(counts), result=_cat(results))
+                        attacks=torch.tensor(counts), result=_cat(results), seconds=time.perf_counter() - started)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-def _check_input(x: torch.Tensor) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected an RGB batch (N, 3, H, W), got {tuple(getattr(x, 'shape', ()))}")
-    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-        raise ValueError("attacks work on pixels in [0, 1]; this input is outside that range")
-    return x.float()
-
 
 def _per_image(value: float | torch.Tensor, n: int, name: str) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=torch.float32).flatten()
@@ -337,22 +334,6 @@ def _per_image(value: float | torch.Tensor, n: int, name: str) -> torch.Tensor:
     if bool((t < 0).any()) or not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be a finite non-negative number")
     return t.clone()
-
-
-def _classes(value, n: int, num_classes: int, name: str) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=torch.long).flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"{name} needs one class or one per image ({n})")
-    if bool((t < 0).any()) or bool((t >= num_classes).any()):
-        raise ValueError(f"{name} class must be between 0 and {num_classes - 1}")
-    return t.clone()
-
-
-def _num_classes(model: LensModel) -> int:
-    card = getattr(model, "card", None)
-    return int(card.num_classes) if card is not None else int(model(torch.zeros(1, 3, 32, 32)).shape[-1])
 
 
 def _logits(model: LensModel, x: torch.Tensor) -> torch.Tensor:

@@ -6,15 +6,17 @@ Saliency, SmoothGrad, Integrated Gradients and Grad-CAM papers.
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-Progress = Callable[[float, str], None]
+from ..inputs import check_input, resolve_target  # noqa: F401  (every method's input check and target resolver)
+from ..progress import Progress, report  # noqa: F401
 
 
 class NotApplicable(ValueError):
@@ -74,7 +76,6 @@ class Attribution:
         return part.sum(1)
 
 
-
 def from_raw(raw: torch.Tensor, method: str, target: Sequence[int], started: float, *,
              notes: Sequence[str] = (), options: Mapping | None = None, signed: bool = True) -> Attribution:
     """An :class:`Attribution` from a per-channel (N, 3, H, W) result; ``started`` is a perf_counter value."""
@@ -84,40 +85,16 @@ def from_raw(raw: torch.Tensor, method: str, target: Sequence[int], started: flo
                        options=dict(options or {}))
 
 
-def check_input(x: torch.Tensor) -> torch.Tensor:
-    """Validate an (N, 3, H, W) float batch in [0, 1]; returns it as float32 (a (3, H, W) image is batched)."""
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected an RGB batch (N, 3, H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError("expected a float tensor in [0, 1]")
-    return x.detach().float()
+def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
+                   forward_mode: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """d logit[target] / d x for each image: float32 (N, 3, H, W). ``x`` is not modified.
 
-
-def resolve_target(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None
-                   ) -> torch.Tensor:
-    """Long (N,) class indices: the predicted class where ``target`` is None, else ``target`` per image."""
-    n = x.shape[0]
-    if target is None:
-        with torch.no_grad():  # not inference_mode: the indices are used later in graphs that autograd saves
-            return model(x).argmax(-1).long()
-    t = torch.as_tensor(target, dtype=torch.long).flatten()
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"{t.numel()} targets for {n} images")
-    classes = getattr(getattr(model, "card", None), "num_classes", None)
-    if classes is not None and (t.min() < 0 or t.max() >= classes):
-        raise ValueError(f"target class out of range 0..{classes - 1}")
-    return t.clone()
-
-
-def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """d logit[target] / d x for each image: float32 (N, 3, H, W). ``x`` is not modified."""
+    ``forward_mode``: a context the forward pass runs in (e.g. the guided rule's torch-function mode).
+    """
     xin = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        logits = model(xin)
+        with forward_mode if forward_mode is not None else contextlib.nullcontext():
+            logits = model(xin)
         score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
         (grad,) = torch.autograd.grad(score, xin)
     return grad.float()
@@ -126,8 +103,3 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> t
 def batches(n: int, size: int) -> list[slice]:
     size = max(1, int(size))
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
-
-
-def report(progress: Progress | None, fraction: float, message: str) -> None:
-    if progress is not None:
-        progress(min(1.0, max(0.0, float(fraction))), message)

@@ -14,7 +14,6 @@ MobileNetV3's conv head, max pooling) are refused with the reason.
 from __future__ import annotations
 
 import time
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,26 +21,8 @@ from torch import nn
 
 from .base import Attribution, NotApplicable, Progress, report
 from .spec import MethodSpec
-from ..model.loading import LensModel
-
-Target = int | Sequence[int] | torch.Tensor | None
-
-
-def targets_for(logits: torch.Tensor, target: Target) -> torch.Tensor:
-    """Target class per row (N,) from an int, a sequence, a tensor or None (the top class)."""
-    n = logits.shape[0]
-    if target is None:
-        t = logits.argmax(1)
-    else:
-        t = torch.as_tensor(target, dtype=torch.long).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(n)
-        if t.numel() != n:
-            raise ValueError(f"{t.numel()} targets for {n} images")
-    bad = [int(v) for v in t if not 0 <= int(v) < logits.shape[1]]
-    if bad:
-        raise ValueError(f"target {bad[0]} out of range: the model has {logits.shape[1]} classes")
-    return t.clone()
+from ..inputs import Target, resolve_target
+from ..model.wrapper import LensModel
 
 
 def _head_parts(net: nn.Module) -> tuple[nn.Linear, nn.Module | None]:
@@ -88,7 +69,7 @@ def cam(model: LensModel, x: torch.Tensor, target: Target = None, *, progress: P
         pre = net.forward_head(feats, pre_logits=True).flatten(1)
         logits = fc(pre)
     pooled = feats.mean(dim=(2, 3))
-    t = targets_for(logits, target)
+    t = resolve_target(model, x, target, logits=logits)
     w = fc.weight[t]                                    # (N, C)
     bias = fc.bias[t] if fc.bias is not None else torch.zeros(len(t))
     if norm is None:

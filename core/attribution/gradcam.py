@@ -17,7 +17,7 @@ from torch import nn
 from .spec import MethodSpec, Option
 from .base import Attribution, NotApplicable, Progress, check_input, report, resolve_target
 from ..catalogue import LayerInfo, default_layer, find_layer, to_nchw
-from .guided import RULE_CAVEAT, Rule, rule_gradient
+from .guided import RULE_CAVEAT, GuidedRule, rule_gradient
 from ..hooks import capture
 
 
@@ -85,7 +85,7 @@ def guided_gradcam(model: nn.Module, x: torch.Tensor, target: Sequence[int] | to
     cam = cam_maps(model, x, t, info)
     cam = cam / cam.flatten(1).amax(1).clamp(min=1e-12).view(-1, 1, 1)
     report(progress, 0.3, "Grad-CAM done; guided backprop")
-    guided, notes = rule_gradient(model, x, t, rule=Rule.GUIDED, batch_size=batch_size,
+    guided, notes = rule_gradient(model, x, t, rule=GuidedRule.GUIDED, batch_size=batch_size,
                                   progress=lambda f, m: report(progress, 0.3 + 0.7 * f, m))
     raw = guided * cam.unsqueeze(1)
     return Attribution(map=raw.sum(1), raw=raw, method="guided-gradcam", target=t.tolist(),

@@ -12,12 +12,11 @@ import time
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..blur import gaussian_blur
 from .spec import MethodSpec, Option
-from .base import (Attribution, Progress, batches, check_input, from_raw, input_gradient, report,
-                        resolve_target)
+from .base import Attribution, Progress, batches, check_input, from_raw, input_gradient, report, resolve_target
 
 
 class Baseline(str, enum.Enum):
@@ -69,14 +68,7 @@ def make_baseline(x: torch.Tensor, kind: Baseline | str = Baseline.BLACK, *, see
         g = torch.Generator().manual_seed(int(seed))
         return torch.rand(x.shape, generator=g).to(x)
     sigma = max(0.5, blur_sigma * max(x.shape[-2:]))
-    radius = int(3 * sigma)
-    k = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(k ** 2) / (2 * sigma ** 2))
-    k = (k / k.sum()).view(1, 1, 1, -1).expand(3, 1, 1, -1)
-    out = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(out, k, groups=3)
-    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(out, k.transpose(-1, -2), groups=3).clamp(0, 1)
+    return gaussian_blur(x, sigma, border="replicate").clamp(0, 1)
 
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None,

@@ -39,7 +39,9 @@ GATES = {"sigmoid": "sigmoid", "sigmoid_": "sigmoid", "hardsigmoid": "hard sigmo
          "tanh_": "tanh"}
 
 
-class Rule(str, enum.Enum):
+class GuidedRule(str, enum.Enum):
+    """Which backward rule replaces the rectifiers' own: guided backprop or deconvolution."""
+
     GUIDED = "guided-backprop"
     DECONVOLUTION = "deconvolution"
 
@@ -87,7 +89,7 @@ class _Deconv(torch.autograd.Function):
 class _RuleMode(TorchFunctionMode):
     """Applies ``rule`` to every rectifier call in this thread while active; counts what it saw."""
 
-    def __init__(self, rule: Rule) -> None:
+    def __init__(self, rule: GuidedRule) -> None:
         super().__init__()
         self.rule = rule
         self.seen: Counter[str] = Counter()
@@ -103,7 +105,7 @@ class _RuleMode(TorchFunctionMode):
                 or not torch.is_grad_enabled():
             return func(*args, **kwargs)
         self.seen[RECTIFIERS[name]] += 1
-        if self.rule is Rule.GUIDED:
+        if self.rule is GuidedRule.GUIDED:
             # run on a tracked copy so an in-place call cannot invalidate what the activation saved
             probe = x.clone()
             out = func(probe, *args[1:], **kwargs)
@@ -114,18 +116,15 @@ class _RuleMode(TorchFunctionMode):
         return _Deconv.apply(x, value.detach(), value is probe)
 
 
-def _with_rule(model: nn.Module, x: torch.Tensor, target: torch.Tensor, rule: Rule) -> tuple[torch.Tensor, _RuleMode]:
+def gradient_with_rule(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                       rule: GuidedRule) -> tuple[torch.Tensor, _RuleMode]:
+    """d logit[target] / d x (N, 3, H, W) with ``rule`` applied at every rectifier; also returns the rule mode,
+    whose counts say where the rule was applied (see :func:`rule_notes`)."""
     mode = _RuleMode(rule)
-    xin = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        with mode:
-            logits = model(xin)
-        score = logits.gather(1, target.view(-1, 1)).sum()
-        (grad,) = torch.autograd.grad(score, xin)
-    return grad.float(), mode
+    return input_gradient(model, x, target, forward_mode=mode), mode
 
 
-def rule_notes(mode: _RuleMode, rule: Rule) -> list[str]:
+def rule_notes(mode: _RuleMode, rule: GuidedRule) -> list[str]:
     """Human-readable facts about where ``rule`` was applied (one forward pass)."""
     where = ", ".join(f"{n} {name}" for name, n in mode.seen.most_common())
     notes = [f"{rule.value} rule applied at {sum(mode.seen.values())} activations per pass ({where}), "
@@ -137,15 +136,15 @@ def rule_notes(mode: _RuleMode, rule: Rule) -> list[str]:
 
 
 def rule_gradient(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
-                  rule: Rule | str = Rule.GUIDED, batch_size: int = 8, progress: Progress | None = None
+                  rule: GuidedRule | str = GuidedRule.GUIDED, batch_size: int = 8, progress: Progress | None = None
                   ) -> tuple[torch.Tensor, list[str]]:
     """Modified-backward gradient (N, 3, H, W) and notes. Raises :class:`NotApplicable` without rectifiers."""
-    rule = Rule(rule)
+    rule = GuidedRule(rule)
     x = check_input(x)
     t = resolve_target(model, x, target)
     parts, mode = [], None
     for i, sl in enumerate(chunks := batches(x.shape[0], batch_size)):
-        grad, mode = _with_rule(model, x[sl], t[sl], rule)
+        grad, mode = gradient_with_rule(model, x[sl], t[sl], rule)
         parts.append(grad)
         report(progress, (i + 1) / len(chunks), f"{rule.value}: image batch {i + 1}/{len(chunks)}")
     if not mode.seen:
@@ -154,7 +153,7 @@ def rule_gradient(model: nn.Module, x: torch.Tensor, target: Sequence[int] | tor
     return torch.cat(parts), rule_notes(mode, rule)
 
 
-def _rule_attribution(rule: Rule, model, x, target, batch_size, progress) -> Attribution:
+def _rule_attribution(rule: GuidedRule, model, x, target, batch_size, progress) -> Attribution:
     started = time.perf_counter()
     t = resolve_target(model, check_input(x), target)
     raw, notes = rule_gradient(model, x, t, rule=rule, batch_size=batch_size, progress=progress)
@@ -164,20 +163,20 @@ def _rule_attribution(rule: Rule, model, x, target, batch_size, progress) -> Att
 def guided_backprop(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
                     batch_size: int = 8, progress: Progress | None = None) -> Attribution:
     """Guided backpropagation (signed, per channel). x: (N, 3, H, W) in [0, 1]."""
-    return _rule_attribution(Rule.GUIDED, model, x, target, batch_size, progress)
+    return _rule_attribution(GuidedRule.GUIDED, model, x, target, batch_size, progress)
 
 
 def deconvolution(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
                   batch_size: int = 8, progress: Progress | None = None) -> Attribution:
     """Deconvolution (Zeiler & Fergus rule at every rectifier; signed, per channel)."""
-    return _rule_attribution(Rule.DECONVOLUTION, model, x, target, batch_size, progress)
+    return _rule_attribution(GuidedRule.DECONVOLUTION, model, x, target, batch_size, progress)
 
 
 def _arch(model: nn.Module) -> str:
     return getattr(getattr(model, "card", None), "arch", type(model).__name__)
 
 
-__all__ = ["Rule", "guided_backprop", "deconvolution", "rule_gradient", "input_gradient"]
+__all__ = ["GuidedRule", "guided_backprop", "deconvolution", "rule_gradient", "gradient_with_rule", "input_gradient"]
 
 
 RULE_CAVEAT = ("Captum and pytorch-grad-cam change only nn.ReLU, so on GELU networks such as ConvNeXt their guided "

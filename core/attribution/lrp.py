@@ -28,9 +28,9 @@ Any other leaf module is refused (:class:`~core.cam.NotApplicable`). Relevance i
 """
 from __future__ import annotations
 
-import time
 import enum
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -38,16 +38,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Attribution, Progress, report
-from .cam import NotApplicable, Target, targets_for
+from .base import Attribution, NotApplicable, Progress, report
 from .spec import MethodSpec, Option
+from ..inputs import Target, resolve_target
 from ..hooks import hooks_on, private_copy
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 
 
-class Rule(str, enum.Enum):
+class LrpRule(str, enum.Enum):
+    """The LRP rule for convolutions (and channel-wise Linear layers)."""
+
     EPSILON = "epsilon"
     ZPLUS = "zplus"
+
+
 
 
 class FirstRule(str, enum.Enum):
@@ -193,7 +197,7 @@ def _plus(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
     return _apply(module, a.clamp(min=0), w.clamp(min=0)) + _apply(module, a.clamp(max=0), w.clamp(max=0))
 
 
-def _rule_hook(kind: str, rule: Rule, epsilon: float):
+def _rule_hook(kind: str, rule: LrpRule, epsilon: float):
     def hook(module, inp, out):
         a = inp[0]
         if kind == "act":
@@ -210,7 +214,7 @@ def _rule_hook(kind: str, rule: Rule, epsilon: float):
                 y = y * module.weight.view(shape) + (module.bias.view(shape) if module.bias is not None else 0)
             return _keep_value(out, y, torch.ones_like(y))
         # conv / linear
-        if rule is Rule.ZPLUS and (kind == "conv" or a.dim() > 2):
+        if rule is LrpRule.ZPLUS and (kind == "conv" or a.dim() > 2):
             zp = _plus(module, a)
             return _keep_value(out, zp, out / zp.clamp(min=1e-9))  # zp >= 0 by construction
         return _keep_value(out, out, out / _stable(out, _rel_eps(out, epsilon)))
@@ -239,7 +243,7 @@ def _first_layer(conv: nn.Conv2d, a: torch.Tensor, rel: torch.Tensor, first: Fir
         return x * gx + lo * gl + hi * gh
 
 
-def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule = Rule.ZPLUS,
+def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: LrpRule = LrpRule.ZPLUS,
         first: FirstRule = FirstRule.ZB, epsilon: float = 0.25, progress: Progress | None = None) -> Attribution:
     """LRP relevance of each pixel for the ``target`` logit (None: the top class).
 
@@ -259,7 +263,7 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
         NotApplicable: a layer type with no rule here.
     """
     started = time.perf_counter()
-    rule, first = Rule(rule), FirstRule(first)
+    rule, first = LrpRule(rule), FirstRule(first)
     prep = prepare(model)
     xn = model.normalize(x.detach()).requires_grad_(True)
     seen: dict[str, torch.Tensor] = {}
@@ -273,7 +277,7 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
             elif kind != "pass":
                 hooks.forward(m, _rule_hook(kind, rule, epsilon))
         logits = prep.net(xn)
-        t = targets_for(logits.detach(), target)
+        t = resolve_target(model, x, target, logits=logits.detach())
         chosen = logits.gather(1, t[:, None])[:, 0]
         (c,) = torch.autograd.grad(chosen.sum(), seen["z"])
     rel = (seen["z"] * c).detach()
@@ -293,7 +297,7 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
 LRP = MethodSpec(
     "lrp", lrp, "LRP", "layer-wise relevance propagation; relevance sums to the logit minus what biases absorb",
     options=(
-        Option("rule", Rule, "rule for convolutions: zplus keeps positive evidence only (clean maps); epsilon "
+        Option("rule", LrpRule, "rule for convolutions: zplus keeps positive evidence only (clean maps); epsilon "
                "damps noise", label="Rule (convolutions)"),
         Option("first", FirstRule, "rule for the layer on the pixels: zb is the box rule for pixels in [0, 1]; "
                "flat spreads evenly", label="First layer (pixels)", flag="--first-rule"),

@@ -28,7 +28,7 @@ from torch import nn
 from .spec import MethodSpec, Option
 from .base import Attribution, NotApplicable, Progress, check_input, input_gradient, report, resolve_target
 from .gradients import BASELINE, STEPS, Baseline, make_baseline
-from .guided import Rule, _with_rule, rule_notes
+from .guided import GuidedRule, gradient_with_rule, rule_notes
 
 
 class NoiseType(str, enum.Enum):
@@ -202,11 +202,11 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
             ti = t[i:i + 1].expand(k)
             with _autocast(precision, x.device):
                 if base is Base.GUIDED_BACKPROP:
-                    grad, mode = _with_rule(model, noisy, ti, Rule.GUIDED)
+                    grad, mode = gradient_with_rule(model, noisy, ti, GuidedRule.GUIDED)
                     if not mode.seen:
                         raise NotApplicable("guided backprop does not apply: the model has no rectifying "
                                             "activation, so the map would equal the plain gradient")
-                    notes = notes or rule_notes(mode, Rule.GUIDED)
+                    notes = notes or rule_notes(mode, GuidedRule.GUIDED)
                 else:
                     grad = input_gradient(model, noisy, ti)
             if base is Base.INPUT_X_GRADIENT:

@@ -1,9 +1,9 @@
 """``python -m core``: one subcommand per technique.
 
-Each module in ``core/commands`` is a subcommand. It defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
+Each module in ``core/cli/commands`` is a subcommand. It defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> dict``, and may define ``text(payload) -> str`` for output without ``--json``. A payload's
 ``"errors"`` list (per-input failures) is printed only when non-empty, and then exits with status 2; a
-:class:`CliError`, :class:`~core.images.ImageError` or :class:`~core.models.ModelLoadError` prints one line on
+:class:`CliError`, :class:`~core.images.ImageError` or :class:`~core.model.ModelLoadError` prints one line on
 stderr and exits with status 2. No traceback reaches the user.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Sequence
 
 from . import commands
 from ..images import ImageError, ModelInput, load_image, preprocess
-from ..model.loading import LensModel, ModelLoadError, load_model
+from ..model import LensModel, ModelLoadError, load_model
 
 
 class CliError(Exception):

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..attribution.base import Progress, report
 from ..features.featurevis import Cancelled
-from ..perturbation.masks import gaussian_blur
+from ..blur import gaussian_blur
 
 Cancel = Callable[[], bool]
 

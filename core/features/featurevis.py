@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import enum
 import math
-import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..catalogue import LayerInfo, find_layer, to_nchw
-from ..hooks import hooks_on
-from ..model.loading import LensModel
+from ..catalogue import LayerInfo, find_layer, layer_output
+from ..model.wrapper import LensModel
+from ..progress import Cancel, Progress, is_cancelled, report
 
-Progress = Callable[[float, str], None]
 
 # Square root of ImageNet's colour covariance (from Lucid): decorrelated colour space -> RGB.
-_COLOR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
-_COLOR = torch.from_numpy(_COLOR_SQRT / np.max(np.linalg.norm(_COLOR_SQRT, axis=0)))
+_COLOUR_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=np.float32)
+_COLOUR = torch.from_numpy(_COLOUR_SQRT / np.max(np.linalg.norm(_COLOUR_SQRT, axis=0)))
 _FOURIER_SCALE = 4.0  # Lucid's constant: keeps the initial image's spread small
 
 
@@ -76,7 +74,7 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Visualization:
+class Visualisation:
     """Result of an optimisation.
 
     ``images``: float32 (B, 3, S, S) in [0, 1]. ``values``: the objective for each image from a plain forward
@@ -135,7 +133,7 @@ class FourierImage(torch.nn.Module):
 
     def to_rgb(self, spatial: torch.Tensor) -> torch.Tensor:
         if self.decorrelate:
-            spatial = torch.einsum("bchw,dc->bdhw", spatial, _COLOR.to(spatial))
+            spatial = torch.einsum("bchw,dc->bdhw", spatial, _COLOUR.to(spatial))
         return torch.sigmoid(spatial)
 
     def forward(self, spectrum: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,7 +145,7 @@ class FourierImage(torch.nn.Module):
         x = images.clamp(1e-4, 1 - 1e-4).float()
         z = torch.log(x) - torch.log1p(-x)
         if self.decorrelate:
-            z = torch.einsum("bchw,dc->bdhw", z, torch.linalg.inv(_COLOR))
+            z = torch.einsum("bchw,dc->bdhw", z, torch.linalg.inv(_COLOUR))
         if self.fourier:
             c = torch.fft.rfftn(z * _FOURIER_SCALE, dim=(-2, -1), norm="ortho")
             z = torch.view_as_real(c) / self.scale
@@ -188,34 +186,12 @@ def _jitter(x: torch.Tensor, d: int, gen: torch.Generator) -> torch.Tensor:
 
 # -------------------------------------------------------------------------------------------- reading
 
-class _Stop(Exception):
-    def __init__(self, out: torch.Tensor):
-        self.out = out
-
-
-def layer_output(model: LensModel, x: torch.Tensor, layer: LayerInfo) -> torch.Tensor:
-    """The layer's output (N, C, h, w) for input x (N, 3, H, W) in [0, 1]; the forward stops at the layer.
-
-    Gradients flow when ``x`` requires them.
-    """
-    module = model.layer(layer.name)
-    with hooks_on(model) as hooks:
-        def stop(_m, _inp, out):  # fires in our own passes only (core.hooks): another thread's forward runs through
-            raise _Stop(out[0] if isinstance(out, (tuple, list)) else out)
-        hooks.forward(module, stop)
-        try:
-            model(x)
-        except _Stop as s:
-            return to_nchw(s.out, layer)
-    raise RuntimeError(f"layer {layer.name} did not run in the forward pass")
-
-
 def activation(model: LensModel, x: torch.Tensor, layer: LayerInfo | None, channels: list[int],
                objective: Objective) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Objective values (N, K) for ``channels`` and the layer output (None for logits)."""
     if objective is Objective.LOGIT:
         return model(x)[:, channels], None
-    out = layer_output(model, x, layer)
+    out = layer_output(model, x, layer, grad=True)
     chans = out[:, channels]
     if objective is Objective.UNIT:
         return chans[:, :, out.shape[2] // 2, out.shape[3] // 2], out
@@ -258,21 +234,13 @@ def _check(model: LensModel, layer: str, channels: list[int], objective: Objecti
     return info
 
 
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
-
-
 def _optimise(model: LensModel, layer: str, channels: list[int], weights: torch.Tensor, objective: Objective,
-              s: Settings, shared: bool, progress: Progress | None, cancel) -> Visualization:
+              s: Settings, shared: bool, progress: Progress | None, cancel) -> Visualisation:
     info = _check(model, layer, channels, objective)
     if s.steps < 1:
         raise ValueError("steps must be at least 1")
     start = time.perf_counter()
-    say = progress or (lambda _f, _m: None)
+    say = partial(report, progress)
     gen = torch.Generator().manual_seed(s.seed)
     size = s.size or model.card.input_size[1]
     if size < 32:
@@ -296,7 +264,7 @@ def _optimise(model: LensModel, layer: str, channels: list[int], weights: torch.
         params = [param.spectrum] + ([common.spectrum] if common is not None else [])
         opt = torch.optim.Adam(params, lr=s.lr)
         for _ in range(n_steps):
-            if _is_cancelled(cancel):
+            if is_cancelled(cancel):
                 cancelled = True
                 break
             opt.zero_grad(set_to_none=True)
@@ -321,7 +289,7 @@ def _optimise(model: LensModel, layer: str, channels: list[int], weights: torch.
     say(1.0, "measuring the result")
     mixed = _mixed_measure(model, rgb, layer, channels, weights, objective)
     grey = _mixed_measure(model, torch.full((1, 3, size, size), 0.5), layer, channels, weights[:1], objective)
-    return Visualization(
+    return Visualisation(
         images=rgb.float(), layer=layer if info else "", channels=tuple(channels),
         weights=tuple(tuple(float(v) for v in row) for row in weights), objective=objective,
         values=tuple(float(v) for v in mixed), baseline=float(grey[0]), history=tuple(history), settings=s,
@@ -335,7 +303,7 @@ def _mixed_measure(model, images, layer, channels, weights, objective) -> torch.
 
 def visualize(model: LensModel, layer: str, channel: int, *, objective: Objective = Objective.CHANNEL,
               settings: Settings = Settings(), progress: Progress | None = None,
-              cancel: threading.Event | Callable[[], bool] | None = None) -> Visualization:
+              cancel: Cancel | None = None) -> Visualisation:
     """The image(s) that maximise one channel, unit or logit.
 
     Args:
@@ -357,7 +325,7 @@ def visualize(model: LensModel, layer: str, channel: int, *, objective: Objectiv
 def interpolate(model: LensModel, layer: str, channel: int, other: int, *, frames: int = 5,
                 objective: Objective = Objective.CHANNEL, settings: Settings = Settings(),
                 progress: Progress | None = None,
-                cancel: threading.Event | Callable[[], bool] | None = None) -> Visualization:
+                cancel: Cancel | None = None) -> Visualisation:
     """Neuron interaction: ``frames`` images maximising (1 - t) * a + t * b for t from 0 to 1.
 
     The middle frame optimises both channels jointly. Frames share a common parameter added to their own, so

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
 
 
 @dataclass(frozen=True)

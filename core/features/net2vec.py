@@ -10,15 +10,16 @@ held-out images (every other image) when there are at least four, otherwise on t
 Activations are standardised per channel (so weights compare across channels) and upsampled bilinearly to a
 ``size`` x ``size`` grid, where the concept masks are also sampled.
 
-Concepts come from :func:`color_concepts` (the eleven colour terms of Broden, named per pixel from its colour with
+Concepts come from :func:`colour_concepts` (the eleven colour terms of Broden, named per pixel from its colour with
 no labels) or :func:`load_concept_masks` (a user folder of binary masks).
 """
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,14 +28,14 @@ from PIL import Image
 
 from ..catalogue import LayerInfo, find_layer, layer_outputs
 from ..images import EXTENSIONS, ImageError
-from ..model.loading import LensModel
+from ..model.wrapper import LensModel
+from ..progress import Progress, report
 
-Progress = Callable[[float, str], None]
 
 DEFAULT_SIZE = 56
 
 # Prototype sRGB colours of the eleven basic colour terms (Berlin & Kay; the terms of Broden's colour concepts).
-COLOR_TERMS: dict[str, tuple[int, int, int]] = {
+COLOUR_TERMS: dict[str, tuple[int, int, int]] = {
     "black": (20, 20, 20), "blue": (40, 70, 200), "brown": (120, 75, 35), "grey": (128, 128, 128),
     "green": (50, 150, 50), "orange": (240, 140, 20), "pink": (245, 160, 190), "purple": (120, 50, 150),
     "red": (200, 30, 30), "white": (240, 240, 240), "yellow": (240, 220, 40),
@@ -59,6 +60,7 @@ class ConceptFit:
         predicted: bool (N, size, size), the combination's masks for every image.
         held_out: True when the IoUs were measured on images not used for fitting.
         positives: fraction of concept pixels over all images.
+        seconds: compute time of the fit.
     """
 
     name: str
@@ -72,6 +74,7 @@ class ConceptFit:
     predicted: torch.Tensor
     held_out: bool
     positives: float
+    seconds: float
 
     def as_dict(self) -> dict:
         return {"name": self.name, "iou": self.iou, "iou_best_channel": self.iou_best_channel,
@@ -93,8 +96,7 @@ def layer_activations(model: LensModel, x: torch.Tensor, layer: str | LayerInfo,
     for i, chunk in enumerate(x.split(batch_size)):
         a = layer_outputs(model, chunk.float(), [info])[info.name].float()
         outs.append(F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False))
-        if progress is not None:
-            progress(min(1.0, (i + 1) * batch_size / len(x)), f"activations of {info.name}")
+        report(progress, (i + 1) * batch_size / len(x), f"activations of {info.name}")
     return torch.cat(outs)
 
 
@@ -107,8 +109,8 @@ def _srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
 
-def color_names(x: torch.Tensor, *, size: int = DEFAULT_SIZE) -> torch.Tensor:
-    """Per-pixel colour term: the index (into ``COLOR_TERMS``) of the nearest prototype in CIELab.
+def colour_names(x: torch.Tensor, *, size: int = DEFAULT_SIZE) -> torch.Tensor:
+    """Per-pixel colour term: the index (into ``COLOUR_TERMS``) of the nearest prototype in CIELab.
 
     Args:
         x: float (N, 3, H, W) in [0, 1].
@@ -118,15 +120,15 @@ def color_names(x: torch.Tensor, *, size: int = DEFAULT_SIZE) -> torch.Tensor:
     """
     small = F.interpolate(x.float(), size=(size, size), mode="area")
     lab = _srgb_to_lab(small.permute(0, 2, 3, 1).clamp(0, 1))
-    protos = _srgb_to_lab(torch.tensor(list(COLOR_TERMS.values()), dtype=torch.float32) / 255.0)
+    protos = _srgb_to_lab(torch.tensor(list(COLOUR_TERMS.values()), dtype=torch.float32) / 255.0)
     return torch.cdist(lab.reshape(-1, 3), protos).argmin(1).reshape(small.shape[0], size, size)
 
 
-def color_concepts(x: torch.Tensor, *, size: int = DEFAULT_SIZE, min_fraction: float = 0.002
+def colour_concepts(x: torch.Tensor, *, size: int = DEFAULT_SIZE, min_fraction: float = 0.002
                    ) -> dict[str, torch.Tensor]:
     """Binary masks (N, size, size) for each colour term covering at least ``min_fraction`` of all pixels."""
-    names = color_names(x, size=size)
-    masks = {name: names == i for i, name in enumerate(COLOR_TERMS)}
+    names = colour_names(x, size=size)
+    masks = {name: names == i for i, name in enumerate(COLOUR_TERMS)}
     return {k: v for k, v in masks.items() if float(v.float().mean()) >= min_fraction}
 
 
@@ -215,6 +217,7 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
     Returns:
         A :class:`ConceptFit`.
     """
+    started = time.perf_counter()
     n, c = activations.shape[:2]
     if masks.shape != (n, *activations.shape[2:]):
         raise ValueError(f"masks {tuple(masks.shape)} do not match activations {tuple(activations.shape)}")
@@ -258,7 +261,7 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
     order = torch.argsort(w, descending=True)[:top]
     return ConceptFit(name, w, b, iou, set_iou(single, masks[test]), best, thr * float(std[best]) + float(mean[best]),
                       tuple(int(i) for i in order if w[i] > 0), predicted, held_out,
-                      float(masks.float().mean()))
+                      float(masks.float().mean()), time.perf_counter() - started)
 
 
 def net2vec(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, concepts: Mapping[str, torch.Tensor], *,
@@ -267,15 +270,13 @@ def net2vec(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, concepts:
     """Fit every concept at ``layer`` of ``model`` on images ``x`` (N, 3, H, W) in [0, 1].
 
     Args:
-        concepts: name -> bool (N, size, size) masks (see :func:`color_concepts`, :func:`load_concept_masks`).
+        concepts: name -> bool (N, size, size) masks (see :func:`colour_concepts`, :func:`load_concept_masks`).
     """
     if not concepts:
         raise ValueError("no concepts to fit")
-    acts = layer_activations(model, x, layer, size=size,
-                             progress=(lambda f, m: progress(0.3 * f, m)) if progress else None)
+    acts = layer_activations(model, x, layer, size=size, progress=lambda f, m: report(progress, 0.3 * f, m))
     fits = []
     for i, (name, masks) in enumerate(concepts.items()):
         fits.append(fit_concept(acts, masks, name, iterations=iterations))
-        if progress is not None:
-            progress(0.3 + 0.7 * (i + 1) / len(concepts), f"concept {name}")
+        report(progress, 0.3 + 0.7 * (i + 1) / len(concepts), f"concept {name}")
     return tuple(fits)

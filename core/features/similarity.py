@@ -6,12 +6,14 @@ Features are computed once per image and layer (:func:`layer_features`, which th
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 
 from ..catalogue import LayerInfo, find_layer, layer_outputs
-from ..model.loading import LensModel
+from ..inputs import check_input
+from ..model.wrapper import LensModel
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,13 @@ class LayerFeatures:
     Attributes:
         features: float32 (C, h, w), each position's vector scaled to unit length (zero vectors stay zero).
         input_size: (H, W) of the model input the features were computed from.
+        seconds: compute time (the forward pass to the layer).
     """
 
     layer: LayerInfo
     features: torch.Tensor
     input_size: tuple[int, int]
+    seconds: float
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -61,12 +65,14 @@ class SimilarityMap:
         map: float32 (h, w) in [-1, 1]; exactly 1 at the query cell when computed on the query image.
         at_cell: (row, col) of the query in the query image.
         max_cell: (row, col) of the largest value of ``map``.
+        seconds: compute time.
     """
 
     layer: str
     map: torch.Tensor
     at_cell: tuple[int, int]
     max_cell: tuple[int, int]
+    seconds: float
 
 
 def layer_features(model: LensModel, x: torch.Tensor, layer: str | LayerInfo) -> LayerFeatures:
@@ -76,14 +82,14 @@ def layer_features(model: LensModel, x: torch.Tensor, layer: str | LayerInfo) ->
         x: float (1, 3, H, W) or (3, H, W) in [0, 1].
         layer: a spatial layer name from :func:`core.catalogue.catalogue` (or its entry).
     """
+    started = time.perf_counter()
     info = layer if isinstance(layer, LayerInfo) else find_layer(model, layer)
-    batch = x.unsqueeze(0) if x.dim() == 3 else x
-    if batch.shape[0] != 1:
-        raise ValueError(f"expected one image, got a batch of {batch.shape[0]}")
-    feats = layer_outputs(model, batch.float(), [info])[info.name][0].float()
+    batch = check_input(x, single=True)
+    feats = layer_outputs(model, batch, [info])[info.name][0].float()
     norm = feats.norm(dim=0, keepdim=True)
     feats = torch.where(norm > 0, feats / norm.clamp_min(1e-12), torch.zeros_like(feats))
-    return LayerFeatures(info, feats.contiguous(), (int(batch.shape[-2]), int(batch.shape[-1])))
+    return LayerFeatures(info, feats.contiguous(), (int(batch.shape[-2]), int(batch.shape[-1])),
+                         time.perf_counter() - started)
 
 
 def similarity_map(query: LayerFeatures, cell: tuple[int, int], other: LayerFeatures | None = None) -> SimilarityMap:
@@ -93,6 +99,7 @@ def similarity_map(query: LayerFeatures, cell: tuple[int, int], other: LayerFeat
     Raises:
         ValueError: the cell is outside the grid, or ``other`` comes from a different layer.
     """
+    started = time.perf_counter()
     row, col = cell
     rows, cols = query.grid
     if not (0 <= row < rows and 0 <= col < cols):
@@ -105,4 +112,4 @@ def similarity_map(query: LayerFeatures, cell: tuple[int, int], other: LayerFeat
     if other is None and float(v.norm()) > 0:
         sim[row, col] = 1.0  # exact by definition; the float dot product can land at 1 - 1e-7
     flat = int(sim.argmax())
-    return SimilarityMap(query.layer.name, sim, (row, col), divmod(flat, sim.shape[1]))
+    return SimilarityMap(query.layer.name, sim, (row, col), divmod(flat, sim.shape[1]), time.perf_counter() - started)

@@ -1,4 +1,4 @@
-"""On-disk format of the activation index (:mod:`core.activation_index`).
+"""On-disk format of the activation index (:mod:`core.index`).
 
 A directory holds ``manifest.json`` and one ``topk-<id>.npz`` named in the manifest together with its SHA-256.
 :func:`write` writes the data file under a temporary name and renames it, then the manifest the same way, so a
@@ -7,7 +7,6 @@ that has just read it. :func:`read` checks format, hash and array shapes and rai
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -19,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..catalogue import Geometry, LayerInfo, LayerKind, Layout
+from ..hashing import file_sha256
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -29,14 +29,6 @@ Arrays = dict[str, dict[str, np.ndarray]]  # layer name -> array name -> array
 
 class IndexCorrupt(Exception):
     """The index on disk is missing, partial or damaged; the message says what (one line)."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def layer_to_json(layer: LayerInfo) -> dict:
@@ -75,7 +67,7 @@ def write(directory: Path, manifest: dict, arrays: Arrays) -> None:
         keep = {data.name, json.loads((directory / MANIFEST).read_text())["data"]["file"]}
     except (OSError, ValueError, KeyError, TypeError):
         keep = {data.name}
-    manifest = dict(manifest, format=FORMAT, data={"file": data.name, "sha256": sha256_file(data)},
+    manifest = dict(manifest, format=FORMAT, data={"file": data.name, "sha256": file_sha256(data)},
                     updated=time.time())
     write_atomic(directory / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
     for old in directory.glob("topk-*.npz"):
@@ -99,7 +91,7 @@ def read(directory: Path) -> tuple[dict, Arrays]:
         data = directory / manifest["data"]["file"]
         if not data.is_file():
             raise IndexCorrupt(f"{directory}: data file {data.name} is missing")
-        if sha256_file(data) != manifest["data"]["sha256"]:
+        if file_sha256(data) != manifest["data"]["sha256"]:
             raise IndexCorrupt(f"{directory}: data file {data.name} is truncated or damaged (hash mismatch)")
         arrays: Arrays = {}
         with np.load(data, allow_pickle=False) as npz:
@@ -116,3 +108,8 @@ def read(directory: Path) -> tuple[dict, Arrays]:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise IndexCorrupt(f"{directory}: unreadable index ({reason})") from None
     return manifest, arrays
+
+
+def jsonable(obj):
+    """``obj`` as it reads back from JSON (tuples become lists, other objects strings): what the manifest holds."""
+    return json.loads(json.dumps(obj, default=str))

@@ -1,2 +1,10 @@
-"""The model wrapper (normalisation inside, RGB [0, 1] NCHW in) and its loading: hub, files, embedded weights."""
-from .loading import LensModel, ModelCard, ModelLoadError, load_model  # noqa: F401
+"""The model: the wrapper every technique works through (normalisation inside, RGB [0, 1] NCHW in) and its loading.
+
+Modules: :mod:`.wrapper` (LensModel, ModelCard, wrap), :mod:`.loading` (load_model), :mod:`.hub` (hub probe and
+download), :mod:`.checkpoints` (local weights files), :mod:`.embedded` (the offline EfficientNet-Lite0),
+:mod:`.predict` (top-k classes).
+"""
+from .embedded import EMBEDDED_ARCH, EMBEDDED_NAME  # noqa: F401
+from .hub import default_pretrained_name, list_pretrained_tags  # noqa: F401
+from .loading import CONVNEXT_MODELS, DEFAULT_MODEL, OTHER_CNNS, load_model  # noqa: F401
+from .wrapper import LensModel, ModelCard, ModelLoadError, WeightsSource, wrap  # noqa: F401

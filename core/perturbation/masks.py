@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..model.loading import LensModel
-
-Progress = Callable[[float, str], None]
-ShouldStop = Callable[[], bool]
+from ..blur import gaussian_blur
+from ..inputs import check_input, resolve_target
+from ..model.wrapper import LensModel
+from ..progress import Cancel, Progress, is_cancelled, report
 
 # Measured on the embedded EfficientNet-Lite0 at 224 px (docs/perturbation.md): at 300 steps the area is met and
 # 72 % of a 10 % preserve mask lies on the object (77 % after TorchRay's 800 steps, 67 % after 100).
@@ -37,7 +38,9 @@ _AREA_WEIGHT_START = 300.0
 _AREA_WEIGHT_GROWTH_TOTAL = 1.0035 ** TORCHRAY_ITERATIONS
 
 
-class Method(str, enum.Enum):
+class MaskMethod(str, enum.Enum):
+    """Meaningful perturbation (Fong & Vedaldi 2017) or extremal perturbation (Fong et al. 2019)."""
+
     MEANINGFUL = "meaningful"
     EXTREMAL = "extremal"
 
@@ -64,10 +67,12 @@ class PerturbationResult:
         loss: float32 (K, T) objective per step (lower is better); T = steps run.
         score_curve: float32 (K, T) target probability during the optimisation (jittered inputs).
         base_score: target probability on the unperturbed image.
-        cancelled: True when ``should_stop`` ended the run early (the masks are those of the last step).
+        iterations: optimisation steps run.
+        seconds: compute time.
+        cancelled: True when ``cancel`` ended the run early (the masks are those of the last step).
     """
 
-    method: Method
+    method: MaskMethod
     variant: Variant
     perturbation: Perturbation
     target: int
@@ -79,23 +84,8 @@ class PerturbationResult:
     score_curve: torch.Tensor
     base_score: float
     iterations: int
+    seconds: float
     cancelled: bool = False
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with reflected borders; ``sigma`` in pixels (0 = identity).
-
-    The kernel has ``2 * radius + 1`` taps (default radius ceil(3 sigma)), normalised to sum 1."""
-    if sigma <= 0:
-        return x
-    radius = max(1, int(math.ceil(3 * sigma))) if radius is None else max(1, int(radius))
-    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    y = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
 def _mean_colour(model: LensModel, like: torch.Tensor) -> torch.Tensor:
@@ -178,19 +168,16 @@ class SmoothMask:
         return pooled.clamp(0, 1)
 
 
-def _prepare(model: LensModel, x: torch.Tensor, target: int | None) -> tuple[torch.Tensor, int, float]:
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise ValueError(f"expected one RGB image (1, 3, H, W), got {tuple(x.shape)}")
-    x = x.detach().float()
+def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: int
+             ) -> tuple[torch.Tensor, int, float]:
+    """(x as (1, 3, H, W) float32, the target class, its probability on ``x``); checks the step count too."""
+    if iterations < 1:
+        raise ValueError("iterations must be at least 1")
+    x = check_input(x, single=True)
     with torch.no_grad():
-        probs = model(x).float().softmax(-1)[0]
-    if target is None:
-        target = int(probs.argmax())
-    if not 0 <= target < probs.numel():
-        raise ValueError(f"target {target} is not a class index of this model (0..{probs.numel() - 1})")
-    return x, int(target), float(probs[target])
+        logits = model(x).float()
+    t = int(resolve_target(model, x, target, logits=logits)[0])
+    return x, t, float(logits.softmax(-1)[0, t])
 
 
 def _area_reference(areas: Sequence[float], n: int) -> torch.Tensor:
@@ -207,13 +194,13 @@ def _finish(model: LensModel, images: torch.Tensor, target: int) -> torch.Tensor
 
 def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations: int,
               objective: Callable[[int], tuple[torch.Tensor, torch.Tensor]], progress: Progress | None,
-              should_stop: ShouldStop | None, label: str) -> tuple[list, list, bool]:
+              cancel: Cancel | None, label: str) -> tuple[list, list, bool]:
     """Minimise ``objective(step) -> (loss (K,), target probability (K,))`` over ``params`` kept in [0, 1].
 
-    Returns the per-step losses and probabilities and whether ``should_stop`` ended the run."""
+    Returns the per-step losses and probabilities and whether ``cancel`` ended the run."""
     losses, scores = [], []
     for t in range(iterations):
-        if should_stop is not None and should_stop():
+        if is_cancelled(cancel):
             return losses, scores, True
         loss, prob = objective(t)
         optimizer.zero_grad()
@@ -223,8 +210,7 @@ def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations
             params.clamp_(0, 1)
         losses.append(loss.detach())
         scores.append(prob)
-        if progress is not None:
-            progress((t + 1) / iterations, f"{label}: step {t + 1}/{iterations}")
+        report(progress, (t + 1) / iterations, f"{label}: step {t + 1}/{iterations}")
     return losses, scores, False
 
 
@@ -233,7 +219,7 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
                           perturbation: Perturbation = Perturbation.BLUR, iterations: int = EXTREMAL_ITERATIONS,
                           step: int | None = None, sigma: float | None = None, learning_rate: float = 0.05,
                           jitter: bool = True,
-                          progress: Progress | None = None, should_stop: ShouldStop | None = None
+                          progress: Progress | None = None, cancel: Cancel | None = None
                           ) -> PerturbationResult:
     """Extremal perturbations of ``x`` for ``target``, one mask per area, optimised together.
 
@@ -253,10 +239,9 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     areas = tuple(float(a) for a in areas)
     if not areas or any(not 0 < a < 1 for a in areas):
         raise ValueError("areas must be fractions strictly between 0 and 1")
-    if iterations < 1:
-        raise ValueError("iterations must be at least 1")
+    started = time.perf_counter()
     variant, perturbation = Variant(variant), Perturbation(perturbation)
-    x, target, base = _prepare(model, x, target)
+    x, target, base = _prepare(model, x, target, iterations)
     h, w = x.shape[-2:]
     pyramid = PerturbationPyramid(x, perturbation, _mean_colour(model, x))
     scale = min(h, w) / 224.0
@@ -280,14 +265,15 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         area_loss = ((ranked - reference) ** 2).mean(dim=1) * area_weight * growth ** t
         return area_loss - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
 
-    losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, should_stop,
+    losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
                                           "extremal perturbation")
     with torch.no_grad():
         mask = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
     return PerturbationResult(
-        Method.EXTREMAL, variant, perturbation, target, mask[:, 0].detach(), areas, _finish(model, images, target),
-        images.detach(), _stack(losses, len(areas)), _stack(scores, len(areas)), base, len(losses), cancelled)
+        MaskMethod.EXTREMAL, variant, perturbation, target, mask[:, 0].detach(), areas,
+        _finish(model, images, target), images.detach(), _stack(losses, len(areas)), _stack(scores, len(areas)),
+        base, len(losses), time.perf_counter() - started, cancelled)
 
 
 def _stack(rows: list[torch.Tensor], k: int) -> torch.Tensor:
@@ -306,7 +292,7 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
                             iterations: int = MEANINGFUL_ITERATIONS, l1: float = 0.05, tv: float = 0.2,
                             tv_beta: float = 3.0, blur_sigma: float = 10.0, mask_stride: int = 8,
                             learning_rate: float = 0.1, jitter: int = 4, seed: int = 0,
-                            progress: Progress | None = None, should_stop: ShouldStop | None = None
+                            progress: Progress | None = None, cancel: Cancel | None = None
                             ) -> PerturbationResult:
     """Meaningful perturbation: the smallest smooth region whose perturbation most changes the target.
 
@@ -322,10 +308,9 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
     Returns:
         A :class:`PerturbationResult` with one mask (1, H, W); ``areas`` holds its mean.
     """
-    if iterations < 1:
-        raise ValueError("iterations must be at least 1")
+    started = time.perf_counter()
     variant, perturbation = Variant(variant), Perturbation(perturbation)
-    x, target, base = _prepare(model, x, target)
+    x, target, base = _prepare(model, x, target, iterations)
     h, w = x.shape[-2:]
     if perturbation is Perturbation.BLUR:
         background = gaussian_blur(x, blur_sigma)
@@ -352,26 +337,27 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
         return (l1 * params.abs().flatten(1).mean(1) + tv * total_variation(params, tv_beta) + evidence_term,
                 prob.detach())
 
-    losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, should_stop,
+    losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
                                           "meaningful perturbation")
     with torch.no_grad():
         evidence, images = compose(params)
     mask = evidence[:, 0].detach()
     return PerturbationResult(
-        Method.MEANINGFUL, variant, perturbation, target, mask, (float(mask.mean()),), _finish(model, images, target),
-        images.detach(), _stack(losses, 1), _stack(scores, 1), base, len(losses), cancelled)
+        MaskMethod.MEANINGFUL, variant, perturbation, target, mask, (float(mask.mean()),),
+        _finish(model, images, target), images.detach(), _stack(losses, 1), _stack(scores, 1), base, len(losses),
+        time.perf_counter() - started, cancelled)
 
 
 def perturbation_masks(model: LensModel, x: torch.Tensor, target: int | None = None, *,
-                       method: Method = Method.EXTREMAL, areas: Sequence[float] = (0.1,),
+                       method: MaskMethod = MaskMethod.EXTREMAL, areas: Sequence[float] = (0.1,),
                        variant: Variant | None = None, iterations: int | None = None,
                        perturbation: Perturbation = Perturbation.BLUR, progress: Progress | None = None,
-                       should_stop: ShouldStop | None = None) -> PerturbationResult:
+                       cancel: Cancel | None = None) -> PerturbationResult:
     """Either method with its own defaults (``variant`` None: preserve for extremal, delete for meaningful)."""
-    if Method(method) is Method.EXTREMAL:
+    if MaskMethod(method) is MaskMethod.EXTREMAL:
         return extremal_perturbation(model, x, target, areas=areas, variant=variant or Variant.PRESERVE,
                                      perturbation=perturbation, iterations=iterations or EXTREMAL_ITERATIONS,
-                                     progress=progress, should_stop=should_stop)
+                                     progress=progress, cancel=cancel)
     return meaningful_perturbation(model, x, target, variant=variant or Variant.DELETE, perturbation=perturbation,
                                    iterations=iterations or MEANINGFUL_ITERATIONS, progress=progress,
-                                   should_stop=should_stop)
+                                   cancel=cancel)

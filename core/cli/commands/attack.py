@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...attack.attacks import (DEFAULT_L2_EPS, DEFAULT_L2_STEP, DEFAULT_STEPS, PIXEL, AttackResult, Method, Norm, attack,
-                      minimal_eps)
-from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
-from ...model.loading import LensModel
+from ...attack.attacks import (DEFAULT_L2_EPS, DEFAULT_L2_STEP, DEFAULT_STEPS, PIXEL, AttackMethod, AttackResult, Norm,
+                               attack, minimal_eps)
 from ...attack.view import npz as npz_bytes
+from ...model.wrapper import LensModel
+from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
 
 NAME = "attack"
 HELP = "adversarial perturbation (FGSM or PGD, L-inf or L2, untargeted or targeted)"
@@ -16,7 +16,7 @@ HELP = "adversarial perturbation (FGSM or PGD, L-inf or L2, untargeted or target
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--method", choices=[m.value for m in Method], default=Method.PGD.value,
+    p.add_argument("--method", choices=[m.value for m in AttackMethod], default=AttackMethod.PGD.value,
                    help="fgsm: one step of size eps; pgd: --steps projected steps of size --step (default pgd)")
     p.add_argument("--norm", choices=[n.value for n in Norm], default=Norm.LINF.value,
                    help="budget norm (default linf)")
@@ -60,7 +60,7 @@ def _target_index(value: str | None, model: LensModel) -> int | None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    method, norm = Method(args.method), Norm(args.norm)
+    method, norm = AttackMethod(args.method), Norm(args.norm)
     unit = _units(norm)
     eps = args.eps if args.eps is not None else (4.0 if norm is Norm.LINF else DEFAULT_L2_EPS)
     step = args.step if args.step is not None else (1.0 if norm is Norm.LINF else DEFAULT_L2_STEP)
@@ -68,11 +68,11 @@ def run(args: argparse.Namespace) -> dict:
         raise CliError("--eps must be positive")
     if norm is Norm.LINF and eps > 255:
         raise CliError("--eps is in 1/255 units for linf and cannot exceed 255")
-    if method is Method.PGD and (not step > 0 or args.steps < 1):
+    if method is AttackMethod.PGD and (not step > 0 or args.steps < 1):
         raise CliError("--step must be positive and --steps at least 1")
     if args.max_eps is not None and not args.max_eps > 0:
         raise CliError("--max-eps must be positive")
-    if method is Method.FGSM and (args.step is not None or args.steps != DEFAULT_STEPS):
+    if method is AttackMethod.FGSM and (args.step is not None or args.steps != DEFAULT_STEPS):
         print("note: fgsm takes one step of size --eps; --step and --steps are ignored", file=sys.stderr)
     model = model_from_args(args)
     target = _target_index(args.target, model)
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> dict:
             entry["min_eps_adversarial"] = _score(model, search.result.adv_probs[0])
         results.append(entry)
     payload = {"method": method.value, "norm": norm.value, "model": model.card.name,
-               "eps": eps, "step": eps if method is Method.FGSM else step,
-               "steps": 1 if method is Method.FGSM else args.steps,
+               "eps": eps, "step": eps if method is AttackMethod.FGSM else step,
+               "steps": 1 if method is AttackMethod.FGSM else args.steps,
                "units": "1/255" if norm is Norm.LINF else "l2 (pixels in [0,1])",
                "target": target, "random_start": args.random_start, "results": results}
     payload["errors"] = errors

@@ -7,8 +7,8 @@ import sys
 import threading
 import time
 
-from ...index.build import (DEFAULT_TOP_K, ENGINES, IndexCorrupt, IndexStale, build_index, default_directory,
-                            open_index)
+from ...index import DEFAULT_TOP_K, IndexCorrupt, IndexStale, build_index, default_directory, open_index
+from ...index.build import ENGINES
 from ...index.ray_engine import EngineUnavailable  # imports no ray (that happens when the engine runs)
 from .. import CliError, add_model_options, model_from_args
 from ...images import ImageError

@@ -8,7 +8,7 @@ import torch
 from ...catalogue import find_layer
 from .. import CliError, add_model_options, model_from_args, read_inputs
 from ...images import list_images
-from ...features.net2vec import DEFAULT_SIZE, color_concepts, load_concept_masks, net2vec
+from ...features.net2vec import DEFAULT_SIZE, colour_concepts, load_concept_masks, net2vec
 
 NAME = "net2vec"
 HELP = "Net2Vec: learn per-concept channel weights and compare with the best single channel"
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> dict:
         raise CliError(f"{args.folder}: no readable images")
     x = torch.stack([inp.tensor for _, inp in good])
     if args.concepts == "colors":
-        concepts = color_concepts(x, size=args.size)
+        concepts = colour_concepts(x, size=args.size)
     else:
         concepts = load_concept_masks(args.concepts, [p for p, _ in good], size=args.size)
     fits = net2vec(model, x, layer, concepts, size=args.size, iterations=args.iterations)

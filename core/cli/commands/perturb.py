@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
-from ...perturbation.masks import Method, Perturbation, Variant, perturbation_masks
+from ...perturbation.masks import MaskMethod, Perturbation, Variant, perturbation_masks
 
 NAME = "perturb"
 HELP = "perturbation masks: the smallest region that keeps (or removes) the evidence for a class"
@@ -28,7 +28,7 @@ def parse_area(text: str) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--method", choices=[m.value for m in Method], default=Method.EXTREMAL.value,
+    p.add_argument("--method", choices=[m.value for m in MaskMethod], default=MaskMethod.EXTREMAL.value,
                    help="extremal (fixed area, default) or meaningful (smallest region, L1 + TV)")
     p.add_argument("--area", type=parse_area, default=None,
                    help="extremal only: mask area as a fraction or percentage (default 0.1)")
@@ -44,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    method = Method(args.method)
-    if args.area is not None and method is not Method.EXTREMAL:
+    method = MaskMethod(args.method)
+    if args.area is not None and method is not MaskMethod.EXTREMAL:
         raise CliError("--area applies to --method extremal only (meaningful finds its own area)")
     if args.iterations is not None and args.iterations < 1:
         raise CliError("--iterations must be at least 1")
