@@ -139,7 +139,7 @@ def _read_csv(path: Path, matcher: ClassMatcher) -> LabelledSet:
         if label is None:
             skipped.append(Skipped(name, f"unknown class: {reason}"))
             continue
-        file = (path.parent / name)
+        file = Path(os.path.normpath(path.parent / name))
         if not file.is_file():
             skipped.append(Skipped(name, "no such file"))
         elif not _is_image(file):
