@@ -275,3 +275,22 @@ def test_separation_statistic_by_hand():
     # channel 1: pairs (1|1,2,3)->0 + 0.5 tie, (2|1,2,3)-> 1 + 0.5 tie: (0.5 + 1.5) / 6
     assert auc[1] == pytest.approx(2.0 / 6)
     assert abs(d[0]) > abs(d[1])
+
+
+def test_demo_head_loads_with_its_names_and_six_outputs():
+    from core.errors.demo import DEMO_HEAD
+
+    assert DEMO_HEAD.stat().st_size < 64 * 1024  # a head, not a network
+    model = load_model(weights=str(DEMO_HEAD))
+    assert model.card.num_classes == 6 and model.card.arch == "tf_efficientnet_lite0"
+    assert model.labels == ["animal", "food", "interior", "object", "outdoor", "person"]
+    assert "+head:sha256:" in model.card.fingerprint
+    x = torch.rand(2, 3, 224, 224)
+    assert model(x).shape == (2, 6)
+
+
+def test_model_key_follows_the_class_names(resnet_tiny):
+    from core.model.labels import labels_digest
+
+    named = with_labels(resnet_tiny, [f"n{i}" for i in range(10)])
+    assert labels_digest(named.labels) != labels_digest(resnet_tiny.labels)

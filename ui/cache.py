@@ -28,7 +28,9 @@ def get_model(name: str | None, weights: str | None) -> LensModel:
 
 
 def model_key(model: LensModel) -> str:
-    return f"{model.card.arch}|{model.card.fingerprint}"
+    from core.model.labels import labels_digest  # class names are part of named results (issue 17)
+
+    return f"{model.card.arch}|{model.card.fingerprint}|{labels_digest(model.labels)}"
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -302,3 +304,51 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     extra = {"preview": preview} if method == "smoothgrad" and preview is not None else {}
     return results().get_or_compute(key, lambda: attribute(model, x.unsqueeze(0), int(target), method=method,
                                                            progress=progress, **options, **extra))
+
+
+# ------------------------------------------------------------------------ error analysis (issue 17: pages/error_analysis.py)
+
+from core.errors import dataset as core_error_data, evaluate as core_errors, explain as core_explain  # noqa: E402
+from core.model import labels as core_labels  # noqa: E402
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def labelled_model(_model: LensModel, model_key: str, labels: tuple[str, ...]) -> LensModel:
+    """``_model`` under the class names ``labels`` (a weight-sharing copy; raises LabelsError on a bad count)."""
+    return core_labels.with_labels(_model, labels, "the class-names file")
+
+
+def folder_stamp(folder: str) -> str:
+    """Changes when the labelled folder (or CSV) gains, loses or changes a file."""
+    return core_error_data.stamp(folder)
+
+
+def error_evaluation(model: LensModel, model_key: str, folder: str, stamp: str, progress=None):
+    """:class:`core.errors.evaluate.Evaluation` of ``folder`` (raises ImageError); predictions cached on disk."""
+    return results().get_or_compute(("errors", model_key, folder, stamp),
+                                    lambda: core_errors.evaluate(model, folder, progress=progress))
+
+
+def mistake_maps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, predicted: int, true: int,
+                 layer: str | None, samples: int, progress=None):
+    """Grad-CAM and SmoothGrad for the predicted and true class and their contrast (MistakeMaps) of one image."""
+    methods = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "precision": "fp32"}}
+    key = ("mistake_maps", model_key, image_key, predicted, true, layer, samples)
+    return results().get_or_compute(key, lambda: core_explain.explain_mistake(
+        model, x.unsqueeze(0), predicted, true, methods=methods, progress=progress))
+
+
+def separating_channels(model: LensModel, model_key: str, evaluation, folder: str, stamp: str, true: int,
+                        predicted: int, layer: str, n: int, progress=None):
+    """:class:`core.errors.explain.ChannelSeparation` of one confusion cell (raises ValueError)."""
+    key = ("separating", model_key, folder, stamp, true, predicted, layer, n)
+    return results().get_or_compute(key, lambda: core_explain.separating_channels(
+        model, evaluation, true, predicted, layer, n=n, progress=progress))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(path: str, stamp: str, size: int = 224) -> Image.Image:
+    """A small copy of one labelled image (raises ImageError)."""
+    img = core_images.load_image(path)
+    img.thumbnail((size, size))
+    return img

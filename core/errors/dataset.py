@@ -147,3 +147,25 @@ def _read_csv(path: Path, matcher: ClassMatcher) -> LabelledSet:
         else:
             items.append(LabelledImage(file, name, label))
     return LabelledSet(path.parent, "csv", tuple(items), tuple(skipped))
+
+
+def stamp(source: str | os.PathLike) -> str:
+    """Changes when a file under ``source`` (or the CSV and the files it names) is added, removed or modified."""
+    import hashlib
+
+    src = Path(source)
+    h = hashlib.sha256()
+    if src.is_file():
+        files = [src] + sorted({(src.parent / row.split(",", 1)[0].strip()) for row in
+                                src.read_text(encoding="utf-8-sig", errors="replace").splitlines()[1:] if "," in row})
+    elif src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file())
+    else:
+        return "missing"
+    for f in files:
+        try:
+            st = f.stat()
+            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}|gone\n".encode())
+    return h.hexdigest()[:16]

@@ -6,6 +6,7 @@ grown folder runs the model on the new images only, and an unchanged image is no
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,11 @@ class Evaluation:
     skipped: tuple[Skipped, ...]
     predicted_now: int          # images the model ran on in this call (the rest came from the cache)
     seconds: float
+
+    @property
+    def image_folder(self) -> Path:
+        """The deepest folder that holds every image (where an activation index of them would be rooted)."""
+        return Path(os.path.commonpath([str(p.resolve().parent) for p in self.paths]))
 
     def mistakes(self, top: int | None = None) -> list[Mistake]:
         """Wrong predictions, most confident first (ties: lower true-class probability first)."""
