@@ -294,3 +294,23 @@ def test_model_key_follows_the_class_names(resnet_tiny):
 
     named = with_labels(resnet_tiny, [f"n{i}" for i in range(10)])
     assert labels_digest(named.labels) != labels_digest(resnet_tiny.labels)
+
+
+def test_every_model_command_takes_labels():
+    import argparse
+
+    from core.cli import build_parser
+
+    parser, _ = build_parser()
+    with_weights = []
+    stack = [parser]
+    while stack:  # every (sub)parser that takes --weights takes --labels too
+        p = stack.pop()
+        options = {s for a in p._actions for s in a.option_strings}
+        if "--weights" in options:
+            with_weights.append(p.prog)
+            assert "--labels" in options, p.prog
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                stack.extend(a.choices.values())
+    assert len(with_weights) >= 10  # predict, attribute, attack, errors, index build, ...
