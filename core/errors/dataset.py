@@ -157,7 +157,7 @@ def stamp(source: str | os.PathLike) -> str:
     h = hashlib.sha256()
     if src.is_file():
         files = [src] + sorted({(src.parent / row.split(",", 1)[0].strip()) for row in
-                                src.read_text(encoding="utf-8-sig", errors="replace").splitlines()[1:] if "," in row})
+                                src.read_text(encoding="utf-8-sig", errors="replace").splitlines() if "," in row})
     elif src.is_dir():
         files = sorted(p for p in src.rglob("*") if p.is_file())
     else:

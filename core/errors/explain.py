@@ -158,9 +158,10 @@ def separation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pooled = np.sqrt(ss / max(1, n1 + n2 - 2))
     scale = np.maximum(pooled, 1e-6 * (np.abs(ma) + np.abs(mb)) + 1e-12)
     d = (ma - mb) / scale
-    greater = (a[:, None, :] > b[None, :, :]).sum((0, 1))
-    ties = (a[:, None, :] == b[None, :, :]).sum((0, 1))
-    auc = (greater + 0.5 * ties) / (n1 * n2)
+    wins = np.zeros(a.shape[1], np.float64)
+    for row in a:  # one mistaken image at a time: memory (n2, C), not (n1, n2, C)
+        wins += (row > b).sum(0) + 0.5 * (row == b).sum(0)
+    auc = wins / (n1 * n2)
     return d.astype(np.float64), auc.astype(np.float64)
 
 
