@@ -72,7 +72,7 @@ text = base.mark_text().encode(text="count:Q", color=alt.condition(alt.datum.cou
                                                                      alt.value("white"), alt.value("black")))
 left, right = st.columns([3, 2])
 with left:
-    event = st.altair_chart((heat + text).properties(height=max(200, 32 * len(names))), on_select="rerun",
+    event = st.altair_chart((heat + text).properties(height=max(240, 44 * len(names))), on_select="rerun",
                             key="err_chart", width="stretch")
     chosen = (event.get("selection", {}).get("cell") or [None])[0] if event else None
     if chosen and chosen.get("true") in names and chosen.get("predicted") in names \
@@ -114,7 +114,7 @@ def gallery(rows: list[int], key: str, per_row: int = 6) -> None:
 
 
 rows = ev.cell(true_idx, pred_idx)
-st.markdown(f"**{len(rows)} images of {true_name} predicted {pred_name}**" + (" (correct)" if ti == pi else ""))
+st.markdown(f"**{len(rows)} image{'' if len(rows) == 1 else 's'} of {true_name} predicted {pred_name}**" + (" (correct)" if ti == pi else ""))
 if rows:
     gallery(rows[:24], "cell")
     if len(rows) > 24:
