@@ -110,7 +110,7 @@ def gallery(rows: list[int], key: str, per_row: int = 6) -> None:
             col.caption(f"{ev.images[r]}: **{model.label(p)}** {ev.probs[r, p]:.0%}"
                         + (f" (true {model.label(t)} {ev.probs[r, t]:.0%})" if p != t else ""))
             if col.button("Explain", key=f"{key}_{r}"):
-                st.session_state["err_explain"] = r
+                st.session_state["err_explain"] = (folder, ev.hashes[r])
 
 
 rows = ev.cell(true_idx, pred_idx)
@@ -128,8 +128,9 @@ else:
     st.success("No mistakes on this folder.")
 
 # ------------------------------------------------------------------------------------------- explain one
-row = st.session_state.get("err_explain")
-if row is not None and row < len(ev.images):
+explain = st.session_state.get("err_explain")  # (folder, image hash): nothing stale after a folder change
+row = ev.hashes.index(explain[1]) if explain and explain[0] == folder and explain[1] in ev.hashes else None
+if row is not None:
     st.subheader(f"Why {ev.images[row]}?")
     p, t = int(ev.predicted[row]), int(ev.true[row])
     layers = [l.name for l in cache.layers(model, model_key) if l.feature]
