@@ -27,8 +27,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 
 def model_key(model: LensModel) -> str:
-    """The model part of every result key: architecture and weights fingerprint."""
-    return f"{model.card.arch}|{model.card.fingerprint}"
+    """The model part of every result key: architecture, weights fingerprint and class names (they are part of
+    named results)."""
+    from .model.labels import labels_digest
+
+    return f"{model.card.arch}|{model.card.fingerprint}|{labels_digest(model.labels)}"
 
 
 def content_key(data: bytes) -> str:

@@ -21,12 +21,16 @@ from core.attack import attacks as core_attack
 from core.attribution.registry import REGISTRY, attribute
 from core.attribution.smoothgrad import smoothgrad
 from core.catalogue import LayerInfo, catalogue
+from core.errors import dataset as core_error_data
+from core.errors import evaluate as core_errors
+from core.errors import explain as core_explain
 from core.features import featurevis as core_featurevis
 from core.features import filters as core_filters
 from core.features import net2vec as core_net2vec
 from core.features import similarity as core_similarity
 from core import index as core_index
 from core.model import LensModel, load_model
+from core.model import labels as core_labels
 from core.model import predict as core_predict
 from core.perturbation import masks as core_perturbation
 from core.render import normalize_map, overlay
@@ -396,3 +400,47 @@ def evaluation(model: LensModel, model_key: str, x: torch.Tensor, image_key: str
     return _long(key, progress, model, lambda progress, _batch: evaluate(
         model, x, int(target), method=method, values=values, explain=method_explainer(method, options),
         metrics=metrics, steps=int(steps), mask=mask, progress=progress))
+
+
+# ------------------------------------------------------------------------ error analysis (pages/error_analysis.py)
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def labelled_model(_model: LensModel, model_key: str, labels: tuple[str, ...]) -> LensModel:
+    """``_model`` under the class names ``labels`` (a weight-sharing copy; raises LabelsError on a bad count)."""
+    return core_labels.with_labels(_model, labels, "the class-names file")
+
+
+def folder_stamp(folder: str) -> str:
+    """Changes when the labelled folder (or CSV) gains, loses or changes a file."""
+    return core_error_data.stamp(folder)
+
+
+def error_evaluation(model: LensModel, model_key: str, folder: str, stamp: str, progress=None):
+    """:class:`core.errors.evaluate.Evaluation` of ``folder`` (raises ImageError); predictions cached on disk."""
+    return _long(("errors", model_key, folder, stamp), progress, model,
+                 lambda progress, _batch: core_errors.evaluate(model, folder, progress=progress))
+
+
+def mistake_maps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, predicted: int, true: int,
+                 layer: str | None, samples: int, progress=None):
+    """Grad-CAM and SmoothGrad for the predicted and true class and their contrast (MistakeMaps) of one image."""
+    methods = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "precision": "fp32"}}
+    key = ("mistake_maps", model_key, image_key, predicted, true, layer, samples)
+    return _long(key, progress, model, lambda progress, _batch: core_explain.explain_mistake(
+        model, x.unsqueeze(0), predicted, true, methods=methods, progress=progress))
+
+
+def separating_channels(model: LensModel, model_key: str, evaluation, folder: str, stamp: str, true: int,
+                        predicted: int, layer: str, n: int, progress=None):
+    """:class:`core.errors.explain.ChannelSeparation` of one confusion cell (raises ValueError)."""
+    key = ("separating", model_key, folder, stamp, true, predicted, layer, n)
+    return _long(key, progress, model, lambda progress, _batch: core_explain.separating_channels(
+        model, evaluation, true, predicted, layer, n=n, progress=progress))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(path: str, stamp: str, size: int = 224) -> Image.Image:
+    """A small copy of one labelled image (raises ImageError)."""
+    img = core_images.load_image(path)
+    img.thumbnail((size, size))
+    return img

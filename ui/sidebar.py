@@ -83,6 +83,23 @@ def _load_model(name, weights) -> LensModel | None:
     return model
 
 
+def _class_names(model: LensModel) -> LensModel:
+    """The optional class-names upload (one per line, or a JSON list); a bad file keeps the model's own names."""
+    from core.model.labels import LabelsError, parse_labels
+
+    upload = st.file_uploader("Class names (optional)", type=["txt", "json"], key="lens_labels_file",
+                              help="Your own class names, one per line or a JSON list, one per output of the head. "
+                                   "Weights files that carry names (label_names) need none.")
+    if upload is None:
+        return model
+    try:
+        labels = parse_labels(upload.getvalue(), upload.name)
+        return cache.labelled_model(model, cache.model_key(model), tuple(labels))
+    except LabelsError as e:
+        st.error(f"Class names not used: {e}")
+        return model
+
+
 def _image_widgets() -> tuple[bytes, str] | None:
     samples = sample_images()
     source = st.radio("Image", ["Sample photo", "Upload"], key="lens_image_source", horizontal=True)
@@ -115,6 +132,8 @@ def render() -> Selection | None:
         if model is None and st.session_state.get("lens_last_model") not in (None, (name, weights)):
             st.caption("Keeping the previous model.")
             model = _load_model(*st.session_state["lens_last_model"])
+        if model is not None:
+            model = _class_names(model)
         if model is not None and model.card.notice:
             st.info(model.card.notice)
         st.markdown("### Image")

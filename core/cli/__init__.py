@@ -31,10 +31,16 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="timm model name (optionally name.tag), or 'embedded'; default convnext_tiny from the hub, "
                         "falling back to the embedded EfficientNet-Lite0 when the hub is unreachable")
     p.add_argument("--weights", default=None, help="hub (default), random, embedded, or a weights file path")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="class names: a text file with one name per line, or a JSON list (default: the names "
+                        "the weights file carries, else ImageNet's or 'class N')")
 
 
 def model_from_args(args: argparse.Namespace) -> LensModel:
     model = load_model(args.model, args.weights)
+    if getattr(args, "labels", None):
+        from ..model.labels import check_count, read_labels
+        model.labels = check_count(read_labels(args.labels), model.card.num_classes, args.labels)
     if model.card.notice:
         print(f"note: {model.card.notice}", file=sys.stderr)
     return model

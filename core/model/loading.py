@@ -54,6 +54,10 @@ def load_model(name: str | None = None, weights: str | None = None,
             notice = (f"{DEFAULT_MODEL} could not be loaded ({reason}), so the embedded ImageNet "
                       "EfficientNet-Lite0 is shown instead.")
             name, weights = EMBEDDED_NAME, WeightsSource.EMBEDDED.value
+    from .heads import is_head_file  # a few-KB head for the embedded backbone (core/model/heads.py)
+    if name in (None, EMBEDDED_NAME, EMBEDDED_ARCH) and is_head_file(weights):
+        from .heads import load_head_model
+        return load_head_model(weights, say)
     name = name or DEFAULT_MODEL
     if name == EMBEDDED_NAME or weights == WeightsSource.EMBEDDED.value:
         if name not in (EMBEDDED_NAME, EMBEDDED_ARCH):
@@ -88,7 +92,9 @@ def load_model(name: str | None = None, weights: str | None = None,
     if classes:
         net = timm.create_model(name, pretrained=False, num_classes=classes)
     load_file_into(net, sd, Path(weights).name)
-    return _finish(net, name, WeightsSource.FILE, str(weights), "sha256:" + file_sha256(weights), notice)
+    from .labels import apply_weights_labels  # class names the file carries (core/model/labels.py)
+    return apply_weights_labels(
+        _finish(net, name, WeightsSource.FILE, str(weights), "sha256:" + file_sha256(weights), notice), weights)
 
 
 def _finish(net: nn.Module, name: str, source: WeightsSource, detail: str, fingerprint: str,

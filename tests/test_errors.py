@@ -1,0 +1,316 @@
+"""Error analysis (issue 17): class names, labelled folders, evaluation and its cache, contrastive maps."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from torch import nn
+
+from core.cli import main
+from core.errors.dataset import read_labelled
+from core.errors.evaluate import class_stats, confusion_matrix, evaluate, report
+from core.errors.explain import contrastive, separation
+from core.images import ImageError
+from core.model.labels import LabelsError, check_count, labels_from_weights, parse_labels, read_labels, with_labels
+from core.model.loading import load_model, wrap
+
+COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
+
+
+# ------------------------------------------------------------------------------------------ class names
+
+def test_label_text_and_json_files(tmp_path):
+    (tmp_path / "a.txt").write_text("bathroom\nBedroom \nkitchen\n\n")
+    assert read_labels(tmp_path / "a.txt") == ["bathroom", "Bedroom", "kitchen"]
+    (tmp_path / "b.json").write_text(json.dumps(["bathroom", "bedroom"]))
+    assert read_labels(tmp_path / "b.json") == ["bathroom", "bedroom"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty"),
+    ("   \n\n", "empty"),
+    ("[\"a\", 3]", "JSON must be a list of strings"),
+    ("{\"a\": 1}", "JSON must be a list of strings"),
+    ("[\"a\", ", "not valid JSON"),
+    ("a\n\nb", "class 1 has an empty name"),
+])
+def test_bad_label_files(content, message):
+    with pytest.raises(LabelsError, match=message):
+        parse_labels(content.encode(), "names.txt")
+
+
+def test_label_count_must_match_the_head(tmp_path):
+    with pytest.raises(LabelsError, match="has 2 class names but the model's head has 3 outputs"):
+        check_count(["a", "b"], 3, "names.txt")
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    assert read_labels(tmp_path / "two.txt") == ["a", "b"]
+    with pytest.raises(LabelsError, match="not found"):
+        read_labels(tmp_path / "missing.txt")
+
+
+def test_cli_labels_mismatch_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    code = main(["layers", "--model", "resnet18", "--weights", "random", "--labels", str(tmp_path / "two.txt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "has 2 class names but the model's head has 1000 outputs" in err[0]
+
+
+def test_weights_file_carries_its_class_names_and_head_size(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", num_classes=3)
+    save_file(net.state_dict(), str(tmp_path / "m.safetensors"), metadata={"label_names": json.dumps(["x", "y", "z"])})
+    model = load_model("resnet18", str(tmp_path / "m.safetensors"))
+    assert model.card.num_classes == 3 and model.labels == ["x", "y", "z"] and model.label(1) == "y"
+    torch.save({"state_dict": net.state_dict(), "pretrained_cfg": {"label_names": ["p", "q", "r"]}},
+               tmp_path / "m.pth")
+    assert labels_from_weights(tmp_path / "m.pth") == ["p", "q", "r"]
+    (tmp_path / "sub").mkdir()
+    save_file(net.state_dict(), str(tmp_path / "sub" / "model.safetensors"))
+    (tmp_path / "sub" / "config.json").write_text(json.dumps({"architecture": "resnet18", "label_names": ["u", "v", "w"]}))
+    assert load_model("resnet18", str(tmp_path / "sub" / "model.safetensors")).labels == ["u", "v", "w"]
+    save_file(net.state_dict(), str(tmp_path / "bad.safetensors"), metadata={"label_names": json.dumps(["x", "y"])})
+    with pytest.raises(LabelsError, match="2 class names but the model's head has 3"):
+        load_model("resnet18", str(tmp_path / "bad.safetensors"))
+
+
+def test_with_labels_leaves_the_shared_model_alone(resnet_tiny):
+    named = with_labels(resnet_tiny, [f"n{i}" for i in range(10)])
+    assert named.label(3) == "n3" and resnet_tiny.label(3) == "class 3"
+    assert named.net.conv1.weight is resnet_tiny.net.conv1.weight  # weights shared, not copied
+    with pytest.raises(LabelsError, match="9 class names"):
+        with_labels(resnet_tiny, [f"n{i}" for i in range(9)])
+
+
+# -------------------------------------------------------------------------------------- labelled folders
+
+def _solid(path, colour, size=(40, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def colour_model(calls: list | None = None):
+    """A 3-class model that answers the image's dominant colour (red, green, blue) with high confidence."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(3, 3)
+            with torch.no_grad():
+                self.fc.weight.copy_(torch.eye(3) * 20)
+                self.fc.bias.zero_()
+
+        def forward(self, x):
+            if calls is not None:
+                calls.append(x.shape[0])
+            return self.fc(self.pool(x).flatten(1))
+
+    return wrap(Net(), mean=(0, 0, 0), std=(1, 1, 1), labels=["red", "green", "blue"], input_size=32)
+
+
+def test_imagefolder_case_insensitive_names_indices_unknown_and_broken(tmp_path):
+    _solid(tmp_path / "Red" / "r1.png", COLOURS["red"])
+    _solid(tmp_path / "1" / "g1.png", COLOURS["green"])          # a class index
+    _solid(tmp_path / "purple" / "p1.png", (200, 0, 200))          # no such class
+    _solid(tmp_path / "loose.png", COLOURS["blue"])                # not in a class folder
+    (tmp_path / "blue").mkdir()
+    (tmp_path / "blue" / "notes.txt").write_text("hello")
+    (tmp_path / "blue" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    _solid(tmp_path / "blue" / "b1.png", COLOURS["blue"])
+    found = read_labelled(tmp_path, ["red", "green", "blue"])
+    assert found.layout == "imagefolder"
+    assert {(i.name, i.label) for i in found.items} == {("Red/r1.png", 0), ("1/g1.png", 1), ("blue/b1.png", 2),
+                                                        ("blue/broken.jpg", 2)}
+    reasons = {s.item: s.reason for s in found.skipped}
+    assert reasons["purple/"].startswith("unknown class folder: 'purple' is not a class of the model")
+    assert "not in a class folder" in reasons["loose.png"]
+    assert "not an image file type" in reasons["blue/notes.txt"]
+    result = evaluate(colour_model(), tmp_path, cache_dir=tmp_path / "cache")
+    assert len(result.images) == 3
+    broken = {s.item: s.reason for s in result.skipped}["blue/broken.jpg"]
+    assert broken.startswith("truncated or corrupt image")
+
+
+def test_csv_layout(tmp_path):
+    _solid(tmp_path / "img" / "a.png", COLOURS["red"])
+    _solid(tmp_path / "img" / "b.png", COLOURS["green"])
+    (tmp_path / "set.csv").write_text("file,label\nimg/a.png,RED\nimg/b.png,1\nimg/c.png,red\nimg/a.png,violet\n")
+    found = read_labelled(tmp_path / "set.csv", ["red", "green", "blue"])
+    assert found.layout == "csv"
+    assert [(i.name, i.label) for i in found.items] == [("img/a.png", 0), ("img/b.png", 1)]
+    assert {s.item: s.reason for s in found.skipped}["img/c.png"] == "no such file"
+    assert any("unknown class: 'violet'" in s.reason for s in found.skipped)
+    with pytest.raises(ImageError, match="no labelled images"):
+        read_labelled(tmp_path / "img", ["red", "green", "blue"])
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+def _colour_folder(root, counts):
+    for true, colours in counts.items():
+        for i, colour in enumerate(colours):
+            _solid(root / true / f"{colour}{i}.png", COLOURS[colour])
+
+
+def test_planted_mistake_confusion_and_per_class_against_hand_count(tmp_path):
+    # red: 3 red + 1 blue (the planted mistake); green: 2 green + 1 red; blue: 2 blue
+    _colour_folder(tmp_path / "data", {"red": ["red", "red", "red", "blue"], "green": ["green", "green", "red"],
+                                      "blue": ["blue", "blue"]})
+    result = evaluate(colour_model(), tmp_path / "data", cache_dir=tmp_path / "cache")
+    expected = np.array([[3, 0, 1],
+                         [1, 2, 0],
+                         [0, 0, 2]])
+    np.testing.assert_array_equal(result.confusion, expected)
+    assert result.accuracy == pytest.approx(7 / 9)
+    stats = {s.name: s for s in result.per_class}
+    assert stats["red"].precision == pytest.approx(3 / 4) and stats["red"].recall == pytest.approx(3 / 4)
+    assert stats["green"].precision == pytest.approx(1.0) and stats["green"].recall == pytest.approx(2 / 3)
+    assert stats["blue"].precision == pytest.approx(2 / 3) and stats["blue"].recall == pytest.approx(1.0)
+    assert [s.support for s in result.per_class] == [4, 3, 2]
+    mistakes = result.mistakes()
+    assert {(m.image, m.true, m.predicted) for m in mistakes} == {("red/blue3.png", 0, 2), ("green/red2.png", 1, 0)}
+    assert all(m.prob > 0.9 and m.true_prob < 0.05 for m in mistakes)
+    assert mistakes[0].prob >= mistakes[1].prob
+    payload = report(result, top=1)
+    assert set(payload) == {"images", "accuracy", "classes", "confusion", "per_class", "mistakes", "errors"}
+    assert payload["classes"] == ["red", "green", "blue"] and payload["confusion"] == expected.tolist()
+    assert set(payload["mistakes"][0]) == {"image", "true", "predicted", "prob", "true_prob"}
+    assert len(payload["mistakes"]) == 1
+
+
+def test_precision_is_none_for_a_class_never_predicted():
+    m = confusion_matrix(np.array([0, 1, 1]), np.array([0, 0, 0]), [0, 1])
+    stats = class_stats(m, [0, 1], ["a", "b"])
+    assert stats[1].precision is None and stats[1].recall == 0.0 and stats[0].precision == pytest.approx(1 / 3)
+
+
+def test_cache_predicts_only_new_images(tmp_path):
+    calls: list[int] = []
+    model = colour_model(calls)
+    calls.clear()  # wrap() probed the head size with one forward
+    _colour_folder(tmp_path / "data", {"red": ["red", "red"], "blue": ["blue"]})
+    first = evaluate(model, tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert first.predicted_now == 3 and sum(calls) == 3
+    calls.clear()
+    again = evaluate(model, tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert again.predicted_now == 0 and calls == []
+    np.testing.assert_array_equal(again.probs, first.probs)
+    _solid(tmp_path / "data" / "green" / "g0.png", COLOURS["green"])
+    _solid(tmp_path / "data" / "green" / "g1.png", (30, 200, 40))
+    grown = evaluate(model, tmp_path / "data", cache_dir=tmp_path / "cache")
+    assert grown.predicted_now == 2 and sum(calls) == 2 and len(grown.images) == 5
+    other = colour_model(calls)  # other weights: another cache entry
+    with torch.no_grad():
+        other.net.fc.weight.mul_(0.5)
+    calls.clear()
+    assert evaluate(other, tmp_path / "data", cache_dir=tmp_path / "cache").predicted_now == 5
+    assert sum(calls) == 5
+
+
+def test_cli_errors_json(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", num_classes=3)
+    save_file(net.state_dict(), str(tmp_path / "m.safetensors"))
+    (tmp_path / "names.json").write_text(json.dumps(["red", "green", "blue"]))
+    _colour_folder(tmp_path / "data", {"red": ["red"], "green": ["green"], "blue": ["blue"]})
+    code = main(["errors", str(tmp_path / "data"), "--model", "resnet18", "--weights", str(tmp_path / "m.safetensors"),
+                 "--labels", str(tmp_path / "names.json"), "--top", "5", "--cache-dir", str(tmp_path / "c"), "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert set(payload) == {"images", "accuracy", "classes", "confusion", "per_class", "mistakes"}
+    assert payload["images"] == 3 and payload["classes"] == ["red", "green", "blue"]
+    assert sum(map(sum, payload["confusion"])) == 3
+    code = main(["errors", str(tmp_path / "nowhere"), "--model", "resnet18", "--weights", "random", "--json"])
+    assert code == 2 and "not a folder or a .csv file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- contrastive map
+
+def _image(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, 64, 64, generator=g)
+
+
+@pytest.mark.parametrize("method, options", [("saliency", {}), ("gradcam", {"relu": False}),
+                                             ("smoothgrad", {"samples": 4, "precision": "fp32"})])
+def test_contrastive_map_is_the_difference_of_class_maps(resnet_tiny, method, options):
+    from core.attribution.registry import attribute
+
+    x = _image()
+    p, t = 3, 7
+    contrast = contrastive(resnet_tiny, x, p, t, method=method, **options).map
+    difference = (attribute(resnet_tiny, x, p, method=method, **options).map
+                  - attribute(resnet_tiny, x, t, method=method, **options).map)
+    scale = float(difference.abs().max())
+    assert scale > 0
+    # float32 sums in another order: error ~1e-6 of the map's magnitude; 1e-4 leaves margin on any CPU
+    torch.testing.assert_close(contrast, difference, rtol=0, atol=1e-4 * scale)
+    assert float(contrastive(resnet_tiny, x, p, p, method="saliency").map.abs().max()) == 0.0
+
+
+def test_contrastive_refuses_a_model_without_linear_head():
+    from core.attribution.base import NotApplicable
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = wrap(net, input_size=32)
+    with pytest.raises(NotApplicable, match="final linear classifier"):
+        contrastive(model, torch.rand(1, 3, 32, 32), 1, 0, method="saliency")
+
+
+def test_separation_statistic_by_hand():
+    a = np.array([[5.0, 1.0], [7.0, 2.0]])            # mistaken images, 2 channels
+    b = np.array([[1.0, 1.0], [2.0, 3.0], [3.0, 2.0]])  # correct images
+    d, auc = separation(a, b)
+    pooled = np.sqrt(((5 - 6) ** 2 + (7 - 6) ** 2 + (1 - 2) ** 2 + 0 + (3 - 2) ** 2) / 3)
+    assert d[0] == pytest.approx((6 - 2) / pooled)
+    assert auc[0] == pytest.approx(1.0)
+    # channel 1: pairs (1|1,2,3)->0 + 0.5 tie, (2|1,2,3)-> 1 + 0.5 tie: (0.5 + 1.5) / 6
+    assert auc[1] == pytest.approx(2.0 / 6)
+    assert abs(d[0]) > abs(d[1])
+
+
+def test_demo_head_loads_with_its_names_and_six_outputs():
+    from core.errors.demo import DEMO_HEAD
+
+    assert DEMO_HEAD.stat().st_size < 64 * 1024  # a head, not a network
+    model = load_model(weights=str(DEMO_HEAD))
+    assert model.card.num_classes == 6 and model.card.arch == "tf_efficientnet_lite0"
+    assert model.labels == ["animal", "food", "interior", "object", "outdoor", "person"]
+    assert "+head:sha256:" in model.card.fingerprint
+    x = torch.rand(2, 3, 224, 224)
+    assert model(x).shape == (2, 6)
+
+
+def test_model_key_follows_the_class_names(resnet_tiny):
+    from core.model.labels import labels_digest
+
+    named = with_labels(resnet_tiny, [f"n{i}" for i in range(10)])
+    assert labels_digest(named.labels) != labels_digest(resnet_tiny.labels)
+
+
+def test_every_model_command_takes_labels():
+    import argparse
+
+    from core.cli import build_parser
+
+    parser, _ = build_parser()
+    with_weights = []
+    stack = [parser]
+    while stack:  # every (sub)parser that takes --weights takes --labels too
+        p = stack.pop()
+        options = {s for a in p._actions for s in a.option_strings}
+        if "--weights" in options:
+            with_weights.append(p.prog)
+            assert "--labels" in options, p.prog
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                stack.extend(a.choices.values())
+    assert len(with_weights) >= 10  # predict, attribute, attack, errors, index build, ...
