@@ -1,6 +1,8 @@
 """The Ray engine of the activation index equals the local engine (issue 14), on a local Ray started once here."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import ray
@@ -14,7 +16,9 @@ torch.set_num_threads(1)  # see test_activation_index: the machine is shared
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One local Ray for the module (starting one takes seconds; each build also starts its actors)."""
+    """One local Ray for the module (starting one takes seconds; each build also starts its actors). A throwaway
+    local Ray needs no auth token (Ray 2.60 otherwise looks for one under ~/.ray)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
