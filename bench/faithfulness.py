@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from core.evaluation import curves  # noqa: E402
 from core.images import SAMPLES, load_image, preprocess  # noqa: E402
-from core.model.loading import wrap  # noqa: E402
+from core.model import wrap  # noqa: E402
 
 CANDIDATES = (4, 8, 16, 32)
 

@@ -71,7 +71,7 @@ def _small_model():
     import torch
     from torch import nn
 
-    from core.model.loading import wrap
+    from core.model import wrap
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
@@ -116,7 +116,8 @@ def _merge_cost() -> float:
     import torch
 
     from core.catalogue import find_layer
-    from core.index.build import _TopK, batch_partial, default_layers
+    from core.index.build import default_layers
+    from core.index.topk import TopK, batch_partial
     from core.model.loading import load_model
 
     model = load_model("embedded")
@@ -125,7 +126,7 @@ def _merge_cost() -> float:
     parts = [{i.name: batch_partial(torch.randn(16, i.channels, generator=g),
                                     torch.randint(0, 49, (16, i.channels), generator=g), 16) for i in infos}
              for _ in range(50)]
-    states = {i.name: _TopK(i.channels, 16) for i in infos}
+    states = {i.name: TopK(i.channels, 16) for i in infos}
     t0 = time.perf_counter()
     for b, part in enumerate(parts):
         for name, p in part.items():

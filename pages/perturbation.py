@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.perturbation.masks import EXTREMAL_ITERATIONS, MEANINGFUL_ITERATIONS, MaskMethod as Method, Perturbation, Variant
+from core.perturbation.masks import EXTREMAL_ITERATIONS, MEANINGFUL_ITERATIONS, MaskMethod, Perturbation, Variant
 from core.render import image_uint8, overlay
 from ui import cache, sidebar
 from ui.widgets import progress_bar
@@ -25,20 +25,20 @@ if selection is not None:
         choice = st.selectbox("Target class", options, key="lens_pert_target")
         target = top[options.index(choice)]["index"]
     with c2:
-        default_variant = Variant.PRESERVE if method == Method.EXTREMAL.value else Variant.DELETE
+        default_variant = Variant.PRESERVE if method == MaskMethod.EXTREMAL.value else Variant.DELETE
         variant = st.radio("Variant", [v.value for v in Variant], index=list(Variant).index(default_variant),
                            key=f"lens_pert_variant_{method}", horizontal=True,
                            help="preserve: keep the mask sharp, perturb the rest; delete: perturb the mask")
         perturbation = st.radio("Perturbation", [p.value for p in Perturbation], key="lens_pert_kind",
                                 horizontal=True, help="blur, or fade to the model's mean colour")
     with c3:
-        if method == Method.EXTREMAL.value:
+        if method == MaskMethod.EXTREMAL.value:
             areas = st.multiselect("Areas (fraction of the image)", [0.02, 0.05, 0.1, 0.2, 0.4, 0.6],
                                    default=[0.05, 0.1, 0.2], key="lens_pert_areas",
                                    help="all areas are optimised together in one batch")
         else:
             areas = [0.1]
-        default_iters = EXTREMAL_ITERATIONS if method == Method.EXTREMAL.value else MEANINGFUL_ITERATIONS
+        default_iters = EXTREMAL_ITERATIONS if method == MaskMethod.EXTREMAL.value else MEANINGFUL_ITERATIONS
         iterations = st.slider("Iterations", 20, 800, default_iters, step=20, key=f"lens_pert_iters_{method}",
                                help="TorchRay uses 800; see the loss curve below for convergence")
     run = st.button("Compute masks", type="primary", key="lens_pert_run", disabled=not areas)

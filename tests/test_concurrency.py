@@ -274,10 +274,10 @@ def test_similarity(embedded, x):
 
 
 def test_net2vec(embedded, x):
-    from core.features.net2vec import color_concepts, net2vec
+    from core.features.net2vec import colour_concepts, net2vec
 
     batch = torch.cat([x, x.flip(-1)])
-    concepts = dict(list(color_concepts(batch, size=24).items())[:2])
+    concepts = dict(list(colour_concepts(batch, size=24).items())[:2])
     assert concepts
     beside_plain_forwards(embedded, x, lambda: net2vec(embedded, batch, MIDDLE, concepts, size=24, iterations=5))
 

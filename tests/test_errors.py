@@ -16,7 +16,7 @@ from core.errors.evaluate import class_stats, confusion_matrix, evaluate, report
 from core.errors.explain import contrastive, separation
 from core.images import ImageError
 from core.model.labels import LabelsError, check_count, labels_from_weights, parse_labels, read_labels, with_labels
-from core.model.loading import load_model, wrap
+from core.model import load_model, wrap
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
 

@@ -13,7 +13,7 @@ from core.evaluation import (DeletionBaseline, auc, cascade_groups, curves, eval
                              pointing, randomisation, rise_blur, road, spearman, step_counts)
 from core.evaluation.curves import baseline_image, target_probs
 from core.images import ImageError
-from core.model.loading import wrap
+from core.model import wrap
 
 SIDE = 32
 PATCH = (slice(8, 16), slice(16, 24))  # rows, columns of the one patch the toy model reads

@@ -47,7 +47,7 @@ def test_drawing_every_metric_from_tiny_results():
         import torch
 
         from core.evaluation import evaluate
-        from core.model.loading import wrap
+        from core.model import wrap
         from tests.test_faithfulness import SIDE, SmallCNN
         from ui import faithfulness
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.attack.attacks import PIXEL, Method, Norm
+from core.attack.attacks import PIXEL, AttackMethod, Norm
 from core.features.featurevis import Settings
 from core.model.loading import LensModel
 from ui import cache
@@ -13,7 +13,7 @@ def attack_settings(model: LensModel) -> cache.AttackSettings:
     """The adversarial page's form (keys ``atk_*``): the attack to run, ε and step converted to [0, 1] pixels."""
     with st.form("attack_form"):
         c1, c2, c3 = st.columns(3)
-        method = c1.radio("Method", [m.value for m in Method], index=1, horizontal=True, key="atk_method",
+        method = c1.radio("Method", [m.value for m in AttackMethod], index=1, horizontal=True, key="atk_method",
                           format_func=str.upper, help="FGSM: one step of size ε. PGD: projected steps of size 'step'.")
         norm = c1.radio("Norm", [n.value for n in Norm], horizontal=True, key="atk_norm",
                         format_func=lambda n: {"linf": "L∞", "l2": "L2"}[n])
