@@ -78,7 +78,7 @@ def test_verdict_of_a_failed_and_of_a_pointless_attack(embedded, flipped):
 
 def test_min_eps_message(embedded, flipped):
     found = MinEpsResult(eps=torch.tensor([3 * PIXEL]), below=torch.tensor([1.5 * PIXEL]),
-                         found=torch.tensor([True]), attacks=torch.tensor([5]), result=flipped)
+                         found=torch.tensor([True]), attacks=torch.tensor([5]), result=flipped, seconds=0.1)
     message = view.min_eps_message(found, embedded.label)
     assert message.level == "success"
     assert message.text.startswith("Smallest ε found: **3.00/255** reaches the goal")
