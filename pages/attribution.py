@@ -4,14 +4,11 @@ from __future__ import annotations
 import streamlit as st
 
 from core.attribution.base import Attribution, NotApplicable, Sign
-from core.attribution.view import View, npy_bytes, picture, png_bytes
-from core.attribution.registry import REGISTRY, Method
+from core.attribution.registry import REGISTRY
+from core.attribution.view import View, metric_lines, npy_bytes, picture, png_bytes
 from core.catalogue import default_layer
-from core.attribution.gradients import Baseline
-from core.attribution.lrp import FirstRule, Rule
-from core.attribution.occlusion import Fill
-from core.attribution.smoothgrad import Base, NoiseType, Precision, native_bf16
 from ui import cache, sidebar
+from ui.options import option_widgets
 
 st.title("Attribution")
 st.caption("Which pixels made the model say this class? Gradients, SmoothGrad, integrated gradients, guided "
@@ -21,46 +18,13 @@ selection = sidebar.current()
 
 
 def method_options(method: str, model, key: str) -> dict:
-    """Widgets for the options of ``method``; returns the chosen options."""
-    opts: dict = {}
-    cols = st.columns(3)
-    if method == "smoothgrad":
-        opts["base"] = cols[0].selectbox("Base method", [b.value for b in Base], key=f"{key}_base")
-        opts["nt_type"] = cols[1].selectbox("Aggregation", [t.value for t in NoiseType], key=f"{key}_nt",
-                                            help="smoothgrad: mean; smoothgrad_sq: mean of squares; vargrad: variance")
-        opts["samples"] = cols[2].slider("Samples", 1, 200, 50, key=f"{key}_samples")
-        opts["noise"] = cols[0].slider("Noise (fraction of the pixel range)", 0.0, 0.5, 0.15, 0.01,
-                                       key=f"{key}_noise", help="The SmoothGrad paper finds 10-20 % best.")
-        opts["seed"] = int(cols[1].number_input("Seed", 0, 10_000, 0, key=f"{key}_seed"))
-        opts["precision"] = cols[2].selectbox(
-            "Precision", [p.value for p in Precision], key=f"{key}_precision",
-            help="auto: bf16 autocast where the CPU has native bf16 "
-                 f"({'this one has it' if native_bf16() else 'this one does not'}) and it is measured faster for "
-                 "this model (timed once), fp32 elsewhere.")
-        if opts["base"] == Base.INTEGRATED_GRADIENTS.value:
-            opts["steps"] = cols[0].slider("Integration steps", 2, 64, 16, key=f"{key}_sg_steps")
-    elif method == "integrated-gradients":
-        opts["steps"] = cols[0].slider("Steps", 4, 128, 32, key=f"{key}_steps")
-        opts["baseline"] = cols[1].selectbox("Baseline", [b.value for b in Baseline], key=f"{key}_baseline")
-    elif REGISTRY[method].layer:
+    """The widgets generated from the method's option spec; returns the chosen options."""
+    spec = REGISTRY[method]
+    names = default = None
+    if spec.layer:
         names = [layer.name for layer in cache.layers(model, cache.model_key(model))]
         default = default_layer(model).name
-        opts["layer"] = cols[0].selectbox("Layer", names, index=names.index(default) if default in names else 0,
-                                          key=f"{key}_layer", help=f"Default: the last feature stage ({default}).")
-    elif method == "lrp":
-        opts["rule"] = cols[0].selectbox("Rule (convolutions)", [r.value for r in Rule], key=f"{key}_rule",
-                                         help="zplus: positive evidence only, clean maps; epsilon: damps noise.")
-        opts["first"] = cols[1].selectbox("First layer (pixels)", [f.value for f in FirstRule], key=f"{key}_first",
-                                          help="zb: the box rule for pixels in [0, 1]; flat: spread evenly.")
-        opts["epsilon"] = float(cols[2].number_input("Epsilon (x layer std)", 0.0, 5.0, 0.25, step=0.05,
-                                                     key=f"{key}_eps"))
-    elif method == "occlusion":
-        side = model.card.input_size[-1]
-        opts["window"] = cols[0].slider("Window (px)", 4, side // 2, max(4, side // 8), key=f"{key}_window")
-        opts["stride"] = cols[1].slider("Stride (px)", 2, opts["window"], max(2, opts["window"] // 2),
-                                        key=f"{key}_stride")
-        opts["fill"] = cols[2].selectbox("Fill", [f.value for f in Fill], key=f"{key}_fill")
-    return opts
+    return option_widgets(spec, model, key, layer_names=names, default_layer=default)
 
 
 def compute(sel, method: str, target: int, opts: dict, preview_slot=None):
@@ -103,32 +67,21 @@ if selection is not None:
     with right:
         titles = {name: spec.title for name, spec in REGISTRY.items()}
         method = st.selectbox("Method", list(REGISTRY), format_func=titles.get, key="attr_method",
-                              index=list(REGISTRY).index(Method.SMOOTHGRAD.value))
+                              index=list(REGISTRY).index("smoothgrad"))
         st.caption(REGISTRY[method].summary)
     opts = method_options(method, model, "attr")
 
     tab_one, tab_grid = st.tabs(["Map", "Compare methods"])
     with tab_one:
-        preview_slot = st.empty() if method == "smoothgrad" else None
+        preview_slot = st.empty() if REGISTRY[method].preview else None
         result = compute(selection, method, target, opts, preview_slot)
         if result is not None:
-            for note in result.notes:
-                if "rule applied" in note or method == "cam":
-                    st.info(note[0].upper() + note[1:])
-                else:
-                    st.caption(note)
-            metrics = {name: values[0] for name, values in result.metrics.items()}
-            if "relevance_sum" in metrics:
-                share = metrics["relevance_sum"] / metrics["logit"] if metrics["logit"] else float("nan")
-                st.markdown(f"Relevance sum **{metrics['relevance_sum']:.4g}** for a logit of "
-                            f"**{metrics['logit']:.4g}** ({share:.0%} conserved; biases, LayerNorm shifts and "
-                            "epsilon absorb the rest).")
-            elif "constant" in metrics:
-                st.markdown(f"Logit **{metrics['logit']:.4g}** = mean of the map + constant "
-                            f"({metrics['constant']:.4g}).")
-            if method in ("guided-backprop", "deconvolution", "guided-gradcam"):
-                st.caption("Captum and pytorch-grad-cam change only nn.ReLU, so on GELU networks such as ConvNeXt "
-                           "their guided maps equal the plain gradient; here the rule reaches every rectifier.")
+            if result.notes:
+                st.info("\n\n".join(n[0].upper() + n[1:] for n in result.notes))
+            for line in metric_lines(result):
+                st.markdown(line)
+            if REGISTRY[method].caveat:
+                st.caption(REGISTRY[method].caveat)
             c1, c2, c3 = st.columns(3)
             view = c1.radio("View", [v.value for v in View], index=1, key="attr_view")
             sign = c2.radio("Sign", [s.value for s in Sign], index=3 if result.signed else 0, key="attr_sign",

@@ -27,11 +27,11 @@ def test_page_shows_a_map_views_and_downloads(app):
 
 
 def test_guided_rule_is_stated_and_smoothgrad_runs(app):
-    app = _open(app, attr_method="guided-backprop", attr_samples=3)
+    app = _open(app, attr_method="guided-backprop", attr_smoothgrad_samples=3)
     assert any("rule applied" in i.value and "ReLU6" in i.value for i in app.info)
     app.selectbox(key="attr_method").set_value("smoothgrad").run()
     assert not app.exception and not app.error
-    assert any("3 samples" in c.value for c in app.caption)
+    assert any("3 samples" in i.value for i in app.info)
 
 
 def test_choose_class_gradcam_and_grid(app):
@@ -40,7 +40,7 @@ def test_choose_class_gradcam_and_grid(app):
     app.selectbox(key="attr_target").set_value(7).run()
     assert not app.exception and not app.error
     assert app.selectbox(key="attr_target").value == 7
-    assert any("layer blocks.6" in c.value for c in app.caption)  # Grad-CAM's default layer is stated
+    assert any(i.value.startswith("Layer blocks.6 (320 channels") for i in app.info)  # Grad-CAM's default layer is stated
     app.multiselect(key="attr_grid_methods").set_value(["saliency", "gradcam"]).run()
     app.toggle(key="attr_grid_go").set_value(True).run()
     assert not app.exception and not app.error

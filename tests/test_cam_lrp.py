@@ -36,10 +36,10 @@ def test_cam_equals_gradcam_at_the_last_layer_on_gap_linear(resnet_tiny):
     alpha = grad.mean(dim=(2, 3), keepdim=True)
     gradcam = torch.relu((alpha * out["l4"]).sum(1)).detach()
     h, w = gradcam.shape[-2:]
-    assert torch.allclose(torch.relu(result.raw) / (h * w), gradcam, atol=1e-6, rtol=1e-4)
-    assert not result.linearised and result.target == (3, 7)
+    assert torch.allclose(torch.relu(result.grid) / (h * w), gradcam, atol=1e-6, rtol=1e-4)
+    assert result.notes[0].startswith("exact") and result.target == [3, 7]
     assert result.map.shape == (2, 64, 64)
-    assert torch.allclose(result.raw.mean((1, 2)) + torch.tensor(result.constant),
+    assert torch.allclose(result.grid.mean((1, 2)) + torch.tensor(result.metrics["constant"]),
                           chosen.detach(), atol=1e-5)
 
 
@@ -48,10 +48,10 @@ def test_cam_linearises_convnext_layernorm_exactly_at_the_image(convnext_atto):
     result = cam(convnext_atto, x)
     with torch.no_grad():
         logits = convnext_atto(x)
-    assert result.target == tuple(int(i) for i in logits.argmax(1))
-    assert result.linearised and "LayerNorm" in result.note
-    assert torch.allclose(torch.tensor(result.logit), logits.max(1).values, atol=1e-5)
-    assert torch.allclose(result.raw.mean((1, 2)) + torch.tensor(result.constant), logits.max(1).values,
+    assert result.target == [int(i) for i in logits.argmax(1)]
+    assert result.notes[0].startswith("linearised") and "LayerNorm" in result.notes[0]
+    assert torch.allclose(torch.tensor(result.metrics["logit"]), logits.max(1).values, atol=1e-5)
+    assert torch.allclose(result.grid.mean((1, 2)) + torch.tensor(result.metrics["constant"]), logits.max(1).values,
                           atol=1e-4)
 
 
@@ -89,7 +89,7 @@ def unbiased(convnext_atto, resnet_tiny):
 def test_lrp_conserves_relevance_without_biases(arch, rule, first, unbiased):
     """Stated tolerance: |relevance_sum - logit| <= 1e-3 |logit| (float32, LRP-epsilon with epsilon 1e-9)."""
     r = lrp(unbiased[arch], _x(1), target=1, rule=rule, first=first, epsilon=1e-9)
-    for s, logit in zip(r.relevance_sum, r.logit):
+    for s, logit in zip(r.metrics["relevance_sum"], r.metrics["logit"]):
         assert abs(s - logit) <= 1e-3 * abs(logit) + 1e-6
     assert r.map.shape == (1, 64, 64) and torch.allclose(r.map, r.raw.sum(1))
 
@@ -120,9 +120,9 @@ def test_zplus_and_epsilon_differ_and_logit_reported(convnext_atto):
     b = lrp(convnext_atto, x, rule=Rule.ZPLUS)
     with torch.no_grad():
         top = convnext_atto(x).max(1).values
-    assert torch.allclose(torch.tensor(a.logit), top, atol=1e-4)
+    assert torch.allclose(torch.tensor(a.metrics["logit"]), top, atol=1e-4)
     assert not torch.allclose(a.map, b.map)
-    assert a.relevance_sum == pytest.approx([float(v) for v in a.raw.flatten(1).sum(1)], rel=1e-5)
+    assert a.metrics["relevance_sum"] == pytest.approx([float(v) for v in a.raw.flatten(1).sum(1)], rel=1e-5)
 
 
 def test_lrp_refuses_layers_without_a_rule():

@@ -17,8 +17,8 @@ def test_cam_then_lrp_on_the_embedded_model(app):
     app.selectbox(key="attr_method").set_value("lrp").run()
     assert not app.exception and not app.error
     assert any("Relevance sum" in m.value and "conserved" in m.value for m in app.markdown)
-    app.selectbox(key="attr_rule").set_value("epsilon").run()
-    app.selectbox(key="attr_first").set_value("flat").run()
+    app.selectbox(key="attr_lrp_rule").set_value("epsilon").run()
+    app.selectbox(key="attr_lrp_first").set_value("flat").run()
     assert not app.exception and not app.error
 
 

@@ -296,9 +296,9 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     """
     import json
 
-    from core.attribution.registry import attribute
+    from core.attribution.registry import REGISTRY, attribute
 
     key = ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
-    extra = {"preview": preview} if method == "smoothgrad" and preview is not None else {}
+    extra = {"preview": preview} if REGISTRY[method].preview and preview is not None else {}
     return results().get_or_compute(key, lambda: attribute(model, x.unsqueeze(0), int(target), method=method,
                                                            progress=progress, **options, **extra))

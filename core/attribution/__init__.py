@@ -4,5 +4,5 @@
 functions are reached through their modules (``core.attribution.smoothgrad.smoothgrad``) so that a package
 attribute never hides a module of the same name.
 """
-from .registry import (REGISTRY, Attribution, Base, Baseline, Engine, Fill, Method, MethodSpec,  # noqa: F401
-                       NoiseType, NotApplicable, Precision, Sign, attribute, native_bf16)
+from .registry import (REGISTRY, Attribution, Base, Baseline, Engine, Fill, MethodSpec, NoiseType,  # noqa: F401
+                       NotApplicable, Option, Precision, Sign, attribute, native_bf16, register, unregister)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -44,6 +44,8 @@ class Attribution:
         signed: whether negative values carry meaning.
         notes: one-line facts for the user (e.g. where the guided rule was applied).
         options: the options actually used, after defaults.
+        metrics: per-image numbers by name, e.g. LRP's ``relevance_sum`` and ``logit``.
+        grid: float32 (N, h, w), the map on the layer's own grid before upsampling (CAM), or None.
     """
 
     map: torch.Tensor
@@ -54,7 +56,8 @@ class Attribution:
     signed: bool = True
     notes: tuple[str, ...] = ()
     options: Mapping[str, object] = field(default_factory=dict)
-    metrics: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # per-image numbers, e.g. LRP's relevance_sum
+    metrics: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    grid: torch.Tensor | None = None
 
     def view(self, sign: Sign | str = Sign.ALL) -> torch.Tensor:
         """(N, H, W) map restricted to ``sign``; per-channel methods sum the chosen part over channels."""
@@ -70,8 +73,6 @@ class Attribution:
             part = src
         return part.sum(1)
 
-    def with_seconds(self, seconds: float) -> "Attribution":
-        return replace(self, seconds=seconds)
 
 
 def from_raw(raw: torch.Tensor, method: str, target: Sequence[int], started: float, *,

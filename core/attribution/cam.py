@@ -13,32 +13,18 @@ MobileNetV3's conv head, max pooling) are refused with the reason.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import NotApplicable
+from .base import Attribution, NotApplicable, Progress, report
+from .spec import MethodSpec
 from ..model.loading import LensModel
 
 Target = int | Sequence[int] | torch.Tensor | None
-
-
-@dataclass(frozen=True)
-class CamResult:
-    """``map``: float32 (N, H, W) at the input size; ``raw``: float32 (N, h, w) on the feature grid (signed,
-    in logit units per position). ``logit`` (N,) the model's logit for ``target``; ``constant`` (N,) the part
-    of the logit no position gets (bias, LayerNorm shift): ``raw.mean((1, 2)) + constant == logit``."""
-
-    map: torch.Tensor
-    raw: torch.Tensor
-    target: tuple[int, ...]
-    logit: tuple[float, ...]
-    constant: tuple[float, ...]
-    linearised: bool
-    note: str
 
 
 def targets_for(logits: torch.Tensor, target: Target) -> torch.Tensor:
@@ -74,16 +60,23 @@ def _head_parts(net: nn.Module) -> tuple[nn.Linear, nn.Module | None]:
     return fc, None
 
 
-def cam(model: LensModel, x: torch.Tensor, target: Target = None) -> CamResult:
+def cam(model: LensModel, x: torch.Tensor, target: Target = None, *, progress: Progress | None = None) -> Attribution:
     """Class activation map for ``target`` (None: the top class).
 
     Args:
         x: float (N, 3, H, W) in [0, 1] (not modified).
         target: class index, one per image, or None.
 
+    Returns:
+        ``map`` float32 (N, H, W) at the input size and ``grid`` (N, h, w) on the feature grid (signed, logit
+        units per position); ``metrics``: ``logit`` (N,) the model's logit for ``target`` and ``constant`` (N,)
+        the part of the logit no position gets (bias, LayerNorm shift): ``grid.mean((1, 2)) + constant == logit``.
+        ``notes[0]`` says whether the map is exact or linearised at this image.
+
     Raises:
         NotApplicable: the head is not (LayerNorm-)linear after global average pooling.
     """
+    started = time.perf_counter()
     net = model.net
     if not (hasattr(net, "forward_features") and hasattr(net, "forward_head")):
         raise NotApplicable(f"{type(net).__name__} does not separate features from the head")
@@ -118,6 +111,12 @@ def cam(model: LensModel, x: torch.Tensor, target: Target = None) -> CamResult:
     raw = torch.einsum("nc,nchw->nhw", weights, feats).float()
     full = F.interpolate(raw[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
     logit = logits.gather(1, t[:, None])[:, 0]
-    return CamResult(map=full.contiguous(), raw=raw, target=tuple(int(v) for v in t),
-                     logit=tuple(float(v) for v in logit), constant=tuple(float(v) for v in constant),
-                     linearised=norm is not None, note=note)
+    report(progress, 1.0, "CAM: done")
+    return Attribution(map=full.contiguous(), raw=None, grid=raw, method="cam", target=[int(v) for v in t],
+                       seconds=time.perf_counter() - started, notes=(note,),
+                       metrics={"logit": tuple(float(v) for v in logit),
+                                "constant": tuple(float(v) for v in constant)})
+
+
+CAM = MethodSpec("cam", cam, "CAM",
+                 "class activation map of the last features (LayerNorm head linearised at the image)")

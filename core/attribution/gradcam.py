@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .spec import MethodSpec, Option
 from .base import Attribution, NotApplicable, Progress, check_input, report, resolve_target
 from ..catalogue import LayerInfo, default_layer, find_layer, to_nchw
-from .guided import Rule, rule_gradient
+from .guided import RULE_CAVEAT, Rule, rule_gradient
 from ..hooks import capture
 
 
@@ -90,3 +91,10 @@ def guided_gradcam(model: nn.Module, x: torch.Tensor, target: Sequence[int] | to
     return Attribution(map=raw.sum(1), raw=raw, method="guided-gradcam", target=t.tolist(),
                        seconds=time.perf_counter() - started, signed=True,
                        notes=(f"Grad-CAM layer {info.name}", *notes), options={"layer": info.name})
+
+
+LAYER = Option("layer", str, "catalogue layer name (default: the last feature stage)", layer=True)
+GRADCAM = MethodSpec("gradcam", gradcam, "Grad-CAM", "class-weighted activations of one layer, upsampled",
+                     options=(LAYER,))
+GUIDED_GRADCAM = MethodSpec("guided-gradcam", guided_gradcam, "Guided Grad-CAM", "guided backprop times Grad-CAM",
+                            options=(LAYER,), caveat=RULE_CAVEAT)

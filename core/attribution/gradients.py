@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .spec import MethodSpec, Option
 from .base import (Attribution, Progress, batches, check_input, from_raw, input_gradient, report,
                         resolve_target)
 
@@ -107,3 +108,15 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Sequence[int
              f"|sum - (logit(x) - logit(baseline))| = {max(gaps):.3g}"]
     return from_raw(torch.cat(parts), "integrated-gradients", t.tolist(), started, notes=notes,
                     options={"steps": int(steps), "baseline": Baseline(baseline).value})
+
+
+SALIENCY = MethodSpec("saliency", saliency, "Saliency", "gradient of the class logit with respect to each pixel")
+INPUT_X_GRADIENT = MethodSpec("input-x-gradient", input_x_gradient, "Input × gradient", "gradient times pixel value")
+STEPS = Option("steps", int, "path points from the baseline to the image", label="Steps", low=4, high=128)
+BASELINE = Option("baseline", Baseline, "the start image of the path", label="Baseline")
+INTEGRATED_GRADIENTS = MethodSpec(
+    "integrated-gradients", integrated_gradients, "Integrated gradients",
+    "gradients averaged along the path from a baseline image; sums to the logit change",
+    options=(STEPS, BASELINE,
+             Option("seed", int, "seed of the noise baseline", low=0, high=10_000, number_input=True,
+                    visible=lambda o: o.get("baseline") == Baseline.NOISE.value)))

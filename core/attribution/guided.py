@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .spec import MethodSpec
 from .base import (Attribution, NotApplicable, Progress, batches, check_input, from_raw, input_gradient,
                         report, resolve_target)
 
@@ -177,3 +178,12 @@ def _arch(model: nn.Module) -> str:
 
 
 __all__ = ["Rule", "guided_backprop", "deconvolution", "rule_gradient", "input_gradient"]
+
+
+RULE_CAVEAT = ("Captum and pytorch-grad-cam change only nn.ReLU, so on GELU networks such as ConvNeXt their guided "
+               "maps equal the plain gradient; here the rule reaches every rectifier.")
+GUIDED_BACKPROP = MethodSpec("guided-backprop", guided_backprop, "Guided backprop",
+                             "only positive gradients pass each rectifier (ReLU, GELU, SiLU, ReLU6, ...)",
+                             caveat=RULE_CAVEAT)
+DECONVOLUTION = MethodSpec("deconvolution", deconvolution, "Deconvolution",
+                           "positive gradients pass every rectifier regardless of its input", caveat=RULE_CAVEAT)

@@ -29,6 +29,7 @@ Any other leaf module is refused (:class:`~core.cam.NotApplicable`). Relevance i
 from __future__ import annotations
 
 import copy
+import time
 import enum
 import weakref
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import Attribution, Progress, report
 from .cam import NotApplicable, Target, targets_for
+from .spec import MethodSpec, Option
 from ..hooks import hooks_on
 from ..model.loading import LensModel
 
@@ -51,23 +54,6 @@ class FirstRule(str, enum.Enum):
     ZB = "zb"
     FLAT = "flat"
     EPSILON = "epsilon"
-
-
-@dataclass(frozen=True)
-class LrpResult:
-    """``map``: float32 (N, H, W), pixel relevance summed over colour channels (signed, logit units).
-    ``raw``: float32 (N, 3, H, W). ``relevance_sum`` (N,) is ``raw.sum()`` per image, ``logit`` (N,) the
-    model's logit for ``target``; equal under full conservation."""
-
-    map: torch.Tensor
-    raw: torch.Tensor
-    target: tuple[int, ...]
-    logit: tuple[float, ...]
-    relevance_sum: tuple[float, ...]
-    rule: Rule
-    first: FirstRule
-    epsilon: float
-    bn_folded: int
 
 
 _ACTS = ("relu", "relu6", "gelu", "silu", "swish", "hardswish", "leakyrelu", "elu", "mish", "tanh", "quickgelu",
@@ -250,7 +236,7 @@ def _first_layer(conv: nn.Conv2d, a: torch.Tensor, rel: torch.Tensor, first: Fir
 
 
 def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule = Rule.ZPLUS,
-        first: FirstRule = FirstRule.ZB, epsilon: float = 0.25) -> LrpResult:
+        first: FirstRule = FirstRule.ZB, epsilon: float = 0.25, progress: Progress | None = None) -> Attribution:
     """LRP relevance of each pixel for the ``target`` logit (None: the top class).
 
     Args:
@@ -260,9 +246,15 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
         epsilon: stabiliser as a fraction of each layer's output standard deviation (0.25 damps noise;
             1e-9 is LRP-0, which equals gradient x input on ReLU networks).
 
+    Returns:
+        ``map`` float32 (N, H, W), pixel relevance summed over colour channels (signed, logit units); ``raw``
+        (N, 3, H, W); ``metrics``: ``relevance_sum`` (N,), ``raw.sum()`` per image, and ``logit`` (N,), the
+        model's logit for ``target``: equal under full conservation.
+
     Raises:
         NotApplicable: a layer type with no rule here.
     """
+    started = time.perf_counter()
     rule, first = Rule(rule), FirstRule(first)
     prep = prepare(model)
     xn = model.normalize(x.detach()).requires_grad_(True)
@@ -283,7 +275,23 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
     low = ((0 - model.mean) / model.std).to(xn)
     high = ((1 - model.mean) / model.std).to(xn)
     raw = _first_layer(prep.first, seen["a"].detach(), rel, first, epsilon, low, high).detach().float()
-    return LrpResult(map=raw.sum(1), raw=raw, target=tuple(int(v) for v in t),
-                     logit=tuple(float(v) for v in chosen.detach()),
-                     relevance_sum=tuple(float(v) for v in raw.flatten(1).sum(1)), rule=rule, first=first,
-                     epsilon=float(epsilon), bn_folded=prep.folded)
+    report(progress, 1.0, "LRP: done")
+    notes = (f"rules: {rule.value} (convolutions), {first.value} (pixels), epsilon for the classifier; "
+             f"GELU/SiLU gates and LayerNorm std held constant; {prep.folded} BatchNorm folded",)
+    return Attribution(map=raw.sum(1), raw=raw, method="lrp", target=[int(v) for v in t],
+                       seconds=time.perf_counter() - started, notes=notes,
+                       options={"rule": rule.value, "first": first.value, "epsilon": float(epsilon)},
+                       metrics={"relevance_sum": tuple(float(v) for v in raw.flatten(1).sum(1)),
+                                "logit": tuple(float(v) for v in chosen.detach())})
+
+
+LRP = MethodSpec(
+    "lrp", lrp, "LRP", "layer-wise relevance propagation; relevance sums to the logit minus what biases absorb",
+    options=(
+        Option("rule", Rule, "rule for convolutions: zplus keeps positive evidence only (clean maps); epsilon "
+               "damps noise", label="Rule (convolutions)"),
+        Option("first", FirstRule, "rule for the layer on the pixels: zb is the box rule for pixels in [0, 1]; "
+               "flat spreads evenly", label="First layer (pixels)", flag="--first-rule"),
+        Option("epsilon", float, "stabiliser as a fraction of each layer's output std",
+               label="Epsilon (x layer std)", low=0.0, high=5.0, step=0.05, number_input=True),
+    ))

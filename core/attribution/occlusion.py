@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .spec import MethodSpec, Option
 from .base import Attribution, Progress, check_input, report, resolve_target
 from .gradients import make_baseline
 
@@ -93,3 +94,14 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.T
                        notes=(f"{len(boxes)} patches of {window}×{window} px, stride {stride}, {fill.value} fill; "
                               "value = drop of the target logit",),
                        options={"window": window, "stride": stride, "fill": fill.value})
+
+
+OCCLUSION = MethodSpec(
+    "occlusion", occlusion, "Occlusion", "score drop when a patch is hidden",
+    options=(
+        Option("window", int, "patch side in pixels (default 1/8 of the input)", label="Window (px)",
+               low=4, high=lambda c: c["side"] // 2, default=lambda c: max(4, c["side"] // 8)),
+        Option("stride", int, "step in pixels (default half the window)", label="Stride (px)",
+               low=2, high=lambda c: c["window"], default=lambda c: max(2, c["window"] // 2)),
+        Option("fill", Fill, "patch content"),
+    ))

@@ -19,13 +19,15 @@ import enum
 import threading
 import time
 import weakref
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from .spec import MethodSpec, Option
 from .base import Attribution, NotApplicable, Progress, check_input, input_gradient, report, resolve_target
-from .gradients import Baseline, make_baseline
+from .gradients import BASELINE, STEPS, Baseline, make_baseline
 from .guided import Rule, _with_rule, rule_notes
 
 
@@ -253,3 +255,25 @@ def _captum(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, pre
         if preview is not None:
             preview(torch.cat(parts).sum(1), (i + 1) / x.shape[0])
     return torch.cat(parts), []
+
+
+def _integrates(chosen) -> bool:
+    return chosen.get("base") == Base.INTEGRATED_GRADIENTS.value
+
+
+SMOOTHGRAD = MethodSpec(
+    "smoothgrad", smoothgrad, "SmoothGrad", "a gradient method averaged over noisy copies", preview=True,
+    options=(
+        Option("base", Base, "the gradient method averaged", label="Base method"),
+        Option("nt_type", NoiseType, "signed mean (smoothgrad), mean of squares (smoothgrad_sq) or variance (vargrad)",
+               label="Aggregation"),
+        Option("samples", int, "noisy samples per image", low=1, high=200),
+        Option("noise", float, "noise sigma as a fraction of the pixel range (the paper finds 10-20 % best)",
+               label="Noise (fraction of the pixel range)", low=0.0, high=0.5, step=0.01, metavar="FRACTION"),
+        Option("seed", int, "seed of the noise", low=0, high=10_000, number_input=True),
+        Option("precision", Precision,
+               "auto: bf16 autocast where the CPU has native bf16 and it is measured faster for this model "
+               "(timed once), fp32 elsewhere"),
+        replace(STEPS, label="Integration steps", low=2, high=64, visible=_integrates),
+        replace(BASELINE, visible=_integrates),
+    ))

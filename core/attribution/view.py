@@ -81,3 +81,16 @@ def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def metric_lines(attr: Attribution, index: int = 0) -> list[str]:
+    """Sentences (Markdown) that explain a result's per-image numbers: LRP's conservation, CAM's decomposition."""
+    m = {name: values[index] for name, values in attr.metrics.items()}
+    lines = []
+    if "relevance_sum" in m and "logit" in m:
+        share = f"{m['relevance_sum'] / m['logit']:.0%}" if m["logit"] else "n/a"
+        lines.append(f"Relevance sum **{m['relevance_sum']:.4g}** for a logit of **{m['logit']:.4g}** ({share} "
+                     "conserved; biases, LayerNorm shifts and epsilon absorb the rest).")
+    if "constant" in m and "logit" in m:
+        lines.append(f"Logit **{m['logit']:.4g}** = mean of the map + constant ({m['constant']:.4g}).")
+    return lines

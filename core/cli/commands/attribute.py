@@ -6,76 +6,76 @@ import argparse
 import numpy as np
 
 from ...attribution.base import NotApplicable
-from ...attribution.registry import REGISTRY, Method, attribute
-from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
-from ...attribution.gradients import Baseline
-from ...attribution.occlusion import Fill
+from ...attribution.registry import REGISTRY, attribute
+from ...attribution.spec import Option
 from ...render import Colormap, normalize_map, overlay, save_png
-from ...attribution.smoothgrad import Base, NoiseType, Precision
+from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
 
 NAME = "attribute"
 HELP = "attribution maps: saliency, SmoothGrad, integrated gradients, guided backprop, Grad-CAM, occlusion, ..."
 
-# CLI flag -> (option name, methods that take it)
-_OPTIONS = {
-    "base": ("base", {"smoothgrad"}),
-    "nt_type": ("nt_type", {"smoothgrad"}),
-    "samples": ("samples", {"smoothgrad"}),
-    "noise": ("noise", {"smoothgrad"}),
-    "precision": ("precision", {"smoothgrad"}),
-    "seed": ("seed", {"smoothgrad", "integrated-gradients"}),
-    "steps": ("steps", {"smoothgrad", "integrated-gradients"}),
-    "baseline": ("baseline", {"smoothgrad", "integrated-gradients"}),
-    "layer": ("layer", {"gradcam", "guided-gradcam"}),
-    "window": ("window", {"occlusion"}),
-    "stride": ("stride", {"occlusion"}),
-    "fill": ("fill", {"occlusion"}),
-    "rule": ("rule", {"lrp"}),
-    "first_rule": ("first", {"lrp"}),
-    "epsilon": ("epsilon", {"lrp"}),
-}
+
+def _flags() -> dict[str, list[tuple[str, Option]]]:
+    """Every declared option by CLI flag, with the methods that take it (a flag may serve several methods)."""
+    flags: dict[str, list[tuple[str, Option]]] = {}
+    for name, spec in REGISTRY.items():
+        for opt in spec.options:
+            flags.setdefault(opt.cli_flag, []).append((name, opt))
+    return flags
+
+
+def _help(users: list[tuple[str, Option]]) -> str:
+    """``method (default d), other (default e): help`` — methods that share a help text share a clause."""
+    by_text: dict[str, list[str]] = {}
+    for name, opt in users:
+        default = REGISTRY[name].keywords()[opt.name]
+        default = getattr(default, "value", default)
+        by_text.setdefault(opt.help, []).append(name + ("" if default is None else f" (default {default})"))
+    text = "; ".join(f"{', '.join(names)}: {help_}" for help_, names in by_text.items())
+    return text.replace("%", "%%")  # argparse formats help strings with %
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags generated from the registry's option specs (one flag per option name, shared by the methods that
+    declare it)."""
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--method", required=True, choices=[m.value for m in Method] + [
-        n for n in REGISTRY if n not in {m.value for m in Method}])
+    p.add_argument("--method", required=True, choices=list(REGISTRY))
     p.add_argument("--target", type=int, default=None, help="class index (default: each image's predicted class)")
-    p.add_argument("--base", choices=[b.value for b in Base], help="smoothgrad: the gradient method averaged "
-                   "(default saliency)")
-    p.add_argument("--nt-type", dest="nt_type", choices=[t.value for t in NoiseType],
-                   help="smoothgrad: mean (smoothgrad, default), mean of squares, or variance (vargrad)")
-    p.add_argument("--samples", type=int, help="smoothgrad: noisy samples per image (default 50)")
-    p.add_argument("--noise", type=float, metavar="FRACTION",
-                   help="smoothgrad: noise sigma as a fraction of the pixel range (default 0.15)")
-    p.add_argument("--seed", type=int, help="smoothgrad noise / noise baseline seed (default 0)")
-    p.add_argument("--precision", choices=[q.value for q in Precision],
-                   help="smoothgrad: auto (bf16 autocast on CPUs with native bf16, default), fp32 or bf16")
-    p.add_argument("--steps", type=int, help="integrated gradients: path points (default 32; 16 inside smoothgrad)")
-    p.add_argument("--baseline", choices=[b.value for b in Baseline],
-                   help="integrated gradients: start image (default black)")
-    p.add_argument("--layer", help="gradcam: catalogue layer name (default: the last feature stage)")
-    p.add_argument("--window", type=int, help="occlusion: patch side in pixels (default 1/8 of the input)")
-    p.add_argument("--stride", type=int, help="occlusion: step in pixels (default half the window)")
-    p.add_argument("--fill", choices=[f.value for f in Fill], help="occlusion: patch content (default black)")
-    p.add_argument("--rule", choices=["zplus", "epsilon"], help="lrp: rule for convolutions (default zplus)")
-    p.add_argument("--first-rule", dest="first_rule", choices=["zb", "flat", "epsilon"],
-                   help="lrp: rule for the layer on the pixels (default zb)")
-    p.add_argument("--epsilon", type=float, help="lrp: stabiliser as a fraction of each layer's output std (default 0.25)")
+    for flag, users in _flags().items():
+        opt = users[0][1]
+        kinds = {o.kind for _, o in users}
+        if len(kinds) > 1:
+            raise TypeError(f"{flag} is declared with different types by {', '.join(n for n, _ in users)}")
+        kwargs = {"choices": list(opt.choices)} if opt.choices else {"type": opt.kind}
+        if opt.kind is bool:
+            kwargs = {"type": _boolean, "metavar": "yes|no"}
+        if opt.metavar:
+            kwargs["metavar"] = opt.metavar
+        p.add_argument(flag, dest=opt.dest, default=None, help=_help(users), **kwargs)
     add_model_options(p)
     p.add_argument("--out-dir", dest="out_dir", help="write <stem>.npy (float32 HxW map) and <stem>.png (overlay)")
 
 
+def _boolean(text: str) -> bool:
+    if text.lower() in ("yes", "true", "1"):
+        return True
+    if text.lower() in ("no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+
+
 def _options(args: argparse.Namespace) -> dict:
+    """The options given on the command line, by keyword; a flag the chosen method does not take is refused."""
     opts = {}
-    for flag, (name, methods) in _OPTIONS.items():
-        value = getattr(args, flag, None)
+    for flag, users in _flags().items():
+        value = getattr(args, users[0][1].dest, None)
         if value is None:
             continue
-        if args.method not in methods:
-            raise CliError(f"--{flag.replace('_', '-')} does not apply to --method {args.method} "
-                           f"(only {', '.join(sorted(methods))})")
-        opts[name] = value
+        mine = [opt for name, opt in users if name == args.method]
+        if not mine:
+            raise CliError(f"{flag} does not apply to --method {args.method} "
+                           f"(only {', '.join(sorted(name for name, _ in users))})")
+        opts[mine[0].name] = value
     return opts
 
 

@@ -1,0 +1,128 @@
+"""The method contract: what an attribution method declares once, and what is generated from it.
+
+A method is a function ``fn(model, x, target, *, progress=None, **options) -> Attribution`` plus a
+:class:`MethodSpec` that names it and declares its user-facing options. Each :class:`Option` carries its type,
+range or choices, help text and label; its default is read from ``fn``'s signature, so it is written once. The
+command line (``python -m core attribute``) and the page's widgets are both generated from the specs
+(:func:`core.cli.commands.attribute.add_arguments`, :func:`ui.options.option_widgets`).
+
+Options that are not declared (``batch_size``, ``engine``, ...) stay library keywords: :func:`attribute` accepts
+every keyword of ``fn``, but only declared ones get a flag and a widget.
+"""
+from __future__ import annotations
+
+import enum
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Mapping, Union
+
+Bound = Union[float, int, Callable[[Mapping[str, object]], float], None]
+"""A number, or a function of the context (``side``: the model's input side in pixels, and the options chosen
+so far) for ranges that depend on the model or on another option."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One user-facing option of an attribution method.
+
+    Attributes:
+        name: the keyword argument of the method function.
+        kind: ``int``, ``float``, ``str``, ``bool`` or a ``str`` Enum (its values are the choices).
+        help: one line for ``--help`` and the widget's tooltip.
+        label: the widget label (default: the name, capitalised).
+        low, high, step: range for numbers (numbers or functions of the context).
+        default: the widget's starting value where it differs from the function's default (which may be None:
+            "the method decides"), a number or a function of the context.
+        flag: the command-line flag (default ``--name`` with dashes).
+        metavar: the flag's metavar in ``--help``.
+        layer: the value is a layer name from the model's catalogue (its default: the last feature stage).
+        visible: a predicate on the options chosen so far; the option is shown (and passed) only when it holds,
+            e.g. integration steps only when SmoothGrad's base is integrated gradients.
+        number_input: use a number box rather than a slider (wide ranges such as seeds).
+    """
+
+    name: str
+    kind: type
+    help: str
+    label: str = ""
+    low: Bound = None
+    high: Bound = None
+    step: Bound = None
+    default: Bound = None
+    flag: str = ""
+    metavar: str | None = None
+    layer: bool = False
+    visible: Callable[[Mapping[str, object]], bool] | None = None
+    number_input: bool = False
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination of :attr:`cli_flag`."""
+        return self.cli_flag.lstrip("-").replace("-", "_")
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(m.value for m in self.kind) if isinstance(self.kind, type) and issubclass(self.kind, enum.Enum) else ()
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
+
+    def shown(self, chosen: Mapping[str, object]) -> bool:
+        return self.visible is None or bool(self.visible(chosen))
+
+    @staticmethod
+    def value(bound: Bound, context: Mapping[str, object]):
+        """A :data:`Bound` evaluated in ``context``."""
+        return bound(context) if callable(bound) else bound
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One registered method.
+
+    Attributes:
+        name: the CLI spelling (``--method NAME``) and registry key.
+        fn: ``fn(model, x, target, *, progress=None, **options) -> Attribution``.
+        title: the display name. summary: one line on what the map means.
+        options: the user-facing options, in display order.
+        caveat: a line the page shows under every map of this method (what other tools get wrong, a limit).
+        preview: ``fn`` takes a ``preview(values, fraction)`` callback that receives partial maps.
+    """
+
+    name: str
+    fn: Callable[..., object]
+    title: str
+    summary: str
+    options: tuple[Option, ...] = ()
+    caveat: str = ""
+    preview: bool = False
+
+    def __post_init__(self) -> None:
+        keywords = self.keywords()
+        for opt in self.options:
+            if opt.name not in keywords:
+                raise TypeError(f"{self.name}: option {opt.name!r} is not a keyword of {self.fn.__name__}")
+
+    def keywords(self) -> dict[str, object]:
+        """Every keyword option of ``fn`` (declared or not) and its default."""
+        sig = inspect.signature(self.fn)
+        return {p.name: p.default for p in sig.parameters.values()
+                if p.kind is p.KEYWORD_ONLY and p.name not in ("progress", "preview")}
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def default(self, opt: Option, context: Mapping[str, object]) -> object:
+        """The starting value of ``opt``: the function's default, else the option's own (may depend on context)."""
+        value = Option.value(opt.default, context) if opt.default is not None else self.keywords()[opt.name]
+        return value.value if isinstance(value, enum.Enum) else value
+
+    @property
+    def layer(self) -> bool:
+        """Takes a ``layer`` option (a catalogue name)."""
+        return any(o.layer for o in self.options)
