@@ -104,24 +104,22 @@ def model_args(card) -> list[str]:
     return ["--model", name, "--weights", str(card.weights_detail)]
 
 
-def _flags() -> dict[str, str]:
-    """attribute option name -> its CLI flag."""
-    try:
-        from ..cli.commands.attribute import _OPTIONS
-    except ImportError:  # pragma: no cover - the CLI module moved
-        return {}
-    return {name: "--" + flag.replace("_", "-") for flag, (name, _methods) in _OPTIONS.items()}
-
-
 def attribute_command(method: str, image: str, card, target: int, options: Mapping[str, object]) -> str:
-    """The exact ``python -m core attribute`` command for one attribution (options as the CLI spells them)."""
-    flags = _flags()
+    """The exact ``python -m core attribute`` command for one attribution.
+
+    Every option the method declares (its :class:`~core.attribution.spec.Option`, from which the CLI flags are
+    generated) is written out with the value used, so later changes of a default do not change the result.
+    """
+    from ..attribution.registry import REGISTRY
+
     args = ["python", "-m", "core", "attribute", image, "--method", method, "--target", str(int(target))]
-    for name, value in sorted(options.items()):
-        flag = flags.get(name)
-        if flag is None or value is None:
+    declared = {opt.name: opt for opt in REGISTRY[method].options} if method in REGISTRY else {}
+    for name, value in options.items():
+        opt = declared.get(name)
+        if opt is None or value is None:
             continue
-        args += [flag, str(getattr(value, "value", value))]
+        value = getattr(value, "value", value)
+        args += [opt.cli_flag, ("yes" if value else "no") if isinstance(value, bool) else str(value)]
     args += model_args(card)
     return " ".join(shlex.quote(a) for a in args)
 
