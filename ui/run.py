@@ -1,0 +1,33 @@
+"""One rule for heavy work on every page: nothing is computed until its button is pressed.
+
+A page names its settings as a hashable ``params`` tuple and calls :func:`button`; the result stays on screen
+while the settings are unchanged (a view option never needs another press), and a changed setting says
+"press the button" instead of silently recomputing. A link made after a run carries ``run=<key>`` and opens
+with the result computed, so a shared link reproduces the view.
+"""
+from __future__ import annotations
+
+from typing import Hashable
+
+import streamlit as st
+
+
+def button(label: str, params: Hashable, key: str, *, disabled: bool = False, help: str | None = None) -> bool:
+    """Draw the page's run button; True when the result for ``params`` is to be shown (pressed for these
+    settings now or earlier in the session, or opened from a link that had run it)."""
+    done_key = f"{key}_params"
+    linked = st.query_params.get("run") == key and f"{key}_linked" not in st.session_state
+    if linked:
+        st.session_state[f"{key}_linked"] = True
+    if st.button(label, type="primary", key=key, disabled=disabled, help=help) or (linked and not disabled):
+        st.session_state[done_key] = params
+    shown = st.session_state.get(done_key) == params and not disabled
+    if shown:
+        if st.query_params.get("run") != key:
+            st.query_params["run"] = key
+    else:
+        if "run" in st.query_params and st.query_params.get("run") == key:
+            del st.query_params["run"]
+        changed = done_key in st.session_state
+        st.caption(f"{'Settings changed: press' if changed else 'Press'} **{label}** to compute.")
+    return shown
