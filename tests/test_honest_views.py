@@ -43,3 +43,18 @@ def test_near_zero_iou_is_never_a_win_and_columns_are_readable():
     row = concept_rows(fits)[0]
     assert list(row) == ["concept", "IoU, learnt combination", "IoU, best single channel", "best channel",
                          "share of concept pixels", "verdict"]
+
+
+def test_perturbation_is_shown_at_its_real_range_with_the_amplification():
+    from core.attack.attacks import PIXEL
+    from core.attack.view import perturbation_picture
+
+    delta = torch.zeros(3, 8, 8)
+    delta[0, 0, 0], delta[1, 1, 1] = 4 * PIXEL, -2 * PIXEL
+    pic = perturbation_picture(delta.numpy())
+    # float32 input: relative agreement to a few float32 ulps
+    assert abs(pic.amplification / (0.5 / (4 * PIXEL)) - 1) < 1e-6 and abs(pic.max_abs / (4 * PIXEL) - 1) < 1e-6
+    assert tuple(pic.rgb[0, 0]) == (255, 128, 128) and tuple(pic.rgb[5, 5]) == (128, 128, 128)
+    assert pic.rgb[1, 1, 1] == 64  # -2/255 amplified: a quarter of the way to black
+    assert abs(pic.scale.hi - 4 / 3) < 1e-6 and pic.scale.units == "/255"  # channel mean, in 1/255 steps
+    assert "×32" in pic.caption() and "4.00/255" in pic.caption()
