@@ -95,3 +95,20 @@ def test_render_html_escapes_and_inlines(embedded):
     assert "weak: keeps 0.2 %" in page and "offline fallback" in page and "goldfish (1)" in page
     assert all(src.startswith("data:image/png;base64,") for src in _images(page)) and len(_images(page)) == 2
     assert versions()["numpy"] == np.__version__
+
+
+def test_attack_and_perturb_commands_parse_with_the_cli(embedded):
+    from core.cli import build_parser
+    from core.report import attack_command, perturb_command
+
+    parser, _ = build_parser()
+    cmd = attack_command("assets/samples/my cat.jpg", embedded.card, method="pgd", norm="linf", eps=4 / 255,
+                         step=1 / 255, steps=10, target=None, random_start=True, early_stop=False, seed=3)
+    args = parser.parse_args(shlex.split(cmd)[3:])
+    assert args.images == ["assets/samples/my cat.jpg"] and args.eps == 4 and args.step == 1 and args.steps == 10
+    assert args.random_start and args.no_early_stop and args.seed == 3 and args.model == "embedded"
+    cmd = perturb_command("x.jpg", embedded.card, method="extremal", area=0.05, variant="preserve",
+                          perturbation="blur", iterations=300, target=281)
+    args = parser.parse_args(shlex.split(cmd)[3:])
+    assert (args.method, args.area, args.variant, args.iterations, args.target) == ("extremal", 0.05, "preserve",
+                                                                                      300, 281)

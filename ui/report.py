@@ -30,15 +30,24 @@ def add_button(make: Callable[[], ReportItem], key: str, *, label: str = "Add to
         st.rerun()
 
 
-def attribution(selection, attr, *, title: str | None = None) -> ReportItem:
-    """A report item for an attribution of the sidebar's image (the command names the sample photo's path, or
-    the upload's name, which the reader must supply)."""
+def image_arg(selection) -> str:
+    """The image as a command names it: the sample photo's path from the repository root, or the upload's name
+    (which the reader must supply)."""
     from core.images import SAMPLES
 
     path = SAMPLES / selection.name
-    image_arg = str(path.relative_to(SAMPLES.parent.parent)) if path.exists() else selection.name
-    item = attribution_item(selection.model, selection.inp.tensor, attr, image_arg=image_arg, title=title)
+    return str(path.relative_to(SAMPLES.parent.parent)) if path.exists() else selection.name
+
+
+def attribution(selection, attr, *, title: str | None = None) -> ReportItem:
+    """A report item for an attribution of the sidebar's image."""
+    item = attribution_item(selection.model, selection.inp.tensor, attr, image_arg=image_arg(selection), title=title)
     return _with_context(item, selection)
+
+
+def item(selection, **fields) -> ReportItem:
+    """A report item for any other result of the sidebar's image (``fields``: see ReportItem)."""
+    return _with_context(ReportItem(**fields), selection)
 
 
 def _with_context(item: ReportItem, selection) -> ReportItem:

@@ -124,6 +124,34 @@ def attribute_command(method: str, image: str, card, target: int, options: Mappi
     return " ".join(shlex.quote(a) for a in args)
 
 
+def _command(sub: str, image: str, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = ()) -> str:
+    args = ["python", "-m", "core", sub, image]
+    for flag, value in pairs:
+        if value is not None:
+            args += [flag, str(getattr(value, "value", value))]
+    args += list(flags) + model_args(card)
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def attack_command(image: str, card, *, method: str, norm: str, eps: float, step: float, steps: int,
+                   target: int | None, random_start: bool, early_stop: bool, seed: int) -> str:
+    """``python -m core attack`` for one attack; ``eps``/``step`` in [0, 1] pixel units (the CLI takes 1/255
+    for L-inf)."""
+    unit = 255.0 if norm == "linf" else 1.0
+    return _command("attack", image, card, [
+        ("--method", method), ("--norm", norm), ("--eps", f"{eps * unit:.6g}"), ("--step", f"{step * unit:.6g}"),
+        ("--steps", int(steps)), ("--target", target), ("--seed", int(seed))],
+        [*(["--random-start"] if random_start else []), *([] if early_stop else ["--no-early-stop"])])
+
+
+def perturb_command(image: str, card, *, method: str, area: float | None, variant: str, perturbation: str,
+                    iterations: int, target: int) -> str:
+    """``python -m core perturb`` for one mask (one area)."""
+    return _command("perturb", image, card, [
+        ("--method", method), ("--area", None if area is None else f"{area:g}"), ("--variant", variant),
+        ("--perturbation", perturbation), ("--iterations", int(iterations)), ("--target", int(target))])
+
+
 def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, title: str | None = None,  # noqa: F821
                      clip_percentile: float = 99.5) -> ReportItem:
     """A :class:`ReportItem` for an :class:`~core.attribution.base.Attribution` of one image.
@@ -239,5 +267,5 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
     return "".join(parts)
 
 
-__all__ = ["ReportItem", "attribute_command", "attribution_item", "data_uri", "model_args", "model_card_rows",
+__all__ = ["ReportItem", "attack_command", "attribute_command", "perturb_command", "attribution_item", "data_uri", "model_args", "model_card_rows",
            "render_html", "versions"]
