@@ -23,6 +23,8 @@ def test_perturbation_page_computes_masks(app):
     assert len(at.get("imgs")) >= 4 or len(at.get("image")) >= 4
     assert any("Convergence" in s.value for s in at.subheader)
     assert any("score against area" in s.value for s in at.subheader)
+    assert [b.label for b in at.button].count("Add to report") == 2  # one per mask
+    assert at.query_params["areas"] == ["0.1", "0.2"] and at.query_params["iterations"] == "20"
 
 
 def test_similarity_page_moves_the_point(app):
