@@ -7,12 +7,13 @@ values, with 0 at white).
 from __future__ import annotations
 
 import enum
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageOps
 
 # anchors sampled from matplotlib's "inferno" and "RdBu_r" (BSD-compatible colour data)
 _HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
@@ -222,3 +223,45 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
     return path
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """PNG file bytes of a uint8 (H, W, 3) picture (or (H, W) grey): the one encoder of page downloads."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def npz_bytes(**arrays) -> bytes:
+    """Compressed ``.npz`` file bytes holding ``arrays`` (tensors become NumPy arrays, dtype kept)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{name: a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+                                for name, a in arrays.items()})
+    return buf.getvalue()
+
+
+def captioned_strip(panels: list[tuple[np.ndarray, str]], caption_height: int = 22) -> np.ndarray:
+    """uint8 (H + caption_height, sum of widths, 3): the uint8 (h, w, 3) pictures side by side on white, each
+    with its caption written above it."""
+    h = max(p.shape[0] for p, _ in panels)
+    canvas = Image.new("RGB", (sum(p.shape[1] for p, _ in panels), h + caption_height), "white")
+    draw, x = ImageDraw.Draw(canvas), 0
+    for picture, caption in panels:
+        canvas.paste(Image.fromarray(picture), (x, caption_height))
+        draw.text((x + 4, 4), caption, fill="black")
+        x += picture.shape[1]
+    return np.asarray(canvas)
+
+
+def boxed(image, box: tuple[int, int, int, int], width: int = 3,
+          color: tuple[int, int, int] = (59, 91, 219)) -> Image.Image:
+    """A copy of ``image`` (PIL or uint8 (H, W, 3)) with the rectangle ``box`` = (left, top, right, bottom),
+    right and bottom exclusive, drawn ``width`` pixels wide inside it."""
+    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image.copy()
+    ImageDraw.Draw(img).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=color, width=width)
+    return img
+
+
+def padded(image: Image.Image, side: int) -> Image.Image:
+    """``image`` scaled to fit a ``side`` x ``side`` square (aspect kept), centred on white."""
+    return ImageOps.pad(image, (side, side), color=(255, 255, 255))

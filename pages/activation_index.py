@@ -1,60 +1,19 @@
 """Dataset examples: the image patches, from a whole folder, that excite one channel most (and the reverse)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import streamlit as st
-from PIL import Image, ImageDraw, ImageOps
 
-from core.index.build import IndexCorrupt, IndexStale, default_layers
 from core.images import SAMPLES, ImageError
+from core.index.build import IndexCorrupt, IndexStale, default_layers
+from core.index.view import architecture_dot, layer_group, opening_layer
+from core.render import boxed, padded
 from ui import cache, sidebar
+from ui.widgets import progress_bar
 
 st.title("Dataset examples")
 st.caption("Which image patches, out of a whole folder, make a channel fire most: the top-k images per channel "
            "by the channel's spatial maximum, cropped to the receptive field of the strongest unit.")
 COLS = 4
-
-
-def _group(name: str) -> str:
-    parts = name.split(".")
-    return ".".join(parts[:2]) if parts[0] in ("stages", "layers", "blocks") and len(parts) > 1 else parts[0]
-
-
-def _diagram(all_layers, indexed: list[str], chosen: str | None) -> str:
-    """DOT source: the model's top-level parts in order (stem, stages with their block counts, downsamples)."""
-    tops, blocks = [], {}
-    for layer in all_layers:
-        g = _group(layer.name)
-        if g not in tops:
-            tops.append(g)
-        parts = layer.name.split(".")
-        if len(parts) >= 4 and parts[2] == "blocks":
-            blocks.setdefault(g, set()).add(parts[3])
-    tops = [g for g in tops if not any(t.startswith(g + ".") for t in tops)]  # drop containers ("stages")
-    has = {_group(n) for n in indexed}
-    downsample = {l.name for l in all_layers if l.name.endswith(".downsample")}
-    nodes, order = [], []
-    for g in tops:
-        if f"{g}.downsample" in downsample:  # ConvNeXt: each stage after the first opens with a downsample
-            d = f"{g}.downsample"
-            order.append(d)
-            color = '"#dbe4ff"' if d in indexed else '"#f1f3f5"'
-            nodes.append(f'"{d}" [label="downsample" shape=box style="rounded,filled" fillcolor={color} fontsize=8]')
-        label = g + (f"\\n{len(blocks[g])} blocks" if g in blocks else "")
-        style = 'style=filled fillcolor="#3b5bdb" fontcolor=white' if g == chosen else (
-            'style=filled fillcolor="#dbe4ff"' if g in has else 'color="#adb5bd" fontcolor="#868e96"')
-        nodes.append(f'"{g}" [label="{label}" shape=box {style}]')
-        order.append(g)
-    edges = " -> ".join(f'"{g}"' for g in order)
-    return f"digraph {{ rankdir=LR; node [fontname=Helvetica fontsize=10]; {'; '.join(nodes)}; {edges} }}"
-
-
-def _boxed(image, box, width: int = 3) -> Image.Image:
-    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image.copy()
-    ImageDraw.Draw(img).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], outline=(59, 91, 219), width=width)
-    return img
 
 
 def _set_channel(channel: int) -> None:
@@ -85,15 +44,12 @@ with st.expander("Index: folder, layers, build", expanded=False):
 
 directory = cache.index_directory(model, folder)
 if build:
-    bar = st.progress(0.0, text="Starting...")
     try:
-        result = cache.build_activation_index(model, folder, directory, chosen_layers, int(top_k),
-                                              lambda f, msg: bar.progress(min(1.0, f), text=msg))
+        with progress_bar("Starting...") as progress:
+            result = cache.build_activation_index(model, folder, directory, chosen_layers, int(top_k), progress)
     except (ValueError, ImageError, IndexCorrupt, OSError) as e:
-        bar.empty()
         st.error(f"Index not built: {e}")
     else:
-        bar.empty()
         for note in result.notes:
             st.info(note)
         st.success(f"{len(result.index)} images indexed ({result.added} new, "
@@ -118,14 +74,11 @@ st.caption(f"{len(index)} images from {index.root}, {len(index.layers)} layers, 
 
 # ---------------------------------------------------------------------------------------- layer, channel
 indexed = list(index.layers)
-groups = list(dict.fromkeys(_group(n) for n in indexed))
-# Default: the deepest indexed layer whose field is at most half the input, so the patches are real patches
-# (a ConvNeXt stage-3 unit sees more than the whole input).
-small = [n for n in indexed if index.layers[n].receptive_field <= index.input_size[0] // 2]
-start = _group((small or indexed)[-1])
+groups = list(dict.fromkeys(layer_group(n) for n in indexed))
+start = layer_group(opening_layer(index.layers, index.input_size[0]))
 group = st.pills("Part of the model", groups, default=start, key="lens_idx_group") or start
-st.graphviz_chart(_diagram(catalogue, indexed, group), width="stretch")
-in_group = [n for n in indexed if _group(n) == group]
+st.graphviz_chart(architecture_dot(catalogue, indexed, group), width="stretch")
+in_group = [n for n in indexed if layer_group(n) == group]
 layer = st.selectbox("Layer", in_group, index=len(in_group) - 1 if group in in_group else 0, key="lens_idx_layer")
 info = index.layer(layer)
 
@@ -152,7 +105,7 @@ try:
         for col, patch in zip(st.columns(COLS), patches[start:start + COLS]):
             with col:
                 crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
-                st.image(ImageOps.pad(crop, (160, 160), color=(255, 255, 255)),
+                st.image(padded(crop, 160),
                          caption=f"#{patch.rank + 1}  {patch.value:.3g}  {patch.image.name}")
                 st.button("Full image", key=f"lens_idx_expand_{patch.rank}",
                           on_click=st.session_state.__setitem__, args=("lens_idx_expanded", patch.rank))
@@ -170,9 +123,9 @@ if expanded is not None and expanded < len(patches):
         st.error(str(e))
     else:
         left, right = st.columns(2)
-        left.image(_boxed(original, patch.box, max(2, original.width // 150)), width="stretch",
+        left.image(boxed(original, patch.box, max(2, original.width // 150)), width="stretch",
                    caption=f"original {original.width}x{original.height}, patch box {patch.box}")
-        right.image(_boxed(heat, patch.input_box, 2), width="stretch",
+        right.image(boxed(heat, patch.input_box, 2), width="stretch",
                     caption=f"channel {channel} over the model input; max {patch.value:.3g} at grid "
                             f"({patch.y}, {patch.x})")
 
@@ -193,8 +146,7 @@ for hit in hits:
         st.button("Show", key=f"lens_idx_show_{hit.channel}", on_click=_set_channel, args=(hit.channel,))
     for col, patch in zip(cols[1:], index.top(layer, hit.channel, COLS)):
         try:
-            col.image(ImageOps.pad(cache.patch_crop(directory, stamp, patch.image_id, patch.box), (96, 96),
-                                   color=(255, 255, 255)),
+            col.image(padded(cache.patch_crop(directory, stamp, patch.image_id, patch.box), 96),
                       caption=f"{patch.value:.3g}")
         except (IndexStale, ImageError) as e:
             col.caption(str(e))

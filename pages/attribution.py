@@ -5,8 +5,9 @@ import streamlit as st
 
 from core.attribution.base import Attribution, NotApplicable, Sign
 from core.attribution.registry import REGISTRY
-from core.attribution.view import View, metric_lines, npy_bytes, picture, png_bytes
+from core.attribution.view import View, metric_lines, npy_bytes, picture
 from core.catalogue import default_layer
+from core.render import png_bytes
 from ui import cache, sidebar
 from ui.options import option_widgets
 

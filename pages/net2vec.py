@@ -5,11 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from core.catalogue import default_layer
-from core.images import ImageError, list_images, load_image, preprocess
-from core.images import SAMPLES
+from core.images import SAMPLES, ImageError, list_images
 from core.features.net2vec import ConceptSource, DEFAULT_SIZE
 from core.render import overlay
 from ui import cache, sidebar
+from ui.widgets import progress_bar
 
 st.title("Net2Vec concepts")
 st.caption("Fong & Vedaldi 2018: per concept, a weight vector over a layer's channels whose thresholded "
@@ -33,20 +33,18 @@ if selection is not None:
     if st.session_state.get("lens_n2v_params") != params:
         st.info("Choose a folder, a layer and the concepts, then press **Learn concepts**.")
     else:
-        bar = st.progress(0.0, text="reading images")
         try:
-            if not concepts:
-                raise ImageError("enter a mask folder")
-            paths = tuple(str(p) for p in list_images(folder))
-            if not paths:
-                raise ImageError(f"{folder}: no images")
-            fits, used, errors = cache.net2vec_fits(model, selection.model_key, paths, layer, concepts, size, 300,
-                                                    progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+            with progress_bar("reading images") as progress:
+                if not concepts:
+                    raise ImageError("enter a mask folder")
+                paths = tuple(str(p) for p in list_images(folder))
+                if not paths:
+                    raise ImageError(f"{folder}: no images")
+                fits, used, errors = cache.net2vec_fits(model, selection.model_key, paths,
+                                                        cache.Net2VecSettings(layer, concepts, size, 300), progress)
         except (ImageError, ValueError, KeyError) as e:
-            bar.empty()
             st.error(str(e))
         else:
-            bar.empty()
             for err in errors:
                 st.warning(f"skipped: {err}")
             held = "held-out images" if fits[0].held_out else "the training images (fewer than 4 images)"
@@ -64,6 +62,6 @@ if selection is not None:
             st.subheader("Predicted masks")
             cols = st.columns(4)
             for i, path in enumerate(used[:8]):
-                tensor = preprocess(load_image(path), model.card.data_config).tensor
+                tensor = cache.model_input(model, selection.model_key, path).tensor
                 cols[i % 4].image(overlay(tensor, fit.predicted[i].float(), alpha=0.5), width="stretch",
                                   caption=path.rsplit("/", 1)[-1])

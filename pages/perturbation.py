@@ -10,6 +10,7 @@ from core.perturbation.view import weak_mask_notes
 from core.report import perturb_command
 from ui import cache, figures, permalink, report, sidebar
 from ui.permalink import Param
+from ui.widgets import progress_bar
 
 st.title("Perturbation masks")
 st.caption("Meaningful perturbation (Fong & Vedaldi 2017) and extremal perturbation (Fong, Patrick & Vedaldi "
@@ -50,23 +51,21 @@ if selection is not None:
         iterations = st.slider("Iterations", 20, 800, default_iters, step=20, key=f"lens_pert_iters_{method}",
                                help="TorchRay uses 800; see the loss curve below for convergence")
     run = st.button("Compute masks", type="primary", key="lens_pert_run", disabled=not areas)
-    params = (selection.key, target, method, tuple(sorted(areas)), variant, perturbation, iterations)
+    settings = cache.MaskSettings(target, method, tuple(sorted(areas)), variant, perturbation, iterations)
+    params = (selection.key, settings)
     if run:
         st.session_state["lens_pert_params"] = params
     if st.session_state.get("lens_pert_params") != params:
         st.info("Choose the options and press **Compute masks** (any change to the page stops a running "
                 "optimisation).")
     else:
-        bar = st.progress(0.0, text="starting")
         try:
-            result = cache.perturbation_masks(model, selection.model_key, inp.tensor, selection.image_key, target,
-                                              method, tuple(sorted(areas)), variant, perturbation, iterations,
-                                              progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+            with progress_bar("starting") as progress:
+                result = cache.perturbation_masks(model, selection.model_key, inp.tensor, selection.image_key,
+                                                  settings, progress=progress)
         except (ValueError, RuntimeError) as e:
-            bar.empty()
             st.error(f"Could not compute the masks: {e}")
         else:
-            bar.empty()
             st.write(f"Target **{model.label(result.target)}**: probability {result.base_score:.1%} on the "
                      f"intact image; {result.iterations} steps.")
             label = model.label(result.target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.catalogue import default_layer
-from core.images import ImageError, load_image, preprocess, sample_images
+from core.images import ImageError, sample_images
 from core.render import Colormap, normalize_map, overlay
 from core.features.similarity import similarity_map
 from ui import cache, sidebar
@@ -45,7 +45,7 @@ if selection is not None:
         other = None
         if other_name != "(none)":
             path = samples[other_names.index(other_name) - 1]
-            other_inp = preprocess(load_image(path), model.card.data_config)
+            other_inp = cache.model_input(model, selection.model_key, str(path))
             other = cache.similarity_features(model, selection.model_key, other_inp.tensor, f"sample:{other_name}",
                                               layer)
     except (ImageError, ValueError, KeyError) as e:

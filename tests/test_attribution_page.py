@@ -1,6 +1,8 @@
 """The attribution page under AppTest (embedded model, offline): methods, views, grid, no traceback."""
 from __future__ import annotations
 
+from core.model.predict import predict
+
 PAGE = "pages/attribution.py"
 
 
@@ -13,17 +15,31 @@ def _open(app, **state):
     return app
 
 
-def test_page_shows_a_map_views_and_downloads(app):
+def _pictures(app) -> list[tuple[str, str]]:
+    """(caption, media URL) of every image in the main area; the URL changes with the picture's bytes."""
+    return [(c, u) for image in app.main.get("image") for c, u in zip(image.captions, image.value)]
+
+
+def test_page_shows_a_map_views_and_downloads(app, embedded, cat_input):
     app = _open(app, attr_method="saliency")
     assert not app.error
-    assert any("Predicted: **tiger cat**" in c.value or "Predicted: **" in c.value for c in app.caption)
-    assert len(app.get("download_button")) == 2
-    for view in ("heat map", "masked image"):
-        app.radio(key="attr_view").set_value(view).run()
-        assert not app.exception
-    app.radio(key="attr_sign").set_value("absolute").run()
+    top = predict(embedded, cat_input.batch, k=1)[0][0]
+    assert (top.label, top.index) == ("tiger cat", 282)
+    assert f"Predicted: **tiger cat** (282), {top.prob:.1%}" in [c.value for c in app.caption]
+    (image, _), (caption, url) = _pictures(app)
+    assert image == "chelsea.jpg as the model sees it" and caption.startswith("Saliency for tiger cat (282), ")
+    assert [b.proto.label for b in app.get("download_button")] == ["Download figure (PNG)",
+                                                                   "Download raw map (.npy)"]
+    seen = {url}
+    for key, value in (("attr_view", "heat map"), ("attr_view", "masked image"), ("attr_sign", "absolute")):
+        app.radio(key=key).set_value(value).run()
+        assert not app.exception and not app.error
+        (_, (caption, url)) = _pictures(app)
+        assert caption.startswith("Saliency for tiger cat (282), ") and url not in seen, (key, value)
+        seen.add(url)
     app.slider(key="attr_clip").set_value(95.0).run()
     assert not app.exception and not app.error
+    assert _pictures(app)[1][1] not in seen  # clipping at the 95th percentile saturates more: another picture
 
 
 def test_guided_rule_is_stated_and_smoothgrad_runs(app):
@@ -34,13 +50,16 @@ def test_guided_rule_is_stated_and_smoothgrad_runs(app):
     assert any("3 samples" in i.value for i in app.info)
 
 
-def test_choose_class_gradcam_and_grid(app):
+def test_choose_class_gradcam_and_grid(app, embedded):
     app = _open(app, attr_method="gradcam")
     app.radio(key="attr_target_mode").set_value("Choose a class").run()
     app.selectbox(key="attr_target").set_value(7).run()
     assert not app.exception and not app.error
     assert app.selectbox(key="attr_target").value == 7
+    assert _pictures(app)[1][0].startswith(f"Grad-CAM for {embedded.label(7)} (7), ")
     assert any(i.value.startswith("Layer blocks.6 (320 channels") for i in app.info)  # Grad-CAM's default layer is stated
     app.multiselect(key="attr_grid_methods").set_value(["saliency", "gradcam"]).run()
     app.toggle(key="attr_grid_go").set_value(True).run()
     assert not app.exception and not app.error
+    grid = [caption for caption, _ in _pictures(app)[2:]]
+    assert len(grid) == 2 and grid[0].startswith("Saliency (") and grid[1].startswith("Grad-CAM (")

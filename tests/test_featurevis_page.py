@@ -1,6 +1,12 @@
 """The feature visualisation page under AppTest (embedded model, small settings)."""
 from __future__ import annotations
 
+import re
+
+import pytest
+
+from core.index.build import channel_map
+
 
 def _open(app):
     app.run()
@@ -9,7 +15,7 @@ def _open(app):
     return app
 
 
-def test_page_visualises_a_channel_and_shows_filters(app):
+def test_page_visualises_a_channel_and_shows_filters(app, embedded, cat_input):
     app = _open(app)
     assert app.title[0].value == "Feature visualisation"
     app.selectbox(key="fv_layer").set_value("blocks.2").run()
@@ -17,8 +23,16 @@ def test_page_visualises_a_channel_and_shows_filters(app):
     app.selectbox(key="fv_size").set_value(64).run()
     app.button(key="fv_go").click().run()
     assert not app.exception and not app.error
-    assert any("Objective at the model's input size" in m.value for m in app.markdown)
+    [said] = [m.value for m in app.markdown if m.value.startswith("Objective at the model's input size")]
+    assert re.fullmatch(r"Objective at the model's input size: \*\*(\S+)\*\* \(mid-grey image: \S+\)\. 8 steps "
+                        r"in \d+\.\d s\.", said)
+    value = re.search(r"\*\*(\S+)\*\*", said).group(1)
+    captions = [c for image in app.main.get("image") for c in image.captions]
+    assert captions[0].startswith("objective ")  # the one optimised image, then the channel on the user's image
+    assert float(captions[0].split()[1]) == pytest.approx(float(value), rel=1e-2)  # .3g against .4g of one value
     assert any("This channel on your image" == s.value for s in app.subheader)
+    amap = channel_map(embedded, cat_input.batch, "blocks.2", 0)
+    assert f"activation of channel 0 (mean {float(amap.mean()):.3g}, max {float(amap.max()):.3g})" in captions
     # the filters tab: patchify/3x3 stem tiles and the statistics table
     assert any(s.value.startswith("First layer: conv_stem") for s in app.subheader)
     stats = app.dataframe[-1].value
@@ -31,8 +45,10 @@ def test_page_reports_bad_requests_as_messages(app):
     app.selectbox(key="mix_size").set_value(64).run()
     app.number_input(key="mix_batch").set_value(2).run()
     app.button(key="mix_go").click().run()  # channels 0 and 1 by default: runs
-    assert not app.exception
+    assert not app.exception and not app.error
+    frames = [c for image in app.main.get("image") for c in image.captions if " A + " in c]
+    assert [f.split(":")[0] for f in frames] == ["1.00 A + 0.00 B", "0.00 A + 1.00 B"]
     app.number_input(key="mix_b").set_value(0).run()
     app.button(key="mix_go").click().run()
     assert not app.exception
-    assert any("two different channels" in e.value for e in app.error)
+    assert [e.value for e in app.error] == ["Choose two different channels."]

@@ -1,7 +1,13 @@
 """AppTest for the perturbation, similarity and Net2Vec pages."""
 from __future__ import annotations
 
+import re
 import shutil
+
+from core.catalogue import default_layer
+from core.features.similarity import layer_features, similarity_map
+from core.images import load_image, preprocess
+from core.model.predict import predict
 
 
 def _open(app, page):
@@ -12,7 +18,11 @@ def _open(app, page):
     return app
 
 
-def test_perturbation_page_computes_masks(app):
+def _captions(app) -> list[str]:
+    return [c for image in app.main.get("image") for c in image.captions]
+
+
+def test_perturbation_page_computes_masks(app, embedded, cat_input):
     at = _open(app, "pages/perturbation.py")
     assert any("Compute masks" in i.value for i in at.info)
     at.multiselect(key="lens_pert_areas").set_value([0.1, 0.2])
@@ -20,20 +30,35 @@ def test_perturbation_page_computes_masks(app):
     at.button(key="lens_pert_run").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert len(at.get("imgs")) >= 4 or len(at.get("image")) >= 4
+    top = predict(embedded, cat_input.batch, k=1)[0][0]
+    assert f"Target **tiger cat**: probability {top.prob:.1%} on the intact image; 20 steps." in [
+        m.value for m in at.markdown]
+    captions = _captions(at)
+    assert len(captions) == 4  # a mask and its preserved image per area
+    assert re.fullmatch(r"mask, area \d+\.\d% \(asked 10%\)", captions[0])
+    assert re.fullmatch(r"mask, area \d+\.\d% \(asked 20%\)", captions[2])
+    assert all(re.fullmatch(r"preserved image: tiger cat at \d+\.\d%", c) for c in captions[1::2])
     assert any("Convergence" in s.value for s in at.subheader)
     assert any("score against area" in s.value for s in at.subheader)
     assert [b.label for b in at.button].count("Add to report") == 2  # one per mask
     assert at.query_params["areas"] == ["0.1", "0.2"] and at.query_params["iterations"] == "20"
 
 
-def test_similarity_page_moves_the_point(app):
+def test_similarity_page_moves_the_point(app, embedded, cat_input, samples):
     at = _open(app, "pages/similarity.py")
     assert not at.error, [e.value for e in at.error]
     at.slider(key="lens_sim_x").set_value(30).run()
     assert not at.exception and not at.error
-    captions = " ".join(c.value for c in at.caption)
-    assert "cell" in captions or any("best match" in str(getattr(i, "caption", "")) for i in at.get("imgs"))
+    # the page's cell and best match are core's for the default layer, the slider's point and coffee.jpg
+    layer = default_layer(embedded).name
+    query = layer_features(embedded, cat_input.tensor, layer)
+    other = layer_features(embedded, preprocess(load_image(samples / "coffee.jpg"), embedded.card.data_config).tensor,
+                           layer)
+    h = cat_input.tensor.shape[-2]
+    cell = query.cell_at(30, h // 2)
+    assert f"Click a point (or use the sliders). Cell {cell} of {query.grid}." in [c.value for c in at.caption]
+    cross = similarity_map(query, cell, other)
+    assert _captions(at) == [f"coffee.jpg: best match at cell {cross.max_cell} (cosine {float(cross.map.max()):.2f})"]
     at.selectbox(key="lens_sim_other").set_value("(none)").run()
     assert not at.exception and any("second image" in i.value for i in at.info)
 

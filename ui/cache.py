@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import streamlit as st
@@ -16,9 +19,19 @@ import torch
 from PIL import Image
 
 from core import images as core_images
-from core.model import predict as core_predict
+from core.attack import attacks as core_attack
+from core.attribution.registry import REGISTRY, attribute
+from core.attribution.smoothgrad import smoothgrad
 from core.catalogue import LayerInfo, catalogue
+from core.features import featurevis as core_featurevis
+from core.features import filters as core_filters
+from core.features import net2vec as core_net2vec
+from core.features import similarity as core_similarity
+from core.index import build as core_index
+from core.model import predict as core_predict
 from core.model.loading import LensModel, load_model
+from core.perturbation import masks as core_perturbation
+from core.render import normalize_map, overlay
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -52,11 +65,11 @@ def layers(_model: LensModel, model_key: str) -> list[LayerInfo]:
     return list(catalogue(_model))
 
 
-# ------------------------------------------------------------------ results of long computations with progress
-# st.cache_data records every element call made inside a cached function and replays it on a hit, which fails
-# for a progress bar or preview created outside it (CacheReplayClosureError). Long computations that report
-# progress therefore keep their results in one shared LRU store (st.cache_resource: one per app), keyed as
-# st.cache_data would key them, and compute outside the lock so one session's long run never blocks another's hit.
+# Results of long computations with progress. st.cache_data records every element call made inside a cached
+# function and replays it on a hit, which fails for a progress bar or preview created outside it
+# (CacheReplayClosureError). Long computations that report progress therefore keep their results in one shared
+# LRU store (st.cache_resource: one per app), keyed as st.cache_data would key them, and compute outside the lock
+# so one session's long run never blocks another's hit.
 
 class Results:
     """Thread-safe least-recently-used store of computed results, shared by every session."""
@@ -83,44 +96,65 @@ def results() -> Results:
     return Results(96)
 
 
-# ------------------------------------------------------------------------ adversarial perturbation (issue 4)
+def model_input(model: LensModel, model_key: str, path: str) -> core_images.ModelInput:
+    """The image file at ``path`` as ``model`` sees it (3, H, W) in [0, 1], kept until the file changes.
 
-def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: tuple,
-                progress=None):
-    """:class:`core.attack.AttackResult` for one image ``x`` (3, H, W).
-
-    ``settings`` = (method, norm, eps, step, steps, target or None, random_start, early_stop, seed), ε and step
-    in [0, 1] pixel units.
-    """
-    from core.attack.attacks import attack
-
-    method, norm, eps, step, steps, target, random_start, early_stop, seed = settings
-    return results().get_or_compute(("attack", model_key, image_key, settings), lambda: attack(
-        model, x.unsqueeze(0), target, method=method, norm=norm, eps=eps, step=step, steps=steps,
-        random_start=random_start, early_stop=early_stop, seed=seed, progress=progress))
+    Raises ImageError."""
+    try:
+        stamp = Path(path).stat().st_mtime_ns
+    except OSError:
+        stamp = None  # load_image names the problem
+    return _model_input(model, model_key, path, stamp)
 
 
-def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: tuple,
-                 progress=None):
-    """:class:`core.attack.MinEpsResult` for one image, searching upward from the settings' ε (same tuple)."""
-    from core.attack.attacks import minimal_eps
+@st.cache_data(show_spinner=False, max_entries=64)
+def _model_input(_model: LensModel, model_key: str, path: str, stamp: int | None) -> core_images.ModelInput:
+    return core_images.preprocess(core_images.load_image(path), _model.card.data_config)
 
-    method, norm, eps, step, steps, target, random_start, _early_stop, seed = settings
-    return results().get_or_compute(("min_eps", model_key, image_key, settings), lambda: minimal_eps(
-        model, x.unsqueeze(0), target, method=method, norm=norm, eps=eps, step=step, steps=steps,
-        random_start=random_start, seed=seed, progress=progress))
+
+# ------------------------------------------------------------------------------- adversarial perturbation
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """One attack as the page asks for it: ε and step in [0, 1] pixel units; ``target`` None is untargeted."""
+
+    method: str
+    norm: str
+    eps: float
+    step: float
+    steps: int
+    target: int | None
+    random_start: bool
+    early_stop: bool
+    seed: int
+
+
+def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: AttackSettings,
+                progress=None) -> core_attack.AttackResult:
+    """:class:`core.attack.attacks.AttackResult` for one image ``x`` (3, H, W) in [0, 1]."""
+    s = settings
+    return results().get_or_compute(("attack", model_key, image_key, s), lambda: core_attack.attack(
+        model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step, steps=s.steps,
+        random_start=s.random_start, early_stop=s.early_stop, seed=s.seed, progress=progress))
+
+
+def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: AttackSettings,
+                 progress=None) -> core_attack.MinEpsResult:
+    """:class:`core.attack.attacks.MinEpsResult` for one image, searching upward from the settings' ε."""
+    s = settings
+    return results().get_or_compute(("min_eps", model_key, image_key, s), lambda: core_attack.minimal_eps(
+        model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step, steps=s.steps,
+        random_start=s.random_start, seed=s.seed, progress=progress))
 
 
 def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tensor, adv: torch.Tensor,
-                            image_key: str, settings: tuple, classes: tuple[int, ...], samples: int, noise: float,
-                            progress=None) -> dict:
+                            image_key: str, settings: AttackSettings, classes: tuple[int, ...], samples: int,
+                            noise: float, progress=None) -> dict:
     """SmoothGrad maps (H, W) of the clean and adversarial images for each class in ``classes``.
 
     The adversarial image is a function of (image, ``settings``), which is what keys it. Returns
     ``{(class, "clean"|"adversarial"): float32 array}``.
     """
-    from core.attribution.registry import smoothgrad
-
     def compute():
         x = torch.stack([clean, adv] * len(classes))
         targets = [c for c in classes for _ in (0, 1)]
@@ -132,11 +166,7 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
     return results().get_or_compute(key, compute)
 
 
-# ----------------------------------------------------------------------- activation index (issue 5: pages/activation_index.py)
-
-from core.index import build as core_index  # noqa: E402  (section appended by the index page's owner)
-from core.render import normalize_map as _normalize_map, overlay as _overlay  # noqa: E402
-
+# ------------------------------------------------------------------------------------- activation index
 
 def index_directory(model: LensModel, folder: str) -> str:
     """Where the index of ``folder`` for ``model`` lives (``.lens-cache/index/...``)."""
@@ -145,7 +175,7 @@ def index_directory(model: LensModel, folder: str) -> str:
 
 def index_stamp(directory: str) -> str | None:
     """Changes whenever the index is rewritten (its manifest's mtime); None when there is no index."""
-    path = core_index.Path(directory) / core_index.MANIFEST
+    path = Path(directory) / core_index.MANIFEST
     return f"{path.stat().st_mtime_ns}" if path.exists() else None
 
 
@@ -177,7 +207,7 @@ def patch_context(_model: LensModel, model_key: str, directory: str, stamp: str,
     original = index.load(image_id)
     inp = core_images.preprocess(original, _model.card.data_config)
     heat = core_index.channel_map(_model, inp.batch, layer, channel)
-    return _overlay(inp.tensor, _normalize_map(heat.clamp(min=0)), alpha=0.55), original
+    return overlay(inp.tensor, normalize_map(heat.clamp(min=0)), alpha=0.55), original
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -188,22 +218,40 @@ def channels_excited(_model: LensModel, model_key: str, _x: torch.Tensor, image_
     return list(index.excited_by(_model, _x.unsqueeze(0), layer, n))
 
 
-# ------------------------------------------------------------ perturbation masks, similarity, Net2Vec (issue 6)
+def sample_patches(model: LensModel, layer: str, channel: int, n: int) -> list[tuple] | None:
+    """(Patch, crop) of the top ``n`` sample-photo patches of one channel from the index of the sample photos,
+    or None when that index was not built. Raises IndexCorrupt, IndexStale, ValueError (another model's index)."""
+    directory = index_directory(model, str(core_images.SAMPLES))
+    stamp = index_stamp(directory)
+    if stamp is None:
+        return None
+    index = open_activation_index(directory, stamp)
+    core_index.check_model(index, model)
+    return [(p, patch_crop(directory, stamp, p.image_id, p.box)) for p in index.top(layer, channel, n)]
 
-from core.features import net2vec as core_net2vec  # noqa: E402  (section appended by issue 6's owner)
-from core.perturbation import masks as core_perturbation  # noqa: E402
-from core.features import similarity as core_similarity  # noqa: E402
+
+# ------------------------------------------------------------------- perturbation masks, similarity, Net2Vec
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """One perturbation-mask run: values of core.perturbation.masks' enums; ``areas`` sorted."""
+
+    target: int
+    method: str
+    areas: tuple[float, ...]
+    variant: str
+    perturbation: str
+    iterations: int
 
 
-def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, target: int,
-                       method: str, areas: tuple[float, ...], variant: str, perturbation: str, iterations: int,
+def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: MaskSettings,
                        progress=None) -> core_perturbation.PerturbationResult:
-    """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.perturbation_masks)."""
-    key = ("perturbation", model_key, image_key, target, method, tuple(areas), variant, perturbation, iterations)
-    return results().get_or_compute(key, lambda: core_perturbation.perturbation_masks(
-        model, x.unsqueeze(0), target, method=core_perturbation.Method(method), areas=areas,
-        variant=core_perturbation.Variant(variant), iterations=iterations,
-        perturbation=core_perturbation.Perturbation(perturbation), progress=progress))
+    """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks)."""
+    s = settings
+    return results().get_or_compute(("perturbation", model_key, image_key, s), lambda: core_perturbation.perturbation_masks(
+        model, x.unsqueeze(0), s.target, method=core_perturbation.Method(s.method), areas=s.areas,
+        variant=core_perturbation.Variant(s.variant), iterations=s.iterations,
+        perturbation=core_perturbation.Perturbation(s.perturbation), progress=progress))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -213,79 +261,87 @@ def similarity_features(_model: LensModel, model_key: str, _x: torch.Tensor, ima
     return core_similarity.layer_features(_model, _x, layer)
 
 
-def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], layer: str, concepts: str,
-                 size: int, iterations: int, progress=None) -> tuple:
-    """(fits, errors) for the images at ``paths``; ``concepts`` is 'colors' or a mask folder.
+@dataclass(frozen=True)
+class Net2VecSettings:
+    """One Net2Vec fit: ``concepts`` is ConceptSource.COLORS' value or a mask folder; ``size`` the grid side."""
 
-    Raises ImageError (mask folder), ValueError (no concepts)."""
-    key = ("net2vec", model_key, tuple(paths), layer, concepts, size, iterations)
-    return results().get_or_compute(key, lambda: _net2vec_fits(model, paths, layer, concepts, size, iterations,
-                                                               progress))
+    layer: str
+    concepts: str
+    size: int
+    iterations: int
 
 
-def _net2vec_fits(_model, paths, layer, concepts, size, iterations, _progress) -> tuple:
+def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], settings: Net2VecSettings,
+                 progress=None) -> tuple:
+    """(fits, used paths, errors) for the images at ``paths``.
+
+    Raises ImageError (no readable image, mask folder), ValueError (no concepts)."""
+    key = ("net2vec", model_key, tuple(paths), settings)
+    return results().get_or_compute(key, lambda: _net2vec_fits(model, paths, settings, progress))
+
+
+def _net2vec_fits(model: LensModel, paths: tuple[str, ...], s: Net2VecSettings, progress) -> tuple:
     good, errors = [], []
     for p in paths:
         try:
-            good.append((p, core_images.preprocess(core_images.load_image(p), _model.card.data_config)))
+            good.append((p, core_images.preprocess(core_images.load_image(p), model.card.data_config)))
         except core_images.ImageError as e:
             errors.append(str(e))
     if not good:
         raise core_images.ImageError("no readable images in the folder")
     x = torch.stack([inp.tensor for _, inp in good])
-    if concepts == core_net2vec.ConceptSource.COLORS.value:
-        masks = core_net2vec.color_concepts(x, size=size)
+    if s.concepts == core_net2vec.ConceptSource.COLORS.value:
+        masks = core_net2vec.color_concepts(x, size=s.size)
     else:
-        masks = core_net2vec.load_concept_masks(concepts, [p for p, _ in good], size=size)
-    fits = core_net2vec.net2vec(_model, x, layer, masks, size=size, iterations=iterations, progress=_progress)
+        masks = core_net2vec.load_concept_masks(s.concepts, [p for p, _ in good], size=s.size)
+    fits = core_net2vec.net2vec(model, x, s.layer, masks, size=s.size, iterations=s.iterations, progress=progress)
     return fits, tuple(p for p, _ in good), tuple(errors)
 
 
-# ------------------------------------------------------------------- feature visualisation, filters (issue 7)
+# ------------------------------------------------------------------------ feature visualisation, filters
 
 def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,
-                settings_key: tuple, progress=None):
-    """A :class:`core.featurevis.Visualization`, kept per (model, layer, channels, objective, settings).
+                settings: core_featurevis.Settings, progress=None) -> core_featurevis.Visualization:
+    """A :class:`core.features.featurevis.Visualization`, kept per (model, layer, channels, objective, settings).
 
     One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
     """
-    from core.features import featurevis
-
     def compute():
-        settings = featurevis.Settings(*settings_key)
         if len(channels) == 2:
-            return featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
-                                          objective=objective, settings=settings, progress=progress)
-        return featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
-                                    progress=progress)
+            return core_featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
+                                               objective=objective, settings=settings, progress=progress)
+        return core_featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
+                                         progress=progress)
 
-    return results().get_or_compute(("feature_vis", model_key, layer, tuple(channels), objective, settings_key),
+    return results().get_or_compute(("feature_vis", model_key, layer, tuple(channels), objective, settings),
                                     compute)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def channel_map(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, layer: str, channel: int):
+def channel_map(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, layer: str,
+                channel: int) -> torch.Tensor:
     """One channel's activation map (h, w) on one image ``_x`` (3, H, W) in [0, 1]."""
-    from core.catalogue import find_layer
-    from core.features.featurevis import layer_output
-
-    with torch.no_grad():
-        return layer_output(_model, _x.unsqueeze(0), find_layer(_model, layer))[0, channel].float()
+    return core_index.channel_map(_model, _x.unsqueeze(0), layer, channel)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def filter_views(_model: LensModel, model_key: str) -> dict:
     """First-layer kernels, depthwise layer names and per-layer weight statistics."""
-    from core.features import filters
-
     try:
-        first = filters.first_layer_kernels(_model)
+        first = core_filters.first_layer_kernels(_model)
     except ValueError:
         first = None
-    return {"first": first, "depthwise": filters.depthwise_layers(_model), "stats": filters.weight_stats(_model)}
+    return {"first": first, "depthwise": core_filters.depthwise_layers(_model),
+            "stats": core_filters.weight_stats(_model)}
 
 
-# ------------------------------------------------------------------------------ attribution (issue 3)
+@st.cache_data(show_spinner=False, max_entries=32)
+def depthwise_kernels(_model: LensModel, model_key: str, layer: str):
+    """The depthwise kernels of ``layer`` as tiles (see core.features.filters.depthwise_kernels)."""
+    return core_filters.depthwise_kernels(_model, layer)
+
+
+# ------------------------------------------------------------------------------------------- attribution
 
 def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, method: str, target: int,
                 options: dict, progress=None, preview=None):
@@ -294,10 +350,6 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     Keyed by model, image, method, target and options, so changing only the view is instant. ``progress``
     gets (fraction, message); ``preview(map, fraction)`` (SmoothGrad only) sees the map refine per batch.
     """
-    import json
-
-    from core.attribution.registry import REGISTRY, attribute
-
     key = ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
     extra = {"preview": preview} if REGISTRY[method].preview and preview is not None else {}
     return results().get_or_compute(key, lambda: attribute(model, x.unsqueeze(0), int(target), method=method,

@@ -75,14 +75,6 @@ def npy_bytes(attr: Attribution, index: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def metric_lines(attr: Attribution, index: int = 0) -> list[str]:
     """Sentences (Markdown) that explain a result's per-image numbers: LRP's conservation, CAM's decomposition."""
     m = {name: values[index] for name, values in attr.metrics.items()}

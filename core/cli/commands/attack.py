@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from ...attack.attacks import (DEFAULT_L2_EPS, DEFAULT_L2_STEP, DEFAULT_STEPS, PIXEL, AttackResult, Method, Norm, attack,
                       minimal_eps)
 from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
 from ...model.loading import LensModel
+from ...attack.view import npz as npz_bytes
 
 NAME = "attack"
 HELP = "adversarial perturbation (FGSM or PGD, L-inf or L2, untargeted or targeted)"
@@ -86,8 +85,7 @@ def run(args: argparse.Namespace) -> dict:
         entry = _entry(model, path, r, unit)
         npz = out_path(args.out_dir, path, ".npz")
         if npz is not None:
-            np.savez_compressed(npz, clean=r.clean[0].numpy(), adversarial=r.adversarial[0].numpy(),
-                                perturbation=r.perturbation[0].numpy())
+            npz.write_bytes(npz_bytes(r))
         entry["npz"] = str(npz) if npz is not None else None
         if args.min_eps:
             search = minimal_eps(model, inp.batch, target, eps_max=None if args.max_eps is None else

@@ -5,8 +5,9 @@ import argparse
 from pathlib import Path
 
 from .. import CliError, add_model_options, model_from_args
-from ...features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, mosaic, weight_stats
-from ...render import image_uint8, save_png
+from ...features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, weight_stats
+from ...features.view import depthwise_picture, first_layer_picture
+from ...render import save_png
 
 NAME = "filters"
 HELP = "filter views: first-layer kernels as RGB tiles, depthwise kernels, weight statistics per layer"
@@ -29,10 +30,9 @@ def run(args: argparse.Namespace) -> dict:
     pngs = {}
     if args.out_dir:
         folder = Path(args.out_dir)
-        pngs["first_layer"] = str(save_png(image_uint8(mosaic(first.tiles, zoom=max(4, 48 // first.tiles.shape[-1]))),
-                                           folder / "first_layer.png"))
+        pngs["first_layer"] = str(save_png(first_layer_picture(first), folder / "first_layer.png"))
         if dw is not None:
-            pngs["depthwise"] = str(save_png(image_uint8(mosaic(dw.tiles, zoom=6)), folder / "depthwise.png"))
+            pngs["depthwise"] = str(save_png(depthwise_picture(dw), folder / "depthwise.png"))
     return {
         "model": model.card.name,
         "first_layer": {"layer": first.layer, "kernels": int(first.tiles.shape[0]),

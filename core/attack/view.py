@@ -1,0 +1,110 @@
+"""Pictures, numbers and sentences of an attack result, shared by the page and the CLI (NumPy/PIL only).
+
+Every function looks at image 0 of a batched :class:`AttackResult` (the page attacks one image at a time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..render import Colormap, colorize, image_uint8, normalize_map, npz_bytes, overlay
+from .attacks import PIXEL, AttackResult, MinEpsResult, Norm
+
+Label = Callable[[int], str]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One sentence for the user and how loud to say it: ``level`` is "info", "success", "warning" or "caption"."""
+
+    level: str
+    text: str
+
+
+def eps_text(value: float, norm: Norm | str) -> str:
+    """A budget in the units the user set it in: "4.00/255" for L∞ (value in [0, 1] pixels), "0.500" for L2."""
+    return f"{value / PIXEL:.2f}/255" if Norm(norm) is Norm.LINF else f"{value:.3f}"
+
+
+def perturbation_image(delta: np.ndarray, eps: float, norm: Norm | str) -> np.ndarray:
+    """uint8 (H, W, 3): the channel mean of δ (3, H, W) on the diverging map, ±ε at the ends for L∞ and
+    ±max|mean δ| for L2 (white = 0)."""
+    mean = np.asarray(delta).mean(0)
+    if Norm(norm) is Norm.LINF:
+        return colorize(np.clip(mean / eps, -1, 1), Colormap.DIVERGING)
+    return colorize(normalize_map(mean, signed=True, clip_percentile=100), Colormap.DIVERGING)
+
+
+def perturbation_caption(norm: Norm | str) -> str:
+    ends = "±ε" if Norm(norm) is Norm.LINF else "±max|δ|"
+    return f"perturbation, channel mean (blue −, red +; ends at {ends})"
+
+
+def pictures(result: AttackResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 (H, W, 3) clean image, adversarial image and perturbation picture (ε from the result)."""
+    return (image_uint8(result.clean[0]), image_uint8(result.adversarial[0]),
+            perturbation_image(result.perturbation[0].numpy(), float(result.eps[0]), result.norm))
+
+
+def npz(result: AttackResult) -> bytes:
+    """``.npz`` bytes: clean, adversarial and perturbation, float32 (3, H, W) in [0, 1] (δ in [−ε, ε])."""
+    return npz_bytes(clean=result.clean[0], adversarial=result.adversarial[0], perturbation=result.perturbation[0])
+
+
+def verdict(result: AttackResult, label: Label) -> list[Message]:
+    """What happened, in the page's words: the outcome and, on success, whether 8-bit rounding undoes it."""
+    source, new = int(result.source[0]), int(result.adv_index[0])
+    clean_p, adv_p = result.clean_probs[0], result.adv_probs[0]
+    eps = eps_text(float(result.eps[0]), result.norm)
+    sizes = (f"‖δ‖∞ = {float(result.linf[0]) / PIXEL:.2f}/255, ‖δ‖₂ = {float(result.l2[0]):.3f}, "
+             f"{int(result.steps_taken[0])} steps")
+    if result.targeted and int(result.target[0]) == int(result.clean_index[0]):
+        return [Message("info", f"The model already says {label(source)}: a targeted attack toward it has nothing "
+                                "to do. Pick another goal class.")]
+    if not bool(result.success[0]):
+        goal = f"reach {label(int(result.target[0]))}" if result.targeted else "change the prediction"
+        return [Message("warning", f"The attack failed: within ε = {eps} and {result.steps} steps it did not {goal}. "
+                                   f"The model still says {label(new)} at {float(adv_p[new]):.1%} ({sizes}). "
+                                   "Try a larger ε, more steps, or 'Find the smallest ε'.")]
+    said = Message("success", f"The model changed its mind: {label(source)} {float(clean_p[source]):.1%} → "
+                              f"{label(new)} {float(adv_p[new]):.1%} with ε = {eps} ({sizes}).")
+    new8 = int(result.adv8_probs[0].argmax())
+    said8 = f"{label(new8)} {float(result.adv8_probs[0, new8]):.1%}"
+    if bool(result.success_8bit[0]):
+        return [said, Message("caption", f"Rounded to 8 bits per channel, as the PNG below stores it, it still "
+                                         f"works: {said8}.")]
+    return [said, Message("warning", f"Rounded to 8 bits per channel, as the PNG below stores it, the attack is "
+                                     f"undone: the model says {said8}. The .npz keeps the exact values; a slightly "
+                                     "larger ε survives rounding.")]
+
+
+def min_eps_message(found: MinEpsResult, label: Label) -> Message:
+    """The outcome of a smallest-ε search in the page's words."""
+    norm, attacks = found.result.norm, int(found.attacks[0])
+    if bool(found.found[0]):
+        r = found.result
+        return Message("success", f"Smallest ε found: **{eps_text(float(found.eps[0]), norm)}** reaches the goal "
+                                  f"({label(int(r.adv_index[0]))} at {float(r.adv_probs[0].max()):.1%}); "
+                                  f"{eps_text(float(found.below[0]), norm)} does not. {attacks} attacks.")
+    return Message("warning", f"No ε up to {eps_text(float(found.below[0]), norm)} reaches the goal ({attacks} "
+                              "attacks). Try more PGD steps or a larger step.")
+
+
+def confidence(result: AttackResult, label: Label) -> dict[str, np.ndarray]:
+    """Per step: P(source class) and P(goal), keyed by their legend (NaN after an early stop)."""
+    traj = result.trajectory
+    goal = f"P({label(int(result.target[0]))})" if result.targeted else "P(most probable other class)"
+    return {f"P({label(int(result.source[0]))})": traj.source_prob[0].numpy(), goal: traj.goal_prob[0].numpy()}
+
+
+def evidence_pictures(clean, adversarial, before: np.ndarray, after: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 (H, W, 3) SmoothGrad |map| over the clean and the adversarial image (``clean``/``adversarial``
+    (3, H, W) in [0, 1], maps (H, W)) on ONE scale, the 99.5th percentile of both magnitudes, so they compare;
+    and the difference |after| − |before| on the diverging map (red: more evidence after the attack)."""
+    scale = max(float(np.percentile(np.abs(np.stack([before, after])), 99.5)), 1e-12)
+    return (overlay(clean, np.clip(np.abs(before) / scale, 0, 1)),
+            overlay(adversarial, np.clip(np.abs(after) / scale, 0, 1)),
+            colorize(np.clip((np.abs(after) - np.abs(before)) / scale, -1, 1), Colormap.DIVERGING))

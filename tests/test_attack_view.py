@@ -1,0 +1,116 @@
+"""core.attack.view: the attack page's pictures, sentences and downloads, checked without Streamlit."""
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from core.attack import view
+from core.attack.attacks import PIXEL, MinEpsResult, Norm, attack
+from core.render import Colormap, colorize, overlay
+
+from tests.test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)
+
+WHITE = (247, 247, 247)  # the diverging map's centre (value 0)
+
+
+@pytest.fixture(scope="module")
+def flipped(embedded, cat_input):
+    """PGD L∞ 4/255, 10 steps on chelsea.jpg: the page's default attack, which flips the tiger cat."""
+    return attack(embedded, cat_input.batch, method="pgd", norm="linf", eps=4 * PIXEL, step=PIXEL, steps=10)
+
+
+def test_eps_text_uses_the_units_the_user_set():
+    assert view.eps_text(4 * PIXEL, Norm.LINF) == "4.00/255"
+    assert view.eps_text(0.5, "l2") == "0.500"
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_linf_perturbation_picture_ends_at_plus_minus_eps(sign):
+    eps = 2 * PIXEL
+    delta = np.zeros((3, 4, 6), dtype=np.float32)
+    delta[:, :, :3] = sign * eps          # left half at the budget's end
+    delta[:, :, 3:] = sign * 4 * eps      # beyond the budget (cannot happen): saturates at the same end
+    picture = view.perturbation_image(delta, eps, Norm.LINF)
+    end = colorize(np.array([[sign]]), Colormap.DIVERGING)[0, 0]
+    assert picture.shape == (4, 6, 3) and picture.dtype == np.uint8
+    assert (picture == end).all()
+    assert tuple(view.perturbation_image(np.zeros((3, 2, 2)), eps, "linf")[0, 0]) == WHITE
+
+
+def test_l2_perturbation_picture_ends_at_the_largest_mean():
+    delta = np.zeros((3, 1, 3))
+    delta[:, 0, 0], delta[:, 0, 1] = 0.2, -0.1   # the channel mean's largest magnitude is 0.2
+    picture = view.perturbation_image(delta, 99.0, Norm.L2)  # eps plays no part for L2
+    assert tuple(picture[0, 0]) == tuple(colorize(np.array([[1.0]]), Colormap.DIVERGING)[0, 0])
+    assert tuple(picture[0, 1]) == tuple(colorize(np.array([[-0.5]]), Colormap.DIVERGING)[0, 0])
+    assert tuple(picture[0, 2]) == WHITE
+    assert "±max|δ|" in view.perturbation_caption("l2") and "±ε" in view.perturbation_caption("linf")
+
+
+def test_verdict_of_a_successful_attack(embedded, flipped):
+    label = embedded.label
+    new = int(flipped.adv_index[0])
+    said = view.verdict(flipped, label)
+    assert said[0].level == "success"
+    assert said[0].text.startswith(f"The model changed its mind: tiger cat {float(flipped.clean_probs[0, 282]):.1%} "
+                                   f"→ {label(new)} {float(flipped.adv_probs[0, new]):.1%} with ε = 4.00/255")
+    assert f"{int(flipped.steps_taken[0])} steps" in said[0].text
+    kept = bool(flipped.success_8bit[0])
+    assert said[1].level == ("caption" if kept else "warning")
+    new8 = int(flipped.adv8_probs[0].argmax())
+    assert f"{label(new8)} {float(flipped.adv8_probs[0, new8]):.1%}" in said[1].text
+    undone = view.verdict(dataclasses.replace(flipped, success_8bit=torch.tensor([not kept])), label)[1]
+    assert undone.level == ("warning" if kept else "caption")
+
+
+def test_verdict_of_a_failed_and_of_a_pointless_attack(embedded, flipped):
+    failed = view.verdict(dataclasses.replace(flipped, success=torch.tensor([False])), embedded.label)
+    assert [m.level for m in failed] == ["warning"]
+    assert failed[0].text.startswith("The attack failed: within ε = 4.00/255 and 10 steps it did not change the "
+                                     "prediction.")
+    pointless = view.verdict(dataclasses.replace(flipped, target=flipped.clean_index.clone()), embedded.label)
+    assert [m.level for m in pointless] == ["info"] and "already says tiger cat" in pointless[0].text
+
+
+def test_min_eps_message(embedded, flipped):
+    found = MinEpsResult(eps=torch.tensor([3 * PIXEL]), below=torch.tensor([1.5 * PIXEL]),
+                         found=torch.tensor([True]), attacks=torch.tensor([5]), result=flipped)
+    message = view.min_eps_message(found, embedded.label)
+    assert message.level == "success"
+    assert message.text.startswith("Smallest ε found: **3.00/255** reaches the goal")
+    assert message.text.endswith("1.50/255 does not. 5 attacks.")
+    missed = view.min_eps_message(dataclasses.replace(found, found=torch.tensor([False])), embedded.label)
+    assert missed.level == "warning" and missed.text.startswith("No ε up to 1.50/255 reaches the goal (5 attacks)")
+
+
+def test_pictures_confidence_and_npz(flipped):
+    clean, adv, delta = view.pictures(flipped)
+    h, w = flipped.clean.shape[-2:]
+    assert clean.shape == adv.shape == delta.shape == (h, w, 3)
+    assert np.abs(adv.astype(int) - clean.astype(int)).max() <= 5  # ε = 4/255, plus rounding of both images
+    curves = view.confidence(flipped, lambda i: f"class {i}")
+    assert list(curves) == ["P(class 282)", "P(most probable other class)"]
+    assert all(c.shape == (11,) for c in curves.values())  # the clean image and 10 steps
+    data = np.load(io.BytesIO(view.npz(flipped)))
+    assert sorted(data.files) == ["adversarial", "clean", "perturbation"]
+    np.testing.assert_array_equal(data["adversarial"], flipped.adversarial[0].numpy())
+    np.testing.assert_array_equal(data["perturbation"], flipped.perturbation[0].numpy())
+    assert data["clean"].dtype == np.float32
+
+
+def test_evidence_pictures_share_one_scale():
+    image = torch.full((3, 4, 4), 0.5)
+    before = np.zeros((4, 4))
+    before[0, 0] = 1.0
+    same_clean, same_adv, no_change = view.evidence_pictures(image, image, before, before)
+    assert (same_clean == same_adv).all() and (no_change == WHITE).all()
+    # uniform evidence 0.5 before, 1.0 after: one scale (1.0) for both, so the two overlays differ, as a
+    # per-map scale (both 1 everywhere) would hide
+    clean, adv, diff = view.evidence_pictures(image, image, np.full((4, 4), 0.5), np.full((4, 4), 1.0))
+    np.testing.assert_array_equal(clean, overlay(image, np.full((4, 4), 0.5)))
+    np.testing.assert_array_equal(adv, overlay(image, np.ones((4, 4))))
+    assert (diff == colorize(np.array([[0.5]]), Colormap.DIVERGING)[0, 0]).all()

@@ -1,0 +1,85 @@
+"""Core view modules the pages draw with: the index diagram and opening layer, filter pictures, file encoders."""
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.catalogue import catalogue
+from core.features import view as features_view
+from core.features.filters import Kernels
+from core.index.view import architecture_dot, layer_group, opening_layer
+from core.render import boxed, captioned_strip, npz_bytes, padded, png_bytes
+
+
+def test_layer_group():
+    assert layer_group("stages.2.blocks.5.mlp.fc1") == "stages.2"
+    assert layer_group("stages.1.downsample") == "stages.1"
+    assert layer_group("stem.0") == "stem"
+    assert layer_group("blocks.6") == "blocks.6"          # EfficientNet's stages are called blocks
+    assert layer_group("layer3.1.conv2") == "layer3"      # a ResNet's
+    assert layer_group("stages") == "stages"
+
+
+def test_opening_layer_is_the_deepest_with_a_field_of_at_most_half_the_input():
+    rf = {"stages.0": 11, "stages.1": 35, "stages.2": 112, "stages.3": 500}
+    layers = {name: SimpleNamespace(receptive_field=r) for name, r in rf.items()}
+    assert opening_layer(layers, 224) == "stages.2"       # 112 <= 224 // 2
+    assert opening_layer(layers, 223) == "stages.1"       # 112 > 223 // 2 = 111
+    assert opening_layer({"a": SimpleNamespace(receptive_field=300), "b": SimpleNamespace(receptive_field=400)},
+                         224) == "b"                      # none is small: the last
+    with pytest.raises(ValueError, match="no layers"):
+        opening_layer({}, 224)
+
+
+def test_architecture_diagram_of_convnext(convnext_atto):
+    dot = architecture_dot(catalogue(convnext_atto), ["stages.1", "stages.2.downsample"], "stages.1")
+    chain = dot[dot.rindex("; ") + 2:-2]
+    assert chain == ('"stem" -> "stages.0" -> "stages.1.downsample" -> "stages.1" -> "stages.2.downsample" -> '
+                     '"stages.2" -> "stages.3.downsample" -> "stages.3"')
+    assert '"stages.2" [label="stages.2\\n6 blocks"' in dot  # convnext_atto: depths 2, 2, 6, 2
+    assert '"stages.1" [label="stages.1\\n2 blocks" shape=box style=filled fillcolor="#3b5bdb"' in dot  # chosen
+    assert '"stages.2" [label="stages.2\\n6 blocks" shape=box style=filled fillcolor="#dbe4ff"' in dot  # indexed
+    assert '"stages.3" [label="stages.3\\n2 blocks" shape=box color="#adb5bd"' in dot  # not indexed: grey
+    assert '"stages.2.downsample" [label="downsample" shape=box style="rounded,filled" fillcolor="#dbe4ff"' in dot
+    assert '"stages.3.downsample" [label="downsample" shape=box style="rounded,filled" fillcolor="#f1f3f5"' in dot
+    assert dot.startswith("digraph { rankdir=LR;")
+
+
+def test_png_and_npz_bytes_round_trip():
+    picture = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(picture)))), picture)
+    data = np.load(io.BytesIO(npz_bytes(a=torch.arange(6, dtype=torch.float32).view(2, 3), b=np.ones(2, np.int64))))
+    np.testing.assert_array_equal(data["a"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert data["a"].dtype == np.float32 and data["b"].dtype == np.int64
+
+
+def test_captioned_strip_boxed_and_padded():
+    red = np.zeros((10, 4, 3), np.uint8)
+    red[..., 0] = 255
+    strip = captioned_strip([(red, "a"), (red[:6], "b")], caption_height=22)
+    assert strip.shape == (32, 8, 3)
+    assert (strip[22:, :4] == (255, 0, 0)).all() and (strip[22:28, 4:] == (255, 0, 0)).all()
+    assert (strip[28:, 4:] == 255).all()  # the shorter picture leaves white below it
+    box = np.asarray(boxed(np.zeros((8, 8, 3), np.uint8), (2, 2, 6, 6), width=1, color=(0, 0, 255)))
+    assert (box[2, 2:6] == (0, 0, 255)).all() and (box[5, 2:6] == (0, 0, 255)).all()  # right/bottom exclusive
+    assert (box[3:5, 3:5] == 0).all() and (box[6:, :] == 0).all()
+    pad = padded(Image.new("RGB", (40, 20), (0, 0, 0)), 10)
+    assert pad.size == (10, 10)
+    assert np.asarray(pad)[0, 0].tolist() == [255, 255, 255] and np.asarray(pad)[5, 5].tolist() == [0, 0, 0]
+
+
+def test_filter_pictures_zoom():
+    def kernels(k: int, channels: int) -> Kernels:
+        tiles = torch.full((4, channels, k, k), 0.5)
+        return Kernels(layer="x", tiles=tiles, weights=tiles, norms=torch.ones(4), stride=(k, k))
+    assert features_view.first_layer_zoom(kernels(4, 3)) == 12   # ConvNeXt's 4x4 patchify stem: 48 pixels
+    assert features_view.first_layer_zoom(kernels(16, 3)) == 4   # never below 4x
+    first = features_view.first_layer_picture(kernels(4, 3))
+    dw = features_view.depthwise_picture(kernels(7, 1))
+    assert first.dtype == dw.dtype == np.uint8 and first.shape[-1] == dw.shape[-1] == 3
+    assert (first == 128).sum() == 4 * (4 * 12) ** 2 * 3 and (dw == 128).sum() == 4 * (7 * 6) ** 2 * 3
