@@ -16,9 +16,9 @@ def button(label: str, params: Hashable, key: str, *, disabled: bool = False, he
     """Draw the page's run button; True when the result for ``params`` is to be shown (pressed for these
     settings now or earlier in the session, or opened from a link that had run it)."""
     done_key = f"{key}_params"
-    linked = st.query_params.get("run") == key and f"{key}_linked" not in st.session_state
-    if linked:
-        st.session_state[f"{key}_linked"] = True
+    first = f"{key}_seen" not in st.session_state  # a link's run= counts only when the session opens it
+    st.session_state[f"{key}_seen"] = True
+    linked = first and st.query_params.get("run") == key
     if st.button(label, type="primary", key=key, disabled=disabled, help=help) or (linked and not disabled):
         st.session_state[done_key] = params
     shown = st.session_state.get(done_key) == params and not disabled
