@@ -13,6 +13,10 @@ def _open(app):
     app.run()
     app.switch_page("pages/attack.py").run()
     assert not app.exception
+    # one rule for heavy work: nothing is attacked before "Run attack" is pressed
+    assert not app.success and not app.warning and not app.main.get("image")
+    assert any("Press **Run attack**" in c.value for c in app.caption)
+    _submit(app)
     return app
 
 
@@ -40,9 +44,13 @@ def test_default_attack_flips_the_cat_and_shows_everything(app, embedded, cat_in
     assert any(c.value.startswith("Rounded to 8 bits per channel") for c in [*app.caption, *app.warning])
     # the pictures: the three of the attack, then SmoothGrad (clean, adversarial, difference) for both classes
     captions = _captions(app)
-    assert captions[:3] == ["original: tiger cat", "adversarial: Egyptian cat",
-                            "perturbation, channel mean (blue −, red +; ends at ±ε)"]
-    assert captions[3:] == ["clean image", "adversarial image",
+    assert captions[:2] == ["original: tiger cat", "adversarial: Egyptian cat"]
+    # the perturbation at its real range: amplified around grey with the factor stated, and a colour bar
+    assert captions[2].startswith("perturbation δ amplified ×") and "largest change" in captions[2]
+    assert captions[3].startswith("perturbation, channel mean in 1/255: blue negative, white 0")
+    assert app.query_params["run"] == "atk_run"
+    assert [b.label for b in app.button].count("Add to report") == 1
+    assert captions[4:] == ["clean image", "adversarial image",
                             "difference |after| − |before| (red: more evidence after the attack)"] * 2
     subheaders = [s.value for s in app.subheader]
     assert {"Top-5 before", "Top-5 after", "Confidence over the steps", "Downloads"} <= set(subheaders)
@@ -62,7 +70,7 @@ def test_failed_attack_is_said_plainly_and_smallest_eps_is_found(app):
     app.selectbox(key="atk_target").set_value("1: goldfish")
     _submit(app)
     [failed] = [w.value for w in app.warning]
-    assert failed.startswith("The attack failed: within ε = 0.25/255 and 1 steps it did not reach goldfish. "
+    assert failed.startswith("The attack failed: within ε = 0.25/255 and 1 step it did not reach goldfish. "
                              "The model still says tiger cat")
     assert not app.success
     assert _captions(app)[:2] == ["original: tiger cat", "adversarial: tiger cat"]

@@ -47,7 +47,7 @@ def test_near_zero_iou_is_never_a_win_and_columns_are_readable():
 
 def test_perturbation_is_shown_at_its_real_range_with_the_amplification():
     from core.attack.attacks import PIXEL
-    from core.attack.delta_view import perturbation_picture
+    from core.attack.view import perturbation_picture
 
     delta = torch.zeros(3, 8, 8)
     delta[0, 0, 0], delta[1, 1, 1] = 4 * PIXEL, -2 * PIXEL
