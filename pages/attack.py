@@ -32,6 +32,9 @@ def _smoothgrad_panel(model, selection, settings, result, source: int, new: int)
                         help="Noisy copies per map; four maps are computed (two images, two classes).")
     noise = c2.slider("SmoothGrad noise σ (fraction of the pixel range)", 0.0, 0.5, 0.15, 0.01, key="atk_sg_noise")
     classes = (source,) if new == source else (source, new)
+    if not run.button("Compare the evidence", (selection.key, settings, samples, noise), "atk_sg_run",
+                      help="Four SmoothGrad maps: the clean and adversarial images, for both classes."):
+        return
     try:
         with progress_bar("SmoothGrad", labelled=True) as progress:
             maps = cache.smoothgrad_before_after(model, selection.model_key, result.clean[0], result.adversarial[0],

@@ -8,7 +8,7 @@ from core.perturbation.masks import EXTREMAL_ITERATIONS, MEANINGFUL_ITERATIONS, 
 from core.render import image_uint8, overlay
 from core.perturbation.view import weak_mask_notes
 from core.report import perturb_command
-from ui import cache, figures, permalink, report, sidebar
+from ui import cache, figures, permalink, report, run, sidebar
 from ui.permalink import Param
 from ui.widgets import progress_bar
 
@@ -50,15 +50,10 @@ if selection is not None:
         default_iters = EXTREMAL_ITERATIONS if method == Method.EXTREMAL.value else MEANINGFUL_ITERATIONS
         iterations = st.slider("Iterations", 20, 800, default_iters, step=20, key=f"lens_pert_iters_{method}",
                                help="TorchRay uses 800; see the loss curve below for convergence")
-    run = st.button("Compute masks", type="primary", key="lens_pert_run", disabled=not areas)
     settings = cache.MaskSettings(target, method, tuple(sorted(areas)), variant, perturbation, iterations)
     params = (selection.key, settings)
-    if run:
-        st.session_state["lens_pert_params"] = params
-    if st.session_state.get("lens_pert_params") != params:
-        st.info("Choose the options and press **Compute masks** (any change to the page stops a running "
-                "optimisation).")
-    else:
+    if run.button("Compute masks", params, "lens_pert_run", disabled=not areas,
+                  help="Any change to the page stops a running optimisation."):
         try:
             with progress_bar("starting") as progress:
                 result = cache.perturbation_masks(model, selection.model_key, inp.tensor, selection.image_key,

@@ -21,7 +21,7 @@ if selection is not None:
         page = render_html(card=selection.model.card, image=selection.inp.tensor, image_name=selection.name,
                            prediction=top, items=pinned, notice=selection.model.card.notice)
         stem = selection.name.rsplit(".", 1)[0]
-        st.download_button(f"Download the report ({len(pinned)} results, HTML)", page.encode("utf-8"),
+        st.download_button(f"Download the report ({len(pinned)} result{'' if len(pinned) == 1 else 's'}, HTML)", page.encode("utf-8"),
                            file_name=f"convnext-lens_{stem}.html", mime="text/html", type="primary",
                            key="report_download", icon=":material/download:")
         for i, item in enumerate(pinned):

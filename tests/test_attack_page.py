@@ -50,8 +50,7 @@ def test_default_attack_flips_the_cat_and_shows_everything(app, embedded, cat_in
     assert captions[3].startswith("perturbation, channel mean in 1/255: blue negative, white 0")
     assert app.query_params["run"] == "atk_run"
     assert [b.label for b in app.button].count("Add to report") == 1
-    assert captions[4:] == ["clean image", "adversarial image",
-                            "difference |after| − |before| (red: more evidence after the attack)"] * 2
+    assert captions[4:] == []  # SmoothGrad waits for its own button
     subheaders = [s.value for s in app.subheader]
     assert {"Top-5 before", "Top-5 after", "Confidence over the steps", "Downloads"} <= set(subheaders)
     assert len(app.get("vega_lite_chart")) == 3  # two top-5 bars and the confidence curves
@@ -59,6 +58,10 @@ def test_default_attack_flips_the_cat_and_shows_everything(app, embedded, cat_in
     assert labels == ["Figure (PNG)", "Adversarial image (PNG, 8-bit, model input size)",
                       "Arrays (.npz: clean, adversarial, perturbation; float32 3×H×W in [0, 1])"]
     assert "What changed in the evidence: SmoothGrad before and after" in subheaders
+    next(b for b in app.button if b.label == "Compare the evidence").click().run()
+    assert not app.exception
+    assert _captions(app)[4:] == ["clean image", "adversarial image",
+                                  "difference |after| − |before| (red: more evidence after the attack)"] * 2
     assert [m.value for m in app.markdown][:2] == ["**clean class: tiger cat (282)**",
                                                    "**new class: Egyptian cat (285)**"]
 
@@ -74,6 +77,7 @@ def test_failed_attack_is_said_plainly_and_smallest_eps_is_found(app):
                              "The model still says tiger cat")
     assert not app.success
     assert _captions(app)[:2] == ["original: tiger cat", "adversarial: tiger cat"]
+    next(b for b in app.button if b.label == "Compare the evidence").click().run()
     assert "The attack did not change the class, so only the clean class is shown." in [c.value for c in app.caption]
     app.radio(key="atk_method").set_value("pgd")
     app.selectbox(key="atk_target").set_value("untargeted: any other class")
