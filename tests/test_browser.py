@@ -182,3 +182,44 @@ def test_report_opens_offline_with_every_image(browser, tmp_path, embedded, cat_
     finally:
         context.close()
     requests.check()
+
+
+def test_every_page_runs_its_main_action_in_chromium(server, browser):
+    """A person's walk through the app: each page opened from a link with small settings, its main action run,
+    no exception box, and no failed or external request. The dataset-examples and Net2Vec pages are opened but
+    not built (their main action reads a whole folder: minutes on a loaded CI machine; AppTest covers them)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    requests = Requests(context, server)
+    page = context.new_page()
+    wait = 300_000
+
+    def visit(path: str, *texts: str) -> None:
+        page.goto(server + path, wait_until="domcontentloaded")
+        for text in texts:
+            page.get_by_text(text).first.wait_for(timeout=wait)
+        _no_exception_box(page)
+
+    try:
+        visit("/?model=embedded", "Top-5 classes", "Egyptian cat (285)")
+        visit("/attack?model=embedded&method=fgsm&run=atk_run", "Confidence over the steps")
+        assert page.get_by_text("perturbation δ amplified ×").count() == 1
+        visit("/activation_index", "Dataset examples")
+        visit("/featurevis?fv_steps=8&fv_size=64", "This channel on your image")
+        page.get_by_role("button", name="Visualise").click()
+        page.get_by_text("Objective at the model's input size").wait_for(timeout=wait)
+        _no_exception_box(page)
+        visit("/perturbation?areas=0.1&iterations=20&run=lens_pert_run", "Convergence")
+        visit("/similarity", "best match")
+        visit("/net2vec", "Learn concepts")
+        # last, so the pin stays in this browser session: attribution, Add to report, then the Report page
+        visit("/attribution?method=saliency&run=attr_run", "Colours: blue negative")
+        page.get_by_role("button", name="Add to report").click()
+        page.get_by_text("Add to report (added)").first.wait_for(timeout=wait)
+        page.locator("[data-testid='stSidebarNav']").get_by_text("Report").click()
+        page.get_by_text("Download the report (1 result, HTML)").wait_for(timeout=wait)
+        _no_exception_box(page)
+        if os.environ.get("LENS_SCREENSHOT"):
+            page.screenshot(path=os.environ["LENS_SCREENSHOT"].replace(".png", "_report.png"), full_page=True)
+    finally:
+        context.close()
+    requests.check()

@@ -56,6 +56,8 @@ def attack_settings(model: LensModel) -> cache.AttackSettings:
 def featurevis_settings(prefix: str, batch_label: str, batch_default: int, size_default: int) -> Settings:
     """The optimisation settings of the feature-visualisation page (keys ``{prefix}_*``); ``prefix`` "fv" adds
     the diversity weight, which needs a batch."""
+    permalink.bind([Param(f"{prefix}_steps", f"{prefix}_steps", int), Param(f"{prefix}_size", f"{prefix}_size", int),
+                    Param(f"{prefix}_seed", f"{prefix}_seed", int), Param(f"{prefix}_batch", f"{prefix}_batch", int)])
     c1, c2, c3, c4 = st.columns(4)
     steps = c1.slider("Steps", 8, 512, 128, step=8, key=f"{prefix}_steps",
                       help="Adam steps. About 128 gives a clear pattern; 256+ refines it.")
