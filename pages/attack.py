@@ -69,8 +69,8 @@ def _min_eps_section(model, selection, settings) -> None:
         r, (a, b, _) = found.result, st.columns(3)
         a.image(image_uint8(r.adversarial[0]), width="stretch",
                 caption=f"adversarial at the smallest ε: {model.label(int(r.adv_index[0]))}")
-        b.image(view.perturbation_image(r.perturbation[0].numpy(), float(found.eps[0]), settings.norm),
-                width="stretch", caption="its perturbation (channel mean)")
+        small = view.perturbation_picture(r.perturbation[0].numpy())
+        b.image(small.rgb, width="stretch", caption=f"its perturbation: {small.caption()}")
 
 
 selection = sidebar.current()

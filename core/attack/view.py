@@ -9,7 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..render import Scale, heat_figure, unit_uint8, Colormap, colorize, image_uint8, normalize_map, npz_bytes, overlay
+from ..render import (Colormap, Scale, colorize, heat_figure, image_uint8, normalize_map, npz_bytes, overlay,
+                      unit_uint8)
 from .attacks import PIXEL, AttackResult, MinEpsResult, Norm
 
 Label = Callable[[int], str]
