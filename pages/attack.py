@@ -1,6 +1,8 @@
 """Adversarial perturbation: how little it takes to change the model's mind, and what changes in its evidence."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 

@@ -1,6 +1,8 @@
 """Attribution: which pixels made the model say this class? One method in detail, or several side by side."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import streamlit as st
 
 from core.attribution.base import Attribution, NotApplicable, Sign

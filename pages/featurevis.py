@@ -1,6 +1,8 @@
 """Feature visualisation: what a channel responds to (activation maximisation), neuron interaction, filters."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 

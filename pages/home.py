@@ -1,6 +1,8 @@
 """Home: the image, the model's top-5 classes, the model card, and the way to each technique."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 

@@ -1,6 +1,8 @@
 """Net2Vec: concepts as learnt combinations of a layer's channels, against the best single channel."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 

@@ -1,6 +1,8 @@
 """Perturbation masks: the smallest smooth region that keeps (or removes) the evidence for a class."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 

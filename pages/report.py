@@ -1,6 +1,8 @@
 """Report: the results pinned with "Add to report", as one self-contained HTML file to hand on."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import streamlit as st
 
 from core.report import render_html

@@ -1,6 +1,8 @@
 """Similarity overlays: click a point and see which positions, here and in another image, a layer finds alike."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import streamlit as st
 
 from core.catalogue import default_layer

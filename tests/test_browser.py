@@ -84,8 +84,14 @@ class Requests:
     def __init__(self, context, origin: str) -> None:
         self.origin, self.external, self.failed, self.errors = origin, [], [], []
         context.route("**/*", self._route)
-        context.on("requestfailed", lambda r: self.failed.append(f"{r.url} ({r.failure})"))
+        context.on("requestfailed", self._failed)
         context.on("response", self._response)
+
+    def _failed(self, request) -> None:
+        # net::ERR_ABORTED is the browser cancelling what was still loading when the test navigated to the next
+        # page (Streamlit loads its widgets' code on demand); every other failure counts
+        if "ERR_ABORTED" not in (request.failure or ""):
+            self.failed.append(f"{request.url} ({request.failure})")
 
     def _response(self, response) -> None:
         # On a deep link (/page) Streamlit's frontend first probes /page/_stcore/{health,host-config} to find the
