@@ -35,6 +35,7 @@ else:
         "parameters": f"{card.num_params / 1e6:.1f} M", "classes": str(card.num_classes),
         "input size": "x".join(str(s) for s in card.input_size), "preprocessing": card.preprocessing,
         "fingerprint": card.fingerprint[:23],
+        **cache.server_load(model),
     }
     st.table(pd.DataFrame({"": list(rows), "value": list(rows.values())}).set_index(""))
 

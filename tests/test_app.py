@@ -16,6 +16,9 @@ def test_home_shows_predictions_and_model_card(app):
     assert top.index[0].split(" (")[0] in {"tiger cat", "Egyptian cat", "tabby"}
     assert top["probability"].iloc[0].endswith("%")
     assert "embedded" in app.table[1].value.to_string()
+    card = app.table[1].value["value"]  # budget and current use (issue 12)
+    assert card["memory"].endswith("MB budget (LENS_MEMORY_MB)") and "MB in use of a" in card["memory"]
+    assert "running (at most" in card["jobs"] and "MB with gradients" in card["memory per image"]
     layers = app.expander[0].dataframe[0].value
     assert "blocks.6" in set(layers["layer"]) and len(layers) > 100
 

@@ -6,19 +6,17 @@ changing only a view option never recomputes. Arguments with a leading underscor
 """
 from __future__ import annotations
 
-import collections
-import hashlib
-import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 import torch
 from PIL import Image
 
 from core import images as core_images
+from core import jobs as core_jobs
+from core import result_store as core_result_store
+from core import warm as core_warm
 from core.attack import attacks as core_attack
 from core.attribution.registry import REGISTRY, attribute
 from core.attribution.smoothgrad import smoothgrad
@@ -40,8 +38,7 @@ def get_model(name: str | None, weights: str | None) -> LensModel:
     return load_model(name, weights)
 
 
-def model_key(model: LensModel) -> str:
-    return f"{model.card.arch}|{model.card.fingerprint}"
+model_key = core_warm.model_key  # keys built in core, so `python -m core warm` writes what the pages read
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -50,8 +47,7 @@ def decode_image(data: bytes, name: str) -> Image.Image:
     return core_images.load_image(data, name=name)
 
 
-def content_key(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
+content_key = core_warm.content_key
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -65,35 +61,48 @@ def layers(_model: LensModel, model_key: str) -> list[LayerInfo]:
     return list(catalogue(_model))
 
 
-# Results of long computations with progress. st.cache_data records every element call made inside a cached
-# function and replays it on a hit, which fails for a progress bar or preview created outside it
-# (CacheReplayClosureError). Long computations that report progress therefore keep their results in one shared
-# LRU store (st.cache_resource: one per app), keyed as st.cache_data would key them, and compute outside the lock
-# so one session's long run never blocks another's hit.
+# Results of long computations with progress. st.cache_data records every element call made inside a cached function and replays it on a hit, which fails
+# for a progress bar or preview created outside it (CacheReplayClosureError). Long computations that report
+# progress therefore keep their results in one shared store (st.cache_resource: one per app), keyed as
+# st.cache_data would key them, and compute outside the lock so one session's long run never blocks another's hit.
+# The store (core.result_store) is bounded in bytes and spills to LENS_CACHE_DIR, so results survive a restart.
 
-class Results:
-    """Thread-safe least-recently-used store of computed results, shared by every session."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.lock, self.items = size, threading.Lock(), collections.OrderedDict()
-
-    def get_or_compute(self, key: tuple, compute: Callable[[], object]):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key]
-        value = compute()
-        with self.lock:
-            self.items[key] = value
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-        return value
+Results = core_result_store.ResultStore
 
 
 @st.cache_resource(show_spinner=False)
 def results() -> Results:
-    """The app's store of long results (attacks, attributions, SmoothGrad panels): 96 entries."""
-    return Results(96)
+    """The app's store of long results (attacks, attributions, SmoothGrad panels), sized by the environment."""
+    return Results.from_env()
+
+
+def server_load(model: LensModel) -> dict[str, str]:
+    """Model-card rows: memory budget and use, jobs, and the measured memory per image ."""
+    status = core_jobs.scheduler().status()
+    mb = 2**20
+    return {
+        "memory": f"{core_jobs.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
+                  "(LENS_MEMORY_MB)",
+        "jobs": f"{status['running']} running (at most {status['max_jobs']}, on {status['threads']} of "
+                f"{status['cores']} cores), {status['queued']} queued",
+        "memory per image": f"{core_jobs.per_sample_bytes(model) / mb:.0f} MB with gradients, "
+                            f"{core_jobs.per_sample_bytes(model, 'forward') / mb:.0f} MB forward only (measured)",
+    }
+
+
+def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1):
+    """The stored result, or ``compute(progress, batch)`` run as a job of the app's scheduler (core.jobs):
+    queued behind other sessions' jobs ("queued, N ahead" on the progress bar), computed once for identical
+    requests, stopped at its next progress report when the session reruns or ends; nothing stored on failure."""
+    def queued(ahead: int) -> None:
+        if progress is not None:
+            progress(0.0, f"queued, {ahead} ahead" if ahead else "queued: waiting for a free slot")
+
+    def run():
+        return core_jobs.scheduler().run(
+            key, lambda job, report: compute(report, job.batch), progress=progress, wait=queued,
+            bytes_per_sample=core_jobs.per_sample_bytes(model), samples=samples)
+    return results().get_or_compute(key, run)
 
 
 def model_input(model: LensModel, model_key: str, path: str) -> core_images.ModelInput:
@@ -133,7 +142,7 @@ def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
                 progress=None) -> core_attack.AttackResult:
     """:class:`core.attack.attacks.AttackResult` for one image ``x`` (3, H, W) in [0, 1]."""
     s = settings
-    return results().get_or_compute(("attack", model_key, image_key, s), lambda: core_attack.attack(
+    return _long(("attack", model_key, image_key, s), progress, model, lambda progress, _batch: core_attack.attack(
         model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step, steps=s.steps,
         random_start=s.random_start, early_stop=s.early_stop, seed=s.seed, progress=progress))
 
@@ -142,7 +151,7 @@ def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: s
                  progress=None) -> core_attack.MinEpsResult:
     """:class:`core.attack.attacks.MinEpsResult` for one image, searching upward from the settings' ε."""
     s = settings
-    return results().get_or_compute(("min_eps", model_key, image_key, s), lambda: core_attack.minimal_eps(
+    return _long(("min_eps", model_key, image_key, s), progress, model, lambda progress, _batch: core_attack.minimal_eps(
         model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step, steps=s.steps,
         random_start=s.random_start, seed=s.seed, progress=progress))
 
@@ -155,7 +164,7 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
     The adversarial image is a function of (image, ``settings``), which is what keys it. Returns
     ``{(class, "clean"|"adversarial"): float32 array}``.
     """
-    def compute():
+    def compute(progress, _batch):
         x = torch.stack([clean, adv] * len(classes))
         targets = [c for c in classes for _ in (0, 1)]
         maps = smoothgrad(model, x, targets, samples=samples, noise=noise, progress=progress).map
@@ -163,7 +172,7 @@ def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tenso
                 for i, c in enumerate(classes) for j, kind in enumerate(("clean", "adversarial"))}
 
     key = ("smoothgrad", model_key, image_key, settings, classes, samples, noise)
-    return results().get_or_compute(key, compute)
+    return _long(key, progress, model, compute, samples=8)
 
 
 # ------------------------------------------------------------------------------------- activation index
@@ -248,7 +257,7 @@ def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_
                        progress=None) -> core_perturbation.PerturbationResult:
     """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks)."""
     s = settings
-    return results().get_or_compute(("perturbation", model_key, image_key, s), lambda: core_perturbation.perturbation_masks(
+    return _long(("perturbation", model_key, image_key, s), progress, model, lambda progress, _batch: core_perturbation.perturbation_masks(
         model, x.unsqueeze(0), s.target, method=core_perturbation.Method(s.method), areas=s.areas,
         variant=core_perturbation.Variant(s.variant), iterations=s.iterations,
         perturbation=core_perturbation.Perturbation(s.perturbation), progress=progress))
@@ -277,7 +286,7 @@ def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], setti
 
     Raises ImageError (no readable image, mask folder), ValueError (no concepts)."""
     key = ("net2vec", model_key, tuple(paths), settings)
-    return results().get_or_compute(key, lambda: _net2vec_fits(model, paths, settings, progress))
+    return _long(key, progress, model, lambda progress, _batch: _net2vec_fits(model, paths, settings, progress))
 
 
 def _net2vec_fits(model: LensModel, paths: tuple[str, ...], s: Net2VecSettings, progress) -> tuple:
@@ -306,15 +315,15 @@ def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[in
 
     One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
     """
-    def compute():
+    def compute(progress, _batch):
         if len(channels) == 2:
             return core_featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
                                                objective=objective, settings=settings, progress=progress)
         return core_featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
                                          progress=progress)
 
-    return results().get_or_compute(("feature_vis", model_key, layer, tuple(channels), objective, settings),
-                                    compute)
+    return _long(("feature_vis", model_key, layer, tuple(channels), objective, settings), progress, model,
+                 compute, samples=settings.batch)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -350,7 +359,14 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     Keyed by model, image, method, target and options, so changing only the view is instant. ``progress``
     gets (fraction, message); ``preview(map, fraction)`` (SmoothGrad only) sees the map refine per batch.
     """
-    key = ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
-    extra = {"preview": preview} if REGISTRY[method].preview and preview is not None else {}
-    return results().get_or_compute(key, lambda: attribute(model, x.unsqueeze(0), int(target), method=method,
-                                                           progress=progress, **options, **extra))
+    key = core_warm.attribution_key(model_key, image_key, method, target, options)
+    spec = REGISTRY[method]
+    extra = {"preview": preview} if spec.preview and preview is not None else {}
+    batch = spec.keywords().get("batch_size")
+    samples = options.get("batch_size", batch) if isinstance(batch, int) else 1
+
+    def compute(progress, fits):  # the scheduler lowers the batch when memory is short
+        lowered = {"batch_size": fits} if isinstance(batch, int) and fits < samples else {}
+        return attribute(model, x.unsqueeze(0), int(target), method=method, progress=progress,
+                         **{**options, **lowered}, **extra)
+    return _long(key, progress, model, compute, samples=samples)

@@ -37,7 +37,7 @@ def option_widgets(spec: MethodSpec, model, key: str, *, columns: int = 3, layer
 
 def _widget(spec: MethodSpec, opt: Option, context: dict, key: str, layer_names, default_layer):
     label, help_ = opt.title, opt.help[:1].upper() + opt.help[1:]
-    default = spec.default(opt, context)
+    default = spec.start(opt, context)
     if opt.layer:
         names = list(layer_names or [])
         start = names.index(default_layer) if default_layer in names else 0
@@ -49,11 +49,6 @@ def _widget(spec: MethodSpec, opt: Option, context: dict, key: str, layer_names,
     low, high, step = (Option.value(b, context) for b in (opt.low, opt.high, opt.step))
     cast = float if opt.kind is float else int
     low, high = (None if v is None else cast(v) for v in (low, high))
-    default = cast(default)
-    if low is not None:
-        default = max(default, low)
-    if high is not None:
-        default = min(default, high)
     kwargs = {"step": cast(step)} if step is not None else {}
     if opt.number_input or low is None or high is None:
         return cast(st.number_input(label, min_value=low, max_value=high, value=default, key=key, help=help_,

@@ -21,7 +21,6 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..hooks import hooks_on
 from ..model.loading import LensModel
 from ..render import unit_uint8
 
@@ -175,8 +174,8 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
         raise ValueError("an L∞ eps above 1 (255/255) is no bound at all")
     say = progress or (lambda _f, _m: None)
     started = time.perf_counter()
-    # Hold the model lock: another session's temporary hooks must not alter our passes (see core.hooks).
-    with hooks_on(model), torch.inference_mode(False), torch.enable_grad():
+    # No lock: another session's temporary hooks never fire in our passes (core.hooks).
+    with torch.inference_mode(False), torch.enable_grad():
         clean = x.detach().clone()
         targeted = target is not None
         adv = clean.clone()

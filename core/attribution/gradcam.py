@@ -3,7 +3,7 @@
 The layer's output ``A`` (C, h, w) — channels-last ConvNeXt block internals are turned to NCHW first — is
 weighted per channel by the spatial mean of d logit / dA; the ReLU of the weighted sum is upsampled
 bilinearly to the input. The output is captured through :func:`core.hooks.capture`, so the hook is removed
-even when the work raises and the model lock is held meanwhile.
+even when the work raises, and it fires only in this call's own passes.
 """
 from __future__ import annotations
 

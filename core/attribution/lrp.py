@@ -28,9 +28,9 @@ Any other leaf module is refused (:class:`~core.cam.NotApplicable`). Relevance i
 """
 from __future__ import annotations
 
-import copy
 import time
 import enum
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -41,7 +41,7 @@ from torch import nn
 from .base import Attribution, Progress, report
 from .cam import NotApplicable, Target, targets_for
 from .spec import MethodSpec, Option
-from ..hooks import hooks_on
+from ..hooks import hooks_on, private_copy
 from ..model.loading import LensModel
 
 
@@ -71,6 +71,7 @@ class _Prepared:
 
 
 _cache: "weakref.WeakKeyDictionary[LensModel, _Prepared]" = weakref.WeakKeyDictionary()
+_prepare_lock = threading.Lock()
 
 
 def _kind(module: nn.Module) -> str | None:
@@ -99,9 +100,14 @@ def prepare(model: LensModel) -> _Prepared:
     Raises:
         NotApplicable: a layer with no LRP rule here, or no convolution on the pixels.
     """
-    if model in _cache:
+    with _prepare_lock:  # one copy per model even when two sessions ask at once
+        if model not in _cache:
+            _cache[model] = _prepare(model)
         return _cache[model]
-    net = copy.deepcopy(model.net).eval()
+
+
+def _prepare(model: LensModel) -> _Prepared:
+    net = private_copy(model.net, model).eval()  # no other job's hook is copied
     for m in net.modules():
         if getattr(m, "inplace", False):
             m.inplace = False
@@ -139,9 +145,7 @@ def prepare(model: LensModel) -> _Prepared:
         raise NotApplicable(f"LRP here needs a convolution on the pixels; {model.card.arch} starts otherwise")
     for conv, bn in pairs:
         _fold(conv, bn)
-    prepared = _Prepared(net, first[0], kinds, len(pairs))
-    _cache[model] = prepared
-    return prepared
+    return _Prepared(net, first[0], kinds, len(pairs))
 
 
 @torch.no_grad()
@@ -259,7 +263,8 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: Rule 
     prep = prepare(model)
     xn = model.normalize(x.detach()).requires_grad_(True)
     seen: dict[str, torch.Tensor] = {}
-    with model.lock, hooks_on(prep.net) as hooks:
+    # the rule hooks fire only in this call's passes (core.hooks), so concurrent LRP calls share prep.net
+    with hooks_on(prep.net) as hooks:
         for m, kind in prep.kinds.items():
             if m is prep.first:
                 def keep(_m, inp, out):

@@ -122,6 +122,30 @@ class MethodSpec:
         value = Option.value(opt.default, context) if opt.default is not None else self.keywords()[opt.name]
         return value.value if isinstance(value, enum.Enum) else value
 
+    def start(self, opt: Option, context: Mapping[str, object]) -> object:
+        """The value a widget for ``opt`` starts at: :meth:`default` kept inside the option's range."""
+        value = self.default(opt, context)
+        if opt.kind in (int, float) and value is not None:
+            cast = opt.kind
+            low, high = (Option.value(b, context) for b in (opt.low, opt.high))
+            value = cast(value)
+            value = value if low is None else max(value, cast(low))
+            value = value if high is None else min(value, cast(high))
+        return value
+
+    def initial(self, context: Mapping[str, object], layer: str | None = None) -> dict[str, object]:
+        """The options a page starts with (what its widgets show before anyone touches them), by keyword.
+
+        Args:
+            context: ``{"side": the model's input side in pixels}``.
+            layer: the starting value of ``layer`` options (the catalogue's last feature stage).
+        """
+        chosen: dict[str, object] = {}
+        for opt in self.options:
+            if opt.shown(chosen):
+                chosen[opt.name] = layer if opt.layer else self.start(opt, {**context, **chosen})
+        return chosen
+
     @property
     def layer(self) -> bool:
         """Takes a ``layer`` option (a catalogue name)."""

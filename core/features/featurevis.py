@@ -199,12 +199,9 @@ def layer_output(model: LensModel, x: torch.Tensor, layer: LayerInfo) -> torch.T
     Gradients flow when ``x`` requires them.
     """
     module = model.layer(layer.name)
-    owner = threading.get_ident()
     with hooks_on(model) as hooks:
-        def stop(_m, _inp, out):
-            # only our own pass stops: a plain forward from another thread (e.g. predict) runs through
-            if threading.get_ident() == owner:
-                raise _Stop(out[0] if isinstance(out, (tuple, list)) else out)
+        def stop(_m, _inp, out):  # fires in our own passes only (core.hooks): another thread's forward runs through
+            raise _Stop(out[0] if isinstance(out, (tuple, list)) else out)
         hooks.forward(module, stop)
         try:
             model(x)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 try:
     import fcntl
-except ImportError:  # Windows: no cross-process lock, threads still serialise on the model lock per batch
+except ImportError:  # Windows: no cross-process lock (two builders of one index are not serialised there)
     fcntl = None
 import hashlib
 import json

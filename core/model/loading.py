@@ -7,7 +7,6 @@ in a PyPI package and so works with no network at all.
 """
 from __future__ import annotations
 
-import copy
 import enum
 import hashlib
 import itertools
@@ -23,7 +22,7 @@ import timm
 import torch
 from torch import nn
 
-from ..hooks import HOOK_DICTS
+from ..hooks import private_copy
 
 DEFAULT_MODEL = "convnext_tiny"
 EMBEDDED_NAME = "embedded"
@@ -93,7 +92,8 @@ class LensModel(nn.Module):
 
     ``forward(x)``: x float (N, 3, H, W) in [0, 1] -> logits (N, num_classes).
     Parameters never require grad (techniques take gradients with respect to the input only).
-    ``lock`` serialises work that installs hooks on the shared model (see :mod:`core.hooks`).
+    ``lock`` is held only while hooks are added or removed and while the tree is copied (see :mod:`core.hooks`:
+    hooks belong to their caller, so forwards and hook-based work run concurrently without it).
     """
 
     def __init__(self, net: nn.Module, card: ModelCard, labels: list[str]):
@@ -130,12 +130,8 @@ class LensModel(nn.Module):
         """
         memo: dict = {id(t): t for t in itertools.chain(self.parameters(), self.buffers())}
         memo[id(self.lock)] = threading.RLock()
-        with self.lock:  # hooks_on holds the lock while hooks exist, so none are copied from another thread
-            twin = copy.deepcopy(self, memo)
-        for m in twin.modules():  # nor from this thread, if it called us with its own hooks in place
-            for attr in HOOK_DICTS:
-                getattr(m, attr).clear()
-        return twin
+        # under the lock that guards hook registration (no hook dict changes size mid-copy); no hook is copied
+        return private_copy(self, memo=memo)
 
     def label(self, index: int) -> str:
         return self.labels[index] if 0 <= index < len(self.labels) else f"class {index}"

@@ -1,0 +1,310 @@
+"""One scheduler for heavy work: a bounded number of jobs at once, first in first out, identical requests computed
+once, cancellable, inside a memory budget.
+
+A job runs on the thread that asked for it (a Streamlit session's script thread, so its progress bar keeps
+working) once :meth:`Scheduler.run` admits it:
+
+- at most ``max_jobs`` run at once (``LENS_MAX_JOBS``, default: the number of cores), and the running jobs
+  together never use more torch intra-op threads than there are cores: a job admitted alone takes every core,
+  jobs admitted together share them (``cores // min(max_jobs, running + waiting)`` each, at least one), and a
+  job waits while no core is free;
+- waiting jobs are admitted in arrival order; a waiter's ``wait(n_ahead)`` callback says how many are ahead;
+- a job whose key is already running or queued is not computed again: the second caller waits for the first
+  and gets its result (if the first fails or is cancelled, the second computes it itself, so a failure reaches
+  only its own user);
+- a job stops at its next progress report once cancelled (:meth:`Job.cancel`: the user's Stop, an input change,
+  the session ending) or when the caller's own ``cancel()`` says so: :class:`JobCancelled` is raised there;
+- memory: a job declares bytes per sample and a sample count; it is admitted when the running jobs' estimates
+  plus its own fit ``LENS_MEMORY_MB`` (default 2400, for a 2.7 GB hosted tier), with the number of samples it
+  may take at once (its batch) lowered to what fits when that is enough, else it waits. A job alone is always
+  admitted (with a batch of at least one), so nothing waits forever.
+
+:func:`per_sample_bytes` measures the memory a pass needs per image for a loaded model (the sizes of every
+layer's output on one input: kept for backward by gradient methods, transient for forward-only work).
+"""
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .hooks import hooks_on
+
+Progress = Callable[[float, str], None]
+
+
+class JobCancelled(Exception):
+    """Raised inside a job (at a progress report) once it is cancelled."""
+
+
+def default_max_jobs() -> int:
+    value = os.environ.get("LENS_MAX_JOBS", "").strip()
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(f"LENS_MAX_JOBS must be a whole number, got {value!r}") from None
+        if n < 1:
+            raise ValueError("LENS_MAX_JOBS must be at least 1")
+        return n
+    return max(1, os.cpu_count() or 1)
+
+
+def default_memory_bytes() -> int:
+    value = os.environ.get("LENS_MEMORY_MB", "").strip() or "2400"
+    try:
+        return int(float(value) * 2**20)
+    except ValueError:
+        raise ValueError(f"LENS_MEMORY_MB must be a number of megabytes, got {value!r}") from None
+
+
+def rss_bytes() -> int:
+    """The process's resident memory now (Linux /proc; 0 where unknown)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_per_sample: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_per_sample_lock = threading.Lock()
+
+
+def per_sample_bytes(model, kind: str = "gradient") -> int:
+    """Bytes one image needs in a pass of ``model`` at its input size, measured once per model.
+
+    ``gradient``: every leaf layer's output is kept for the backward pass, plus as much again for the gradients
+    flowing back; ``forward``: the largest three consecutive outputs (what is alive at once without autograd).
+    """
+    if kind not in ("gradient", "forward"):
+        raise ValueError(f"kind must be 'gradient' or 'forward', not {kind!r}")
+    with _per_sample_lock:
+        known = _per_sample.get(model)
+    if known is None:
+        sizes: list[int] = []
+        with hooks_on(model) as hooks, torch.no_grad():
+            for m in model.net.modules():
+                if next(m.children(), None) is None:
+                    hooks.forward(m, lambda _m, _i, out: sizes.append(
+                        out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0))
+            model(torch.zeros(1, *model.card.input_size))
+        window = max(sum(sizes[i:i + 3]) for i in range(max(1, len(sizes) - 2))) if sizes else 0
+        known = {"gradient": 2 * sum(sizes), "forward": window}
+        with _per_sample_lock:
+            _per_sample[model] = known
+    return int(known[kind])
+
+
+@dataclass
+class Job:
+    """One admitted or waiting request. ``state``: queued, running, done, failed, cancelled."""
+
+    key: tuple
+    bytes_per_sample: int
+    samples: int
+    state: str = "queued"
+    batch: int = 0
+    threads: int = 1
+    result: object = None
+    error: str = ""
+    message: str = ""
+    fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.done = threading.Event()
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Stop at the next progress report (a queued job leaves the queue)."""
+        self._cancelled = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_per_sample * max(1, self.batch or self.samples)
+
+
+class Scheduler:
+    """The app-wide job queue (one per process; see :func:`scheduler`)."""
+
+    def __init__(self, max_jobs: int | None = None, memory_bytes: int | None = None, cores: int | None = None,
+                 base_bytes: Callable[[], int] | None = None, max_threads: int | None = None) -> None:
+        self.max_jobs = max_jobs or default_max_jobs()
+        self.memory_bytes = memory_bytes if memory_bytes is not None else default_memory_bytes()
+        self.cores = cores or max(1, os.cpu_count() or 1)
+        self.max_threads = max_threads or self.cores  # per job
+        self.base_bytes = base_bytes or (lambda: 0)  # memory already used outside jobs (model, caches)
+        self._cv = threading.Condition()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._running: list[Job] = []
+        self._by_key: dict[tuple, Job] = {}
+        self.finished = 0
+
+    # ------------------------------------------------------------------------------------------ status
+
+    def status(self) -> dict:
+        """Running and queued counts, memory budget and the running jobs' estimate (bytes)."""
+        with self._cv:
+            return {"running": len(self._running), "queued": len(self._queue), "max_jobs": self.max_jobs,
+                    "threads": sum(j.threads for j in self._running), "cores": self.cores,
+                    "memory_budget": self.memory_bytes,
+                    "memory_reserved": sum(j.bytes for j in self._running), "finished": self.finished}
+
+    def ahead_of(self, job: Job) -> int:
+        with self._cv:
+            try:
+                return self._queue.index(job)
+            except ValueError:
+                return 0
+
+    # ------------------------------------------------------------------------------------------- running
+
+    def run(self, key: tuple, compute: Callable[[Job, Progress], object], *, progress: Progress | None = None,
+            bytes_per_sample: int = 0, samples: int = 1, wait: Callable[[int], None] | None = None,
+            cancel: Callable[[], bool] | None = None, poll: float = 0.1):
+        """``compute(job, progress)`` as a scheduled job, or the result of an identical job in flight.
+
+        Args:
+            key: identifies the request (model fingerprint, image hash, settings).
+            compute: does the work on this thread; reads ``job.batch`` (samples at once) and reports progress
+                through the ``progress`` it is given (which raises :class:`JobCancelled` once cancelled).
+            progress: the caller's own progress callback.
+            bytes_per_sample, samples: the memory estimate (see :func:`per_sample_bytes`).
+            wait: called with the number of jobs ahead while queued (about every ``poll`` seconds).
+            cancel: the caller's own stop signal (checked while queued and at every progress report).
+
+        Raises:
+            JobCancelled: cancelled before or while running. Any exception of ``compute`` (the job failed).
+        """
+        while True:
+            with self._cv:
+                other = self._by_key.get(key)
+                if other is None:
+                    job = Job(key, int(bytes_per_sample), max(1, int(samples)))
+                    self._by_key[key] = job
+                    self._queue.append(job)
+                    break
+            # an identical request is in flight: wait for it and take its result
+            while not other.done.wait(poll):
+                if cancel is not None and cancel():
+                    raise JobCancelled("stopped while waiting for an identical job")
+                if wait is not None:
+                    wait(self.ahead_of(other))
+            if other.state == "done":
+                return other.result
+            # it failed or was cancelled: its reason is its own user's; compute it ourselves
+
+        try:
+            self._admit(job, wait, cancel, poll)
+        except BaseException:
+            self._finish(job, "cancelled")
+            raise
+        previous = torch.get_num_threads()
+        torch.set_num_threads(job.threads)
+
+        def report(fraction: float, message: str) -> None:
+            if job.cancelled or (cancel is not None and cancel()):
+                job.cancel()
+                raise JobCancelled("stopped")
+            job.fraction, job.message = fraction, message
+            if progress is not None:
+                progress(fraction, message)
+
+        try:
+            result = compute(job, report)
+            if job.cancelled:
+                raise JobCancelled("stopped")
+        except Exception as e:  # noqa: BLE001 - recorded, then raised to this job's own caller
+            if isinstance(e, JobCancelled):
+                self._finish(job, "cancelled")
+                raise
+            job.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self._finish(job, "failed")
+            raise
+        except BaseException:  # the session's rerun/stop (Streamlit), KeyboardInterrupt: the job was stopped
+            self._finish(job, "cancelled")
+            raise
+        finally:
+            torch.set_num_threads(previous)
+        job.result = result
+        self._finish(job, "done")
+        return result
+
+    def _threads(self) -> int:
+        """Intra-op threads for the job at the head of the queue now (0: no core is free)."""
+        free = self.cores - sum(j.threads for j in self._running)
+        if self._running and free < 1:
+            return 0
+        share = self.cores // max(1, min(self.max_jobs, len(self._running) + len(self._queue)))
+        return max(1, min(free, share, self.max_threads))
+
+    def _fits(self, job: Job) -> int:
+        """How many samples ``job`` may take at once now (0: it must wait)."""
+        if len(self._running) >= self.max_jobs:
+            return 0
+        if job.bytes_per_sample <= 0:
+            return job.samples
+        free = self.memory_bytes - self.base_bytes() - sum(j.bytes for j in self._running)
+        fit = min(job.samples, free // job.bytes_per_sample)
+        if fit < 1 and not self._running:
+            return 1  # alone: always runs, one sample at a time
+        return max(0, int(fit))
+
+    def _admit(self, job: Job, wait, cancel, poll: float) -> None:
+        with self._cv:
+            while True:
+                if job.cancelled or (cancel is not None and cancel()):
+                    raise JobCancelled("stopped while queued")
+                if self._queue[0] is job:
+                    fit, threads = self._fits(job), self._threads()
+                    if fit and threads:
+                        self._queue.popleft()
+                        job.batch, job.threads, job.state = fit, threads, "running"
+                        self._running.append(job)
+                        self._cv.notify_all()
+                        return
+                ahead = self._queue.index(job)
+                if wait is not None:
+                    self._cv.release()
+                    try:
+                        wait(ahead)
+                    finally:
+                        self._cv.acquire()
+                self._cv.wait(poll)
+
+    def _finish(self, job: Job, state: str) -> None:
+        with self._cv:
+            job.state = state
+            if job in self._running:
+                self._running.remove(job)
+            if job in self._queue:
+                self._queue.remove(job)
+            if self._by_key.get(job.key) is job:
+                del self._by_key[job.key]
+            self.finished += 1
+            job.done.set()
+            self._cv.notify_all()
+
+
+_scheduler: Scheduler | None = None
+_scheduler_lock = threading.Lock()
+
+
+def scheduler() -> Scheduler:
+    """The process-wide scheduler, sized by ``LENS_MAX_JOBS`` and ``LENS_MEMORY_MB``, with the process's
+    memory outside jobs measured once at creation (model weights, libraries) counted against the budget."""
+    global _scheduler
+    with _scheduler_lock:
+        if _scheduler is None:
+            base = rss_bytes()
+            _scheduler = Scheduler(base_bytes=lambda: base)
+        return _scheduler

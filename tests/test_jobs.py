@@ -1,0 +1,195 @@
+"""The app-wide scheduler (issue 12): bounded, FIFO, identical requests once, cancellable, memory budget."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from core.jobs import JobCancelled, Scheduler, per_sample_bytes
+
+
+def run_threads(*targets):
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # arrival order
+    for t in threads:
+        t.join(30)
+    return threads
+
+
+def test_bounded_fifo_with_queue_positions_and_shared_threads():
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30)
+    order, seen_threads, positions = [], [], {i: [] for i in range(3)}
+    gate = threading.Event()
+
+    def job(i):
+        def compute(job, progress):
+            order.append(i)
+            seen_threads.append(torch.get_num_threads())
+            assert sched.status()["running"] == 1
+            if i == 0:
+                gate.wait(10)
+            progress(1.0, "done")
+            return i
+        return lambda: sched.run(("job", i), compute, wait=positions[i].append, poll=0.01)
+
+    def release():
+        time.sleep(0.3)
+        gate.set()
+    run_threads(job(0), job(1), job(2), release)
+    assert order == [0, 1, 2]
+    assert 1 in positions[2] and 0 in positions[1] and positions[0] == []  # queued ahead (the running one not counted)
+    assert seen_threads == [2, 2, 2]  # one job at a time on 2 cores: both threads
+    assert sched.status()["running"] == 0 and sched.status()["queued"] == 0
+
+    two = Scheduler(max_jobs=2, cores=2, memory_bytes=1 << 30)
+    before = torch.get_num_threads()
+    in_use, peak = [], []
+
+    def record(job, p):
+        in_use.append(job.threads)
+        peak.append(sum(in_use))
+        time.sleep(0.2)
+        in_use.remove(job.threads)
+        return torch.get_num_threads()
+    out = []
+    run_threads(*[lambda i=i: out.append(two.run(("t", i), record, poll=0.01)) for i in range(3)])
+    assert out[0] == 2 and max(peak) <= 2  # alone: every core; never more threads than cores in all
+    assert torch.get_num_threads() == before
+
+
+def test_identical_requests_are_computed_once():
+    sched = Scheduler(max_jobs=2, cores=2, memory_bytes=1 << 30)
+    calls, out = [], []
+
+    def compute(job, progress):
+        calls.append(1)
+        time.sleep(0.3)
+        return object()
+
+    run_threads(lambda: out.append(sched.run(("same",), compute, poll=0.01)),
+                lambda: out.append(sched.run(("same",), compute, poll=0.01)))
+    assert len(calls) == 1 and len(out) == 2 and out[0] is out[1]
+
+
+def test_a_failure_reaches_only_its_own_caller():
+    sched = Scheduler(max_jobs=2, cores=2, memory_bytes=1 << 30)
+    results, errors = [], []
+
+    def failing(job, progress):
+        time.sleep(0.2)
+        raise RuntimeError("injected fault\nsecond line")
+
+    def first():
+        try:
+            sched.run(("k",), failing, poll=0.01)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    def second():
+        results.append(sched.run(("k",), lambda job, p: "mine", poll=0.01))
+
+    run_threads(first, second)
+    assert errors == ["injected fault\nsecond line"] and results == ["mine"]
+    assert sched.status() | {"finished": 0} == {**sched.status(), "running": 0, "queued": 0, "finished": 0}
+
+
+def test_cancel_stops_a_running_job_at_its_next_report_and_a_queued_one_at_once():
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30)
+    jobs, outcome, stop = [], {}, threading.Event()
+
+    def long(job, progress):
+        jobs.append(job)
+        for i in range(1000):
+            progress(i / 1000, "step")
+            time.sleep(0.01)
+        return "finished"
+
+    def running():
+        started = time.perf_counter()
+        try:
+            sched.run(("long",), long)
+        except JobCancelled:
+            outcome["running"] = time.perf_counter() - started
+
+    def queued():
+        try:
+            sched.run(("other",), lambda job, p: "ran", cancel=stop.is_set, poll=0.01)
+        except JobCancelled:
+            outcome["queued"] = True
+
+    def canceller():
+        time.sleep(0.3)
+        stop.set()          # the queued job's session ends
+        time.sleep(0.2)
+        jobs[0].cancel()    # Stop pressed on the running one
+
+    run_threads(running, queued, canceller)
+    assert outcome["queued"] is True and outcome["running"] < 2.0
+    assert sched.status()["running"] == 0 and sched.status()["queued"] == 0
+
+
+def test_memory_budget_lowers_the_batch_or_queues():
+    sched = Scheduler(max_jobs=3, cores=3, memory_bytes=100, max_threads=1)
+    gate, batches = threading.Event(), {}
+
+    def hold(name):
+        def compute(job, progress):
+            batches[name] = job.batch
+            if name == "a":
+                gate.wait(10)
+            return name
+        return compute
+
+    def c():
+        sched.run(("c",), hold("c"), bytes_per_sample=50, samples=1, poll=0.01)
+        batches["c_done"] = time.perf_counter()
+
+    def release():
+        time.sleep(0.4)
+        batches["released"] = time.perf_counter()
+        gate.set()
+
+    run_threads(lambda: sched.run(("a",), hold("a"), bytes_per_sample=60, samples=1, poll=0.01),
+                lambda: sched.run(("b",), hold("b"), bytes_per_sample=10, samples=8, poll=0.01),
+                c, release)
+    assert batches["a"] == 1 and batches["b"] == 4   # 40 of the 100 left: 4 samples of 10 at once
+    assert batches["c"] == 1 and batches["c_done"] > batches["released"]  # 50 did not fit beside a: it waited
+    alone = Scheduler(max_jobs=1, cores=1, memory_bytes=10)
+    assert alone.run(("big",), lambda job, p: job.batch, bytes_per_sample=1000, samples=5) == 1
+
+
+def test_per_sample_bytes_is_measured_from_the_model(embedded):
+    grad, fwd = per_sample_bytes(embedded, "gradient"), per_sample_bytes(embedded, "forward")
+    first = 32 * 112 * 112 * 4  # EfficientNet-Lite0's stem output alone, float32
+    assert grad > 10 * first and first < fwd < grad
+    with pytest.raises(ValueError, match="kind"):
+        per_sample_bytes(embedded, "other")
+
+
+def test_a_session_rerun_mid_job_frees_its_slot_and_stores_nothing(tmp_path):
+    """Streamlit stops a rerunning or closed session's script with a BaseException raised at its next element
+    call (the progress bar): the job counts as cancelled, the next job runs, the store keeps nothing."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from core.result_store import ResultStore
+
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30)
+    store = ResultStore(1 << 20, tmp_path, version="v")
+
+    def progress(fraction, _message):
+        if fraction >= 0.5:
+            raise StopException()
+
+    def compute(job, report):
+        for i in range(10):
+            report(i / 10, "step")
+        return "done"
+
+    with pytest.raises(StopException):
+        store.get_or_compute(("k",), lambda: sched.run(("k",), compute, progress=progress))
+    assert ("k",) not in store and sched.status()["running"] == 0 and sched.status()["queued"] == 0
+    assert sched.run(("k",), compute) == "done"
