@@ -1,6 +1,11 @@
 """ConvNeXt Lens: `streamlit run dashboard.py`.
 
 The entry point and router: the shared sidebar (model and image) runs first, then the chosen page.
+
+The navigation is declared before anything heavy is imported: Streamlit starts in its old "pages directory"
+mode because ``pages/`` exists, and in that mode the first paint lists raw file names until ``st.navigation``
+runs. Importing PyTorch and timm takes seconds on a cold start, so it happens after the real navigation and
+under a loading notice.
 """
 from __future__ import annotations
 
@@ -8,11 +13,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui import sidebar
+try:  # leave the pages-directory mode for every later session too (the first run is already on its way)
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+except ImportError:  # pragma: no cover - a Streamlit without that mode
+    pass
 
 HERE = Path(__file__).resolve().parent
-
-st.set_page_config(page_title="ConvNeXt Lens", page_icon=":material/center_focus_strong:", layout="wide")
+# The tab icon is served by the app itself: a ":material/...:" page_icon makes the browser fetch an SVG from
+# fonts.gstatic.com on every visit (a request to a third party, and a failure offline).
+st.set_page_config(page_title="ConvNeXt Lens", page_icon=str(HERE / "assets" / "icon.png"), layout="wide")
 
 # One line per page: (file in pages/, title, icon, one-line description shown on the home page).
 PAGES = [
@@ -25,10 +36,21 @@ PAGES = [
     ("pages/similarity.py", "Similarity overlays", ":material/touch_app:", "Click a point: where this image and another look alike to a layer."),
     ("pages/error_analysis.py", "Error analysis", ":material/rule:", "Where the model is wrong on your labelled images, and why: confusion matrix, mistakes, contrastive maps."),
     ("pages/net2vec.py", "Net2Vec concepts", ":material/hub:", "Concepts as learnt combinations of channels, against the best single channel."),
+    ("pages/report.py", "Report", ":material/description:", "The results you pinned, as one HTML file to hand on (opens offline)."),
 ]
+PAGES = [p for p in PAGES if (HERE / p[0]).exists()]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]
 st.session_state["lens_pages"] = [(page, blurb) for page, (*_, blurb) in zip(pages, PAGES)]
 navigation = st.navigation(pages)
+
+loading = st.empty()
+if "lens_started" not in st.session_state:
+    loading.info("Starting ConvNeXt Lens: loading PyTorch and the model (10-20 s on a fresh server)...",
+                 icon=":material/hourglass_top:")
+from ui import sidebar  # noqa: E402  (heavy: PyTorch, timm)
+
 sidebar.render()
+loading.empty()
+st.session_state["lens_started"] = True
 navigation.run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,125 @@ def overlay(image, values, *, cmap: Colormap = Colormap.HEAT, alpha: float = 0.5
     v = resize_map(values, base.shape[:2])
     heat = colorize(v, cmap).astype(np.float64)
     return (base * (1 - alpha) + heat * alpha).round().astype(np.uint8)
+
+
+# ------------------------------------------------------------------ colour bars: one convention for every heat map
+
+@dataclass(frozen=True)
+class Scale:
+    """What the colours of a heat map mean: the raw values at both ends of its colour map.
+
+    Signed maps use the diverging map centred at zero (``lo == -hi``); unsigned maps the sequential one from
+    ``lo`` (usually the map's minimum) to ``hi``. Values beyond the ends saturate: ``clip_percentile`` is the
+    percentile of the magnitude where the ends were put (100: the extreme value).
+    """
+
+    signed: bool
+    lo: float
+    hi: float
+    clip_percentile: float = 99.5
+    units: str = ""
+
+    @property
+    def cmap(self) -> Colormap:
+        return Colormap.DIVERGING if self.signed else Colormap.HEAT
+
+    def describe(self) -> str:
+        """One sentence for a caption: colours, ends, units and clipping."""
+        units = f" {self.units}" if self.units else ""
+        clip = ("the extreme value" if self.clip_percentile >= 100
+                else f"the {self.clip_percentile:g}th percentile of " + ("|value|" if self.signed
+                                                                          else "value above the minimum"))
+        if self.signed:
+            return (f"blue negative, white 0, red positive; the ends are \u00b1{self.hi:.3g}{units} "
+                    f"({clip}; larger values saturate)")
+        return (f"dark {self.lo:.3g} to bright {self.hi:.3g}{units} "
+                f"({clip}; larger values saturate)")
+
+
+def display_map(m, *, signed: bool, clip_percentile: float = 99.5, units: str = "") -> tuple[np.ndarray, Scale]:
+    """(values for :func:`colorize`, their :class:`Scale`) under the app's one convention.
+
+    Args:
+        m: raw map (H, W), any units.
+        signed: True for maps whose sign carries meaning (diverging map, 0 at white), False for magnitudes.
+        clip_percentile: the ends sit at this percentile of the magnitude (see :func:`normalize_map`).
+        units: what one unit of ``m`` is, for the colour bar.
+    Returns:
+        values in [-1, 1] (signed) or [0, 1], and the scale in raw units.
+    """
+    a = to_numpy(m)
+    values = normalize_map(a, signed=signed, clip_percentile=clip_percentile)
+    if a.size == 0:
+        return values, Scale(signed, 0.0, 1.0, clip_percentile, units)
+    if signed:
+        mag = np.abs(a)
+        hi = float(np.percentile(mag, clip_percentile))
+        if not np.isfinite(hi) or hi <= 0:
+            hi = float(mag.max()) if mag.max() > 0 else 1.0
+        return values, Scale(True, -hi, hi, clip_percentile, units)
+    lo = float(a.min())
+    span = float(np.percentile(a - lo, clip_percentile))
+    if not np.isfinite(span) or span <= 0:
+        span = float((a - lo).max()) if (a - lo).max() > 0 else 1.0
+    return values, Scale(False, lo, lo + span, clip_percentile, units)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        return ImageFont.load_default()
+
+
+def colorbar(scale: Scale, height: int, *, width: int = 78, title: str | None = None) -> np.ndarray:
+    """uint8 (height, width, 3): a vertical colour bar (high end at the top) with its end and middle values."""
+    from PIL import ImageDraw
+
+    height = max(int(height), 60)
+    font = _font(max(10, min(14, height // 18)))
+    canvas = Image.new("RGB", (width, height), "white")
+    top, bottom, strip = 16 if title else 6, height - 6, 14
+    ramp = np.linspace(1.0, -1.0 if scale.signed else 0.0, max(2, bottom - top))
+    bar = colorize(np.repeat(ramp[:, None], strip, axis=1), scale.cmap)
+    canvas.paste(Image.fromarray(bar), (4, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle([4, top, 4 + strip - 1, top + len(ramp) - 1], outline=(120, 120, 120))
+    mid = (scale.lo + scale.hi) / 2 if not scale.signed else 0.0
+    for value, y in ((scale.hi, top), (mid, top + len(ramp) // 2), (scale.lo, top + len(ramp) - 1)):
+        label = "0" if scale.signed and value == 0 else f"{value:+.3g}" if scale.signed else f"{value:.3g}"
+        draw.line([4 + strip, y, 4 + strip + 3, y], fill=(60, 60, 60))
+        ty = min(max(y - 6, 0), height - 14)
+        draw.text((4 + strip + 5, ty), label, fill=(20, 20, 20), font=font)
+    if title:
+        draw.text((2, 1), title[:14], fill=(20, 20, 20), font=font)
+    return np.asarray(canvas)
+
+
+def with_colorbar(picture: np.ndarray, scale: Scale, *, title: str | None = None) -> np.ndarray:
+    """``picture`` (H, W, 3) uint8 with its colour bar to the right (same height)."""
+    bar = colorbar(scale, picture.shape[0], width=max(78, picture.shape[1] // 4), title=title)
+    if bar.shape[0] != picture.shape[0]:  # pictures shorter than a legible bar get white space below
+        pad = np.full((bar.shape[0] - picture.shape[0], picture.shape[1], 3), 255, np.uint8)
+        picture = np.concatenate([picture, pad], axis=0)
+    return np.concatenate([picture, bar], axis=1)
+
+
+def heat_figure(m, image=None, *, signed: bool, clip_percentile: float = 99.5, units: str = "",
+                alpha: float = 0.55, title: str | None = None) -> tuple[np.ndarray, Scale]:
+    """A heat map (or its overlay on ``image``) with its colour bar, under the one convention.
+
+    Args:
+        m: raw map (h, w); resized to the image when one is given.
+        image: None for the bare heat map, or the picture underneath (PIL, (3, H, W) in [0, 1], or uint8).
+    Returns:
+        (uint8 (H, W + bar, 3), the :class:`Scale` for a caption: ``scale.describe()``).
+    """
+    values, scale = display_map(m, signed=signed, clip_percentile=clip_percentile, units=units)
+    pic = colorize(values, scale.cmap) if image is None else overlay(image, values, cmap=scale.cmap, alpha=alpha)
+    return with_colorbar(pic, scale, title=title), scale
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:

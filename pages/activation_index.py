@@ -1,6 +1,8 @@
 """Dataset examples: the image patches, from a whole folder, that excite one channel most (and the reverse)."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import streamlit as st
 
 from core.index import IndexCorrupt, IndexStale, default_layers

@@ -1,13 +1,16 @@
 """Adversarial perturbation: how little it takes to change the model's mind, and what changes in its evidence."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 
 from core.attack import view
 from core.model.predict import top_classes
 from core.render import captioned_strip, image_uint8, png_bytes
-from ui import cache, forms, sidebar
+from core.report import attack_command
+from ui import cache, figures, forms, report, run, sidebar
 from ui.widgets import progress_bar
 
 st.title("Adversarial perturbation")
@@ -31,6 +34,9 @@ def _smoothgrad_panel(model, selection, settings, result, source: int, new: int)
                         help="Noisy copies per map; four maps are computed (two images, two classes).")
     noise = c2.slider("SmoothGrad noise σ (fraction of the pixel range)", 0.0, 0.5, 0.15, 0.01, key="atk_sg_noise")
     classes = (source,) if new == source else (source, new)
+    if not run.button("Compare the evidence", (selection.key, settings, samples, noise), "atk_sg_run",
+                      help="Four SmoothGrad maps: the clean and adversarial images, for both classes."):
+        return
     try:
         with progress_bar("SmoothGrad", labelled=True) as progress:
             maps = cache.smoothgrad_before_after(model, selection.model_key, result.clean[0], result.adversarial[0],
@@ -65,14 +71,17 @@ def _min_eps_section(model, selection, settings) -> None:
         r, (a, b, _) = found.result, st.columns(3)
         a.image(image_uint8(r.adversarial[0]), width="stretch",
                 caption=f"adversarial at the smallest ε: {model.label(int(r.adv_index[0]))}")
-        b.image(view.perturbation_image(r.perturbation[0].numpy(), float(found.eps[0]), settings.norm),
-                width="stretch", caption="its perturbation (channel mean)")
+        small = view.perturbation_picture(r.perturbation[0].numpy())
+        b.image(small.rgb, width="stretch", caption=f"its perturbation: {small.caption()}")
 
 
 selection = sidebar.current()
 if selection is not None:
     model, inp = selection.model, selection.inp
+    st.caption(f"Model: {sidebar.model_name(model)}.")
     settings = forms.attack_settings(model)
+    if not run.button("Run attack", (selection.key, settings), "atk_run"):
+        st.stop()
     try:
         with progress_bar(f"{settings.method.upper()} attack", labelled=True) as progress:
             result = cache.adversarial(model, selection.model_key, inp.tensor, selection.image_key, settings,
@@ -83,27 +92,50 @@ if selection is not None:
     source, new = int(result.source[0]), int(result.adv_index[0])
     for message in view.verdict(result, model.label):
         _say(message)
-    clean_u8, adv_u8, delta_u8 = view.pictures(result)
-    a, b, c = st.columns(3)
+    clean_u8, adv_u8, _ = view.pictures(result)
+    delta = view.perturbation_picture(result.perturbation[0].numpy())
+    a, b, c, d = st.columns(4)
     a.image(clean_u8, caption=f"original: {model.label(source)}", width="stretch")
     b.image(adv_u8, caption=f"adversarial: {model.label(new)}", width="stretch")
-    c.image(delta_u8, width="stretch", caption=view.perturbation_caption(settings.norm))
+    c.image(delta.rgb, width="stretch", caption=delta.caption())
+    d.image(delta.heat, width="stretch", caption=f"perturbation, channel mean in 1/255: {delta.scale.describe()}")
     for column, title, probs in zip(st.columns(2), ("Top-5 before", "Top-5 after"),
                                     (result.clean_probs[0], result.adv_probs[0])):
         column.subheader(title)
-        column.bar_chart(_top5(model, probs), x="class", y="probability", horizontal=True, sort="-probability")
+        figures.bars(_top5(model, probs), label="class", value="probability", value_title="probability",
+                     where=column)
     st.subheader("Confidence over the steps")
-    chart = pd.DataFrame(view.confidence(result, model.label))
-    st.line_chart(chart.rename_axis("step").dropna(), x_label="step", y_label="probability")
+    curves = view.confidence(result, model.label)
+    chart = pd.DataFrame(curves).rename_axis("step").reset_index()
+    names = [c for c in chart.columns if c != "step"]
+    # the clean class is always blue, the goal always orange, whatever their names
+    figures.lines(chart, x="step", y_title="probability", y_domain=(0, 1),
+                  colors=dict(zip(names, figures.PALETTE[:2])))
+    strip = captioned_strip([(clean_u8, f"original: {model.label(source)}"),
+                             (adv_u8, f"adversarial: {model.label(new)}"),
+                             (delta.rgb, f"perturbation x{delta.amplification:.0f}")])
+    report.add_button(lambda: report.item(
+        selection, title=f"{settings.method.upper()} attack: {model.label(source)} → {model.label(new)}",
+        figure=strip, caption=delta.caption(),
+        settings={"method": settings.method, "norm": settings.norm, "eps": view.eps_text(settings.eps, settings.norm),
+                  "steps": settings.steps, "goal": settings.target if settings.target is not None else "untargeted",
+                  "random start": settings.random_start},
+        command=attack_command(report.image_arg(selection), model.card, method=settings.method, norm=settings.norm,
+                               eps=settings.eps, step=settings.step, steps=settings.steps, target=settings.target,
+                               random_start=settings.random_start, early_stop=settings.early_stop,
+                               seed=settings.seed),
+        seconds=float(getattr(result, "seconds", 0.0)), seed=settings.seed if settings.random_start else None,
+        figures={"clean probability": float(result.clean_probs[0, source]),
+                 "adversarial probability": float(result.adv_probs[0, new]),
+                 "L-inf (1/255)": float(result.linf[0]) * 255, "L2": float(result.l2[0])},
+        notes=tuple(m.text for m in view.verdict(result, model.label))), key=f"atk_{selection.key}_{settings}")
 
     _min_eps_section(model, selection, settings)
 
     st.subheader("Downloads")
     d1, d2, d3 = st.columns(3)
     stem = selection.name.rsplit(".", 1)[0]
-    figure = captioned_strip([(clean_u8, f"original: {model.label(source)}"),
-                              (adv_u8, f"adversarial: {model.label(new)}"), (delta_u8, "perturbation")])
-    d1.download_button("Figure (PNG)", png_bytes(figure), file_name=f"{stem}_attack.png", mime="image/png")
+    d1.download_button("Figure (PNG)", png_bytes(strip), file_name=f"{stem}_attack.png", mime="image/png")
     d2.download_button("Adversarial image (PNG, 8-bit, model input size)", png_bytes(adv_u8),
                        file_name=f"{stem}_adversarial.png", mime="image/png")
     d3.download_button("Arrays (.npz: clean, adversarial, perturbation; float32 3×H×W in [0, 1])", view.npz(result),

@@ -1,14 +1,17 @@
 """Attribution: which pixels made the model say this class? One method in detail, or several side by side."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import streamlit as st
 
 from core.attribution.base import Sign
 from core.attribution.registry import REGISTRY
-from core.attribution.view import View, metric_lines, npy_bytes, picture
+from core.attribution.view import View, figure, metric_lines, npy_bytes
 from core.render import png_bytes
-from ui import cache, faithfulness, sidebar
+from ui import cache, faithfulness, permalink, report, run, sidebar
 from ui.attribution import compute, method_options
+from ui.permalink import Param
 
 st.title("Attribution")
 st.caption("Which pixels made the model say this class? Gradients, SmoothGrad, integrated gradients, guided "
@@ -19,7 +22,12 @@ selection = sidebar.current()
 
 if selection is not None:
     model, inp = selection.model, selection.inp
+    st.caption(f"Model: {sidebar.model_name(model)}.")
     top = cache.top_classes(model, selection.model_key, inp.tensor, selection.image_key, 5)
+    permalink.bind([Param("method", "attr_method", options=list(REGISTRY)),
+                    Param("target", "attr_target_mode", options=["Predicted", "Choose a class"]),
+                    Param("class", "attr_target", int), Param("view", "attr_view", options=[v.value for v in View]),
+                    Param("sign", "attr_sign", options=[s.value for s in Sign]), Param("clip", "attr_clip", float)])
     left, right = st.columns([2, 3])
     with left:
         mode = st.radio("Target class", ["Predicted", "Choose a class"], horizontal=True, key="attr_target_mode")
@@ -39,8 +47,9 @@ if selection is not None:
 
     tab_one, tab_grid = st.tabs(["Map", "Compare methods"])
     with tab_one:
+        go = run.button("Compute the map", (selection.key, method, target, repr(sorted(opts.items()))), "attr_run")
         preview_slot = st.empty() if REGISTRY[method].preview else None
-        result = compute(selection, method, target, opts, preview_slot)
+        result = compute(selection, method, target, opts, preview_slot) if go else None
         if result is not None:
             if result.notes:
                 st.info("\n\n".join(n[0].upper() + n[1:] for n in result.notes))
@@ -53,12 +62,16 @@ if selection is not None:
             sign = c2.radio("Sign", [s.value for s in Sign], index=3 if result.signed else 0, key="attr_sign",
                             disabled=not result.signed, horizontal=True)
             clip = c3.slider("Clip outliers at percentile", 90.0, 100.0, 99.5, 0.1, key="attr_clip")
-            fig = picture(result, inp.tensor, view=view, sign=sign, clip_percentile=clip)
-            a, b = st.columns(2)
+            fig, scale = figure(result, inp.tensor, view=view, sign=sign, clip_percentile=clip)
+            a, b = st.columns([1, 1.3])
             a.image(inp.tensor.permute(1, 2, 0).numpy(), caption=f"{selection.name} as the model sees it",
                     width="stretch")
             b.image(fig, width="stretch", caption=f"{titles[method]} for {model.label(target)} ({target}), "
-                                                  f"{result.seconds:.2f} s")
+                                                  f"{result.seconds:.2f} s ({model.card.arch}). Colours: "
+                                                  f"{scale.describe()}.")
+            report.add_button(lambda: report.attribution(
+                selection, result, title=f"{titles[method]} for {model.label(target)} ({target})"),
+                key=f"attr_{selection.key}_{method}_{target}_{sorted(opts.items())}")
             d1, d2 = st.columns(2)
             stem = f"{selection.name.rsplit('.', 1)[0]}_{method}_{target}"
             d1.download_button("Download figure (PNG)", png_bytes(fig), f"{stem}.png", "image/png",
@@ -72,12 +85,13 @@ if selection is not None:
         chosen = st.multiselect("Methods", list(REGISTRY), format_func=titles.get, key="attr_grid_methods",
                                 default=["saliency", "smoothgrad", "guided-backprop", "gradcam"])
         st.caption("Each with its default options, same image and target; overlays, all signs, 99.5 % clipping.")
-        if chosen and st.toggle("Compute the grid", key="attr_grid_go"):
+        if chosen and run.button("Compute the grid", (selection.key, target, tuple(chosen)), "attr_grid_run"):
             cols = st.columns(min(4, len(chosen)))
             for i, name in enumerate(chosen):
                 res = compute(selection, name, target, {})
                 with cols[i % len(cols)]:
                     if res is not None:
-                        st.image(picture(res, inp.tensor, view=View.OVERLAY), width="stretch",
-                                 caption=f"{titles[name]} ({res.seconds:.2f} s)")
+                        pic, scale = figure(res, inp.tensor, view=View.OVERLAY)
+                        st.image(pic, width="stretch", caption=f"{titles[name]} ({res.seconds:.2f} s); "
+                                                               f"{scale.describe()}")
         faithfulness.compare_section(selection, target)

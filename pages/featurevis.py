@@ -1,13 +1,15 @@
 """Feature visualisation: what a channel responds to (activation maximisation), neuron interaction, filters."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 
 from core.catalogue import default_layer
 from core.features import view
 from core.features.featurevis import Objective, Settings
-from core.render import Colormap, image_uint8, normalize_map, overlay
+from core.render import heat_figure, image_uint8
 from ui import cache, forms, sidebar
 from ui.widgets import progress_bar
 
@@ -92,9 +94,10 @@ with tab_vis:
         amap = cache.channel_map(model, selection.model_key, selection.inp.tensor, selection.image_key, layer,
                                  int(channel))
         left, right = st.columns(2)
-        left.image(overlay(selection.inp.tensor, normalize_map(amap), cmap=Colormap.HEAT), width="stretch",
+        picture, scale = heat_figure(amap, selection.inp.tensor, signed=False, units="activation")
+        left.image(picture, width="stretch",
                    caption=f"activation of channel {int(channel)} (mean {float(amap.mean()):.3g}, "
-                           f"max {float(amap.max()):.3g})")
+                           f"max {float(amap.max()):.3g}); {scale.describe()}")
         with right:
             _dataset_patches(layer, int(channel))
 

@@ -1,17 +1,20 @@
 """Home: the image, the model's top-5 classes, the model card, and the way to each technique."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 
-from ui import cache, sidebar
-
-st.title("ConvNeXt Lens")
-st.caption("What a ConvNeXt (or any timm CNN) sees, and why it decides.")
+from ui import cache, figures, sidebar
 
 selection = sidebar.current()
-if selection is not None:
+st.title("ConvNeXt Lens")
+if selection is None:
+    st.caption("What a ConvNeXt (or any timm CNN) sees, and why it decides.")
+else:
     model, inp = selection.model, selection.inp
+    st.caption(f"What {sidebar.model_name(model)} sees in {selection.name}, and why it decides.")
     left, right = st.columns([1, 1])
     with left:
         st.image(inp.tensor.permute(1, 2, 0).numpy(), width="stretch",
@@ -21,7 +24,7 @@ if selection is not None:
         top = cache.top_classes(model, selection.model_key, inp.tensor, selection.image_key, 5)
         frame = pd.DataFrame({"class": [f"{c['label']} ({c['index']})" for c in top],
                               "probability": [c["prob"] for c in top]})
-        st.bar_chart(frame, x="class", y="probability", horizontal=True, sort="-probability")
+        figures.bars(frame, label="class", value="probability", value_title=f"probability ({model.card.arch})")
         st.table(frame.assign(probability=frame["probability"].map("{:.1%}".format)).set_index("class"))
 
     st.subheader("Model card")

@@ -1,6 +1,8 @@
 """Net2Vec: concepts as learnt combinations of a layer's channels, against the best single channel."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 
@@ -8,6 +10,7 @@ from core.catalogue import default_layer
 from core.images import SAMPLES, ImageError, list_images
 from core.features.net2vec import ConceptSource, DEFAULT_SIZE
 from core.render import overlay
+from core.features.net2vec_view import NEAR_ZERO_IOU, concept_rows, weak_concepts
 from ui import cache, sidebar
 from ui.widgets import progress_bar
 
@@ -49,9 +52,15 @@ if selection is not None:
                 st.warning(f"skipped: {err}")
             held = "held-out images" if fits[0].held_out else "the training images (fewer than 4 images)"
             st.caption(f"{len(used)} images; IoUs measured on {held}.")
-            table = pd.DataFrame([{**f.as_dict(), "concept pixels": f.positives} for f in fits])
-            table["combination wins"] = table["iou"] > table["iou_best_channel"]
-            st.dataframe(table, hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(concept_rows(fits)), hide_index=True, width="stretch", column_config={
+                "share of concept pixels": st.column_config.NumberColumn(format="percent"),
+                "IoU, learnt combination": st.column_config.NumberColumn(format="%.3f"),
+                "IoU, best single channel": st.column_config.NumberColumn(format="%.3f")})
+            weak = weak_concepts(fits)
+            if weak:
+                st.warning(f"Weak: no combination or channel of {layer} segments {', '.join(weak)} (IoU below "
+                           f"{NEAR_ZERO_IOU:g}), so those rows say nothing about the layer. Try another layer, more "
+                           "images, or concepts that cover more of the images.")
             pick = st.selectbox("Concept", [f.name for f in fits], key="lens_n2v_concept")
             fit = fits[[f.name for f in fits].index(pick)]
             order = fit.weights.abs().argsort(descending=True)[:20]

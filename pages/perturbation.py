@@ -1,12 +1,17 @@
 """Perturbation masks: the smallest smooth region that keeps (or removes) the evidence for a class."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import pandas as pd
 import streamlit as st
 
 from core.perturbation.masks import EXTREMAL_ITERATIONS, MEANINGFUL_ITERATIONS, MaskMethod, Perturbation, Variant
 from core.render import image_uint8, overlay
-from ui import cache, sidebar
+from core.perturbation.view import weak_mask_notes
+from core.report import perturb_command
+from ui import cache, figures, permalink, report, run, sidebar
+from ui.permalink import Param
 from ui.widgets import progress_bar
 
 st.title("Perturbation masks")
@@ -17,6 +22,12 @@ selection = sidebar.current()
 if selection is not None:
     model, inp = selection.model, selection.inp
     top = cache.top_classes(model, selection.model_key, inp.tensor, selection.image_key, 5)
+    permalink.bind([Param("method", "lens_pert_method", options=[m.value for m in Method])])
+    method = st.session_state.get("lens_pert_method", Method.EXTREMAL.value)
+    permalink.bind([Param("variant", f"lens_pert_variant_{method}", options=[v.value for v in Variant]),
+                    Param("fill", "lens_pert_kind", options=[p.value for p in Perturbation]),
+                    Param("areas", "lens_pert_areas", list, options=[0.02, 0.05, 0.1, 0.2, 0.4, 0.6]),
+                    Param("iterations", f"lens_pert_iters_{method}", int)])
     c1, c2, c3 = st.columns(3)
     with c1:
         method = st.radio("Method", [m.value for m in Method], index=1, key="lens_pert_method", horizontal=True,
@@ -41,15 +52,10 @@ if selection is not None:
         default_iters = EXTREMAL_ITERATIONS if method == MaskMethod.EXTREMAL.value else MEANINGFUL_ITERATIONS
         iterations = st.slider("Iterations", 20, 800, default_iters, step=20, key=f"lens_pert_iters_{method}",
                                help="TorchRay uses 800; see the loss curve below for convergence")
-    run = st.button("Compute masks", type="primary", key="lens_pert_run", disabled=not areas)
     settings = cache.MaskSettings(target, method, tuple(sorted(areas)), variant, perturbation, iterations)
     params = (selection.key, settings)
-    if run:
-        st.session_state["lens_pert_params"] = params
-    if st.session_state.get("lens_pert_params") != params:
-        st.info("Choose the options and press **Compute masks** (any change to the page stops a running "
-                "optimisation).")
-    else:
+    if run.button("Compute masks", params, "lens_pert_run", disabled=not areas,
+                  help="Any change to the page stops a running optimisation."):
         try:
             with progress_bar("starting") as progress:
                 result = cache.perturbation_masks(model, selection.model_key, inp.tensor, selection.image_key,
@@ -59,20 +65,42 @@ if selection is not None:
         else:
             st.write(f"Target **{model.label(result.target)}**: probability {result.base_score:.1%} on the "
                      f"intact image; {result.iterations} steps.")
+            label = model.label(result.target)
+            weak = weak_mask_notes(result, label)
             for i, area in enumerate(result.areas):
                 mask = result.masks[i]
                 left, right = st.columns(2)
                 shown = f"area {float(mask.mean()):.1%}" + (f" (asked {area:.0%})" if method == "extremal" else "")
-                left.image(overlay(inp.tensor, mask, alpha=0.55), width="stretch", caption=f"mask, {shown}")
+                picture, _ = figures.heat(mask, inp.tensor, signed=False, clip_percentile=100, units="mask",
+                                          caption=f"mask, {shown}, over {selection.name}", where=left)
                 right.image(image_uint8(result.perturbed[i]), width="stretch",
-                            caption=f"{variant}d image: {model.label(result.target)} at {float(result.scores[i]):.1%}")
+                            caption=f"{variant}d image: {label} at {float(result.scores[i]):.1%} "
+                                    f"(intact {result.base_score:.1%})")
+                if i in weak:
+                    st.warning(weak[i])
+                report.add_button(lambda i=i, picture=picture, shown=shown: report.item(
+                    selection, title=f"{method} perturbation ({variant}) for {label}, {shown}", figure=picture,
+                    caption=f"Mask over the model input (1 = the {variant}d region).",
+                    settings={"method": method, "variant": variant, "perturbation": perturbation,
+                              "area": float(result.areas[i]), "iterations": result.iterations,
+                              "target": result.target},
+                    command=perturb_command(report.image_arg(selection), model.card, method=method,
+                                            area=float(result.areas[i]) if method == "extremal" else None,
+                                            variant=variant, perturbation=perturbation,
+                                            iterations=result.iterations, target=result.target),
+                    figures={"probability kept": float(result.scores[i]), "intact probability": result.base_score},
+                    notes=(weak[i],) if i in weak else ()),
+                    key=f"pert_{hash((params, i))}")
             if len(result.areas) > 1:
                 st.subheader("Class score against area")
-                st.line_chart(pd.DataFrame({"area": [float(m.mean()) for m in result.masks],
-                                            "probability": result.scores.tolist()}), x="area", y="probability")
+                figures.lines(pd.DataFrame({"area": [float(m.mean()) for m in result.masks],
+                                            "target probability": result.scores.tolist()}), x="area",
+                              y_title="probability")
             st.subheader("Convergence")
             names = [f"area {a:.0%}" for a in result.areas] if method == "extremal" else ["mask"]
             st.caption("Objective per step (lower is better; the extremal area weight grows during the run).")
-            st.line_chart(pd.DataFrame(result.loss.T.numpy(), columns=names))
+            figures.lines(pd.DataFrame(result.loss.T.numpy(), columns=names).rename_axis("step").reset_index(),
+                          x="step", y_title="objective")
             st.caption("Target probability during the run (jittered inputs).")
-            st.line_chart(pd.DataFrame(result.score_curve.T.numpy(), columns=names))
+            figures.lines(pd.DataFrame(result.score_curve.T.numpy(), columns=names).rename_axis("step").reset_index(),
+                          x="step", y_title="target probability")

@@ -1,11 +1,13 @@
 """Similarity overlays: click a point and see which positions, here and in another image, a layer finds alike."""
 from __future__ import annotations
 
+import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
+
 import streamlit as st
 
 from core.catalogue import default_layer
 from core.images import ImageError, sample_images
-from core.render import Colormap, normalize_map, overlay
+from core.render import Colormap, Scale, heat_figure, normalize_map, overlay, with_colorbar
 from core.features.similarity import similarity_map
 from ui import cache, sidebar
 
@@ -36,6 +38,12 @@ if selection is not None:
         if stretch:
             return overlay(image, normalize_map(values, clip_percentile=100), cmap=Colormap.HEAT, alpha=0.55)
         return overlay(image, values, cmap=Colormap.DIVERGING, alpha=0.5)
+
+    def show_with_bar(image, values):
+        """The same picture with its colour bar (not for the clickable one: the bar would shift the clicks)."""
+        if stretch:
+            return heat_figure(values, image, signed=False, clip_percentile=100, units="cosine", alpha=0.55)[0]
+        return with_colorbar(show(image, values), Scale(True, -1.0, 1.0, 100, "cosine"))
 
     h, w = inp.tensor.shape[-2:]
     st.session_state.setdefault("lens_sim_x", w // 2)
@@ -77,7 +85,7 @@ if selection is not None:
         with right:
             if other is not None:
                 cross = similarity_map(query, cell, other)
-                st.image(show(other_inp.tensor, cross.map), width="stretch",
+                st.image(show_with_bar(other_inp.tensor, cross.map), width="stretch",
                          caption=f"{other_name}: best match at cell {cross.max_cell} "
                                  f"(cosine {float(cross.map.max()):.2f})")
             else:

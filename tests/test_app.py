@@ -7,7 +7,10 @@ from tests.conftest import ROOT
 def test_home_shows_predictions_and_model_card(app):
     app.run()
     assert not app.exception
-    assert any("cannot reach the Hugging Face hub" in i.value for i in app.info)  # the offline fallback is visible
+    # the offline fallback is one line, with the reason on demand
+    notice = [i.value for i in app.sidebar.info]
+    assert notice == ["Showing EfficientNet-Lite0 (embedded, ImageNet): the default model could not be loaded."]
+    assert any("cannot reach the Hugging Face hub" in c.value for c in app.sidebar.expander[0].caption)
     assert [s.value for s in app.subheader][:2] == ["Top-5 classes", "Model card"]
     top = app.table[0].value
     assert top.index[0].split(" (")[0] in {"tiger cat", "Egyptian cat", "tabby"}
@@ -57,3 +60,43 @@ def test_uploads_good_and_bad(app):
     assert any("broken.png: truncated or corrupt" in e.value for e in app.sidebar.error)
     assert any("Keeping the previous image: my coffee.jpg" in c.value for c in app.sidebar.caption)
     assert app.table[0].value.index[0] == "espresso (967)"  # nothing lost
+
+
+def test_refused_upload_keeps_the_previous_upload(app):
+    """The browser empties the uploader as soon as another file is picked, even one it then refuses (too
+    large): the user's last good upload stays, not the sample photo."""
+    app.run()
+    app.sidebar.radio(key="lens_image_source").set_value("Upload").run()
+    coffee = (ROOT / "assets" / "samples" / "coffee.jpg").read_bytes()
+    app.sidebar.file_uploader(key="lens_upload").set_value(("my coffee.jpg", coffee, "image/jpeg")).run()
+    assert app.table[0].value.index[0] == "espresso (967)"
+    app.sidebar.file_uploader(key="lens_upload").set_value(None).run()
+    assert not app.exception
+    assert any("Keeping your previous upload: my coffee.jpg" in c.value for c in app.sidebar.caption)
+    assert app.table[0].value.index[0] == "espresso (967)"
+    assert app.query_params.get("image") == "upload"
+    assert any("cannot travel in a link" in c.value for c in app.sidebar.caption)
+
+
+def test_a_link_opens_the_same_view(app):
+    app.query_params["model"] = "embedded"
+    app.query_params["sample"] = "coffee.jpg"
+    app.run()
+    assert not app.exception
+    assert app.sidebar.selectbox(key="lens_model_choice").value == "embedded"
+    assert app.table[0].value.index[0] == "espresso (967)"
+    assert "embedded" in app.table[1].value.to_string()
+    # the user's later choice wins over the link, and the address bar follows it
+    app.sidebar.selectbox(key="lens_sample").set_value("chelsea.jpg").run()
+    assert app.table[0].value.index[0] != "espresso (967)"
+    assert app.query_params["sample"] == "chelsea.jpg" and app.query_params["model"] == "embedded"
+
+
+def test_a_link_with_an_upload_or_unknown_values_says_so(app):
+    app.query_params["image"] = "upload"
+    app.query_params["sample"] = "no_such_photo.jpg"
+    app.run()
+    assert not app.exception
+    assert any("made with an uploaded image" in i.value for i in app.sidebar.info)
+    assert any("sample=no_such_photo.jpg is not available" in c.value for c in app.sidebar.caption)
+    assert app.sidebar.selectbox(key="lens_sample").value == "chelsea.jpg"

@@ -58,7 +58,8 @@ def test_verdict_of_a_successful_attack(embedded, flipped):
     assert said[0].level == "success"
     assert said[0].text.startswith(f"The model changed its mind: tiger cat {float(flipped.clean_probs[0, 282]):.1%} "
                                    f"→ {label(new)} {float(flipped.adv_probs[0, new]):.1%} with ε = 4.00/255")
-    assert f"{int(flipped.steps_taken[0])} steps" in said[0].text
+    n = int(flipped.steps_taken[0])
+    assert f"{n} step{'' if n == 1 else 's'})" in said[0].text  # never "1 steps"
     kept = bool(flipped.success_8bit[0])
     assert said[1].level == ("caption" if kept else "warning")
     new8 = int(flipped.adv8_probs[0].argmax())

@@ -12,6 +12,14 @@ def _open(app, **state):
         app.session_state[key] = value
     app.switch_page(PAGE).run()
     assert not app.exception, app.exception
+    assert not app.main.get("image") and any("Press **Compute the map**" in c.value for c in app.caption)
+    return _compute(app)
+
+
+def _compute(app):
+    """One rule for heavy work: nothing is computed until the button is pressed."""
+    app.button(key="attr_run").click().run()
+    assert not app.exception, app.exception
     return app
 
 
@@ -30,6 +38,13 @@ def test_page_shows_a_map_views_and_downloads(app, embedded, cat_input):
     assert image == "chelsea.jpg as the model sees it" and caption.startswith("Saliency for tiger cat (282), ")
     assert [b.proto.label for b in app.get("download_button")] == ["Download figure (PNG)",
                                                                    "Download raw map (.npy)"]
+    assert "Colours: blue negative, white 0, red positive" in caption and "99.5th percentile" in caption
+    assert app.query_params["method"] == "saliency" and app.query_params["run"] == "attr_run"
+    [b for b in app.button if b.label == "Add to report"][0].click().run()
+    items = app.session_state["lens_report_items"]
+    assert len(items) == 1 and items[0].title == "Saliency for tiger cat (282)"
+    assert "--method saliency --target 282" in items[0].command and items[0].settings["image"] == "chelsea.jpg"
+    assert [b.label for b in app.button if b.label.startswith("Add to report")] == ["Add to report (added)"]
     seen = {url}
     for key, value in (("attr_view", "heat map"), ("attr_view", "masked image"), ("attr_sign", "absolute")):
         app.radio(key=key).set_value(value).run()
@@ -46,6 +61,8 @@ def test_guided_rule_is_stated_and_smoothgrad_runs(app):
     app = _open(app, attr_method="guided-backprop", attr_smoothgrad_samples=3)
     assert any("rule applied" in i.value and "ReLU6" in i.value for i in app.info)
     app.selectbox(key="attr_method").set_value("smoothgrad").run()
+    assert any("Settings changed: press **Compute the map**" in c.value for c in app.caption), [c.value for c in app.caption]
+    _compute(app)
     assert not app.exception and not app.error
     assert any("3 samples" in i.value for i in app.info)
 
@@ -54,12 +71,13 @@ def test_choose_class_gradcam_and_grid(app, embedded):
     app = _open(app, attr_method="gradcam")
     app.radio(key="attr_target_mode").set_value("Choose a class").run()
     app.selectbox(key="attr_target").set_value(7).run()
+    _compute(app)
     assert not app.exception and not app.error
     assert app.selectbox(key="attr_target").value == 7
     assert _pictures(app)[1][0].startswith(f"Grad-CAM for {embedded.label(7)} (7), ")
     assert any(i.value.startswith("Layer blocks.6 (320 channels") for i in app.info)  # Grad-CAM's default layer is stated
     app.multiselect(key="attr_grid_methods").set_value(["saliency", "gradcam"]).run()
-    app.toggle(key="attr_grid_go").set_value(True).run()
+    app.button(key="attr_grid_run").click().run()
     assert not app.exception and not app.error
     grid = [caption for caption, _ in _pictures(app)[2:]]
     assert len(grid) == 2 and grid[0].startswith("Saliency (") and grid[1].startswith("Grad-CAM (")

@@ -1,6 +1,8 @@
-"""One real-browser test: Debian's Chromium (never a downloaded browser) loads the running app.
+"""Real-browser tests: Debian's Chromium (never a downloaded browser) drives the running app.
 
-Skipped when Chromium or Playwright is missing, unless LENS_REQUIRE_BROWSER=1 (CI sets it), where it fails.
+Skipped when Chromium or Playwright is missing, unless LENS_REQUIRE_BROWSER=1 (CI sets it), where they fail.
+Every request the page makes is recorded: anything not served by the app (loopback) is blocked and fails the
+test, as does any failed request or HTTP error.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import pytest
 from tests.conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
 
 
 def _require(condition: bool, reason: str) -> None:
@@ -42,7 +46,7 @@ def server():
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        for _ in range(240):
             try:
                 urllib.request.urlopen(url + "/_stcore/health", timeout=1)
                 break
@@ -59,32 +63,169 @@ def server():
             proc.kill()
 
 
-def test_predictions_appear_in_chromium(server):
+@pytest.fixture(scope="module")
+def browser():
     _require(CHROMIUM is not None, "Debian chromium is not installed (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _require(False, "playwright is not installed (pip install -r requirements-dev.txt)")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # The first visitor of a fresh server opens a page's own URL (a shared link): the router must run,
-            # not Streamlit's old pages-directory mode (that showed the page alone, without the sidebar).
-            page.goto(server + "/activation_index", wait_until="domcontentloaded")
-            page.get_by_text("Sample photo").first.wait_for(timeout=120_000)
-            page.get_by_role("heading", name="Dataset examples").wait_for(timeout=60_000)
-            body = page.inner_text("body")
-            assert "Choose a model and an image" not in body and "Net2Vec concepts" in body
-            page.goto(server, wait_until="domcontentloaded")
-            page.get_by_text("Top-5 classes").wait_for(timeout=120_000)
-            page.get_by_text("Egyptian cat (285)").first.wait_for(timeout=60_000)
-            body = page.inner_text("body")
-            assert "tiger cat (282)" in body and "tabby (281)" in body
-            assert "Traceback" not in body
-            if os.environ.get("LENS_SCREENSHOT"):
-                page.screenshot(path=os.environ["LENS_SCREENSHOT"], full_page=True)
+            yield b
         finally:
-            browser.close()
+            b.close()
+
+
+class Requests:
+    """Every request of a browser context: external ones are blocked and recorded, failures recorded."""
+
+    def __init__(self, context, origin: str) -> None:
+        self.origin, self.external, self.failed, self.errors = origin, [], [], []
+        context.route("**/*", self._route)
+        context.on("requestfailed", self._failed)
+        context.on("response", self._response)
+
+    def _failed(self, request) -> None:
+        # net::ERR_ABORTED is the browser cancelling what was still loading when the test navigated to the next
+        # page (Streamlit loads its widgets' code on demand); every other failure counts
+        if "ERR_ABORTED" not in (request.failure or ""):
+            self.failed.append(f"{request.url} ({request.failure})")
+
+    def _response(self, response) -> None:
+        # On a deep link (/page) Streamlit's frontend first probes /page/_stcore/{health,host-config} to find the
+        # app's base path, and falls back to / on the 404: its own discovery, not a failure.
+        probe = response.url.endswith(("/_stcore/health", "/_stcore/host-config"))
+        if response.status >= 400 and not (probe and response.status == 404):
+            self.errors.append(f"{response.status} {response.url}")
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if url.startswith((self.origin, "data:", "blob:")):
+            route.continue_()
+        else:
+            self.external.append(url)
+            route.abort()
+
+    def check(self) -> None:
+        assert self.external == [], f"requests outside the app: {self.external}"
+        failed = [f for f in self.failed if f not in {e for e in self.external}]
+        assert failed == [] and self.errors == [], f"failed: {failed}, HTTP errors: {self.errors}"
+
+
+def _no_exception_box(page) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert "Traceback" not in page.inner_text("body")
+
+
+def test_cold_start_deep_link_real_navigation_and_no_external_request(server, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    requests = Requests(context, server)
+    page = context.new_page()
+    try:
+        # The first visitor of a fresh server opens a page's own URL (a shared link): the router must run,
+        # not Streamlit's old pages-directory mode (that showed the page alone, with raw file names).
+        started = time.monotonic()
+        page.goto(server + "/activation_index", wait_until="domcontentloaded")
+        nav = page.locator("[data-testid='stSidebarNav']")
+        nav.get_by_text("Dataset examples").wait_for(timeout=60_000)
+        nav_seconds = time.monotonic() - started
+        assert nav.get_by_text("activation index", exact=True).count() == 0  # no raw file names
+        page.get_by_text("Sample photo").first.wait_for(timeout=180_000)
+        page.get_by_role("heading", name="Dataset examples").wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert "Choose a model and an image" not in body and "Net2Vec concepts" in body
+        page.goto(server, wait_until="domcontentloaded")
+        page.get_by_text("Top-5 classes").wait_for(timeout=120_000)
+        page.get_by_text("Egyptian cat (285)").first.wait_for(timeout=60_000)
+        body = page.inner_text("body")
+        assert "tiger cat (282)" in body and "tabby (281)" in body
+        _no_exception_box(page)
+        icon = page.locator("link[rel*='icon']").first.get_attribute("href")
+        assert icon and not icon.startswith("http") or icon.startswith(server)
+        if os.environ.get("LENS_SCREENSHOT"):
+            page.screenshot(path=os.environ["LENS_SCREENSHOT"], full_page=True)
+        print(f"real navigation after {nav_seconds:.1f} s")
+    finally:
+        context.close()
+    requests.check()
+
+
+def test_permalink_opens_the_same_view(server, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    requests = Requests(context, server)
+    page = context.new_page()
+    try:
+        page.goto(server + "/?model=embedded&sample=coffee.jpg", wait_until="domcontentloaded")
+        page.get_by_text("espresso (967)").first.wait_for(timeout=180_000)
+        _no_exception_box(page)
+        assert "sample=coffee.jpg" in page.url and "model=embedded" in page.url
+    finally:
+        context.close()
+    requests.check()
+
+
+def test_report_opens_offline_with_every_image(browser, tmp_path, embedded, cat_input):
+    from core.attribution.registry import attribute
+    from core.model.predict import predict
+    from core.report import attribution_item, render_html
+
+    attr = attribute(embedded, cat_input.batch, None, method="saliency")
+    item = attribution_item(embedded, cat_input.tensor, attr, image_arg="assets/samples/chelsea.jpg")
+    top = [c.as_dict() for c in predict(embedded, cat_input.batch)[0]]
+    path = tmp_path / "report.html"
+    path.write_text(render_html(card=embedded.card, image=cat_input.tensor, image_name="chelsea.jpg",
+                                prediction=top, items=[item]), encoding="utf-8")
+    context = browser.new_context(offline=True)
+    requests = Requests(context, path.as_uri())
+    page = context.new_page()
+    try:
+        page.goto(path.as_uri())
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
+        assert len(images) == 2 and all(done and width > 0 for done, width in images)
+        assert "python -m core attribute" in page.inner_text("body")
+    finally:
+        context.close()
+    requests.check()
+
+
+def test_every_page_runs_its_main_action_in_chromium(server, browser):
+    """A person's walk through the app: each page opened from a link with small settings, its main action run,
+    no exception box, and no failed or external request. The dataset-examples and Net2Vec pages are opened but
+    not built (their main action reads a whole folder: minutes on a loaded CI machine; AppTest covers them)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    requests = Requests(context, server)
+    page = context.new_page()
+    wait = 300_000
+
+    def visit(path: str, *texts: str) -> None:
+        page.goto(server + path, wait_until="domcontentloaded")
+        for text in texts:
+            page.get_by_text(text).first.wait_for(timeout=wait)
+        _no_exception_box(page)
+
+    try:
+        visit("/?model=embedded", "Top-5 classes", "Egyptian cat (285)")
+        visit("/attack?model=embedded&method=fgsm&run=atk_run", "Confidence over the steps")
+        assert page.get_by_text("perturbation δ amplified ×").count() == 1
+        visit("/activation_index", "Dataset examples")
+        visit("/featurevis?fv_steps=8&fv_size=64", "This channel on your image")
+        page.get_by_role("button", name="Visualise").click()
+        page.get_by_text("Objective at the model's input size").wait_for(timeout=wait)
+        _no_exception_box(page)
+        visit("/perturbation?areas=0.1&iterations=20&run=lens_pert_run", "Convergence")
+        visit("/similarity", "best match")
+        visit("/net2vec", "Learn concepts")
+        # last, so the pin stays in this browser session: attribution, Add to report, then the Report page
+        visit("/attribution?method=saliency&run=attr_run", "Colours: blue negative")
+        page.get_by_role("button", name="Add to report").click()
+        page.get_by_text("Add to report (added)").first.wait_for(timeout=wait)
+        page.locator("[data-testid='stSidebarNav']").get_by_text("Report").click()
+        page.get_by_text("Download the report (1 result, HTML)").wait_for(timeout=wait)
+        _no_exception_box(page)
+        if os.environ.get("LENS_SCREENSHOT"):
+            page.screenshot(path=os.environ["LENS_SCREENSHOT"].replace(".png", "_report.png"), full_page=True)
+    finally:
+        context.close()
+    requests.check()

@@ -11,14 +11,17 @@ def test_cam_then_lrp_on_the_embedded_model(app):
     app.run()
     app.switch_page(PAGE).run()
     app.selectbox(key="attr_method").set_value("cam").run()
+    app.button(key="attr_run").click().run()  # nothing is computed before the button
     assert not app.exception and not app.error
     assert any(i.value.startswith("Exact") for i in app.info)
     assert any("= mean of the map + constant" in m.value for m in app.markdown)
     app.selectbox(key="attr_method").set_value("lrp").run()
+    app.button(key="attr_run").click().run()
     assert not app.exception and not app.error
     assert any("Relevance sum" in m.value and "conserved" in m.value for m in app.markdown)
     app.selectbox(key="attr_lrp_rule").set_value("epsilon").run()
     app.selectbox(key="attr_lrp_first").set_value("flat").run()
+    app.button(key="attr_run").click().run()
     assert not app.exception and not app.error
 
 
@@ -28,5 +31,6 @@ def test_cam_says_it_linearises_convnext(app):
     app.sidebar.radio(key="lens_weights").set_value("random").run()
     app.switch_page(PAGE).run()
     app.selectbox(key="attr_method").set_value("cam").run()
+    app.button(key="attr_run").click().run()  # nothing is computed before the button
     assert not app.exception and not app.error
     assert any("linearised" in i.value.lower() and "LayerNorm" in i.value for i in app.info)

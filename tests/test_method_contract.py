@@ -102,6 +102,7 @@ def test_toy_method_gets_generated_widgets_on_the_page(toy, app):
     assert app.selectbox(key="attr_toy-scaled_flavour").options == ["plain", "squared"]
     scale.set_value(3.0).run()
     app.selectbox(key="attr_toy-scaled_flavour").set_value("squared").run()
+    app.button(key="attr_run").click().run()  # nothing is computed before the button
     assert not app.exception and not app.error
     assert any(c.value == "the gradient times a constant" for c in app.caption)  # the spec's summary
     assert len(app.get("download_button")) == 2  # the map was computed and drawn

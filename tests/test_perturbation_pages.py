@@ -24,7 +24,7 @@ def _captions(app) -> list[str]:
 
 def test_perturbation_page_computes_masks(app, embedded, cat_input):
     at = _open(app, "pages/perturbation.py")
-    assert any("Compute masks" in i.value for i in at.info)
+    assert any("Press **Compute masks**" in c.value for c in at.caption)
     at.multiselect(key="lens_pert_areas").set_value([0.1, 0.2])
     at.slider(key="lens_pert_iters_extremal").set_value(20)
     at.button(key="lens_pert_run").click().run()
@@ -35,11 +35,18 @@ def test_perturbation_page_computes_masks(app, embedded, cat_input):
         m.value for m in at.markdown]
     captions = _captions(at)
     assert len(captions) == 4  # a mask and its preserved image per area
-    assert re.fullmatch(r"mask, area \d+\.\d% \(asked 10%\)", captions[0])
-    assert re.fullmatch(r"mask, area \d+\.\d% \(asked 20%\)", captions[2])
-    assert all(re.fullmatch(r"preserved image: tiger cat at \d+\.\d%", c) for c in captions[1::2])
+    assert re.match(r"mask, area \d+\.\d% \(asked 10%\), over chelsea.jpg\. Colours: dark ", captions[0])
+    assert re.match(r"mask, area \d+\.\d% \(asked 20%\), over chelsea.jpg\. Colours: dark ", captions[2])
+    assert all(re.fullmatch(r"preserved image: tiger cat at \d+\.\d% \(intact \d+\.\d%\)", c)
+               for c in captions[1::2])
+    # a mask whose preserved image keeps under half the intact probability is called weak next to it
+    kept = [float(re.search(r"at (\d+\.\d)%", c).group(1)) for c in captions[1::2]]
+    assert len([w for w in at.warning if w.value.startswith("Weak: keeping only")]) == sum(
+        k < 0.5 * 100 * top.prob for k in kept)
     assert any("Convergence" in s.value for s in at.subheader)
     assert any("score against area" in s.value for s in at.subheader)
+    assert [b.label for b in at.button].count("Add to report") == 2  # one per mask
+    assert at.query_params["areas"] == ["0.1", "0.2"] and at.query_params["iterations"] == "20"
 
 
 def test_similarity_page_moves_the_point(app, embedded, cat_input, samples):
@@ -71,6 +78,12 @@ def test_net2vec_page_learns_colour_concepts(app, tmp_path, samples):
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) >= 1
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["concept", "IoU, learnt combination", "IoU, best single channel", "best channel",
+                                   "share of concept pixels", "verdict"]
+    near_zero = table[table[["IoU, learnt combination", "IoU, best single channel"]].max(axis=1) < 0.05]
+    assert (near_zero["verdict"] == "weak: nothing segments it").all()
+    assert bool(len(near_zero)) == any(w.value.startswith("Weak: no combination") for w in at.warning)
     at.radio(key="lens_n2v_source").set_value("mask folder").run()
     at.text_input(key="lens_n2v_masks").set_value(str(tmp_path / "none"))
     at.button(key="lens_n2v_run").click().run()

@@ -147,11 +147,11 @@ def test_warm_writes_the_keys_the_attribution_page_reads(app, monkeypatch, tmp_p
     cache.results.clear()  # a restarted server: the store is built again from the environment
     app.run()
     app.switch_page("pages/attribution.py").run()
+    app.button(key="attr_run").click().run()  # one rule for heavy work: the page computes on its button
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert cache.results().hits["disk"] == 1 and cache.results().hits["computed"] == 0
-    app.toggle(key="attr_grid_go").set_value(True)
-    app.session_state["attr_grid_methods"] = ["smoothgrad", "gradcam"]
-    app.run()
+    app.multiselect(key="attr_grid_methods").set_value(["smoothgrad", "gradcam"]).run()
+    app.button(key="attr_grid_run").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert cache.results().hits["computed"] == 0
     cache.results.clear()

@@ -7,8 +7,9 @@ from core.attribution.base import Attribution, NotApplicable
 from core.attribution.registry import REGISTRY
 from core.attribution.view import View, picture
 from core.catalogue import default_layer
-from ui import cache
+from ui import cache, permalink
 from ui.options import option_widgets
+from ui.permalink import Param
 
 
 def method_options(method: str, model, key: str) -> dict:
@@ -18,7 +19,15 @@ def method_options(method: str, model, key: str) -> dict:
     if spec.layer:
         names = [layer.name for layer in cache.layers(model, cache.model_key(model))]
         default = default_layer(model).name
+    # every option travels in the page's link under its own name
+    permalink.bind([Param(o.name, f"{key}_{method}_{o.name}", _kind(o),
+                          options=(list(o.choices) or names) if (o.choices or o.layer) else None)
+                    for o in spec.options])
     return option_widgets(spec, model, key, layer_names=names, default_layer=default)
+
+
+def _kind(option) -> type:
+    return option.kind if option.kind in (bool, int, float) else str
 
 
 def compute(sel, method: str, target: int, opts: dict, preview_slot=None):

@@ -12,9 +12,11 @@ from core.images import EXTENSIONS, MAX_BYTES, ImageError, ModelInput, preproces
 from core.model import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError,
                          default_pretrained_name, list_pretrained_tags)
 
-from ui import cache
+from ui import cache, permalink
+from ui.permalink import Param
 
-DEFAULT_LABEL = "Default: ConvNeXt-Tiny (hub), embedded offline"
+# Short enough for the sidebar's selectbox (a longer label was cut off); the help says what the default does.
+DEFAULT_LABEL = "ConvNeXt-Tiny (default)"
 CUSTOM_LABEL = "Other timm model..."
 WEIGHT_CHOICES = {"hub": "Pretrained (hub)", "random": "Random (untrained)", "file": "Local file"}
 
@@ -35,9 +37,12 @@ class Selection:
 
 def _model_widgets() -> tuple[str | None, str | None]:
     options = [DEFAULT_LABEL, EMBEDDED_NAME, *CONVNEXT_MODELS, *OTHER_CNNS, CUSTOM_LABEL]
+    permalink.bind([Param("model", "lens_model_choice", options=options), Param("custom", "lens_model_custom"),
+                    Param("weights", "lens_weights", options=list(WEIGHT_CHOICES))])
     choice = st.selectbox("Model", options, key="lens_model_choice",
-                          help="Any timm image classifier. 'embedded' is ImageNet EfficientNet-Lite0 shipped "
-                               "in a Python package: it needs no network.")
+                          help="Any timm image classifier. The default is ConvNeXt-Tiny with ImageNet weights "
+                               "from the Hugging Face hub; without a network it falls back to 'embedded', the "
+                               "ImageNet EfficientNet-Lite0 shipped in a Python package.")
     if choice == DEFAULT_LABEL:
         return None, None
     if choice == EMBEDDED_NAME:
@@ -52,6 +57,7 @@ def _model_widgets() -> tuple[str | None, str | None]:
     if source == "hub" and "." not in choice:
         tags = list_pretrained_tags(choice)
         if tags:
+            permalink.bind([Param("tag", f"lens_tag_{choice}", options=tags)])
             default_tag = default_pretrained_name(choice)
             choice = st.selectbox("Pretrained tag", tags, key=f"lens_tag_{choice}",
                                   index=tags.index(default_tag) if default_tag in tags else 0,
@@ -98,24 +104,53 @@ def _class_names(model: LensModel) -> LensModel:
     except LabelsError as e:
         st.error(f"Class names not used: {e}")
         return model
+def model_name(model: LensModel) -> str:
+    """How pages name the model on screen: the timm name, and what its weights are."""
+    card = model.card
+    if card.weights.value == "embedded":
+        return "EfficientNet-Lite0 (embedded, ImageNet)"
+    kind = {"hub": "pretrained", "random": "random weights", "file": "weights from a file"}[card.weights.value]
+    return f"{card.name} ({kind})"
+
+
+def notice_line(model: LensModel) -> None:
+    """The model's notice (e.g. the offline fallback) as one line, with the details on demand."""
+    st.info(f"Showing {model_name(model)}: the default model could not be loaded.", icon=":material/cloud_off:")
+    with st.expander("Why?"):
+        st.caption(model.card.notice)
 
 
 def _image_widgets() -> tuple[bytes, str] | None:
     samples = sample_images()
+    names = [p.name for p in samples]
+    linked_upload = st.query_params.get("image") == permalink.UPLOAD and "lens_image_source" not in st.session_state
+    permalink.bind([Param("sample", "lens_sample", options=names)])
     source = st.radio("Image", ["Sample photo", "Upload"], key="lens_image_source", horizontal=True)
+    if linked_upload:
+        st.info("This link was made with an uploaded image, which a link cannot carry: showing the sample photo. "
+                "Upload the image again to see the same view.")
     if source == "Upload":
+        permalink.publish([], {"image": permalink.UPLOAD})
         upload = st.file_uploader("Image file", type=[e.lstrip(".") for e in EXTENSIONS], key="lens_upload")
+        st.caption("An uploaded image cannot travel in a link: a shared link opens with the sample photo.")
         if upload is not None:
             if upload.size > MAX_BYTES:
                 st.error(f"{upload.name}: file is {upload.size / 2**20:.1f} MB, over the "
                          f"{MAX_BYTES / 2**20:.0f} MB limit")
                 return None
             return upload.getvalue(), upload.name
+        if "lens_last_upload" in st.session_state:
+            # The uploader is empty again: the browser drops the previous file as soon as another one is chosen,
+            # even when that one is then refused (too large, wrong type). Keep the user's last good upload.
+            data, name = st.session_state["lens_last_upload"]
+            st.caption(f"Keeping your previous upload: {name}. Choose 'Sample photo' above for the samples.")
+            return data, name
         st.caption("No upload yet: showing the sample photo.")
+    elif not linked_upload:
+        permalink.publish([], {"image": None})
     if not samples:
         st.error("No sample photos found in assets/samples.")
         return None
-    names = [p.name for p in samples]
     default = names.index("chelsea.jpg") if "chelsea.jpg" in names else 0
     name = st.selectbox("Sample photo", names, index=default, key="lens_sample")
     path = samples[names.index(name)]
@@ -135,7 +170,7 @@ def render() -> Selection | None:
         if model is not None:
             model = _class_names(model)
         if model is not None and model.card.notice:
-            st.info(model.card.notice)
+            notice_line(model)
         st.markdown("### Image")
         picked = _image_widgets()
         image = None
@@ -144,6 +179,8 @@ def render() -> Selection | None:
             try:
                 image = cache.decode_image(data, image_name)
                 st.session_state["lens_last_image"] = (data, image_name)
+                if st.session_state.get("lens_image_source") == "Upload":
+                    st.session_state["lens_last_upload"] = (data, image_name)
             except ImageError as e:
                 st.error(str(e))
         if image is None and "lens_last_image" in st.session_state:

@@ -16,7 +16,9 @@ def progress_bar(text: str, *, labelled: bool = False) -> Iterator[Callable[[flo
     bar = st.progress(0.0, text=text)
 
     def report(fraction: float, message: str) -> None:
-        bar.progress(min(max(fraction, 0.0), 1.0), text=f"{text}: {message}" if labelled else message)
+        # core's messages often name the method already ("SmoothGrad: image 2/4"): never say it twice
+        said = labelled and not message.startswith(text)
+        bar.progress(min(max(fraction, 0.0), 1.0), text=f"{text}: {message}" if said else message)
     try:
         yield report
     finally:

@@ -9,7 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..render import Colormap, colorize, image_uint8, normalize_map, npz_bytes, overlay
+from ..render import (Colormap, Scale, colorize, heat_figure, image_uint8, normalize_map, npz_bytes, overlay,
+                      unit_uint8)
 from .attacks import PIXEL, AttackResult, MinEpsResult, Norm
 
 Label = Callable[[int], str]
@@ -37,6 +38,43 @@ def perturbation_image(delta: np.ndarray, eps: float, norm: Norm | str) -> np.nd
     return colorize(normalize_map(mean, signed=True, clip_percentile=100), Colormap.DIVERGING)
 
 
+@dataclass(frozen=True)
+class PerturbationPicture:
+    """δ shown two ways.
+
+    Attributes:
+        rgb: uint8 (H, W, 3): mid-grey + δ × ``amplification`` per channel (grey = unchanged pixel).
+        amplification: the factor applied to δ in ``rgb`` (chosen so the largest |δ| reaches black or white).
+        heat: uint8 (H, W + bar, 3): the channel mean of δ in 1/255 steps, diverging, with its colour bar.
+        scale: the colour bar's :class:`~core.render.Scale` (ends at ± the largest |mean δ|, not ±ε).
+        max_abs: the largest |δ| over pixels and channels, in [0, 1] pixel units.
+    """
+
+    rgb: np.ndarray
+    amplification: float
+    heat: np.ndarray
+    scale: Scale
+    max_abs: float
+
+    def caption(self) -> str:
+        return (f"perturbation δ amplified ×{self.amplification:.0f} around mid-grey (grey = unchanged; largest "
+                f"change {self.max_abs / PIXEL:.2f}/255 per channel)")
+
+
+def perturbation_picture(delta) -> PerturbationPicture:
+    """Both pictures of ``delta`` (3, H, W), the adversarial minus the clean image in [0, 1] pixel units."""
+    d = np.asarray(delta, dtype=np.float64)
+    max_abs = float(np.abs(d).max()) if d.size else 0.0
+    amplification = 0.5 / max_abs if max_abs > 0 else 1.0
+    rgb = unit_uint8(np.clip(0.5 + d.transpose(1, 2, 0) * amplification, 0, 1))
+    heat, scale = heat_figure(d.mean(0) / PIXEL, signed=True, clip_percentile=100, units="/255")
+    return PerturbationPicture(rgb, amplification, heat, scale, max_abs)
+
+
+def steps_text(n: int) -> str:
+    return f"{n} step" + ("" if n == 1 else "s")
+
+
 def perturbation_caption(norm: Norm | str) -> str:
     ends = "±ε" if Norm(norm) is Norm.LINF else "±max|δ|"
     return f"perturbation, channel mean (blue −, red +; ends at {ends})"
@@ -59,13 +97,13 @@ def verdict(result: AttackResult, label: Label) -> list[Message]:
     clean_p, adv_p = result.clean_probs[0], result.adv_probs[0]
     eps = eps_text(float(result.eps[0]), result.norm)
     sizes = (f"‖δ‖∞ = {float(result.linf[0]) / PIXEL:.2f}/255, ‖δ‖₂ = {float(result.l2[0]):.3f}, "
-             f"{int(result.steps_taken[0])} steps")
+             f"{steps_text(int(result.steps_taken[0]))}")
     if result.targeted and int(result.target[0]) == int(result.clean_index[0]):
         return [Message("info", f"The model already says {label(source)}: a targeted attack toward it has nothing "
                                 "to do. Pick another goal class.")]
     if not bool(result.success[0]):
         goal = f"reach {label(int(result.target[0]))}" if result.targeted else "change the prediction"
-        return [Message("warning", f"The attack failed: within ε = {eps} and {result.steps} steps it did not {goal}. "
+        return [Message("warning", f"The attack failed: within ε = {eps} and {steps_text(result.steps)} it did not {goal}. "
                                    f"The model still says {label(new)} at {float(adv_p[new]):.1%} ({sizes}). "
                                    "Try a larger ε, more steps, or 'Find the smallest ε'.")]
     said = Message("success", f"The model changed its mind: {label(source)} {float(clean_p[source]):.1%} → "

@@ -8,7 +8,16 @@ import numpy as np
 import torch
 
 from .base import Attribution, Sign
-from ..render import Colormap, colorize, image_uint8, normalize_map, overlay
+from ..render import Colormap, Scale, colorize, display_map, image_uint8, normalize_map, overlay, with_colorbar
+
+# What one unit of each method's map is (for colour bars); the target's logit is what every method explains.
+UNITS = {
+    "saliency": "d logit / d pixel", "smoothgrad": "d logit / d pixel (noise-averaged)",
+    "input-x-gradient": "logit per pixel", "integrated-gradients": "logit per pixel",
+    "guided-backprop": "guided gradient", "deconvolution": "deconvolution signal",
+    "gradcam": "Grad-CAM (weighted activation)", "guided-gradcam": "guided gradient x Grad-CAM",
+    "occlusion": "logit drop when covered", "cam": "logit per position", "lrp": "relevance (logit share)",
+}
 
 
 class View(str, enum.Enum):
@@ -41,6 +50,22 @@ def picture(attr: Attribution, image: torch.Tensor, index: int = 0, *, view: Vie
         return overlay(image, values, cmap=cmap, alpha=alpha)
     weight = np.abs(values)[..., None]
     return (image_uint8(image).astype(np.float64) * weight).round().astype(np.uint8)
+
+
+def figure(attr: Attribution, image: torch.Tensor, index: int = 0, *, view: View | str = View.OVERLAY,
+           sign: Sign | str = Sign.ALL, clip_percentile: float = 99.5, alpha: float = 0.55) -> tuple[np.ndarray, Scale]:
+    """:func:`picture` with its colour bar to the right, and the :class:`~core.render.Scale` for a caption.
+
+    The masked view's bar shows the weight each pixel keeps (|display value|, 0 to 1).
+    """
+    sign = Sign(sign)
+    values = attr.view(sign)[index] if attr.signed else attr.map[index]
+    _, scale = display_map(values, signed=attr.signed and sign is Sign.ALL, clip_percentile=clip_percentile,
+                           units=UNITS.get(attr.method, attr.method))
+    pic = picture(attr, image, index, view=view, sign=sign, clip_percentile=clip_percentile, alpha=alpha)
+    if View(view) is View.MASKED:
+        scale = Scale(False, 0.0, 1.0, clip_percentile, "weight kept")
+    return with_colorbar(pic, scale), scale
 
 
 def npy_bytes(attr: Attribution, index: int = 0) -> bytes:

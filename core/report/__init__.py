@@ -1,0 +1,271 @@
+"""A report to hand on: one self-contained HTML file (no streamlit; images inline as data URIs).
+
+Build :class:`ReportItem` values (one per pinned result: :func:`attribution_item` for attribution maps, or
+directly for anything else), then :func:`render_html` writes the page: model card and fingerprint, the image,
+the prediction, each result with its settings, seed, timing and figures, the versions of the app and its
+libraries, and for each result the ``python -m core`` command that reproduces it. The page makes no external
+request (no scripts, fonts or stylesheets from elsewhere), so it opens offline.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import platform
+import shlex
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..render import image_uint8
+
+APP = "convnext-lens"
+LIBRARIES = ("torch", "torchvision", "timm", "numpy", "pillow", "captum", "streamlit")
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    """One pinned result.
+
+    Attributes:
+        title: heading, e.g. "SmoothGrad for tabby (281)".
+        figure: uint8 (H, W, 3) picture shown in the report (a colour bar included where it has one).
+        caption: what the colours/panels mean.
+        settings: the options used (after defaults).
+        command: the ``python -m core ...`` command that reproduces it ("" when none exists).
+        seconds: compute time.
+        seed: the random seed, or None for deterministic methods.
+        figures: numbers worth quoting (faithfulness, relevance sums, probabilities), name -> value.
+        notes: one-line facts or warnings shown under the result.
+    """
+
+    title: str
+    figure: np.ndarray
+    caption: str = ""
+    settings: Mapping[str, object] = field(default_factory=dict)
+    command: str = ""
+    seconds: float = 0.0
+    seed: int | None = None
+    figures: Mapping[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def versions() -> dict[str, str]:
+    """The app's and its libraries' versions: the running module's own where it is imported (torch's carries
+    its build, e.g. ``+cpu``), else the installed distribution's; nothing is imported."""
+    import sys
+
+    out = {APP: _version(APP), "python": platform.python_version()}
+    for name in LIBRARIES:
+        module = sys.modules.get("PIL" if name == "pillow" else name)
+        out[name] = str(getattr(module, "__version__", "") or _version(name))
+    return out
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        if dist == APP:
+            return _pyproject_version()
+        return "not installed"
+
+
+def _pyproject_version() -> str:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("version"):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "unknown"
+
+
+def model_args(card) -> list[str]:
+    """``--model``/``--weights`` arguments that load the model described by ``card`` (a ModelCard)."""
+    source = getattr(card.weights, "value", card.weights)
+    if source == "embedded":
+        return ["--model", "embedded"]
+    name = card.name
+    if source == "hub":
+        detail = str(card.weights_detail)
+        if "." not in name and detail.startswith("timm/"):
+            name = detail.split("/", 1)[1]
+        return ["--model", name]
+    if source == "random":
+        return ["--model", name, "--weights", "random"]
+    return ["--model", name, "--weights", str(card.weights_detail)]
+
+
+def attribute_command(method: str, image: str, card, target: int, options: Mapping[str, object]) -> str:
+    """The exact ``python -m core attribute`` command for one attribution.
+
+    Every option the method declares (its :class:`~core.attribution.spec.Option`, from which the CLI flags are
+    generated) is written out with the value used, so later changes of a default do not change the result.
+    """
+    from ..attribution.registry import REGISTRY
+
+    args = ["python", "-m", "core", "attribute", image, "--method", method, "--target", str(int(target))]
+    declared = {opt.name: opt for opt in REGISTRY[method].options} if method in REGISTRY else {}
+    for name, value in options.items():
+        opt = declared.get(name)
+        if opt is None or value is None:
+            continue
+        value = getattr(value, "value", value)
+        args += [opt.cli_flag, ("yes" if value else "no") if isinstance(value, bool) else str(value)]
+    args += model_args(card)
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _command(sub: str, image: str, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = ()) -> str:
+    args = ["python", "-m", "core", sub, image]
+    for flag, value in pairs:
+        if value is not None:
+            args += [flag, str(getattr(value, "value", value))]
+    args += list(flags) + model_args(card)
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def attack_command(image: str, card, *, method: str, norm: str, eps: float, step: float, steps: int,
+                   target: int | None, random_start: bool, early_stop: bool, seed: int) -> str:
+    """``python -m core attack`` for one attack; ``eps``/``step`` in [0, 1] pixel units (the CLI takes 1/255
+    for L-inf)."""
+    unit = 255.0 if norm == "linf" else 1.0
+    return _command("attack", image, card, [
+        ("--method", method), ("--norm", norm), ("--eps", f"{eps * unit:.6g}"), ("--step", f"{step * unit:.6g}"),
+        ("--steps", int(steps)), ("--target", target), ("--seed", int(seed))],
+        [*(["--random-start"] if random_start else []), *([] if early_stop else ["--no-early-stop"])])
+
+
+def perturb_command(image: str, card, *, method: str, area: float | None, variant: str, perturbation: str,
+                    iterations: int, target: int) -> str:
+    """``python -m core perturb`` for one mask (one area)."""
+    return _command("perturb", image, card, [
+        ("--method", method), ("--area", None if area is None else f"{area:g}"), ("--variant", variant),
+        ("--perturbation", perturbation), ("--iterations", int(iterations)), ("--target", int(target))])
+
+
+def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, title: str | None = None,  # noqa: F821
+                     clip_percentile: float = 99.5) -> ReportItem:
+    """A :class:`ReportItem` for an :class:`~core.attribution.base.Attribution` of one image.
+
+    Args:
+        model: the LensModel that produced ``attr``.
+        image: (3, H, W) in [0, 1], the model input the map is aligned with.
+        attr: the attribution (its first image is used).
+        image_arg: the image path to put in the reproducing command.
+    """
+    from ..attribution.view import View, figure
+
+    target = int(attr.target[0])
+    pic, scale = figure(attr, image, view=View.OVERLAY, clip_percentile=clip_percentile)
+    options = dict(attr.options)
+    seed = options.get("seed") if "seed" in options else None
+    figures = {name: float(values[0]) for name, values in attr.metrics.items()}
+    return ReportItem(
+        title=title or f"{attr.method} for {model.label(target)} ({target})", figure=pic,
+        caption=f"Overlay on the model input; {scale.describe()}.",
+        settings={"method": attr.method, "target": target, **{k: getattr(v, "value", v) for k, v in options.items()}},
+        command=attribute_command(attr.method, image_arg, model.card, target, options),
+        seconds=float(attr.seconds), seed=None if seed is None else int(seed), figures=figures,
+        notes=tuple(attr.notes))
+
+
+def data_uri(picture) -> str:
+    """``data:image/png;base64,...`` of a uint8 (H, W, 3) array, a PIL image or a (3, H, W) tensor in [0, 1]."""
+    img = picture if isinstance(picture, Image.Image) else Image.fromarray(image_uint8(picture))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#212529;line-height:1.45}h1{margin-bottom:.1em}h2{border-bottom:1px solid #dee2e6;padding-bottom:.2em;
+margin-top:1.8em}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #dee2e6;padding:.25em .6em;
+text-align:left;vertical-align:top}th{background:#f1f3f5}img{max-width:100%;image-rendering:auto}
+.fig{display:flex;gap:1.5em;flex-wrap:wrap;align-items:flex-start}.muted{color:#6c757d}.note{background:#fff3bf;
+padding:.3em .6em;border-radius:4px}code,pre{background:#f1f3f5;border-radius:4px}pre{padding:.6em;white-space:pre-wrap;
+word-break:break-all}section{page-break-inside:avoid}
+"""
+
+
+def _table(rows: Mapping[str, object]) -> str:
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows.items())
+    return f"<table>{body}</table>"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(getattr(v, "value", v))
+
+
+def model_card_rows(card) -> dict[str, object]:
+    return {
+        "model": card.name, "architecture": card.arch,
+        "weights": f"{getattr(card.weights, 'value', card.weights)} ({card.weights_detail})",
+        "fingerprint": card.fingerprint, "parameters": f"{card.num_params / 1e6:.2f} M",
+        "classes": card.num_classes, "input size": "x".join(str(s) for s in card.input_size),
+        "preprocessing": card.preprocessing,
+    }
+
+
+def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[str, object]],
+                items: Sequence[ReportItem], title: str = "ConvNeXt Lens report",
+                notice: str | None = None, created: _dt.datetime | None = None) -> str:
+    """The report as one HTML string.
+
+    Args:
+        card: the model's ModelCard.
+        image: the model input (3, H, W) in [0, 1], a PIL image or a uint8 array.
+        image_name: shown under the image (a file name; an upload's name).
+        prediction: top classes as dicts with ``index``, ``label``, ``prob`` (in [0, 1]).
+        items: the pinned results, in order.
+        notice: e.g. the model card's fallback notice.
+    """
+    created = created or _dt.datetime.now(_dt.timezone.utc)
+    esc = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>{esc(title)}</h1><p class='muted'>{esc(card.name)} on {esc(image_name)}; created "
+             f"{created.strftime('%Y-%m-%d %H:%M UTC')}; {len(items)} result{'s' * (len(items) != 1)}.</p>"]
+    if notice:
+        parts.append(f"<p class='note'>{esc(notice)}</p>")
+    pred_rows = "".join(f"<tr><td>{esc(str(c['label']))} ({int(c['index'])})</td><td>{float(c['prob']):.1%}</td></tr>"
+                        for c in prediction)
+    parts.append(
+        "<h2>Image and prediction</h2><div class='fig'>"
+        f"<figure><img alt='{esc(image_name)}' src='{data_uri(image)}' width='320'>"
+        f"<figcaption class='muted'>{esc(image_name)} as the model sees it</figcaption></figure>"
+        f"<div><table><tr><th>class</th><th>probability</th></tr>{pred_rows}</table></div></div>")
+    parts.append("<h2>Model</h2>" + _table(model_card_rows(card)))
+    for i, item in enumerate(items, 1):
+        settings = dict(item.settings)
+        if item.seed is not None:
+            settings.setdefault("seed", item.seed)
+        settings["time"] = f"{item.seconds:.2f} s"
+        figures = _table(item.figures) if item.figures else ""
+        notes = "".join(f"<p class='note'>{esc(n)}</p>" for n in item.notes)
+        command = (f"<p>Reproduce it:</p><pre><code>{esc(item.command)}</code></pre>" if item.command
+                   else "<p class='muted'>No command-line equivalent.</p>")
+        parts.append(
+            f"<section><h2>{i}. {esc(item.title)}</h2><div class='fig'>"
+            f"<figure><img alt='{esc(item.title)}' src='{data_uri(item.figure)}'>"
+            f"<figcaption class='muted'>{esc(item.caption)}</figcaption></figure>"
+            f"<div>{_table(settings)}{figures}</div></div>{notes}{command}</section>")
+    parts.append("<h2>Versions</h2>" + _table(versions()))
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+__all__ = ["ReportItem", "attack_command", "attribute_command", "perturb_command", "attribution_item", "data_uri", "model_args", "model_card_rows",
+           "render_html", "versions"]

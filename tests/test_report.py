@@ -1,0 +1,114 @@
+"""The HTML report: self-contained (every image inline, no external request), and its commands reproduce."""
+from __future__ import annotations
+
+import html
+import json
+import re
+import shlex
+
+import numpy as np
+import pytest
+import torch
+
+from core.attribution.registry import attribute
+from core.report import ReportItem, render_html, versions
+from tests.conftest import SAMPLES
+from tests.test_cli import run_cli
+
+EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*['"]?\s*(?!data:)[a-z]+:""", re.I)
+
+
+def _images(page: str) -> list[str]:
+    return re.findall(r"<img [^>]*src='([^']*)'", page)
+
+
+def test_cli_report_contract_and_reproducible_command(tmp_path, embedded, cat_input):
+    out = tmp_path / "sub" / "cat.html"
+    image = str(SAMPLES / "chelsea.jpg")
+    r = run_cli("report", image, "--methods", "saliency", "gradcam", "--model", "embedded", "--out", str(out),
+                "--json")
+    assert r.returncode == 0, r.stderr
+    payload = json.loads(r.stdout)
+    assert set(payload) == {"report", "results"} and payload["report"] == str(out)
+    assert [res["method"] for res in payload["results"]] == ["saliency", "gradcam"]
+    assert all(set(res) == {"method", "seconds"} and res["seconds"] > 0 for res in payload["results"])
+    page = out.read_text()
+    # self-contained: the image, the prediction and both figures inline; nothing fetched from anywhere
+    imgs = _images(page)
+    assert len(imgs) == 3 and all(src.startswith("data:image/png;base64,") for src in imgs)
+    assert not EXTERNAL.search(page) and "<script" not in page and "@import" not in page and "url(" not in page
+    assert embedded.card.fingerprint in page and embedded.card.arch in page
+    assert f"torch</th><td>{torch.__version__}" in page and "timm</th>" in page and "convnext-lens</th>" in page
+    assert "tiger cat (282)" in page and "%" in page
+    commands = [html.unescape(c) for c in re.findall(r"<pre><code>(.*?)</code></pre>", page)]
+    assert len(commands) == 2 and all(c.startswith("python -m core attribute ") for c in commands)
+    # the saliency command, run as printed, gives the map the report shows (same image, target, model)
+    argv = shlex.split(commands[0])[3:]
+    r2 = run_cli(*argv, "--out-dir", str(tmp_path / "repro"), "--json")
+    assert r2.returncode == 0, r2.stderr
+    again = np.load(tmp_path / "repro" / "chelsea.npy")
+    target = json.loads(r2.stdout)["results"][0]["target"]
+    direct = attribute(embedded, cat_input.batch, target, method="saliency").map[0].numpy()
+    assert target == 282 and again.shape == direct.shape
+    np.testing.assert_allclose(again, direct, rtol=1e-4, atol=1e-6 * float(np.abs(direct).max()))
+
+
+def test_cli_report_bad_method_is_one_line_exit_2(tmp_path):
+    r = run_cli("report", str(SAMPLES / "chelsea.jpg"), "--methods", "saliency", "nonsense", "--model", "embedded",
+                "--out", str(tmp_path / "r.html"), "--json")
+    assert r.returncode == 2 and r.stdout == "" and "unknown method 'nonsense'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.html").exists()
+
+
+def test_method_that_does_not_apply_is_listed_and_the_report_still_written(tmp_path, monkeypatch, capsys):
+    from core.attribution.base import NotApplicable
+    from core.cli import main
+    from core.cli.commands import report as command
+
+    real = command.attribute
+
+    def fake(model, x, target, *, method, **kw):
+        if method == "cam":
+            raise NotApplicable("CAM needs a linear classifier")
+        return real(model, x, target, method=method, **kw)
+
+    monkeypatch.setattr(command, "attribute", fake)
+    out = tmp_path / "r.html"
+    code = main(["report", str(SAMPLES / "coffee.jpg"), "--methods", "cam", "saliency", "--model", "embedded",
+                 "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert code == 2 and [r["method"] for r in payload["results"]] == ["saliency"]
+    assert payload["errors"] == [{"method": "cam", "error": "cam: CAM needs a linear classifier"}]
+    assert "error: cam: CAM needs a linear classifier" in captured.err and out.exists()
+
+
+def test_render_html_escapes_and_inlines(embedded):
+    item = ReportItem(title="<b>x</b>", figure=np.zeros((8, 8, 3), np.uint8), caption="a & b",
+                      settings={"eps": 0.5}, command="python -m core attack 'my file.jpg'", seconds=1.5, seed=3,
+                      figures={"faithfulness": 0.25}, notes=("weak: keeps 0.2 %",))
+    page = render_html(card=embedded.card, image=torch.rand(3, 16, 16), image_name="up<load>.png",
+                       prediction=[{"index": 1, "label": "goldfish", "prob": 0.5}], items=[item],
+                       notice="offline fallback")
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "up&lt;load&gt;.png" in page
+    assert "seed</th><td>3" in page and "1.50 s" in page and "faithfulness</th><td>0.25" in page
+    assert "weak: keeps 0.2 %" in page and "offline fallback" in page and "goldfish (1)" in page
+    assert all(src.startswith("data:image/png;base64,") for src in _images(page)) and len(_images(page)) == 2
+    assert versions()["numpy"] == np.__version__
+
+
+def test_attack_and_perturb_commands_parse_with_the_cli(embedded):
+    from core.cli import build_parser
+    from core.report import attack_command, perturb_command
+
+    parser, _ = build_parser()
+    cmd = attack_command("assets/samples/my cat.jpg", embedded.card, method="pgd", norm="linf", eps=4 / 255,
+                         step=1 / 255, steps=10, target=None, random_start=True, early_stop=False, seed=3)
+    args = parser.parse_args(shlex.split(cmd)[3:])
+    assert args.images == ["assets/samples/my cat.jpg"] and args.eps == 4 and args.step == 1 and args.steps == 10
+    assert args.random_start and args.no_early_stop and args.seed == 3 and args.model == "embedded"
+    cmd = perturb_command("x.jpg", embedded.card, method="extremal", area=0.05, variant="preserve",
+                          perturbation="blur", iterations=300, target=281)
+    args = parser.parse_args(shlex.split(cmd)[3:])
+    assert (args.method, args.area, args.variant, args.iterations, args.target) == ("extremal", 0.05, "preserve",
+                                                                                      300, 281)
