@@ -22,15 +22,15 @@ selection = sidebar.current()
 if selection is not None:
     model, inp = selection.model, selection.inp
     top = cache.top_classes(model, selection.model_key, inp.tensor, selection.image_key, 5)
-    permalink.bind([Param("method", "lens_pert_method", options=[m.value for m in Method])])
-    method = st.session_state.get("lens_pert_method", Method.EXTREMAL.value)
+    permalink.bind([Param("method", "lens_pert_method", options=[m.value for m in MaskMethod])])
+    method = st.session_state.get("lens_pert_method", MaskMethod.EXTREMAL.value)
     permalink.bind([Param("variant", f"lens_pert_variant_{method}", options=[v.value for v in Variant]),
                     Param("fill", "lens_pert_kind", options=[p.value for p in Perturbation]),
                     Param("areas", "lens_pert_areas", list, options=[0.02, 0.05, 0.1, 0.2, 0.4, 0.6]),
                     Param("iterations", f"lens_pert_iters_{method}", int)])
     c1, c2, c3 = st.columns(3)
     with c1:
-        method = st.radio("Method", [m.value for m in Method], index=1, key="lens_pert_method", horizontal=True,
+        method = st.radio("Method", [m.value for m in MaskMethod], index=1, key="lens_pert_method", horizontal=True,
                           help="extremal: best mask of each fixed area; meaningful: smallest mask (L1 + TV)")
         options = [f"{c['label']} ({c['index']})" for c in top]
         choice = st.selectbox("Target class", options, key="lens_pert_target")

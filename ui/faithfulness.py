@@ -14,7 +14,7 @@ from core.attribution.registry import REGISTRY
 from core.evaluation import Evaluation, Metric
 from core.images import ImageError
 from core.render import Colormap, colorize, normalize_map
-from ui import cache
+from ui import cache, run
 
 CURVE_METRICS = (Metric.DELETION.value, Metric.INSERTION.value)
 ALL = tuple(m.value for m in Metric)
@@ -160,7 +160,9 @@ def map_section(sel, method: str, target: int, options: dict, result) -> None:
     metrics = CURVE_METRICS
     a, b = st.columns([1, 2])
     steps = steps_widget(a, "faith_steps")
-    run_sanity = b.toggle("Sanity check (recomputes the map once per randomised stage)", key="faith_sanity")
+    with b:
+        run_sanity = run.button("Sanity check", (sel.key, method, target, repr(sorted(options.items()))),
+                                "faith_sanity", help="Recomputes the map once per randomised stage of the network.")
     if run_sanity:
         metrics = CURVE_METRICS + (Metric.RANDOMISATION.value,)
     bar = st.progress(0.0, text="deletion and insertion...")
@@ -181,6 +183,11 @@ def map_section(sel, method: str, target: int, options: dict, result) -> None:
                "side: the Compare methods tab.")
 
 
+def _cancel() -> None:
+    st.session_state.pop("faith_go_params", None)  # ui.run's record of the pressed request
+    st.session_state["faith_cancelled"] = True
+
+
 def compare_section(sel, target: int) -> None:
     """Every applicable method on this image: the ranked table, overlaid curves, thumbnails. Progress, cancel."""
     titles = {name: spec.title for name, spec in REGISTRY.items()}
@@ -198,14 +205,16 @@ def compare_section(sel, target: int) -> None:
         mask, mask_key = None, "none"
     if mask is None:
         st.caption("No object mask: the pointing game needs an upload or an image with an alpha channel.")
-    go = st.toggle("Evaluate", key="faith_go", help="Each method with its default options. Results are cached.")
+    go = run.button("Evaluate the methods", (sel.key, target, tuple(chosen), tuple(metrics), steps, mask_key),
+                    "faith_go", help="Each method with its default options. Results are cached.")
     if not (go and chosen and metrics):
-        if st.session_state.get("faith_cancel"):
-            st.info("Cancelled. Methods already finished are cached; switch Evaluate on to continue.")
+        if st.session_state.get("faith_cancelled"):
+            st.info("Cancelled. Methods already finished are cached; press Evaluate the methods to continue.")
         return
-    # Any click reruns the script, which stops the running evaluation; the callback also switches it off.
-    st.button("Cancel", key="faith_cancel", on_click=lambda: st.session_state.update(faith_go=False),
-              help="Stops the evaluation; methods already finished stay cached.")
+    st.session_state["faith_cancelled"] = False
+    # Any click reruns the script, which stops the running evaluation; the callback also forgets the request.
+    st.button("Cancel", key="faith_cancel", on_click=_cancel, help="Stops the evaluation; methods already finished "
+              "stay cached.")
     results, failures = {}, {}
     bar = st.progress(0.0, text="evaluating...")
     for i, name in enumerate(chosen):
