@@ -351,3 +351,20 @@ def test_bf16_timing_probe_runs_and_leaves_no_state(convnext_live, x64):
     x = x64[:1].clone()
     assert isinstance(bf16_is_faster(convnext_live, x, repeats=1), bool)
     assert torch.equal(x, x64[:1]) and hook_count(convnext_live) == 0 and not torch.is_autocast_enabled("cpu")
+
+
+def test_integrated_gradients_equals_captum_and_previews(convnext_live, x64):
+    from captum.attr import IntegratedGradients
+
+    previews = []
+    ours = attribute(convnext_live, x64[:1], 3, method="integrated-gradients", steps=12, batch_size=5,
+                     preview=lambda m, f: previews.append((m.clone(), f)))
+    ref = IntegratedGradients(convnext_live).attribute(x64[:1], baselines=torch.zeros_like(x64[:1]), target=3,
+                                                       n_steps=12, internal_batch_size=5)
+    # float32 sums over 12 points in a different order: 1e-4 of the largest value is ample
+    torch.testing.assert_close(ours.raw, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    assert [round(f, 3) for _, f in previews] == [0.333, 0.667, 1.0]
+    torch.testing.assert_close(previews[-1][0], ours.map)
+    # the first batch spans the path, so its preview already points the same way as the final map
+    first = previews[0][0].flatten()
+    assert float(torch.corrcoef(torch.stack([first, ours.map.flatten()]))[0, 1]) > 0.5
