@@ -131,7 +131,7 @@ def prepare(model: LensModel) -> _Prepared:
     outputs: dict[int, nn.Module] = {}
     pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
     first: list[nn.Module] = []
-    x = torch.zeros(1, *model.card.input_size)
+    x = torch.zeros(1, *model.card.input_size, device=model.mean.device)
     with hooks_on(net) as hooks, torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.Conv2d):

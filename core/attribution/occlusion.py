@@ -69,13 +69,13 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.T
     rows, cols = window_starts(h, window, stride), window_starts(w, window, stride)
     boxes = [(r, c) for r in rows for c in cols]
     total = n * len(boxes)
-    out = torch.zeros(n, h, w)
+    out = torch.zeros(n, h, w, device=x.device)
     done = 0
     with torch.inference_mode():
         for i in range(n):
             xi, base = x[i:i + 1], _fill(x[i:i + 1], fill)
             ref = model(xi)[0, t[i]].float()
-            acc, hits = torch.zeros(h, w), torch.zeros(h, w)
+            acc, hits = torch.zeros(h, w, device=x.device), torch.zeros(h, w, device=x.device)
             for start in range(0, len(boxes), batch_size):
                 chunk = boxes[start:start + batch_size]
                 batch = xi.repeat(len(chunk), 1, 1, 1)

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..model.device import model_device
 from .base import Attribution, NotApplicable, Progress, Sign, check_input, report, resolve_target
 from .cam import cam as _cam
 from .lrp import FirstRule, Rule
@@ -123,9 +124,11 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
     unknown = sorted(set(options) - set(spec.options()) - {"preview"})
     if unknown:
         raise ValueError(f"{name} has no option {', '.join(unknown)} (it takes {', '.join(spec.options()) or 'none'})")
-    x = check_input(x)
+    x = check_input(x).to(model_device(model))  # every method works on the model's device
     t = resolve_target(model, x, target)
     result = spec.fn(model, x, t, progress=progress, **options)
+    cpu = torch.device("cpu")  # results come back to the CPU for display
+    result = replace(result, map=result.map.to(cpu), raw=None if result.raw is None else result.raw.to(cpu))
     return result if result.method == name else replace(result, method=name)
 
 

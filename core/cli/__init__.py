@@ -31,10 +31,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="timm model name (optionally name.tag), or 'embedded'; default convnext_tiny from the hub, "
                         "falling back to the embedded EfficientNet-Lite0 when the hub is unreachable")
     p.add_argument("--weights", default=None, help="hub (default), random, embedded, or a weights file path")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the model runs: auto (CUDA, then MPS, then CPU; the default, or $LENS_DEVICE)")
 
 
 def model_from_args(args: argparse.Namespace) -> LensModel:
-    model = load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights, device=getattr(args, "device", None))
     if model.card.notice:
         print(f"note: {model.card.notice}", file=sys.stderr)
     return model

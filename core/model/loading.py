@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -66,6 +66,7 @@ class ModelCard:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     notice: str | None = None      # e.g. why the default fell back to the embedded model
+    device: str = "cpu"            # where the model runs (cpu, cuda, mps)
 
     @property
     def data_config(self) -> dict:
@@ -379,7 +380,7 @@ def load_embedded_net() -> tuple[nn.Module, str]:
 # --------------------------------------------------------------------------------------------- loading
 
 def load_model(name: str | None = None, weights: str | None = None,
-               progress: Callable[[str], None] | None = None) -> LensModel:
+               progress: Callable[[str], None] | None = None, device: str | None = None) -> LensModel:
     """Build a :class:`LensModel`.
 
     Args:
@@ -388,10 +389,26 @@ def load_model(name: str | None = None, weights: str | None = None,
             (with a notice on the card) when the hub cannot be reached within a few seconds.
         weights: ``"hub"`` (default), ``"random"``, ``"embedded"``, or a path to a weights file.
         progress: called with a short status string as loading proceeds.
+        device: auto (CUDA, then MPS, then CPU), cpu, cuda or mps; None reads ``$LENS_DEVICE`` (default auto).
 
     Raises:
-        ModelLoadError: with a one-line reason (unknown model, unreachable hub, bad weights file).
+        ModelLoadError: with a one-line reason (unknown model, unreachable hub, bad weights file, no such device).
     """
+    from .device import resolve_device
+
+    try:
+        where = resolve_device(device)
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from None
+    model = _load_model(name, weights, progress)
+    if where.type == "cpu":
+        return model
+    moved = model.to(where)
+    moved.card = replace(model.card, device=where.type)
+    return moved
+
+
+def _load_model(name: str | None, weights: str | None, progress: Callable[[str], None] | None) -> LensModel:
     say = progress or (lambda _msg: None)
     weights = weights or WeightsSource.HUB.value
     notice = None

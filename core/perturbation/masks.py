@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -134,7 +134,8 @@ class SmoothMask:
     ``sigma`` at its grid point, and the mask is a soft maximum of the bumps covering a pixel (TorchRay's
     "max-convolution" parameterisation: a region can be switched on without blurring its edges)."""
 
-    def __init__(self, size: tuple[int, int], step: int = 7, sigma: float = 21.0, coldness: float = 20.0) -> None:
+    def __init__(self, size: tuple[int, int], step: int = 7, sigma: float = 21.0, coldness: float = 20.0,
+                 device: torch.device | str = "cpu") -> None:
         h, w = size
         self.size, self.step, self.sigma, self.coldness = (h, w), step, sigma, coldness
         self.margin = int(math.ceil(sigma))     # grid points extend past the border by sigma
@@ -144,7 +145,7 @@ class SmoothMask:
         # weight[k, y, x] = kernel(distance from pixel (y, x) to its k-th neighbouring grid point / sigma)
         d = torch.sqrt(wy[:, None, :, None] ** 2 + wx[None, :, None, :] ** 2)  # (ky, kx, H, W)
         kernel = torch.exp(-2 * ((d / sigma - 0.5).clamp(min=0) ** 2))
-        self.weight = kernel.reshape(-1, h, w).unsqueeze(0)
+        self.weight = kernel.reshape(-1, h, w).unsqueeze(0).to(device)
 
     def _axis(self, n: int) -> torch.Tensor:
         """(2r+1, n) offsets from each pixel to the grid points around it."""
@@ -160,7 +161,7 @@ class SmoothMask:
         for n, size in zip(self.shape_in, self.size):
             pos = torch.arange(n, dtype=torch.float32) * self.step - self.margin
             masks.append(((pos >= 0) & (pos <= size - 1)).float())
-        return (masks[0][:, None] * masks[1][None, :]).view(1, 1, *self.shape_in)
+        return (masks[0][:, None] * masks[1][None, :]).view(1, 1, *self.shape_in).to(self.weight.device)
 
     def __call__(self, params: torch.Tensor) -> torch.Tensor:
         """(K, 1, *shape_in) parameters in [0, 1] -> (K, 1, H, W) mask in [0, 1]."""
@@ -181,7 +182,7 @@ def _prepare(model: LensModel, x: torch.Tensor, target: int | None) -> tuple[tor
         x = x.unsqueeze(0)
     if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"expected one RGB image (1, 3, H, W), got {tuple(x.shape)}")
-    x = x.detach().float()
+    x = x.detach().float().to(model.mean.device)  # the model's device
     with torch.no_grad():
         probs = model(x).float().softmax(-1)[0]
     if target is None:
@@ -191,8 +192,8 @@ def _prepare(model: LensModel, x: torch.Tensor, target: int | None) -> tuple[tor
     return x, int(target), float(probs[target])
 
 
-def _area_reference(areas: Sequence[float], n: int) -> torch.Tensor:
-    ref = torch.ones(len(areas), n)
+def _area_reference(areas: Sequence[float], n: int, device: torch.device) -> torch.Tensor:
+    ref = torch.ones(len(areas), n, device=device)
     for i, a in enumerate(areas):
         ref[i, : int(round(n * (1 - a)))] = 0
     return ref
@@ -258,11 +259,11 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     h, w = x.shape[-2:]
     pyramid = PerturbationPyramid(x, perturbation, _mean_colour(model, x))
     scale = min(h, w) / 224.0
-    gen = SmoothMask((h, w), step or max(1, round(7 * scale)), sigma or 21.0 * scale)
+    gen = SmoothMask((h, w), step or max(1, round(7 * scale)), sigma or 21.0 * scale, device=x.device)
     # start from the whole image; grid points outside it start off, or their bumps leave a frame that the area
     # constraint (counted inside the image only) is slow to remove
     params = gen.inside().expand(len(areas), 1, -1, -1).clone().requires_grad_(True)
-    reference = _area_reference(areas, h * w)
+    reference = _area_reference(areas, h * w, x.device)
     optimizer = torch.optim.SGD([params], lr=learning_rate, momentum=0.9, dampening=0.9)
     growth = _AREA_WEIGHT_GROWTH_TOTAL ** (1.0 / iterations)
     area_weight = _AREA_WEIGHT_START
@@ -283,9 +284,16 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     with torch.no_grad():
         mask = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
-    return PerturbationResult(
+    return _to_cpu(PerturbationResult(
         Method.EXTREMAL, variant, perturbation, target, mask[:, 0].detach(), areas, _finish(model, images, target),
-        images.detach(), _stack(losses, len(areas)), _stack(scores, len(areas)), base, len(losses), cancelled)
+        images.detach(), _stack(losses, len(areas)), _stack(scores, len(areas)), base, len(losses), cancelled))
+
+
+def _to_cpu(r: PerturbationResult) -> PerturbationResult:
+    """The result with its tensors on the CPU, for display (the optimisation ran on the model's device)."""
+    cpu = torch.device("cpu")
+    return replace(r, masks=r.masks.to(cpu), scores=r.scores.to(cpu), perturbed=r.perturbed.to(cpu),
+                   loss=r.loss.to(cpu), score_curve=r.score_curve.to(cpu))
 
 
 def _stack(rows: list[torch.Tensor], k: int) -> torch.Tensor:
@@ -332,7 +340,8 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
     gen = torch.Generator().manual_seed(seed)
     # the evidence mask starts empty: nothing deleted (delete game) / nothing but a faint whole image (preserve)
     start = 0.0 if variant is Variant.DELETE else 0.5
-    params = torch.full((1, 1, max(2, h // mask_stride), max(2, w // mask_stride)), start, requires_grad=True)
+    params = torch.full((1, 1, max(2, h // mask_stride), max(2, w // mask_stride)), start, device=x.device,
+                        requires_grad=True)
     optimizer = torch.optim.Adam([params], lr=learning_rate)
 
     def compose(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,9 +364,9 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
     with torch.no_grad():
         evidence, images = compose(params)
     mask = evidence[:, 0].detach()
-    return PerturbationResult(
+    return _to_cpu(PerturbationResult(
         Method.MEANINGFUL, variant, perturbation, target, mask, (float(mask.mean()),), _finish(model, images, target),
-        images.detach(), _stack(losses, 1), _stack(scores, 1), base, len(losses), cancelled)
+        images.detach(), _stack(losses, 1), _stack(scores, 1), base, len(losses), cancelled))
 
 
 def perturbation_masks(model: LensModel, x: torch.Tensor, target: int | None = None, *,
