@@ -368,3 +368,33 @@ def test_integrated_gradients_equals_captum_and_previews(convnext_live, x64):
     # the first batch spans the path, so its preview already points the same way as the final map
     first = previews[0][0].flatten()
     assert float(torch.corrcoef(torch.stack([first, ours.map.flatten()]))[0, 1]) > 0.5
+
+
+def test_occlusion_preview_comes_early_spans_the_image_and_ends_at_the_map(convnext_live, x64):
+    previews = []
+    r = attribute(convnext_live, x64[:1], 3, method="occlusion", window=8, stride=8, batch_size=16,
+                  preview=lambda m, f: previews.append((m.clone(), f)))
+    assert previews[0][1] == 4 / 64  # a first batch of 4 of the 8 x 8 windows
+    first = previews[0][0][0] != 0
+    rows, cols = first.any(1).nonzero()[:, 0], first.any(0).nonzero()[:, 0]
+    assert int(rows.max() - rows.min()) >= 32 and int(cols.max() - cols.min()) >= 32  # spread, not one corner
+    torch.testing.assert_close(previews[-1][0], r.map)
+
+
+def test_smoothgrad_convergence_stop(convnext_live, x64):
+    """Stops when two independent halves agree (Spearman ρ); the map then matches an independent 400-sample map.
+
+    Measured on this seeded case: ρ = 0.998 with the 400-sample map after 16 samples; 0.98 leaves a margin."""
+    from core.attribution.smoothgrad import rank_correlation
+
+    auto = smoothgrad(convnext_live, x64[:1], 0, samples=200, converge=0.98, precision="fp32")
+    ref = smoothgrad(convnext_live, x64[:1], 0, samples=400, seed=1, precision="fp32")
+    used = auto.options["samples_used"]
+    assert used < 200 and used % 16 == 0 and f"{used} samples (stopped" in auto.notes[0]
+    assert rank_correlation(auto.map, ref.map) >= 0.98
+    stricter = smoothgrad(convnext_live, x64[:1], 0, samples=64, converge=0.99999, precision="fp32")
+    assert stricter.options["samples_used"] == 64  # not reached: runs to the maximum
+    fixed = smoothgrad(convnext_live, x64[:1], 0, samples=24, precision="fp32")
+    assert fixed.options["samples_used"] == 24 and fixed.options["converge"] == 0.0
+    with pytest.raises(ValueError, match="fast engine"):
+        smoothgrad(convnext_live, x64[:1], 0, samples=4, converge=0.98, engine="captum")

@@ -86,7 +86,7 @@ def gauss_legendre(steps: int) -> tuple[list[float], list[float]]:
     return (0.5 * (1 + nodes)).tolist(), (0.5 * weights).tolist()
 
 
-def _spread(n: int, k: int) -> list[int]:
+def spread_order(n: int, k: int) -> list[int]:
     """0..n-1 reordered so that every run of ``k`` covers the whole range (0, s, 2s, ..., then 1, 1+s, ...)."""
     stride = max(1, -(-n // k))
     return [i for r in range(stride) for i in range(r, n, stride)]
@@ -113,7 +113,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Sequence[int
     base = make_baseline(x, baseline, seed=seed)
     alphas, weights = gauss_legendre(steps)
     batch_size = max(1, int(batch_size))
-    order = _spread(len(alphas), batch_size)
+    order = spread_order(len(alphas), batch_size)
     chunks = batches(len(order), batch_size)
     n = x.shape[0]
     out = torch.zeros_like(x)

@@ -21,6 +21,7 @@ _OPTIONS = {
     "base": ("base", {"smoothgrad"}),
     "nt_type": ("nt_type", {"smoothgrad"}),
     "samples": ("samples", {"smoothgrad"}),
+    "converge": ("converge", {"smoothgrad"}),
     "noise": ("noise", {"smoothgrad"}),
     "precision": ("precision", {"smoothgrad"}),
     "seed": ("seed", {"smoothgrad", "integrated-gradients"}),
@@ -46,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nt-type", dest="nt_type", choices=[t.value for t in NoiseType],
                    help="smoothgrad: mean (smoothgrad, default), mean of squares, or variance (vargrad)")
     p.add_argument("--samples", type=int, help="smoothgrad: noisy samples per image (default 50)")
+    p.add_argument("--converge", type=float, metavar="RHO",
+                   help="smoothgrad: stop once two independent halves of the samples agree to this rank correlation "
+                        "(e.g. 0.98; --samples is then the maximum; default 0 = always --samples)")
     p.add_argument("--noise", type=float, metavar="FRACTION",
                    help="smoothgrad: noise sigma as a fraction of the pixel range (default 0.15)")
     p.add_argument("--seed", type=int, help="smoothgrad noise / noise baseline seed (default 0)")
