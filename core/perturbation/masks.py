@@ -26,6 +26,8 @@ from ..model.loading import LensModel
 
 Progress = Callable[[float, str], None]
 ShouldStop = Callable[[], bool]
+Preview = Callable[[torch.Tensor, float], None]  # (K, H, W) masks on the CPU, fraction done
+PREVIEW_EVERY = 10  # steps between previews after the first one
 
 # Measured on the embedded EfficientNet-Lite0 at 224 px (docs/perturbation.md): at 300 steps the area is met and
 # 72 % of a 10 % preserve mask lies on the object (77 % after TorchRay's 800 steps, 67 % after 100).
@@ -206,10 +208,13 @@ def _finish(model: LensModel, images: torch.Tensor, target: int) -> torch.Tensor
 
 def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations: int,
               objective: Callable[[int], tuple[torch.Tensor, torch.Tensor]], progress: Progress | None,
-              should_stop: ShouldStop | None, label: str) -> tuple[list, list, bool]:
+              should_stop: ShouldStop | None, label: str,
+              preview: tuple[Preview, Callable[[], torch.Tensor]] | None = None) -> tuple[list, list, bool]:
     """Minimise ``objective(step) -> (loss (K,), target probability (K,))`` over ``params`` kept in [0, 1].
 
-    Returns the per-step losses and probabilities and whether ``should_stop`` ended the run."""
+    ``preview``: (callback, current masks (K, 1, H, W) of the last step); called after the first step and then
+    every ``PREVIEW_EVERY`` steps. Returns the per-step losses and probabilities and whether ``should_stop``
+    ended the run."""
     losses, scores = [], []
     for t in range(iterations):
         if should_stop is not None and should_stop():
@@ -224,6 +229,9 @@ def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations
         scores.append(prob)
         if progress is not None:
             progress((t + 1) / iterations, f"{label}: step {t + 1}/{iterations}")
+        if preview is not None and (t == 0 or (t + 1) % PREVIEW_EVERY == 0):
+            callback, current = preview
+            callback(current()[:, 0].detach().to(torch.device("cpu")), (t + 1) / iterations)
     return losses, scores, False
 
 
@@ -232,8 +240,8 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
                           perturbation: Perturbation = Perturbation.BLUR, iterations: int = EXTREMAL_ITERATIONS,
                           step: int | None = None, sigma: float | None = None, learning_rate: float = 0.05,
                           jitter: bool = True,
-                          progress: Progress | None = None, should_stop: ShouldStop | None = None
-                          ) -> PerturbationResult:
+                          progress: Progress | None = None, should_stop: ShouldStop | None = None,
+                          preview: Preview | None = None) -> PerturbationResult:
     """Extremal perturbations of ``x`` for ``target``, one mask per area, optimised together.
 
     Args:
@@ -245,6 +253,8 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         step, sigma: parameter grid spacing and bump radius in pixels; None scales TorchRay's 7 and 21 at
             224 px to the input size.
         learning_rate: SGD step with momentum 0.9 (TorchRay uses 0.01 over 800 steps).
+        preview: called with the masks so far (K, H, W) on the CPU and the fraction done, after the first step
+            and every ``PREVIEW_EVERY`` steps.
 
     Returns:
         A :class:`PerturbationResult` with masks (K, H, W), K = len(areas).
@@ -269,8 +279,10 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     area_weight = _AREA_WEIGHT_START
     sign = 1.0 if variant is Variant.PRESERVE else -1.0
 
+    last: dict[str, torch.Tensor] = {}
+
     def objective(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = gen(params)
+        mask = last["mask"] = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
         if jitter and t % 2 == 0:
             images = torch.flip(images, dims=(3,))
@@ -280,7 +292,8 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         return area_loss - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
 
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, should_stop,
-                                          "extremal perturbation")
+                                          "extremal perturbation",
+                                          (preview, lambda: last["mask"]) if preview is not None else None)
     with torch.no_grad():
         mask = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
@@ -312,8 +325,8 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
                             iterations: int = MEANINGFUL_ITERATIONS, l1: float = 0.05, tv: float = 0.2,
                             tv_beta: float = 3.0, blur_sigma: float = 10.0, mask_stride: int = 8,
                             learning_rate: float = 0.1, jitter: int = 4, seed: int = 0,
-                            progress: Progress | None = None, should_stop: ShouldStop | None = None
-                            ) -> PerturbationResult:
+                            progress: Progress | None = None, should_stop: ShouldStop | None = None,
+                            preview: Preview | None = None) -> PerturbationResult:
     """Meaningful perturbation: the smallest smooth region whose perturbation most changes the target.
 
     Minimises ``l1 · area + tv · TV_beta(m) ± p_target(x ⊙ m' + blur(x) ⊙ (1 - m'))`` over a coarse mask
@@ -359,8 +372,12 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
         return (l1 * params.abs().flatten(1).mean(1) + tv * total_variation(params, tv_beta) + evidence_term,
                 prob.detach())
 
+    def current() -> torch.Tensor:
+        with torch.no_grad():
+            return compose(params)[0]
+
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, should_stop,
-                                          "meaningful perturbation")
+                                          "meaningful perturbation", (preview, current) if preview is not None else None)
     with torch.no_grad():
         evidence, images = compose(params)
     mask = evidence[:, 0].detach()
@@ -373,12 +390,12 @@ def perturbation_masks(model: LensModel, x: torch.Tensor, target: int | None = N
                        method: Method = Method.EXTREMAL, areas: Sequence[float] = (0.1,),
                        variant: Variant | None = None, iterations: int | None = None,
                        perturbation: Perturbation = Perturbation.BLUR, progress: Progress | None = None,
-                       should_stop: ShouldStop | None = None) -> PerturbationResult:
+                       should_stop: ShouldStop | None = None, preview: Preview | None = None) -> PerturbationResult:
     """Either method with its own defaults (``variant`` None: preserve for extremal, delete for meaningful)."""
     if Method(method) is Method.EXTREMAL:
         return extremal_perturbation(model, x, target, areas=areas, variant=variant or Variant.PRESERVE,
                                      perturbation=perturbation, iterations=iterations or EXTREMAL_ITERATIONS,
-                                     progress=progress, should_stop=should_stop)
+                                     progress=progress, should_stop=should_stop, preview=preview)
     return meaningful_perturbation(model, x, target, variant=variant or Variant.DELETE, perturbation=perturbation,
                                    iterations=iterations or MEANINGFUL_ITERATIONS, progress=progress,
-                                   should_stop=should_stop)
+                                   should_stop=should_stop, preview=preview)
