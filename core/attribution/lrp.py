@@ -204,29 +204,24 @@ def _rel_eps(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     return (epsilon * std + 1e-12).view(-1, *([1] * (z.dim() - 1)))
 
 
-def _apply(module: nn.Module, a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The layer's linear map with another weight and no bias (no hooks run)."""
+def _apply(module: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """The layer's linear map with another weight and bias (default none; no hooks run)."""
     if isinstance(module, nn.Linear):
-        return F.linear(a, weight)
+        return F.linear(a, weight, bias)
     if type(module).__name__ == "Conv2dSame":
         from timm.layers import conv2d_same
-        return conv2d_same(a, weight, None, module.stride, module.padding, module.dilation, module.groups)
-    return module._conv_forward(a, weight, None)
-
-
-def _plus(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
-    """Sum of positive contributions ``(a w)+`` per output, no bias."""
-    w = module.weight
-    return _apply(module, a.clamp(min=0), w.clamp(min=0)) + _apply(module, a.clamp(max=0), w.clamp(max=0))
+        return conv2d_same(a, weight, bias, module.stride, module.padding, module.dilation, module.groups)
+    return module._conv_forward(a, weight, bias)
 
 
 def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """:func:`_plus` from the layer's own output: ``a+ w+ + a- w- = (a w + |a| |w|) / 2``, so one extra
-    product instead of two (and one extra backward instead of two)."""
-    z = out
-    if module.bias is not None:
-        z = out - (module.bias if isinstance(module, nn.Linear) else module.bias.view(-1, 1, 1))
-    return (z + _apply(module, a.abs(), module.weight.abs())).mul_(0.5)
+    """Twice the positive contributions ``(a w)+`` per output (no bias), from the layer's own output:
+    ``2 (a+ w+ + a- w-) = a w + |a| |w|``, so one extra
+    product instead of two (and one extra backward instead of two). The factor 2 cancels in the z+ rule
+    (gradient of ``2 zp`` times ``out / (2 zp)``), so it is not divided out."""
+    bias = -module.bias if module.bias is not None else None
+    return _apply(module, a.abs(), module.weight.abs(), bias) + out
 
 
 def _gate_grad(grad, a, out):
@@ -242,8 +237,8 @@ def _eps_grad(epsilon: float):
     return fn
 
 
-def _zplus_grad(grad, out, zp):
-    return torch.div(out, zp.clamp(min=1e-9)).mul_(grad)  # zp >= 0 by construction
+def _zplus_grad(grad, out, zp2):
+    return torch.div(out, zp2.clamp(min=2e-9)).mul_(grad)  # zp2 = 2 z+ >= 0 by construction
 
 
 def _layernorm_grad(dims: tuple[int, ...], eps: float, shape):
@@ -269,8 +264,8 @@ def _rule_hook(kind: str, rule: Rule, epsilon: float):
             return _keep_value(out, a, _layernorm_grad(dims, module.eps, shape), a.detach(), *weight)
         # conv / linear
         if rule is Rule.ZPLUS and (kind == "conv" or a.dim() > 2):
-            zp = _plus_from(module, a, out)
-            return _keep_value(out, zp, _zplus_grad, out.detach(), zp.detach())
+            zp2 = _plus_from(module, a, out)
+            return _keep_value(out, zp2, _zplus_grad, out.detach(), zp2.detach())
         # epsilon: the gradient into the layer's own output is scaled by z / (z + eps sign z)
         return _keep_value(out, out, _eps_grad(epsilon), out.detach())
     return hook
