@@ -33,7 +33,7 @@ else:
         "model": card.name, "architecture": card.arch,
         "weights": f"{card.weights.value} ({card.weights_detail})",
         "parameters": f"{card.num_params / 1e6:.1f} M", "classes": str(card.num_classes),
-        "input size": "x".join(str(s) for s in card.input_size), "preprocessing": card.preprocessing,
+        "input size": "x".join(str(s) for s in card.input_size), "device": card.device, "preprocessing": card.preprocessing,
         "fingerprint": card.fingerprint[:23],
         **cache.server_load(model),
     }

@@ -353,3 +353,50 @@ def test_bf16_timing_probe_runs_and_leaves_no_state(convnext_live, x64):
     x = x64[:1].clone()
     assert isinstance(bf16_is_faster(convnext_live, x, repeats=1), bool)
     assert torch.equal(x, x64[:1]) and hook_count(convnext_live) == 0 and not torch.is_autocast_enabled("cpu")
+
+
+def test_integrated_gradients_equals_captum_and_previews(convnext_live, x64):
+    from captum.attr import IntegratedGradients
+
+    previews = []
+    ours = attribute(convnext_live, x64[:1], 3, method="integrated-gradients", steps=12, batch_size=5,
+                     preview=lambda m, f: previews.append((m.clone(), f)))
+    ref = IntegratedGradients(convnext_live).attribute(x64[:1], baselines=torch.zeros_like(x64[:1]), target=3,
+                                                       n_steps=12, internal_batch_size=5)
+    # float32 sums over 12 points in a different order: 1e-4 of the largest value is ample
+    torch.testing.assert_close(ours.raw, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    assert [round(f, 3) for _, f in previews] == [0.333, 0.667, 1.0]
+    torch.testing.assert_close(previews[-1][0], ours.map)
+    # the first batch spans the path, so its preview already points the same way as the final map
+    first = previews[0][0].flatten()
+    assert float(torch.corrcoef(torch.stack([first, ours.map.flatten()]))[0, 1]) > 0.5
+
+
+def test_occlusion_preview_comes_early_spans_the_image_and_ends_at_the_map(convnext_live, x64):
+    previews = []
+    r = attribute(convnext_live, x64[:1], 3, method="occlusion", window=8, stride=8, batch_size=16,
+                  preview=lambda m, f: previews.append((m.clone(), f)))
+    assert previews[0][1] == 4 / 64  # a first batch of 4 of the 8 x 8 windows
+    first = previews[0][0][0] != 0
+    rows, cols = first.any(1).nonzero()[:, 0], first.any(0).nonzero()[:, 0]
+    assert int(rows.max() - rows.min()) >= 32 and int(cols.max() - cols.min()) >= 32  # spread, not one corner
+    torch.testing.assert_close(previews[-1][0], r.map)
+
+
+def test_smoothgrad_convergence_stop(convnext_live, x64):
+    """Stops when two independent halves agree (Spearman ρ); the map then matches an independent 400-sample map.
+
+    Measured on this seeded case: ρ = 0.998 with the 400-sample map after 16 samples; 0.98 leaves a margin."""
+    from core.attribution.smoothgrad import rank_correlation
+
+    auto = smoothgrad(convnext_live, x64[:1], 0, samples=200, converge=0.98, precision="fp32")
+    ref = smoothgrad(convnext_live, x64[:1], 0, samples=400, seed=1, precision="fp32")
+    used = auto.options["samples_used"]
+    assert used < 200 and used % 16 == 0 and f"{used} samples (stopped" in auto.notes[0]
+    assert rank_correlation(auto.map, ref.map) >= 0.98
+    stricter = smoothgrad(convnext_live, x64[:1], 0, samples=64, converge=0.99999, precision="fp32")
+    assert stricter.options["samples_used"] == 64  # not reached: runs to the maximum
+    fixed = smoothgrad(convnext_live, x64[:1], 0, samples=24, precision="fp32")
+    assert fixed.options["samples_used"] == 24 and fixed.options["converge"] == 0.0
+    with pytest.raises(ValueError, match="fast engine"):
+        smoothgrad(convnext_live, x64[:1], 0, samples=4, converge=0.98, engine="captum")

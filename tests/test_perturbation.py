@@ -144,3 +144,14 @@ def test_cli_fields_masks_and_errors(tmp_path, samples, capsys):
     assert len(json.loads(capsys.readouterr().out)["results"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
+
+
+def test_masks_preview_after_the_first_step_and_every_tenth(convnext_atto, image):
+    seen = []
+    res = extremal_perturbation(convnext_atto, image, areas=(0.1, 0.3), iterations=20,
+                                preview=lambda m, f: seen.append((tuple(m.shape), m.device.type, f)))
+    assert seen == [((2, *res.masks.shape[1:]), "cpu", f) for f in (1 / 20, 10 / 20, 20 / 20)]
+    seen.clear()
+    res = meaningful_perturbation(convnext_atto, image, iterations=10, preview=lambda m, f: seen.append(m.clone()))
+    assert len(seen) == 2 and seen[0].shape == res.masks.shape
+    assert float(seen[0].abs().max()) <= 1.0 and not torch.equal(seen[0], seen[1])

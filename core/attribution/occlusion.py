@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -41,9 +41,19 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
 
 
+def _coarse_to_fine(rows: list[int], cols: list[int], every: int = 4) -> list[tuple[int, int]]:
+    """All (row, col) window offsets: first those on every ``every``-th row and column (a coarse grid over the
+    whole image), then the rest level by level; a fixed shuffle inside each level spreads any prefix."""
+    shuffle = torch.randperm(len(rows) * len(cols), generator=torch.Generator().manual_seed(0)).tolist()
+    keyed = [((max(i % every, j % every), shuffle[i * len(cols) + j]), (r, c))
+             for i, r in enumerate(rows) for j, c in enumerate(cols)]
+    return [box for _, box in sorted(keyed)]
+
+
 def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
               window: int | None = None, stride: int | None = None, fill: Fill | str = Fill.BLACK,
-              batch_size: int = 16, progress: Progress | None = None) -> Attribution:
+              batch_size: int = 16, progress: Progress | None = None,
+              preview: Callable[[torch.Tensor, float], None] | None = None) -> Attribution:
     """Occlusion map.
 
     Args:
@@ -51,6 +61,9 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.T
         window: square patch side in pixels (default: an eighth of the shorter side, at least 4).
         stride: step in pixels (default: half the window); at most ``window``.
         fill: what the patch shows (black, gray, blur of the image, or the image's mean colour).
+        preview: called after each batch with the map so far (N, H, W; 0 where no window has been yet) and the
+            fraction done. Windows are visited in an interleaved order (every 4th row and column first), and the
+            first batch is small, so the first preview comes early and already spans the image.
 
     Returns:
         map (N, H, W): mean drop of the target logit when a patch over the pixel is hidden (signed: negative
@@ -68,17 +81,19 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.T
     if not 1 <= stride <= window:
         raise ValueError("stride must be between 1 and the window size")
     rows, cols = window_starts(h, window, stride), window_starts(w, window, stride)
-    boxes = [(r, c) for r in rows for c in cols]
+    boxes = _coarse_to_fine(rows, cols)
+    first = min(batch_size, 4)
+    chunks = [(0, first)] + [(s, min(len(boxes), s + batch_size)) for s in range(first, len(boxes), batch_size)]
     total = n * len(boxes)
-    out = torch.zeros(n, h, w)
+    out = torch.zeros(n, h, w, device=x.device)
     done = 0
     with torch.inference_mode():
         for i in range(n):
             xi, base = x[i:i + 1], _fill(x[i:i + 1], fill)
             ref = model(xi)[0, t[i]].float()
-            acc, hits = torch.zeros(h, w), torch.zeros(h, w)
-            for start in range(0, len(boxes), batch_size):
-                chunk = boxes[start:start + batch_size]
+            acc, hits = torch.zeros(h, w, device=x.device), torch.zeros(h, w, device=x.device)
+            for start, stop in chunks:
+                chunk = boxes[start:stop]
                 batch = xi.repeat(len(chunk), 1, 1, 1)
                 for j, (r, c) in enumerate(chunk):
                     batch[j, :, r:r + window, c:c + window] = base[0, :, r:r + window, c:c + window]
@@ -88,6 +103,10 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.T
                     hits[r:r + window, c:c + window] += 1
                 done += len(chunk)
                 report(progress, done / total, f"occlusion: {done}/{total} patches")
+                if preview is not None:
+                    current = out.clone()
+                    current[i] = acc / hits.clamp(min=1)
+                    preview(current[: i + 1], done / total)
             out[i] = acc / hits.clamp(min=1)
     return Attribution(map=out, raw=None, method="occlusion", target=t.tolist(),
                        seconds=time.perf_counter() - started, signed=True,

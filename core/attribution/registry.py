@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..model.device import model_device
 from .base import Attribution, NotApplicable, Progress, Sign, check_input, resolve_target
 from .cam import CAM
 from .gradcam import GRADCAM, GUIDED_GRADCAM
@@ -68,9 +69,14 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
     unknown = sorted(set(options) - set(keywords) - ({"preview"} if spec.preview else set()))
     if unknown:
         raise ValueError(f"{name} has no option {', '.join(unknown)} (it takes {', '.join(keywords) or 'none'})")
-    x = check_input(x)
+    x = check_input(x).to(model_device(model))  # every method works on the model's device
     t = resolve_target(model, x, target)
     result = spec.fn(model, x, t, progress=progress, **options)
+    cpu = torch.device("cpu")  # results come back to the CPU for display
+    result = replace(result, map=result.map.to(cpu), raw=None if result.raw is None else result.raw.to(cpu),
+                     grid=None if result.grid is None else result.grid.to(cpu))
+    cpu = torch.device("cpu")  # results come back to the CPU for display
+    result = replace(result, map=result.map.to(cpu), raw=None if result.raw is None else result.raw.to(cpu))
     return result if result.method == name else replace(result, method=name)
 
 

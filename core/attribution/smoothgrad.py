@@ -136,7 +136,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
                samples: int = 50, noise: float = 0.15, nt_type: NoiseType | str = "smoothgrad",
                base: Base | str = "saliency", seed: int = 0, batch_size: int = 8,
                precision: Precision | str = "auto", engine: Engine | str = "auto", steps: int = 16,
-               baseline: Baseline | str = "black", progress: Progress | None = None,
+               baseline: Baseline | str = "black", converge: float = 0.0, progress: Progress | None = None,
                preview: Callable[[torch.Tensor, float], None] | None = None) -> Attribution:
     """SmoothGrad over a gradient base.
 
@@ -149,6 +149,10 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
         precision: auto (bf16 autocast on CPUs with native bf16 where it is measured faster for this model and
             input size, else fp32), fp32 or bf16.
         engine: auto (fast where it applies, Captum's NoiseTunnel for integrated gradients), fast or captum.
+        converge: 0 (off: exactly ``samples`` per image) or a rank correlation such as 0.98: the samples of each
+            image are split into two independent halves (alternate batches) and sampling stops as soon as the
+            two halves' maps agree to this Spearman correlation; ``samples`` is then the maximum. Fast engine
+            only. ``options["samples_used"]`` holds the largest number used for an image.
         preview: called after each batch with the current map (N, H, W) and the fraction done.
 
     Returns:
@@ -168,14 +172,20 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
         raise ValueError(f"the fast engine supports bases {', '.join(b.value for b in FAST_BASES)}")
     if engine is Engine.CAPTUM and base not in CAPTUM_BASES:
         raise ValueError(f"Captum's guided backprop is ReLU-only; use the fast engine for base {base.value}")
+    if not 0 <= converge < 1:
+        raise ValueError("converge is a rank correlation below 1 (0 turns the stop off)")
+    if converge and engine is not Engine.FAST:
+        raise ValueError("the convergence stop needs the fast engine")
     prec = resolve_precision(precision, x.device, model, x)
     run = _fast if engine is Engine.FAST else _captum
-    raw, notes = run(model, x, t, samples=int(samples), sigma=float(noise), nt_type=nt_type, base=base,
+    raw, notes, used = run(model, x, t, samples=int(samples), sigma=float(noise), nt_type=nt_type, base=base,
                      seed=int(seed), batch_size=max(1, int(batch_size)), precision=prec, steps=int(steps),
-                     baseline=Baseline(baseline), progress=progress, preview=preview)
-    notes = [f"{samples} samples, σ = {noise:g} of the pixel range, {nt_type.value} over {base.value}; "
+                     baseline=Baseline(baseline), converge=float(converge), progress=progress, preview=preview)
+    what = f"{used} samples (stopped when two halves agreed to ρ ≥ {converge:g}; at most {samples})" if converge \
+        else f"{samples} samples"
+    notes = [f"{what}, σ = {noise:g} of the pixel range, {nt_type.value} over {base.value}; "
              f"{engine.value} engine, {prec.value}", *notes]
-    options = {"samples": int(samples), "noise": float(noise), "nt_type": nt_type.value, "base": base.value,
+    options = {"samples": int(samples), "samples_used": used, "converge": float(converge), "noise": float(noise), "nt_type": nt_type.value, "base": base.value,
                "seed": int(seed), "batch_size": int(batch_size), "precision": prec.value, "engine": engine.value}
     if base is Base.INTEGRATED_GRADIENTS:
         options.update(steps=int(steps), baseline=Baseline(baseline).value)
@@ -185,17 +195,28 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
                        notes=tuple(notes), options=options)
 
 
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman correlation of two same-shaped tensors (ties broken by position)."""
+    ra = a.flatten().argsort().argsort().float()
+    rb = b.flatten().argsort().argsort().float()
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
 def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, precision, progress, preview,
-          **_unused) -> tuple[torch.Tensor, list[str]]:
+          converge=0.0, **_unused) -> tuple[torch.Tensor, list[str], int]:
     n = x.shape[0]
     out = torch.empty_like(x)
     notes: list[str] = []
+    used: list[int] = []
     total_batches = n * -(-samples // batch_size)
     finished = 0
     for i in range(n):
         gen = torch.Generator(device=x.device).manual_seed(seed)
-        total, total_sq = torch.zeros_like(x[i]), torch.zeros_like(x[i])
-        done = 0
+        # two independent halves (alternate batches): their agreement is the convergence test
+        totals = [torch.zeros_like(x[i]) for _ in range(2)]
+        squares = [torch.zeros_like(x[i]) for _ in range(2)]
+        counts = [0, 0]
+        done = batch = 0
         while done < samples:
             k = min(batch_size, samples - done)
             noisy = torch.randn((k, *x.shape[1:]), generator=gen, device=x.device).mul_(sigma).add_(x[i])
@@ -211,21 +232,31 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
                     grad = input_gradient(model, noisy, ti)
             if base is Base.INPUT_X_GRADIENT:
                 grad.mul_(noisy)
-            total.add_(grad.sum(0))
-            total_sq.add_(grad.pow_(2).sum(0))
+            half = batch % 2
+            totals[half].add_(grad.sum(0))
+            squares[half].add_(grad.pow_(2).sum(0))
+            counts[half] += k
             done += k
+            batch += 1
             finished += 1
-            report(progress, finished / total_batches, f"SmoothGrad: image {i + 1}/{n}, {done}/{samples} samples")
+            fraction = finished / total_batches
+            report(progress, fraction, f"SmoothGrad: image {i + 1}/{n}, {done}/{samples} samples")
             if preview is not None:
                 current = out.clone()
-                current[i] = combine(total, total_sq, done, nt_type)
-                preview(current[: i + 1].sum(1), finished / total_batches)
-        out[i] = combine(total, total_sq, samples, nt_type)
-    return out, notes
+                current[i] = combine(totals[0] + totals[1], squares[0] + squares[1], done, nt_type)
+                preview(current[: i + 1].sum(1), fraction)
+            if converge and batch % 2 == 0 and done < samples:
+                halves = [combine(totals[h], squares[h], counts[h], nt_type).sum(0) for h in range(2)]
+                if rank_correlation(*halves) >= converge:
+                    finished += -(-samples // batch_size) - batch  # the batches skipped count as done
+                    break
+        used.append(done)
+        out[i] = combine(totals[0] + totals[1], squares[0] + squares[1], done, nt_type)
+    return out, notes, max(used)
 
 
 def _captum(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, precision, steps, baseline,
-            progress, preview) -> tuple[torch.Tensor, list[str]]:
+            progress, preview, **_unused) -> tuple[torch.Tensor, list[str], int]:
     from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
     rows_per_image = samples * (steps if base is Base.INTEGRATED_GRADIENTS else 1)
@@ -254,7 +285,7 @@ def _captum(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, pre
         parts.append(attr.detach().float())
         if preview is not None:
             preview(torch.cat(parts).sum(1), (i + 1) / x.shape[0])
-    return torch.cat(parts), []
+    return torch.cat(parts), [], samples
 
 
 def _integrates(chosen) -> bool:
@@ -267,7 +298,10 @@ SMOOTHGRAD = MethodSpec(
         Option("base", Base, "the gradient method averaged", label="Base method"),
         Option("nt_type", NoiseType, "signed mean (smoothgrad), mean of squares (smoothgrad_sq) or variance (vargrad)",
                label="Aggregation"),
-        Option("samples", int, "noisy samples per image", low=1, high=200),
+        Option("samples", int, "noisy samples per image (the most, with a convergence stop)", low=1, high=200),
+        Option("converge", float, "stop once two independent halves of the samples agree to this rank correlation "
+               "(e.g. 0.98); 0 always takes all the samples", label="Stop at rank correlation (0: off)",
+               low=0.0, high=0.99, step=0.01, metavar="RHO"),
         Option("noise", float, "noise sigma as a fraction of the pixel range (the paper finds 10-20 % best)",
                label="Noise (fraction of the pixel range)", low=0.0, high=0.5, step=0.01, metavar="FRACTION"),
         Option("seed", int, "seed of the noise", low=0, high=10_000, number_input=True),

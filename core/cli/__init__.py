@@ -34,10 +34,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="class names: a text file with one name per line, or a JSON list (default: the names "
                         "the weights file carries, else ImageNet's or 'class N')")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the model runs: auto (CUDA, then MPS, then CPU; the default, or $LENS_DEVICE)")
 
 
 def model_from_args(args: argparse.Namespace) -> LensModel:
-    model = load_model(args.model, args.weights)
+    model = load_model(args.model, args.weights, device=getattr(args, "device", None))
     if getattr(args, "labels", None):
         from ..model.labels import check_count, read_labels
         model.labels = check_count(read_labels(args.labels), model.card.num_classes, args.labels)

@@ -5,6 +5,7 @@ and so works with no network at all.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +29,7 @@ OTHER_CNNS = ("resnet50", "efficientnet_b0", "regnety_016", "mobilenetv3_large_1
 
 
 def load_model(name: str | None = None, weights: str | None = None,
-               progress: Callable[[str], None] | None = None) -> LensModel:
+               progress: Callable[[str], None] | None = None, device: str | None = None) -> LensModel:
     """Build a :class:`LensModel`.
 
     Args:
@@ -37,10 +38,26 @@ def load_model(name: str | None = None, weights: str | None = None,
             (with a notice on the card) when the hub cannot be reached within a few seconds.
         weights: ``"hub"`` (default), ``"random"``, ``"embedded"``, or a path to a weights file.
         progress: called with a short status string as loading proceeds.
+        device: auto (CUDA, then MPS, then CPU), cpu, cuda or mps; None reads ``$LENS_DEVICE`` (default auto).
 
     Raises:
-        ModelLoadError: with a one-line reason (unknown model, unreachable hub, bad weights file).
+        ModelLoadError: with a one-line reason (unknown model, unreachable hub, bad weights file, no such device).
     """
+    from .device import resolve_device
+
+    try:
+        where = resolve_device(device)
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from None
+    model = _load_model(name, weights, progress)
+    if where.type == "cpu":
+        return model
+    moved = model.to(where)
+    moved.card = replace(model.card, device=where.type)
+    return moved
+
+
+def _load_model(name: str | None, weights: str | None, progress: Callable[[str], None] | None) -> LensModel:
     say = progress or (lambda _msg: None)
     weights = weights or WeightsSource.HUB.value
     notice = None

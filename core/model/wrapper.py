@@ -46,6 +46,7 @@ class ModelCard:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     notice: str | None = None      # e.g. why the default fell back to the embedded model
+    device: str = "cpu"            # where the model runs (cpu, cuda, mps)
 
     @property
     def data_config(self) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -27,6 +27,8 @@ from ..blur import gaussian_blur
 from ..inputs import check_input, resolve_target
 from ..model.wrapper import LensModel
 from ..progress import Cancel, Progress, is_cancelled, report
+Preview = Callable[[torch.Tensor, float], None]  # (K, H, W) masks on the CPU, fraction done
+PREVIEW_EVERY = 10  # steps between previews after the first one
 
 # Measured on the embedded EfficientNet-Lite0 at 224 px (docs/perturbation.md): at 300 steps the area is met and
 # 72 % of a 10 % preserve mask lies on the object (77 % after TorchRay's 800 steps, 67 % after 100).
@@ -126,7 +128,8 @@ class SmoothMask:
     ``sigma`` at its grid point, and the mask is a soft maximum of the bumps covering a pixel (TorchRay's
     "max-convolution" parameterisation: a region can be switched on without blurring its edges)."""
 
-    def __init__(self, size: tuple[int, int], step: int = 7, sigma: float = 21.0, coldness: float = 20.0) -> None:
+    def __init__(self, size: tuple[int, int], step: int = 7, sigma: float = 21.0, coldness: float = 20.0,
+                 device: torch.device | str = "cpu") -> None:
         h, w = size
         self.size, self.step, self.sigma, self.coldness = (h, w), step, sigma, coldness
         self.margin = int(math.ceil(sigma))     # grid points extend past the border by sigma
@@ -136,7 +139,7 @@ class SmoothMask:
         # weight[k, y, x] = kernel(distance from pixel (y, x) to its k-th neighbouring grid point / sigma)
         d = torch.sqrt(wy[:, None, :, None] ** 2 + wx[None, :, None, :] ** 2)  # (ky, kx, H, W)
         kernel = torch.exp(-2 * ((d / sigma - 0.5).clamp(min=0) ** 2))
-        self.weight = kernel.reshape(-1, h, w).unsqueeze(0)
+        self.weight = kernel.reshape(-1, h, w).unsqueeze(0).to(device)
 
     def _axis(self, n: int) -> torch.Tensor:
         """(2r+1, n) offsets from each pixel to the grid points around it."""
@@ -152,7 +155,7 @@ class SmoothMask:
         for n, size in zip(self.shape_in, self.size):
             pos = torch.arange(n, dtype=torch.float32) * self.step - self.margin
             masks.append(((pos >= 0) & (pos <= size - 1)).float())
-        return (masks[0][:, None] * masks[1][None, :]).view(1, 1, *self.shape_in)
+        return (masks[0][:, None] * masks[1][None, :]).view(1, 1, *self.shape_in).to(self.weight.device)
 
     def __call__(self, params: torch.Tensor) -> torch.Tensor:
         """(K, 1, *shape_in) parameters in [0, 1] -> (K, 1, H, W) mask in [0, 1]."""
@@ -174,14 +177,15 @@ def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: 
     if iterations < 1:
         raise ValueError("iterations must be at least 1")
     x = check_input(x, single=True)
+    x = x.to(model.mean.device)  # the optimisation runs on the model's device
     with torch.no_grad():
         logits = model(x).float()
     t = int(resolve_target(model, x, target, logits=logits)[0])
     return x, t, float(logits.softmax(-1)[0, t])
 
 
-def _area_reference(areas: Sequence[float], n: int) -> torch.Tensor:
-    ref = torch.ones(len(areas), n)
+def _area_reference(areas: Sequence[float], n: int, device: torch.device) -> torch.Tensor:
+    ref = torch.ones(len(areas), n, device=device)
     for i, a in enumerate(areas):
         ref[i, : int(round(n * (1 - a)))] = 0
     return ref
@@ -194,10 +198,13 @@ def _finish(model: LensModel, images: torch.Tensor, target: int) -> torch.Tensor
 
 def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations: int,
               objective: Callable[[int], tuple[torch.Tensor, torch.Tensor]], progress: Progress | None,
-              cancel: Cancel | None, label: str) -> tuple[list, list, bool]:
+              cancel: Cancel | None, label: str,
+              preview: tuple[Preview, Callable[[], torch.Tensor]] | None = None) -> tuple[list, list, bool]:
     """Minimise ``objective(step) -> (loss (K,), target probability (K,))`` over ``params`` kept in [0, 1].
 
-    Returns the per-step losses and probabilities and whether ``cancel`` ended the run."""
+    ``preview``: (callback, current masks (K, 1, H, W) of the last step); called after the first step and then
+    every ``PREVIEW_EVERY`` steps. Returns the per-step losses and probabilities and whether ``cancel`` ended
+    the run."""
     losses, scores = [], []
     for t in range(iterations):
         if is_cancelled(cancel):
@@ -211,6 +218,9 @@ def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations
         losses.append(loss.detach())
         scores.append(prob)
         report(progress, (t + 1) / iterations, f"{label}: step {t + 1}/{iterations}")
+        if preview is not None and (t == 0 or (t + 1) % PREVIEW_EVERY == 0):
+            callback, current = preview
+            callback(current()[:, 0].detach().to(torch.device("cpu")), (t + 1) / iterations)
     return losses, scores, False
 
 
@@ -219,8 +229,8 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
                           perturbation: Perturbation = Perturbation.BLUR, iterations: int = EXTREMAL_ITERATIONS,
                           step: int | None = None, sigma: float | None = None, learning_rate: float = 0.05,
                           jitter: bool = True,
-                          progress: Progress | None = None, cancel: Cancel | None = None
-                          ) -> PerturbationResult:
+                          progress: Progress | None = None, cancel: Cancel | None = None,
+                          preview: Preview | None = None) -> PerturbationResult:
     """Extremal perturbations of ``x`` for ``target``, one mask per area, optimised together.
 
     Args:
@@ -232,6 +242,8 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         step, sigma: parameter grid spacing and bump radius in pixels; None scales TorchRay's 7 and 21 at
             224 px to the input size.
         learning_rate: SGD step with momentum 0.9 (TorchRay uses 0.01 over 800 steps).
+        preview: called with the masks so far (K, H, W) on the CPU and the fraction done, after the first step
+            and every ``PREVIEW_EVERY`` steps.
 
     Returns:
         A :class:`PerturbationResult` with masks (K, H, W), K = len(areas).
@@ -245,18 +257,20 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     h, w = x.shape[-2:]
     pyramid = PerturbationPyramid(x, perturbation, _mean_colour(model, x))
     scale = min(h, w) / 224.0
-    gen = SmoothMask((h, w), step or max(1, round(7 * scale)), sigma or 21.0 * scale)
+    gen = SmoothMask((h, w), step or max(1, round(7 * scale)), sigma or 21.0 * scale, device=x.device)
     # start from the whole image; grid points outside it start off, or their bumps leave a frame that the area
     # constraint (counted inside the image only) is slow to remove
     params = gen.inside().expand(len(areas), 1, -1, -1).clone().requires_grad_(True)
-    reference = _area_reference(areas, h * w)
+    reference = _area_reference(areas, h * w, x.device)
     optimizer = torch.optim.SGD([params], lr=learning_rate, momentum=0.9, dampening=0.9)
     growth = _AREA_WEIGHT_GROWTH_TOTAL ** (1.0 / iterations)
     area_weight = _AREA_WEIGHT_START
     sign = 1.0 if variant is Variant.PRESERVE else -1.0
 
+    last: dict[str, torch.Tensor] = {}
+
     def objective(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = gen(params)
+        mask = last["mask"] = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
         if jitter and t % 2 == 0:
             images = torch.flip(images, dims=(3,))
@@ -266,14 +280,22 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         return area_loss - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
 
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
-                                          "extremal perturbation")
+                                          "extremal perturbation",
+                                          (preview, lambda: last["mask"]) if preview is not None else None)
     with torch.no_grad():
         mask = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
-    return PerturbationResult(
+    return _to_cpu(PerturbationResult(
         MaskMethod.EXTREMAL, variant, perturbation, target, mask[:, 0].detach(), areas,
         _finish(model, images, target), images.detach(), _stack(losses, len(areas)), _stack(scores, len(areas)),
-        base, len(losses), time.perf_counter() - started, cancelled)
+        base, len(losses), time.perf_counter() - started, cancelled))
+
+
+def _to_cpu(r: PerturbationResult) -> PerturbationResult:
+    """The result with its tensors on the CPU, for display (the optimisation ran on the model's device)."""
+    cpu = torch.device("cpu")
+    return replace(r, masks=r.masks.to(cpu), scores=r.scores.to(cpu), perturbed=r.perturbed.to(cpu),
+                   loss=r.loss.to(cpu), score_curve=r.score_curve.to(cpu))
 
 
 def _stack(rows: list[torch.Tensor], k: int) -> torch.Tensor:
@@ -292,8 +314,8 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
                             iterations: int = MEANINGFUL_ITERATIONS, l1: float = 0.05, tv: float = 0.2,
                             tv_beta: float = 3.0, blur_sigma: float = 10.0, mask_stride: int = 8,
                             learning_rate: float = 0.1, jitter: int = 4, seed: int = 0,
-                            progress: Progress | None = None, cancel: Cancel | None = None
-                            ) -> PerturbationResult:
+                            progress: Progress | None = None, cancel: Cancel | None = None,
+                            preview: Preview | None = None) -> PerturbationResult:
     """Meaningful perturbation: the smallest smooth region whose perturbation most changes the target.
 
     Minimises ``l1 · area + tv · TV_beta(m) ± p_target(x ⊙ m' + blur(x) ⊙ (1 - m'))`` over a coarse mask
@@ -319,7 +341,8 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
     gen = torch.Generator().manual_seed(seed)
     # the evidence mask starts empty: nothing deleted (delete game) / nothing but a faint whole image (preserve)
     start = 0.0 if variant is Variant.DELETE else 0.5
-    params = torch.full((1, 1, max(2, h // mask_stride), max(2, w // mask_stride)), start, requires_grad=True)
+    params = torch.full((1, 1, max(2, h // mask_stride), max(2, w // mask_stride)), start, device=x.device,
+                        requires_grad=True)
     optimizer = torch.optim.Adam([params], lr=learning_rate)
 
     def compose(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,27 +360,31 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
         return (l1 * params.abs().flatten(1).mean(1) + tv * total_variation(params, tv_beta) + evidence_term,
                 prob.detach())
 
+    def current() -> torch.Tensor:
+        with torch.no_grad():
+            return compose(params)[0]
+
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
-                                          "meaningful perturbation")
+                                          "meaningful perturbation", (preview, current) if preview is not None else None)
     with torch.no_grad():
         evidence, images = compose(params)
     mask = evidence[:, 0].detach()
-    return PerturbationResult(
+    return _to_cpu(PerturbationResult(
         MaskMethod.MEANINGFUL, variant, perturbation, target, mask, (float(mask.mean()),),
         _finish(model, images, target), images.detach(), _stack(losses, 1), _stack(scores, 1), base, len(losses),
-        time.perf_counter() - started, cancelled)
+        time.perf_counter() - started, cancelled))
 
 
 def perturbation_masks(model: LensModel, x: torch.Tensor, target: int | None = None, *,
                        method: MaskMethod = MaskMethod.EXTREMAL, areas: Sequence[float] = (0.1,),
                        variant: Variant | None = None, iterations: int | None = None,
                        perturbation: Perturbation = Perturbation.BLUR, progress: Progress | None = None,
-                       cancel: Cancel | None = None) -> PerturbationResult:
+                       cancel: Cancel | None = None, preview: Preview | None = None) -> PerturbationResult:
     """Either method with its own defaults (``variant`` None: preserve for extremal, delete for meaningful)."""
     if MaskMethod(method) is MaskMethod.EXTREMAL:
         return extremal_perturbation(model, x, target, areas=areas, variant=variant or Variant.PRESERVE,
                                      perturbation=perturbation, iterations=iterations or EXTREMAL_ITERATIONS,
-                                     progress=progress, cancel=cancel)
+                                     progress=progress, cancel=cancel, preview=preview)
     return meaningful_perturbation(model, x, target, variant=variant or Variant.DELETE, perturbation=perturbation,
                                    iterations=iterations or MEANINGFUL_ITERATIONS, progress=progress,
-                                   cancel=cancel)
+                                   cancel=cancel, preview=preview)
