@@ -149,11 +149,13 @@ def test_warm_writes_the_keys_the_attribution_page_reads(app, monkeypatch, tmp_p
     app.switch_page("pages/attribution.py").run()
     app.button(key="attr_run").click().run()  # one rule for heavy work: the page computes on its button
     assert not app.exception and not app.error, [e.value for e in app.error]
-    assert cache.results().hits["disk"] == 1 and cache.results().hits["computed"] == 0
+    # the map came from disk (attribute() would have raised); the one computation is the deletion/insertion
+    # evaluation drawn under every map, which warm does not precompute
+    assert cache.results().hits["disk"] == 1 and cache.results().hits["computed"] == 1
     app.multiselect(key="attr_grid_methods").set_value(["smoothgrad", "gradcam"]).run()
     app.button(key="attr_grid_run").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
-    assert cache.results().hits["computed"] == 0
+    assert cache.results().hits["computed"] == 1  # the grid came from disk too
     cache.results.clear()
 
 

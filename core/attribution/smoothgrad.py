@@ -293,7 +293,7 @@ def _integrates(chosen) -> bool:
 
 
 SMOOTHGRAD = MethodSpec(
-    "smoothgrad", smoothgrad, "SmoothGrad", "a gradient method averaged over noisy copies", preview=True,
+    "smoothgrad", smoothgrad, "SmoothGrad", "a gradient method averaged over noisy copies",
     options=(
         Option("base", Base, "the gradient method averaged", label="Base method"),
         Option("nt_type", NoiseType, "signed mean (smoothgrad), mean of squares (smoothgrad_sq) or variance (vargrad)",

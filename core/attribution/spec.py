@@ -91,7 +91,6 @@ class MethodSpec:
         title: the display name. summary: one line on what the map means.
         options: the user-facing options, in display order.
         caveat: a line the page shows under every map of this method (what other tools get wrong, a limit).
-        preview: ``fn`` takes a ``preview(values, fraction)`` callback that receives partial maps.
     """
 
     name: str
@@ -100,7 +99,6 @@ class MethodSpec:
     summary: str
     options: tuple[Option, ...] = ()
     caveat: str = ""
-    preview: bool = False
 
     def __post_init__(self) -> None:
         keywords = self.keywords()
@@ -113,6 +111,11 @@ class MethodSpec:
         sig = inspect.signature(self.fn)
         return {p.name: p.default for p in sig.parameters.values()
                 if p.kind is p.KEYWORD_ONLY and p.name not in ("progress", "preview")}
+
+    @property
+    def preview(self) -> bool:
+        """``fn`` takes a ``preview(values, fraction)`` callback that receives partial maps."""
+        return "preview" in inspect.signature(self.fn).parameters
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
