@@ -3,77 +3,14 @@ from __future__ import annotations
 
 import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before PyTorch loads; see ui/__init__)
 
-import pandas as pd
 import streamlit as st
 
-from core.attack import view
-from core.model.predict import top_classes
-from core.render import captioned_strip, image_uint8, png_bytes
-from core.report import attack_command
-from ui import cache, figures, forms, report, run, sidebar
+from ui import attack_page, cache, forms, run, sidebar
 from ui.widgets import progress_bar
 
 st.title("Adversarial perturbation")
 st.caption("FGSM and PGD in pixel space: every step is projected onto the ε-ball around the image and clamped to "
            "[0, 1]. L∞ budgets are in 1/255 (one 8-bit grey level); L2 budgets in [0, 1]-pixel units.")
-
-
-def _say(message: view.Message) -> None:
-    getattr(st, message.level)(message.text)
-
-
-def _top5(model, probs) -> pd.DataFrame:
-    top = top_classes(model, probs[None], 5)[0]
-    return pd.DataFrame({"class": [f"{c.label} ({c.index})" for c in top], "probability": [c.prob for c in top]})
-
-
-def _smoothgrad_panel(model, selection, settings, result, source: int, new: int) -> None:
-    st.subheader("What changed in the evidence: SmoothGrad before and after")
-    c1, c2 = st.columns(2)
-    samples = c1.slider("SmoothGrad samples", 4, 50, 16, key="atk_sg_samples",
-                        help="Noisy copies per map; four maps are computed (two images, two classes).")
-    noise = c2.slider("SmoothGrad noise σ (fraction of the pixel range)", 0.0, 0.5, 0.15, 0.01, key="atk_sg_noise")
-    classes = (source,) if new == source else (source, new)
-    if not run.button("Compare the evidence", (selection.key, settings, samples, noise), "atk_sg_run",
-                      help="Four SmoothGrad maps: the clean and adversarial images, for both classes."):
-        return
-    try:
-        with progress_bar("SmoothGrad", labelled=True) as progress:
-            maps = cache.smoothgrad_before_after(model, selection.model_key, result.clean[0], result.adversarial[0],
-                                                 selection.image_key, settings, classes, samples, noise, progress)
-    except (ValueError, RuntimeError) as e:
-        st.error(f"SmoothGrad failed: {e}")
-        return
-    for c in classes:
-        pictures = view.evidence_pictures(result.clean[0], result.adversarial[0], maps[(c, "clean")],
-                                          maps[(c, "adversarial")])
-        st.markdown(f"**{'clean class' if c == source else 'new class'}: {model.label(c)} ({c})**")
-        for column, picture, caption in zip(st.columns(3), pictures, (
-                "clean image", "adversarial image",
-                "difference |after| − |before| (red: more evidence after the attack)")):
-            column.image(picture, caption=caption, width="stretch")
-    if new == source:
-        st.caption("The attack did not change the class, so only the clean class is shown.")
-
-
-def _min_eps_section(model, selection, settings) -> None:
-    key = (selection.key, settings)
-    if st.button("Find the smallest ε", help="Bisection over ε (at most 8 attacks), starting from the ε above "
-                                             "and doubling it while the goal is not met."):
-        st.session_state["atk_min_eps_for"] = key
-    if st.session_state.get("atk_min_eps_for") != key:
-        return
-    with progress_bar("Searching for the smallest ε", labelled=True) as progress:
-        found = cache.smallest_eps(model, selection.model_key, selection.inp.tensor, selection.image_key, settings,
-                                   progress)
-    _say(view.min_eps_message(found, model.label))
-    if bool(found.found[0]):
-        r, (a, b, _) = found.result, st.columns(3)
-        a.image(image_uint8(r.adversarial[0]), width="stretch",
-                caption=f"adversarial at the smallest ε: {model.label(int(r.adv_index[0]))}")
-        small = view.perturbation_picture(r.perturbation[0].numpy())
-        b.image(small.rgb, width="stretch", caption=f"its perturbation: {small.caption()}")
-
 
 selection = sidebar.current()
 if selection is not None:
@@ -89,58 +26,8 @@ if selection is not None:
     except ValueError as e:
         st.error(f"Attack not run: {e}")
         st.stop()
-    source, new = int(result.source[0]), int(result.adv_index[0])
-    for message in view.verdict(result, model.label):
-        _say(message)
-    clean_u8, adv_u8, _ = view.pictures(result)
-    delta = view.perturbation_picture(result.perturbation[0].numpy())
-    a, b, c, d = st.columns(4)
-    a.image(clean_u8, caption=f"original: {model.label(source)}", width="stretch")
-    b.image(adv_u8, caption=f"adversarial: {model.label(new)}", width="stretch")
-    c.image(delta.rgb, width="stretch", caption=delta.caption())
-    d.image(delta.heat, width="stretch", caption=f"perturbation, channel mean in 1/255: {delta.scale.describe()}")
-    for column, title, probs in zip(st.columns(2), ("Top-5 before", "Top-5 after"),
-                                    (result.clean_probs[0], result.adv_probs[0])):
-        column.subheader(title)
-        figures.bars(_top5(model, probs), label="class", value="probability", value_title="probability",
-                     where=column)
-    st.subheader("Confidence over the steps")
-    curves = view.confidence(result, model.label)
-    chart = pd.DataFrame(curves).rename_axis("step").reset_index()
-    names = [c for c in chart.columns if c != "step"]
-    # the clean class is always blue, the goal always orange, whatever their names
-    figures.lines(chart, x="step", y_title="probability", y_domain=(0, 1),
-                  colors=dict(zip(names, figures.PALETTE[:2])))
-    strip = captioned_strip([(clean_u8, f"original: {model.label(source)}"),
-                             (adv_u8, f"adversarial: {model.label(new)}"),
-                             (delta.rgb, f"perturbation x{delta.amplification:.0f}")])
-    report.add_button(lambda: report.item(
-        selection, title=f"{settings.method.upper()} attack: {model.label(source)} → {model.label(new)}",
-        figure=strip, caption=delta.caption(),
-        settings={"method": settings.method, "norm": settings.norm, "eps": view.eps_text(settings.eps, settings.norm),
-                  "steps": settings.steps, "goal": settings.target if settings.target is not None else "untargeted",
-                  "random start": settings.random_start},
-        command=attack_command(report.image_arg(selection), model.card, method=settings.method, norm=settings.norm,
-                               eps=settings.eps, step=settings.step, steps=settings.steps, target=settings.target,
-                               random_start=settings.random_start, early_stop=settings.early_stop,
-                               seed=settings.seed),
-        seconds=float(getattr(result, "seconds", 0.0)), seed=settings.seed if settings.random_start else None,
-        figures={"clean probability": float(result.clean_probs[0, source]),
-                 "adversarial probability": float(result.adv_probs[0, new]),
-                 "L-inf (1/255)": float(result.linf[0]) * 255, "L2": float(result.l2[0])},
-        notes=tuple(m.text for m in view.verdict(result, model.label))), key=f"atk_{selection.key}_{settings}")
-
-    _min_eps_section(model, selection, settings)
-
-    st.subheader("Downloads")
-    d1, d2, d3 = st.columns(3)
-    stem = selection.name.rsplit(".", 1)[0]
-    d1.download_button("Figure (PNG)", png_bytes(strip), file_name=f"{stem}_attack.png", mime="image/png")
-    d2.download_button("Adversarial image (PNG, 8-bit, model input size)", png_bytes(adv_u8),
-                       file_name=f"{stem}_adversarial.png", mime="image/png")
-    d3.download_button("Arrays (.npz: clean, adversarial, perturbation; float32 3×H×W in [0, 1])", view.npz(result),
-                       file_name=f"{stem}_attack.npz", mime="application/octet-stream")
-    st.caption("The PNGs are 8-bit: rounding to 1/255 can undo an attack that only just succeeded (the verdict above "
-               "says whether it does here). The .npz keeps the exact float values.")
-
-    _smoothgrad_panel(model, selection, settings, result, source, new)
+    adv_u8, delta, strip = attack_page.result_panel(model, result)
+    attack_page.report_button(model, selection, settings, result, delta, strip)
+    attack_page.min_eps_section(model, selection, settings)
+    attack_page.downloads(selection, result, adv_u8, strip)
+    attack_page.smoothgrad_panel(model, selection, settings, result)
