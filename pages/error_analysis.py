@@ -1,14 +1,14 @@
-"""Error analysis (issue 17): where the model is wrong on a labelled folder, and why, on one screen."""
+"""Error analysis (issue 17): where the model is wrong on a labelled folder, and why, on one screen.
+
+Layout only: the pieces (matrix, galleries, the "Why?" panel, the channels' examples) live in ``ui/error_analysis``."""
 from __future__ import annotations
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
-from core.errors.demo import DEMO_CSV, DEMO_HEAD
-from core.images import ImageError, load_image, preprocess
-from core.render import Colormap, normalize_map, overlay
+from core.images import ImageError
 from ui import cache, sidebar
+from ui import error_analysis as view
+from ui.widgets import progress_bar
 
 st.title("Error analysis")
 st.caption("Your labelled images: the confusion matrix, per-class precision and recall, the most confident "
@@ -19,158 +19,65 @@ selection = sidebar.current()
 if selection is None:
     st.stop()
 
-DEMO = "Demo: coarse head on the embedded model (assets/demo)"
-source = st.radio("Model", ["The sidebar's model", DEMO], key="err_model", horizontal=True,
+source = st.radio("Model", ["The sidebar's model", view.DEMO], key="err_model", horizontal=True,
                   help="The demo is a linear head trained in seconds on half the sample photos in six coarse classes "
                        "(python -m core demo-head); the other half it never saw.")
-if source == DEMO:
-    model = cache.get_model(None, str(DEMO_HEAD))
-    model_key = cache.model_key(model)
-    default_folder = str(DEMO_CSV)
-else:
-    model, model_key, default_folder = selection.model, selection.model_key, ""
-folder = st.text_input("Labelled folder", value=default_folder, key=f"err_folder_{source == DEMO}",
+model, model_key, default_folder = view.model_for(source, selection)
+folder = st.text_input("Labelled folder", value=default_folder, key=f"err_folder_{source == view.DEMO}",
                        placeholder="root/<class>/<image> (names or indices), a folder with labels.csv, or a CSV of file,label",
                        help="Class folders match the model's class names case-insensitively, or are class indices.").strip()
 if not folder:
-    st.info(f"Name a labelled folder. The model's classes: {', '.join(model.labels[:12])}"
-            f"{', ...' if len(model.labels) > 12 else ''}.")
+    st.info(view.classes_hint(model))
     st.stop()
 
-bar = st.progress(0.0, "predicting")
 try:
-    ev = cache.error_evaluation(model, model_key, folder, cache.folder_stamp(folder),
-                                progress=lambda f, m: bar.progress(f, m))
+    with progress_bar("predicting") as report:
+        ev = cache.error_evaluation(model, model_key, folder, cache.folder_stamp(folder), progress=report)
 except ImageError as e:
-    bar.empty()
     st.error(str(e))
     st.stop()
-bar.empty()
 
 names = list(ev.class_names)
-a, b, c = st.columns(3)
-a.metric("Images", len(ev.images))
-b.metric("Accuracy", f"{ev.accuracy:.1%}")
-c.metric("Mistakes", int((ev.true != ev.predicted).sum()))
-if ev.skipped:
-    with st.expander(f"{len(ev.skipped)} items skipped"):
-        st.dataframe(pd.DataFrame([{"item": s.item, "reason": s.reason} for s in ev.skipped]), hide_index=True,
-                     width="stretch")
-if len(ev.images) < 20:
-    st.warning(f"Only {len(ev.images)} images: precision and recall move a lot with each image.")
+view.summary(ev)
 
 # ------------------------------------------------------------------------------- confusion matrix and cell
 st.subheader("Confusion matrix")
-cells = pd.DataFrame([{"true": names[i], "predicted": names[j], "count": int(ev.confusion[i, j])}
-                      for i in range(len(names)) for j in range(len(names))])
-base = alt.Chart(cells).encode(x=alt.X("predicted:N", sort=names, title="predicted"),
-                               y=alt.Y("true:N", sort=names, title="true"))
-pick = alt.selection_point(fields=["true", "predicted"], name="cell")
-heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None),
-                               tooltip=["true", "predicted", "count"]).add_params(pick)
-text = base.mark_text().encode(text="count:Q", color=alt.condition(alt.datum.count > ev.confusion.max() / 2,
-                                                                     alt.value("white"), alt.value("black")))
 left, right = st.columns([3, 2])
 with left:
-    event = st.altair_chart((heat + text).properties(height=max(240, 44 * len(names))), on_select="rerun",
-                            key="err_chart", width="stretch")
-    chosen = (event.get("selection", {}).get("cell") or [None])[0] if event else None
-    if chosen and chosen.get("true") in names and chosen.get("predicted") in names \
-            and st.session_state.get("err_last_click") != chosen:
-        st.session_state["err_last_click"] = chosen
-        st.session_state["err_true"], st.session_state["err_pred"] = chosen["true"], chosen["predicted"]
+    event = st.altair_chart(view.confusion_chart(ev), on_select="rerun", key="err_chart", width="stretch")
+    view.follow_click(event, names)
 with right:
-    st.markdown("**Per class**")
-    st.dataframe(pd.DataFrame([{"class": s.name, "precision": s.precision, "recall": s.recall,
-                                "support": s.support} for s in ev.per_class]),
-                 hide_index=True, width="stretch",
-                 column_config={"precision": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1),
-                                "recall": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)})
+    view.per_class(ev)
 
-off = [(i, j) for i in range(len(names)) for j in range(len(names)) if i != j and ev.confusion[i, j]]
-worst = max(off, key=lambda ij: ev.confusion[ij]) if off else (0, 0)
-if "err_true" not in st.session_state or st.session_state["err_true"] not in names:
-    st.session_state["err_true"], st.session_state["err_pred"] = names[worst[0]], names[worst[1]]
+view.default_cell(ev)
 t_col, p_col = st.columns(2)
 true_name = t_col.selectbox("True class", names, key="err_true", help="Or click a cell of the matrix.")
 pred_name = p_col.selectbox("Predicted class", names, key="err_pred")
-ti, pi = names.index(true_name), names.index(pred_name)
-true_idx, pred_idx = ev.classes[ti], ev.classes[pi]
-
-
-def gallery(rows: list[int], key: str, per_row: int = 6) -> None:
-    """Thumbnails with their prediction, each with a button that explains it."""
-    for start in range(0, len(rows), per_row):
-        for col, r in zip(st.columns(per_row), rows[start:start + per_row]):
-            p, t = int(ev.predicted[r]), int(ev.true[r])
-            try:
-                col.image(cache.thumbnail(str(ev.paths[r]), ev.hashes[r]), width="stretch")
-            except ImageError as e:
-                col.caption(str(e))
-            col.caption(f"{ev.images[r]}: **{model.label(p)}** {ev.probs[r, p]:.0%}"
-                        + (f" (true {model.label(t)} {ev.probs[r, t]:.0%})" if p != t else ""))
-            if col.button("Explain", key=f"{key}_{r}"):
-                st.session_state["err_explain"] = (folder, ev.hashes[r])
-
+true_idx, pred_idx = ev.classes[names.index(true_name)], ev.classes[names.index(pred_name)]
 
 rows = ev.cell(true_idx, pred_idx)
-st.markdown(f"**{len(rows)} image{'' if len(rows) == 1 else 's'} of {true_name} predicted {pred_name}**" + (" (correct)" if ti == pi else ""))
+st.markdown(view.cell_title(len(rows), true_name, pred_name))
 if rows:
-    gallery(rows[:24], "cell")
+    view.gallery(ev, model, folder, rows[:24], "cell")
     if len(rows) > 24:
         st.caption(f"showing the 24 most confident of {len(rows)}")
 
 st.subheader("Most confident mistakes")
 mistakes = ev.mistakes(12)
 if mistakes:
-    gallery([m.row for m in mistakes], "mistake")
+    view.gallery(ev, model, folder, [m.row for m in mistakes], "mistake")
 else:
     st.success("No mistakes on this folder.")
 
 # ------------------------------------------------------------------------------------------- explain one
-explain = st.session_state.get("err_explain")  # (folder, image hash): nothing stale after a folder change
-row = ev.hashes.index(explain[1]) if explain and explain[0] == folder and explain[1] in ev.hashes else None
-if row is not None:
-    st.subheader(f"Why {ev.images[row]}?")
-    p, t = int(ev.predicted[row]), int(ev.true[row])
-    layers = [l.name for l in cache.layers(model, model_key) if l.feature]
-    c1, c2, c3 = st.columns(3)
-    layer = c1.selectbox("Grad-CAM layer", layers, index=len(layers) - 1, key="err_cam_layer") if layers else None
-    samples = c2.number_input("SmoothGrad samples", 2, 64, 16, key="err_samples")
-    true_choice = c3.selectbox("True class", list(range(model.card.num_classes)), index=t, key=f"err_truefor_{row}",
-                               format_func=lambda i: f"{model.label(i)} ({i})",
-                               help="Compare against another class than the label if you like.")
-    if p == true_choice:
-        st.info(f"The model is right here ({model.label(p)}): the contrast of a class with itself is zero. "
-                "Pick another class to compare with.")
-    try:
-        inp = preprocess(load_image(ev.paths[row]), model.card.data_config)
-    except ImageError as e:
-        st.error(str(e))
-        st.stop()
-    bar = st.progress(0.0, "explaining")
-    result = cache.mistake_maps(model, model_key, inp.tensor, ev.hashes[row], p, int(true_choice), layer,
-                                int(samples), progress=lambda f, m: bar.progress(f, m))
-    bar.empty()
-    titles = {"predicted": f"for {model.label(p)} (predicted)", "true": f"for {model.label(true_choice)} (true)",
-              "contrast": f"{model.label(p)} rather than {model.label(true_choice)}"}
-    for method, title in (("gradcam", "Grad-CAM"), ("smoothgrad", "SmoothGrad")):
-        cols = st.columns(3)
-        for col, role in zip(cols, ("predicted", "true", "contrast")):
-            signed = role == "contrast" or method == "smoothgrad"
-            values = normalize_map(result.maps[(method, role)], signed=signed)
-            col.image(overlay(inp.tensor, values, cmap=Colormap.DIVERGING if signed else Colormap.HEAT, alpha=0.6),
-                      caption=f"{title} {titles[role]}", width="stretch")
-    st.caption("Contrast = attribution of logit(predicted) − logit(true): red is evidence for the predicted class "
-               "rather than the true one, blue the other way (Grad-CAM's contrast is taken before its ReLU). "
-               "SmoothGrad maps are signed.")
+view.explain_panel(ev, model, model_key, folder)
 
 # ------------------------------------------------------------------------------- from the cell to concepts
 st.subheader("From this confusion cell to the model's concepts")
-if ti == pi:
+if true_name == pred_name:
     st.info("Choose an off-diagonal cell (a mistake) to compare it with the correctly classified images of its true class.")
     st.stop()
-layers = [l.name for l in cache.layers(model, model_key) if l.feature]
+layers = view.feature_layers(model, model_key)
 c1, c2 = st.columns(2)
 layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="err_sep_layer")
 n = c2.number_input("Channels", 1, 32, 8, key="err_sep_n")
@@ -178,45 +85,11 @@ if not st.button("Find the channels that separate these mistakes", key="err_sep_
         st.session_state.get("err_sep_for") != (true_idx, pred_idx, layer, n):
     st.stop()
 st.session_state["err_sep_for"] = (true_idx, pred_idx, layer, n)
-stamp = cache.folder_stamp(folder)
 try:
-    sep = cache.separating_channels(model, model_key, ev, folder, stamp, true_idx, pred_idx, layer, int(n))
+    sep = cache.separating_channels(model, model_key, ev, folder, cache.folder_stamp(folder), true_idx, pred_idx,
+                                    layer, int(n))
 except ValueError as e:
     st.warning(str(e))
     st.stop()
-st.caption(f"{len(sep.mistaken)} images of {true_name} predicted {pred_name} against {len(sep.correct)} predicted "
-           f"correctly. Statistic: {sep.statistic}; > 0 means stronger on the mistakes. AUC: the chance that a "
-           "mistaken image has the larger value.")
-if sep.weak:
-    st.warning(sep.weak)
-st.dataframe(pd.DataFrame([{"channel": ch.channel, "Cohen's d": round(ch.effect, 2), "AUC": round(ch.auc, 2),
-                            "mean on mistakes": round(ch.mean_mistaken, 3), "mean on correct": round(ch.mean_correct, 3)}
-                           for ch in sep.channels]), hide_index=True, width="stretch")
-
-image_root = str(ev.image_folder)
-index_model = model
-if "+head:" in model.card.fingerprint:  # a head on the embedded backbone: its layers are the embedded model's
-    index_model = cache.get_model("embedded", "embedded")
-directory = cache.index_directory(index_model, image_root)
-index_stamp = cache.index_stamp(directory)
-covered = index_stamp is not None and layer in cache.open_activation_index(directory, index_stamp).layers
-if not covered:
-    st.info(f"No activation index of {image_root} covers layer {layer} for this model: build one to see each "
-            "channel's dataset examples (the images of the folder that excite it most).")
-    if st.button(f"Build the activation index of {image_root} at {layer}", key="err_build_index"):
-        bar = st.progress(0.0, "indexing")
-        layers_now = [layer]
-        if index_stamp is not None:
-            layers_now = sorted(set(cache.open_activation_index(directory, index_stamp).layers) | {layer})
-        cache.build_activation_index(index_model, image_root, directory, layers_now, 16,
-                                     progress=lambda f, m: bar.progress(f, m))
-        bar.empty()
-        st.rerun()
-    st.stop()
-index = cache.open_activation_index(directory, index_stamp)
-for ch in sep.channels:
-    patches = index.top(layer, ch.channel, 6)
-    st.markdown(f"**Channel {ch.channel}** (d = {ch.effect:+.2f}): its dataset examples")
-    for col, patch in zip(st.columns(6), patches):
-        col.image(cache.patch_crop(directory, index_stamp, patch.image_id, patch.box), width="stretch",
-                  caption=f"{patch.image.name} {patch.value:.2f}")
+view.separating_table(sep, true_name, pred_name)
+view.channel_examples(ev, model, layer, sep)

@@ -1,0 +1,194 @@
+"""Streamlit pieces of the Error analysis page (issue 17): the summary, the confusion matrix, the galleries, the
+"Why?" panel and the separating channels with their dataset examples. The page holds the layout and calls these;
+every call into core goes through ``ui.cache``."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.errors.demo import DEMO_CSV, DEMO_HEAD
+from core.images import ImageError, load_image, preprocess
+from core.render import Colormap, normalize_map, overlay
+from ui import cache
+from ui.widgets import progress_bar
+
+DEMO = "Demo: coarse head on the embedded model (assets/demo)"
+PERCENT = st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)
+
+
+def model_for(source: str, selection) -> tuple:
+    """``(model, model_key, default_folder)`` for the page's "Model" choice: the demo head or the sidebar's."""
+    if source == DEMO:
+        model = cache.get_model(None, str(DEMO_HEAD))
+        return model, cache.model_key(model), str(DEMO_CSV)
+    return selection.model, selection.model_key, ""
+
+
+def classes_hint(model) -> str:
+    """The prompt for a labelled folder, naming the model's first twelve classes."""
+    return (f"Name a labelled folder. The model's classes: {', '.join(model.labels[:12])}"
+            f"{', ...' if len(model.labels) > 12 else ''}.")
+
+
+def summary(ev) -> None:
+    """Images, accuracy and mistakes; the skipped items; a warning when there are too few images."""
+    a, b, c = st.columns(3)
+    a.metric("Images", len(ev.images))
+    b.metric("Accuracy", f"{ev.accuracy:.1%}")
+    c.metric("Mistakes", int((ev.true != ev.predicted).sum()))
+    if ev.skipped:
+        with st.expander(f"{len(ev.skipped)} items skipped"):
+            st.dataframe(pd.DataFrame([{"item": s.item, "reason": s.reason} for s in ev.skipped]), hide_index=True,
+                         width="stretch")
+    if len(ev.images) < 20:
+        st.warning(f"Only {len(ev.images)} images: precision and recall move a lot with each image.")
+
+
+def confusion_chart(ev) -> alt.LayerChart:
+    """The confusion matrix as a clickable heat map (selection ``cell`` over true and predicted) with counts."""
+    names = list(ev.class_names)
+    cells = pd.DataFrame([{"true": names[i], "predicted": names[j], "count": int(ev.confusion[i, j])}
+                          for i in range(len(names)) for j in range(len(names))])
+    base = alt.Chart(cells).encode(x=alt.X("predicted:N", sort=names, title="predicted"),
+                                   y=alt.Y("true:N", sort=names, title="true"))
+    pick = alt.selection_point(fields=["true", "predicted"], name="cell")
+    heat = base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None),
+                                   tooltip=["true", "predicted", "count"]).add_params(pick)
+    text = base.mark_text().encode(text="count:Q", color=alt.condition(alt.datum.count > ev.confusion.max() / 2,
+                                                                         alt.value("white"), alt.value("black")))
+    return (heat + text).properties(height=max(240, 44 * len(names)))
+
+
+def follow_click(event, names: list[str]) -> None:
+    """A newly clicked matrix cell becomes the chosen true/predicted pair (``err_true``/``err_pred``)."""
+    chosen = (event.get("selection", {}).get("cell") or [None])[0] if event else None
+    if chosen and chosen.get("true") in names and chosen.get("predicted") in names \
+            and st.session_state.get("err_last_click") != chosen:
+        st.session_state["err_last_click"] = chosen
+        st.session_state["err_true"], st.session_state["err_pred"] = chosen["true"], chosen["predicted"]
+
+
+def per_class(ev) -> None:
+    """The per-class precision, recall and support table."""
+    st.markdown("**Per class**")
+    st.dataframe(pd.DataFrame([{"class": s.name, "precision": s.precision, "recall": s.recall,
+                                "support": s.support} for s in ev.per_class]),
+                 hide_index=True, width="stretch", column_config={"precision": PERCENT, "recall": PERCENT})
+
+
+def default_cell(ev) -> None:
+    """Start on the most confused off-diagonal cell (or the first diagonal one) unless a valid pair is chosen."""
+    names = list(ev.class_names)
+    off = [(i, j) for i in range(len(names)) for j in range(len(names)) if i != j and ev.confusion[i, j]]
+    worst = max(off, key=lambda ij: ev.confusion[ij]) if off else (0, 0)
+    if "err_true" not in st.session_state or st.session_state["err_true"] not in names:
+        st.session_state["err_true"], st.session_state["err_pred"] = names[worst[0]], names[worst[1]]
+
+
+def cell_title(n: int, true_name: str, pred_name: str) -> str:
+    """The heading of a cell's gallery."""
+    return (f"**{n} image{'' if n == 1 else 's'} of {true_name} predicted {pred_name}**"
+            + (" (correct)" if true_name == pred_name else ""))
+
+
+def gallery(ev, model, folder: str, rows: list[int], key: str, per_row: int = 6) -> None:
+    """Thumbnails with their prediction, each with a button (key ``{key}_{row}``) that explains it."""
+    for start in range(0, len(rows), per_row):
+        for col, r in zip(st.columns(per_row), rows[start:start + per_row]):
+            p, t = int(ev.predicted[r]), int(ev.true[r])
+            try:
+                col.image(cache.thumbnail(str(ev.paths[r]), ev.hashes[r]), width="stretch")
+            except ImageError as e:
+                col.caption(str(e))
+            col.caption(f"{ev.images[r]}: **{model.label(p)}** {ev.probs[r, p]:.0%}"
+                        + (f" (true {model.label(t)} {ev.probs[r, t]:.0%})" if p != t else ""))
+            if col.button("Explain", key=f"{key}_{r}"):
+                st.session_state["err_explain"] = (folder, ev.hashes[r])
+
+
+def feature_layers(model, model_key: str) -> list[str]:
+    """The names of the model's feature layers, shallow to deep."""
+    return [l.name for l in cache.layers(model, model_key) if l.feature]
+
+
+def explain_panel(ev, model, model_key: str, folder: str) -> None:
+    """"Why <image>?": Grad-CAM and SmoothGrad for the predicted class, the true class and their contrast."""
+    explain = st.session_state.get("err_explain")  # (folder, image hash): nothing stale after a folder change
+    row = ev.hashes.index(explain[1]) if explain and explain[0] == folder and explain[1] in ev.hashes else None
+    if row is None:
+        return
+    st.subheader(f"Why {ev.images[row]}?")
+    p, t = int(ev.predicted[row]), int(ev.true[row])
+    layers = feature_layers(model, model_key)
+    c1, c2, c3 = st.columns(3)
+    layer = c1.selectbox("Grad-CAM layer", layers, index=len(layers) - 1, key="err_cam_layer") if layers else None
+    samples = c2.number_input("SmoothGrad samples", 2, 64, 16, key="err_samples")
+    true_choice = c3.selectbox("True class", list(range(model.card.num_classes)), index=t, key=f"err_truefor_{row}",
+                               format_func=lambda i: f"{model.label(i)} ({i})",
+                               help="Compare against another class than the label if you like.")
+    if p == true_choice:
+        st.info(f"The model is right here ({model.label(p)}): the contrast of a class with itself is zero. "
+                "Pick another class to compare with.")
+    try:
+        inp = preprocess(load_image(ev.paths[row]), model.card.data_config)
+    except ImageError as e:
+        st.error(str(e))
+        st.stop()
+    with progress_bar("explaining") as report:
+        result = cache.mistake_maps(model, model_key, inp.tensor, ev.hashes[row], p, int(true_choice), layer,
+                                    int(samples), progress=report)
+    titles = {"predicted": f"for {model.label(p)} (predicted)", "true": f"for {model.label(true_choice)} (true)",
+              "contrast": f"{model.label(p)} rather than {model.label(true_choice)}"}
+    for method, title in (("gradcam", "Grad-CAM"), ("smoothgrad", "SmoothGrad")):
+        for col, role in zip(st.columns(3), ("predicted", "true", "contrast")):
+            signed = role == "contrast" or method == "smoothgrad"
+            values = normalize_map(result.maps[(method, role)], signed=signed)
+            col.image(overlay(inp.tensor, values, cmap=Colormap.DIVERGING if signed else Colormap.HEAT, alpha=0.6),
+                      caption=f"{title} {titles[role]}", width="stretch")
+    st.caption("Contrast = attribution of logit(predicted) − logit(true): red is evidence for the predicted class "
+               "rather than the true one, blue the other way (Grad-CAM's contrast is taken before its ReLU). "
+               "SmoothGrad maps are signed.")
+
+
+def separating_table(sep, true_name: str, pred_name: str) -> None:
+    """What the statistic means, the weak-result warning and the table of separating channels."""
+    st.caption(f"{len(sep.mistaken)} images of {true_name} predicted {pred_name} against {len(sep.correct)} predicted "
+               f"correctly. Statistic: {sep.statistic}; > 0 means stronger on the mistakes. AUC: the chance that a "
+               "mistaken image has the larger value.")
+    if sep.weak:
+        st.warning(sep.weak)
+    st.dataframe(pd.DataFrame([{"channel": ch.channel, "Cohen's d": round(ch.effect, 2), "AUC": round(ch.auc, 2),
+                                "mean on mistakes": round(ch.mean_mistaken, 3),
+                                "mean on correct": round(ch.mean_correct, 3)}
+                               for ch in sep.channels]), hide_index=True, width="stretch")
+
+
+def channel_examples(ev, model, layer: str, sep) -> None:
+    """Each separating channel's dataset examples from the activation index of the folder's images, or an offer
+    to build that index (``err_build_index``) when none covers ``layer``."""
+    image_root = str(ev.image_folder)
+    index_model = model
+    if "+head:" in model.card.fingerprint:  # a head on the embedded backbone: its layers are the embedded model's
+        index_model = cache.get_model("embedded", "embedded")
+    directory = cache.index_directory(index_model, image_root)
+    index_stamp = cache.index_stamp(directory)
+    covered = index_stamp is not None and layer in cache.open_activation_index(directory, index_stamp).layers
+    if not covered:
+        st.info(f"No activation index of {image_root} covers layer {layer} for this model: build one to see each "
+                "channel's dataset examples (the images of the folder that excite it most).")
+        if st.button(f"Build the activation index of {image_root} at {layer}", key="err_build_index"):
+            layers_now = [layer]
+            if index_stamp is not None:
+                layers_now = sorted(set(cache.open_activation_index(directory, index_stamp).layers) | {layer})
+            with progress_bar("indexing") as report:
+                cache.build_activation_index(index_model, image_root, directory, layers_now, 16, progress=report)
+            st.rerun()
+        st.stop()
+    index = cache.open_activation_index(directory, index_stamp)
+    for ch in sep.channels:
+        patches = index.top(layer, ch.channel, 6)
+        st.markdown(f"**Channel {ch.channel}** (d = {ch.effect:+.2f}): its dataset examples")
+        for col, patch in zip(st.columns(6), patches):
+            col.image(cache.patch_crop(directory, index_stamp, patch.image_id, patch.box), width="stretch",
+                      caption=f"{patch.image.name} {patch.value:.2f}")
