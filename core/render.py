@@ -23,13 +23,13 @@ _DIVERGING = np.array([[5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 2
                        [103, 0, 31]], dtype=np.float64)
 
 
-class Colormap(str, enum.Enum):
+class ColourMap(str, enum.Enum):
     HEAT = "heat"
     DIVERGING = "diverging"
 
 
-def _lut(cmap: Colormap) -> np.ndarray:
-    return _DIVERGING if Colormap(cmap) is Colormap.DIVERGING else _HEAT
+def _lut(cmap: ColourMap) -> np.ndarray:
+    return _DIVERGING if ColourMap(cmap) is ColourMap.DIVERGING else _HEAT
 
 
 def to_numpy(a) -> np.ndarray:
@@ -38,10 +38,10 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def colorize(values, cmap: Colormap = Colormap.HEAT) -> np.ndarray:
+def colourise(values, cmap: ColourMap = ColourMap.HEAT) -> np.ndarray:
     """uint8 (H, W, 3) from values in [0, 1] (heat) or [-1, 1] (diverging); NaN shows as black."""
     v = to_numpy(values)
-    if Colormap(cmap) is Colormap.DIVERGING:
+    if ColourMap(cmap) is ColourMap.DIVERGING:
         v = (v + 1.0) / 2.0
     v = np.nan_to_num(np.clip(v, 0.0, 1.0))
     lut = _lut(cmap)
@@ -52,7 +52,7 @@ def colorize(values, cmap: Colormap = Colormap.HEAT) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
-def normalize_map(m, *, signed: bool = False, clip_percentile: float = 99.5) -> np.ndarray:
+def normalise_map(m, *, signed: bool = False, clip_percentile: float = 99.5) -> np.ndarray:
     """Scale a map for display, clipping outliers at ``clip_percentile`` of its magnitude.
 
     Returns values in [0, 1], or [-1, 1] when ``signed`` (0 stays 0).
@@ -91,11 +91,11 @@ def resize_map(m, size: tuple[int, int]) -> np.ndarray:
     return torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def overlay(image, values, *, cmap: Colormap = Colormap.HEAT, alpha: float = 0.5) -> np.ndarray:
-    """The colour-mapped ``values`` (display range, see :func:`colorize`) blended over ``image``."""
+def overlay(image, values, *, cmap: ColourMap = ColourMap.HEAT, alpha: float = 0.5) -> np.ndarray:
+    """The colour-mapped ``values`` (display range, see :func:`colourise`) blended over ``image``."""
     base = image_uint8(image).astype(np.float64)
     v = resize_map(values, base.shape[:2])
-    heat = colorize(v, cmap).astype(np.float64)
+    heat = colourise(v, cmap).astype(np.float64)
     return (base * (1 - alpha) + heat * alpha).round().astype(np.uint8)
 
 
@@ -117,8 +117,8 @@ class Scale:
     units: str = ""
 
     @property
-    def cmap(self) -> Colormap:
-        return Colormap.DIVERGING if self.signed else Colormap.HEAT
+    def cmap(self) -> ColourMap:
+        return ColourMap.DIVERGING if self.signed else ColourMap.HEAT
 
     def describe(self) -> str:
         """One sentence for a caption: colours, ends, units and clipping."""
@@ -134,18 +134,18 @@ class Scale:
 
 
 def display_map(m, *, signed: bool, clip_percentile: float = 99.5, units: str = "") -> tuple[np.ndarray, Scale]:
-    """(values for :func:`colorize`, their :class:`Scale`) under the app's one convention.
+    """(values for :func:`colourise`, their :class:`Scale`) under the app's one convention.
 
     Args:
         m: raw map (H, W), any units.
         signed: True for maps whose sign carries meaning (diverging map, 0 at white), False for magnitudes.
-        clip_percentile: the ends sit at this percentile of the magnitude (see :func:`normalize_map`).
+        clip_percentile: the ends sit at this percentile of the magnitude (see :func:`normalise_map`).
         units: what one unit of ``m`` is, for the colour bar.
     Returns:
         values in [-1, 1] (signed) or [0, 1], and the scale in raw units.
     """
     a = to_numpy(m)
-    values = normalize_map(a, signed=signed, clip_percentile=clip_percentile)
+    values = normalise_map(a, signed=signed, clip_percentile=clip_percentile)
     if a.size == 0:
         return values, Scale(signed, 0.0, 1.0, clip_percentile, units)
     if signed:
@@ -179,7 +179,7 @@ def colorbar(scale: Scale, height: int, *, width: int = 78, title: str | None = 
     canvas = Image.new("RGB", (width, height), "white")
     top, bottom, strip = 16 if title else 6, height - 6, 14
     ramp = np.linspace(1.0, -1.0 if scale.signed else 0.0, max(2, bottom - top))
-    bar = colorize(np.repeat(ramp[:, None], strip, axis=1), scale.cmap)
+    bar = colourise(np.repeat(ramp[:, None], strip, axis=1), scale.cmap)
     canvas.paste(Image.fromarray(bar), (4, top))
     draw = ImageDraw.Draw(canvas)
     draw.rectangle([4, top, 4 + strip - 1, top + len(ramp) - 1], outline=(120, 120, 120))
@@ -214,7 +214,7 @@ def heat_figure(m, image=None, *, signed: bool, clip_percentile: float = 99.5, u
         (uint8 (H, W + bar, 3), the :class:`Scale` for a caption: ``scale.describe()``).
     """
     values, scale = display_map(m, signed=signed, clip_percentile=clip_percentile, units=units)
-    pic = colorize(values, scale.cmap) if image is None else overlay(image, values, cmap=scale.cmap, alpha=alpha)
+    pic = colourise(values, scale.cmap) if image is None else overlay(image, values, cmap=scale.cmap, alpha=alpha)
     return with_colorbar(pic, scale, title=title), scale
 
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.catalogue import default_layer
 from core.images import ImageError, sample_images
-from core.render import Colormap, Scale, heat_figure, normalize_map, overlay, with_colorbar
+from core.render import ColourMap, Scale, heat_figure, normalise_map, overlay, with_colorbar
 from core.features.similarity import similarity_map
 from ui import cache, sidebar
 
@@ -36,8 +36,8 @@ if selection is not None:
 
     def show(image, values):
         if stretch:
-            return overlay(image, normalize_map(values, clip_percentile=100), cmap=Colormap.HEAT, alpha=0.55)
-        return overlay(image, values, cmap=Colormap.DIVERGING, alpha=0.5)
+            return overlay(image, normalise_map(values, clip_percentile=100), cmap=ColourMap.HEAT, alpha=0.55)
+        return overlay(image, values, cmap=ColourMap.DIVERGING, alpha=0.5)
 
     def show_with_bar(image, values):
         """The same picture with its colour bar (not for the clickable one: the bar would shift the clicks)."""

@@ -10,7 +10,7 @@ import torch
 
 from core.attack import view
 from core.attack.attacks import PIXEL, MinEpsResult, Norm, attack
-from core.render import Colormap, colorize, overlay
+from core.render import ColourMap, colourise, overlay
 
 from tests.test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)
 
@@ -35,7 +35,7 @@ def test_linf_perturbation_picture_ends_at_plus_minus_eps(sign):
     delta[:, :, :3] = sign * eps          # left half at the budget's end
     delta[:, :, 3:] = sign * 4 * eps      # beyond the budget (cannot happen): saturates at the same end
     picture = view.perturbation_image(delta, eps, Norm.LINF)
-    end = colorize(np.array([[sign]]), Colormap.DIVERGING)[0, 0]
+    end = colourise(np.array([[sign]]), ColourMap.DIVERGING)[0, 0]
     assert picture.shape == (4, 6, 3) and picture.dtype == np.uint8
     assert (picture == end).all()
     assert tuple(view.perturbation_image(np.zeros((3, 2, 2)), eps, "linf")[0, 0]) == WHITE
@@ -45,8 +45,8 @@ def test_l2_perturbation_picture_ends_at_the_largest_mean():
     delta = np.zeros((3, 1, 3))
     delta[:, 0, 0], delta[:, 0, 1] = 0.2, -0.1   # the channel mean's largest magnitude is 0.2
     picture = view.perturbation_image(delta, 99.0, Norm.L2)  # eps plays no part for L2
-    assert tuple(picture[0, 0]) == tuple(colorize(np.array([[1.0]]), Colormap.DIVERGING)[0, 0])
-    assert tuple(picture[0, 1]) == tuple(colorize(np.array([[-0.5]]), Colormap.DIVERGING)[0, 0])
+    assert tuple(picture[0, 0]) == tuple(colourise(np.array([[1.0]]), ColourMap.DIVERGING)[0, 0])
+    assert tuple(picture[0, 1]) == tuple(colourise(np.array([[-0.5]]), ColourMap.DIVERGING)[0, 0])
     assert tuple(picture[0, 2]) == WHITE
     assert "±max|δ|" in view.perturbation_caption("l2") and "±ε" in view.perturbation_caption("linf")
 
@@ -114,4 +114,4 @@ def test_evidence_pictures_share_one_scale():
     clean, adv, diff = view.evidence_pictures(image, image, np.full((4, 4), 0.5), np.full((4, 4), 1.0))
     np.testing.assert_array_equal(clean, overlay(image, np.full((4, 4), 0.5)))
     np.testing.assert_array_equal(adv, overlay(image, np.ones((4, 4))))
-    assert (diff == colorize(np.array([[0.5]]), Colormap.DIVERGING)[0, 0]).all()
+    assert (diff == colourise(np.array([[0.5]]), ColourMap.DIVERGING)[0, 0]).all()

@@ -98,7 +98,7 @@ def test_lrp_zero_equals_gradient_times_input_on_relu_nets(resnet_tiny):
     """LRP-0 on a ReLU network (biases included) equals gradient x input (Ancona et al. 2018)."""
     x = _x()
     r = lrp(resnet_tiny, x, target=4, rule=LrpRule.EPSILON, first=FirstRule.EPSILON, epsilon=1e-9)
-    xn = resnet_tiny.normalize(x).requires_grad_(True)
+    xn = resnet_tiny.normalise(x).requires_grad_(True)
     (g,) = torch.autograd.grad(resnet_tiny.net(xn)[:, 4].sum(), xn)
     expected = (xn * g).detach()
     assert torch.allclose(r.raw, expected, atol=1e-5 * float(expected.abs().max()), rtol=1e-3)
@@ -109,7 +109,7 @@ def test_batchnorm_is_folded_without_changing_the_function(resnet_tiny):
     assert prep.folded == 20  # every BatchNorm of resnet18 follows a convolution
     x = _x()
     with torch.no_grad():
-        assert torch.allclose(prep.net(resnet_tiny.normalize(x)), resnet_tiny(x), atol=1e-4)
+        assert torch.allclose(prep.net(resnet_tiny.normalise(x)), resnet_tiny(x), atol=1e-4)
     # the shared model is untouched
     assert not torch.allclose(resnet_tiny.net.bn1.running_var, torch.ones(64) - resnet_tiny.net.bn1.eps)
 

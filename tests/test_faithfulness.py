@@ -392,7 +392,7 @@ def test_lrp_matches_zennit_on_relu_batchnorm(rule):
 
     # z+ and z^B here give biases no relevance: zennit's zero_params="bias" (its default keeps them in z)
     conv_rule = ZPlus(stabilizer=1e-9, zero_params="bias") if rule == "zplus" else Epsilon(epsilon=stabilise)
-    xn = model.normalize(x)
+    xn = model.normalise(x)
     low = ((0 - model.mean) / model.std).expand_as(xn)
     high = ((1 - model.mean) / model.std).expand_as(xn)
     composite = SpecialFirstLayerMapComposite(

@@ -107,7 +107,7 @@ def test_local_safetensors_and_pth_roundtrip(tmp_path):
     for path in (st_path, pth_path):
         m = load_model("convnext_atto", str(path))
         assert m.card.weights is WeightsSource.FILE and m.card.fingerprint.startswith("sha256:")
-        assert torch.allclose(m(x), other.eval()(m.normalize(x)), atol=1e-5)
+        assert torch.allclose(m(x), other.eval()(m.normalise(x)), atol=1e-5)
         assert not torch.allclose(m(x), ref(x), atol=1e-3)  # the file's weights, not the seed-0 ones
 
 
@@ -192,7 +192,7 @@ def test_cached_hub_weights_load_offline(fake_hub_cache):
     model = load_model("convnext_atto", "hub")
     assert model.card.weights is WeightsSource.HUB and model.card.fingerprint.startswith("sha256:")
     x = torch.rand(1, 3, 64, 64)
-    assert torch.allclose(model(x), fake_hub_cache(model.normalize(x)), atol=1e-5)
+    assert torch.allclose(model(x), fake_hub_cache(model.normalise(x)), atol=1e-5)
 
 
 def test_default_falls_back_when_the_download_fails(monkeypatch):

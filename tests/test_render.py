@@ -4,22 +4,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.render import Colormap, colorbar, colorize, display_map, heat_figure, with_colorbar
+from core.render import ColourMap, colorbar, colourise, display_map, heat_figure, with_colorbar
 
 
 def test_signed_scale_is_symmetric_and_zero_is_white():
     m = np.array([[-4.0, 0.0], [1.0, 2.0]])
     values, scale = display_map(m, signed=True, clip_percentile=100, units="u")
-    assert scale.cmap is Colormap.DIVERGING and scale.lo == -scale.hi == -4.0
+    assert scale.cmap is ColourMap.DIVERGING and scale.lo == -scale.hi == -4.0
     assert values[0, 1] == 0.0 and values[0, 0] == -1.0 and values[1, 1] == 0.5
-    assert tuple(colorize(values, scale.cmap)[0, 1]) == (247, 247, 247)
+    assert tuple(colourise(values, scale.cmap)[0, 1]) == (247, 247, 247)
     assert "±4 u" in scale.describe() and "extreme value" in scale.describe()
 
 
 def test_unsigned_scale_runs_from_the_minimum_and_names_the_percentile():
     m = np.linspace(1.0, 3.0, 201).reshape(1, -1)
     values, scale = display_map(m, signed=False, clip_percentile=50)
-    assert scale.cmap is Colormap.HEAT and scale.lo == 1.0 and abs(scale.hi - 2.0) < 1e-9
+    assert scale.cmap is ColourMap.HEAT and scale.lo == 1.0 and abs(scale.hi - 2.0) < 1e-9
     assert values.min() == 0.0 and values.max() == 1.0  # the upper half saturates
     assert "50th percentile" in scale.describe()
 

@@ -33,7 +33,7 @@ from core.model import LensModel, load_model
 from core.model import labels as core_labels
 from core.model import predict as core_predict
 from core.perturbation import masks as core_perturbation
-from core.render import normalize_map, overlay
+from core.render import normalise_map, overlay
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -226,7 +226,7 @@ def patch_context(_model: LensModel, model_key: str, directory: str, stamp: str,
     original = index.load(image_id)
     inp = core_images.preprocess(original, _model.card.data_config)
     heat = core_index.channel_map(_model, inp.batch, layer, channel)
-    return overlay(inp.tensor, normalize_map(heat.clamp(min=0)), alpha=0.55), original
+    return overlay(inp.tensor, normalise_map(heat.clamp(min=0)), alpha=0.55), original
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.images import ImageError, load_image, preprocess
-from core.render import Colormap, normalize_map, overlay
+from core.render import ColourMap, normalise_map, overlay
 from ui import cache
 from ui.widgets import progress_bar
 
@@ -143,8 +143,8 @@ def explain_panel(ev, model, model_key: str, folder: str) -> None:
     for method, title in (("gradcam", "Grad-CAM"), ("smoothgrad", "SmoothGrad")):
         for col, role in zip(st.columns(3), ("predicted", "true", "contrast")):
             signed = role == "contrast" or method == "smoothgrad"
-            values = normalize_map(result.maps[(method, role)], signed=signed)
-            col.image(overlay(inp.tensor, values, cmap=Colormap.DIVERGING if signed else Colormap.HEAT, alpha=0.6),
+            values = normalise_map(result.maps[(method, role)], signed=signed)
+            col.image(overlay(inp.tensor, values, cmap=ColourMap.DIVERGING if signed else ColourMap.HEAT, alpha=0.6),
                       caption=f"{title} {titles[role]}", width="stretch")
     st.caption("Contrast = attribution of logit(predicted) − logit(true): red is evidence for the predicted class "
                "rather than the true one, blue the other way (Grad-CAM's contrast is taken before its ReLU). "

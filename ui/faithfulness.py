@@ -13,7 +13,7 @@ from core.attribution.base import NotApplicable
 from core.attribution.registry import REGISTRY
 from core.evaluation import Evaluation, Metric
 from core.images import ImageError
-from core.render import Colormap, colorize, normalize_map
+from core.render import ColourMap, colourise, normalise_map
 from ui import cache, run
 
 CURVE_METRICS = (Metric.DELETION.value, Metric.INSERTION.value)
@@ -75,10 +75,10 @@ def thumbnails(e: Evaluation, per_row: int = 7) -> None:
     r = e.randomisation
     if r is None:
         return
-    pics = [colorize(normalize_map(np.abs(e.map.numpy())), Colormap.HEAT)]
+    pics = [colourise(normalise_map(np.abs(e.map.numpy())), ColourMap.HEAT)]
     caps = ["trained"]
     for name, rho, m in zip(r.groups, r.spearman, r.maps):
-        pics.append(colorize(normalize_map(np.abs(m.numpy())), Colormap.HEAT))
+        pics.append(colourise(normalise_map(np.abs(m.numpy())), ColourMap.HEAT))
         caps.append(f"…{name}: ρ {rho:.2f}")
     st.image(pics[:per_row * 2], caption=caps[:per_row * 2], width=90)
 

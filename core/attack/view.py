@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..render import (Colormap, Scale, colorize, heat_figure, image_uint8, normalize_map, npz_bytes, overlay,
+from ..render import (ColourMap, Scale, colourise, heat_figure, image_uint8, normalise_map, npz_bytes, overlay,
                       unit_uint8)
 from .attacks import PIXEL, AttackResult, MinEpsResult, Norm
 
@@ -34,8 +34,8 @@ def perturbation_image(delta: np.ndarray, eps: float, norm: Norm | str) -> np.nd
     ±max|mean δ| for L2 (white = 0)."""
     mean = np.asarray(delta).mean(0)
     if Norm(norm) is Norm.LINF:
-        return colorize(np.clip(mean / eps, -1, 1), Colormap.DIVERGING)
-    return colorize(normalize_map(mean, signed=True, clip_percentile=100), Colormap.DIVERGING)
+        return colourise(np.clip(mean / eps, -1, 1), ColourMap.DIVERGING)
+    return colourise(normalise_map(mean, signed=True, clip_percentile=100), ColourMap.DIVERGING)
 
 
 @dataclass(frozen=True)
@@ -145,4 +145,4 @@ def evidence_pictures(clean, adversarial, before: np.ndarray, after: np.ndarray
     scale = max(float(np.percentile(np.abs(np.stack([before, after])), 99.5)), 1e-12)
     return (overlay(clean, np.clip(np.abs(before) / scale, 0, 1)),
             overlay(adversarial, np.clip(np.abs(after) / scale, 0, 1)),
-            colorize(np.clip((np.abs(after) - np.abs(before)) / scale, -1, 1), Colormap.DIVERGING))
+            colourise(np.clip((np.abs(after) - np.abs(before)) / scale, -1, 1), ColourMap.DIVERGING))

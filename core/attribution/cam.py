@@ -63,7 +63,7 @@ def cam(model: LensModel, x: torch.Tensor, target: Target = None, *, progress: P
         raise NotApplicable(f"{type(net).__name__} does not separate features from the head")
     fc, norm = _head_parts(net)
     with torch.no_grad():  # no hooks, no state: the lock is not needed
-        feats = net.forward_features(model.normalize(x))
+        feats = net.forward_features(model.normalise(x))
         if feats.dim() != 4:
             raise NotApplicable("the model's features are not a spatial map")
         pre = net.forward_head(feats, pre_logits=True).flatten(1)

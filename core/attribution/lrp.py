@@ -309,7 +309,7 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: LrpRu
     started = time.perf_counter()
     rule, first = LrpRule(rule), FirstRule(first)
     prep = prepare(model)
-    xn = model.normalize(x.detach()).requires_grad_(True)
+    xn = model.normalise(x.detach()).requires_grad_(True)
     seen: dict[str, torch.Tensor] = {}
     # the rule hooks fire only in this call's passes (core.hooks), so concurrent LRP calls share prep.net
     with hooks_on(prep.net) as hooks:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .base import Attribution, Sign
-from ..render import Colormap, Scale, colorize, display_map, image_uint8, normalize_map, overlay, with_colorbar
+from ..render import ColourMap, Scale, colourise, display_map, image_uint8, normalise_map, overlay, with_colorbar
 
 # What one unit of each method's map is (for colour bars); the target's logit is what every method explains.
 UNITS = {
@@ -35,17 +35,17 @@ def display_values(attr: Attribution, index: int = 0, *, sign: Sign | str = Sign
     sign = Sign(sign)
     signed = attr.signed and sign is Sign.ALL
     values = attr.view(sign)[index] if attr.signed else attr.map[index]
-    return normalize_map(values, signed=signed, clip_percentile=clip_percentile), signed
+    return normalise_map(values, signed=signed, clip_percentile=clip_percentile), signed
 
 
 def picture(attr: Attribution, image: torch.Tensor, index: int = 0, *, view: View | str = View.OVERLAY,
             sign: Sign | str = Sign.ALL, clip_percentile: float = 99.5, alpha: float = 0.55) -> np.ndarray:
     """uint8 (H, W, 3) picture of image ``index`` of ``attr`` over ``image`` (3, H, W) in [0, 1]."""
     values, signed = display_values(attr, index, sign=sign, clip_percentile=clip_percentile)
-    cmap = Colormap.DIVERGING if signed else Colormap.HEAT
+    cmap = ColourMap.DIVERGING if signed else ColourMap.HEAT
     view = View(view)
     if view is View.HEAT:
-        return colorize(values, cmap)
+        return colourise(values, cmap)
     if view is View.OVERLAY:
         return overlay(image, values, cmap=cmap, alpha=alpha)
     weight = np.abs(values)[..., None]

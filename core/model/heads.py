@@ -82,5 +82,5 @@ def pooled_features(model, x: torch.Tensor, *, batch_size: int = 16) -> torch.Te
     with torch.inference_mode():
         for chunk in x.split(batch_size):
             net = model.net
-            outs.append(net.forward_head(net.forward_features(model.normalize(chunk)), pre_logits=True).float())
+            outs.append(net.forward_head(net.forward_features(model.normalise(chunk)), pre_logits=True).float())
     return torch.cat(outs)

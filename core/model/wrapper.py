@@ -89,11 +89,11 @@ class LensModel(nn.Module):
         self.lock = threading.RLock()
         super().train(False)
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        return self.net(self.normalise(x))
 
     def layer(self, name: str) -> nn.Module:
         """The submodule of ``net`` with dotted name ``name`` ("" is the whole net)."""

@@ -8,7 +8,7 @@ import numpy as np
 from ...attribution.base import NotApplicable
 from ...attribution.registry import REGISTRY, attribute
 from ...attribution.spec import Option
-from ...render import Colormap, normalize_map, overlay, save_png
+from ...render import ColourMap, normalise_map, overlay, save_png
 from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
 
 NAME = "attribute"
@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> dict:
         npy, png = out_path(args.out_dir, path, ".npy"), out_path(args.out_dir, path, ".png")
         if npy is not None:
             np.save(npy, amap)
-            cmap = Colormap.DIVERGING if result.signed else Colormap.HEAT
-            save_png(overlay(inp.tensor, normalize_map(amap, signed=result.signed), cmap=cmap), png)
+            cmap = ColourMap.DIVERGING if result.signed else ColourMap.HEAT
+            save_png(overlay(inp.tensor, normalise_map(amap, signed=result.signed), cmap=cmap), png)
         notes = list(result.notes)
         results.append({
             "image": path, "target": target, "label": model.label(target), "shape": list(amap.shape),
