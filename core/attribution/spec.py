@@ -117,9 +117,6 @@ class MethodSpec:
         """``fn`` takes a ``preview(values, fraction)`` callback that receives partial maps."""
         return "preview" in inspect.signature(self.fn).parameters
 
-    def option(self, name: str) -> Option | None:
-        return next((o for o in self.options if o.name == name), None)
-
     def default(self, opt: Option, context: Mapping[str, object]) -> object:
         """The starting value of ``opt``: the function's default, else the option's own (may depend on context)."""
         value = Option.value(opt.default, context) if opt.default is not None else self.keywords()[opt.name]
