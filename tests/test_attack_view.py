@@ -10,7 +10,7 @@ import torch
 
 from core.attack import view
 from core.attack.attacks import PIXEL, MinEpsResult, Norm, attack
-from core.render import ColourMap, colourise, overlay
+from core.render import ColourMap, Scale, colorbar, colourise, overlay
 
 from tests.test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)
 
@@ -103,15 +103,19 @@ def test_pictures_confidence_and_npz(flipped):
     assert data["clean"].dtype == np.float32
 
 
-def test_evidence_pictures_share_one_scale():
+def test_evidence_pictures_share_one_scale_and_carry_colour_bars():
     image = torch.full((3, 4, 4), 0.5)
     before = np.zeros((4, 4))
     before[0, 0] = 1.0
-    same_clean, same_adv, no_change = view.evidence_pictures(image, image, before, before)
-    assert (same_clean == same_adv).all() and (no_change == WHITE).all()
+    same = view.evidence_pictures(image, image, before, before)
+    assert (same.before == same.after).all() and (same.difference[:4, :4] == WHITE).all()
     # uniform evidence 0.5 before, 1.0 after: one scale (1.0) for both, so the two overlays differ, as a
     # per-map scale (both 1 everywhere) would hide
-    clean, adv, diff = view.evidence_pictures(image, image, np.full((4, 4), 0.5), np.full((4, 4), 1.0))
-    np.testing.assert_array_equal(clean, overlay(image, np.full((4, 4), 0.5)))
-    np.testing.assert_array_equal(adv, overlay(image, np.ones((4, 4))))
-    assert (diff == colourise(np.array([[0.5]]), ColourMap.DIVERGING)[0, 0]).all()
+    ev = view.evidence_pictures(image, image, np.full((4, 4), 0.5), np.full((4, 4), 1.0))
+    np.testing.assert_array_equal(ev.before[:4, :4], overlay(image, np.full((4, 4), 0.5)))
+    np.testing.assert_array_equal(ev.after[:4, :4], overlay(image, np.ones((4, 4))))
+    assert (ev.difference[:4, :4] == colourise(np.array([[0.5]]), ColourMap.DIVERGING)[0, 0]).all()
+    # each picture has its bar to the right (a bar is at least 60 pixels tall: short pictures are padded)
+    assert ev.before.shape == ev.after.shape == ev.difference.shape == (60, 4 + 78, 3)
+    assert ev.scale == Scale(False, 0.0, 1.0, 99.5, "|SmoothGrad|")
+    np.testing.assert_array_equal(ev.difference[:, 4:], colorbar(Scale(True, -1.0, 1.0, 99.5, "|SmoothGrad|"), 60))
