@@ -12,6 +12,7 @@ from core.features import view
 from core.features.featurevis import Objective, Settings, Visualisation
 from core.render import heat_figure, image_uint8
 from ui import cache
+from ui.index_page import patch_tile
 from ui.widgets import progress_bar
 
 OBJECTIVE_LABELS = {"channel": "channel (mean)", "unit": "unit (centre)", "logit": "class logit"}
@@ -85,7 +86,7 @@ def dataset_patches(model, layer: str, channel: int) -> None:
     st.markdown("**Top dataset patches** (sample photos)")
     cols = st.columns(4)
     for i, (patch, crop) in enumerate(patches):
-        cols[i % 4].image(crop, width="stretch", caption=f"{patch.value:.3g}")
+        cols[i % 4].image(patch_tile(crop, patch, 128), width="stretch")
 
 
 def first_layer(first) -> None:
@@ -95,16 +96,24 @@ def first_layer(first) -> None:
         return
     st.subheader(f"First layer: {first.layer} ({first.tiles.shape[0]} kernels, "
                  f"{first.tiles.shape[-1]}x{first.tiles.shape[-2]}, stride {first.stride[0]})")
-    st.caption("Kernels in RGB pixel space (weights divided by the normalisation std); each tile is scaled "
-               "on its own, grey = 0.")
-    st.image(view.first_layer_picture(first), width="content")
+    grid = view.kernel_grid(first)
+    st.caption("Kernels in RGB pixel space (weights divided by the normalisation std), enlarged without "
+               "smoothing; each tile is scaled on its own, grey = 0; under each: output channel and L2 norm.")
+    st.image(grid.picture, width="content")
+
+
+DEPTHWISE_SHOWN = 64
 
 
 def depthwise(kernels) -> None:
-    """A depthwise layer's kernels tiled in grey."""
-    st.caption(f"{kernels.tiles.shape[0]} kernels {kernels.tiles.shape[-2]}x{kernels.tiles.shape[-1]}; "
-               "grey = 0, white positive, black negative.")
-    st.image(view.depthwise_picture(kernels), width="content")
+    """A depthwise layer's kernels as labelled grey tiles (the largest ``DEPTHWISE_SHOWN`` by norm)."""
+    grid = view.kernel_grid(kernels, limit=DEPTHWISE_SHOWN)
+    shown = (f"all {grid.total}" if len(grid.channels) == grid.total else
+             f"the {len(grid.channels)} largest by L2 norm of {grid.total} (python -m core filters --depthwise "
+             f"{kernels.layer} --out-dir DIR writes all)")
+    st.caption(f"{kernels.layer}: {shown} kernels {kernels.tiles.shape[-2]}x{kernels.tiles.shape[-1]}, enlarged "
+               "without smoothing; grey = 0, white positive, black negative; under each: channel and L2 norm.")
+    st.image(grid.picture, width="content")
 
 
 def weight_stats(stats) -> None:

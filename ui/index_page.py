@@ -5,16 +5,23 @@ Widget keys are the page's (``lens_idx_*``); core is reached through :mod:`ui.ca
 """
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from core.images import ImageError
 from core.index import ActivationIndex, IndexCorrupt, IndexStale
 from core.index.view import architecture_dot, layer_group, opening_layer
-from core.render import boxed, padded
+from core.render import boxed, heat_figure, labelled_tile
 from ui import cache
 from ui.widgets import progress_bar
 
 COLS = 4  # patches per row
+TILE = 192  # side of a patch tile in the grid (pixels; every tile the same size)
+
+
+def patch_tile(crop, patch, side: int) -> np.ndarray:
+    """One equal-size tile: the crop fitted to a ``side`` square, its rank and activation written under it."""
+    return labelled_tile(crop, side, f"#{patch.rank + 1}  activation {patch.value:.3g}")
 
 
 def set_channel(channel: int) -> None:
@@ -84,7 +91,7 @@ def patch_grid(directory: str, stamp: str, patches: list) -> None:
             for col, patch in zip(st.columns(COLS), patches[start:start + COLS]):
                 with col:
                     crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
-                    st.image(padded(crop, 160), caption=f"#{patch.rank + 1}  {patch.value:.3g}  {patch.image.name}")
+                    st.image(patch_tile(crop, patch, TILE), width="stretch", caption=patch.image.name)
                     st.button("Full image", key=f"lens_idx_expand_{patch.rank}",
                               on_click=st.session_state.__setitem__, args=("lens_idx_expanded", patch.rank))
     except (IndexStale, ImageError) as e:
@@ -101,15 +108,17 @@ def expanded_patch(model, model_key: str, directory: str, stamp: str, patches: l
     patch = patches[expanded]
     st.subheader(f"#{patch.rank + 1}: {patch.image.name}")
     try:
-        heat, original = cache.patch_context(model, model_key, directory, stamp, patch.image_id, layer, channel)
+        amap, x, original = cache.patch_context(model, model_key, directory, stamp, patch.image_id, layer, channel)
     except (IndexStale, ImageError) as e:
         st.error(str(e))
         return
     left, right = st.columns(2)
     left.image(boxed(original, patch.box, max(2, original.width // 150)), width="stretch",
                caption=f"original {original.width}x{original.height}, patch box {patch.box}")
+    heat, scale = heat_figure(amap, x, signed=False, units="activation")
     right.image(boxed(heat, patch.input_box, 2), width="stretch",
-                caption=f"channel {channel} over the model input; max {patch.value:.3g} at grid ({patch.y}, {patch.x})")
+                caption=f"channel {channel} over the model input; max {patch.value:.3g} at grid ({patch.y}, {patch.x}); "
+                        f"{scale.describe()}")
 
 
 def excited_rows(index: ActivationIndex, directory: str, stamp: str, layer: str, hits: list) -> None:
@@ -121,7 +130,7 @@ def excited_rows(index: ActivationIndex, directory: str, stamp: str, layer: str,
             st.button("Show", key=f"lens_idx_show_{hit.channel}", on_click=set_channel, args=(hit.channel,))
         for col, patch in zip(cols[1:], index.top(layer, hit.channel, COLS)):
             try:
-                col.image(padded(cache.patch_crop(directory, stamp, patch.image_id, patch.box), 96),
-                          caption=f"{patch.value:.3g}")
+                col.image(patch_tile(cache.patch_crop(directory, stamp, patch.image_id, patch.box), patch, 128),
+                          width="stretch")
             except (IndexStale, ImageError) as e:
                 col.caption(str(e))
