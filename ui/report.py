@@ -45,15 +45,17 @@ def attribution(selection, attr, *, title: str | None = None) -> ReportItem:
     return _with_context(item, selection)
 
 
-def item(selection, **fields) -> ReportItem:
-    """A report item for any other result of the sidebar's image (``fields``: see ReportItem)."""
-    return _with_context(ReportItem(**fields), selection)
+def item(selection, *, image: bool = True, **fields) -> ReportItem:
+    """A report item for any other result of the sidebar's image (``fields``: see ReportItem); ``image`` False
+    for a result that does not depend on the image (feature visualisation, filters)."""
+    return _with_context(ReportItem(**fields), selection, image=image)
 
 
-def _with_context(item: ReportItem, selection) -> ReportItem:
+def _with_context(item: ReportItem, selection, *, image: bool = True) -> ReportItem:
     from dataclasses import replace
 
-    return replace(item, settings={"image": selection.name, "model": selection.model.card.name, **item.settings})
+    context = {"image": selection.name} if image else {}
+    return replace(item, settings={**context, "model": selection.model.card.name, **item.settings})
 
 
 def remove(index: int) -> None:
