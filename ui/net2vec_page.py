@@ -67,15 +67,6 @@ def mask_caption(fit, shown: int, total: int) -> str:
             f"mask; dark = {MASK_SCALE.lo:g}, outside) on {shown} of {total} images.")
 
 
-def folder_arg(folder: str) -> str:
-    """The folder as a command names it: relative to the repository when inside it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        return str(Path(folder).resolve().relative_to(root))
-    except ValueError:
-        return folder
-
-
 def report_button(selection, folder: str, layer: str, concepts: str, size: int, fits, fit, picture,
                   used: tuple[str, ...]) -> None:
     """"Add to report": the chosen concept's masks, the whole table's IoUs, settings and the net2vec command."""
@@ -89,7 +80,7 @@ def report_button(selection, folder: str, layer: str, concepts: str, size: int, 
         settings={"folder": folder, "images": len(used), "layer": layer, "concepts": concepts,
                   "analysis grid": size, "iterations": ITERATIONS,
                   "IoUs measured on": "held-out images" if fit.held_out else "the training images"},
-        command=net2vec_command(folder_arg(folder), selection.model.card, layer=layer, concepts=concepts,
+        command=net2vec_command(report.path_arg(folder), selection.model.card, layer=layer, concepts=concepts,
                                 size=size, iterations=ITERATIONS),
         seconds=float(sum(f.seconds for f in fits)), figures=figures,
         notes=tuple(f"Weak: nothing in {layer} segments {name}." for name in weak_concepts(fits))),

@@ -39,6 +39,17 @@ def image_arg(selection) -> str:
     return str(path.relative_to(SAMPLES.parent.parent)) if path.exists() else selection.name
 
 
+def path_arg(path: str) -> str:
+    """A file or folder as a command names it: relative to the repository when inside it, else as given."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def attribution(selection, attr, *, title: str | None = None) -> ReportItem:
     """A report item for an attribution of the sidebar's image."""
     item = attribution_item(selection.model, selection.inp.tensor, attr, image_arg=image_arg(selection), title=title)
