@@ -6,7 +6,7 @@ from typing import Callable
 
 import streamlit as st
 
-from core.report import ReportItem, attribution_item
+from core.report import ReportItem, attribution_item, predict_command
 
 KEY = "lens_report_items"
 
@@ -54,6 +54,19 @@ def attribution(selection, attr, *, title: str | None = None) -> ReportItem:
     """A report item for an attribution of the sidebar's image."""
     item = attribution_item(selection.model, selection.inp.tensor, attr, image_arg=image_arg(selection), title=title)
     return _with_context(item, selection)
+
+
+def prediction(selection, top: list[dict]) -> ReportItem:
+    """A report item for the top classes of the sidebar's image (``top``: dicts with index, label, prob)."""
+    from core.render import image_uint8
+
+    best = top[0]
+    return item(selection, title=f"Prediction: {best['label']} ({best['index']}) at {best['prob']:.1%}",
+                figure=image_uint8(selection.inp.tensor),
+                caption=f"{selection.name} as the model sees it; the top {len(top)} classes are in the table.",
+                settings={"top": len(top)},
+                command=predict_command(image_arg(selection), selection.model.card, top=len(top)),
+                figures={f"{c['label']} ({c['index']})": float(c["prob"]) for c in top})
 
 
 def item(selection, *, image: bool = True, **fields) -> ReportItem:
