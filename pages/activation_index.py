@@ -84,3 +84,4 @@ except ValueError as e:  # an index of another model (cannot happen through this
     st.error(str(e))
     hits = []
 index_page.excited_rows(index, directory, stamp, layer, hits)
+index_page.excited_report(selection, index, directory, stamp, layer, hits)

@@ -120,6 +120,11 @@ def test_a_link_opens_layer_channel_and_patch_and_results_go_to_the_report(app, 
     assert grid.figure.shape == (180, 3 * 160 + 2 * 4, 3)  # three equal labelled tiles in a row
     assert one.title == full[len("#2: "):] + f": #2 for {layer} channel 5"
     assert one.command == f"python -m core index top {directory} --layer {layer} --channel 5 --k 2"
+    [reverse] = [b for b in app.button if b.key and b.key.startswith("report_idxrev_")]
+    reverse.click().run()
+    rev = app.session_state["lens_report_items"][2]
+    assert rev.title == f"What chelsea.jpg excites in {layer}" and rev.settings["image"] == "chelsea.jpg"
+    assert rev.figure.shape[1] == 4 * 128 + 3 * 4 and len(rev.figures) == rev.settings["channels"] >= 1
     # showing another channel closes the full image, and the link drops it
     next(b for b in app.button if b.key and b.key.startswith("lens_idx_show_")).click().run()
     assert not app.exception and "patch" not in app.query_params

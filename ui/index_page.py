@@ -181,6 +181,34 @@ def excited_rows(index: ActivationIndex, directory: str, stamp: str, layer: str,
                 col.caption(str(e))
 
 
+def excited_report(selection, index: ActivationIndex, directory: str, stamp: str, layer: str, hits: list) -> None:
+    """"Add to report" for the reverse lookup: one row of labelled tiles per excited channel, their z-scores."""
+    if not hits:
+        return
+
+    def make():
+        tiles = []
+        for hit in hits:
+            for patch in index.top(layer, hit.channel, COLS):
+                crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
+                tiles.append(labelled_tile(crop, 128, f"ch {hit.channel} #{patch.rank + 1} {patch.value:.3g}"))
+            if tiles and len(tiles) % COLS:  # each channel starts a row
+                tiles += [np.full_like(tiles[-1], 255)] * (COLS - len(tiles) % COLS)
+        return report.item(
+            selection, title=f"What {selection.name} excites in {layer}", figure=tile_grid(tiles, COLS),
+            caption="One row per channel, ranked by how far the image's maximum stands above the channel's mean over "
+                    "the indexed images; each row: that channel's top indexed patches with their activation.",
+            settings={"index": report.path_arg(directory), "layer": layer, "channels": len(hits)},
+            figures={f"channel {h.channel}: {h.value:.3g} at ({h.y}, {h.x}), sd above mean": h.z for h in hits},
+            notes=("The reverse lookup is drawn on the dashboard only; python -m core index top lists a channel's "
+                   "patches.",))
+
+    try:
+        report.add_button(make, key=f"idxrev_{selection.key}_{directory}_{stamp}_{layer}")
+    except (IndexStale, ImageError) as e:
+        st.error(str(e))
+
+
 def grid_report(selection, directory: str, stamp: str, index: ActivationIndex, layer: str, channel: int,
                 patches: list, folder: str | None) -> None:
     """"Add to report" for the patch grid: the labelled tiles, the index and the commands that build and query
