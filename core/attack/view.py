@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..render import (ColourMap, Scale, colourise, heat_figure, image_uint8, normalise_map, npz_bytes, overlay,
+from ..render import (ColourMap, Scale, colourise, heat_figure, image_uint8, npz_bytes, overlay,
                       unit_uint8, with_colorbar)
 from .attacks import PIXEL, AttackResult, MinEpsResult, Norm
 
@@ -27,15 +27,6 @@ class Message:
 def eps_text(value: float, norm: Norm | str) -> str:
     """A budget in the units the user set it in: "4.00/255" for L∞ (value in [0, 1] pixels), "0.500" for L2."""
     return f"{value / PIXEL:.2f}/255" if Norm(norm) is Norm.LINF else f"{value:.3f}"
-
-
-def perturbation_image(delta: np.ndarray, eps: float, norm: Norm | str) -> np.ndarray:
-    """uint8 (H, W, 3): the channel mean of δ (3, H, W) on the diverging map, ±ε at the ends for L∞ and
-    ±max|mean δ| for L2 (white = 0)."""
-    mean = np.asarray(delta).mean(0)
-    if Norm(norm) is Norm.LINF:
-        return colourise(np.clip(mean / eps, -1, 1), ColourMap.DIVERGING)
-    return colourise(normalise_map(mean, signed=True, clip_percentile=100), ColourMap.DIVERGING)
 
 
 @dataclass(frozen=True)
@@ -75,15 +66,11 @@ def steps_text(n: int) -> str:
     return f"{n} step" + ("" if n == 1 else "s")
 
 
-def perturbation_caption(norm: Norm | str) -> str:
-    ends = "±ε" if Norm(norm) is Norm.LINF else "±max|δ|"
-    return f"perturbation, channel mean (blue −, red +; ends at {ends})"
-
-
 def pictures(result: AttackResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 (H, W, 3) clean image, adversarial image and perturbation picture (ε from the result)."""
+    """uint8 (H, W, 3) clean image, adversarial image and the perturbation at its real range (amplified around
+    mid-grey: :func:`perturbation_picture`)."""
     return (image_uint8(result.clean[0]), image_uint8(result.adversarial[0]),
-            perturbation_image(result.perturbation[0].numpy(), float(result.eps[0]), result.norm))
+            perturbation_picture(result.perturbation[0].numpy()).rgb)
 
 
 def npz(result: AttackResult) -> bytes:
