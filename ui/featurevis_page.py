@@ -174,7 +174,7 @@ def first_layer(first) -> None:
                  f"{first.tiles.shape[-1]}x{first.tiles.shape[-2]}, stride {first.stride[0]})")
     grid = view.kernel_grid(first)
     st.caption("Kernels in RGB pixel space (weights divided by the normalisation std), enlarged without "
-               "smoothing; each tile is scaled on its own, grey = 0; under each: output channel and L2 norm.")
+               "smoothing; each tile is scaled on its own, grey = 0; under each: output channel and L2 norm (~0: dead).")
     st.image(grid.picture, width="content")
 
 

@@ -36,7 +36,7 @@ class KernelGrid:
 
     Attributes:
         picture: uint8 (H, W, 3): each kernel enlarged with nearest-neighbour to ``TILE`` pixels (grey = 0), its
-            output channel and L2 norm written under it.
+            output channel and L2 norm written under it ("~0" under 1e-3: a dead kernel).
         channels: the output channels shown, in the order shown (largest norm first when ``limit`` cut them).
         total: how many kernels the layer has.
     """
@@ -56,7 +56,9 @@ def kernel_grid(kernels: Kernels, *, limit: int | None = None, columns: int = 8,
     for i in order:
         tile = kernels.tiles[i]
         tile = tile.expand(3, *tile.shape[-2:]) if tile.shape[0] == 1 else tile
-        tiles.append(labelled_tile(image_uint8(tile), side, f"#{i} |w| {float(norms[i]):.2g}", nearest=True))
+        norm = float(norms[i])
+        tiles.append(labelled_tile(image_uint8(tile), side, f"#{i}  {norm:.2g}" if norm >= 1e-3 else f"#{i}  ~0",
+                                   nearest=True))
     return KernelGrid(tile_grid(tiles, columns), tuple(order), total)
 
 
