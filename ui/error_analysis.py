@@ -10,6 +10,7 @@ import streamlit as st
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.images import ImageError, load_image, preprocess
 from ui import cache, figures
+from ui.index_page import patch_tile
 from ui.widgets import progress_bar
 
 DEMO = "Demo: coarse head on the embedded model (assets/demo)"
@@ -188,5 +189,5 @@ def channel_examples(ev, model, layer: str, sep) -> None:
         patches = index.top(layer, ch.channel, 6)
         st.markdown(f"**Channel {ch.channel}** (d = {ch.effect:+.2f}): its dataset examples")
         for col, patch in zip(st.columns(6), patches):
-            col.image(cache.patch_crop(directory, index_stamp, patch.image_id, patch.box), width="stretch",
-                      caption=f"{patch.image.name} {patch.value:.2f}")
+            col.image(patch_tile(cache.patch_crop(directory, index_stamp, patch.image_id, patch.box), patch, 128),
+                      width="stretch", caption=patch.image.name)
