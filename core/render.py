@@ -262,6 +262,40 @@ def boxed(image, box: tuple[int, int, int, int], width: int = 3,
     return img
 
 
-def padded(image: Image.Image, side: int) -> Image.Image:
-    """``image`` scaled to fit a ``side`` x ``side`` square (aspect kept), centred on white."""
-    return ImageOps.pad(image, (side, side), color=(255, 255, 255))
+def padded(image: Image.Image, side: int, *, nearest: bool = False) -> Image.Image:
+    """``image`` scaled to fit a ``side`` x ``side`` square (aspect kept), centred on white; ``nearest`` keeps
+    every source pixel a sharp block (kernels, small crops) instead of smoothing it."""
+    method = Image.Resampling.NEAREST if nearest else Image.Resampling.BICUBIC
+    return ImageOps.pad(image, (side, side), method=method, color=(255, 255, 255))
+
+
+def labelled_tile(image, side: int, label: str, *, nearest: bool = False, label_height: int = 20) -> np.ndarray:
+    """uint8 (side + label_height, side, 3): ``image`` (PIL or uint8 (h, w, 3)) scaled to fit a ``side`` x
+    ``side`` square (aspect kept, centred on white), with ``label`` written on a white band under it.
+
+    Every tile of a grid made with the same ``side`` has the same size whatever its source, so rows line up;
+    ``nearest`` keeps every source pixel a sharp block (kernels, small crops) instead of blurring it.
+    """
+    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
+    canvas = Image.new("RGB", (side, side + label_height), "white")
+    canvas.paste(padded(img, side, nearest=nearest), (0, 0))
+    draw, font = ImageDraw.Draw(canvas), _font(max(10, min(14, label_height - 6)))
+    text = label
+    while len(text) > 1 and draw.textlength(text, font=font) > side - 4:
+        text = text[:-2] + "…"
+    draw.text((2, side + (label_height - 14) // 2), text, fill=(20, 20, 20), font=font)
+    return np.asarray(canvas)
+
+
+def tile_grid(tiles: list[np.ndarray], columns: int, *, gap: int = 4) -> np.ndarray:
+    """uint8: equal-size uint8 (h, w, 3) tiles laid out ``columns`` to a row on white, ``gap`` pixels apart."""
+    if not tiles:
+        return np.full((1, 1, 3), 255, np.uint8)
+    h, w = tiles[0].shape[:2]
+    columns = max(1, min(columns, len(tiles)))
+    rows = -(-len(tiles) // columns)
+    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = tile
+    return out

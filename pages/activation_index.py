@@ -18,6 +18,7 @@ if selection is None:
     st.stop()
 model = selection.model
 catalogue = cache.layers(model, selection.model_key)
+index_page.bind()
 names = [l.name for l in catalogue]
 
 # ------------------------------------------------------------------------------------------- the index
@@ -66,8 +67,9 @@ st.caption(f"Receptive field {info.receptive_field} px at the model input ({info
            f"{info.layout.value}); each crop is that field around the strongest unit, in original pixels.")
 patches = index.top(layer, channel)
 index_page.patch_grid(directory, stamp, patches)
+index_page.grid_report(selection, directory, stamp, index, layer, channel, patches, None if opened else folder)
 if not mismatch:
-    index_page.expanded_patch(model, selection.model_key, directory, stamp, patches, layer, channel)
+    index_page.expanded_patch(selection, directory, stamp, patches, layer, channel)
 
 # ---------------------------------------------------------------------------------------- reverse lookup
 if mismatch:
@@ -82,3 +84,4 @@ except ValueError as e:  # an index of another model (cannot happen through this
     st.error(str(e))
     hits = []
 index_page.excited_rows(index, directory, stamp, layer, hits)
+index_page.excited_report(selection, index, directory, stamp, layer, hits)

@@ -50,9 +50,12 @@ with right:
     view.per_class(ev)
 
 view.default_cell(ev)
-t_col, p_col = st.columns(2)
+t_col, p_col, l_col = st.columns(3)
 true_name = t_col.selectbox("True class", names, key="err_true", help="Or click a cell of the matrix.")
 pred_name = p_col.selectbox("Predicted class", names, key="err_pred")
+layers = view.feature_layers(model, model_key)  # the page's one layer picker: Grad-CAM and separating channels
+layer = l_col.selectbox("Layer", layers, index=max(0, len(layers) - 1), key="err_layer",
+                        help="Grad-CAM's layer in the Why? panel, and where the separating channels are sought.")
 true_idx, pred_idx = ev.classes[names.index(true_name)], ev.classes[names.index(pred_name)]
 
 rows = ev.cell(true_idx, pred_idx)
@@ -70,17 +73,14 @@ else:
     st.success("No mistakes on this folder.")
 
 # ------------------------------------------------------------------------------------------- explain one
-view.explain_panel(ev, model, model_key, folder)
+view.explain_panel(ev, model, model_key, folder, layer)
 
 # ------------------------------------------------------------------------------- from the cell to concepts
 st.subheader("From this confusion cell to the model's concepts")
 if true_name == pred_name:
     st.info("Choose an off-diagonal cell (a mistake) to compare it with the correctly classified images of its true class.")
     st.stop()
-layers = view.feature_layers(model, model_key)
-c1, c2 = st.columns(2)
-layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="err_sep_layer")
-n = c2.number_input("Channels", 1, 32, 8, key="err_sep_n")
+n = st.number_input(f"Channels of {layer}", 1, 32, 8, key="err_sep_n")
 if not st.button("Find the channels that separate these mistakes", key="err_sep_go") and \
         st.session_state.get("err_sep_for") != (true_idx, pred_idx, layer, n):
     st.stop()

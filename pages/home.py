@@ -6,7 +6,7 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 import pandas as pd
 import streamlit as st
 
-from ui import cache, figures, sidebar
+from ui import cache, figures, report, sidebar
 
 selection = sidebar.current()
 st.title("ConvNeXt Lens")
@@ -26,6 +26,7 @@ else:
                               "probability": [c["prob"] for c in top]})
         figures.bars(frame, label="class", value="probability", value_title=f"probability ({model.card.arch})")
         st.table(frame.assign(probability=frame["probability"].map("{:.1%}".format)).set_index("class"))
+        report.add_button(lambda: report.prediction(selection, top), key=f"predict_{selection.key}")
 
     st.subheader("Model card")
     card = model.card

@@ -7,9 +7,10 @@ import streamlit as st
 
 from core.catalogue import default_layer
 from core.images import ImageError, sample_images
-from core.render import ColourMap, Scale, heat_figure, normalise_map, overlay, with_colorbar
 from core.features.similarity import similarity_map
+from core.render import with_colorbar
 from ui import cache, sidebar
+from ui import similarity_page as sim
 
 try:  # click-coordinates component (offline: its frontend ships in the wheel)
     from streamlit_image_coordinates import streamlit_image_coordinates
@@ -23,31 +24,17 @@ st.caption("Cosine similarity between the feature vector at the clicked point an
 selection = sidebar.current()
 if selection is not None:
     model, inp = selection.model, selection.inp
-    layers = cache.layers(model, selection.model_key)
-    names = [l.name for l in layers]
-    layer = st.selectbox("Layer", names, index=names.index(default_layer(model).name), key="lens_sim_layer")
+    names = [l.name for l in cache.layers(model, selection.model_key)]
     samples = sample_images()
     other_names = ["(none)"] + [p.name for p in samples]
+    h, w = inp.tensor.shape[-2:]
+    sim.bind(names, other_names, w, h)
+    layer = st.selectbox("Layer", names, index=names.index(default_layer(model).name), key="lens_sim_layer")
     default_other = other_names.index("coffee.jpg") if "coffee.jpg" in other_names else 0
     other_name = st.selectbox("Second image", other_names, index=default_other, key="lens_sim_other")
     stretch = st.toggle("Stretch colours to each map's range", value=True, key="lens_sim_stretch",
                         help="deep layers are alike almost everywhere (cosines near 1): stretching shows the "
                              "differences; off shows the absolute scale, blue -1 to red +1")
-
-    def show(image, values):
-        if stretch:
-            return overlay(image, normalise_map(values, clip_percentile=100), cmap=ColourMap.HEAT, alpha=0.55)
-        return overlay(image, values, cmap=ColourMap.DIVERGING, alpha=0.5)
-
-    def show_with_bar(image, values):
-        """The same picture with its colour bar (not for the clickable one: the bar would shift the clicks)."""
-        if stretch:
-            return heat_figure(values, image, signed=False, clip_percentile=100, units="cosine", alpha=0.55)[0]
-        return with_colorbar(show(image, values), Scale(True, -1.0, 1.0, 100, "cosine"))
-
-    h, w = inp.tensor.shape[-2:]
-    st.session_state.setdefault("lens_sim_x", w // 2)
-    st.session_state.setdefault("lens_sim_y", h // 2)
     try:
         query = cache.similarity_features(model, selection.model_key, inp.tensor, selection.image_key, layer)
         other = None
@@ -66,10 +53,9 @@ if selection is not None:
         cell = query.cell_at(x, y)
         own = similarity_map(query, cell)
         with left:
-            picture = show(inp.tensor, own.map)
-            cx, cy = query.centre(*cell)
-            r = max(2, int(w / 112))
-            picture[max(0, int(cy) - r):int(cy) + r + 1, max(0, int(cx) - r):int(cx) + r + 1] = (0, 255, 0)
+            picture, scale = sim.picture(inp.tensor, own.map, stretch)
+            picture = sim.mark(picture, *query.centre(*cell), w)
+            click, bar = st.columns([5, 1])
             if streamlit_image_coordinates is not None:
                 def moved(w=w, h=h):
                     # a callback runs before the sliders exist, so it may set their values
@@ -78,18 +64,24 @@ if selection is not None:
                         st.session_state["lens_sim_x"] = int(min(w - 1, click["x"] * w / max(1, click["width"])))
                         st.session_state["lens_sim_y"] = int(min(h - 1, click["y"] * h / max(1, click["height"])))
 
-                streamlit_image_coordinates(picture, key="lens_sim_click", width="stretch", on_click=moved)
+                with click:
+                    streamlit_image_coordinates(picture, key="lens_sim_click", width="stretch", on_click=moved)
                 st.caption(f"Click a point (or use the sliders). Cell {cell} of {query.grid}.")
             else:
-                st.image(picture, width="stretch", caption=f"cell {cell} of {query.grid}")
+                click.image(picture, width="stretch", caption=f"cell {cell} of {query.grid}")
+            sim.bar_beside(bar, scale, picture.shape[0])
+        cross_view = None
         with right:
             if other is not None:
                 cross = similarity_map(query, cell, other)
-                st.image(show_with_bar(other_inp.tensor, cross.map), width="stretch",
+                cross_pic, cross_scale = sim.picture(other_inp.tensor, cross.map, stretch)
+                cross_view = (cross_pic, cross_scale, cross)
+                st.image(with_colorbar(cross_pic, cross_scale), width="stretch",
                          caption=f"{other_name}: best match at cell {cross.max_cell} "
                                  f"(cosine {float(cross.map.max()):.2f})")
             else:
                 st.info("Choose a second image to compare.")
-        st.caption(("Stretched: dark = least, bright = most similar in each map" if stretch else
-                    "Blue = opposite direction, white = unrelated, red = same direction")
-                   + "; the green dot marks the query cell's receptive-field centre.")
+        st.caption(sim.colours_caption(stretch))
+        sim.report_button(selection, layer, x, y, cell, query.grid, picture, scale,
+                          other_name if other is not None else None, cross_view, stretch,
+                          query.seconds + (other.seconds if other is not None else 0.0))

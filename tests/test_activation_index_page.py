@@ -82,3 +82,55 @@ def test_page_opens_an_index_directory_by_path_and_lists_missing_images(index_ap
     core_index.build_index(make_tiny("resnet18", num_classes=10), folder, tmp_path / "other", top_k=2, workers=1)
     at.text_input(key="lens_idx_open").set_value(str(tmp_path / "other")).run()
     assert not at.exception and "not this model" in _texts(at) and at.button(key="lens_idx_build").disabled
+
+
+def test_a_link_opens_layer_channel_and_patch_and_results_go_to_the_report(app, tmp_path, monkeypatch, samples):
+    from core.index.build import build_index, default_directory
+    from core.model.loading import load_model
+
+    monkeypatch.setattr(core_index, "CACHE_ROOT", tmp_path / "cache")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea.jpg", "brick.jpg", "opencv_orange.jpg"):
+        shutil.copy(samples / name, folder / name)
+    model = load_model("embedded")
+    directory = default_directory(model, folder)
+    built = build_index(model, folder, directory, top_k=3, workers=1)
+    layer = list(built.index.layers)[0]
+    app.query_params.update({"folder": str(folder), "layer": layer, "channel": "5", "patch": "1"})
+    app.run()
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="lens_idx_layer").value == layer and app.number_input(key="lens_idx_channel").value == 5
+    assert any(s.value == f"{layer}, channel 5: top 3 images" for s in app.subheader)
+    [full] = [s.value for s in app.subheader if s.value.startswith("#2: ")]
+    # the heat context has its colour bar's meaning in its caption; the grid tiles are equal and labelled
+    heat = [c for image in app.main.get("image") for c in image.captions if c.startswith("channel 5 over")]
+    assert len(heat) == 1 and "; dark " in heat[0] and "activation" in heat[0]
+    assert app.query_params["patch"] == "1" and app.query_params["channel"] == "5"
+    app.button(key=f"report_idxgrid_{directory}_{core_index_stamp(directory)}_{layer}_5").click().run()
+    [pin] = [b for b in app.button if b.key and b.key.startswith("report_idxfull_")]
+    pin.click().run()
+    assert not app.exception
+    grid, one = app.session_state["lens_report_items"]
+    assert grid.title == f"Dataset examples: {layer} channel 5" and grid.settings["top-k"] == 3
+    build, top = grid.command.split(" && ")
+    assert build.startswith(f"python -m core index build {folder} --top-k 3 --out {directory} --layers ")
+    assert top == f"python -m core index top {directory} --layer {layer} --channel 5 --k 3"
+    assert grid.figure.shape == (180, 3 * 160 + 2 * 4, 3)  # three equal labelled tiles in a row
+    assert one.title == full[len("#2: "):] + f": #2 for {layer} channel 5"
+    assert one.command == f"python -m core index top {directory} --layer {layer} --channel 5 --k 2"
+    [reverse] = [b for b in app.button if b.key and b.key.startswith("report_idxrev_")]
+    reverse.click().run()
+    rev = app.session_state["lens_report_items"][2]
+    assert rev.title == f"What chelsea.jpg excites in {layer}" and rev.settings["image"] == "chelsea.jpg"
+    assert rev.figure.shape[1] == 4 * 128 + 3 * 4 and len(rev.figures) == rev.settings["channels"] >= 1
+    # showing another channel closes the full image, and the link drops it
+    next(b for b in app.button if b.key and b.key.startswith("lens_idx_show_")).click().run()
+    assert not app.exception and "patch" not in app.query_params
+
+
+def core_index_stamp(directory) -> str:
+    from ui import cache
+
+    return cache.index_stamp(str(directory))

@@ -100,3 +100,19 @@ def test_a_link_with_an_upload_or_unknown_values_says_so(app):
     assert any("made with an uploaded image" in i.value for i in app.sidebar.info)
     assert any("sample=no_such_photo.jpg is not available" in c.value for c in app.sidebar.caption)
     assert app.sidebar.selectbox(key="lens_sample").value == "chelsea.jpg"
+
+
+def test_home_prediction_goes_to_the_report_and_the_report_page_lists_it(app):
+    app.run()
+    [pin] = [b for b in app.button if b.key and b.key.startswith("report_predict_")]
+    pin.click().run()
+    assert not app.exception
+    [item] = app.session_state["lens_report_items"]
+    top = app.table[0].value
+    best = top.index[0]
+    assert item.title == f"Prediction: {best} at {top['probability'].iloc[0]}"
+    assert item.command == "python -m core predict assets/samples/chelsea.jpg --top 5 --model embedded"
+    assert list(item.figures) == list(top.index) and item.settings["image"] == "chelsea.jpg"
+    assert [b for b in app.button if b.key == pin.key][0].disabled  # pinned once
+    app.switch_page("pages/report.py").run()
+    assert not app.exception and any(m.value == f"**1. {item.title}**" for m in app.markdown)

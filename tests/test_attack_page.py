@@ -61,7 +61,10 @@ def test_default_attack_flips_the_cat_and_shows_everything(app, embedded, cat_in
     next(b for b in app.button if b.label == "Compare the evidence").click().run()
     assert not app.exception
     assert _captions(app)[4:] == ["clean image", "adversarial image",
-                                  "difference |after| − |before| (red: more evidence after the attack)"] * 2
+                                  "difference |after| − |before| (blue: less, red: more evidence after the attack)"] * 2
+    # the colour bars' scale is said under each class's pictures
+    scales = [c.value for c in app.caption if c.value.startswith("|SmoothGrad| on one scale for both images: dark 0")]
+    assert len(scales) == 2 and all("the difference ends at ±" in c for c in scales)
     assert [m.value for m in app.markdown][:2] == ["**clean class: tiger cat (282)**",
                                                    "**new class: Egyptian cat (285)**"]
 

@@ -10,7 +10,7 @@ import torch
 
 from core.attack import view
 from core.attack.attacks import PIXEL, MinEpsResult, Norm, attack
-from core.render import ColourMap, colourise, overlay
+from core.render import ColourMap, Scale, colorbar, colourise, overlay
 
 from tests.test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)
 
@@ -26,29 +26,6 @@ def flipped(embedded, cat_input):
 def test_eps_text_uses_the_units_the_user_set():
     assert view.eps_text(4 * PIXEL, Norm.LINF) == "4.00/255"
     assert view.eps_text(0.5, "l2") == "0.500"
-
-
-@pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_linf_perturbation_picture_ends_at_plus_minus_eps(sign):
-    eps = 2 * PIXEL
-    delta = np.zeros((3, 4, 6), dtype=np.float32)
-    delta[:, :, :3] = sign * eps          # left half at the budget's end
-    delta[:, :, 3:] = sign * 4 * eps      # beyond the budget (cannot happen): saturates at the same end
-    picture = view.perturbation_image(delta, eps, Norm.LINF)
-    end = colourise(np.array([[sign]]), ColourMap.DIVERGING)[0, 0]
-    assert picture.shape == (4, 6, 3) and picture.dtype == np.uint8
-    assert (picture == end).all()
-    assert tuple(view.perturbation_image(np.zeros((3, 2, 2)), eps, "linf")[0, 0]) == WHITE
-
-
-def test_l2_perturbation_picture_ends_at_the_largest_mean():
-    delta = np.zeros((3, 1, 3))
-    delta[:, 0, 0], delta[:, 0, 1] = 0.2, -0.1   # the channel mean's largest magnitude is 0.2
-    picture = view.perturbation_image(delta, 99.0, Norm.L2)  # eps plays no part for L2
-    assert tuple(picture[0, 0]) == tuple(colourise(np.array([[1.0]]), ColourMap.DIVERGING)[0, 0])
-    assert tuple(picture[0, 1]) == tuple(colourise(np.array([[-0.5]]), ColourMap.DIVERGING)[0, 0])
-    assert tuple(picture[0, 2]) == WHITE
-    assert "±max|δ|" in view.perturbation_caption("l2") and "±ε" in view.perturbation_caption("linf")
 
 
 def test_verdict_of_a_successful_attack(embedded, flipped):
@@ -93,6 +70,8 @@ def test_pictures_confidence_and_npz(flipped):
     h, w = flipped.clean.shape[-2:]
     assert clean.shape == adv.shape == delta.shape == (h, w, 3)
     assert np.abs(adv.astype(int) - clean.astype(int)).max() <= 5  # ε = 4/255, plus rounding of both images
+    # the perturbation at its real range: the largest change reaches black or white (never a near-white ±ε map)
+    assert delta.min() <= 1 or delta.max() >= 254
     curves = view.confidence(flipped, lambda i: f"class {i}")
     assert list(curves) == ["P(class 282)", "P(most probable other class)"]
     assert all(c.shape == (11,) for c in curves.values())  # the clean image and 10 steps
@@ -103,15 +82,19 @@ def test_pictures_confidence_and_npz(flipped):
     assert data["clean"].dtype == np.float32
 
 
-def test_evidence_pictures_share_one_scale():
+def test_evidence_pictures_share_one_scale_and_carry_colour_bars():
     image = torch.full((3, 4, 4), 0.5)
     before = np.zeros((4, 4))
     before[0, 0] = 1.0
-    same_clean, same_adv, no_change = view.evidence_pictures(image, image, before, before)
-    assert (same_clean == same_adv).all() and (no_change == WHITE).all()
+    same = view.evidence_pictures(image, image, before, before)
+    assert (same.before == same.after).all() and (same.difference[:4, :4] == WHITE).all()
     # uniform evidence 0.5 before, 1.0 after: one scale (1.0) for both, so the two overlays differ, as a
     # per-map scale (both 1 everywhere) would hide
-    clean, adv, diff = view.evidence_pictures(image, image, np.full((4, 4), 0.5), np.full((4, 4), 1.0))
-    np.testing.assert_array_equal(clean, overlay(image, np.full((4, 4), 0.5)))
-    np.testing.assert_array_equal(adv, overlay(image, np.ones((4, 4))))
-    assert (diff == colourise(np.array([[0.5]]), ColourMap.DIVERGING)[0, 0]).all()
+    ev = view.evidence_pictures(image, image, np.full((4, 4), 0.5), np.full((4, 4), 1.0))
+    np.testing.assert_array_equal(ev.before[:4, :4], overlay(image, np.full((4, 4), 0.5)))
+    np.testing.assert_array_equal(ev.after[:4, :4], overlay(image, np.ones((4, 4))))
+    assert (ev.difference[:4, :4] == colourise(np.array([[0.5]]), ColourMap.DIVERGING)[0, 0]).all()
+    # each picture has its bar to the right (a bar is at least 60 pixels tall: short pictures are padded)
+    assert ev.before.shape == ev.after.shape == ev.difference.shape == (60, 4 + 78, 3)
+    assert ev.scale == Scale(False, 0.0, 1.0, 99.5, "|SmoothGrad|")
+    np.testing.assert_array_equal(ev.difference[:, 4:], colorbar(Scale(True, -1.0, 1.0, 99.5, "|SmoothGrad|"), 60))

@@ -36,6 +36,10 @@ def test_demo_evaluation_cell_and_explain(app):
     captions = [c for image in at.get("image") for c in image.captions]
     for title in ("Grad-CAM", "SmoothGrad"):
         assert sum(c.startswith(title) for c in captions) == 3, captions
+    assert [s.key for s in at.selectbox if "layer" in s.label.lower()] == ["err_layer"]  # one layer picker
+    # each map says what its colour bar means: Grad-CAM for a class unsigned, contrasts and SmoothGrad signed
+    assert [c.split(". Colours: ")[1].split(" ")[0] for c in captions if ". Colours: " in c] == [
+        "dark", "dark", "blue", "blue", "blue", "blue"]
     # from the cell to concepts: the separating channels of the chosen layer
     at.button(key="err_sep_go").click().run()
     assert not at.exception, at.exception

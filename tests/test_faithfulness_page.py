@@ -71,3 +71,4 @@ def test_drawing_every_metric_from_tiny_results():
     assert any("gradcam not evaluated: no spatial feature stage" in c.value for c in at.caption)
     assert any("chance:" in c.value for c in at.caption)
     assert len(at.get("image")) == 2  # one row of randomisation thumbnails per method (one st.image each)
+    assert any(c.value.startswith("Each thumbnail on its own colour bar") for c in at.caption)

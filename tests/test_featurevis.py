@@ -221,6 +221,9 @@ def test_cli_visualize(tmp_path, capsys):
     code = main(["visualize", "--model", "convnext_atto", "--weights", "random", "--layer", "stages.0",
                  "--channel", "999", "--steps", "2", "--out-dir", str(tmp_path), "--json"])
     assert code == 2 and "not a valid channel" in capsys.readouterr().err
+    code = main(["visualize", "--model", "convnext_atto", "--weights", "random", "--channel", "0", "--rotate", "200",
+                 "--out-dir", str(tmp_path)])
+    assert code == 2 and "--rotate must be between 0 and 180 degrees" in capsys.readouterr().err
 
 
 def test_other_threads_forward_passes_run_through_while_optimising(convnext_atto):

@@ -53,3 +53,38 @@ def test_page_reports_bad_requests_as_messages(app):
     app.button(key="mix_go").click().run()
     assert not app.exception
     assert [e.value for e in app.error] == ["Choose two different channels."]
+
+
+def test_one_layer_picker_a_link_and_add_to_report(app):
+    # a link with the page's settings and run= opens the visualisation computed
+    app.query_params.update({"layer": "blocks.3", "objective": "unit", "channel": "5", "fv_steps": "8",
+                             "fv_size": "64", "run": "fv_go"})
+    app = _open(app)
+    layer_boxes = [s for s in app.selectbox if s.label == "Layer" or "layer" in s.label.lower()]
+    assert [s.key for s in layer_boxes] == ["fv_layer"]  # one layer picker for the whole page
+    assert app.selectbox(key="fv_layer").value == "blocks.3" and app.radio(key="fv_objective").value == "unit"
+    assert app.number_input(key="fv_channel").value == 5
+    assert any(m.value.startswith("Objective at the model's input size") for m in app.markdown)
+    # the neuron-interaction tab and the depthwise kernels follow the same layer
+    assert app.number_input(key="mix_a").label.startswith("Channel A of blocks.3")
+    assert any(c.value.startswith("blocks.3.0.conv_dw: ") for c in app.caption)
+    [pin] = [b for b in app.button if b.key and b.key.startswith("report_fv_")]
+    pin.click().run()
+    assert not app.exception
+    [item] = app.session_state["lens_report_items"]
+    assert item.title == "Feature visualisation: blocks.3 channel 5, unit (centre)"
+    assert item.command.startswith("python -m core visualize --layer blocks.3 --channel 5 --objective unit "
+                                   "--steps 8 --size 64 --seed 0") and "--model embedded" in item.command
+    assert item.seed == 0 and item.settings["steps"] == 8 and "image" not in item.settings
+    assert item.figure.shape[0] == 64 + 22  # the one 64-pixel image under its caption line
+    # a narrower layer never keeps a channel it does not have
+    app.number_input(key="fv_channel").set_value(300).run()
+    app.selectbox(key="fv_layer").set_value("blocks.0").run()
+    assert not app.exception and 0 <= app.number_input(key="fv_channel").value <= 15
+
+
+def test_a_link_naming_a_channel_the_layer_lacks_is_clamped(app):
+    app.query_params.update({"layer": "blocks.0", "channel": "999", "a": "-3"})
+    app = _open(app)
+    assert not app.exception and not app.error
+    assert app.number_input(key="fv_channel").value == 15 and app.number_input(key="mix_a").value == 0

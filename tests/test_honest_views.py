@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from core.features.net2vec_view import concept_rows, verdict, weak_concepts
@@ -58,3 +59,19 @@ def test_perturbation_is_shown_at_its_real_range_with_the_amplification():
     assert pic.rgb[1, 1, 1] == 64  # -2/255 amplified: a quarter of the way to black
     assert abs(pic.scale.hi - 4 / 3) < 1e-6 and pic.scale.units == "/255"  # channel mean, in 1/255 steps
     assert "×32" in pic.caption() and "4.00/255" in pic.caption()
+
+
+def test_net2vec_masks_figure_has_equal_tiles_and_the_mask_colour_bar():
+    from core.features.net2vec_view import MASK_SCALE, masks_figure
+    from core.render import colorbar
+
+    grey = torch.full((3, 8, 8), 0.5)
+    mask = torch.zeros(4, 4, dtype=torch.bool)
+    mask[:, 2:] = True  # the right half is the concept
+    fig = masks_figure([grey, grey], [mask, torch.zeros(4, 4, dtype=torch.bool)], ["a.jpg", "b.jpg"], side=40,
+                       columns=2)
+    assert fig.shape == (60, 2 * 40 + 4 + 78, 3)
+    left, right = fig[20, 5].astype(int), fig[20, 35].astype(int)
+    assert right.sum() > left.sum() + 100  # bright inside the predicted concept, dark outside
+    assert (fig[20, 44 + 5] == fig[20, 5]).all()  # an empty mask is dark everywhere
+    np.testing.assert_array_equal(fig[:, 84:], colorbar(MASK_SCALE, 60))

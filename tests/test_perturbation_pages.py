@@ -63,9 +63,31 @@ def test_similarity_page_moves_the_point(app, embedded, cat_input, samples):
     cell = query.cell_at(30, h // 2)
     assert f"Click a point (or use the sliders). Cell {cell} of {query.grid}." in [c.value for c in at.caption]
     cross = similarity_map(query, cell, other)
-    assert _captions(at) == [f"coffee.jpg: best match at cell {cross.max_cell} (cosine {float(cross.map.max()):.2f})"]
+    # the clickable picture's colour bar is its own (captionless) image; the second image carries its bar
+    assert _captions(at) == ["", f"coffee.jpg: best match at cell {cross.max_cell} (cosine {float(cross.map.max()):.2f})"]
+    assert at.query_params["x"] == "30"
     at.selectbox(key="lens_sim_other").set_value("(none)").run()
     assert not at.exception and any("second image" in i.value for i in at.info)
+
+
+def test_similarity_link_opens_the_view_and_adds_to_report(app, embedded, cat_input):
+    layer = "blocks.4"
+    app.query_params.update({"layer": layer, "other": "flower.jpg", "stretch": "0", "x": "40", "y": "9999"})
+    at = _open(app, "pages/similarity.py")
+    assert not at.error, [e.value for e in at.error]
+    h, w = cat_input.tensor.shape[-2:]
+    assert at.selectbox(key="lens_sim_layer").value == layer and at.selectbox(key="lens_sim_other").value == "flower.jpg"
+    assert at.toggle(key="lens_sim_stretch").value is False
+    assert (at.slider(key="lens_sim_x").value, at.slider(key="lens_sim_y").value) == (40, h - 1)  # clamped
+    assert any(c.value.startswith("Blue = opposite direction, white = unrelated (0)") for c in at.caption)
+    [pin] = [b for b in at.button if b.key and b.key.startswith("report_sim_")]
+    pin.click().run()
+    assert not at.exception
+    [item] = at.session_state["lens_report_items"]
+    assert item.title == f"Similarity at (40, {h - 1}) in {layer}"
+    assert item.command == (f"python -m core similarity assets/samples/chelsea.jpg --other assets/samples/flower.jpg "
+                            f"--layer {layer} --at 40,{h - 1} --model embedded")
+    assert item.figure.shape[1] == 2 * (w + 78) and item.settings["second image"] == "flower.jpg"
 
 
 def test_net2vec_page_learns_colour_concepts(app, tmp_path, samples):
@@ -88,3 +110,30 @@ def test_net2vec_page_learns_colour_concepts(app, tmp_path, samples):
     at.text_input(key="lens_n2v_masks").set_value(str(tmp_path / "none"))
     at.button(key="lens_n2v_run").click().run()
     assert not at.exception and "not a folder" in " ".join(e.value for e in at.error)
+
+
+def test_net2vec_link_opens_the_fit_with_masks_colour_bar_and_report(app, tmp_path, samples):
+    for name in ("chelsea.jpg", "coffee.jpg", "opencv_orange.jpg", "flower.jpg"):
+        shutil.copy(samples / name, tmp_path / name)
+    app.query_params.update({"folder": str(tmp_path), "layer": "blocks.3", "size": "14", "concept": "no such",
+                             "run": "lens_n2v_run"})
+    at = _open(app, "pages/net2vec.py")
+    assert not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="lens_n2v_layer").value == "blocks.3" and at.select_slider(key="lens_n2v_size").value == 14
+    table = at.dataframe[0].value
+    first = table["concept"].iloc[0]
+    assert at.selectbox(key="lens_n2v_concept").value == first  # the unknown linked concept fell back
+    [masks] = [c for c in _captions(at) if c.startswith("Where the learnt combination predicts")]
+    assert masks.startswith(f"Where the learnt combination predicts {first} (bright = 1, inside") and "4 of 4" in masks
+    [pin] = [b for b in at.button if b.key and b.key.startswith("report_n2v_")]
+    pin.click().run()
+    assert not at.exception
+    [item] = at.session_state["lens_report_items"]
+    assert item.title.startswith(f"Net2Vec: {first} in blocks.3 (")
+    assert item.command == (f"python -m core net2vec {tmp_path} --layer blocks.3 --concepts colors --size 14 "
+                            "--iterations 300 --model embedded")
+    assert item.figures[f"{first}: IoU learnt"] == table["IoU, learnt combination"].iloc[0]
+    # the picture: four equal 160-pixel tiles with their labels in one row, then the mask colour bar (a quarter
+    # of the width)
+    grid = 4 * 160 + 3 * 4
+    assert item.figure.shape[:2] == (180, grid + grid // 4) and "image" not in item.settings

@@ -112,3 +112,43 @@ def test_attack_and_perturb_commands_parse_with_the_cli(embedded):
     args = parser.parse_args(shlex.split(cmd)[3:])
     assert (args.method, args.area, args.variant, args.iterations, args.target) == ("extremal", 0.05, "preserve",
                                                                                       300, 281)
+
+
+def test_predict_visualize_similarity_net2vec_and_index_commands_parse_with_the_cli(embedded):
+    from core.cli import build_parser
+    from core.report import (index_commands, net2vec_command, predict_command, similarity_command,
+                             visualize_command)
+
+    parser, _ = build_parser()
+
+    def parse(cmd: str):
+        assert cmd.startswith("python -m core ")
+        return parser.parse_args(shlex.split(cmd)[3:])
+
+    args = parse(predict_command("assets/samples/chelsea.jpg", embedded.card, top=5))
+    assert args.command == "predict" and args.images == ["assets/samples/chelsea.jpg"] and args.top == 5
+    args = parse(visualize_command(embedded.card, layer="blocks.2", channel=7, objective="unit", steps=64, size=96,
+                                   seed=3, lr=0.02, batch=2, diversity=1.5, rotate=5.0, fourier=False))
+    assert (args.layer, args.channel, args.objective, args.steps, args.size, args.seed, args.lr, args.batch,
+            args.diversity, args.rotate, args.pixels) == ("blocks.2", 7, "unit", 64, 96, 3, 0.02, 2, 1.5, 5.0, True)
+    assert args.model == "embedded" and args.out_dir == "lens-out/visualize"
+    args = parse(visualize_command(embedded.card, layer="", channel=281, objective="logit", steps=8, size=64,
+                                   seed=0, lr=0.05, batch=1, diversity=0.0, rotate=10.0, fourier=True))
+    assert args.layer is None and args.objective == "logit" and not args.pixels
+    args = parse(similarity_command("a b.jpg", embedded.card, layer="blocks.5", x=30, y=112, other="coffee.jpg"))
+    assert (args.image, args.other, args.layer, args.at) == ("a b.jpg", "coffee.jpg", "blocks.5", (30.0, 112.0))
+    assert parse(similarity_command("a.jpg", embedded.card, layer="blocks.5", x=1, y=2, other=None)).other is None
+    args = parse(net2vec_command("assets/samples", embedded.card, layer="blocks.4", concepts="colors", size=14,
+                                 iterations=300))
+    assert (args.folder, args.layer, args.concepts, args.size, args.iterations) == ("assets/samples", "blocks.4",
+                                                                                    "colors", 14, 300)
+    both = index_commands(embedded.card, directory=".lens-cache/index/x", layer="blocks.5", channel=3, k=16,
+                          folder="assets/samples", layers=["blocks.5", "blocks.6"], top_k=16)
+    build, top = both.split(" && ")
+    args = parse(build)
+    assert (args.folder, args.layers, args.top_k, args.out, args.model) == (
+        "assets/samples", ["blocks.5", "blocks.6"], 16, ".lens-cache/index/x", "embedded")
+    args = parse(top)
+    assert (args.index, args.layer, args.channel, args.k) == (".lens-cache/index/x", "blocks.5", 3, 16)
+    assert index_commands(embedded.card, directory="/data/idx", layer="l", channel=0, k=4) == (
+        "python -m core index top /data/idx --layer l --channel 0 --k 4")

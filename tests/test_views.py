@@ -13,7 +13,7 @@ from core.catalogue import catalogue
 from core.features import view as features_view
 from core.features.filters import Kernels
 from core.index.view import architecture_dot, layer_group, opening_layer
-from core.render import boxed, captioned_strip, npz_bytes, padded, png_bytes
+from core.render import boxed, captioned_strip, labelled_tile, npz_bytes, padded, png_bytes, tile_grid
 
 
 def test_layer_group():
@@ -83,3 +83,33 @@ def test_filter_pictures_zoom():
     dw = features_view.depthwise_picture(kernels(7, 1))
     assert first.dtype == dw.dtype == np.uint8 and first.shape[-1] == dw.shape[-1] == 3
     assert (first == 128).sum() == 4 * (4 * 12) ** 2 * 3 and (dw == 128).sum() == 4 * (7 * 6) ** 2 * 3
+
+
+def test_labelled_tiles_are_equal_whatever_the_source_and_keep_pixels_sharp():
+    wide = labelled_tile(Image.new("RGB", (300, 40), (0, 0, 0)), 64, "#1  activation 3.21")
+    tiny = labelled_tile(np.zeros((3, 3, 3), np.uint8), 64, "a label far too long to fit in sixty-four pixels")
+    assert wide.shape == tiny.shape == (64 + 20, 64, 3) and wide.dtype == np.uint8
+    assert (wide[:64, :64][:, 0] == 255).sum() > 0 and (wide[30:34, :, :] == 0).all()  # aspect kept, padded white
+    assert (wide[64:] < 128).any()  # the label is written on the band
+    # nearest-neighbour: a 2x2 checkerboard stays two flat blocks per row (no grey in between)
+    board = np.zeros((2, 2, 3), np.uint8)
+    board[0, 0] = board[1, 1] = 255
+    sharp = labelled_tile(board, 64, "", nearest=True)[:64]
+    assert set(np.unique(sharp)) == {0, 255}
+    grid = tile_grid([wide, tiny, wide], 2, gap=4)
+    assert grid.shape == (2 * 84 + 4, 2 * 64 + 4, 3) and (grid[88:, 68:] == 255).all()
+
+
+def test_kernel_grid_labels_tiles_and_keeps_the_largest_norms():
+    tiles = torch.rand(10, 1, 7, 7)
+    norms = torch.arange(10.0)
+    grid = features_view.kernel_grid(Kernels("dw", tiles, tiles, norms, (1, 1)), limit=4, columns=2)
+    assert grid.channels == (9, 8, 7, 6) and grid.total == 10
+    side = features_view.TILE
+    assert grid.picture.shape == (2 * (side + 20) + 4, 2 * side + 4, 3)
+    # the first tile is channel 9's kernel, each weight a flat 10x10 block at most one level apart from its value
+    block = grid.picture[: side, : side][1 + side // 7 // 2, 1 + side // 7 // 2]
+    assert side // 7 >= 10 and abs(int(block[0]) - round(float(tiles[9, 0, 0, 0]) * 255)) <= 1
+    every = features_view.kernel_grid(Kernels("rgb", torch.rand(3, 3, 4, 4), torch.rand(3, 3, 4, 4),
+                                              torch.ones(3), (4, 4)))
+    assert every.channels == (0, 1, 2) and every.picture.shape[1] == 3 * side + 2 * 4

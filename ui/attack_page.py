@@ -126,12 +126,14 @@ def smoothgrad_panel(model, selection, settings, result) -> None:
         st.error(f"SmoothGrad failed: {e}")
         return
     for c in classes:
-        pictures = view.evidence_pictures(result.clean[0], result.adversarial[0], maps[(c, "clean")],
+        evidence = view.evidence_pictures(result.clean[0], result.adversarial[0], maps[(c, "clean")],
                                           maps[(c, "adversarial")])
         st.markdown(f"**{'clean class' if c == source else 'new class'}: {model.label(c)} ({c})**")
-        for column, picture, caption in zip(st.columns(3), pictures, (
+        for column, picture, caption in zip(st.columns(3), (evidence.before, evidence.after, evidence.difference), (
                 "clean image", "adversarial image",
-                "difference |after| − |before| (red: more evidence after the attack)")):
+                "difference |after| − |before| (blue: less, red: more evidence after the attack)")):
             column.image(picture, caption=caption, width="stretch")
+        st.caption(f"|SmoothGrad| on one scale for both images: {evidence.scale.describe()}; the difference "
+                   f"ends at ±{evidence.scale.hi:.3g}.")
     if new == source:
         st.caption("The attack did not change the class, so only the clean class is shown.")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from core.attribution.base import Attribution, NotApplicable
 from core.attribution.registry import REGISTRY
-from core.attribution.view import View, picture
+from core.attribution.view import View, figure
 from core.catalogue import default_layer
 from ui import cache, permalink
 from ui.options import option_widgets
@@ -36,8 +36,8 @@ def compute(sel, method: str, target: int, opts: dict, preview_slot=None):
 
     def preview(values, fraction):
         partial = Attribution(map=values, raw=None, method=method, target=[target], seconds=0.0)
-        preview_slot.image(picture(partial, sel.inp.tensor, view=View.OVERLAY), width=320,
-                           caption=f"refining: {fraction:.0%}")
+        shown, scale = figure(partial, sel.inp.tensor, view=View.OVERLAY)
+        preview_slot.image(shown, width=400, caption=f"refining: {fraction:.0%}; {scale.describe()}")
     try:
         return cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, method, target, opts,
                                  progress=lambda f, m: bar.progress(f, text=m),

@@ -33,7 +33,6 @@ from core.model import LensModel, load_model
 from core.model import labels as core_labels
 from core.model import predict as core_predict
 from core.perturbation import masks as core_perturbation
-from core.render import normalise_map, overlay
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -221,12 +220,11 @@ def patch_crop(directory: str, stamp: str, image_id: int, box: tuple[int, int, i
 @st.cache_data(show_spinner=False, max_entries=64)
 def patch_context(_model: LensModel, model_key: str, directory: str, stamp: str, image_id: int, layer: str,
                   channel: int) -> tuple:
-    """(model input with the channel's map overlaid (H, W, 3) uint8, original image) for one indexed image."""
+    """(the channel's map (h, w), the model input (3, H, W) in [0, 1], original image) for one indexed image."""
     index = open_activation_index(directory, stamp)
     original = index.load(image_id)
     inp = core_images.preprocess(original, _model.card.data_config)
-    heat = core_index.channel_map(_model, inp.batch, layer, channel)
-    return overlay(inp.tensor, normalise_map(heat.clamp(min=0)), alpha=0.55), original
+    return core_index.channel_map(_model, inp.batch, layer, channel), inp.tensor, original
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -9,8 +9,8 @@ import streamlit as st
 
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.images import ImageError, load_image, preprocess
-from core.render import ColourMap, normalise_map, overlay
-from ui import cache
+from ui import cache, figures
+from ui.index_page import patch_tile
 from ui.widgets import progress_bar
 
 DEMO = "Demo: coarse head on the embedded model (assets/demo)"
@@ -112,17 +112,17 @@ def feature_layers(model, model_key: str) -> list[str]:
     return [l.name for l in cache.layers(model, model_key) if l.feature]
 
 
-def explain_panel(ev, model, model_key: str, folder: str) -> None:
-    """"Why <image>?": Grad-CAM and SmoothGrad for the predicted class, the true class and their contrast."""
+def explain_panel(ev, model, model_key: str, folder: str, layer: str | None) -> None:
+    """"Why <image>?": Grad-CAM (at the page's ``layer``) and SmoothGrad for the predicted class, the true class
+    and their contrast."""
     explain = st.session_state.get("err_explain")  # (folder, image hash): nothing stale after a folder change
     row = ev.hashes.index(explain[1]) if explain and explain[0] == folder and explain[1] in ev.hashes else None
     if row is None:
         return
     st.subheader(f"Why {ev.images[row]}?")
     p, t = int(ev.predicted[row]), int(ev.true[row])
-    layers = feature_layers(model, model_key)
     c1, c2, c3 = st.columns(3)
-    layer = c1.selectbox("Grad-CAM layer", layers, index=len(layers) - 1, key="err_cam_layer") if layers else None
+    c1.caption(f"Grad-CAM at {layer} (the Layer above)." if layer else "No feature layer: Grad-CAM is not drawn.")
     samples = c2.number_input("SmoothGrad samples", 2, 64, 16, key="err_samples")
     true_choice = c3.selectbox("True class", list(range(model.card.num_classes)), index=t, key=f"err_truefor_{row}",
                                format_func=lambda i: f"{model.label(i)} ({i})",
@@ -143,9 +143,8 @@ def explain_panel(ev, model, model_key: str, folder: str) -> None:
     for method, title in (("gradcam", "Grad-CAM"), ("smoothgrad", "SmoothGrad")):
         for col, role in zip(st.columns(3), ("predicted", "true", "contrast")):
             signed = role == "contrast" or method == "smoothgrad"
-            values = normalise_map(result.maps[(method, role)], signed=signed)
-            col.image(overlay(inp.tensor, values, cmap=ColourMap.DIVERGING if signed else ColourMap.HEAT, alpha=0.6),
-                      caption=f"{title} {titles[role]}", width="stretch")
+            figures.heat(result.maps[(method, role)], inp.tensor, signed=signed, alpha=0.6, where=col,
+                         units="attribution", caption=f"{title} {titles[role]}")
     st.caption("Contrast = attribution of logit(predicted) − logit(true): red is evidence for the predicted class "
                "rather than the true one, blue the other way (Grad-CAM's contrast is taken before its ReLU). "
                "SmoothGrad maps are signed.")
@@ -190,5 +189,5 @@ def channel_examples(ev, model, layer: str, sep) -> None:
         patches = index.top(layer, ch.channel, 6)
         st.markdown(f"**Channel {ch.channel}** (d = {ch.effect:+.2f}): its dataset examples")
         for col, patch in zip(st.columns(6), patches):
-            col.image(cache.patch_crop(directory, index_stamp, patch.image_id, patch.box), width="stretch",
-                      caption=f"{patch.image.name} {patch.value:.2f}")
+            col.image(patch_tile(cache.patch_crop(directory, index_stamp, patch.image_id, patch.box), patch, 128),
+                      width="stretch", caption=patch.image.name)

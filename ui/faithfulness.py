@@ -13,7 +13,7 @@ from core.attribution.base import NotApplicable
 from core.attribution.registry import REGISTRY
 from core.evaluation import Evaluation, Metric
 from core.images import ImageError
-from core.render import ColourMap, colourise, normalise_map
+from core.render import heat_figure
 from ui import cache, run
 
 CURVE_METRICS = (Metric.DELETION.value, Metric.INSERTION.value)
@@ -75,12 +75,13 @@ def thumbnails(e: Evaluation, per_row: int = 7) -> None:
     r = e.randomisation
     if r is None:
         return
-    pics = [colourise(normalise_map(np.abs(e.map.numpy())), ColourMap.HEAT)]
+    pics = [heat_figure(np.abs(e.map.numpy()), signed=False, units="|map|")[0]]
     caps = ["trained"]
     for name, rho, m in zip(r.groups, r.spearman, r.maps):
-        pics.append(colourise(normalise_map(np.abs(m.numpy())), ColourMap.HEAT))
+        pics.append(heat_figure(np.abs(m.numpy()), signed=False, units="|map|")[0])
         caps.append(f"…{name}: ρ {rho:.2f}")
-    st.image(pics[:per_row * 2], caption=caps[:per_row * 2], width=90)
+    st.image(pics[:per_row * 2], caption=caps[:per_row * 2], width=150)
+    st.caption("Each thumbnail on its own colour bar: dark = its smallest |map|, bright = its 99.5th percentile.")
 
 
 def comparison_table(results: dict[str, Evaluation], titles: dict[str, str]) -> pd.DataFrame:

@@ -8,10 +8,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core.catalogue import LayerInfo, default_layer
 from core.features import view
 from core.features.featurevis import Objective, Settings, Visualisation
-from core.render import heat_figure, image_uint8
-from ui import cache
+from core.render import captioned_strip, heat_figure, image_uint8
+from core.report import visualize_command
+from ui import cache, permalink, report
+from ui.permalink import Param
+from ui.index_page import patch_tile
 from ui.widgets import progress_bar
 
 OBJECTIVE_LABELS = {"channel": "channel (mean)", "unit": "unit (centre)", "logit": "class logit"}
@@ -33,6 +37,28 @@ def layer_caption(info) -> str:
     """One line describing a layer: kind, channels, grid and receptive field."""
     return (f"{info.kind.value}, {info.channels} channels, grid {info.grid[0]}x{info.grid[1]}, "
             f"receptive field {info.receptive_field} px")
+
+
+def layer_picker(model, layers: list[LayerInfo]) -> LayerInfo:
+    """The page's one layer picker (key ``fv_layer``), after restoring the page's settings from the link."""
+    names = [l.name for l in layers]
+    permalink.bind([Param("layer", "fv_layer", options=names),
+                    Param("objective", "fv_objective", options=[o.value for o in Objective]),
+                    Param("channel", "fv_channel", int), Param("class", "fv_class", int),
+                    Param("a", "mix_a", int), Param("b", "mix_b", int), Param("dw", "filters_dw")])
+    name = st.selectbox("Layer", names, index=names.index(default_layer(model).name), key="fv_layer",
+                        help="Used by every tab: the channel to visualise, the two channels to mix, and the "
+                             "depthwise kernels inside it.")
+    info = layers[names.index(name)]
+    st.caption(f"{name}: {layer_caption(info)}.")
+    return info
+
+
+def index_input(where, label: str, n: int, key: str, default: int) -> int:
+    """A number input for an index in [0, n); a remembered or linked value beyond a narrower layer is clamped."""
+    if key in st.session_state and not 0 <= int(st.session_state[key]) < n:
+        st.session_state[key] = min(max(0, int(st.session_state[key])), n - 1)
+    return int(where.number_input(f"{label} (0-{n - 1})", 0, n - 1, min(default, n - 1), key=key))
 
 
 def history_chart(result: Visualisation) -> None:
@@ -57,6 +83,49 @@ def show_frames(result: Visualisation) -> None:
     history_chart(result)
 
 
+def _settings_rows(settings: Settings) -> dict:
+    return {"steps": settings.steps, "size": settings.size, "seed": settings.seed, "batch": settings.batch,
+            "learning rate": settings.lr, "diversity": settings.diversity, "rotation (deg)": settings.rotate,
+            "parameterisation": "Fourier" if settings.fourier else "pixels"}
+
+
+def report_images(selection, layer: str, channel: int, objective: Objective, settings: Settings,
+                  result: Visualisation) -> None:
+    """"Add to report" for an activation maximisation: the images, every setting, the seed and the command."""
+    model = selection.model
+    what = (f"class logit {model.label(channel)} ({channel})" if objective is Objective.LOGIT else
+            f"{layer} channel {channel}, {OBJECTIVE_LABELS[objective.value]}")
+    report.add_button(lambda: report.item(
+        selection, image=False, title=f"Feature visualisation: {what}",
+        figure=captioned_strip([(image_uint8(img), f"objective {v:.3g}") for img, v in zip(result.images,
+                                                                                          result.values)]),
+        caption=f"Images optimised to excite {what}; above each, its objective (mid-grey image: "
+                f"{result.baseline:.3g}).",
+        settings={"layer": layer or "(class logit)", "channel" if layer else "class": channel,
+                  "objective": objective.value, **_settings_rows(settings)},
+        command=visualize_command(model.card, layer=layer, channel=channel, objective=objective.value,
+                                  steps=settings.steps, size=settings.size or model.card.input_size[1],
+                                  seed=settings.seed, lr=settings.lr, batch=settings.batch,
+                                  diversity=settings.diversity, rotate=settings.rotate, fourier=settings.fourier),
+        seconds=float(result.seconds), seed=settings.seed,
+        figures={"objective": float(result.values[0]), "objective, mid-grey image": float(result.baseline)}),
+        key=f"fv_{selection.model_key}_{layer}_{channel}_{objective.value}_{hash(settings)}")
+
+
+def report_frames(selection, layer: str, a: int, b: int, settings: Settings, result: Visualisation) -> None:
+    """"Add to report" for a neuron interaction (no command-line equivalent: the report says so)."""
+    report.add_button(lambda: report.item(
+        selection, image=False, title=f"Neuron interaction: {layer} channels {a} and {b}",
+        figure=captioned_strip([(image_uint8(img), f"{wa:.2f} A + {wb:.2f} B") for img, (wa, wb) in
+                                zip(result.images, result.weights)]),
+        caption="Frames maximising (1 - t) * A + t * B, t from 0 to 1 (A = channel "
+                f"{a}, B = channel {b}); objectives {', '.join(f'{v:.3g}' for v in result.values)}.",
+        settings={"layer": layer, "channel A": a, "channel B": b, **_settings_rows(settings)},
+        seconds=float(result.seconds), seed=settings.seed,
+        notes=("The neuron-interaction frames are made on the dashboard only (no python -m core equivalent).",)),
+        key=f"mix_{selection.model_key}_{layer}_{a}_{b}_{hash(settings)}")
+
+
 def channel_on_image(selection, layer: str, channel: int) -> None:
     """The channel's activation on the user's image, next to its top dataset patches."""
     st.subheader("This channel on your image")
@@ -64,9 +133,17 @@ def channel_on_image(selection, layer: str, channel: int) -> None:
     amap = cache.channel_map(model, selection.model_key, x, selection.image_key, layer, channel)
     left, right = st.columns(2)
     picture, scale = heat_figure(amap, x, signed=False, units="activation")
-    left.image(picture, width="stretch",
-               caption=f"activation of channel {channel} (mean {float(amap.mean()):.3g}, "
-                       f"max {float(amap.max()):.3g}); {scale.describe()}")
+    caption = (f"activation of channel {channel} (mean {float(amap.mean()):.3g}, max {float(amap.max()):.3g}); "
+               f"{scale.describe()}")
+    left.image(picture, width="stretch", caption=caption)
+    with left:
+        report.add_button(lambda: report.item(
+            selection, title=f"{layer} channel {channel} on {selection.name}", figure=picture,
+            caption=f"Overlay on the model input: {caption}.", settings={"layer": layer, "channel": channel},
+            figures={"mean activation": float(amap.mean()), "max activation": float(amap.max())},
+            notes=("The channel map itself has no python -m core command; `python -m core index` lists the images "
+                   "that excite a channel most.",)),
+            key=f"fvmap_{selection.key}_{layer}_{channel}")
     with right:
         dataset_patches(model, layer, channel)
 
@@ -85,7 +162,7 @@ def dataset_patches(model, layer: str, channel: int) -> None:
     st.markdown("**Top dataset patches** (sample photos)")
     cols = st.columns(4)
     for i, (patch, crop) in enumerate(patches):
-        cols[i % 4].image(crop, width="stretch", caption=f"{patch.value:.3g}")
+        cols[i % 4].image(patch_tile(crop, patch, 128), width="stretch")
 
 
 def first_layer(first) -> None:
@@ -95,16 +172,41 @@ def first_layer(first) -> None:
         return
     st.subheader(f"First layer: {first.layer} ({first.tiles.shape[0]} kernels, "
                  f"{first.tiles.shape[-1]}x{first.tiles.shape[-2]}, stride {first.stride[0]})")
-    st.caption("Kernels in RGB pixel space (weights divided by the normalisation std); each tile is scaled "
-               "on its own, grey = 0.")
-    st.image(view.first_layer_picture(first), width="content")
+    grid = view.kernel_grid(first)
+    st.caption("Kernels in RGB pixel space (weights divided by the normalisation std), enlarged without "
+               "smoothing; each tile is scaled on its own, grey = 0; under each: output channel and L2 norm (~0: dead).")
+    st.image(grid.picture, width="content")
+
+
+DEPTHWISE_SHOWN = 64
+
+
+def depthwise_in_layer(model, model_key: str, layer: str, names: list[str]) -> None:
+    """The depthwise kernels inside the page's layer (a stage holds one per block: pick the block)."""
+    if not names:
+        return
+    st.subheader("Depthwise kernels")
+    inside = [d for d in names if d.startswith(layer + ".") or layer.startswith(d.rsplit(".", 1)[0] + ".")]
+    if not inside:
+        st.info(f"{layer} holds no depthwise convolution. Pick a layer that does in the Layer picker above "
+                f"(e.g. the one around {names[0]}).")
+        return
+    if st.session_state.get("filters_dw") not in inside:
+        st.session_state.pop("filters_dw", None)
+    dw = inside[0] if len(inside) == 1 else st.selectbox(f"Depthwise convolution in {layer}", inside,
+                                                         key="filters_dw")
+    depthwise(cache.depthwise_kernels(model, model_key, dw))
 
 
 def depthwise(kernels) -> None:
-    """A depthwise layer's kernels tiled in grey."""
-    st.caption(f"{kernels.tiles.shape[0]} kernels {kernels.tiles.shape[-2]}x{kernels.tiles.shape[-1]}; "
-               "grey = 0, white positive, black negative.")
-    st.image(view.depthwise_picture(kernels), width="content")
+    """A depthwise layer's kernels as labelled grey tiles (the largest ``DEPTHWISE_SHOWN`` by norm)."""
+    grid = view.kernel_grid(kernels, limit=DEPTHWISE_SHOWN)
+    shown = (f"all {grid.total}" if len(grid.channels) == grid.total else
+             f"the {len(grid.channels)} largest by L2 norm of {grid.total} (python -m core filters --depthwise "
+             f"{kernels.layer} --out-dir DIR writes all)")
+    st.caption(f"{kernels.layer}: {shown} kernels {kernels.tiles.shape[-2]}x{kernels.tiles.shape[-1]}, enlarged "
+               "without smoothing; grey = 0, white positive, black negative; under each: channel and L2 norm.")
+    st.image(grid.picture, width="content")
 
 
 def weight_stats(stats) -> None:

@@ -5,16 +5,43 @@ Widget keys are the page's (``lens_idx_*``); core is reached through :mod:`ui.ca
 """
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from core.images import ImageError
 from core.index import ActivationIndex, IndexCorrupt, IndexStale
 from core.index.view import architecture_dot, layer_group, opening_layer
-from core.render import boxed, padded
-from ui import cache
+from core.render import boxed, captioned_strip, heat_figure, labelled_tile, padded, tile_grid
+from core.report import index_commands
+from ui import cache, permalink, report
+from ui.permalink import Param
 from ui.widgets import progress_bar
 
 COLS = 4  # patches per row
+TILE = 192  # side of a patch tile in the grid (pixels; every tile the same size)
+
+
+def patch_tile(crop, patch, side: int) -> np.ndarray:
+    """One equal-size tile: the crop fitted to a ``side`` square, its rank and activation written under it."""
+    return labelled_tile(crop, side, f"#{patch.rank + 1}  activation {patch.value:.3g}")
+
+
+MODES = ["Number", "Slider", "Most selective"]
+PARAMS = [Param("open", "lens_idx_open"), Param("folder", "lens_idx_folder"), Param("layer", "lens_idx_layer"),
+          Param("mode", "lens_idx_mode", options=MODES), Param("channel", "lens_idx_channel", int),
+          Param("selective", "lens_idx_selective", int), Param("patch", "lens_idx_expanded", int)]
+
+
+def bind() -> None:
+    """Restore the page's settings from the link (index, layer, channel, the opened patch), then publish them.
+
+    A linked layer also selects its part of the model (the pills), once; a layer or channel this index lacks
+    is dropped or clamped where the pickers are drawn.
+    """
+    if "layer" in permalink.restore(PARAMS):
+        st.session_state["lens_idx_linked_layer"] = st.session_state["lens_idx_layer"]
+    expanded = st.session_state.get("lens_idx_expanded")
+    permalink.publish(PARAMS[:-1], {"patch": None if expanded is None else str(expanded)})
 
 
 def set_channel(channel: int) -> None:
@@ -55,18 +82,29 @@ def layer_picker(index: ActivationIndex, catalogue) -> str:
     indexed = list(index.layers)
     groups = list(dict.fromkeys(layer_group(n) for n in indexed))
     start = layer_group(opening_layer(index.layers, index.input_size[0]))
+    linked = st.session_state.pop("lens_idx_linked_layer", None)
+    if linked in indexed:
+        st.session_state["lens_idx_group"] = layer_group(linked)
+    elif linked is not None:
+        st.caption(f"The link's layer={linked} is not in this index; the default is used.")
     group = st.pills("Part of the model", groups, default=start, key="lens_idx_group") or start
     st.graphviz_chart(architecture_dot(catalogue, indexed, group), width="stretch")
     in_group = [n for n in indexed if layer_group(n) == group]
+    if st.session_state.get("lens_idx_layer") not in in_group:
+        st.session_state.pop("lens_idx_layer", None)
     return st.selectbox("Layer", in_group, index=len(in_group) - 1 if group in in_group else 0, key="lens_idx_layer")
 
 
 def channel_picker(index: ActivationIndex, layer: str) -> int:
     """A channel of ``layer`` by number, slider or from the most selective ones; clamped to the layer's width."""
     channels = index.layer(layer).channels
-    mode = st.radio("Channel", ["Number", "Slider", "Most selective"], horizontal=True, key="lens_idx_mode")
+    if int(st.session_state.get("lens_idx_channel", 0)) >= channels:  # a narrower layer, or a link's channel
+        st.session_state["lens_idx_channel"] = channels - 1
+    mode = st.radio("Channel", MODES, horizontal=True, key="lens_idx_mode")
     if mode == "Most selective":
         sel = index.selectivity(layer)
+        if st.session_state.get("lens_idx_selective") not in index.most_selective(layer, 30):
+            st.session_state.pop("lens_idx_selective", None)
         channel = st.selectbox("Most selective channels (top-1 image, in standard deviations above the channel's "
                                "mean over all images)", index.most_selective(layer, 30),
                                format_func=lambda c: f"{c}  ({sel[c]:.1f} sd)", key="lens_idx_selective")
@@ -84,32 +122,48 @@ def patch_grid(directory: str, stamp: str, patches: list) -> None:
             for col, patch in zip(st.columns(COLS), patches[start:start + COLS]):
                 with col:
                     crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
-                    st.image(padded(crop, 160), caption=f"#{patch.rank + 1}  {patch.value:.3g}  {patch.image.name}")
+                    st.image(patch_tile(crop, patch, TILE), width="stretch", caption=patch.image.name)
                     st.button("Full image", key=f"lens_idx_expand_{patch.rank}",
                               on_click=st.session_state.__setitem__, args=("lens_idx_expanded", patch.rank))
     except (IndexStale, ImageError) as e:
         st.error(f"{e}")
 
 
-def expanded_patch(model, model_key: str, directory: str, stamp: str, patches: list, layer: str,
-                   channel: int) -> None:
+def expanded_patch(selection, directory: str, stamp: str, patches: list, layer: str, channel: int) -> None:
     """When a "Full image" button was pressed: the original image with the patch box, and the channel's heat map
     over the model input with the strongest unit's box."""
     expanded = st.session_state.get("lens_idx_expanded")
-    if expanded is None or expanded >= len(patches):
+    if expanded is None or not 0 <= expanded < len(patches):
         return
-    patch = patches[expanded]
+    model, patch = selection.model, patches[expanded]
     st.subheader(f"#{patch.rank + 1}: {patch.image.name}")
     try:
-        heat, original = cache.patch_context(model, model_key, directory, stamp, patch.image_id, layer, channel)
+        amap, x, original = cache.patch_context(selection.model, selection.model_key, directory, stamp,
+                                                patch.image_id, layer, channel)
     except (IndexStale, ImageError) as e:
         st.error(str(e))
         return
     left, right = st.columns(2)
     left.image(boxed(original, patch.box, max(2, original.width // 150)), width="stretch",
                caption=f"original {original.width}x{original.height}, patch box {patch.box}")
-    right.image(boxed(heat, patch.input_box, 2), width="stretch",
-                caption=f"channel {channel} over the model input; max {patch.value:.3g} at grid ({patch.y}, {patch.x})")
+    heat, scale = heat_figure(amap, x, signed=False, units="activation")
+    heat = np.asarray(boxed(heat, patch.input_box, 2))
+    caption = (f"channel {channel} over the model input; max {patch.value:.3g} at grid ({patch.y}, {patch.x}); "
+               f"{scale.describe()}")
+    right.image(heat, width="stretch", caption=caption)
+    shown = np.asarray(padded(boxed(original, patch.box, max(2, original.width // 150)), heat.shape[0]))
+    report.add_button(lambda: report.item(
+        selection, image=False, title=f"{patch.image.name}: #{patch.rank + 1} for {layer} channel {channel}",
+        figure=captioned_strip([(shown, f"{patch.image.name}, patch box"), (heat, f"channel {channel}")]),
+        caption=f"Left: the original image with the patch box {patch.box}. Right: {caption}.",
+        settings={"index": report.path_arg(directory), "layer": layer, "channel": channel,
+                  "rank": patch.rank + 1, "image file": str(patch.image)},
+        command=index_commands(model.card, directory=report.path_arg(directory), layer=layer, channel=channel,
+                               k=patch.rank + 1),
+        figures={"activation": patch.value},
+        notes=("The command lists the patches (and with --out-dir writes their crops); the heat map over the "
+               "model input is drawn on the dashboard only.",)),
+        key=f"idxfull_{directory}_{layer}_{channel}_{patch.rank}")
 
 
 def excited_rows(index: ActivationIndex, directory: str, stamp: str, layer: str, hits: list) -> None:
@@ -121,7 +175,63 @@ def excited_rows(index: ActivationIndex, directory: str, stamp: str, layer: str,
             st.button("Show", key=f"lens_idx_show_{hit.channel}", on_click=set_channel, args=(hit.channel,))
         for col, patch in zip(cols[1:], index.top(layer, hit.channel, COLS)):
             try:
-                col.image(padded(cache.patch_crop(directory, stamp, patch.image_id, patch.box), 96),
-                          caption=f"{patch.value:.3g}")
+                col.image(patch_tile(cache.patch_crop(directory, stamp, patch.image_id, patch.box), patch, 128),
+                          width="stretch")
             except (IndexStale, ImageError) as e:
                 col.caption(str(e))
+
+
+def excited_report(selection, index: ActivationIndex, directory: str, stamp: str, layer: str, hits: list) -> None:
+    """"Add to report" for the reverse lookup: one row of labelled tiles per excited channel, their z-scores."""
+    if not hits:
+        return
+
+    def make():
+        tiles = []
+        for hit in hits:
+            for patch in index.top(layer, hit.channel, COLS):
+                crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
+                tiles.append(labelled_tile(crop, 128, f"ch {hit.channel} #{patch.rank + 1} {patch.value:.3g}"))
+            if tiles and len(tiles) % COLS:  # each channel starts a row
+                tiles += [np.full_like(tiles[-1], 255)] * (COLS - len(tiles) % COLS)
+        return report.item(
+            selection, title=f"What {selection.name} excites in {layer}", figure=tile_grid(tiles, COLS),
+            caption="One row per channel, ranked by how far the image's maximum stands above the channel's mean over "
+                    "the indexed images; each row: that channel's top indexed patches with their activation.",
+            settings={"index": report.path_arg(directory), "layer": layer, "channels": len(hits)},
+            figures={f"channel {h.channel}: {h.value:.3g} at ({h.y}, {h.x}), sd above mean": h.z for h in hits},
+            notes=("The reverse lookup is drawn on the dashboard only; python -m core index top lists a channel's "
+                   "patches.",))
+
+    try:
+        report.add_button(make, key=f"idxrev_{selection.key}_{directory}_{stamp}_{layer}")
+    except (IndexStale, ImageError) as e:
+        st.error(str(e))
+
+
+def grid_report(selection, directory: str, stamp: str, index: ActivationIndex, layer: str, channel: int,
+                patches: list, folder: str | None) -> None:
+    """"Add to report" for the patch grid: the labelled tiles, the index and the commands that build and query
+    it (``folder`` None for an index opened by path: then only the query)."""
+    def make():
+        tiles = [patch_tile(cache.patch_crop(directory, stamp, p.image_id, p.box), p, 160) for p in patches]
+        summary = cache.activation_index_summary(directory, stamp)
+        return report.item(
+            selection, image=False, title=f"Dataset examples: {layer} channel {channel}",
+            figure=tile_grid(tiles, COLS),
+            caption=f"The top {len(patches)} of {len(index)} indexed images for channel {channel} of {layer}: each "
+                    "crop is the receptive field around the strongest unit, with its rank and activation (the "
+                    "channel's maximum over the image).",
+            settings={"index": report.path_arg(directory), "images indexed": len(index), "layer": layer,
+                      "channel": channel, "top-k": index.top_k, "indexed model": index.spec["model"]},
+            command=index_commands(selection.model.card, directory=report.path_arg(directory), layer=layer,
+                                   channel=channel, k=len(patches),
+                                   folder=None if folder is None else report.path_arg(folder),
+                                   layers=list(index.layers), top_k=index.top_k),
+            seconds=float(summary.build_seconds or 0.0),
+            figures={f"#{p.rank + 1} activation": p.value for p in patches[:COLS]})
+
+    try:
+        report.add_button(make, key=f"idxgrid_{directory}_{stamp}_{layer}_{channel}")
+    except (IndexStale, ImageError) as e:
+        st.error(str(e))

@@ -6,7 +6,7 @@ from typing import Callable
 
 import streamlit as st
 
-from core.report import ReportItem, attribution_item
+from core.report import ReportItem, attribution_item, predict_command
 
 KEY = "lens_report_items"
 
@@ -39,21 +39,47 @@ def image_arg(selection) -> str:
     return str(path.relative_to(SAMPLES.parent.parent)) if path.exists() else selection.name
 
 
+def path_arg(path: str) -> str:
+    """A file or folder as a command names it: relative to the repository when inside it, else as given."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def attribution(selection, attr, *, title: str | None = None) -> ReportItem:
     """A report item for an attribution of the sidebar's image."""
     item = attribution_item(selection.model, selection.inp.tensor, attr, image_arg=image_arg(selection), title=title)
     return _with_context(item, selection)
 
 
-def item(selection, **fields) -> ReportItem:
-    """A report item for any other result of the sidebar's image (``fields``: see ReportItem)."""
-    return _with_context(ReportItem(**fields), selection)
+def prediction(selection, top: list[dict]) -> ReportItem:
+    """A report item for the top classes of the sidebar's image (``top``: dicts with index, label, prob)."""
+    from core.render import image_uint8
+
+    best = top[0]
+    return item(selection, title=f"Prediction: {best['label']} ({best['index']}) at {best['prob']:.1%}",
+                figure=image_uint8(selection.inp.tensor),
+                caption=f"{selection.name} as the model sees it; the top {len(top)} classes are in the table.",
+                settings={"top": len(top)},
+                command=predict_command(image_arg(selection), selection.model.card, top=len(top)),
+                figures={f"{c['label']} ({c['index']})": float(c["prob"]) for c in top})
 
 
-def _with_context(item: ReportItem, selection) -> ReportItem:
+def item(selection, *, image: bool = True, **fields) -> ReportItem:
+    """A report item for any other result of the sidebar's image (``fields``: see ReportItem); ``image`` False
+    for a result that does not depend on the image (feature visualisation, filters)."""
+    return _with_context(ReportItem(**fields), selection, image=image)
+
+
+def _with_context(item: ReportItem, selection, *, image: bool = True) -> ReportItem:
     from dataclasses import replace
 
-    return replace(item, settings={"image": selection.name, "model": selection.model.card.name, **item.settings})
+    context = {"image": selection.name} if image else {}
+    return replace(item, settings={**context, "model": selection.model.card.name, **item.settings})
 
 
 def remove(index: int) -> None:

@@ -9,8 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..render import (ColourMap, Scale, colourise, heat_figure, image_uint8, normalise_map, npz_bytes, overlay,
-                      unit_uint8)
+from ..render import (ColourMap, Scale, colourise, heat_figure, image_uint8, npz_bytes, overlay,
+                      unit_uint8, with_colorbar)
 from .attacks import PIXEL, AttackResult, MinEpsResult, Norm
 
 Label = Callable[[int], str]
@@ -27,15 +27,6 @@ class Message:
 def eps_text(value: float, norm: Norm | str) -> str:
     """A budget in the units the user set it in: "4.00/255" for L∞ (value in [0, 1] pixels), "0.500" for L2."""
     return f"{value / PIXEL:.2f}/255" if Norm(norm) is Norm.LINF else f"{value:.3f}"
-
-
-def perturbation_image(delta: np.ndarray, eps: float, norm: Norm | str) -> np.ndarray:
-    """uint8 (H, W, 3): the channel mean of δ (3, H, W) on the diverging map, ±ε at the ends for L∞ and
-    ±max|mean δ| for L2 (white = 0)."""
-    mean = np.asarray(delta).mean(0)
-    if Norm(norm) is Norm.LINF:
-        return colourise(np.clip(mean / eps, -1, 1), ColourMap.DIVERGING)
-    return colourise(normalise_map(mean, signed=True, clip_percentile=100), ColourMap.DIVERGING)
 
 
 @dataclass(frozen=True)
@@ -75,15 +66,11 @@ def steps_text(n: int) -> str:
     return f"{n} step" + ("" if n == 1 else "s")
 
 
-def perturbation_caption(norm: Norm | str) -> str:
-    ends = "±ε" if Norm(norm) is Norm.LINF else "±max|δ|"
-    return f"perturbation, channel mean (blue −, red +; ends at {ends})"
-
-
 def pictures(result: AttackResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 (H, W, 3) clean image, adversarial image and perturbation picture (ε from the result)."""
+    """uint8 (H, W, 3) clean image, adversarial image and the perturbation at its real range (amplified around
+    mid-grey: :func:`perturbation_picture`)."""
     return (image_uint8(result.clean[0]), image_uint8(result.adversarial[0]),
-            perturbation_image(result.perturbation[0].numpy(), float(result.eps[0]), result.norm))
+            perturbation_picture(result.perturbation[0].numpy()).rgb)
 
 
 def npz(result: AttackResult) -> bytes:
@@ -137,12 +124,32 @@ def confidence(result: AttackResult, label: Label) -> dict[str, np.ndarray]:
     return {f"P({label(int(result.source[0]))})": traj.source_prob[0].numpy(), goal: traj.goal_prob[0].numpy()}
 
 
-def evidence_pictures(clean, adversarial, before: np.ndarray, after: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 (H, W, 3) SmoothGrad |map| over the clean and the adversarial image (``clean``/``adversarial``
-    (3, H, W) in [0, 1], maps (H, W)) on ONE scale, the 99.5th percentile of both magnitudes, so they compare;
-    and the difference |after| − |before| on the diverging map (red: more evidence after the attack)."""
-    scale = max(float(np.percentile(np.abs(np.stack([before, after])), 99.5)), 1e-12)
-    return (overlay(clean, np.clip(np.abs(before) / scale, 0, 1)),
-            overlay(adversarial, np.clip(np.abs(after) / scale, 0, 1)),
-            colourise(np.clip((np.abs(after) - np.abs(before)) / scale, -1, 1), ColourMap.DIVERGING))
+@dataclass(frozen=True)
+class Evidence:
+    """SmoothGrad before and after an attack, each picture with its colour bar.
+
+    Attributes:
+        before, after: uint8 (H, W + bar, 3): |SmoothGrad| over the clean / adversarial image, sequential map,
+            both on ``scale`` so they compare.
+        difference: uint8 (H, W + bar, 3): |after| − |before| on the diverging map centred at 0 (red: more
+            evidence after the attack), ends at ± ``scale.hi``.
+        scale: the shared :class:`~core.render.Scale` of the two overlays (0 to the 99.5th percentile of both
+            magnitudes).
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+    difference: np.ndarray
+    scale: Scale
+
+
+def evidence_pictures(clean, adversarial, before: np.ndarray, after: np.ndarray) -> Evidence:
+    """SmoothGrad |map| over the clean and the adversarial image (``clean``/``adversarial`` (3, H, W) in [0, 1],
+    maps (H, W)) on ONE scale, the 99.5th percentile of both magnitudes, so they compare; and the difference
+    |after| − |before| on the diverging map. Every picture carries its colour bar."""
+    hi = max(float(np.percentile(np.abs(np.stack([before, after])), 99.5)), 1e-12)
+    scale = Scale(False, 0.0, hi, 99.5, "|SmoothGrad|")
+    diff = colourise(np.clip((np.abs(after) - np.abs(before)) / hi, -1, 1), ColourMap.DIVERGING)
+    return Evidence(with_colorbar(overlay(clean, np.clip(np.abs(before) / hi, 0, 1)), scale),
+                    with_colorbar(overlay(adversarial, np.clip(np.abs(after) / hi, 0, 1)), scale),
+                    with_colorbar(diff, Scale(True, -hi, hi, 99.5, "|SmoothGrad|")), scale)

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
+from ..render import Scale, labelled_tile, overlay, tile_grid, with_colorbar
 from .net2vec import ConceptFit
+
+# the colours of a predicted mask (bool): 0 outside, 1 inside the concept
+MASK_SCALE = Scale(False, 0.0, 1.0, 100, "in concept")
 
 # Below this set IoU a segmentation is no better than noise for a viewer: neither side "wins".
 NEAR_ZERO_IOU = 0.05
@@ -36,3 +42,13 @@ def concept_rows(fits: Sequence[ConceptFit]) -> list[dict]:
 
 def weak_concepts(fits: Sequence[ConceptFit]) -> list[str]:
     return [f.name for f in fits if max(f.iou, f.iou_best_channel) < NEAR_ZERO_IOU]
+
+
+def masks_figure(images: Sequence, masks, names: Sequence[str], *, side: int = 160,
+                 columns: int = 4) -> np.ndarray:
+    """uint8: each predicted mask (bool (size, size)) over its image ((3, H, W) in [0, 1]) as an equal labelled
+    tile (the file name under it), ``columns`` to a row, with the one colour bar of :data:`MASK_SCALE` (bright =
+    predicted concept, dark = not) to the right."""
+    tiles = [labelled_tile(overlay(image, mask.float(), alpha=0.5), side, name)
+             for image, mask, name in zip(images, masks, names)]
+    return with_colorbar(tile_grid(tiles, columns), MASK_SCALE)

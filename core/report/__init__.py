@@ -124,12 +124,13 @@ def attribute_command(method: str, image: str, card, target: int, options: Mappi
     return " ".join(shlex.quote(a) for a in args)
 
 
-def _command(sub: str, image: str, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = ()) -> str:
-    args = ["python", "-m", "core", sub, image]
+def _command(sub: str, image: str | None, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = (),
+             *, model: bool = True) -> str:
+    args = ["python", "-m", "core", *sub.split(), *([image] if image is not None else [])]
     for flag, value in pairs:
         if value is not None:
             args += [flag, str(getattr(value, "value", value))]
-    args += list(flags) + model_args(card)
+    args += list(flags) + (model_args(card) if model else [])
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -150,6 +151,46 @@ def perturb_command(image: str, card, *, method: str, area: float | None, varian
     return _command("perturb", image, card, [
         ("--method", method), ("--area", None if area is None else f"{area:g}"), ("--variant", variant),
         ("--perturbation", perturbation), ("--iterations", int(iterations)), ("--target", int(target))])
+
+
+def predict_command(image: str, card, *, top: int = 5) -> str:
+    """``python -m core predict`` for the top ``top`` classes of one image."""
+    return _command("predict", image, card, [("--top", int(top))])
+
+
+def visualize_command(card, *, layer: str, channel: int, objective: str, steps: int, size: int, seed: int,
+                      lr: float, batch: int, diversity: float, rotate: float, fourier: bool,
+                      out_dir: str = "lens-out/visualize") -> str:
+    """``python -m core visualize`` for one activation maximisation (``layer`` "" for a class logit)."""
+    return _command("visualize", None, card, [
+        ("--layer", layer or None), ("--channel", int(channel)), ("--objective", objective), ("--steps", int(steps)),
+        ("--size", int(size)), ("--seed", int(seed)), ("--lr", f"{lr:g}"), ("--batch", int(batch)),
+        ("--diversity", f"{diversity:g}"), ("--rotate", f"{rotate:g}")],
+        [*([] if fourier else ["--pixels"]), "--out-dir", out_dir])
+
+
+def similarity_command(image: str, card, *, layer: str, x: int, y: int, other: str | None) -> str:
+    """``python -m core similarity`` for one query point (model-input pixels), against ``other`` if given."""
+    return _command("similarity", image, card, [("--other", other), ("--layer", layer), ("--at", f"{int(x)},{int(y)}")])
+
+
+def net2vec_command(folder: str, card, *, layer: str, concepts: str, size: int, iterations: int) -> str:
+    """``python -m core net2vec`` for one folder, layer and concept source ("colors" or a mask folder)."""
+    return _command("net2vec", folder, card, [("--layer", layer), ("--concepts", concepts), ("--size", int(size)),
+                                              ("--iterations", int(iterations))])
+
+
+def index_commands(card, *, directory: str, layer: str, channel: int, k: int, folder: str | None = None,
+                   layers: Sequence[str] = (), top_k: int | None = None) -> str:
+    """``python -m core index top`` for one channel's patches, preceded (``&&``) by the ``index build`` that
+    makes the index when ``folder`` is given (an index opened by path is named as it is)."""
+    top = _command("index top", directory, card, [("--layer", layer), ("--channel", int(channel)), ("--k", int(k))],
+                   model=False)
+    if folder is None:
+        return top
+    build = _command("index build", folder, card, [("--top-k", top_k), ("--out", directory)],
+                     ["--layers", *layers] if layers else [])
+    return f"{build} && {top}"
 
 
 def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, title: str | None = None,  # noqa: F821
@@ -267,5 +308,6 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
     return "".join(parts)
 
 
-__all__ = ["ReportItem", "attack_command", "attribute_command", "perturb_command", "attribution_item", "data_uri", "model_args", "model_card_rows",
-           "render_html", "versions"]
+__all__ = ["ReportItem", "attack_command", "attribute_command", "attribution_item", "data_uri", "index_commands",
+           "model_args", "model_card_rows", "net2vec_command", "perturb_command", "predict_command", "render_html",
+           "similarity_command", "versions", "visualize_command"]

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="how many images (default 1)")
     p.add_argument("--diversity", type=float, default=0.0, help="diversity weight across the batch (default 0)")
     p.add_argument("--pixels", action="store_true", help="plain pixel parameterisation instead of Fourier")
+    p.add_argument("--rotate", type=float, default=Settings.rotate,
+                   help=f"random rotation range in degrees, a robustness transform (default {Settings.rotate:g})")
     p.add_argument("--out-dir", required=True, help="folder for the PNG")
     add_model_options(p)
 
@@ -37,11 +39,13 @@ def run(args: argparse.Namespace) -> dict:
         raise CliError("--size must be between 32 and 1024")
     if not 1 <= args.batch <= 16:
         raise CliError("--batch must be between 1 and 16")
+    if not 0 <= args.rotate <= 180:
+        raise CliError("--rotate must be between 0 and 180 degrees")
     model = model_from_args(args)
     objective = Objective(args.objective)
     layer = args.layer or ("" if objective is Objective.LOGIT else default_layer(model).name)
     settings = Settings(steps=args.steps, size=args.size, seed=args.seed, lr=args.lr, batch=args.batch,
-                        diversity=args.diversity, fourier=not args.pixels)
+                        diversity=args.diversity, fourier=not args.pixels, rotate=args.rotate)
     try:
         result = visualize(model, layer, args.channel, objective=objective, settings=settings)
     except (KeyError, ValueError) as e:
