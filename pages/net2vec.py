@@ -37,7 +37,7 @@ if selection is not None:
         st.info("Choose a folder, a layer and the concepts, then press **Learn concepts**.")
     else:
         try:
-            with progress_bar("reading images") as progress:
+            with progress_bar("reading images", forget="lens_n2v_params") as progress:
                 if not concepts:
                     raise ImageError("enter a mask folder")
                 paths = tuple(str(p) for p in list_images(folder))
