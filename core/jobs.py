@@ -21,14 +21,22 @@ working) once :meth:`Scheduler.run` admits it:
 
 :func:`per_sample_bytes` measures the memory a pass needs per image for a loaded model (the sizes of every
 layer's output on one input: kept for backward by gradient methods, transient for forward-only work).
+
+The process-wide scheduler also writes its :meth:`Scheduler.status` (and the running jobs' kinds and progress)
+to ``LENS_CACHE_DIR/jobs.json`` whenever a job starts or ends (atomically), so whoever runs the server can see
+what it is computing without opening a page.
 """
 from __future__ import annotations
 
 import collections
+import json
 import os
+import tempfile
 import threading
+import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -137,12 +145,14 @@ class Scheduler:
     """The app-wide job queue (one per process; see :func:`scheduler`)."""
 
     def __init__(self, max_jobs: int | None = None, memory_bytes: int | None = None, cores: int | None = None,
-                 base_bytes: Callable[[], int] | None = None, max_threads: int | None = None) -> None:
+                 base_bytes: Callable[[], int] | None = None, max_threads: int | None = None,
+                 status_path: str | Path | None = None) -> None:
         self.max_jobs = max_jobs or default_max_jobs()
         self.memory_bytes = memory_bytes if memory_bytes is not None else default_memory_bytes()
         self.cores = cores or max(1, os.cpu_count() or 1)
         self.max_threads = max_threads or self.cores  # per job
         self.base_bytes = base_bytes or (lambda: 0)  # memory already used outside jobs (model, caches)
+        self.status_path = Path(status_path) if status_path is not None else None
         self._cv = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
         self._running: list[Job] = []
@@ -158,6 +168,23 @@ class Scheduler:
                     "threads": sum(j.threads for j in self._running), "cores": self.cores,
                     "memory_budget": self.memory_bytes,
                     "memory_reserved": sum(j.bytes for j in self._running), "finished": self.finished}
+
+    def _write_status(self) -> None:
+        """Write :meth:`status` plus the running jobs (kind, progress) to ``status_path`` atomically (caller holds
+        the lock; a failed write is ignored: the file is for people, not for the jobs)."""
+        if self.status_path is None:
+            return
+        data = {**self.status(), "time": time.time(), "pid": os.getpid(),
+                "jobs": [{"kind": str(j.key[0]) if j.key else "", "fraction": round(j.fraction, 3),
+                          "threads": j.threads, "batch": j.batch} for j in self._running]}
+        try:
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.status_path.parent, prefix=".jobs-", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.status_path)
+        except OSError:
+            pass
 
     def ahead_of(self, job: Job) -> int:
         with self._cv:
@@ -270,6 +297,7 @@ class Scheduler:
                         self._queue.popleft()
                         job.batch, job.threads, job.state = fit, threads, "running"
                         self._running.append(job)
+                        self._write_status()
                         self._cv.notify_all()
                         return
                 ahead = self._queue.index(job)
@@ -291,6 +319,7 @@ class Scheduler:
             if self._by_key.get(job.key) is job:
                 del self._by_key[job.key]
             self.finished += 1
+            self._write_status()
             job.done.set()
             self._cv.notify_all()
 
@@ -305,6 +334,9 @@ def scheduler() -> Scheduler:
     global _scheduler
     with _scheduler_lock:
         if _scheduler is None:
+            from .result_store import cache_dir
+
             base = rss_bytes()
-            _scheduler = Scheduler(base_bytes=lambda: base)
+            root = cache_dir()
+            _scheduler = Scheduler(base_bytes=lambda: base, status_path=root / "jobs.json" if root else None)
         return _scheduler

@@ -193,3 +193,22 @@ def test_a_session_rerun_mid_job_frees_its_slot_and_stores_nothing(tmp_path):
         store.get_or_compute(("k",), lambda: sched.run(("k",), compute, progress=progress))
     assert ("k",) not in store and sched.status()["running"] == 0 and sched.status()["queued"] == 0
     assert sched.run(("k",), compute) == "done"
+
+
+def test_the_status_file_follows_jobs_starting_and_ending(tmp_path):
+    import json
+
+    path = tmp_path / "jobs.json"
+    sched = Scheduler(max_jobs=2, cores=2, memory_bytes=1 << 30, status_path=path)
+    seen = []
+
+    def compute(job, report):
+        report(0.5, "half")
+        seen.append(json.loads(path.read_text()))
+        return 1
+
+    sched.run(("attribution", "m", "i"), compute)
+    during, after = seen[0], json.loads(path.read_text())
+    assert during["running"] == 1 and [j["kind"] for j in during["jobs"]] == ["attribution"]
+    assert after["running"] == 0 and after["jobs"] == [] and after["finished"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name != "jobs.json"]  # no temporary file left
