@@ -102,9 +102,21 @@ def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1):
         if progress is not None:
             progress(0.0, f"queued, {ahead} ahead" if ahead else "queued: waiting for a free slot")
 
+    def scheduled(job, report):
+        last = [0.0, "running"]
+
+        def noted(fraction, message):
+            last[:] = fraction, message
+            report(fraction, message)
+        # between progress reports (a batch can take seconds) the last report is repeated from inside the
+        # passes every 0.25 s: the page's progress call is where Streamlit stops a script whose user pressed
+        # Stop, changed the input or closed the tab, so the job ends within a fraction of a second
+        with core_jobs.heartbeat(model, lambda: report(*last)):
+            return compute(noted, job.batch)
+
     def run():
         return core_jobs.scheduler().run(
-            key, lambda job, report: compute(report, job.batch), progress=progress, wait=queued,
+            key, scheduled, progress=progress, wait=queued,
             bytes_per_sample=core_jobs.per_sample_bytes(model), samples=samples)
     return results().get_or_compute(key, run)
 
