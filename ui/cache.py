@@ -139,28 +139,14 @@ def _model_input(_model: LensModel, model_key: str, path: str, stamp: int | None
 
 # ------------------------------------------------------------------------------- adversarial perturbation
 
-@dataclass(frozen=True)
-class AttackSettings:
-    """One attack as the page asks for it: ε and step in [0, 1] pixel units; ``target`` None is untargeted."""
-
-    method: str
-    norm: str
-    eps: float
-    step: float
-    steps: int
-    target: int | None
-    random_start: bool
-    early_stop: bool
-    seed: int
+AttackSettings = core_warm.AttackSettings  # defined in core, so `python -m core warm` builds the pages' keys
 
 
 def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: AttackSettings,
                 progress=None) -> core_attack.AttackResult:
     """:class:`core.attack.attacks.AttackResult` for one image ``x`` (3, H, W) in [0, 1]."""
-    s = settings
-    return _long(("attack", model_key, image_key, s), progress, model, lambda progress, _batch: core_attack.attack(
-        model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step, steps=s.steps,
-        random_start=s.random_start, early_stop=s.early_stop, seed=s.seed, progress=progress))
+    return _long(core_warm.attack_key(model_key, image_key, settings), progress, model,
+                 lambda progress, _batch: core_warm.run_attack(model, x, settings, progress))
 
 
 def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: AttackSettings,
@@ -263,26 +249,14 @@ def sample_patches(model: LensModel, layer: str, channel: int, n: int) -> list[t
 
 # ------------------------------------------------------------------- perturbation masks, similarity, Net2Vec
 
-@dataclass(frozen=True)
-class MaskSettings:
-    """One perturbation-mask run: values of core.perturbation.masks' enums; ``areas`` sorted."""
-
-    target: int
-    method: str
-    areas: tuple[float, ...]
-    variant: str
-    perturbation: str
-    iterations: int
+MaskSettings = core_warm.MaskSettings
 
 
 def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: MaskSettings,
                        progress=None) -> core_perturbation.PerturbationResult:
     """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks)."""
-    s = settings
-    return _long(("perturbation", model_key, image_key, s), progress, model, lambda progress, _batch: core_perturbation.perturbation_masks(
-        model, x.unsqueeze(0), s.target, method=core_perturbation.MaskMethod(s.method), areas=s.areas,
-        variant=core_perturbation.Variant(s.variant), iterations=s.iterations,
-        perturbation=core_perturbation.Perturbation(s.perturbation), progress=progress))
+    return _long(core_warm.mask_key(model_key, image_key, settings), progress, model,
+                 lambda progress, _batch: core_warm.run_masks(model, x, settings, progress))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -337,15 +311,9 @@ def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[in
 
     One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
     """
-    def compute(progress, _batch):
-        if len(channels) == 2:
-            return core_featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
-                                               objective=objective, settings=settings, progress=progress)
-        return core_featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
-                                         progress=progress)
-
-    return _long(("feature_vis", model_key, layer, tuple(channels), objective, settings), progress, model,
-                 compute, samples=settings.batch)
+    return _long(core_warm.featurevis_key(model_key, layer, channels, objective, settings), progress, model,
+                 lambda progress, _batch: core_warm.run_featurevis(model, layer, channels, objective, settings,
+                                                                   progress), samples=settings.batch)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
