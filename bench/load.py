@@ -9,7 +9,8 @@ status widget gone for 2 s); the home session reloads the home page and times un
 Figures: each session's seconds, alone (``--serial``: the same sessions one after another on a fresh server, the
 floor) and at once, and whether its page showed an exception box or a failure message; the results each run
 stored compared (``same_as_serial``: every result file of the serial run exists in the concurrent run and holds the
-same numbers, see :func:`compare_stores`); the home page's render times (p50, p95) while the jobs run; the
+same numbers, see :func:`compare_stores`); the home page's render times (p50, p95) while the jobs run, and alone (p50 of 5 renders before the jobs start:
+the floor on this machine, Chromium included); the
 server's peak RSS (polled every 0.2 s) against ``LENS_MEMORY_MB``; the wall time against the sum of the serial
 sessions; the load average before and after and the CPU model.
 
@@ -201,12 +202,14 @@ def heavy_session(browser, url: str, session: Session, timeout: float) -> dict:
         context.close()
 
 
-def home_session(browser, url: str, stop: threading.Event, timeout: float, out: list[float]) -> None:
-    """Reload the home page until ``stop``; each render's seconds (until the top-5 table shows) go to ``out``."""
+def home_session(browser, url: str, stop: threading.Event, timeout: float, out: list[float],
+                 renders: int | None = None) -> None:
+    """Reload the home page until ``stop`` (or ``renders`` times); each render's seconds (until the top-5 table
+    shows) go to ``out``."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         page = context.new_page()
-        while not stop.is_set():
+        while not stop.is_set() and (renders is None or len(out) < renders):
             start = time.perf_counter()
             page.goto(url + "/?model=embedded", wait_until="domcontentloaded")
             while "Top-5 classes" not in page.inner_text("body") or page.locator(
@@ -356,6 +359,8 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                 server = Server(env, root / "concurrent")
                 try:
                     warm_up(browser, server.url, timeout)
+                    alone: list[float] = []  # the floor: the home page with nothing else running
+                    home_session(browser, server.url, threading.Event(), timeout, alone, renders=5)
                     results: dict[str, dict] = {}
                     home: list[float] = []
                     stop = threading.Event()
@@ -389,6 +394,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     home_thread.join(timeout + 30)
                     figures.update({
                         "concurrent": [results[s.name] for s in sessions], "wall_s": round(wall, 2),
+                        "home_alone_p50_s": percentile(alone, 0.5),
                         "home_renders": len(home), "home_p50_s": percentile(home, 0.5),
                         "home_p95_s": percentile(home, 0.95), "home_max_s": percentile(home, 1.0),
                         "peak_rss_mb": round(server.peak_rss / 2**20),
