@@ -12,25 +12,10 @@ import time
 import pytest
 
 from bench import load
-from tests.test_browser import CHROMIUM, _require
+from tests.test_browser import CHROMIUM, _require, browser  # noqa: F401 (the fixture: Debian Chromium)
 
 STOP = "[class*='st-key-lens_stop_'] button"  # the Stop button of a progress bar (by its widget key)
 LONG_JOB = "/attribution?model=embedded&sample=astronaut.jpg&method=smoothgrad&samples=200&converge=0&run=attr_run"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _require(CHROMIUM is not None, "Debian chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _require(False, "playwright is not installed (pip install -r requirements-dev.txt)")
-    with sync_playwright() as p:
-        b = load.launch(p)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

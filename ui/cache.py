@@ -97,7 +97,8 @@ def server_load(model: LensModel) -> dict[str, str]:
 def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1):
     """The stored result, or ``compute(progress, batch)`` run as a job of the app's scheduler (core.jobs):
     queued behind other sessions' jobs ("queued, N ahead" on the progress bar), computed once for identical
-    requests, stopped at its next progress report when the session reruns or ends; nothing stored on failure."""
+    requests, stopped within 0.25 s (see ``scheduled``) when the session reruns (Stop, a changed input) or ends
+    (a closed tab); nothing stored on failure or stop."""
     def queued(ahead: int) -> None:
         if progress is not None:
             progress(0.0, f"queued, {ahead} ahead" if ahead else "queued: waiting for a free slot")

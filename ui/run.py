@@ -6,7 +6,8 @@ while the settings are unchanged (a view option never needs another press), and 
 with the result computed, so a shared link reproduces the view.
 
 While a job computes, its progress bar (ui/widgets.py) shows **Stop**: pressing it reruns the script, which
-interrupts the job at its next progress report (the scheduler records it as cancelled), and :func:`stop` forgets
+interrupts the job at its next progress call (at least every 0.25 s: ui/cache.py repeats the last report from
+inside the job's passes; the scheduler records the job as cancelled), and :func:`stop` forgets
 the pressed settings of the run button the job belongs to, so the rerun says "stopped" instead of starting the
 job again.
 """
