@@ -1,5 +1,5 @@
 """Many users at once, with real browsers against the real server on loopback (Debian Chromium via Playwright):
-Stop, a closed tab, a failing job, and a small version of bench/load.py.
+Stop, a closed tab, and a small version of bench/load.py (a failing job: tests/test_app_faults.py).
 
 The server's scheduler writes its status to ``LENS_CACHE_DIR/jobs.json`` whenever a job starts or ends; the tests
 read it (and the server's CPU time from /proc) to see what the server computes. Skipped without Chromium or
