@@ -37,6 +37,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: core/ is imported to read the stored results
+    sys.path.insert(0, str(ROOT))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
@@ -63,9 +65,9 @@ FULL = [
             "clean class:"),
     Session("gradcam_grid", "/attribution?model=embedded&sample=rocket.jpg&method=gradcam&run=attr_run,attr_grid_run",
             "Grad-CAM ("),
-    # extremal with 100 iterations instead of the page's 300 (three areas at once): 300 took over 10 minutes
-    # alone on the shared 2-core machine, longer than the other seven together
-    Session("extremal", "/perturbation?model=embedded&sample=clock_motion.jpg&method=extremal&iterations=100"
+    # extremal with 40 iterations instead of the page's 300 (three areas at once): 100 took 390 s alone on the
+    # shared 2-core machine, longer than the other seven together
+    Session("extremal", "/perturbation?model=embedded&sample=clock_motion.jpg&method=extremal&iterations=40"
             "&run=lens_pert_run", "Convergence"),
     Session("featurevis", "/featurevis?model=embedded&sample=china.jpg", "Objective at the model's input size",
             press="Visualise"),
@@ -185,6 +187,7 @@ def heavy_session(browser, url: str, session: Session, timeout: float) -> dict:
     """Open the session's link (and press its button), wait until its result is drawn and the page has settled;
     seconds and problems."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(timeout * 1000)  # nine browsers starting at once on two cores: slow first loads
     try:
         page = context.new_page()
         start = time.perf_counter()
@@ -211,6 +214,7 @@ def home_session(browser, url: str, stop: threading.Event, timeout: float, out: 
     """Reload the home page until ``stop`` (or ``renders`` times); each render's seconds (until the top-5 table
     shows) go to ``out``."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(timeout * 1000)
     try:
         page = context.new_page()
         while not stop.is_set() and (renders is None or len(out) < renders):
