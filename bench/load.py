@@ -1,21 +1,30 @@
 """Many users at once against the real server: Debian Chromium sessions (Playwright) on heavy pages while one
 more session keeps reloading the home page. Prints ONE JSON object.
 
-The server runs on 127.0.0.1 only, with a fresh ``LENS_CACHE_DIR`` (so everything is computed), offline. Each
-heavy session opens one page's URL (the default sample photo, the page's default settings) and waits until the
-script has finished (Streamlit's status widget gone for 2 s); the home session reloads the home page and times
-until the top-5 table shows. Figures: each session's seconds and whether its page shows an exception or a
-"failed" message, the home page's render times (median, p95), the server's peak RSS (polled every 0.2 s) against
-``LENS_MEMORY_MB``, and the wall time against the sum of the same sessions run one at a time (``--serial``).
+The server runs on 127.0.0.1 only, offline, with a fresh ``LENS_CACHE_DIR`` (so everything is computed). Each heavy
+session opens one page's link (its own sample photo, settings and ``run=`` keys, so the page computes at once;
+Feature visualisation and Net2Vec then press their button) and waits until the script has finished (Streamlit's
+status widget gone for 2 s); the home session reloads the home page and times until the top-5 table shows.
 
-    python bench/load.py                      # the full run: 8 heavy pages + the home reloader
-    python bench/load.py --pages attribution --serial --timeout 300
+Figures: each session's seconds, alone (``--serial``: the same sessions one after another on a fresh server, the
+floor) and at once, and whether its page showed an exception box or a failure message; the results each run
+stored compared (``same_as_serial``: every result file of the serial run exists in the concurrent run and holds the
+same numbers, see :func:`compare_stores`); the home page's render times (p50, p95) while the jobs run, and alone (p50 of 5 renders before the jobs start:
+the floor on this machine, Chromium included); the
+server's peak RSS (polled every 0.2 s) against ``LENS_MEMORY_MB``; the wall time against the sum of the serial
+sessions; the load average before and after and the CPU model.
+
+    python bench/load.py --serial                 # the full run: 8 heavy sessions + the home reloader
+    python bench/load.py --sessions smoothgrad gradcam_grid --serial --timeout 300
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
+import pickle
 import shutil
 import socket
 import statistics
@@ -28,11 +37,52 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: core/ is imported to read the stored results
+    sys.path.insert(0, str(ROOT))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-HEAVY = ["attribution", "attack", "perturbation", "featurevis", "similarity", "net2vec", "activation_index"]
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-BAD = ("Traceback", "failed:", "Error:", "does not apply here")
+# an exception box, an error message (st.error: a job that failed, a method refused), a traceback in the text
+PROBLEMS = "[data-testid='stException'], [data-testid='stAlertContentError']"
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """One heavy session: the link it opens, the button it then presses (if any), and a text that shows only
+    once its result is drawn."""
+
+    name: str
+    path: str
+    done: str
+    press: str | None = None
+
+
+# The issue's eight heavy sessions, each on its own sample photo with the page's default settings.
+FULL = [
+    Session("smoothgrad", "/attribution?model=embedded&sample=chelsea.jpg&method=smoothgrad&run=attr_run",
+            "Download raw map (.npy)"),
+    Session("pgd_smoothgrad", "/attack?model=embedded&sample=coffee.jpg&method=pgd&run=atk_run,atk_sg_run",
+            "clean class:"),
+    Session("gradcam_grid", "/attribution?model=embedded&sample=rocket.jpg&method=gradcam&run=attr_run,attr_grid_run",
+            "Grad-CAM ("),
+    # extremal with 40 iterations instead of the page's 300 (three areas at once): 100 took 390 s alone on the
+    # shared 2-core machine, longer than the other seven together
+    Session("extremal", "/perturbation?model=embedded&sample=clock_motion.jpg&method=extremal&iterations=40"
+            "&run=lens_pert_run", "Convergence"),
+    Session("featurevis", "/featurevis?model=embedded&sample=china.jpg", "Objective at the model's input size",
+            press="Visualise"),
+    Session("similarity", "/similarity?model=embedded&sample=flower.jpg", "best match"),
+    Session("net2vec", "/net2vec?model=embedded&sample=grace_hopper.jpg", "Predicted masks", press="Learn concepts"),
+    Session("dataset_examples", "/activation_index?model=embedded&sample=opencv_squirrel_cls.jpg", "excites in"),
+]
+# The CI version (tests/test_load_browser.py): three short jobs.
+SMALL = [
+    Session("smoothgrad", "/attribution?model=embedded&sample=chelsea.jpg&method=smoothgrad&samples=8&run=attr_run",
+            "Download raw map (.npy)"),
+    Session("fgsm", "/attack?model=embedded&sample=coffee.jpg&method=fgsm&run=atk_run", "Confidence over the steps"),
+    Session("perturbation", "/perturbation?model=embedded&sample=rocket.jpg&areas=0.1&iterations=20&run=lens_pert_run",
+            "Convergence"),
+]
 
 
 def free_port() -> int:
@@ -42,15 +92,17 @@ def free_port() -> int:
 
 
 class Server:
-    """``streamlit run dashboard.py`` on loopback, with its peak RSS sampled."""
+    """``streamlit run dashboard.py`` on loopback with its own ``LENS_CACHE_DIR``; peak RSS sampled every 0.2 s."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], cache_dir: str | Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.cache_dir = Path(cache_dir)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=ROOT, env={**os.environ, "LENS_OFFLINE": "1", **env, "LENS_CACHE_DIR": str(cache_dir)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.peak_rss = 0
         self._stop = threading.Event()
         for _ in range(240):
@@ -75,6 +127,19 @@ class Server:
             pass
         return 0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def jobs(self) -> dict:
+        """The scheduler's status file (core/jobs.py writes it when a job starts or ends); {} before any job."""
+        try:
+            return json.loads((self.cache_dir / "jobs.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def _poll(self) -> None:
         while not self._stop.is_set():
             self.peak_rss = max(self.peak_rss, self.rss())
@@ -89,12 +154,14 @@ class Server:
             self.proc.kill()
 
 
-def _browser(p):
+def launch(p):
+    """Debian's Chromium (never a downloaded browser)."""
     return p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
 
 
-def _settled(page, timeout: float) -> float:
-    """Seconds until the script run is over (status widget absent for 2 s in a row)."""
+def settled(page, timeout: float) -> float:
+    """When (``time.perf_counter()``) the script run ended: the page drawn and Streamlit's status widget absent
+    from then on for 2 s."""
     start = time.perf_counter()
     quiet = None
     while time.perf_counter() - start < timeout:
@@ -105,114 +172,268 @@ def _settled(page, timeout: float) -> float:
         elif quiet is None:
             quiet = time.perf_counter()
         elif time.perf_counter() - quiet >= 2.0:
-            return quiet - start
+            return quiet
         time.sleep(0.25)
     raise TimeoutError(f"page still running after {timeout:.0f} s")
 
 
-def heavy_session(url: str, name: str, timeout: float) -> dict:
-    from playwright.sync_api import sync_playwright
+def problems(page) -> list[str]:
+    """The first line of every exception box and error message on the page (and a traceback in its text)."""
+    found = [t.strip().splitlines()[0] if t.strip() else "(empty)" for t in page.locator(PROBLEMS).all_inner_texts()]
+    return found + (["Traceback in the page"] if "Traceback (most recent call last)" in page.inner_text("body") else [])
 
-    with sync_playwright() as p:
-        browser = _browser(p)
+
+def heavy_session(browser, url: str, session: Session, timeout: float) -> dict:
+    """Open the session's link (and press its button), wait until its result is drawn and the page has settled;
+    seconds and problems."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(timeout * 1000)  # nine browsers starting at once on two cores: slow first loads
+    try:
+        page = context.new_page()
+        start = time.perf_counter()
+        error = ""
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url + session.path, wait_until="domcontentloaded")
+            if session.press:
+                button = page.get_by_role("button", name=session.press).first
+                button.wait_for(timeout=timeout * 1000)
+                button.click()
+            page.get_by_text(session.done).first.wait_for(timeout=timeout * 1000)
+            seconds = settled(page, timeout) - start
+        except Exception as e:  # noqa: BLE001 - reported in the figures
+            seconds, error = time.perf_counter() - start, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        result = {"session": session.name, "seconds": round(seconds, 2), "error": error, "problems": problems(page)}
+        print(json.dumps(result), file=sys.stderr, flush=True)  # a long run's progress
+        return result
+    finally:
+        context.close()
+
+
+def home_session(browser, url: str, stop: threading.Event, timeout: float, out: list[float],
+                 renders: int | None = None) -> None:
+    """Reload the home page until ``stop`` (or ``renders`` times); each render's seconds (until the top-5 table
+    shows) go to ``out``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(timeout * 1000)
+    try:
+        page = context.new_page()
+        while not stop.is_set() and (renders is None or len(out) < renders):
             start = time.perf_counter()
-            page.goto(f"{url}/{name}", wait_until="domcontentloaded")
-            try:
-                seconds = _settled(page, timeout)
-                error = ""
-            except Exception as e:  # noqa: BLE001 - reported in the figures
-                seconds, error = time.perf_counter() - start, f"{type(e).__name__}: {str(e).splitlines()[0]}"
-            body = page.inner_text("body")
-            bad = [b for b in BAD if b in body]
-            return {"page": name, "seconds": round(seconds, 2), "error": error, "bad_text": bad}
-        finally:
-            browser.close()
+            page.goto(url + "/?model=embedded", wait_until="domcontentloaded")
+            while "Top-5 classes" not in page.inner_text("body") or page.locator(
+                    '[data-testid="stTable"]').count() == 0:
+                if time.perf_counter() - start > timeout:
+                    raise TimeoutError("home page did not render")
+                time.sleep(0.05)
+            out.append(time.perf_counter() - start)
+    finally:
+        context.close()
 
 
-def home_session(url: str, stop: threading.Event, timeout: float) -> list[float]:
-    from playwright.sync_api import sync_playwright
-
-    times = []
-    with sync_playwright() as p:
-        browser = _browser(p)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            while not stop.is_set():
-                start = time.perf_counter()
-                page.goto(url, wait_until="domcontentloaded")
-                while "Top-5 classes" not in page.inner_text("body") or page.locator(
-                        '[data-testid="stTable"]').count() == 0:
-                    if time.perf_counter() - start > timeout:
-                        raise TimeoutError("home page did not render")
-                    time.sleep(0.05)
-                times.append(time.perf_counter() - start)
-        finally:
-            browser.close()
-    return times
+def warm_up(browser, url: str, timeout: float) -> None:
+    """One visit to the home page on a fresh server (PyTorch and the model load on the first run), not timed."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(url + "/?model=embedded", wait_until="domcontentloaded")
+        page.get_by_text("Top-5 classes").first.wait_for(timeout=timeout * 1000)
+    finally:
+        context.close()
 
 
-def run(pages: list[str], *, timeout: float = 600, serial: bool = False, memory_mb: int | None = None) -> dict:
-    """The load run (and the serial one when asked); figures as a dict."""
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile (nearest rank) of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 2)
+
+
+# ---------------------------------------------------------------------------------------- same numbers
+
+RELATIVE = 1e-2  # float32 results computed with other torch thread counts: measured ≤ 1.6e-3 of the largest value
+
+
+def _differences(a, b, where: str, out: list[str]) -> None:
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        a = a.detach().float().numpy() if a.is_floating_point() else a.numpy()
+    if isinstance(b, torch.Tensor):
+        b = b.detach().float().numpy() if b.is_floating_point() else b.numpy()
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        if type(a) is not type(b):
+            out.append(f"{where}: {type(a).__name__} vs {type(b).__name__}")
+            return
+        for f in dataclasses.fields(a):
+            if f.name != "seconds":  # the time a run took is not a result
+                _differences(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}", out)
+    elif isinstance(a, dict):
+        if set(a) != set(b):
+            out.append(f"{where}: keys differ")
+            return
+        for k in a:
+            _differences(a[k], b[k], f"{where}[{k!r}]", out)
+    elif isinstance(a, (list, tuple)):
+        if len(a) != len(b):
+            out.append(f"{where}: {len(a)} vs {len(b)} items")
+            return
+        for i, (x, y) in enumerate(zip(a, b)):
+            _differences(x, y, f"{where}[{i}]", out)
+    elif isinstance(a, np.ndarray):
+        if a.shape != b.shape:
+            out.append(f"{where}: shape {a.shape} vs {b.shape}")
+        elif a.dtype.kind == "f":
+            scale = float(np.abs(a).max()) if a.size else 0.0
+            worst = float(np.abs(a - b).max()) if a.size else 0.0
+            if worst > RELATIVE * scale:
+                out.append(f"{where}: differs by {worst:.3g} (largest value {scale:.3g})")
+        elif not np.array_equal(a, b):
+            out.append(f"{where}: values differ")
+    elif isinstance(a, float):
+        if not math.isclose(a, b, rel_tol=RELATIVE, abs_tol=1e-6):
+            out.append(f"{where}: {a} vs {b}")
+    elif a != b:
+        out.append(f"{where}: {a!r} vs {b!r}")
+
+
+def stored_results(cache_dir: str | Path) -> dict[str, object]:
+    """Every result a server stored under ``cache_dir`` (file digest -> value)."""
+    from core.result_store import MAGIC, _HASH
+
+    found = {}
+    for path in Path(cache_dir).glob("results/*/*/*.pkl"):
+        data = path.read_bytes()
+        found[path.stem] = pickle.loads(data[len(MAGIC) + _HASH:])
+    return found
+
+
+def compare_stores(serial_dir: str | Path, concurrent_dir: str | Path) -> dict:
+    """Whether the concurrent run stored every result of the serial run, with the same numbers (float arrays
+    within ``RELATIVE`` of their largest value: jobs at once get fewer torch threads, so float32 sums are split
+    differently; integers, classes and strings exactly; ``seconds`` fields ignored)."""
+    serial, concurrent = stored_results(serial_dir), stored_results(concurrent_dir)
+    differences: list[str] = []
+    missing = sorted(set(serial) - set(concurrent))
+    for digest in sorted(set(serial) & set(concurrent)):
+        _differences(serial[digest], concurrent[digest], f"{type(serial[digest]).__name__}", differences)
+    return {"serial_results": len(serial), "concurrent_results": len(concurrent), "missing": len(missing),
+            "differences": differences[:20], "same": not missing and not differences}
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        return next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def prepare_index() -> None:
+    """The Dataset-examples page queries the index of the sample photos: build it once (not timed)."""
+    subprocess.run([sys.executable, "-m", "core", "index", "build", "assets/samples", "--json"], cwd=ROOT,
+                   env={**os.environ, "LENS_OFFLINE": "1"}, check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, memory_mb: int | None = None,
+        cache_root: str | Path | None = None) -> dict:
+    """The concurrent run (after the serial one when ``serial``); figures as a dict (see the module's doc)."""
     if CHROMIUM is None:
         raise RuntimeError("Debian chromium is not installed (apt-get install chromium)")
-    env = {"LENS_OFFLINE": "1"}
-    if memory_mb:
-        env["LENS_MEMORY_MB"] = str(memory_mb)
-    figures: dict = {"pages": pages, "cores": os.cpu_count()}
-    if serial:
-        with tempfile.TemporaryDirectory() as cache:
-            server = Server({**env, "LENS_CACHE_DIR": cache})
+    from playwright.sync_api import sync_playwright
+
+    env = {"LENS_MEMORY_MB": str(memory_mb)} if memory_mb else {}
+    budget = memory_mb or float(os.environ.get("LENS_MEMORY_MB", 2400))
+    figures: dict = {"sessions": [s.name for s in sessions], "cores": os.cpu_count(), "cpu": cpu_model(),
+                     "load_average_before": [round(v, 2) for v in os.getloadavg()], "memory_budget_mb": budget}
+    root = Path(tempfile.mkdtemp(prefix="lens-load-", dir=cache_root))
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
             try:
-                figures["serial"] = [heavy_session(server.url, name, timeout) for name in pages]
-                figures["serial_sum_s"] = round(sum(s["seconds"] for s in figures["serial"]), 2)
+                if serial:
+                    server = Server(env, root / "serial")
+                    try:
+                        warm_up(browser, server.url, timeout)
+                        alone = [heavy_session(browser, server.url, s, timeout) for s in sessions]
+                    finally:
+                        server.close()
+                    figures["serial"] = alone
+                    figures["serial_sum_s"] = round(sum(s["seconds"] for s in alone), 2)
+                server = Server(env, root / "concurrent")
+                try:
+                    warm_up(browser, server.url, timeout)
+                    alone: list[float] = []  # the floor: the home page with nothing else running
+                    home_session(browser, server.url, threading.Event(), timeout, alone, renders=5)
+                    results: dict[str, dict] = {}
+                    home: list[float] = []
+                    stop = threading.Event()
+                    # one browser per thread: Playwright's sync objects belong to the thread that made them
+                    def heavy(s: Session) -> None:
+                        with sync_playwright() as q:
+                            b = launch(q)
+                            try:
+                                results[s.name] = heavy_session(b, server.url, s, timeout)
+                            finally:
+                                b.close()
+
+                    def reloader() -> None:
+                        with sync_playwright() as q:
+                            b = launch(q)
+                            try:
+                                home_session(b, server.url, stop, timeout, home)
+                            finally:
+                                b.close()
+
+                    home_thread = threading.Thread(target=reloader)
+                    threads = [threading.Thread(target=heavy, args=(s,)) for s in sessions]
+                    start = time.perf_counter()
+                    home_thread.start()
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                    wall = time.perf_counter() - start
+                    stop.set()
+                    home_thread.join(timeout + 30)
+                    figures.update({
+                        "concurrent": [results[s.name] for s in sessions], "wall_s": round(wall, 2),
+                        "home_alone_p50_s": percentile(alone, 0.5),
+                        "home_renders": len(home), "home_p50_s": percentile(home, 0.5),
+                        "home_p95_s": percentile(home, 0.95), "home_max_s": percentile(home, 1.0),
+                        "peak_rss_mb": round(server.peak_rss / 2**20),
+                        "exceptions": sum(len(r["problems"]) + bool(r["error"]) for r in results.values()),
+                    })
+                finally:
+                    server.close()
             finally:
-                server.close()
-    with tempfile.TemporaryDirectory() as cache:
-        server = Server({**env, "LENS_CACHE_DIR": cache})
-        try:
-            results: dict[str, dict] = {}
-            stop = threading.Event()
-            home: dict[str, list] = {}
-            home_thread = threading.Thread(target=lambda: home.setdefault("t", home_session(server.url, stop, timeout)))
-            threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, heavy_session(server.url, n, timeout)))
-                       for n in pages]
-            start = time.perf_counter()
-            home_thread.start()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - start
-            stop.set()
-            home_thread.join(timeout + 30)
-            times = sorted(home.get("t", []))
-            figures.update({
-                "sessions": [results[n] for n in pages], "wall_s": round(wall, 2),
-                "home_renders": len(times),
-                "home_median_s": round(statistics.median(times), 2) if times else None,
-                "home_p95_s": round(times[min(len(times) - 1, int(0.95 * len(times)))], 2) if times else None,
-                "peak_rss_mb": round(server.peak_rss / 2**20),
-                "memory_budget_mb": memory_mb or int(os.environ.get("LENS_MEMORY_MB", 2400)),
-                "exceptions": sum(bool(r["error"] or r["bad_text"]) for r in results.values()),
-            })
-        finally:
-            server.close()
-    if serial:
-        figures["wall_over_serial_sum"] = round(figures["wall_s"] / figures["serial_sum_s"], 3)
-    figures["load_average"] = os.getloadavg()
+                browser.close()
+        if serial:
+            figures["same_as_serial"] = compare_stores(root / "serial", root / "concurrent")
+            figures["wall_over_serial_sum"] = round(figures["wall_s"] / max(1e-9, figures["serial_sum_s"]), 3)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    figures["peak_rss_under_budget"] = figures["peak_rss_mb"] <= budget
+    figures["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     return figures
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pages", nargs="+", default=HEAVY, choices=HEAVY)
-    ap.add_argument("--timeout", type=float, default=900)
-    ap.add_argument("--serial", action="store_true", help="also run the pages one at a time (the floor)")
-    ap.add_argument("--memory-mb", type=int, default=None)
+    names = {s.name: s for s in FULL + SMALL}
+    ap.add_argument("--sessions", nargs="+", default=[s.name for s in FULL], choices=sorted(names))
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per session (default 900)")
+    ap.add_argument("--serial", action="store_true", help="also run the sessions one at a time first (the floor)")
+    ap.add_argument("--memory-mb", type=int, default=None, help="LENS_MEMORY_MB for the server")
     args = ap.parse_args()
-    print(json.dumps(run(args.pages, timeout=args.timeout, serial=args.serial, memory_mb=args.memory_mb)))
+    chosen = [names[n] for n in args.sessions]
+    if any(s.name == "dataset_examples" for s in chosen):
+        prepare_index()
+    print(json.dumps(run(chosen, timeout=args.timeout, serial=args.serial, memory_mb=args.memory_mb)))
 
 
 if __name__ == "__main__":

@@ -21,17 +21,27 @@ working) once :meth:`Scheduler.run` admits it:
 
 :func:`per_sample_bytes` measures the memory a pass needs per image for a loaded model (the sizes of every
 layer's output on one input: kept for backward by gradient methods, transient for forward-only work).
+
+The process-wide scheduler also writes its :meth:`Scheduler.status` (and the running jobs' kinds and progress)
+to ``LENS_CACHE_DIR/jobs.json`` whenever a job starts or ends (atomically), so whoever runs the server can see
+what it is computing without opening a page.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import os
+import tempfile
 import threading
+import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
+from torch import nn
 
 from .hooks import hooks_on
 
@@ -137,12 +147,14 @@ class Scheduler:
     """The app-wide job queue (one per process; see :func:`scheduler`)."""
 
     def __init__(self, max_jobs: int | None = None, memory_bytes: int | None = None, cores: int | None = None,
-                 base_bytes: Callable[[], int] | None = None, max_threads: int | None = None) -> None:
+                 base_bytes: Callable[[], int] | None = None, max_threads: int | None = None,
+                 status_path: str | Path | None = None) -> None:
         self.max_jobs = max_jobs or default_max_jobs()
         self.memory_bytes = memory_bytes if memory_bytes is not None else default_memory_bytes()
         self.cores = cores or max(1, os.cpu_count() or 1)
         self.max_threads = max_threads or self.cores  # per job
         self.base_bytes = base_bytes or (lambda: 0)  # memory already used outside jobs (model, caches)
+        self.status_path = Path(status_path) if status_path is not None else None
         self._cv = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
         self._running: list[Job] = []
@@ -158,6 +170,23 @@ class Scheduler:
                     "threads": sum(j.threads for j in self._running), "cores": self.cores,
                     "memory_budget": self.memory_bytes,
                     "memory_reserved": sum(j.bytes for j in self._running), "finished": self.finished}
+
+    def _write_status(self) -> None:
+        """Write :meth:`status` plus the running jobs (kind, progress) to ``status_path`` atomically (caller holds
+        the lock; a failed write is ignored: the file is for people, not for the jobs)."""
+        if self.status_path is None:
+            return
+        data = {**self.status(), "time": time.time(), "pid": os.getpid(),
+                "jobs": [{"kind": str(j.key[0]) if j.key else "", "fraction": round(j.fraction, 3),
+                          "threads": j.threads, "batch": j.batch} for j in self._running]}
+        try:
+            self.status_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.status_path.parent, prefix=".jobs-", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.status_path)
+        except OSError:
+            pass
 
     def ahead_of(self, job: Job) -> int:
         with self._cv:
@@ -270,6 +299,7 @@ class Scheduler:
                         self._queue.popleft()
                         job.batch, job.threads, job.state = fit, threads, "running"
                         self._running.append(job)
+                        self._write_status()
                         self._cv.notify_all()
                         return
                 ahead = self._queue.index(job)
@@ -291,8 +321,41 @@ class Scheduler:
             if self._by_key.get(job.key) is job:
                 del self._by_key[job.key]
             self.finished += 1
+            self._write_status()
             job.done.set()
             self._cv.notify_all()
+
+
+@contextlib.contextmanager
+def heartbeat(model: nn.Module, beat: Callable[[], None], every: float = 0.25) -> Iterator[None]:
+    """Call ``beat()`` at most every ``every`` seconds from inside this caller's own forward and backward passes
+    of ``model`` (after each convolution or linear layer, and when the gradient reaches its output), for the
+    work inside the block.
+
+    A job reports progress once per batch, seconds apart on a slow machine; ``beat`` lets it learn that it was
+    stopped mid-pass: it may raise (the scheduler's report raises :class:`JobCancelled`; Streamlit raises its
+    rerun or stop at an element call), which ends the pass. The hooks belong to the caller (core/hooks.py):
+    other sessions' passes on the shared model never beat. Work in other threads (model replicas) or on a
+    private copy of the net beats only at its own progress reports.
+    """
+    last = [time.monotonic()]
+
+    def tick(*_args) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            beat()
+
+    def after(_module, _inputs, output) -> None:
+        tick()
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(tick)  # returns None: the gradient is left as it is
+
+    with hooks_on(model) as hooks:
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                hooks.forward(m, after)
+        yield
 
 
 _scheduler: Scheduler | None = None
@@ -305,6 +368,9 @@ def scheduler() -> Scheduler:
     global _scheduler
     with _scheduler_lock:
         if _scheduler is None:
+            from .result_store import cache_dir
+
             base = rss_bytes()
-            _scheduler = Scheduler(base_bytes=lambda: base)
+            root = cache_dir()
+            _scheduler = Scheduler(base_bytes=lambda: base, status_path=root / "jobs.json" if root else None)
         return _scheduler

@@ -1,16 +1,20 @@
 """Precompute the default views for a folder of images into the result store, so a demo opens instantly.
 
 The keys are built by the same functions ``ui/cache.py`` uses (:func:`model_key`, :func:`content_key`,
-:func:`attribution_key`), so the app hits what ``python -m core warm`` wrote. Covered today: the Attribution page
-(its main view, SmoothGrad with the page's default options, for the predicted class, and the "Compare methods"
-grid, each method with its default options). Other pages' default views are not warmed yet.
+:func:`attribution_key`, :func:`attack_key`, :func:`mask_key`, :func:`featurevis_key`), so the app hits what
+``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with the page's
+default options, for the predicted class, and the "Compare methods" grid, each method with its default options),
+the Adversarial page (the default PGD attack), the Perturbation-masks page (the default extremal masks for the
+predicted class) and the Feature-visualisation page (the default channel of the default layer: one per model, not
+per image). Not covered: the deletion/insertion curves under an attribution map, Similarity (kept per session
+by Streamlit, not in the result store), Net2Vec and the activation index (a folder's worth of work of their own).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -44,6 +48,108 @@ def attribution_key(model_key: str, image_key: str, method: str, target: int, op
     return ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
 
 
+@dataclass(frozen=True)
+class AttackSettings:
+    """One attack as the Adversarial page asks for it: ε and step in [0, 1] pixel units; ``target`` None is
+    untargeted."""
+
+    method: str
+    norm: str
+    eps: float
+    step: float
+    steps: int
+    target: int | None
+    random_start: bool
+    early_stop: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """One perturbation-mask run: values of core.perturbation.masks' enums; ``areas`` sorted."""
+
+    target: int
+    method: str
+    areas: tuple[float, ...]
+    variant: str
+    perturbation: str
+    iterations: int
+
+
+def attack_key(model_key: str, image_key: str, settings: AttackSettings) -> tuple:
+    """Result-store key of one attack (the Adversarial page's key)."""
+    return ("attack", model_key, image_key, settings)
+
+
+def mask_key(model_key: str, image_key: str, settings: MaskSettings) -> tuple:
+    """Result-store key of one perturbation-mask run (the Perturbation-masks page's key)."""
+    return ("perturbation", model_key, image_key, settings)
+
+
+def featurevis_key(model_key: str, layer: str, channels: tuple[int, ...], objective: str, settings) -> tuple:
+    """Result-store key of one feature visualisation (the Feature-visualisation page's key)."""
+    return ("feature_vis", model_key, layer, tuple(channels), objective, settings)
+
+
+def page_attack() -> AttackSettings:
+    """The Adversarial page's initial settings (ui/forms.py ``attack_settings``'s widget defaults): PGD, L∞,
+    ε 4/255, step 1/255, 10 steps, untargeted, no random start, stop once the goal is met."""
+    from .attack.attacks import PIXEL
+
+    return AttackSettings("pgd", "linf", 4.0 * PIXEL, 1.0 * PIXEL, 10, None, False, True, 0)
+
+
+def page_masks(target: int) -> MaskSettings:
+    """The Perturbation-masks page's initial settings for class ``target``: extremal, preserve, blur, areas
+    5/10/20 %, the module's default iterations."""
+    from .perturbation.masks import EXTREMAL_ITERATIONS
+
+    return MaskSettings(int(target), "extremal", (0.05, 0.1, 0.2), "preserve", "blur", EXTREMAL_ITERATIONS)
+
+
+def page_featurevis(model: LensModel) -> tuple[str, tuple[int, ...], str, object]:
+    """(layer, channels, objective, settings) the Feature-visualisation page starts with: channel 0 of the default
+    layer, the channel objective, ui/forms.py ``featurevis_settings``'s widget defaults at the model's size."""
+    from .catalogue import default_layer
+    from .features.featurevis import Settings
+
+    settings = replace(Settings(), steps=128, size=int(model.card.input_size[1]), seed=0, batch=1, lr=0.05,
+                       diversity=0.0, rotate=10.0, fourier=True)
+    return default_layer(model).name, (0,), "channel", settings
+
+
+def run_attack(model: LensModel, x, settings: AttackSettings, progress: Progress | None = None):
+    """:class:`core.attack.attacks.AttackResult` of one image ``x`` (3, H, W) in [0, 1] under ``settings``."""
+    from .attack import attacks
+
+    s = settings
+    return attacks.attack(model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step,
+                          steps=s.steps, random_start=s.random_start, early_stop=s.early_stop, seed=s.seed,
+                          progress=progress)
+
+
+def run_masks(model: LensModel, x, settings: MaskSettings, progress: Progress | None = None):
+    """:class:`core.perturbation.masks.PerturbationResult` of one image ``x`` (3, H, W) in [0, 1]."""
+    from .perturbation import masks
+
+    s = settings
+    return masks.perturbation_masks(model, x.unsqueeze(0), s.target, method=masks.MaskMethod(s.method),
+                                    areas=s.areas, variant=masks.Variant(s.variant), iterations=s.iterations,
+                                    perturbation=masks.Perturbation(s.perturbation), progress=progress)
+
+
+def run_featurevis(model: LensModel, layer: str, channels: tuple[int, ...], objective: str, settings,
+                   progress: Progress | None = None):
+    """One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``)."""
+    from .features import featurevis
+
+    if len(channels) == 2:
+        return featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
+                                      objective=objective, settings=settings, progress=progress)
+    return featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
+                                progress=progress)
+
+
 def page_options(method: str, model: LensModel) -> dict:
     """The options the Attribution page's widgets start with for ``method``: generated from the method's option
     spec, as the page's widgets are (``MethodSpec.initial``)."""
@@ -58,7 +164,8 @@ def page_options(method: str, model: LensModel) -> dict:
 @dataclass(frozen=True)
 class WarmResult:
     """What :func:`warm` did: ``images`` warmed, ``computed`` results, ``present`` ones already stored,
-    ``errors`` one line each ({"image", "error"}), ``seconds`` in total."""
+    ``errors`` one line each ({"image", "error"}), ``written`` one entry per result key ({"page", "image" (None
+    for a per-model view), "view", "status": computed | present | copied}), ``seconds`` in total."""
 
     images: tuple[str, ...]
     computed: int
@@ -66,6 +173,10 @@ class WarmResult:
     errors: tuple[dict, ...]
     seconds: float
     keys: tuple[tuple, ...] = field(default=(), repr=False)
+    written: tuple[dict, ...] = field(default=(), repr=False)
+
+
+PAGES = ("attribution", "attack", "perturbation", "featurevis")  # the pages whose default views warm covers
 
 
 def folder_images(folder: str | Path) -> list[Path]:
@@ -77,12 +188,15 @@ def folder_images(folder: str | Path) -> list[Path]:
 
 
 def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: Sequence[str] = GRID_METHODS,
-         progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> WarmResult:
-    """Compute the default attribution views of every image in ``folder`` into ``store``.
+         pages: Sequence[str] = PAGES, progress: Progress | None = None,
+         cancel: Callable[[], bool] | None = None) -> WarmResult:
+    """Compute the default views of ``pages`` for every image in ``folder`` into ``store``.
 
-    For each image: every method in ``methods`` with its default options (the grid's key), and the page's main
-    view (``smoothgrad`` with the page's options; the same result, stored under its own key without recomputing
-    when the defaults agree). Methods that do not apply to the model are recorded in ``errors``.
+    Attribution, for each image: every method in ``methods`` with its default options (the grid's key), and the
+    page's main view (``smoothgrad`` with the page's options; the same result, stored under its own key without
+    recomputing when the defaults agree). Adversarial and Perturbation masks: the page's default run for each
+    image (for the predicted class). Feature visualisation: the page's default view, once (it does not depend
+    on the image). Methods that do not apply to the model, and bad images, are recorded in ``errors``.
     """
     from .attribution.registry import REGISTRY, attribute
     from .model.predict import predict
@@ -90,11 +204,36 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown method {', '.join(unknown)}; choose from {', '.join(REGISTRY)}")
+    unknown = [p for p in pages if p not in PAGES]
+    if unknown:
+        raise ValueError(f"unknown page {', '.join(unknown)}; choose from {', '.join(PAGES)}")
     started = time.perf_counter()
     paths = folder_images(folder)
     mkey = model_key(model)
-    computed = present = 0
-    errors, keys, done = [], [], []
+    counts = {"computed": 0, "present": 0}
+    errors, keys, done, written = [], [], [], []
+
+    def one(page: str, image: str | None, view: str, key: tuple, compute: Callable[[], object]):
+        """Store one result (unless present); the value, or None when it does not apply."""
+        keys.append(key)
+        if key in store:
+            counts["present"] += 1
+            written.append({"page": page, "image": image, "view": view, "status": "present"})
+            return store.get(key)
+        try:
+            value = store.get_or_compute(key, compute)
+        except (NotApplicable, ValueError) as e:
+            errors.append({"image": image or str(folder), "error": f"{page} {view}: {e}"})
+            return None
+        counts["computed"] += 1
+        written.append({"page": page, "image": image, "view": view, "status": "computed"})
+        return value
+
+    if "featurevis" in pages and paths and not (cancel is not None and cancel()):
+        layer, channels, objective, settings = page_featurevis(model)
+        one("featurevis", None, f"{layer} channel {channels[0]} ({objective})",
+            featurevis_key(mkey, layer, channels, objective, settings),
+            lambda: run_featurevis(model, layer, channels, objective, settings))
     for i, path in enumerate(paths):
         if cancel is not None and cancel():
             break
@@ -106,27 +245,46 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             continue
         ikey = content_key(data)
         target = predict(model, inp.tensor.unsqueeze(0), k=1)[0][0].index
-        jobs = [(m, {}) for m in methods]
-        if PAGE_METHOD in methods:
-            jobs.append((PAGE_METHOD, page_options(PAGE_METHOD, model)))
+        jobs: list[tuple[str, dict]] = []
+        if "attribution" in pages:
+            jobs = [(m, {}) for m in methods]
+            if PAGE_METHOD in methods:
+                jobs.append((PAGE_METHOD, page_options(PAGE_METHOD, model)))
+        steps = len(jobs) + ("attack" in pages) + ("perturbation" in pages)
+        step = 0
+
+        def advance(what: str) -> None:
+            nonlocal step
+            step += 1
+            if progress is not None:
+                progress((i + step / max(1, steps)) / max(1, len(paths)), f"{path.name}: {what}")
+
         values: dict[str, object] = {}
-        for j, (method, options) in enumerate(jobs):
+        for method, options in jobs:
             key = attribution_key(mkey, ikey, method, target, options)
-            keys.append(key)
             defaults = {k: getattr(v, "value", v) for k, v in REGISTRY[method].keywords().items()}
             same_as_default = all(k in defaults and defaults[k] == v for k, v in options.items())
-            if key in store:
-                present += 1
-            elif same_as_default and method in values:  # the page's explicit defaults: the same result
+            view = f"{method} ({'page options' if options else 'default options'}), class {target}"
+            if key not in store and same_as_default and method in values:  # the page's explicit defaults
+                keys.append(key)
                 store.put(key, values[method])
+                written.append({"page": "attribution", "image": str(path), "view": view, "status": "copied"})
             else:
-                try:
-                    values[method] = store.get_or_compute(key, lambda: attribute(
-                        model, inp.tensor.unsqueeze(0), target, method=method, **options))
-                    computed += 1
-                except (NotApplicable, ValueError) as e:
-                    errors.append({"image": str(path), "error": f"{method}: {e}"})
-            if progress is not None:
-                progress((i + (j + 1) / len(jobs)) / max(1, len(paths)), f"{path.name}: {method}")
+                value = one("attribution", str(path), view, key, lambda m=method, o=options: attribute(
+                    model, inp.tensor.unsqueeze(0), target, method=m, **o))
+                if value is not None:
+                    values[method] = value
+            advance(method)
+        if "attack" in pages:
+            s = page_attack()
+            one("attack", str(path), f"{s.method} {s.norm} eps {s.eps * 255:g}/255, {s.steps} steps",
+                attack_key(mkey, ikey, s), lambda: run_attack(model, inp.tensor, s))
+            advance("attack")
+        if "perturbation" in pages:
+            m = page_masks(target)
+            one("perturbation", str(path), f"{m.method} {m.variant} areas {list(m.areas)}, class {target}",
+                mask_key(mkey, ikey, m), lambda: run_masks(model, inp.tensor, m))
+            advance("perturbation masks")
         done.append(str(path))
-    return WarmResult(tuple(done), computed, present, tuple(errors), time.perf_counter() - started, tuple(keys))
+    return WarmResult(tuple(done), counts["computed"], counts["present"], tuple(errors),
+                      time.perf_counter() - started, tuple(keys), tuple(written))

@@ -32,7 +32,7 @@ if selection is not None:
     params = (selection.model_key, folder, layer, concepts, size)
     if run.button("Learn concepts", params, "lens_n2v_run"):
         try:
-            with progress_bar("reading images") as progress:
+            with progress_bar("reading images", forget="lens_n2v_params") as progress:
                 if not concepts:
                     raise ImageError("enter a mask folder")
                 paths = tuple(str(p) for p in list_images(folder))

@@ -193,3 +193,56 @@ def test_a_session_rerun_mid_job_frees_its_slot_and_stores_nothing(tmp_path):
         store.get_or_compute(("k",), lambda: sched.run(("k",), compute, progress=progress))
     assert ("k",) not in store and sched.status()["running"] == 0 and sched.status()["queued"] == 0
     assert sched.run(("k",), compute) == "done"
+
+
+def test_the_status_file_follows_jobs_starting_and_ending(tmp_path):
+    import json
+
+    path = tmp_path / "jobs.json"
+    sched = Scheduler(max_jobs=2, cores=2, memory_bytes=1 << 30, status_path=path)
+    seen = []
+
+    def compute(job, report):
+        report(0.5, "half")
+        seen.append(json.loads(path.read_text()))
+        return 1
+
+    sched.run(("attribution", "m", "i"), compute)
+    during, after = seen[0], json.loads(path.read_text())
+    assert during["running"] == 1 and [j["kind"] for j in during["jobs"]] == ["attribution"]
+    assert after["running"] == 0 and after["jobs"] == [] and after["finished"] == 1
+    assert not [p for p in tmp_path.iterdir() if p.name != "jobs.json"]  # no temporary file left
+
+
+def test_heartbeat_beats_inside_forward_and_backward_and_can_stop_a_pass(embedded, cat_input):
+    """The beat runs from inside the caller's own passes (forward and backward), changes no number, leaves no
+    hook, never fires in another thread's pass, and a raising beat ends the pass there."""
+    from core.attribution.registry import attribute
+    from core.hooks import hook_count
+    from core.jobs import heartbeat
+
+    x = cat_input.batch
+    convs = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in embedded.modules())
+    hooks = hook_count(embedded)
+    plain = attribute(embedded, x, 285, method="saliency").map
+    beats, others = [], []
+    with heartbeat(embedded, lambda: beats.append(threading.get_ident()), every=0.0):
+        other = threading.Thread(target=lambda: others.append(embedded(x)))  # another session's forward
+        other.start()
+        other.join(30)
+        beat = attribute(embedded, x, 285, method="saliency").map
+    assert torch.equal(plain, beat) and hook_count(embedded) == hooks
+    assert len(beats) == 2 * convs and set(beats) == {threading.get_ident()}  # every layer, both passes
+
+    class Stopped(BaseException):  # as Streamlit's StopException: not an Exception
+        pass
+
+    def stop_at_the_tenth():
+        beats.append(0)
+        if len(beats) == 10:
+            raise Stopped
+
+    beats.clear()
+    with pytest.raises(Stopped), heartbeat(embedded, stop_at_the_tenth, every=0.0):
+        attribute(embedded, x, 285, method="saliency")
+    assert len(beats) == 10 and hook_count(embedded) == hooks

@@ -135,7 +135,8 @@ def test_warm_writes_the_keys_the_attribution_page_reads(app, monkeypatch, tmp_p
     folder.mkdir()
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    code = main(["warm", str(folder), "--methods", "smoothgrad", "gradcam", "--model", "embedded", "--json"])
+    code = main(["warm", str(folder), "--methods", "smoothgrad", "gradcam", "--pages", "attribution", "--model",
+                 "embedded", "--json"])
     assert code == 0
 
     import core.attribution.registry as registry
@@ -167,7 +168,7 @@ def test_warm_cli_json_and_errors(tmp_path, monkeypatch, capsys, samples):
     shutil.copy(samples / "coffee.jpg", folder / "coffee.jpg")
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    args = ["warm", str(folder), "--methods", "saliency", "--model", "embedded", "--json"]
+    args = ["warm", str(folder), "--methods", "saliency", "--pages", "attribution", "--model", "embedded", "--json"]
     assert main(args) == 2  # an unreadable image is reported (exit 2), the others are warmed
     first = json.loads(capsys.readouterr().out)
     assert first["computed"] == 1 and first["present"] == 0 and len(first["errors"]) == 1
@@ -179,3 +180,49 @@ def test_warm_cli_json_and_errors(tmp_path, monkeypatch, capsys, samples):
     assert main(["warm", str(tmp_path / "nowhere"), "--model", "embedded", "--json"]) == 2
     monkeypatch.setenv("LENS_CACHE_DIR", "off")
     assert main(args) == 2
+
+
+def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app, monkeypatch, tmp_path, samples,
+                                                                            capsys):
+    """`python -m core warm --pages attack perturbation featurevis`, then each page's default view opens from the
+    store without computing. To keep the test short the warmed values are computed with fewer iterations (the
+    keys are the pages' defaults: what is checked is that the pages read exactly the keys warm wrote)."""
+    from dataclasses import replace
+
+    import core.warm as core_warm
+    from core.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
+    run_masks, run_featurevis = core_warm.run_masks, core_warm.run_featurevis
+    monkeypatch.setattr(core_warm, "run_masks", lambda m, x, s, progress=None: run_masks(
+        m, x, replace(s, iterations=20), progress))
+    monkeypatch.setattr(core_warm, "run_featurevis", lambda m, layer, ch, obj, s, progress=None: run_featurevis(
+        m, layer, ch, obj, replace(s, steps=8, size=64), progress))
+    assert main(["warm", str(folder), "--pages", "attack", "perturbation", "featurevis", "--model", "embedded",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["computed"] == 3 and not out.get("errors")
+    assert sorted((w["page"], w["status"]) for w in out["written"]) == [
+        ("attack", "computed"), ("featurevis", "computed"), ("perturbation", "computed")]
+    assert {w["image"] for w in out["written"] if w["page"] != "featurevis"} == {str(folder / "chelsea.jpg")}
+
+    from ui import cache
+
+    def refuse(*_a, **_k):
+        raise AssertionError("computed although warm stored it")
+    for name in ("run_attack", "run_masks", "run_featurevis"):
+        monkeypatch.setattr(core_warm, name, refuse)
+    cache.results.clear()  # a restarted server
+    app.run()
+    app.switch_page("pages/attack.py").run()
+    app.button(key="atk_run").click().run()
+    app.switch_page("pages/perturbation.py").run()
+    app.button(key="lens_pert_run").click().run()
+    app.switch_page("pages/featurevis.py").run()
+    app.button(key="fv_go").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert cache.results().hits["disk"] == 3 and cache.results().hits["computed"] == 0
+    cache.results.clear()

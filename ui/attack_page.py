@@ -94,7 +94,7 @@ def min_eps_section(model, selection, settings) -> None:
         st.session_state["atk_min_eps_for"] = key
     if st.session_state.get("atk_min_eps_for") != key:
         return
-    with progress_bar("Searching for the smallest ε", labelled=True) as progress:
+    with progress_bar("Searching for the smallest ε", labelled=True, forget="atk_min_eps_for") as progress:
         found = cache.smallest_eps(model, selection.model_key, selection.inp.tensor, selection.image_key, settings,
                                    progress)
     say(view.min_eps_message(found, model.label))

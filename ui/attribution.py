@@ -10,6 +10,7 @@ from core.catalogue import default_layer
 from ui import cache, permalink
 from ui.options import option_widgets
 from ui.permalink import Param
+from ui.widgets import progress_bar
 
 
 def method_options(method: str, model, key: str) -> dict:
@@ -32,16 +33,14 @@ def _kind(option) -> type:
 
 def compute(sel, method: str, target: int, opts: dict, preview_slot=None):
     """The cached attribution, with a progress bar (and a refining preview for SmoothGrad) the first time."""
-    bar = st.progress(0.0, text=f"{REGISTRY[method].title}...")
-
     def preview(values, fraction):
         partial = Attribution(map=values, raw=None, method=method, target=[target], seconds=0.0)
         shown, scale = figure(partial, sel.inp.tensor, view=View.OVERLAY)
         preview_slot.image(shown, width=400, caption=f"refining: {fraction:.0%}; {scale.describe()}")
     try:
-        return cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, method, target, opts,
-                                 progress=lambda f, m: bar.progress(f, text=m),
-                                 preview=preview if preview_slot is not None else None)
+        with progress_bar(f"{REGISTRY[method].title}...") as progress:  # with Stop while it computes
+            return cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, method, target, opts,
+                                     progress=progress, preview=preview if preview_slot is not None else None)
     except (NotApplicable, ValueError) as e:
         st.error(f"{REGISTRY[method].title} does not apply here: {e}")
         return None
@@ -49,6 +48,5 @@ def compute(sel, method: str, target: int, opts: dict, preview_slot=None):
         st.error(f"{REGISTRY[method].title} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         return None
     finally:
-        bar.empty()
         if preview_slot is not None:
             preview_slot.empty()

@@ -96,14 +96,27 @@ def server_load(model: LensModel) -> dict[str, str]:
 def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1):
     """The stored result, or ``compute(progress, batch)`` run as a job of the app's scheduler (core.jobs):
     queued behind other sessions' jobs ("queued, N ahead" on the progress bar), computed once for identical
-    requests, stopped at its next progress report when the session reruns or ends; nothing stored on failure."""
+    requests, stopped within 0.25 s (see ``scheduled``) when the session reruns (Stop, a changed input) or ends
+    (a closed tab); nothing stored on failure or stop."""
     def queued(ahead: int) -> None:
         if progress is not None:
             progress(0.0, f"queued, {ahead} ahead" if ahead else "queued: waiting for a free slot")
 
+    def scheduled(job, report):
+        last = [0.0, "running"]
+
+        def noted(fraction, message):
+            last[:] = fraction, message
+            report(fraction, message)
+        # between progress reports (a batch can take seconds) the last report is repeated from inside the
+        # passes every 0.25 s: the page's progress call is where Streamlit stops a script whose user pressed
+        # Stop, changed the input or closed the tab, so the job ends within a fraction of a second
+        with core_jobs.heartbeat(model, lambda: report(*last)):
+            return compute(noted, job.batch)
+
     def run():
         return core_jobs.scheduler().run(
-            key, lambda job, report: compute(report, job.batch), progress=progress, wait=queued,
+            key, scheduled, progress=progress, wait=queued,
             bytes_per_sample=core_jobs.per_sample_bytes(model), samples=samples)
     return results().get_or_compute(key, run)
 
@@ -126,28 +139,14 @@ def _model_input(_model: LensModel, model_key: str, path: str, stamp: int | None
 
 # ------------------------------------------------------------------------------- adversarial perturbation
 
-@dataclass(frozen=True)
-class AttackSettings:
-    """One attack as the page asks for it: ε and step in [0, 1] pixel units; ``target`` None is untargeted."""
-
-    method: str
-    norm: str
-    eps: float
-    step: float
-    steps: int
-    target: int | None
-    random_start: bool
-    early_stop: bool
-    seed: int
+AttackSettings = core_warm.AttackSettings  # defined in core, so `python -m core warm` builds the pages' keys
 
 
 def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: AttackSettings,
                 progress=None) -> core_attack.AttackResult:
     """:class:`core.attack.attacks.AttackResult` for one image ``x`` (3, H, W) in [0, 1]."""
-    s = settings
-    return _long(("attack", model_key, image_key, s), progress, model, lambda progress, _batch: core_attack.attack(
-        model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step, steps=s.steps,
-        random_start=s.random_start, early_stop=s.early_stop, seed=s.seed, progress=progress))
+    return _long(core_warm.attack_key(model_key, image_key, settings), progress, model,
+                 lambda progress, _batch: core_warm.run_attack(model, x, settings, progress))
 
 
 def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: AttackSettings,
@@ -249,26 +248,14 @@ def sample_patches(model: LensModel, layer: str, channel: int, n: int) -> list[t
 
 # ------------------------------------------------------------------- perturbation masks, similarity, Net2Vec
 
-@dataclass(frozen=True)
-class MaskSettings:
-    """One perturbation-mask run: values of core.perturbation.masks' enums; ``areas`` sorted."""
-
-    target: int
-    method: str
-    areas: tuple[float, ...]
-    variant: str
-    perturbation: str
-    iterations: int
+MaskSettings = core_warm.MaskSettings
 
 
 def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: MaskSettings,
                        progress=None) -> core_perturbation.PerturbationResult:
     """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks)."""
-    s = settings
-    return _long(("perturbation", model_key, image_key, s), progress, model, lambda progress, _batch: core_perturbation.perturbation_masks(
-        model, x.unsqueeze(0), s.target, method=core_perturbation.MaskMethod(s.method), areas=s.areas,
-        variant=core_perturbation.Variant(s.variant), iterations=s.iterations,
-        perturbation=core_perturbation.Perturbation(s.perturbation), progress=progress))
+    return _long(core_warm.mask_key(model_key, image_key, settings), progress, model,
+                 lambda progress, _batch: core_warm.run_masks(model, x, settings, progress))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -323,15 +310,9 @@ def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[in
 
     One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
     """
-    def compute(progress, _batch):
-        if len(channels) == 2:
-            return core_featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
-                                               objective=objective, settings=settings, progress=progress)
-        return core_featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
-                                         progress=progress)
-
-    return _long(("feature_vis", model_key, layer, tuple(channels), objective, settings), progress, model,
-                 compute, samples=settings.batch)
+    return _long(core_warm.featurevis_key(model_key, layer, channels, objective, settings), progress, model,
+                 lambda progress, _batch: core_warm.run_featurevis(model, layer, channels, objective, settings,
+                                                                   progress), samples=settings.batch)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -6,7 +6,7 @@ import argparse
 from .. import CliError, add_model_options, model_from_args
 from ...attribution.registry import REGISTRY
 from ...result_store import ResultStore, cache_dir
-from ...warm import GRID_METHODS, warm
+from ...warm import GRID_METHODS, PAGES, warm
 
 NAME = "warm"
 HELP = "precompute the dashboard's default views for a folder of images (results survive restarts)"
@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", metavar="FOLDER")
     p.add_argument("--methods", nargs="+", default=list(GRID_METHODS), choices=list(REGISTRY), metavar="METHOD",
                    help=f"attribution methods (default: {' '.join(GRID_METHODS)}; choose from {', '.join(REGISTRY)})")
+    p.add_argument("--pages", nargs="+", default=list(PAGES), choices=list(PAGES), metavar="PAGE",
+                   help=f"pages whose default views are warmed (default: all of {', '.join(PAGES)})")
     add_model_options(p)
 
 
@@ -25,12 +27,12 @@ def run(args: argparse.Namespace) -> dict:
     model = model_from_args(args)
     store = ResultStore.from_env()
     try:
-        result = warm(model, args.folder, store, methods=args.methods)
+        result = warm(model, args.folder, store, methods=args.methods, pages=args.pages)
     except ValueError as e:
         raise CliError(str(e)) from None
     return {"model": model.card.name, "folder": args.folder, "cache_dir": str(store.directory),
             "images": list(result.images), "computed": result.computed, "present": result.present,
-            "errors": list(result.errors), "seconds": round(result.seconds, 3)}
+            "errors": list(result.errors), "written": list(result.written), "seconds": round(result.seconds, 3)}
 
 
 def text(payload: dict) -> str:
