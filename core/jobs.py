@@ -4,18 +4,21 @@ once, cancellable, inside a memory budget.
 A job runs on the thread that asked for it (a Streamlit session's script thread, so its progress bar keeps
 working) once :meth:`Scheduler.run` admits it:
 
-- at most ``max_jobs`` run at once (``LENS_MAX_JOBS``, default: the number of cores), and the running jobs
-  together never use more torch intra-op threads than there are cores: a job admitted alone takes every core,
-  jobs admitted together share them (``cores // min(max_jobs, running + waiting)`` each, at least one), and a
-  job waits while no core is free;
+- at most ``max_jobs`` run at once (``LENS_MAX_JOBS``, default: half the cores, at least one) and every job
+  runs on the same number of torch intra-op threads, ``cores // max_jobs`` (at least one), whether it runs alone
+  or beside others: float32 sums then add up in the same order, so a result never depends on who else was
+  using the server (a job alone on two threads and one sharing on one thread gave different FGSM pixels and
+  drifting optimisations); the running jobs together never use more threads than there are cores (a job waits
+  while too few are free);
 - waiting jobs are admitted in arrival order; a waiter's ``wait(n_ahead)`` callback says how many are ahead;
 - a job whose key is already running or queued is not computed again: the second caller waits for the first
   and gets its result (if the first fails or is cancelled, the second computes it itself, so a failure reaches
   only its own user);
 - a job stops at its next progress report once cancelled (:meth:`Job.cancel`: the user's Stop, an input change,
   the session ending) or when the caller's own ``cancel()`` says so: :class:`JobCancelled` is raised there;
-- memory: a job declares bytes per sample and a sample count; it is admitted when the running jobs' estimates
-  plus its own fit ``LENS_MEMORY_MB`` (default 2400, for a 2.7 GB hosted tier), with the number of samples it
+- memory: a job declares bytes per sample and a sample count; it is admitted when the process's memory outside
+  jobs (its live resident size less the running jobs' estimates, never less than at start-up) plus the running
+  jobs' estimates plus its own fit ``LENS_MEMORY_MB`` (default 2400, for a 2.7 GB hosted tier), with the number of samples it
   may take at once (its batch) lowered to what fits when that is enough, else it waits. A job alone is always
   admitted (with a batch of at least one), so nothing waits forever.
 
@@ -62,7 +65,7 @@ def default_max_jobs() -> int:
         if n < 1:
             raise ValueError("LENS_MAX_JOBS must be at least 1")
         return n
-    return max(1, os.cpu_count() or 1)
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def default_memory_bytes() -> int:
@@ -148,12 +151,13 @@ class Scheduler:
 
     def __init__(self, max_jobs: int | None = None, memory_bytes: int | None = None, cores: int | None = None,
                  base_bytes: Callable[[], int] | None = None, max_threads: int | None = None,
-                 status_path: str | Path | None = None) -> None:
+                 status_path: str | Path | None = None, live_bytes: Callable[[], int] | None = None) -> None:
         self.max_jobs = max_jobs or default_max_jobs()
         self.memory_bytes = memory_bytes if memory_bytes is not None else default_memory_bytes()
         self.cores = cores or max(1, os.cpu_count() or 1)
         self.max_threads = max_threads or self.cores  # per job
         self.base_bytes = base_bytes or (lambda: 0)  # memory already used outside jobs (model, caches)
+        self.live_bytes = live_bytes or (lambda: 0)  # the process's resident size now (0: unknown)
         self.status_path = Path(status_path) if status_path is not None else None
         self._cv = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
@@ -269,12 +273,15 @@ class Scheduler:
         return result
 
     def _threads(self) -> int:
-        """Intra-op threads for the job at the head of the queue now (0: no core is free)."""
+        """Intra-op threads for the job at the head of the queue now (0: too few cores are free).
+
+        Always ``cores // max_jobs`` (at least one, at most ``max_threads``), never the share of the moment: the
+        same request gives the same numbers alone or beside others."""
+        per_job = max(1, min(self.cores // self.max_jobs, self.max_threads))
         free = self.cores - sum(j.threads for j in self._running)
-        if self._running and free < 1:
+        if self._running and free < per_job:
             return 0
-        share = self.cores // max(1, min(self.max_jobs, len(self._running) + len(self._queue)))
-        return max(1, min(free, share, self.max_threads))
+        return per_job
 
     def _fits(self, job: Job) -> int:
         """How many samples ``job`` may take at once now (0: it must wait)."""
@@ -282,7 +289,10 @@ class Scheduler:
             return 0
         if job.bytes_per_sample <= 0:
             return job.samples
-        free = self.memory_bytes - self.base_bytes() - sum(j.bytes for j in self._running)
+        reserved = sum(j.bytes for j in self._running)
+        # memory outside jobs grows (sessions, caches, allocator slack): count it live, not as at start-up
+        outside = max(self.base_bytes(), self.live_bytes() - reserved)
+        free = self.memory_bytes - outside - reserved
         fit = min(job.samples, free // job.bytes_per_sample)
         if fit < 1 and not self._running:
             return 1  # alone: always runs, one sample at a time
@@ -321,6 +331,8 @@ class Scheduler:
             if self._by_key.get(job.key) is job:
                 del self._by_key[job.key]
             self.finished += 1
+            if not self._running:
+                _release_memory()
             self._write_status()
             job.done.set()
             self._cv.notify_all()
@@ -358,6 +370,17 @@ def heartbeat(model: nn.Module, beat: Callable[[], None], every: float = 0.25) -
         yield
 
 
+def _release_memory() -> None:
+    """Hand the freed heap back to the system (glibc keeps it otherwise, and the resident size, which the memory
+    budget counts, would only ever grow). A no-op where there is no glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 _scheduler: Scheduler | None = None
 _scheduler_lock = threading.Lock()
 
@@ -372,5 +395,6 @@ def scheduler() -> Scheduler:
 
             base = rss_bytes()
             root = cache_dir()
-            _scheduler = Scheduler(base_bytes=lambda: base, status_path=root / "jobs.json" if root else None)
+            _scheduler = Scheduler(base_bytes=lambda: base, live_bytes=rss_bytes,
+                                   status_path=root / "jobs.json" if root else None)
         return _scheduler

@@ -57,8 +57,35 @@ def test_bounded_fifo_with_queue_positions_and_shared_threads():
         return torch.get_num_threads()
     out = []
     run_threads(*[lambda i=i: out.append(two.run(("t", i), record, poll=0.01)) for i in range(3)])
-    assert out[0] == 2 and max(peak) <= 2  # alone: every core; never more threads than cores in all
+    assert out == [1, 1, 1] and max(peak) <= 2  # cores // max_jobs each, alone or not; never more than the cores
     assert torch.get_num_threads() == before
+
+
+def test_a_job_gets_the_same_threads_alone_or_sharing():
+    # the number of threads decides the order of float sums: a result must not depend on who else is computing
+    sched = Scheduler(max_jobs=2, cores=4, memory_bytes=1 << 30)
+    alone = sched.run(("alone",), lambda job, p: job.threads)
+    gate, seen = threading.Event(), []
+
+    def held(job, p):
+        seen.append(job.threads)
+        gate.wait(10)
+        return job.threads
+
+    def release():
+        while sched.status()["running"] < 2:
+            time.sleep(0.01)
+        gate.set()
+    run_threads(lambda: sched.run(("a",), held, poll=0.01), lambda: sched.run(("b",), held, poll=0.01), release)
+    assert alone == 2 and seen == [2, 2]
+
+
+def test_memory_outside_jobs_is_counted_live():
+    live = [0]
+    sched = Scheduler(max_jobs=2, cores=2, memory_bytes=100, base_bytes=lambda: 10, live_bytes=lambda: live[0])
+    assert sched.run(("small",), lambda job, p: job.batch, bytes_per_sample=10, samples=8) == 8  # 10 + 80 fit
+    live[0] = 60  # sessions and caches grew since start-up: 40 left
+    assert sched.run(("grown",), lambda job, p: job.batch, bytes_per_sample=10, samples=8) == 4
 
 
 def test_identical_requests_are_computed_once():
