@@ -123,10 +123,50 @@ class PerturbationPyramid:
         return (1 - frac) * y0 + frac * y1
 
 
+class _SoftMax(torch.autograd.Function):
+    """pooled = Σ_j b_j softmax(c b)_j over the neighbours j (last dim), with b = nb · w: nb (K, Hc, 1, Wc, 1, J)
+    the neighbouring parameters of each grid cell, w (1, 1, step, 1, step, J) the bump weights, which depend
+    only on a pixel's place in its cell.
+
+    One node instead of autograd's chain (mul, softmax, mul, sum and their backwards), computed in place in
+    buffers reused from step to step: fresh 10⁷-element tensors cost more in page faults than the arithmetic.
+    The gradient is ∂pooled/∂b_j = s_j (1 + c (b_j - pooled)), summed over each cell's pixels after the product
+    with w. A buffer reused before the previous backward ran trips autograd's in-place check (RuntimeError)."""
+
+    @staticmethod
+    def forward(ctx, nb: torch.Tensor, weight: torch.Tensor, coldness: float, buffers: tuple) -> torch.Tensor:
+        bumps, e, tmp = buffers
+        torch.mul(nb, weight, out=bumps)
+        # e = exp(c (b - shift)), the softmax's numerator; pooled = Σ b e / Σ e. The shift only keeps exp in
+        # range: the cell's largest parameter bounds every bump in it (0 ≤ w ≤ 1), so c (b - shift) ≤ 0 for
+        # parameters ≥ 0, and ≥ -c for parameters in [0, 1]; otherwise the exact per-pixel maximum.
+        if coldness <= 60 and float(nb.min()) >= 0 and float(nb.max()) <= 1:
+            shift = nb.amax(dim=-1, keepdim=True)
+        else:
+            shift = bumps.amax(dim=-1, keepdim=True)
+        torch.sub(bumps, shift, out=e).mul_(coldness).exp_()
+        z = e.sum(dim=-1, keepdim=True)
+        pooled = torch.mul(bumps, e, out=tmp).sum(dim=-1, keepdim=True).div_(z)
+        ctx.save_for_backward(bumps, e, z, pooled, weight, tmp)
+        ctx.coldness = coldness
+        return pooled
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        bumps, e, z, pooled, weight, tmp = ctx.saved_tensors
+        t = torch.sub(bumps, pooled, out=tmp).mul_(ctx.coldness).add_(1).mul_(e).mul_(weight).mul_(grad / z)
+        # one axis at a time: a joint reduction over the two strided pixel axes is several times slower
+        return t.sum(dim=4, keepdim=True).sum(dim=2, keepdim=True), None, None, None
+
+
 class SmoothMask:
     """Maps a coarse parameter grid to a smooth (H, W) mask: each parameter is a flat-topped bump of radius
     ``sigma`` at its grid point, and the mask is a soft maximum of the bumps covering a pixel (TorchRay's
-    "max-convolution" parameterisation: a region can be switched on without blurring its edges)."""
+    "max-convolution" parameterisation: a region can be switched on without blurring its edges).
+
+    Computed per grid cell (the ``step`` × ``step`` pixels that share their neighbouring parameters) with the
+    bumps broadcast over the cell, and one fused autograd node for the soft maximum: the same mask as TorchRay's
+    unfold + nearest upsampling, without materialising the upsampled neighbours."""
 
     def __init__(self, size: tuple[int, int], step: int = 7, sigma: float = 21.0, coldness: float = 20.0,
                  device: torch.device | str = "cpu") -> None:
@@ -135,15 +175,23 @@ class SmoothMask:
         self.margin = int(math.ceil(sigma))     # grid points extend past the border by sigma
         self.radius = 1 + int(math.ceil(sigma / step))
         self.shape_in = tuple(int(math.ceil((n + 2 * self.margin) / step)) + 1 for n in (h, w))
-        wy, wx = self._axis(h), self._axis(w)
-        # weight[k, y, x] = kernel(distance from pixel (y, x) to its k-th neighbouring grid point / sigma)
-        d = torch.sqrt(wy[:, None, :, None] ** 2 + wx[None, :, None, :] ** 2)  # (ky, kx, H, W)
+        # pixel u belongs to grid cell floor((u + margin) / step); the cells that hold image pixels, and where
+        # the image starts in the first of them
+        self.cells = tuple(range(self.margin // step, (n - 1 + self.margin) // step + 1) for n in (h, w))
+        self.offset = self.margin % step
+        k = 2 * self.radius + 1
+        # a pixel's offsets to its neighbouring grid points depend only on its place in its cell
+        wy, wx = (self._axis(torch.arange(step, dtype=torch.float32) - self.offset) for _ in range(2))
+        # weight[y, x, k] = kernel(distance from pixel (y, x) of a cell to its k-th neighbouring grid point / sigma)
+        d = torch.sqrt(wy[:, None, :, None] ** 2 + wx[None, :, None, :] ** 2)  # (ky, kx, step, step)
         kernel = torch.exp(-2 * ((d / sigma - 0.5).clamp(min=0) ** 2))
-        self.weight = kernel.reshape(-1, h, w).unsqueeze(0).to(device)
+        # neighbours last (contiguous): the soft maximum's reductions run along the fastest axis
+        self.weight = kernel.reshape(k * k, 1, step, 1, step).permute(1, 2, 3, 4, 0).unsqueeze(0)
+        self.weight = self.weight.contiguous().to(device)
+        self._buffers: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
-    def _axis(self, n: int) -> torch.Tensor:
-        """(2r+1, n) offsets from each pixel to the grid points around it."""
-        u = torch.arange(n, dtype=torch.float32)
+    def _axis(self, u: torch.Tensor) -> torch.Tensor:
+        """(2r+1, n) offsets from each pixel position ``u`` (n,) to the grid points around it."""
         nearest = torch.floor((u + self.margin) / self.step)  # grid index left of / at the pixel
         offsets = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
         grid_pos = (nearest[None, :] + offsets[:, None]) * self.step - self.margin  # (2r+1, n)
@@ -161,14 +209,21 @@ class SmoothMask:
         """(K, 1, *shape_in) parameters in [0, 1] -> (K, 1, H, W) mask in [0, 1]."""
         k = 2 * self.radius + 1
         gh, gw = self.shape_in
+        (cy, cx) = self.cells
         nb = F.unfold(params, (k, k), padding=self.radius).view(params.shape[0], k * k, gh, gw)
-        # each pixel's neighbouring parameters: pixel u belongs to grid cell floor((u + margin) / step)
-        nb = F.interpolate(nb, scale_factor=self.step, mode="nearest")
+        n = params.shape[0]
+        nb = nb[:, :, cy[0]:cy[-1] + 1, cx[0]:cx[-1] + 1].permute(0, 2, 3, 1)
+        nb = nb.reshape(n, len(cy), 1, len(cx), 1, k * k).contiguous()  # the broadcast product's inner loop
+        key = (n, params.dtype, params.device)
+        if key not in self._buffers:
+            shape = (n, len(cy), self.step, len(cx), self.step, k * k)
+            self._buffers[key] = tuple(torch.empty(shape, dtype=params.dtype, device=params.device)
+                                       for _ in range(3))
+        pooled = _SoftMax.apply(nb, self.weight, self.coldness, self._buffers[key])
         h, w = self.size
-        nb = nb[:, :, self.margin:self.margin + h, self.margin:self.margin + w]
-        bumps = nb * self.weight
-        pooled = (bumps * F.softmax(self.coldness * bumps, dim=1)).sum(dim=1, keepdim=True)
-        return pooled.clamp(0, 1)
+        pooled = pooled.reshape(n, 1, len(cy) * self.step, len(cx) * self.step)
+        o = self.offset
+        return pooled[:, :, o:o + h, o:o + w].clamp(0, 1)
 
 
 def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: int
@@ -184,11 +239,25 @@ def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: 
     return x, t, float(logits.softmax(-1)[0, t])
 
 
-def _area_reference(areas: Sequence[float], n: int, device: torch.device) -> torch.Tensor:
-    ref = torch.ones(len(areas), n, device=device)
-    for i, a in enumerate(areas):
-        ref[i, : int(round(n * (1 - a)))] = 0
-    return ref
+def _area_loss(mask: torch.Tensor, ones: Sequence[int]) -> torch.Tensor:
+    """TorchRay's area constraint ``mean((sort(m) - r)²)`` per row of ``mask`` (K, n), with ``r`` the sorted
+    reference of ``ones[i]`` ones, without the sort: Σ sort(m) r is the sum of the ``ones[i]`` largest values, found
+    by one selection (``kthvalue``). Same value; the same gradient 2 (m - r(m)) / n, where values tied at the
+    threshold share the ones left for them (the sort hands them out in its own order)."""
+    n = mask.shape[1]
+    rows = []
+    for i, k in enumerate(ones):
+        m = mask[i]
+        if k <= 0:
+            rows.append(m.pow(2).mean())
+            continue
+        with torch.no_grad():
+            threshold = m.kthvalue(n - k + 1).values
+            above = m > threshold
+            tied = m == threshold
+            r = above.to(m.dtype) + tied.to(m.dtype) * ((k - above.sum()) / tied.sum())
+        rows.append((m - r).pow(2).mean() + (k - r.pow(2).sum()) / n)
+    return torch.stack(rows)
 
 
 def _finish(model: LensModel, images: torch.Tensor, target: int) -> torch.Tensor:
@@ -261,7 +330,7 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     # start from the whole image; grid points outside it start off, or their bumps leave a frame that the area
     # constraint (counted inside the image only) is slow to remove
     params = gen.inside().expand(len(areas), 1, -1, -1).clone().requires_grad_(True)
-    reference = _area_reference(areas, h * w, x.device)
+    ones = [h * w - int(round(h * w * (1 - a))) for a in areas]  # the area reference: n (1 - a) zeros, then ones
     optimizer = torch.optim.SGD([params], lr=learning_rate, momentum=0.9, dampening=0.9)
     growth = _AREA_WEIGHT_GROWTH_TOTAL ** (1.0 / iterations)
     area_weight = _AREA_WEIGHT_START
@@ -275,8 +344,7 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         if jitter and t % 2 == 0:
             images = torch.flip(images, dims=(3,))
         logits = model(images).float()
-        ranked = mask.view(len(areas), -1).sort(dim=1).values
-        area_loss = ((ranked - reference) ** 2).mean(dim=1) * area_weight * growth ** t
+        area_loss = _area_loss(mask.view(len(areas), -1), ones) * area_weight * growth ** t
         return area_loss - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
 
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
