@@ -261,16 +261,19 @@ class MaskSettings:
     variant: str
     perturbation: str
     iterations: int
+    converge: bool = False  # stop once the masks hold still; ``iterations`` at most
 
 
 def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: MaskSettings,
-                       progress=None) -> core_perturbation.PerturbationResult:
-    """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks)."""
+                       progress=None, preview=None) -> core_perturbation.PerturbationResult:
+    """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks);
+    ``preview(masks (K, H, W), fraction)`` sees the masks refine (after the first step and every 10th)."""
     s = settings
     return _long(("perturbation", model_key, image_key, s), progress, model, lambda progress, _batch: core_perturbation.perturbation_masks(
         model, x.unsqueeze(0), s.target, method=core_perturbation.MaskMethod(s.method), areas=s.areas,
         variant=core_perturbation.Variant(s.variant), iterations=s.iterations,
-        perturbation=core_perturbation.Perturbation(s.perturbation), progress=progress))
+        perturbation=core_perturbation.Perturbation(s.perturbation), converge=s.converge, progress=progress,
+        preview=preview))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
