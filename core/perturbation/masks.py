@@ -42,7 +42,7 @@ _AREA_WEIGHT_GROWTH_TOTAL = 1.0035 ** TORCHRAY_ITERATIONS
 # then stays there; from then on, every CHECK_EVERY steps the evidence region (the top ``area`` of each mask;
 # the mask > 0.5 for meaningful perturbation) is compared with the one at the previous check, and the run stops
 # once every mask's region has changed by less than STABLE_IOU (intersection over union) at PATIENCE checks in a
-# row. Measured against TorchRay's 800-step run on the sample photos: docs/performance.md.
+# row. Agreement with TorchRay's 800-step run on the sample photos: docs/performance.md (not yet validated).
 SCHEDULE_STEPS = 100
 CHECK_EVERY = 10
 STABLE_IOU = 0.95
