@@ -53,7 +53,7 @@ def test_perturbation_page_computes_masks(app, embedded, cat_input, monkeypatch)
     assert [b.label for b in at.button].count("Add to report") == 2  # one per mask
     assert at.query_params["areas"] == ["0.1", "0.2"] and at.query_params["iterations"] == "20"
     assert drawn == [(224, 224)] * 3  # steps 1, 10 and 20
-    assert at.checkbox(key="lens_pert_converge").value  # on by default; 20 steps end before it can stop
+    assert not at.checkbox(key="lens_pert_converge").value  # off by default: fixed steps
 
 
 def test_perturbation_page_says_when_the_stop_ended_the_run(app, monkeypatch):
@@ -62,6 +62,7 @@ def test_perturbation_page_says_when_the_stop_ended_the_run(app, monkeypatch):
     monkeypatch.setattr(masks, "SCHEDULE_STEPS", 10)
     monkeypatch.setattr(masks, "STABLE_IOU", 0.0)  # any mask counts as still: the stop fires at its first chance
     at = _open(app, "pages/perturbation.py")
+    at.checkbox(key="lens_pert_converge").check()
     at.multiselect(key="lens_pert_areas").set_value([0.1])
     at.slider(key="lens_pert_iters_extremal").set_value(100)
     at.button(key="lens_pert_run").click().run()
