@@ -74,6 +74,7 @@ class MaskSettings:
     variant: str
     perturbation: str
     iterations: int
+    converge: bool = False  # stop once the masks hold still; ``iterations`` at most
 
 
 def attack_key(model_key: str, image_key: str, settings: AttackSettings) -> tuple:
@@ -128,14 +129,16 @@ def run_attack(model: LensModel, x, settings: AttackSettings, progress: Progress
                           progress=progress)
 
 
-def run_masks(model: LensModel, x, settings: MaskSettings, progress: Progress | None = None):
-    """:class:`core.perturbation.masks.PerturbationResult` of one image ``x`` (3, H, W) in [0, 1]."""
+def run_masks(model: LensModel, x, settings: MaskSettings, progress: Progress | None = None, preview=None):
+    """:class:`core.perturbation.masks.PerturbationResult` of one image ``x`` (3, H, W) in [0, 1]; ``preview``
+    as in :func:`core.perturbation.masks.perturbation_masks`."""
     from .perturbation import masks
 
     s = settings
     return masks.perturbation_masks(model, x.unsqueeze(0), s.target, method=masks.MaskMethod(s.method),
                                     areas=s.areas, variant=masks.Variant(s.variant), iterations=s.iterations,
-                                    perturbation=masks.Perturbation(s.perturbation), progress=progress)
+                                    perturbation=masks.Perturbation(s.perturbation), converge=s.converge,
+                                    progress=progress, preview=preview)
 
 
 def run_featurevis(model: LensModel, layer: str, channels: tuple[int, ...], objective: str, settings,

@@ -155,3 +155,102 @@ def test_masks_preview_after_the_first_step_and_every_tenth(convnext_atto, image
     res = meaningful_perturbation(convnext_atto, image, iterations=10, preview=lambda m, f: seen.append(m.clone()))
     assert len(seen) == 2 and seen[0].shape == res.masks.shape
     assert float(seen[0].abs().max()) <= 1.0 and not torch.equal(seen[0], seen[1])
+
+
+def _smooth_mask_reference(gen, params):
+    """TorchRay's max-convolution as it was written here before the fused node: unfold, nearest upsampling,
+    bump weights per pixel, softmax-weighted sum, crop."""
+    k = 2 * gen.radius + 1
+    gh, gw = gen.shape_in
+    h, w = gen.size
+    nb = torch.nn.functional.unfold(params, (k, k), padding=gen.radius).view(params.shape[0], k * k, gh, gw)
+    nb = torch.nn.functional.interpolate(nb, scale_factor=gen.step, mode="nearest")
+    nb = nb[:, :, gen.margin:gen.margin + h, gen.margin:gen.margin + w]
+    u = [torch.arange(n, dtype=torch.float32) for n in (h, w)]
+    offs = torch.arange(-gen.radius, gen.radius + 1, dtype=torch.float32)
+    ax = [v[None, :] - ((torch.floor((v + gen.margin) / gen.step)[None, :] + offs[:, None]) * gen.step - gen.margin)
+          for v in u]
+    d = torch.sqrt(ax[0][:, None, :, None] ** 2 + ax[1][None, :, None, :] ** 2)
+    weight = torch.exp(-2 * ((d / gen.sigma - 0.5).clamp(min=0) ** 2)).reshape(1, -1, h, w)
+    bumps = nb * weight
+    return (bumps * torch.softmax(gen.coldness * bumps, dim=1)).sum(1, keepdim=True).clamp(0, 1)
+
+
+@pytest.mark.parametrize("size, step, sigma", [((64, 64), 2, 6.0), ((50, 70), 3, 9.5), ((224, 224), 7, 21.0)])
+def test_fused_smooth_mask_matches_the_reference(size, step, sigma):
+    gen = SmoothMask(size, step, sigma)
+    torch.manual_seed(1)
+    p = torch.rand(2, 1, *gen.shape_in)
+    g = torch.randn(2, 1, *size)
+    a, b = p.clone().requires_grad_(True), p.clone().requires_grad_(True)
+    ours, ref = gen(a), _smooth_mask_reference(gen, b)
+    (ours * g).sum().backward()
+    (ref * g).sum().backward()
+    # float32 softmax sums over 4 r² + ... neighbours in a different order: rounding of ~1e-7 per value
+    assert torch.allclose(ours, ref, atol=1e-5)
+    # the gradient sums ~step² · 81 products of magnitude ≤ |g| · coldness per parameter
+    assert torch.allclose(a.grad, b.grad, atol=1e-5 * float(b.grad.abs().max()))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        m1 = gen(a)
+        gen(a)  # reuses the buffers before m1's backward
+        m1.sum().backward()
+
+
+def test_area_loss_equals_the_sorted_ranking_loss():
+    from core.perturbation.masks import _area_loss
+
+    torch.manual_seed(2)
+    m = torch.rand(3, 1000)
+    ones = [100, 500, 0]
+    ref = torch.zeros(3, 1000)
+    for i, k in enumerate(ones):
+        if k:
+            ref[i, -k:] = 1
+    a, b = m.clone().requires_grad_(True), m.clone().requires_grad_(True)
+    sorted_loss = ((a.sort(dim=1).values - ref) ** 2).mean(1)
+    ours = _area_loss(b, ones)
+    sorted_loss.sum().backward()
+    ours.sum().backward()
+    assert torch.allclose(ours, sorted_loss, atol=1e-6) and torch.allclose(b.grad, a.grad, atol=1e-7)
+    tied = (torch.rand(1, 1000) * 4).round() / 4  # ties at the threshold: same value, same total gradient
+    c = tied.clone().requires_grad_(True)
+    expected = ((tied.sort(dim=1).values - ref[1:2]) ** 2).mean()
+    loss = _area_loss(c, [500])
+    loss.sum().backward()
+    assert float(loss) == pytest.approx(float(expected), abs=1e-6)
+    assert float(c.grad.sum()) == pytest.approx(float(2 * (tied - ref[1:2].sort(dim=1).values).sum() / 1000), abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["extremal", "meaningful"])
+def test_convergence_stop_mechanics(convnext_atto, image, monkeypatch, method):
+    """The stop's rule on a seeded case: checks every CHECK_EVERY steps once the schedule has settled, PATIENCE
+    stable comparisons in a row end the run (reported), an unstable mask runs every step, and the area
+    weight stops growing at the end of the schedule."""
+    from core.perturbation import masks
+
+    monkeypatch.setattr(masks, "SCHEDULE_STEPS", 10)
+    fn = extremal_perturbation if method == "extremal" else meaningful_perturbation
+    kw = {"areas": (0.1,)} if method == "extremal" else {}
+    monkeypatch.setattr(masks, "STABLE_IOU", 0.0)  # every comparison counts as stable
+    seen = []
+    stopped = fn(convnext_atto, image, 3, iterations=60, converge=True, preview=lambda m, f: seen.append(f), **kw)
+    # comparisons at steps 20, 30, 40 (step 10 has nothing to compare with): the third ends the run
+    assert stopped.converged and stopped.iterations == 40 and stopped.max_iterations == 60
+    assert stopped.loss.shape == (1, 40) and seen[-1] == 1.0 and not stopped.cancelled
+    monkeypatch.setattr(masks, "STABLE_IOU", 1.01)  # nothing is ever stable enough
+    full = fn(convnext_atto, image, 3, iterations=60, converge=True, **kw)
+    assert not full.converged and full.iterations == 60 and full.max_iterations == 60
+    fixed = fn(convnext_atto, image, 3, iterations=30, **kw)
+    assert not fixed.converged and fixed.iterations == 30
+
+
+def test_region_helpers():
+    from core.perturbation.masks import region_iou, top_regions
+
+    m = torch.arange(100, dtype=torch.float32).view(1, 10, 10)
+    top = top_regions(m, (0.1,))
+    assert int(top.sum()) == 10 and bool(top[0, -10:].all())
+    shifted = top_regions(m + (torch.arange(100) == 0).float().view(1, 10, 10) * 1000, (0.1,))  # one pixel swapped
+    assert float(region_iou(top, shifted)[0]) == pytest.approx(9 / 11)
+    empty = torch.zeros(1, 100, dtype=torch.bool)
+    assert float(region_iou(empty, empty)[0]) == 1.0

@@ -22,7 +22,12 @@ def _captions(app) -> list[str]:
     return [c for image in app.main.get("image") for c in image.captions]
 
 
-def test_perturbation_page_computes_masks(app, embedded, cat_input):
+def test_perturbation_page_computes_masks(app, embedded, cat_input, monkeypatch):
+    import ui.perturbation_page as glue
+    from core.render import image_uint8
+
+    drawn = []  # the preview: the first mask over the image after the first step and every 10th
+    monkeypatch.setattr(glue, "overlay", lambda image, mask: drawn.append(tuple(mask.shape)) or image_uint8(image))
     at = _open(app, "pages/perturbation.py")
     assert any("Press **Compute masks**" in c.value for c in at.caption)
     at.multiselect(key="lens_pert_areas").set_value([0.1, 0.2])
@@ -47,6 +52,28 @@ def test_perturbation_page_computes_masks(app, embedded, cat_input):
     assert any("score against area" in s.value for s in at.subheader)
     assert [b.label for b in at.button].count("Add to report") == 2  # one per mask
     assert at.query_params["areas"] == ["0.1", "0.2"] and at.query_params["iterations"] == "20"
+    assert drawn == [(224, 224)] * 3  # steps 1, 10 and 20
+    assert not at.checkbox(key="lens_pert_converge").value  # off by default: fixed steps
+
+
+def test_perturbation_page_says_when_the_stop_ended_the_run(app, monkeypatch):
+    from core.perturbation import masks
+
+    monkeypatch.setattr(masks, "SCHEDULE_STEPS", 10)
+    monkeypatch.setattr(masks, "STABLE_IOU", 0.0)  # any mask counts as still: the stop fires at its first chance
+    at = _open(app, "pages/perturbation.py")
+    at.checkbox(key="lens_pert_converge").check()
+    at.multiselect(key="lens_pert_areas").set_value([0.1])
+    at.slider(key="lens_pert_iters_extremal").set_value(100)
+    at.button(key="lens_pert_run").click().run()
+    assert not at.exception and not at.error
+    # checks at steps 10, 20, 30, 40: the third stable comparison ends the run at step 40
+    assert any(m.value.endswith("stopped after 40 of at most 100 steps: the mask held still (converged).")
+               for m in at.markdown)
+    at.checkbox(key="lens_pert_converge").uncheck()
+    at.slider(key="lens_pert_iters_extremal").set_value(20)
+    at.button(key="lens_pert_run").click().run()
+    assert any(m.value.endswith("; 20 steps.") for m in at.markdown) and at.query_params["converge"] == "0"
 
 
 def test_similarity_page_moves_the_point(app, embedded, cat_input, samples):

@@ -252,10 +252,11 @@ MaskSettings = core_warm.MaskSettings
 
 
 def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: MaskSettings,
-                       progress=None) -> core_perturbation.PerturbationResult:
-    """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks)."""
+                       progress=None, preview=None) -> core_perturbation.PerturbationResult:
+    """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks);
+    ``preview(masks (K, H, W), fraction)`` sees the masks refine (after the first step and every 10th)."""
     return _long(core_warm.mask_key(model_key, image_key, settings), progress, model,
-                 lambda progress, _batch: core_warm.run_masks(model, x, settings, progress))
+                 lambda progress, _batch: core_warm.run_masks(model, x, settings, progress, preview))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

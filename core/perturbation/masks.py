@@ -38,6 +38,15 @@ TORCHRAY_ITERATIONS = 800
 # TorchRay multiplies the area weight by 1.0035 per step over 800 steps; a shorter run keeps the same end weight.
 _AREA_WEIGHT_START = 300.0
 _AREA_WEIGHT_GROWTH_TOTAL = 1.0035 ** TORCHRAY_ITERATIONS
+# The convergence stop (``converge=True``): the area weight reaches its end value after SCHEDULE_STEPS steps and
+# then stays there; from then on, every CHECK_EVERY steps the evidence region (the top ``area`` of each mask;
+# the mask > 0.5 for meaningful perturbation) is compared with the one at the previous check, and the run stops
+# once every mask's region has changed by less than STABLE_IOU (intersection over union) at PATIENCE checks in a
+# row. Agreement with TorchRay's 800-step run on the sample photos: docs/performance.md (not yet validated).
+SCHEDULE_STEPS = 100
+CHECK_EVERY = 10
+STABLE_IOU = 0.95
+PATIENCE = 3
 
 
 class MaskMethod(str, enum.Enum):
@@ -72,6 +81,8 @@ class PerturbationResult:
         iterations: optimisation steps run.
         seconds: compute time.
         cancelled: True when ``cancel`` ended the run early (the masks are those of the last step).
+        converged: True when the convergence stop ended the run (``converge=True``) before ``max_iterations``.
+        max_iterations: the steps asked for (the most a converging run may take).
     """
 
     method: MaskMethod
@@ -88,6 +99,8 @@ class PerturbationResult:
     iterations: int
     seconds: float
     cancelled: bool = False
+    converged: bool = False
+    max_iterations: int = 0
 
 
 def _mean_colour(model: LensModel, like: torch.Tensor) -> torch.Tensor:
@@ -123,10 +136,50 @@ class PerturbationPyramid:
         return (1 - frac) * y0 + frac * y1
 
 
+class _SoftMax(torch.autograd.Function):
+    """pooled = Σ_j b_j softmax(c b)_j over the neighbours j (last dim), with b = nb · w: nb (K, Hc, 1, Wc, 1, J)
+    the neighbouring parameters of each grid cell, w (1, 1, step, 1, step, J) the bump weights, which depend
+    only on a pixel's place in its cell.
+
+    One node instead of autograd's chain (mul, softmax, mul, sum and their backwards), computed in place in
+    buffers reused from step to step: fresh 10⁷-element tensors cost more in page faults than the arithmetic.
+    The gradient is ∂pooled/∂b_j = s_j (1 + c (b_j - pooled)), summed over each cell's pixels after the product
+    with w. A buffer reused before the previous backward ran trips autograd's in-place check (RuntimeError)."""
+
+    @staticmethod
+    def forward(ctx, nb: torch.Tensor, weight: torch.Tensor, coldness: float, buffers: tuple) -> torch.Tensor:
+        bumps, e, tmp = buffers
+        torch.mul(nb, weight, out=bumps)
+        # e = exp(c (b - shift)), the softmax's numerator; pooled = Σ b e / Σ e. The shift only keeps exp in
+        # range: the cell's largest parameter bounds every bump in it (0 ≤ w ≤ 1), so c (b - shift) ≤ 0 for
+        # parameters ≥ 0, and ≥ -c for parameters in [0, 1]; otherwise the exact per-pixel maximum.
+        if coldness <= 60 and float(nb.min()) >= 0 and float(nb.max()) <= 1:
+            shift = nb.amax(dim=-1, keepdim=True)
+        else:
+            shift = bumps.amax(dim=-1, keepdim=True)
+        torch.sub(bumps, shift, out=e).mul_(coldness).exp_()
+        z = e.sum(dim=-1, keepdim=True)
+        pooled = torch.mul(bumps, e, out=tmp).sum(dim=-1, keepdim=True).div_(z)
+        ctx.save_for_backward(bumps, e, z, pooled, weight, tmp)
+        ctx.coldness = coldness
+        return pooled
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        bumps, e, z, pooled, weight, tmp = ctx.saved_tensors
+        t = torch.sub(bumps, pooled, out=tmp).mul_(ctx.coldness).add_(1).mul_(e).mul_(weight).mul_(grad / z)
+        # one axis at a time: a joint reduction over the two strided pixel axes is several times slower
+        return t.sum(dim=4, keepdim=True).sum(dim=2, keepdim=True), None, None, None
+
+
 class SmoothMask:
     """Maps a coarse parameter grid to a smooth (H, W) mask: each parameter is a flat-topped bump of radius
     ``sigma`` at its grid point, and the mask is a soft maximum of the bumps covering a pixel (TorchRay's
-    "max-convolution" parameterisation: a region can be switched on without blurring its edges)."""
+    "max-convolution" parameterisation: a region can be switched on without blurring its edges).
+
+    Computed per grid cell (the ``step`` × ``step`` pixels that share their neighbouring parameters) with the
+    bumps broadcast over the cell, and one fused autograd node for the soft maximum: the same mask as TorchRay's
+    unfold + nearest upsampling, without materialising the upsampled neighbours."""
 
     def __init__(self, size: tuple[int, int], step: int = 7, sigma: float = 21.0, coldness: float = 20.0,
                  device: torch.device | str = "cpu") -> None:
@@ -135,15 +188,23 @@ class SmoothMask:
         self.margin = int(math.ceil(sigma))     # grid points extend past the border by sigma
         self.radius = 1 + int(math.ceil(sigma / step))
         self.shape_in = tuple(int(math.ceil((n + 2 * self.margin) / step)) + 1 for n in (h, w))
-        wy, wx = self._axis(h), self._axis(w)
-        # weight[k, y, x] = kernel(distance from pixel (y, x) to its k-th neighbouring grid point / sigma)
-        d = torch.sqrt(wy[:, None, :, None] ** 2 + wx[None, :, None, :] ** 2)  # (ky, kx, H, W)
+        # pixel u belongs to grid cell floor((u + margin) / step); the cells that hold image pixels, and where
+        # the image starts in the first of them
+        self.cells = tuple(range(self.margin // step, (n - 1 + self.margin) // step + 1) for n in (h, w))
+        self.offset = self.margin % step
+        k = 2 * self.radius + 1
+        # a pixel's offsets to its neighbouring grid points depend only on its place in its cell
+        wy, wx = (self._axis(torch.arange(step, dtype=torch.float32) - self.offset) for _ in range(2))
+        # weight[y, x, k] = kernel(distance from pixel (y, x) of a cell to its k-th neighbouring grid point / sigma)
+        d = torch.sqrt(wy[:, None, :, None] ** 2 + wx[None, :, None, :] ** 2)  # (ky, kx, step, step)
         kernel = torch.exp(-2 * ((d / sigma - 0.5).clamp(min=0) ** 2))
-        self.weight = kernel.reshape(-1, h, w).unsqueeze(0).to(device)
+        # neighbours last (contiguous): the soft maximum's reductions run along the fastest axis
+        self.weight = kernel.reshape(k * k, 1, step, 1, step).permute(1, 2, 3, 4, 0).unsqueeze(0)
+        self.weight = self.weight.contiguous().to(device)
+        self._buffers: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
-    def _axis(self, n: int) -> torch.Tensor:
-        """(2r+1, n) offsets from each pixel to the grid points around it."""
-        u = torch.arange(n, dtype=torch.float32)
+    def _axis(self, u: torch.Tensor) -> torch.Tensor:
+        """(2r+1, n) offsets from each pixel position ``u`` (n,) to the grid points around it."""
         nearest = torch.floor((u + self.margin) / self.step)  # grid index left of / at the pixel
         offsets = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
         grid_pos = (nearest[None, :] + offsets[:, None]) * self.step - self.margin  # (2r+1, n)
@@ -161,14 +222,21 @@ class SmoothMask:
         """(K, 1, *shape_in) parameters in [0, 1] -> (K, 1, H, W) mask in [0, 1]."""
         k = 2 * self.radius + 1
         gh, gw = self.shape_in
+        (cy, cx) = self.cells
         nb = F.unfold(params, (k, k), padding=self.radius).view(params.shape[0], k * k, gh, gw)
-        # each pixel's neighbouring parameters: pixel u belongs to grid cell floor((u + margin) / step)
-        nb = F.interpolate(nb, scale_factor=self.step, mode="nearest")
+        n = params.shape[0]
+        nb = nb[:, :, cy[0]:cy[-1] + 1, cx[0]:cx[-1] + 1].permute(0, 2, 3, 1)
+        nb = nb.reshape(n, len(cy), 1, len(cx), 1, k * k).contiguous()  # the broadcast product's inner loop
+        key = (n, params.dtype, params.device)
+        if key not in self._buffers:
+            shape = (n, len(cy), self.step, len(cx), self.step, k * k)
+            self._buffers[key] = tuple(torch.empty(shape, dtype=params.dtype, device=params.device)
+                                       for _ in range(3))
+        pooled = _SoftMax.apply(nb, self.weight, self.coldness, self._buffers[key])
         h, w = self.size
-        nb = nb[:, :, self.margin:self.margin + h, self.margin:self.margin + w]
-        bumps = nb * self.weight
-        pooled = (bumps * F.softmax(self.coldness * bumps, dim=1)).sum(dim=1, keepdim=True)
-        return pooled.clamp(0, 1)
+        pooled = pooled.reshape(n, 1, len(cy) * self.step, len(cx) * self.step)
+        o = self.offset
+        return pooled[:, :, o:o + h, o:o + w].clamp(0, 1)
 
 
 def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: int
@@ -184,11 +252,25 @@ def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: 
     return x, t, float(logits.softmax(-1)[0, t])
 
 
-def _area_reference(areas: Sequence[float], n: int, device: torch.device) -> torch.Tensor:
-    ref = torch.ones(len(areas), n, device=device)
-    for i, a in enumerate(areas):
-        ref[i, : int(round(n * (1 - a)))] = 0
-    return ref
+def _area_loss(mask: torch.Tensor, ones: Sequence[int]) -> torch.Tensor:
+    """TorchRay's area constraint ``mean((sort(m) - r)²)`` per row of ``mask`` (K, n), with ``r`` the sorted
+    reference of ``ones[i]`` ones, without the sort: Σ sort(m) r is the sum of the ``ones[i]`` largest values, found
+    by one selection (``kthvalue``). Same value; the same gradient 2 (m - r(m)) / n, where values tied at the
+    threshold share the ones left for them (the sort hands them out in its own order)."""
+    n = mask.shape[1]
+    rows = []
+    for i, k in enumerate(ones):
+        m = mask[i]
+        if k <= 0:
+            rows.append(m.pow(2).mean())
+            continue
+        with torch.no_grad():
+            threshold = m.kthvalue(n - k + 1).values
+            above = m > threshold
+            tied = m == threshold
+            r = above.to(m.dtype) + tied.to(m.dtype) * ((k - above.sum()) / tied.sum())
+        rows.append((m - r).pow(2).mean() + (k - r.pow(2).sum()) / n)
+    return torch.stack(rows)
 
 
 def _finish(model: LensModel, images: torch.Tensor, target: int) -> torch.Tensor:
@@ -199,12 +281,13 @@ def _finish(model: LensModel, images: torch.Tensor, target: int) -> torch.Tensor
 def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations: int,
               objective: Callable[[int], tuple[torch.Tensor, torch.Tensor]], progress: Progress | None,
               cancel: Cancel | None, label: str,
-              preview: tuple[Preview, Callable[[], torch.Tensor]] | None = None) -> tuple[list, list, bool]:
+              preview: tuple[Preview, Callable[[], torch.Tensor]] | None = None,
+              stop: Callable[[int], bool] | None = None) -> tuple[list, list, bool]:
     """Minimise ``objective(step) -> (loss (K,), target probability (K,))`` over ``params`` kept in [0, 1].
 
     ``preview``: (callback, current masks (K, 1, H, W) of the last step); called after the first step and then
-    every ``PREVIEW_EVERY`` steps. Returns the per-step losses and probabilities and whether ``cancel`` ended
-    the run."""
+    every ``PREVIEW_EVERY`` steps. ``stop(step)``: called after each step (0-based), True ends the run (then a
+    last preview). Returns the per-step losses and probabilities and whether ``cancel`` ended the run."""
     losses, scores = [], []
     for t in range(iterations):
         if is_cancelled(cancel):
@@ -218,17 +301,61 @@ def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations
         losses.append(loss.detach())
         scores.append(prob)
         report(progress, (t + 1) / iterations, f"{label}: step {t + 1}/{iterations}")
-        if preview is not None and (t == 0 or (t + 1) % PREVIEW_EVERY == 0):
+        done = stop is not None and stop(t)
+        if preview is not None and (t == 0 or (t + 1) % PREVIEW_EVERY == 0 or done):
             callback, current = preview
-            callback(current()[:, 0].detach().to(torch.device("cpu")), (t + 1) / iterations)
+            callback(current()[:, 0].detach().to(torch.device("cpu")), 1.0 if done else (t + 1) / iterations)
+        if done:
+            break
     return losses, scores, False
+
+
+class _Stability:
+    """The convergence stop: after ``settle`` steps, every CHECK_EVERY steps, the evidence regions (bool (K, n)
+    from ``regions()``) against those of the previous check; True once all K have IoU ≥ STABLE_IOU at PATIENCE
+    checks in a row."""
+
+    def __init__(self, regions: Callable[[], torch.Tensor], settle: int) -> None:
+        self.regions, self.settle = regions, settle
+        self.previous: torch.Tensor | None = None
+        self.streak = 0
+        self.stopped = False
+
+    def __call__(self, t: int) -> bool:
+        if t + 1 < self.settle or (t + 1 - self.settle) % CHECK_EVERY:
+            return False
+        current = self.regions()
+        if self.previous is not None:
+            stable = bool((region_iou(current, self.previous) >= STABLE_IOU).all())
+            self.streak = self.streak + 1 if stable else 0
+        self.previous = current
+        self.stopped = self.streak >= PATIENCE
+        return self.stopped
+
+
+def region_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of bool regions (K, ...) -> (K,); two empty regions count as equal (1)."""
+    a, b = a.flatten(1), b.flatten(1)
+    union = (a | b).sum(1)
+    return torch.where(union > 0, (a & b).sum(1) / union.clamp(min=1), torch.ones_like(union, dtype=torch.float))
+
+
+def top_regions(masks: torch.Tensor, areas: Sequence[float]) -> torch.Tensor:
+    """(K, ...) masks -> bool (K, n): the round(n · area) largest values of each (ties at the threshold kept)."""
+    flat = masks.detach().flatten(1)
+    n = flat.shape[1]
+    out = []
+    for m, a in zip(flat, areas):
+        k = max(1, int(round(n * a)))
+        out.append(m >= m.kthvalue(n - k + 1).values)
+    return torch.stack(out)
 
 
 def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None = None, *,
                           areas: Sequence[float] = (0.1,), variant: Variant = Variant.PRESERVE,
                           perturbation: Perturbation = Perturbation.BLUR, iterations: int = EXTREMAL_ITERATIONS,
                           step: int | None = None, sigma: float | None = None, learning_rate: float = 0.05,
-                          jitter: bool = True,
+                          jitter: bool = True, converge: bool = False,
                           progress: Progress | None = None, cancel: Cancel | None = None,
                           preview: Preview | None = None) -> PerturbationResult:
     """Extremal perturbations of ``x`` for ``target``, one mask per area, optimised together.
@@ -239,6 +366,10 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         areas: mask areas as fractions of the image, each in (0, 1).
         variant: preserve (maximise the target keeping only the mask) or delete (minimise it removing the mask).
         iterations: optimisation steps; the area weight schedule is stretched to end where TorchRay's does.
+            With ``converge``: the most steps taken.
+        converge: stop once the masks have settled (see SCHEDULE_STEPS): the area weight reaches TorchRay's end
+            value after ``min(SCHEDULE_STEPS, iterations)`` steps, then the run ends when the top-``area`` region
+            of every mask holds still (``result.converged``, ``result.iterations`` the steps used).
         step, sigma: parameter grid spacing and bump radius in pixels; None scales TorchRay's 7 and 21 at
             224 px to the input size.
         learning_rate: SGD step with momentum 0.9 (TorchRay uses 0.01 over 800 steps).
@@ -261,9 +392,10 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     # start from the whole image; grid points outside it start off, or their bumps leave a frame that the area
     # constraint (counted inside the image only) is slow to remove
     params = gen.inside().expand(len(areas), 1, -1, -1).clone().requires_grad_(True)
-    reference = _area_reference(areas, h * w, x.device)
+    ones = [h * w - int(round(h * w * (1 - a))) for a in areas]  # the area reference: n (1 - a) zeros, then ones
     optimizer = torch.optim.SGD([params], lr=learning_rate, momentum=0.9, dampening=0.9)
-    growth = _AREA_WEIGHT_GROWTH_TOTAL ** (1.0 / iterations)
+    schedule = min(SCHEDULE_STEPS, iterations) if converge else iterations
+    growth = _AREA_WEIGHT_GROWTH_TOTAL ** (1.0 / schedule)
     area_weight = _AREA_WEIGHT_START
     sign = 1.0 if variant is Variant.PRESERVE else -1.0
 
@@ -275,20 +407,22 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         if jitter and t % 2 == 0:
             images = torch.flip(images, dims=(3,))
         logits = model(images).float()
-        ranked = mask.view(len(areas), -1).sort(dim=1).values
-        area_loss = ((ranked - reference) ** 2).mean(dim=1) * area_weight * growth ** t
+        area_loss = _area_loss(mask.view(len(areas), -1), ones) * area_weight * growth ** min(t, schedule)
         return area_loss - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
 
+    stability = _Stability(lambda: top_regions(last["mask"], areas), schedule) if converge else None
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
                                           "extremal perturbation",
-                                          (preview, lambda: last["mask"]) if preview is not None else None)
+                                          (preview, lambda: last["mask"]) if preview is not None else None,
+                                          stability)
     with torch.no_grad():
         mask = gen(params)
         images = pyramid.apply(mask if variant is Variant.PRESERVE else 1 - mask)
     return _to_cpu(PerturbationResult(
         MaskMethod.EXTREMAL, variant, perturbation, target, mask[:, 0].detach(), areas,
         _finish(model, images, target), images.detach(), _stack(losses, len(areas)), _stack(scores, len(areas)),
-        base, len(losses), time.perf_counter() - started, cancelled))
+        base, len(losses), time.perf_counter() - started, cancelled,
+        stability is not None and stability.stopped, iterations))
 
 
 def _to_cpu(r: PerturbationResult) -> PerturbationResult:
@@ -313,7 +447,7 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
                             variant: Variant = Variant.DELETE, perturbation: Perturbation = Perturbation.BLUR,
                             iterations: int = MEANINGFUL_ITERATIONS, l1: float = 0.05, tv: float = 0.2,
                             tv_beta: float = 3.0, blur_sigma: float = 10.0, mask_stride: int = 8,
-                            learning_rate: float = 0.1, jitter: int = 4, seed: int = 0,
+                            learning_rate: float = 0.1, jitter: int = 4, seed: int = 0, converge: bool = False,
                             progress: Progress | None = None, cancel: Cancel | None = None,
                             preview: Preview | None = None) -> PerturbationResult:
     """Meaningful perturbation: the smallest smooth region whose perturbation most changes the target.
@@ -326,6 +460,9 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
     Args:
         x: float (1, 3, H, W) or (3, H, W) in [0, 1]; not modified.
         target: class index; None means the top-1 class of ``x``.
+        iterations: optimisation steps; with ``converge``, the most steps taken.
+        converge: after ``min(SCHEDULE_STEPS, iterations)`` steps, stop once the region where the mask is above
+            0.5 holds still (see SCHEDULE_STEPS; ``result.converged``, ``result.iterations`` the steps used).
 
     Returns:
         A :class:`PerturbationResult` with one mask (1, H, W); ``areas`` holds its mean.
@@ -364,27 +501,32 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
         with torch.no_grad():
             return compose(params)[0]
 
+    stability = (_Stability(lambda: current()[:, 0] > 0.5, min(SCHEDULE_STEPS, iterations)) if converge
+                 else None)
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
-                                          "meaningful perturbation", (preview, current) if preview is not None else None)
+                                          "meaningful perturbation", (preview, current) if preview is not None else None,
+                                          stability)
     with torch.no_grad():
         evidence, images = compose(params)
     mask = evidence[:, 0].detach()
     return _to_cpu(PerturbationResult(
         MaskMethod.MEANINGFUL, variant, perturbation, target, mask, (float(mask.mean()),),
         _finish(model, images, target), images.detach(), _stack(losses, 1), _stack(scores, 1), base, len(losses),
-        time.perf_counter() - started, cancelled))
+        time.perf_counter() - started, cancelled, stability is not None and stability.stopped, iterations))
 
 
 def perturbation_masks(model: LensModel, x: torch.Tensor, target: int | None = None, *,
                        method: MaskMethod = MaskMethod.EXTREMAL, areas: Sequence[float] = (0.1,),
                        variant: Variant | None = None, iterations: int | None = None,
-                       perturbation: Perturbation = Perturbation.BLUR, progress: Progress | None = None,
-                       cancel: Cancel | None = None, preview: Preview | None = None) -> PerturbationResult:
-    """Either method with its own defaults (``variant`` None: preserve for extremal, delete for meaningful)."""
+                       perturbation: Perturbation = Perturbation.BLUR, converge: bool = False,
+                       progress: Progress | None = None, cancel: Cancel | None = None,
+                       preview: Preview | None = None) -> PerturbationResult:
+    """Either method with its own defaults (``variant`` None: preserve for extremal, delete for meaningful);
+    ``converge``: stop once the masks hold still, ``iterations`` at most."""
     if MaskMethod(method) is MaskMethod.EXTREMAL:
         return extremal_perturbation(model, x, target, areas=areas, variant=variant or Variant.PRESERVE,
                                      perturbation=perturbation, iterations=iterations or EXTREMAL_ITERATIONS,
-                                     progress=progress, cancel=cancel, preview=preview)
+                                     converge=converge, progress=progress, cancel=cancel, preview=preview)
     return meaningful_perturbation(model, x, target, variant=variant or Variant.DELETE, perturbation=perturbation,
-                                   iterations=iterations or MEANINGFUL_ITERATIONS, progress=progress,
-                                   cancel=cancel, preview=preview)
+                                   iterations=iterations or MEANINGFUL_ITERATIONS, converge=converge,
+                                   progress=progress, cancel=cancel, preview=preview)
