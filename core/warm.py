@@ -102,10 +102,10 @@ def page_attack() -> AttackSettings:
 
 def page_masks(target: int) -> MaskSettings:
     """The Perturbation-masks page's initial settings for class ``target``: extremal, preserve, blur, areas
-    5/10/20 %, the module's default iterations."""
-    from .perturbation.masks import EXTREMAL_ITERATIONS
+    5/10/20 %, at most TorchRay's 800 steps with the convergence stop."""
+    from .perturbation.masks import TORCHRAY_ITERATIONS
 
-    return MaskSettings(int(target), "extremal", (0.05, 0.1, 0.2), "preserve", "blur", EXTREMAL_ITERATIONS)
+    return MaskSettings(int(target), "extremal", (0.05, 0.1, 0.2), "preserve", "blur", TORCHRAY_ITERATIONS, True)
 
 
 def page_featurevis(model: LensModel) -> tuple[str, tuple[int, ...], str, object]:

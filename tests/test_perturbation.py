@@ -130,7 +130,7 @@ def test_cli_fields_masks_and_errors(tmp_path, samples, capsys):
     out = json.loads(capsys.readouterr().out)
     (r,) = out["results"]
     assert set(out) == {"results"}
-    assert set(r) == {"image", "target", "area", "score", "seconds", "npy"}
+    assert set(r) == {"image", "target", "area", "score", "seconds", "npy", "iterations", "converged"}
     m = np.load(r["npy"])
     assert m.shape == (224, 224) and m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
     assert r["area"] == pytest.approx(float(m.mean()), abs=1e-6) and r["npy"].endswith("chelsea.npy")
@@ -228,7 +228,7 @@ def test_convergence_stop_mechanics(convnext_atto, image, monkeypatch, method):
     weight stops growing at the end of the schedule."""
     from core.perturbation import masks
 
-    monkeypatch.setattr(masks, "SCHEDULE_STEPS", 10)
+    monkeypatch.setattr(masks, "SETTLE_STEPS", 10)
     fn = extremal_perturbation if method == "extremal" else meaningful_perturbation
     kw = {"areas": (0.1,)} if method == "extremal" else {}
     monkeypatch.setattr(masks, "STABLE_IOU", 0.0)  # every comparison counts as stable

@@ -53,16 +53,16 @@ def test_perturbation_page_computes_masks(app, embedded, cat_input, monkeypatch)
     assert [b.label for b in at.button].count("Add to report") == 2  # one per mask
     assert at.query_params["areas"] == ["0.1", "0.2"] and at.query_params["iterations"] == "20"
     assert drawn == [(224, 224)] * 3  # steps 1, 10 and 20
-    assert not at.checkbox(key="lens_pert_converge").value  # off by default: fixed steps
+    assert at.checkbox(key="lens_pert_converge_extremal").value  # on by default: checks begin at step 100
 
 
 def test_perturbation_page_says_when_the_stop_ended_the_run(app, monkeypatch):
     from core.perturbation import masks
 
-    monkeypatch.setattr(masks, "SCHEDULE_STEPS", 10)
+    monkeypatch.setattr(masks, "SETTLE_STEPS", 10)
     monkeypatch.setattr(masks, "STABLE_IOU", 0.0)  # any mask counts as still: the stop fires at its first chance
     at = _open(app, "pages/perturbation.py")
-    at.checkbox(key="lens_pert_converge").check()
+    at.checkbox(key="lens_pert_converge_extremal").check()
     at.multiselect(key="lens_pert_areas").set_value([0.1])
     at.slider(key="lens_pert_iters_extremal").set_value(100)
     at.button(key="lens_pert_run").click().run()
@@ -70,7 +70,7 @@ def test_perturbation_page_says_when_the_stop_ended_the_run(app, monkeypatch):
     # checks at steps 10, 20, 30, 40: the third stable comparison ends the run at step 40
     assert any(m.value.endswith("stopped after 40 of at most 100 steps: the mask held still (converged).")
                for m in at.markdown)
-    at.checkbox(key="lens_pert_converge").uncheck()
+    at.checkbox(key="lens_pert_converge_extremal").uncheck()
     at.slider(key="lens_pert_iters_extremal").set_value(20)
     at.button(key="lens_pert_run").click().run()
     assert any(m.value.endswith("; 20 steps.") for m in at.markdown) and at.query_params["converge"] == "0"

@@ -38,12 +38,13 @@ TORCHRAY_ITERATIONS = 800
 # TorchRay multiplies the area weight by 1.0035 per step over 800 steps; a shorter run keeps the same end weight.
 _AREA_WEIGHT_START = 300.0
 _AREA_WEIGHT_GROWTH_TOTAL = 1.0035 ** TORCHRAY_ITERATIONS
-# The convergence stop (``converge=True``): the area weight reaches its end value after SCHEDULE_STEPS steps and
-# then stays there; from then on, every CHECK_EVERY steps the evidence region (the top ``area`` of each mask;
-# the mask > 0.5 for meaningful perturbation) is compared with the one at the previous check, and the run stops
-# once every mask's region has changed by less than STABLE_IOU (intersection over union) at PATIENCE checks in a
-# row. Agreement with TorchRay's 800-step run on the sample photos: docs/performance.md (not yet validated).
-SCHEDULE_STEPS = 100
+# The convergence stop (``converge=True``): the run follows the same path as the fixed run of ``iterations`` steps
+# (the area weight stretched over all of them, as TorchRay's), and from SETTLE_STEPS on, every CHECK_EVERY steps,
+# the evidence region (the top ``area`` of each mask; the mask > 0.5 for meaningful perturbation) is compared
+# with the one at the previous check; the run stops once every mask's region has changed by less than
+# STABLE_IOU (intersection over union) at PATIENCE checks in a row. Measured against TorchRay's 800 steps on the
+# sample photos: docs/performance.md.
+SETTLE_STEPS = 100
 CHECK_EVERY = 10
 STABLE_IOU = 0.95
 PATIENCE = 3
@@ -367,9 +368,8 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         variant: preserve (maximise the target keeping only the mask) or delete (minimise it removing the mask).
         iterations: optimisation steps; the area weight schedule is stretched to end where TorchRay's does.
             With ``converge``: the most steps taken.
-        converge: stop once the masks have settled (see SCHEDULE_STEPS): the area weight reaches TorchRay's end
-            value after ``min(SCHEDULE_STEPS, iterations)`` steps, then the run ends when the top-``area`` region
-            of every mask holds still (``result.converged``, ``result.iterations`` the steps used).
+        converge: the run of ``iterations`` steps, ended early once the top-``area`` region of every mask holds
+            still after SETTLE_STEPS (``result.converged``, ``result.iterations`` the steps used).
         step, sigma: parameter grid spacing and bump radius in pixels; None scales TorchRay's 7 and 21 at
             224 px to the input size.
         learning_rate: SGD step with momentum 0.9 (TorchRay uses 0.01 over 800 steps).
@@ -394,7 +394,7 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
     params = gen.inside().expand(len(areas), 1, -1, -1).clone().requires_grad_(True)
     ones = [h * w - int(round(h * w * (1 - a))) for a in areas]  # the area reference: n (1 - a) zeros, then ones
     optimizer = torch.optim.SGD([params], lr=learning_rate, momentum=0.9, dampening=0.9)
-    schedule = min(SCHEDULE_STEPS, iterations) if converge else iterations
+    schedule = iterations  # the stop ends the same path early: never a compressed schedule
     growth = _AREA_WEIGHT_GROWTH_TOTAL ** (1.0 / schedule)
     area_weight = _AREA_WEIGHT_START
     sign = 1.0 if variant is Variant.PRESERVE else -1.0
@@ -410,7 +410,7 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         area_loss = _area_loss(mask.view(len(areas), -1), ones) * area_weight * growth ** min(t, schedule)
         return area_loss - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
 
-    stability = _Stability(lambda: top_regions(last["mask"], areas), schedule) if converge else None
+    stability = _Stability(lambda: top_regions(last["mask"], areas), min(SETTLE_STEPS, iterations)) if converge else None
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
                                           "extremal perturbation",
                                           (preview, lambda: last["mask"]) if preview is not None else None,
@@ -461,8 +461,8 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
         x: float (1, 3, H, W) or (3, H, W) in [0, 1]; not modified.
         target: class index; None means the top-1 class of ``x``.
         iterations: optimisation steps; with ``converge``, the most steps taken.
-        converge: after ``min(SCHEDULE_STEPS, iterations)`` steps, stop once the region where the mask is above
-            0.5 holds still (see SCHEDULE_STEPS; ``result.converged``, ``result.iterations`` the steps used).
+        converge: after ``min(SETTLE_STEPS, iterations)`` steps, stop once the region where the mask is above
+            0.5 holds still (see SETTLE_STEPS; ``result.converged``, ``result.iterations`` the steps used).
 
     Returns:
         A :class:`PerturbationResult` with one mask (1, H, W); ``areas`` holds its mean.
@@ -501,7 +501,7 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
         with torch.no_grad():
             return compose(params)[0]
 
-    stability = (_Stability(lambda: current()[:, 0] > 0.5, min(SCHEDULE_STEPS, iterations)) if converge
+    stability = (_Stability(lambda: current()[:, 0] > 0.5, min(SETTLE_STEPS, iterations)) if converge
                  else None)
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
                                           "meaningful perturbation", (preview, current) if preview is not None else None,

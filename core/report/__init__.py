@@ -146,11 +146,13 @@ def attack_command(image: str, card, *, method: str, norm: str, eps: float, step
 
 
 def perturb_command(image: str, card, *, method: str, area: float | None, variant: str, perturbation: str,
-                    iterations: int, target: int) -> str:
-    """``python -m core perturb`` for one mask (one area)."""
+                    iterations: int, target: int, converge: bool = False) -> str:
+    """``python -m core perturb`` for one mask (one area); with ``converge``, ``iterations`` is the most steps
+    (the run asked for, not the steps it used: the path depends on it)."""
     return _command("perturb", image, card, [
         ("--method", method), ("--area", None if area is None else f"{area:g}"), ("--variant", variant),
-        ("--perturbation", perturbation), ("--iterations", int(iterations)), ("--target", int(target))])
+        ("--perturbation", perturbation), ("--iterations", int(iterations)), ("--target", int(target))],
+        ["--converge"] if converge else [])
 
 
 def predict_command(image: str, card, *, top: int = 5) -> str:

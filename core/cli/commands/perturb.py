@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--perturbation", choices=[v.value for v in Perturbation], default=Perturbation.BLUR.value,
                    help="blur (default) or fade to the mean colour")
     p.add_argument("--iterations", type=int, default=None, help="optimisation steps (default 300)")
+    p.add_argument("--converge", action="store_true",
+                   help="stop once the mask holds still (--iterations is then the most steps); the result says "
+                        "how many ran")
     p.add_argument("--target", type=int, default=None, help="class index (default: each image's top class)")
     add_model_options(p)
     p.add_argument("--out-dir", default=DEFAULT_OUT, help=f"where <stem>.npy masks go (default {DEFAULT_OUT})")
@@ -58,13 +61,15 @@ def run(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         res = perturbation_masks(model, inp.batch, args.target, method=method, areas=(args.area or 0.1,),
                                  variant=Variant(args.variant) if args.variant else None,
-                                 iterations=args.iterations, perturbation=Perturbation(args.perturbation))
+                                 iterations=args.iterations, perturbation=Perturbation(args.perturbation),
+                                 converge=args.converge)
         seconds = time.perf_counter() - start
         mask = res.masks[0].numpy().astype(np.float32)
         npy = out_path(args.out_dir, path, ".npy")
         np.save(npy, mask)
         results.append({"image": path, "target": res.target, "area": float(mask.mean()),
-                        "score": float(res.scores[0]), "seconds": round(seconds, 3), "npy": str(npy)})
+                        "score": float(res.scores[0]), "seconds": round(seconds, 3), "npy": str(npy),
+                        "iterations": res.iterations, "converged": res.converged})
     payload = {"results": results}
     payload["errors"] = errors
     return payload

@@ -1,0 +1,80 @@
+"""Does the extremal convergence stop agree with TorchRay's 800 steps, in at most a third of them? Prints JSON.
+
+For each sample photo: one fixed 800-step run (the reference) recording the top-area regions every 10 steps, then
+the run with ``converge=True`` (the same path, ended early). Reports the steps the stop used, the IoU of its
+regions with the reference's (target ≥ 0.9 at ≤ 266 steps), and the step from which the trajectory stays
+≥ 0.9 (what an ideal stop could reach). Embedded model, areas 5/10/20 %, preserve, blur (the page's default).
+
+    python bench/mask_convergence.py [--photos chelsea.jpg coffee.jpg rocket.jpg] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("LENS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import images  # noqa: E402
+from core.model import load_model  # noqa: E402
+from core.perturbation import masks  # noqa: E402
+
+AREAS = (0.05, 0.1, 0.2)
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def one(model, name: str) -> dict:
+    x = images.preprocess(images.load_image(ROOT / "assets" / "samples" / name), model.card.data_config).tensor
+    trajectory: list[torch.Tensor] = []
+    start = time.perf_counter()
+    ref = masks.extremal_perturbation(model, x, None, areas=AREAS, iterations=masks.TORCHRAY_ITERATIONS,
+                                      preview=lambda m, f: trajectory.append(masks.top_regions(m, AREAS)))
+    ref_s = time.perf_counter() - start
+    final = masks.top_regions(ref.masks, AREAS)
+    ious = [float(masks.region_iou(r, final).min()) for r in trajectory]  # previews: step 1, then every 10
+    steps = [1] + [10 * i for i in range(1, len(ious))]
+    settled = next((s for i, s in enumerate(steps) if min(ious[i:]) >= 0.9), None)
+    start = time.perf_counter()
+    stop = masks.extremal_perturbation(model, x, None, areas=AREAS, iterations=masks.TORCHRAY_ITERATIONS,
+                                       converge=True)
+    stop_s = time.perf_counter() - start
+    iou = masks.region_iou(masks.top_regions(stop.masks, AREAS), final)
+    return {"photo": name, "steps": stop.iterations, "converged": stop.converged,
+            "iou_with_800": [round(float(v), 3) for v in iou], "reference_seconds": round(ref_s, 1),
+            "stop_seconds": round(stop_s, 1), "trajectory_settled_at": settled,
+            "met": bool(stop.converged and stop.iterations <= masks.TORCHRAY_ITERATIONS // 3 and float(iou.min()) >= 0.9)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", nargs="+", default=["chelsea.jpg", "coffee.jpg", "rocket.jpg"])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model("embedded")
+    rows = [one(model, p) for p in args.photos]
+    print(json.dumps({"cpu": cpu_model(), "threads": args.threads, "load": os.getloadavg(),
+                      "rule": {"settle": masks.SETTLE_STEPS, "check_every": masks.CHECK_EVERY,
+                               "stable_iou": masks.STABLE_IOU, "patience": masks.PATIENCE},
+                      "photos": rows, "all_met": all(r["met"] for r in rows)}))
+
+
+if __name__ == "__main__":
+    main()
