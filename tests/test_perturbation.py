@@ -135,6 +135,12 @@ def test_cli_fields_masks_and_errors(tmp_path, samples, capsys):
     assert m.shape == (224, 224) and m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
     assert r["area"] == pytest.approx(float(m.mean()), abs=1e-6) and r["npy"].endswith("chelsea.npy")
     assert 0 <= r["score"] <= 1 and r["image"] == img
+    assert r["iterations"] == 3 and r["converged"] is False
+    # --converge: 3 steps end before the first check (step SETTLE_STEPS), so the run is not called converged
+    assert main(args[:-1] + ["--converge", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["results"][0]
+    assert again["iterations"] == 3 and again["converged"] is False
+    assert np.array_equal(np.load(again["npy"]), m)  # the same path as the fixed run
     assert main(["perturb", img, "--method", "meaningful", "--variant", "delete", "--iterations", "2",
                  "--target", "281", "--model", "embedded", "--out-dir", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["target"] == 281
