@@ -6,8 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.images import ImageError
-from ui import cache, sidebar
+from ui import cache, permalink, sidebar
 from ui import error_analysis as view
+from ui.permalink import Param
 from ui.widgets import progress_bar
 
 st.title("Error analysis")
@@ -19,10 +20,13 @@ selection = sidebar.current()
 if selection is None:
     st.stop()
 
-source = st.radio("Model", ["The sidebar's model", view.DEMO], key="err_model", horizontal=True,
+SOURCES = ["The sidebar's model", view.DEMO]
+permalink.bind([Param("source", "err_model", options=SOURCES)])  # the page's settings travel in its link
+source = st.radio("Model", SOURCES, key="err_model", horizontal=True,
                   help="The demo is a linear head trained in seconds on half the sample photos in six coarse classes "
                        "(python -m core demo-head); the other half it never saw.")
 model, model_key, default_folder = view.model_for(source, selection)
+permalink.bind([Param("folder", f"err_folder_{source == view.DEMO}")])
 folder = st.text_input("Labelled folder", value=default_folder, key=f"err_folder_{source == view.DEMO}",
                        placeholder="root/<class>/<image> (names or indices), a folder with labels.csv, or a CSV of file,label",
                        help="Class folders match the model's class names case-insensitively, or are class indices.").strip()
@@ -38,6 +42,9 @@ except ImageError as e:
     st.stop()
 
 names = list(ev.class_names)
+layers = view.feature_layers(model, model_key)  # the page's one layer picker: Grad-CAM and separating channels
+permalink.bind([Param("true", "err_true", options=names), Param("pred", "err_pred", options=names),
+                Param("layer", "err_layer", options=layers)])
 view.summary(ev)
 
 # ------------------------------------------------------------------------------- confusion matrix and cell
@@ -53,7 +60,6 @@ view.default_cell(ev)
 t_col, p_col, l_col = st.columns(3)
 true_name = t_col.selectbox("True class", names, key="err_true", help="Or click a cell of the matrix.")
 pred_name = p_col.selectbox("Predicted class", names, key="err_pred")
-layers = view.feature_layers(model, model_key)  # the page's one layer picker: Grad-CAM and separating channels
 layer = l_col.selectbox("Layer", layers, index=max(0, len(layers) - 1), key="err_layer",
                         help="Grad-CAM's layer in the Why? panel, and where the separating channels are sought.")
 true_idx, pred_idx = ev.classes[names.index(true_name)], ev.classes[names.index(pred_name)]

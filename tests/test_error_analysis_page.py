@@ -46,3 +46,17 @@ def test_demo_evaluation_cell_and_explain(app):
     assert any("Cohen's d" in c.value for c in at.caption)
     table = at.dataframe[-1].value
     assert list(table.columns[:3]) == ["channel", "Cohen's d", "AUC"] and len(table) == 8
+
+
+def test_link_opens_the_cell(app):
+    """A link with the page's settings (model source, cell, layer) reproduces the view; a class the folder does
+    not have is ignored, not an error."""
+    from ui import error_analysis as view
+
+    app.query_params.update({"source": view.DEMO, "true": "animal", "pred": "interior"})
+    at = _open(app)
+    assert at.radio(key="err_model").value == view.DEMO
+    assert (at.selectbox(key="err_true").value, at.selectbox(key="err_pred").value) == ("animal", "interior")
+    assert any("images of animal predicted interior" in m.value for m in at.markdown)
+    at.selectbox(key="err_true").set_value("interior").run()  # the address bar follows the user's change
+    assert at.query_params["true"] == "interior" and at.query_params["source"] == view.DEMO
