@@ -27,7 +27,6 @@ import os
 import pickle
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

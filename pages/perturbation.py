@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core.perturbation.masks import MEANINGFUL_ITERATIONS, TORCHRAY_ITERATIONS, MaskMethod, Perturbation, Variant
-from core.render import image_uint8, overlay
+from core.render import image_uint8
 from core.perturbation.view import weak_mask_notes
 from core.report import perturb_command
 from ui import cache, figures, permalink, report, run, sidebar
