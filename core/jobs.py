@@ -1,8 +1,13 @@
 """One scheduler for heavy work: a bounded number of jobs at once, first in first out, identical requests computed
 once, cancellable, inside a memory budget.
 
-A job runs on the thread that asked for it (a Streamlit session's script thread, so its progress bar keeps
-working) once :meth:`Scheduler.run` admits it:
+A job runs on the thread that asked for it once :meth:`Scheduler.run` admits it, or, with ``job_nice`` set (the
+app's scheduler: ``LENS_JOB_NICE``, default 10), on a fresh worker thread at that lower CPU priority while the
+asking thread (a Streamlit session's script thread) waits, relays the job's progress and previews to its page
+(:meth:`Job.relay`) and keeps polling its own stop signals. The lower priority is what keeps the server
+responsive while jobs use every core: pages, the websocket and the browsers are served first, and a job gets the
+rest (with nothing else to do, a niced job runs exactly as fast). The thread is fresh so that PyTorch's OpenMP
+workers, which a thread creates on its first parallel region and which inherit its priority, are niced too.
 
 - at most ``max_jobs`` run at once (``LENS_MAX_JOBS``, default: half the cores, at least one) and every job
   runs on the same number of torch intra-op threads, ``cores // max_jobs`` (at least one), whether it runs alone
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import json
 import os
 import tempfile
@@ -66,6 +72,18 @@ def default_max_jobs() -> int:
             raise ValueError("LENS_MAX_JOBS must be at least 1")
         return n
     return max(1, (os.cpu_count() or 1) // 2)
+
+
+def default_job_nice() -> int:
+    """``LENS_JOB_NICE`` (default 10): how much lower than the server's the jobs' CPU priority is (0 to 19)."""
+    value = os.environ.get("LENS_JOB_NICE", "").strip() or "10"
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"LENS_JOB_NICE must be a whole number from 0 to 19, got {value!r}") from None
+    if not 0 <= n <= 19:
+        raise ValueError(f"LENS_JOB_NICE must be from 0 to 19, got {n}")
+    return n
 
 
 def default_memory_bytes() -> int:
@@ -132,6 +150,30 @@ class Job:
     def __post_init__(self) -> None:
         self.done = threading.Event()
         self._cancelled = False
+        self._worker: threading.Thread | None = None
+        self._pending: dict[Callable, tuple] = {}
+        self._pending_lock = threading.Lock()
+
+    def relay(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` as the job may call it: on a worker thread the call is kept (the latest per function) and made
+        on the asking thread by :meth:`drain`; on the asking thread itself it is ``fn``. For callbacks that
+        draw (progress bars, previews): a Streamlit element belongs to its session's script thread."""
+        def relayed(*args) -> None:
+            if threading.current_thread() is not self._worker:
+                fn(*args)
+                return
+            with self._pending_lock:
+                self._pending.pop(fn, None)
+                self._pending[fn] = args
+        return relayed
+
+    def drain(self) -> int:
+        """Make the relayed calls that are waiting (on the calling thread); how many were made."""
+        with self._pending_lock:
+            calls, self._pending = self._pending, {}
+        for fn, args in calls.items():
+            fn(*args)
+        return len(calls)
 
     def cancel(self) -> None:
         """Stop at the next progress report (a queued job leaves the queue)."""
@@ -151,7 +193,8 @@ class Scheduler:
 
     def __init__(self, max_jobs: int | None = None, memory_bytes: int | None = None, cores: int | None = None,
                  base_bytes: Callable[[], int] | None = None, max_threads: int | None = None,
-                 status_path: str | Path | None = None, live_bytes: Callable[[], int] | None = None) -> None:
+                 status_path: str | Path | None = None, live_bytes: Callable[[], int] | None = None,
+                 job_nice: int | None = None) -> None:
         self.max_jobs = max_jobs or default_max_jobs()
         self.memory_bytes = memory_bytes if memory_bytes is not None else default_memory_bytes()
         self.cores = cores or max(1, os.cpu_count() or 1)
@@ -159,6 +202,7 @@ class Scheduler:
         self.base_bytes = base_bytes or (lambda: 0)  # memory already used outside jobs (model, caches)
         self.live_bytes = live_bytes or (lambda: 0)  # the process's resident size now (0: unknown)
         self.status_path = Path(status_path) if status_path is not None else None
+        self.job_nice = job_nice  # None: a job runs on the asking thread
         self._cv = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
         self._running: list[Job] = []
@@ -241,19 +285,21 @@ class Scheduler:
         except BaseException:
             self._finish(job, "cancelled")
             raise
-        previous = torch.get_num_threads()
-        torch.set_num_threads(job.threads)
+        relayed = job.relay(progress) if progress is not None else None
 
         def report(fraction: float, message: str) -> None:
             if job.cancelled or (cancel is not None and cancel()):
                 job.cancel()
                 raise JobCancelled("stopped")
             job.fraction, job.message = fraction, message
-            if progress is not None:
-                progress(fraction, message)
+            if relayed is not None:
+                relayed(fraction, message)
 
         try:
-            result = compute(job, report)
+            if self.job_nice is None:
+                result = self._inline(job, compute, report)
+            else:
+                result = self._on_worker(job, compute, report, progress, cancel, poll)
             if job.cancelled:
                 raise JobCancelled("stopped")
         except Exception as e:  # noqa: BLE001 - recorded, then raised to this job's own caller
@@ -266,11 +312,67 @@ class Scheduler:
         except BaseException:  # the session's rerun/stop (Streamlit), KeyboardInterrupt: the job was stopped
             self._finish(job, "cancelled")
             raise
-        finally:
-            torch.set_num_threads(previous)
         job.result = result
         self._finish(job, "done")
         return result
+
+    @staticmethod
+    def _inline(job: Job, compute, report):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(job.threads)
+        try:
+            return compute(job, report)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _on_worker(self, job: Job, compute, report, progress: Progress | None, cancel, poll: float,
+                   keepalive: float = 0.25):
+        """``compute(job, report)`` on a fresh thread at the jobs' priority (in a copy of this thread's context,
+        so hooks owned here stay owned), while this thread makes the relayed calls and repeats the last
+        progress every ``keepalive`` seconds (Streamlit stops a script at its element calls). When this thread
+        is stopped (an exception from a relayed call or ``cancel()``), the job is cancelled and waited for: it
+        ends at its next report, so it never runs on beside a job admitted after it."""
+        outcome: dict[str, object] = {}
+        finished = threading.Event()
+        context = contextvars.copy_context()
+        nice = int(self.job_nice or 0)
+
+        def work() -> None:
+            try:
+                if nice:
+                    try:
+                        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(
+                            os.PRIO_PROCESS, threading.get_native_id()) + nice)
+                    except (OSError, AttributeError):
+                        pass  # no per-thread priority here: the job runs at the server's
+                torch.set_num_threads(job.threads)
+                outcome["result"] = context.run(compute, job, report)
+            except BaseException as e:  # noqa: BLE001 - handed to the asking thread
+                outcome["error"] = e
+            finally:
+                finished.set()
+
+        worker = threading.Thread(target=work, name="lens-job", daemon=True)
+        job._worker = worker
+        worker.start()
+        try:
+            last = time.monotonic()
+            while not finished.wait(min(poll, 0.05)):
+                if job.drain():
+                    last = time.monotonic()
+                elif progress is not None and time.monotonic() - last >= keepalive:
+                    progress(job.fraction, job.message or "running")
+                    last = time.monotonic()
+                if cancel is not None and cancel():
+                    job.cancel()
+            job.drain()
+        except BaseException:
+            job.cancel()
+            finished.wait()
+            raise
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        return outcome["result"]
 
     def _threads(self) -> int:
         """Intra-op threads for the job at the head of the queue now (0: too few cores are free).
@@ -386,7 +488,8 @@ _scheduler_lock = threading.Lock()
 
 
 def scheduler() -> Scheduler:
-    """The process-wide scheduler, sized by ``LENS_MAX_JOBS`` and ``LENS_MEMORY_MB``, with the process's
+    """The process-wide scheduler, sized by ``LENS_MAX_JOBS`` and ``LENS_MEMORY_MB``, its jobs on worker threads
+    at ``LENS_JOB_NICE``, with the process's
     memory outside jobs measured once at creation (model weights, libraries) counted against the budget."""
     global _scheduler
     with _scheduler_lock:
@@ -396,5 +499,5 @@ def scheduler() -> Scheduler:
             base = rss_bytes()
             root = cache_dir()
             _scheduler = Scheduler(base_bytes=lambda: base, live_bytes=rss_bytes,
-                                   status_path=root / "jobs.json" if root else None)
+                                   status_path=root / "jobs.json" if root else None, job_nice=default_job_nice())
         return _scheduler

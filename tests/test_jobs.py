@@ -1,6 +1,7 @@
 """The app-wide scheduler (issue 12): bounded, FIFO, identical requests once, cancellable, memory budget."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -273,3 +274,95 @@ def test_heartbeat_beats_inside_forward_and_backward_and_can_stop_a_pass(embedde
     with pytest.raises(Stopped), heartbeat(embedded, stop_at_the_tenth, every=0.0):
         attribute(embedded, x, 285, method="saliency")
     assert len(beats) == 10 and hook_count(embedded) == hooks
+
+
+def _nice(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority") or not os.path.exists("/proc/self/task"),
+                    reason="per-thread priorities are read from Linux /proc")
+def test_a_job_runs_on_a_niced_worker_and_its_progress_is_drawn_on_the_asking_thread():
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30, job_nice=7)
+    me, base = threading.get_ident(), _nice(threading.get_native_id())
+    seen, drawn, previews = {}, [], []
+
+    def compute(job, progress):
+        seen["thread"] = threading.get_ident()
+        seen["threads"] = torch.get_num_threads()
+        before = set(os.listdir("/proc/self/task"))
+        torch.mm(torch.randn(512, 512), torch.randn(512, 512))  # starts this thread's OpenMP workers
+        seen["new"] = {int(t): _nice(int(t)) for t in set(os.listdir("/proc/self/task")) - before}
+        seen["nice"] = _nice(threading.get_native_id())
+        show = job.relay(lambda frame: previews.append((frame, threading.get_ident())))
+        for i in range(3):
+            show(i)
+            progress((i + 1) / 3, f"step {i + 1}")
+            time.sleep(0.12)  # the asking thread drains every 0.05 s
+        return 42
+
+    out = sched.run(("niced",), compute, progress=lambda f, m: drawn.append((f, m, threading.get_ident())))
+    assert out == 42 and seen["thread"] != me and seen["threads"] == 2
+    assert seen["nice"] == min(19, base + 7)
+    assert seen["new"] and all(n == min(19, base + 7) for n in seen["new"].values())  # OpenMP workers inherit it
+    assert _nice(threading.get_native_id()) == base  # the asking thread keeps its priority
+    assert [d[:2] for d in drawn if d[1].startswith("step")] == [(1 / 3, "step 1"), (2 / 3, "step 2"), (1.0, "step 3")]
+    assert {d[2] for d in drawn} == {me} and previews == [(0, me), (1, me), (2, me)]
+    assert sched.status()["running"] == 0
+
+
+def test_a_stop_raised_while_drawing_ends_the_worker_and_frees_the_slot():
+    """Streamlit raises its stop or rerun at the page's element call (here: the relayed progress): the job is
+    cancelled, the asking thread waits for the worker to end at its next report, and nothing runs on."""
+    class Stop(BaseException):
+        pass
+
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30, job_nice=0)
+    reports, ended = [], threading.Event()
+
+    def compute(job, progress):
+        try:
+            for i in range(1000):
+                progress(i / 1000, "working")
+                reports.append(i)
+                time.sleep(0.01)
+        finally:
+            ended.set()
+        return "finished"
+
+    def draw(fraction, message):
+        if fraction >= 0.02:
+            raise Stop()
+
+    start = time.perf_counter()
+    with pytest.raises(Stop):
+        sched.run(("stopped",), compute, progress=draw)
+    assert ended.is_set() and len(reports) < 100 and time.perf_counter() - start < 5
+    done = len(reports)
+    time.sleep(0.1)
+    assert len(reports) == done  # the worker is gone, not running on
+    assert sched.status()["running"] == 0 and sched.run(("next",), lambda job, p: "free") == "free"
+
+
+def test_a_worker_failure_reaches_its_caller_with_its_own_exception():
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30, job_nice=0)
+
+    def compute(job, progress):
+        raise ValueError("bad layer name")
+
+    with pytest.raises(ValueError, match="bad layer name"):
+        sched.run(("fails",), compute)
+    assert sched.status()["running"] == 0
+
+
+def test_job_nice_is_read_from_the_environment(monkeypatch):
+    from core.jobs import default_job_nice
+    monkeypatch.setenv("LENS_JOB_NICE", "3")
+    assert default_job_nice() == 3
+    monkeypatch.delenv("LENS_JOB_NICE")
+    assert default_job_nice() == 10
+    for bad in ("x", "25", "-1"):
+        monkeypatch.setenv("LENS_JOB_NICE", bad)
+        with pytest.raises(ValueError, match="LENS_JOB_NICE"):
+            default_job_nice()

@@ -93,11 +93,13 @@ def server_load(model: LensModel) -> dict[str, str]:
     }
 
 
-def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1):
-    """The stored result, or ``compute(progress, batch)`` run as a job of the app's scheduler (core.jobs):
-    queued behind other sessions' jobs ("queued, N ahead" on the progress bar), computed once for identical
-    requests, stopped within 0.25 s (see ``scheduled``) when the session reruns (Stop, a changed input) or ends
-    (a closed tab); nothing stored on failure or stop."""
+def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1, preview=None):
+    """The stored result, or ``compute(progress, batch)`` (``compute(progress, batch, preview)`` when a
+    ``preview`` is given) run as a job of the app's scheduler (core.jobs): queued behind other sessions' jobs
+    ("queued, N ahead" on the progress bar), computed once for identical requests, on a worker thread at a lower
+    CPU priority (the pages stay responsive) whose progress and previews are drawn by this script thread, stopped
+    within 0.25 s (see ``scheduled``) when the session reruns (Stop, a changed input) or ends (a closed tab);
+    nothing stored on failure or stop."""
     def queued(ahead: int) -> None:
         if progress is not None:
             progress(0.0, f"queued, {ahead} ahead" if ahead else "queued: waiting for a free slot")
@@ -109,10 +111,11 @@ def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1):
             last[:] = fraction, message
             report(fraction, message)
         # between progress reports (a batch can take seconds) the last report is repeated from inside the
-        # passes every 0.25 s: the page's progress call is where Streamlit stops a script whose user pressed
-        # Stop, changed the input or closed the tab, so the job ends within a fraction of a second
+        # passes every 0.25 s: a report is where a stopped job (Stop, a changed input, a closed tab) ends
         with core_jobs.heartbeat(model, lambda: report(*last)):
-            return compute(noted, job.batch)
+            if preview is None:
+                return compute(noted, job.batch)
+            return compute(noted, job.batch, job.relay(preview))
 
     def run():
         return core_jobs.scheduler().run(
@@ -256,7 +259,8 @@ def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_
     """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks);
     ``preview(masks (K, H, W), fraction)`` sees the masks refine (after the first step and every 10th)."""
     return _long(core_warm.mask_key(model_key, image_key, settings), progress, model,
-                 lambda progress, _batch: core_warm.run_masks(model, x, settings, progress, preview))
+                 lambda progress, _batch, preview=None: core_warm.run_masks(model, x, settings, progress, preview),
+                 preview=preview)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -351,15 +355,16 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     """
     key = core_warm.attribution_key(model_key, image_key, method, target, options)
     spec = REGISTRY[method]
-    extra = {"preview": preview} if spec.preview and preview is not None else {}
     batch = spec.keywords().get("batch_size")
     samples = options.get("batch_size", batch) if isinstance(batch, int) else 1
 
-    def compute(progress, fits):  # the scheduler lowers the batch when memory is short
+    def compute(progress, fits, preview=None):  # the scheduler lowers the batch when memory is short
         lowered = {"batch_size": fits} if isinstance(batch, int) and fits < samples else {}
+        extra = {"preview": preview} if preview is not None else {}
         return attribute(model, x.unsqueeze(0), int(target), method=method, progress=progress,
                          **{**options, **lowered}, **extra)
-    return _long(key, progress, model, compute, samples=samples)
+    return _long(key, progress, model, compute, samples=samples,
+                 preview=preview if spec.preview and preview is not None else None)
 
 
 # ------------------------------------------------------------------ faithfulness and sanity (ui/faithfulness.py)
