@@ -209,9 +209,9 @@ def heavy_session(browser, url: str, session: Session, timeout: float) -> dict:
 
 
 def home_session(browser, url: str, stop: threading.Event, timeout: float, out: list[float],
-                 renders: int | None = None) -> None:
+                 renders: int | None = None, started: list[float] | None = None) -> None:
     """Reload the home page until ``stop`` (or ``renders`` times); each render's seconds (until the top-5 table
-    shows) go to ``out``."""
+    shows) go to ``out``, and when it started (``time.perf_counter()``) to ``started``."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(timeout * 1000)
     try:
@@ -225,6 +225,8 @@ def home_session(browser, url: str, stop: threading.Event, timeout: float, out: 
                     raise TimeoutError("home page did not render")
                 time.sleep(0.05)
             out.append(time.perf_counter() - start)
+            if started is not None:
+                started.append(start)
     finally:
         context.close()
 
@@ -373,6 +375,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     home_session(browser, server.url, threading.Event(), timeout, alone, renders=5)
                     results: dict[str, dict] = {}
                     home: list[float] = []
+                    home_started: list[float] = []
                     stop = threading.Event()
                     # one browser per thread: Playwright's sync objects belong to the thread that made them
                     def heavy(s: Session) -> None:
@@ -387,7 +390,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         with sync_playwright() as q:
                             b = launch(q)
                             try:
-                                home_session(b, server.url, stop, timeout, home)
+                                home_session(b, server.url, stop, timeout, home, started=home_started)
                             finally:
                                 b.close()
 
@@ -407,6 +410,8 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         "home_alone_p50_s": percentile(alone, 0.5),
                         "home_renders": len(home), "home_p50_s": percentile(home, 0.5),
                         "home_p95_s": percentile(home, 0.95), "home_max_s": percentile(home, 1.0),
+                        # [seconds after the jobs started, render seconds] for each render: when the slow ones were
+                        "home_timeline": [[round(t - start, 1), round(h, 2)] for t, h in zip(home_started, home)],
                         "peak_rss_mb": round(server.peak_rss / 2**20),
                         "exceptions": sum(len(r["problems"]) + bool(r["error"]) for r in results.values()),
                     })
