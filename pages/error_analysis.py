@@ -54,7 +54,7 @@ with left:
     event = st.altair_chart(view.confusion_chart(ev), on_select="rerun", key="err_chart", width="stretch")
     view.follow_click(event, names)
 with right:
-    view.per_class(ev)
+    view.per_class(ev, model, folder)
 
 view.default_cell(ev)
 t_col, p_col, l_col = st.columns(3)
