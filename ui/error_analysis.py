@@ -190,8 +190,8 @@ def _pin_why(ev, model, row: int, result, method: str, title: str, shown: list, 
                                             else "."),
             settings={"model": model.card.name, "image": ev.images[row], "method": method,
                       "predicted": f"{model.label(p)} ({p})", "true": f"{model.label(t)} ({t})", **options},
-            command=contrast_command(method, report.path_arg(str(ev.paths[row])), model.card, predicted=p, true=t,
-                                     options=options),
+            command=contrast_command(report.path_arg(str(ev.paths[row])), model.card, method=method, predicted=p,
+                                     true=t, options=options),
             seconds=float(sum(result.results[(method, role)].seconds for role in ("predicted", "true", "contrast"))),
             seed=options.get("seed"), notes=tuple(first.notes))
 

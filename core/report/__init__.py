@@ -143,7 +143,7 @@ def _option_args(method: str, options: Mapping[str, object]) -> list[str]:
     return args
 
 
-def contrast_command(method: str, image: str, card, *, predicted: int, true: int,
+def contrast_command(image: str, card, *, method: str, predicted: int, true: int,
                      options: Mapping[str, object]) -> str:
     """``python -m core contrast`` for one "Why?" row of the Error analysis page: ``method``'s map for the
     predicted class, for the true class and their contrast, every declared option written out (as
