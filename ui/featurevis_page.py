@@ -55,10 +55,17 @@ def layer_picker(model, layers: list[LayerInfo]) -> LayerInfo:
 
 
 def index_input(where, label: str, n: int, key: str, default: int) -> int:
-    """A number input for an index in [0, n); a remembered or linked value beyond a narrower layer is clamped."""
+    """A number input for an index in [0, n). The value is kept when the layer changes and it exists there; a
+    remembered or linked value beyond a narrower layer is clamped, and a caption says so (until it is changed)."""
     if key in st.session_state and not 0 <= int(st.session_state[key]) < n:
-        st.session_state[key] = min(max(0, int(st.session_state[key])), n - 1)
-    return int(where.number_input(f"{label} (0-{n - 1})", 0, n - 1, min(default, n - 1), key=key))
+        old = int(st.session_state[key])
+        st.session_state[key] = min(max(0, old), n - 1)
+        st.session_state[f"{key}_clamped"] = (label, old, st.session_state[key])
+    value = int(where.number_input(f"{label} (0-{n - 1})", 0, n - 1, min(default, n - 1), key=key))
+    note = st.session_state.get(f"{key}_clamped")
+    if note and note[0] == label and note[2] == value:
+        where.caption(f"{note[1]} does not exist here (0-{n - 1}): clamped to {value}.")
+    return value
 
 
 def history_chart(result: Visualisation) -> None:
