@@ -97,5 +97,5 @@ try:
 except ValueError as e:
     st.warning(str(e))
     st.stop()
-view.separating_table(sep, true_name, pred_name)
+view.separating_table(sep, true_name, pred_name, model, folder)
 view.channel_examples(ev, model, layer, sep)

@@ -63,7 +63,8 @@ def test_link_opens_the_cell(app):
 
 
 def test_add_to_report_pins_the_matrix_and_the_why_maps_with_their_commands(app, monkeypatch, tmp_path, capsys):
-    """"Add to report" pins the confusion matrix (with the per-class table) and both rows of the Why? panel; the
+    """"Add to report" pins the confusion matrix (with the per-class table), both rows of the Why? panel and the
+    separating channels; the
     Report page's HTML holds them with commands the CLI parses, and the Grad-CAM row's command, run, gives the
     page's maps."""
     import html
@@ -92,8 +93,12 @@ def test_add_to_report_pins_the_matrix_and_the_why_maps_with_their_commands(app,
     for prefix in ("report_err_why_gradcam_", "report_err_why_smoothgrad_"):
         [b for b in at.button if b.key and b.key.startswith(prefix)][0].click().run()
         assert not at.exception, at.exception
+    at.button(key="err_sep_go").click().run()
+    [b for b in at.button if b.key and b.key.startswith("report_err_sep_")][0].click().run()
+    assert not at.exception, at.exception
     items = at.session_state["lens_report_items"]
-    assert [i.title.split(" ")[0] for i in items] == ["Confusion", "Why", "Why"]
+    assert [i.title.split(" ")[0] for i in items] == ["Confusion", "Why", "Why", "Channels"]
+    assert [r["channel"] for r in items[3].table] == [int(v) for v in at.dataframe[-1].value["channel"]]
     matrix = items[0]
     assert [r["class"] for r in matrix.table] == ["animal", "food", "interior", "object", "outdoor", "person"]
     assert matrix.figure.ndim == 3 and matrix.figure.dtype == np.uint8
@@ -105,7 +110,7 @@ def test_add_to_report_pins_the_matrix_and_the_why_maps_with_their_commands(app,
     assert not at.exception, at.exception
     page = pages[-1]
     commands = [html.unescape(c) for c in re.findall(r"<pre><code>(.*?)</code></pre>", page)]
-    assert [c.split(" ")[3] for c in commands] == ["errors", "contrast", "contrast"]
+    assert [c.split(" ")[3] for c in commands] == ["errors", "contrast", "contrast", "errors"]
     assert commands[0].startswith("python -m core errors assets/demo/coarse.csv --top 12 --model embedded "
                                   "--weights assets/demo/coarse-head.safetensors")
     assert "<th>precision</th><th>recall</th>" in page and "<td>animal</td><td>100.0%</td><td>50.0%</td>" in page
@@ -116,6 +121,8 @@ def test_add_to_report_pins_the_matrix_and_the_why_maps_with_their_commands(app,
     grad = parsed[1]
     assert (grad.method, grad.predicted, grad.true, grad.layer) == ("gradcam", 2, 0, "blocks.6")
     assert parsed[2].method == "smoothgrad" and parsed[2].samples == 2 and parsed[2].precision == "fp32"
+    assert (parsed[3].separate, parsed[3].layer, parsed[3].channels) == (["0", "2"], "blocks.6", 8)
+    assert "Channels of blocks.6 that separate animal predicted interior" in page
 
     # the Grad-CAM row's command, run as printed, computes the page's maps
     code = main(shlex.split(commands[1])[3:] + ["--out-dir", str(tmp_path), "--json"])

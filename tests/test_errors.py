@@ -387,3 +387,36 @@ def test_every_model_command_takes_labels():
             if isinstance(a, argparse._SubParsersAction):
                 stack.extend(a.choices.values())
     assert len(with_weights) >= 10  # predict, attribute, attack, errors, index build, ...
+
+
+def test_cli_errors_separate_lists_the_pages_channels(capsys):
+    """``errors --separate T P --layer L`` (the command of the page's separating-channels pin) ranks the channels
+    the page shows: the same call on the same evaluation."""
+    from core.errors.demo import DEMO_CSV, DEMO_HEAD
+    from core.errors.explain import separating_channels
+
+    argv = ["errors", str(DEMO_CSV), "--weights", str(DEMO_HEAD), "--top", "1", "--separate", "animal", "2",
+            "--layer", "blocks.6", "--channels", "3", "--json"]
+    assert main(argv) == 0
+    sep = json.loads(capsys.readouterr().out)["separating"]
+    assert (sep["layer"], sep["true"], sep["predicted"], len(sep["channels"])) == ("blocks.6", "animal", "interior", 3)
+    assert sep["weak"] and sep["mistaken"] + sep["correct"] == 6
+    model = load_model(weights=str(DEMO_HEAD))
+    page = separating_channels(model, evaluate(model, DEMO_CSV), 0, 2, "blocks.6", n=3)
+    assert [c["channel"] for c in sep["channels"]] == [c.channel for c in page.channels]
+    for ours, theirs in zip(sep["channels"], page.channels):
+        assert ours["effect"] == pytest.approx(theirs.effect, rel=1e-4) and ours["auc"] == theirs.auc
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--separate", "animal", "interior"], "error: --separate needs --layer"),
+    (["--separate", "animal", "fish", "--layer", "blocks.6"], "error: --separate: 'fish' is not one class"),
+    (["--separate", "food", "food", "--layer", "blocks.6"], "error: --separate: choose an off-diagonal cell"),
+])
+def test_cli_errors_separate_bad_input_is_one_line_exit_2(capsys, extra, message):
+    from core.errors.demo import DEMO_CSV, DEMO_HEAD
+
+    assert main(["errors", str(DEMO_CSV), "--weights", str(DEMO_HEAD), *extra, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines()[-1].startswith(message)
+    assert len([line for line in captured.err.splitlines() if line.startswith("error:")]) == 1

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.images import ImageError, load_image, preprocess
-from core.errors.view import confusion_figure
+from core.errors.view import confusion_figure, separation_figure
 from core.render import captioned_strip
 from core.report import ReportItem, contrast_command, errors_command
 from ui import cache, figures, report
@@ -199,8 +199,9 @@ def _pin_why(ev, model, row: int, result, method: str, title: str, shown: list, 
                                 f"{sorted(options.items())}")
 
 
-def separating_table(sep, true_name: str, pred_name: str) -> None:
-    """What the statistic means, the weak-result warning and the table of separating channels."""
+def separating_table(sep, true_name: str, pred_name: str, model, folder: str) -> None:
+    """What the statistic means, the weak-result warning, the table of separating channels and "Add to report"
+    for them."""
     st.caption(f"{len(sep.mistaken)} images of {true_name} predicted {pred_name} against {len(sep.correct)} predicted "
                f"correctly. Statistic: {sep.statistic}; > 0 means stronger on the mistakes. AUC: the chance that a "
                "mistaken image has the larger value.")
@@ -210,6 +211,21 @@ def separating_table(sep, true_name: str, pred_name: str) -> None:
                                 "mean on mistakes": round(ch.mean_mistaken, 3),
                                 "mean on correct": round(ch.mean_correct, 3)}
                                for ch in sep.channels]), hide_index=True, width="stretch")
+    report.add_button(lambda: ReportItem(
+        title=f"Channels of {sep.layer} that separate {true_name} predicted {pred_name}",
+        figure=separation_figure(sep.channels),
+        caption=f"{len(sep.mistaken)} images of {true_name} predicted {pred_name} against {len(sep.correct)} "
+                f"predicted correctly. {sep.statistic}; red: stronger on the mistakes, blue: weaker. AUC: the "
+                "chance that a mistaken image has the larger value.",
+        settings={"model": model.card.name, "folder": report.path_arg(folder), "layer": sep.layer,
+                  "cell": f"{true_name} predicted {pred_name}", "channels": len(sep.channels)},
+        command=errors_command(report.path_arg(folder), model.card, top=12, separate=(sep.true, sep.predicted),
+                               layer=sep.layer, channels=len(sep.channels)),
+        seconds=float(sep.seconds), notes=(sep.weak,) if sep.weak else (),
+        table=tuple({"channel": ch.channel, "Cohen's d": f"{ch.effect:+.2f}", "AUC": f"{ch.auc:.2f}",
+                     "mean on mistakes": f"{ch.mean_mistaken:.3g}", "mean on correct": f"{ch.mean_correct:.3g}"}
+                    for ch in sep.channels)),
+        key=f"err_sep_{model.card.fingerprint}_{folder}_{sep.true}_{sep.predicted}_{sep.layer}_{len(sep.channels)}")
 
 
 def channel_examples(ev, model, layer: str, sep) -> None:

@@ -1,5 +1,5 @@
 """Pictures of error analysis that read on their own (for the report): the confusion matrix with counts, class
-names on both axes, axis titles and its colour bar."""
+names on both axes, axis titles and its colour bar; the separating channels' effects as labelled bars."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..render import Scale, _font, colourise, with_colorbar
+from ..render import ColourMap, Scale, _font, colourise, with_colorbar
 
 CELL = 56
 
@@ -50,3 +50,25 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, width: float, font) -> str:
     while len(text) > 1 and draw.textlength(text, font=font) > width:
         text = text[:-2] + "…"
     return text
+
+
+def separation_figure(channels, *, width: int = 360, row: int = 26) -> np.ndarray:
+    """uint8: one horizontal bar per separating channel (a :class:`~core.errors.explain.SeparatingChannel`), its
+    Cohen's d from a zero line in the middle: red to the right (stronger on the mistakes), blue to the left
+    (weaker on the mistakes), each labelled with the channel, d and AUC; the scale is the largest |d|."""
+    font = _font(12)
+    label_w, top = 150, 22
+    canvas = Image.new("RGB", (label_w + width + 8, top + row * max(1, len(channels)) + 6), "white")
+    draw = ImageDraw.Draw(canvas)
+    largest = max([abs(c.effect) for c in channels] + [1e-12])
+    zero = label_w + width // 2
+    draw.text((label_w, 2), f"Cohen's d (bars end at ±{largest:.3g})", fill=(20, 20, 20), font=font)
+    red, blue = (tuple(int(v) for v in rgb) for rgb in colourise(np.array([1.0, -1.0]), ColourMap.DIVERGING))
+    for i, c in enumerate(channels):
+        y = top + i * row
+        draw.text((4, y + 5), f"ch {c.channel}  d {c.effect:+.2f}  AUC {c.auc:.2f}", fill=(20, 20, 20), font=font)
+        end = zero + int(round(c.effect / largest * (width // 2 - 4)))
+        draw.rectangle([min(zero, end), y + 4, max(zero, end), y + row - 4],
+                       fill=red if c.effect > 0 else blue)
+    draw.line([zero, top - 2, zero, canvas.height - 4], fill=(60, 60, 60))
+    return np.asarray(canvas)

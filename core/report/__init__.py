@@ -153,9 +153,14 @@ def contrast_command(image: str, card, *, method: str, predicted: int, true: int
     return " ".join(shlex.quote(a) for a in args)
 
 
-def errors_command(folder: str, card, *, top: int = 20) -> str:
-    """``python -m core errors`` for the confusion matrix, per-class table and mistakes of a labelled folder."""
-    return _command("errors", folder, card, [("--top", int(top))])
+def errors_command(folder: str, card, *, top: int = 20, separate: tuple[int, int] | None = None,
+                   layer: str | None = None, channels: int = 8) -> str:
+    """``python -m core errors`` for the confusion matrix, per-class table and mistakes of a labelled folder; with
+    ``separate`` (true, predicted class indices) also the ``channels`` channels of ``layer`` that separate that
+    cell."""
+    extra = [] if separate is None else [
+        "--separate", str(int(separate[0])), str(int(separate[1])), "--layer", str(layer), "--channels", str(int(channels))]
+    return _command("errors", folder, card, [("--top", int(top))], extra)
 
 
 def _command(sub: str, image: str | None, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = (),
