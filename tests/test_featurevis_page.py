@@ -104,3 +104,37 @@ def test_a_link_naming_a_channel_the_layer_lacks_is_clamped(app):
     assert not app.exception and not app.error
     assert app.number_input(key="fv_channel").value == 15 and app.number_input(key="mix_a").value == 0
     assert "999 does not exist here (0-15): clamped to 15." in [c.value for c in app.caption]
+
+
+def test_filters_tab_adds_kernels_and_weight_statistics_to_the_report(app, monkeypatch):
+    import html
+    import shlex
+
+    import core.report
+    from core.cli import build_parser
+
+    app = _open(app)
+    app.selectbox(key="fv_layer").set_value("blocks.1").run()  # a stage that holds depthwise convolutions
+    for prefix in ("report_filters_", "report_filters_", "report_filters_"):
+        pins = [b for b in app.button if b.key and b.key.startswith(prefix) and not b.disabled]
+        pins[0].click().run()
+        assert not app.exception, app.exception
+    items = app.session_state["lens_report_items"]
+    assert sorted(i.title.split(":")[0] for i in items) == ["Depthwise kernels", "First-layer kernels",
+                                                            "Weight statistics per layer"]
+    by_title = {i.title.split(":")[0]: i for i in items}
+    stats = by_title["Weight statistics per layer"]
+    assert stats.figure is None and stats.table[0]["layer"] == "conv_stem" and stats.table[0]["near zero"].endswith("%")
+    parser, _ = build_parser()
+    args = parser.parse_args(shlex.split(by_title["Depthwise kernels"].command)[3:])
+    assert args.command == "filters" and args.depthwise.startswith("blocks.1.") and args.model == "embedded"
+    args = parser.parse_args(shlex.split(by_title["First-layer kernels"].command)[3:])
+    assert args.depthwise is None and args.out_dir == "lens-out/filters"
+    pages = []
+    real = core.report.render_html
+    monkeypatch.setattr(core.report, "render_html", lambda **kw: pages.append(real(**kw)) or pages[-1])
+    app.switch_page("pages/report.py").run()
+    assert not app.exception, app.exception
+    page = html.unescape(pages[-1])
+    assert "Weight statistics per layer" in page and "<th>dead outputs</th>" in page
+    assert page.count("<pre><code>python -m core filters") == 3 and page.count("<img ") == 3  # image, two grids

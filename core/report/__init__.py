@@ -33,7 +33,8 @@ class ReportItem:
 
     Attributes:
         title: heading, e.g. "SmoothGrad for tabby (281)".
-        figure: uint8 (H, W, 3) picture shown in the report (a colour bar included where it has one).
+        figure: uint8 (H, W, 3) picture shown in the report (a colour bar included where it has one), or None
+            for a result that is a table only.
         caption: what the colours/panels mean.
         settings: the options used (after defaults).
         command: the ``python -m core ...`` command that reproduces it ("" when none exists).
@@ -45,7 +46,7 @@ class ReportItem:
     """
 
     title: str
-    figure: np.ndarray
+    figure: np.ndarray | None
     caption: str = ""
     settings: Mapping[str, object] = field(default_factory=dict)
     command: str = ""
@@ -161,6 +162,12 @@ def errors_command(folder: str, card, *, top: int = 20, separate: tuple[int, int
     extra = [] if separate is None else [
         "--separate", str(int(separate[0])), str(int(separate[1])), "--layer", str(layer), "--channels", str(int(channels))]
     return _command("errors", folder, card, [("--top", int(top))], extra)
+
+
+def filters_command(card, *, depthwise: str | None = None, out_dir: str = "lens-out/filters") -> str:
+    """``python -m core filters``: the first layer's kernels, the weight statistics, and ``depthwise``'s kernels
+    when given (PNGs in ``out_dir``)."""
+    return _command("filters", None, card, [("--depthwise", depthwise), ("--out-dir", out_dir)])
 
 
 def _command(sub: str, image: str | None, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = (),
@@ -352,8 +359,9 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
                    else "<p class='muted'>No command-line equivalent.</p>")
         parts.append(
             f"<section><h2>{i}. {esc(item.title)}</h2><div class='fig'>"
-            f"<figure><img alt='{esc(item.title)}' src='{data_uri(item.figure)}'>"
-            f"<figcaption class='muted'>{esc(item.caption)}</figcaption></figure>"
+            + (f"<figure><img alt='{esc(item.title)}' src='{data_uri(item.figure)}'>"
+               f"<figcaption class='muted'>{esc(item.caption)}</figcaption></figure>" if item.figure is not None
+               else f"<p class='muted'>{esc(item.caption)}</p>") +
             f"<div>{_table(settings)}{figures}{_rows_table(item.table)}</div></div>{notes}{command}</section>")
     parts.append("<h2>Versions</h2>" + _table(versions()))
     parts.append("</body></html>")
@@ -361,6 +369,6 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
 
 
 __all__ = ["ReportItem", "attack_command", "attribute_command", "attribution_item", "contrast_command", "data_uri",
-           "errors_command", "index_commands",
+           "errors_command", "filters_command", "index_commands",
            "model_args", "model_card_rows", "net2vec_command", "perturb_command", "predict_command", "render_html",
            "similarity_command", "versions", "visualize_command"]
