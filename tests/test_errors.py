@@ -420,3 +420,21 @@ def test_cli_errors_separate_bad_input_is_one_line_exit_2(capsys, extra, message
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.splitlines()[-1].startswith(message)
     assert len([line for line in captured.err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_report_pictures_of_the_matrix_and_the_separating_channels():
+    from core.errors.explain import SeparatingChannel
+    from core.errors.view import CELL, confusion_figure, separation_figure
+
+    counts = np.array([[4, 0], [1, 2]])
+    pic = confusion_figure(counts, ["red", "a very long class name indeed"])
+    assert pic.dtype == np.uint8 and pic.ndim == 3 and pic.shape[0] >= 40 + 2 * CELL
+    # the cell of 4 (bright end of the sequential map) is brighter than the empty cell (dark end), off its text
+    left = pic.shape[1] - 78 - 4 - 2 * CELL  # the colour bar (78 px) sits right of the matrix
+    bright, dark = pic[40 + 3, left + 3].astype(int), pic[40 + 3, left + CELL + 3].astype(int)
+    assert bright.sum() > 500 and dark.sum() < 60
+    bars = separation_figure([SeparatingChannel(7, 2.0, 0.9, 1.0, 0.5), SeparatingChannel(3, -1.0, 0.2, 0.1, 0.4)])
+    zero = 150 + 360 // 2
+    red_row, blue_row = bars[22 + 13], bars[22 + 26 + 13]
+    assert red_row[zero + 100, 0] > red_row[zero + 100, 2] and tuple(red_row[zero - 100]) == (255, 255, 255)
+    assert blue_row[zero - 50, 2] > blue_row[zero - 50, 0] and tuple(blue_row[zero + 50]) == (255, 255, 255)

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..render import ColourMap, Scale, _font, colourise, with_colorbar
+from ..render import ColourMap, Scale, _font, colourise, fit_text, with_colorbar
 
 CELL = 56
 
@@ -32,9 +32,9 @@ def confusion_figure(confusion: np.ndarray, names: Sequence[str], *, cell: int =
     draw.text((left, 2), "predicted", fill=(20, 20, 20), font=font)
     draw.text((2, 2), "true", fill=(20, 20, 20), font=font)
     for i, name in enumerate(names):
-        draw.text((18, top + i * cell + cell // 2 - 7), _fit(draw, name, left - 22, font), fill=(20, 20, 20),
+        draw.text((18, top + i * cell + cell // 2 - 7), fit_text(draw, name, left - 22, font), fill=(20, 20, 20),
                   font=font)
-        draw.text((left + i * cell + 2, top - 16), _fit(draw, name, cell - 4, font), fill=(20, 20, 20), font=font)
+        draw.text((left + i * cell + 2, top - 16), fit_text(draw, name, cell - 4, font), fill=(20, 20, 20), font=font)
         for j in range(k):
             text = str(int(counts[i, j]))
             colour = (255, 255, 255) if values[i, j] < 0.5 else (0, 0, 0)
@@ -43,13 +43,6 @@ def confusion_figure(confusion: np.ndarray, names: Sequence[str], *, cell: int =
         draw.rectangle([left + i * cell, top + i * cell, left + (i + 1) * cell - 1, top + (i + 1) * cell - 1],
                        outline=(120, 120, 120))  # the diagonal: right answers
     return with_colorbar(np.asarray(canvas), Scale(False, 0.0, float(top_count), 100, "images"), title="images")
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, width: float, font) -> str:
-    """``text`` cut with an ellipsis to fit ``width`` pixels."""
-    while len(text) > 1 and draw.textlength(text, font=font) > width:
-        text = text[:-2] + "…"
-    return text
 
 
 def separation_figure(channels, *, width: int = 360, row: int = 26) -> np.ndarray:

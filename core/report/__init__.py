@@ -105,10 +105,10 @@ def model_args(card) -> list[str]:
     if source == "random":
         return ["--model", name, "--weights", "random"]
     path = str(card.weights_detail).split(" (head on ", 1)[0]  # a head-only file names its backbone after it
-    return ["--model", name, "--weights", _relative(path)]
+    return ["--model", name, "--weights", repo_path(path)]
 
 
-def _relative(path: str) -> str:
+def repo_path(path: str) -> str:
     """``path`` relative to the repository when it lies inside it (commands run from its root), else as given."""
     from pathlib import Path
 
@@ -369,6 +369,6 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
 
 
 __all__ = ["ReportItem", "attack_command", "attribute_command", "attribution_item", "contrast_command", "data_uri",
-           "errors_command", "filters_command", "index_commands",
+           "errors_command", "filters_command", "index_commands", "repo_path",
            "model_args", "model_card_rows", "net2vec_command", "perturb_command", "predict_command", "render_html",
            "similarity_command", "versions", "visualize_command"]
