@@ -269,6 +269,13 @@ def padded(image: Image.Image, side: int, *, nearest: bool = False) -> Image.Ima
     return ImageOps.pad(image, (side, side), method=method, color=(255, 255, 255))
 
 
+def fit_text(draw: ImageDraw.ImageDraw, text: str, width: float, font) -> str:
+    """``text`` cut with an ellipsis to fit ``width`` pixels in ``font``."""
+    while len(text) > 1 and draw.textlength(text, font=font) > width:
+        text = text[:-2] + "…"
+    return text
+
+
 def labelled_tile(image, side: int, label: str, *, nearest: bool = False, label_height: int = 20) -> np.ndarray:
     """uint8 (side + label_height, side, 3): ``image`` (PIL or uint8 (h, w, 3)) scaled to fit a ``side`` x
     ``side`` square (aspect kept, centred on white), with ``label`` written on a white band under it.
@@ -280,10 +287,7 @@ def labelled_tile(image, side: int, label: str, *, nearest: bool = False, label_
     canvas = Image.new("RGB", (side, side + label_height), "white")
     canvas.paste(padded(img, side, nearest=nearest), (0, 0))
     draw, font = ImageDraw.Draw(canvas), _font(max(10, min(14, label_height - 6)))
-    text = label
-    while len(text) > 1 and draw.textlength(text, font=font) > side - 4:
-        text = text[:-2] + "…"
-    draw.text((2, side + (label_height - 14) // 2), text, fill=(20, 20, 20), font=font)
+    draw.text((2, side + (label_height - 14) // 2), fit_text(draw, label, side - 4, font), fill=(20, 20, 20), font=font)
     return np.asarray(canvas)
 
 

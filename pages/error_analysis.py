@@ -54,7 +54,7 @@ with left:
     event = st.altair_chart(view.confusion_chart(ev), on_select="rerun", key="err_chart", width="stretch")
     view.follow_click(event, names)
 with right:
-    view.per_class(ev)
+    view.per_class(ev, model, folder)
 
 view.default_cell(ev)
 t_col, p_col, l_col = st.columns(3)
@@ -97,5 +97,5 @@ try:
 except ValueError as e:
     st.warning(str(e))
     st.stop()
-view.separating_table(sep, true_name, pred_name)
+view.separating_table(sep, true_name, pred_name, model, folder)
 view.channel_examples(ev, model, layer, sep)

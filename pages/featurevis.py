@@ -62,6 +62,6 @@ with tab_mix:
 
 with tab_filters:
     views = cache.filter_views(model, selection.model_key)
-    fv.first_layer(views["first"])
-    fv.depthwise_in_layer(model, selection.model_key, info.name, views["depthwise"])
-    fv.weight_stats(views["stats"])
+    fv.first_layer(views["first"], selection)
+    fv.depthwise_in_layer(selection, info.name, views["depthwise"])
+    fv.weight_stats(views["stats"], selection)

@@ -29,7 +29,8 @@ if selection is not None:
         for i, item in enumerate(pinned):
             with st.container(border=True):
                 left, right = st.columns([1, 2])
-                left.image(item.figure, width="stretch")
+                if item.figure is not None:
+                    left.image(item.figure, width="stretch")
                 with right:
                     st.markdown(f"**{i + 1}. {item.title}**")
                     st.caption(item.caption)

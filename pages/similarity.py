@@ -8,7 +8,6 @@ import streamlit as st
 from core.catalogue import default_layer
 from core.images import ImageError, sample_images
 from core.features.similarity import similarity_map
-from core.render import with_colorbar
 from ui import cache, sidebar
 from ui import similarity_page as sim
 
@@ -76,9 +75,10 @@ if selection is not None:
                 cross = similarity_map(query, cell, other)
                 cross_pic, cross_scale = sim.picture(other_inp.tensor, cross.map, stretch)
                 cross_view = (cross_pic, cross_scale, cross)
-                st.image(with_colorbar(cross_pic, cross_scale), width="stretch",
-                         caption=f"{other_name}: best match at cell {cross.max_cell} "
-                                 f"(cosine {float(cross.map.max()):.2f})")
+                shown, bar = st.columns([5, 1])  # the same layout and bar as the clickable map's
+                shown.image(cross_pic, width="stretch", caption=f"{other_name}: best match at cell {cross.max_cell} "
+                                                                f"(cosine {float(cross.map.max()):.2f})")
+                sim.bar_beside(bar, cross_scale, cross_pic.shape[0])
             else:
                 st.info("Choose a second image to compare.")
         st.caption(sim.colours_caption(stretch))

@@ -256,6 +256,79 @@ def test_contrastive_map_is_the_difference_of_class_maps(resnet_tiny, method, op
     assert float(contrastive(resnet_tiny, x, p, p, method="saliency").map.abs().max()) == 0.0
 
 
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory):
+    """A seeded 3-class resnet18 saved as safetensors: what ``--model resnet18 --weights FILE`` loads."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("contrast") / "m.safetensors"
+    save_file(timm.create_model("resnet18", num_classes=3).state_dict(), str(path))
+    return str(path)
+
+
+def test_cli_contrast_computes_the_pages_maps(tmp_path, capsys, resnet_file):
+    """``python -m core contrast`` writes the maps the Error analysis page shows (``explain_mistake``, the call
+    behind the page's Why? panel) for the same image, classes, method and options."""
+    from core.errors.explain import explain_mistake
+    from core.images import load_image, preprocess
+    from tests.conftest import SAMPLES
+
+    image = str(SAMPLES / "chelsea.jpg")
+    code = main(["contrast", image, "--true", "1", "--predicted", "2", "--method", "smoothgrad", "--samples", "4",
+                 "--precision", "fp32", "--model", "resnet18", "--weights", resnet_file, "--out-dir", str(tmp_path),
+                 "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert set(payload) == {"method", "model", "image", "predicted", "predicted_label", "true", "true_label",
+                            "options", "notes", "shape", "input_box", "seconds", "npz", "results"}
+    assert (payload["predicted"], payload["true"], payload["options"]["samples"]) == (2, 1, 4)
+    assert [(r["map"], r["target"], r["signed"]) for r in payload["results"]] == [
+        ("predicted", 2, True), ("true", 1, True), ("contrast", 2, True)]
+    assert all((tmp_path / f"chelsea-{role}.png").stat().st_size > 0 for role in ("predicted", "true", "contrast"))
+    saved = np.load(payload["npz"])
+    model = load_model("resnet18", resnet_file)
+    x = preprocess(load_image(image), model.card.data_config).batch
+    page = explain_mistake(model, x, 2, 1, methods={"smoothgrad": {"samples": 4, "precision": "fp32"}})
+    for role in ("predicted", "true", "contrast"):
+        expected = page.maps[("smoothgrad", role)]
+        assert saved[role].shape == expected.shape == tuple(payload["shape"])
+        # same seed and noise; float32 sums in another order: ~1e-6 of the magnitude, 1e-4 leaves margin
+        np.testing.assert_allclose(saved[role], expected, rtol=0, atol=1e-4 * float(np.abs(expected).max()))
+    # signed SmoothGrad is linear in the score: the contrast is the difference of the class maps
+    difference = saved["predicted"] - saved["true"]
+    np.testing.assert_allclose(saved["contrast"], difference, rtol=0, atol=1e-4 * float(np.abs(difference).max()))
+    # without --predicted the model's own prediction is explained
+    assert main(["contrast", image, "--true", "0", "--method", "saliency", "--model", "resnet18", "--weights",
+                 resnet_file, "--json"]) == 0
+    expected_top = int(model(x).argmax(1)[0])
+    assert json.loads(capsys.readouterr().out)["predicted"] == expected_top
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--true", "3"], "error: --true must be between 0 and 2"),
+    (["--true", "0", "--predicted", "-1"], "error: --predicted must be between 0 and 2"),
+    (["--true", "0", "--layer", "layer4"], "error: --layer does not apply to --method saliency"),
+])
+def test_cli_contrast_bad_input_is_one_line_exit_2(capsys, resnet_file, extra, message):
+    from tests.conftest import SAMPLES
+
+    code = main(["contrast", str(SAMPLES / "chelsea.jpg"), "--method", "saliency", *extra, "--model", "resnet18",
+                 "--weights", resnet_file, "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith(message) and len(captured.err.strip().splitlines()) == 1
+
+
+def test_cli_contrast_bad_image_is_one_line_exit_2(tmp_path, capsys, resnet_file):
+    (tmp_path / "notes.txt").write_text("not an image")
+    code = main(["contrast", str(tmp_path / "notes.txt"), "--true", "0", "--method", "saliency", "--model",
+                 "resnet18", "--weights", resnet_file, "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and "not an image" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+
+
 def test_contrastive_refuses_a_model_without_linear_head():
     from core.attribution.base import NotApplicable
 
@@ -314,3 +387,54 @@ def test_every_model_command_takes_labels():
             if isinstance(a, argparse._SubParsersAction):
                 stack.extend(a.choices.values())
     assert len(with_weights) >= 10  # predict, attribute, attack, errors, index build, ...
+
+
+def test_cli_errors_separate_lists_the_pages_channels(capsys):
+    """``errors --separate T P --layer L`` (the command of the page's separating-channels pin) ranks the channels
+    the page shows: the same call on the same evaluation."""
+    from core.errors.demo import DEMO_CSV, DEMO_HEAD
+    from core.errors.explain import separating_channels
+
+    argv = ["errors", str(DEMO_CSV), "--weights", str(DEMO_HEAD), "--top", "1", "--separate", "animal", "2",
+            "--layer", "blocks.6", "--channels", "3", "--json"]
+    assert main(argv) == 0
+    sep = json.loads(capsys.readouterr().out)["separating"]
+    assert (sep["layer"], sep["true"], sep["predicted"], len(sep["channels"])) == ("blocks.6", "animal", "interior", 3)
+    assert sep["weak"] and sep["mistaken"] + sep["correct"] == 6
+    model = load_model(weights=str(DEMO_HEAD))
+    page = separating_channels(model, evaluate(model, DEMO_CSV), 0, 2, "blocks.6", n=3)
+    assert [c["channel"] for c in sep["channels"]] == [c.channel for c in page.channels]
+    for ours, theirs in zip(sep["channels"], page.channels):
+        assert ours["effect"] == pytest.approx(theirs.effect, rel=1e-4) and ours["auc"] == theirs.auc
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--separate", "animal", "interior"], "error: --separate needs --layer"),
+    (["--separate", "animal", "fish", "--layer", "blocks.6"], "error: --separate: 'fish' is not one class"),
+    (["--separate", "food", "food", "--layer", "blocks.6"], "error: --separate: choose an off-diagonal cell"),
+])
+def test_cli_errors_separate_bad_input_is_one_line_exit_2(capsys, extra, message):
+    from core.errors.demo import DEMO_CSV, DEMO_HEAD
+
+    assert main(["errors", str(DEMO_CSV), "--weights", str(DEMO_HEAD), *extra, "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines()[-1].startswith(message)
+    assert len([line for line in captured.err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_report_pictures_of_the_matrix_and_the_separating_channels():
+    from core.errors.explain import SeparatingChannel
+    from core.errors.view import CELL, confusion_figure, separation_figure
+
+    counts = np.array([[4, 0], [1, 2]])
+    pic = confusion_figure(counts, ["red", "a very long class name indeed"])
+    assert pic.dtype == np.uint8 and pic.ndim == 3 and pic.shape[0] >= 40 + 2 * CELL
+    # the cell of 4 (bright end of the sequential map) is brighter than the empty cell (dark end), off its text
+    left = pic.shape[1] - 78 - 4 - 2 * CELL  # the colour bar (78 px) sits right of the matrix
+    bright, dark = pic[40 + 3, left + 3].astype(int), pic[40 + 3, left + CELL + 3].astype(int)
+    assert bright.sum() > 500 and dark.sum() < 60
+    bars = separation_figure([SeparatingChannel(7, 2.0, 0.9, 1.0, 0.5), SeparatingChannel(3, -1.0, 0.2, 0.1, 0.4)])
+    zero = 150 + 360 // 2
+    red_row, blue_row = bars[22 + 13], bars[22 + 26 + 13]
+    assert red_row[zero + 100, 0] > red_row[zero + 100, 2] and tuple(red_row[zero - 100]) == (255, 255, 255)
+    assert blue_row[zero - 50, 2] > blue_row[zero - 50, 0] and tuple(blue_row[zero + 50]) == (255, 255, 255)

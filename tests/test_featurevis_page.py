@@ -77,10 +77,25 @@ def test_one_layer_picker_a_link_and_add_to_report(app):
                                    "--steps 8 --size 64 --seed 0") and "--model embedded" in item.command
     assert item.seed == 0 and item.settings["steps"] == 8 and "image" not in item.settings
     assert item.figure.shape[0] == 64 + 22  # the one 64-pixel image under its caption line
-    # a narrower layer never keeps a channel it does not have
-    app.number_input(key="fv_channel").set_value(300).run()
+    # a narrower layer never keeps a channel it does not have: clamped, and the page says so
+    app.number_input(key="fv_channel").set_value(70).run()
     app.selectbox(key="fv_layer").set_value("blocks.0").run()
-    assert not app.exception and 0 <= app.number_input(key="fv_channel").value <= 15
+    assert not app.exception and app.number_input(key="fv_channel").value == 15
+    assert "70 does not exist here (0-15): clamped to 15." in [c.value for c in app.caption]
+
+
+def test_changing_the_layer_keeps_a_channel_the_new_layer_has(app):
+    app = _open(app)
+    app.selectbox(key="fv_layer").set_value("blocks.5").run()
+    app.number_input(key="fv_channel").set_value(9).run()
+    app.number_input(key="mix_b").set_value(12).run()
+    for layer in ("blocks.3", "blocks.6"):  # 80 and 320 channels: 9 and 12 exist in both
+        app.selectbox(key="fv_layer").set_value(layer).run()
+        assert not app.exception
+        assert app.number_input(key="fv_channel").label == f"Channel of {layer} (0-{79 if layer == 'blocks.3' else 319})"
+        assert (app.number_input(key="fv_channel").value, app.number_input(key="mix_b").value) == (9, 12)
+        assert not any("does not exist here" in c.value for c in app.caption)
+    assert app.query_params["channel"] == "9" and app.query_params["layer"] == "blocks.6"
 
 
 def test_a_link_naming_a_channel_the_layer_lacks_is_clamped(app):
@@ -88,3 +103,38 @@ def test_a_link_naming_a_channel_the_layer_lacks_is_clamped(app):
     app = _open(app)
     assert not app.exception and not app.error
     assert app.number_input(key="fv_channel").value == 15 and app.number_input(key="mix_a").value == 0
+    assert "999 does not exist here (0-15): clamped to 15." in [c.value for c in app.caption]
+
+
+def test_filters_tab_adds_kernels_and_weight_statistics_to_the_report(app, monkeypatch):
+    import html
+    import shlex
+
+    import core.report
+    from core.cli import build_parser
+
+    app = _open(app)
+    app.selectbox(key="fv_layer").set_value("blocks.1").run()  # a stage that holds depthwise convolutions
+    for prefix in ("report_filters_", "report_filters_", "report_filters_"):
+        pins = [b for b in app.button if b.key and b.key.startswith(prefix) and not b.disabled]
+        pins[0].click().run()
+        assert not app.exception, app.exception
+    items = app.session_state["lens_report_items"]
+    assert sorted(i.title.split(":")[0] for i in items) == ["Depthwise kernels", "First-layer kernels",
+                                                            "Weight statistics per layer"]
+    by_title = {i.title.split(":")[0]: i for i in items}
+    stats = by_title["Weight statistics per layer"]
+    assert stats.figure is None and stats.table[0]["layer"] == "conv_stem" and stats.table[0]["near zero"].endswith("%")
+    parser, _ = build_parser()
+    args = parser.parse_args(shlex.split(by_title["Depthwise kernels"].command)[3:])
+    assert args.command == "filters" and args.depthwise.startswith("blocks.1.") and args.model == "embedded"
+    args = parser.parse_args(shlex.split(by_title["First-layer kernels"].command)[3:])
+    assert args.depthwise is None and args.out_dir == "lens-out/filters"
+    pages = []
+    real = core.report.render_html
+    monkeypatch.setattr(core.report, "render_html", lambda **kw: pages.append(real(**kw)) or pages[-1])
+    app.switch_page("pages/report.py").run()
+    assert not app.exception, app.exception
+    page = html.unescape(pages[-1])
+    assert "Weight statistics per layer" in page and "<th>dead outputs</th>" in page
+    assert page.count("<pre><code>python -m core filters") == 3 and page.count("<img ") == 3  # image, two grids

@@ -76,8 +76,15 @@ def test_perturbation_page_says_when_the_stop_ended_the_run(app, monkeypatch):
     assert any(m.value.endswith("; 20 steps.") for m in at.markdown) and at.query_params["converge"] == "0"
 
 
-def test_similarity_page_moves_the_point(app, embedded, cat_input, samples):
+def test_similarity_page_moves_the_point(app, embedded, cat_input, samples, monkeypatch):
+    import ui.similarity_page as sim
+
+    bars = []
+    real = sim.colorbar
+    monkeypatch.setattr(sim, "colorbar", lambda *a, **kw: bars.append(real(*a, **kw)) or bars[-1])
     at = _open(app, "pages/similarity.py")
+    # both maps' colour bars: drawn by one function, the same pixel size, in the same [5, 1] column layout
+    assert len(bars) == 2 and bars[0].shape == bars[1].shape == (cat_input.tensor.shape[-2], 78, 3)
     assert not at.error, [e.value for e in at.error]
     at.slider(key="lens_sim_x").set_value(30).run()
     assert not at.exception and not at.error
@@ -90,8 +97,9 @@ def test_similarity_page_moves_the_point(app, embedded, cat_input, samples):
     cell = query.cell_at(30, h // 2)
     assert f"Click a point (or use the sliders). Cell {cell} of {query.grid}." in [c.value for c in at.caption]
     cross = similarity_map(query, cell, other)
-    # the clickable picture's colour bar is its own (captionless) image; the second image carries its bar
-    assert _captions(at) == ["", f"coffee.jpg: best match at cell {cross.max_cell} (cosine {float(cross.map.max()):.2f})"]
+    # each picture's colour bar is its own (captionless) image beside it
+    assert _captions(at) == ["", f"coffee.jpg: best match at cell {cross.max_cell} (cosine {float(cross.map.max()):.2f})",
+                             ""]
     assert at.query_params["x"] == "30"
     at.selectbox(key="lens_sim_other").set_value("(none)").run()
     assert not at.exception and any("second image" in i.value for i in at.info)

@@ -152,3 +152,25 @@ def test_predict_visualize_similarity_net2vec_and_index_commands_parse_with_the_
     assert (args.index, args.layer, args.channel, args.k) == (".lens-cache/index/x", "blocks.5", 3, 16)
     assert index_commands(embedded.card, directory="/data/idx", layer="l", channel=0, k=4) == (
         "python -m core index top /data/idx --layer l --channel 0 --k 4")
+
+
+def test_errors_and_contrast_commands_parse_with_the_cli(embedded):
+    """The Error analysis pins' commands: ``errors`` for the matrix, ``contrast`` for a Why? row (every declared
+    option written out, the demo head named by its path in the repository)."""
+    from core.cli import build_parser
+    from core.errors.demo import DEMO_HEAD
+    from core.model import load_model
+    from core.report import contrast_command, errors_command, model_args
+
+    parser, _ = build_parser()
+    head = load_model(None, str(DEMO_HEAD))
+    assert model_args(head.card) == ["--model", "embedded", "--weights", "assets/demo/coarse-head.safetensors"]
+    args = parser.parse_args(shlex.split(errors_command("my data/labels.csv", head.card, top=12))[3:])
+    assert (args.command, args.folder, args.top, args.weights) == ("errors", "my data/labels.csv", 12,
+                                                                   "assets/demo/coarse-head.safetensors")
+    cmd = contrast_command("a b.jpg", embedded.card, method="smoothgrad", predicted=281, true=285,
+                           options={"samples": 16, "precision": "fp32", "seed": 0, "unknown": 3, "stdev": None})
+    args = parser.parse_args(shlex.split(cmd)[3:])
+    assert (args.command, args.image, args.method, args.predicted, args.true) == ("contrast", "a b.jpg", "smoothgrad",
+                                                                                 281, 285)
+    assert (args.samples, args.precision, args.model) == (16, "fp32", "embedded") and "--unknown" not in cmd

@@ -1,4 +1,5 @@
-"""ui.run (one rule for heavy work) and ui.permalink (settings in the URL) on a minimal script."""
+"""ui.run (one rule for heavy work) and ui.permalink (settings in the URL) on a minimal script; the error-analysis
+channel tiles and the attribution preview's colour bar on fakes of ui.cache."""
 from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
@@ -54,3 +55,96 @@ def test_a_bad_link_value_is_ignored_with_a_caption():
     assert at.number_input(key="n").value == 2 and at.radio(key="mode").value == "a"
     captions = " ".join(c.value for c in at.caption)
     assert "n=many is not available" in captions and "mode=c is not available" in captions
+
+
+# ------------------------------------------------- pieces that reuse tested drawing code: their own small tests
+
+def _fake_index(monkeypatch):
+    """ui.cache's activation-index calls replaced by an index of two channels whose crops differ in size."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    import ui.error_analysis as view
+
+    patches = [SimpleNamespace(rank=r, value=10.0 - r, image_id=r, box=(0, 0, 8, 8), image=Path(f"img{r}.jpg"))
+               for r in range(6)]
+    index = SimpleNamespace(layers=["blocks.5"], top=lambda layer, channel, k: patches[:k])
+    fake = SimpleNamespace(index_directory=lambda model, root: "idx", index_stamp=lambda d: "stamp",
+                           open_activation_index=lambda d, s: index,
+                           patch_crop=lambda d, s, image_id, box: Image.new("RGB", (20 + 30 * image_id, 40), "red"))
+    monkeypatch.setattr(view, "cache", fake)
+    tiles = []
+    real = view.patch_tile
+    monkeypatch.setattr(view, "patch_tile", lambda *a: tiles.append(real(*a)) or tiles[-1])
+    return tiles
+
+
+def _channel_examples_script():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ui import error_analysis as view
+
+    ev = SimpleNamespace(image_folder=Path("photos"))
+    model = SimpleNamespace(card=SimpleNamespace(fingerprint="sha256:x"))
+    sep = SimpleNamespace(channels=[SimpleNamespace(channel=5, effect=1.2), SimpleNamespace(channel=9, effect=-0.8)])
+    view.channel_examples(ev, model, "blocks.5", sep)
+
+
+def test_error_analysis_channel_tiles_are_equal_labelled_squares(monkeypatch):
+    tiles = _fake_index(monkeypatch)
+    at = AppTest.from_function(_channel_examples_script).run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.markdown] == ["**Channel 5** (d = +1.20): its dataset examples",
+                                             "**Channel 9** (d = -0.80): its dataset examples"]
+    assert [c for image in at.get("image") for c in image.captions] == [f"img{r}.jpg" for r in range(6)] * 2
+    # crops from 20x40 to 170x40 pixels: every tile the same 128-pixel square over a 20-pixel label band
+    assert len(tiles) == 12 and {t.shape for t in tiles} == {(148, 128, 3)}
+    band = tiles[0][128:]
+    assert (band < 100).any() and (band == 255).mean() > 0.5  # dark label text on white
+
+
+def _preview_script():
+    from types import SimpleNamespace
+
+    import streamlit as st
+    import torch
+
+    from ui import attribution
+
+    class Slot:  # records what the preview draws (the real slot is emptied when the computation ends)
+        def image(self, picture, **kw):
+            st.session_state["shown"] = (picture, kw["caption"])
+
+        def empty(self):
+            pass
+
+    sel = SimpleNamespace(model=None, model_key="m", inp=SimpleNamespace(tensor=torch.full((3, 96, 128), 0.5)),
+                          image_key="i")
+    attribution.compute(sel, "smoothgrad", 3, {}, preview_slot=Slot())
+
+
+def test_attribution_preview_has_its_colour_bar_and_says_what_the_colours_mean(monkeypatch):
+    import numpy as np
+    import torch
+
+    import ui.attribution
+
+    values = torch.linspace(-2.0, 1.0, 96 * 128).reshape(1, 96, 128)
+
+    def fake(model, key, x, image_key, method, target, opts, *, progress, preview):
+        preview(values, 0.5)
+        return "done"
+
+    monkeypatch.setattr(ui.attribution.cache, "attribution", fake)
+    at = AppTest.from_function(_preview_script).run()
+    assert not at.exception, at.exception
+    picture, caption = at.session_state["shown"]
+    assert picture.shape == (96, 128 + 78, 3)  # the overlay and a 78-pixel colour bar beside it
+    hi = float(np.percentile(np.abs(values.numpy()), 99.5))  # signed map: ends at ± the 99.5th percentile of |v|
+    assert caption.startswith(f"refining: 50%; blue negative, white 0, red positive; the ends are ±{hi:.3g}")
+    # the bar's top is the diverging map's red end, its bottom the blue end
+    bar = picture[:, 128 + 4 + 7]
+    assert bar[8, 0] > bar[8, 2] and bar[-8, 2] > bar[-8, 0]

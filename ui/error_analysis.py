@@ -3,13 +3,18 @@
 every call into core goes through ``ui.cache``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.images import ImageError, load_image, preprocess
-from ui import cache, figures
+from core.errors.view import confusion_figure, separation_figure
+from core.render import captioned_strip
+from core.report import ReportItem, contrast_command, errors_command
+from ui import cache, figures, report
 from ui.index_page import patch_tile
 from ui.widgets import progress_bar
 
@@ -69,12 +74,29 @@ def follow_click(event, names: list[str]) -> None:
         st.session_state["err_true"], st.session_state["err_pred"] = chosen["true"], chosen["predicted"]
 
 
-def per_class(ev) -> None:
-    """The per-class precision, recall and support table."""
+def per_class(ev, model, folder: str) -> None:
+    """The per-class precision, recall and support table, and "Add to report" for it with the matrix."""
     st.markdown("**Per class**")
-    st.dataframe(pd.DataFrame([{"class": s.name, "precision": s.precision, "recall": s.recall,
-                                "support": s.support} for s in ev.per_class]),
-                 hide_index=True, width="stretch", column_config={"precision": PERCENT, "recall": PERCENT})
+    rows = [{"class": s.name, "precision": s.precision, "recall": s.recall, "support": s.support}
+            for s in ev.per_class]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={"precision": PERCENT, "recall": PERCENT})
+    report.add_button(lambda: ReportItem(
+        title=f"Confusion matrix of {Path(folder).name} ({len(ev.images)} images, accuracy {ev.accuracy:.1%})",
+        figure=confusion_figure(ev.confusion, ev.class_names),
+        caption="Rows: true class; columns: predicted class; the framed diagonal counts the right answers. "
+                "Colours: dark 0 to bright the largest count (images). Precision: the share of a class's "
+                "predictions that are right; recall: the share of its images found; '-' where undefined.",
+        settings={"model": model.card.name, "folder": report.path_arg(folder), "images": len(ev.images),
+                  "skipped": len(ev.skipped)},
+        command=errors_command(report.path_arg(folder), model.card, top=12),
+        seconds=float(ev.seconds), figures={"accuracy": float(ev.accuracy)},
+        table=tuple({**r, "precision": _percent(r["precision"]), "recall": _percent(r["recall"])} for r in rows)),
+        key=f"err_matrix_{model.card.fingerprint}_{folder}_{len(ev.images)}")
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1%}"
 
 
 def default_cell(ev) -> None:
@@ -141,17 +163,45 @@ def explain_panel(ev, model, model_key: str, folder: str, layer: str | None) -> 
     titles = {"predicted": f"for {model.label(p)} (predicted)", "true": f"for {model.label(true_choice)} (true)",
               "contrast": f"{model.label(p)} rather than {model.label(true_choice)}"}
     for method, title in (("gradcam", "Grad-CAM"), ("smoothgrad", "SmoothGrad")):
+        shown = []
         for col, role in zip(st.columns(3), ("predicted", "true", "contrast")):
             signed = role == "contrast" or method == "smoothgrad"
-            figures.heat(result.maps[(method, role)], inp.tensor, signed=signed, alpha=0.6, where=col,
-                         units="attribution", caption=f"{title} {titles[role]}")
+            shown.append((*figures.heat(result.maps[(method, role)], inp.tensor, signed=signed, alpha=0.6, where=col,
+                                        units="attribution", caption=f"{title} {titles[role]}"), titles[role]))
+        _pin_why(ev, model, row, result, method, title, shown, p, int(true_choice))
     st.caption("Contrast = attribution of logit(predicted) − logit(true): red is evidence for the predicted class "
                "rather than the true one, blue the other way (Grad-CAM's contrast is taken before its ReLU). "
                "SmoothGrad maps are signed.")
 
 
-def separating_table(sep, true_name: str, pred_name: str) -> None:
-    """What the statistic means, the weak-result warning and the table of separating channels."""
+def _pin_why(ev, model, row: int, result, method: str, title: str, shown: list, p: int, t: int) -> None:
+    """"Add to report" for one row of the Why? panel: the three maps with their colour bars, and the
+    ``python -m core contrast`` command that computes them."""
+    first = result.results[(method, "predicted")]
+    options = {k: getattr(v, "value", v) for k, v in first.options.items()}
+
+    def make() -> ReportItem:
+        return ReportItem(
+            title=f"Why {Path(ev.images[row]).name}? {title}: {model.label(p)} rather than {model.label(t)}",
+            figure=captioned_strip([(pic, caption) for pic, _, caption in shown]),
+            caption=" ".join(f"{caption.capitalize()}: {scale.describe()}." for _, scale, caption in shown)
+            + " Contrast = attribution of logit(predicted) − logit(true): red is evidence for the predicted class "
+              "rather than the true one" + (" (Grad-CAM's contrast is taken before its ReLU)." if method == "gradcam"
+                                            else "."),
+            settings={"model": model.card.name, "image": ev.images[row], "method": method,
+                      "predicted": f"{model.label(p)} ({p})", "true": f"{model.label(t)} ({t})", **options},
+            command=contrast_command(report.path_arg(str(ev.paths[row])), model.card, method=method, predicted=p,
+                                     true=t, options=options),
+            seconds=float(sum(result.results[(method, role)].seconds for role in ("predicted", "true", "contrast"))),
+            seed=options.get("seed"), notes=tuple(first.notes))
+
+    report.add_button(make, key=f"err_why_{method}_{model.card.fingerprint}_{ev.hashes[row]}_{p}_{t}_"
+                                f"{sorted(options.items())}")
+
+
+def separating_table(sep, true_name: str, pred_name: str, model, folder: str) -> None:
+    """What the statistic means, the weak-result warning, the table of separating channels and "Add to report"
+    for them."""
     st.caption(f"{len(sep.mistaken)} images of {true_name} predicted {pred_name} against {len(sep.correct)} predicted "
                f"correctly. Statistic: {sep.statistic}; > 0 means stronger on the mistakes. AUC: the chance that a "
                "mistaken image has the larger value.")
@@ -161,6 +211,21 @@ def separating_table(sep, true_name: str, pred_name: str) -> None:
                                 "mean on mistakes": round(ch.mean_mistaken, 3),
                                 "mean on correct": round(ch.mean_correct, 3)}
                                for ch in sep.channels]), hide_index=True, width="stretch")
+    report.add_button(lambda: ReportItem(
+        title=f"Channels of {sep.layer} that separate {true_name} predicted {pred_name}",
+        figure=separation_figure(sep.channels),
+        caption=f"{len(sep.mistaken)} images of {true_name} predicted {pred_name} against {len(sep.correct)} "
+                f"predicted correctly. {sep.statistic}; red: stronger on the mistakes, blue: weaker. AUC: the "
+                "chance that a mistaken image has the larger value.",
+        settings={"model": model.card.name, "folder": report.path_arg(folder), "layer": sep.layer,
+                  "cell": f"{true_name} predicted {pred_name}", "channels": len(sep.channels)},
+        command=errors_command(report.path_arg(folder), model.card, top=12, separate=(sep.true, sep.predicted),
+                               layer=sep.layer, channels=len(sep.channels)),
+        seconds=float(sep.seconds), notes=(sep.weak,) if sep.weak else (),
+        table=tuple({"channel": ch.channel, "Cohen's d": f"{ch.effect:+.2f}", "AUC": f"{ch.auc:.2f}",
+                     "mean on mistakes": f"{ch.mean_mistaken:.3g}", "mean on correct": f"{ch.mean_correct:.3g}"}
+                    for ch in sep.channels)),
+        key=f"err_sep_{model.card.fingerprint}_{folder}_{sep.true}_{sep.predicted}_{sep.layer}_{len(sep.channels)}")
 
 
 def channel_examples(ev, model, layer: str, sep) -> None:

@@ -12,7 +12,7 @@ from core.catalogue import LayerInfo, default_layer
 from core.features import view
 from core.features.featurevis import Objective, Settings, Visualisation
 from core.render import captioned_strip, heat_figure, image_uint8
-from core.report import visualize_command
+from core.report import filters_command, visualize_command
 from ui import cache, permalink, report
 from ui.permalink import Param
 from ui.index_page import patch_tile
@@ -55,10 +55,17 @@ def layer_picker(model, layers: list[LayerInfo]) -> LayerInfo:
 
 
 def index_input(where, label: str, n: int, key: str, default: int) -> int:
-    """A number input for an index in [0, n); a remembered or linked value beyond a narrower layer is clamped."""
+    """A number input for an index in [0, n). The value is kept when the layer changes and it exists there; a
+    remembered or linked value beyond a narrower layer is clamped, and a caption says so (until it is changed)."""
     if key in st.session_state and not 0 <= int(st.session_state[key]) < n:
-        st.session_state[key] = min(max(0, int(st.session_state[key])), n - 1)
-    return int(where.number_input(f"{label} (0-{n - 1})", 0, n - 1, min(default, n - 1), key=key))
+        old = int(st.session_state[key])
+        st.session_state[key] = min(max(0, old), n - 1)
+        st.session_state[f"{key}_clamped"] = (label, old, st.session_state[key])
+    value = int(where.number_input(f"{label} (0-{n - 1})", 0, n - 1, min(default, n - 1), key=key))
+    note = st.session_state.get(f"{key}_clamped")
+    if note and note[0] == label and note[2] == value:
+        where.caption(f"{note[1]} does not exist here (0-{n - 1}): clamped to {value}.")
+    return value
 
 
 def history_chart(result: Visualisation) -> None:
@@ -165,23 +172,37 @@ def dataset_patches(model, layer: str, channel: int) -> None:
         cols[i % 4].image(patch_tile(crop, patch, 128), width="stretch")
 
 
-def first_layer(first) -> None:
-    """The first layer's RGB kernels, or a note when the model has no convolution on the colour channels."""
+def first_layer(first, selection) -> None:
+    """The first layer's RGB kernels (with "Add to report"), or a note when the model has no convolution on the
+    colour channels."""
     if first is None:
         st.info("This model has no convolution on the colour channels.")
         return
     st.subheader(f"First layer: {first.layer} ({first.tiles.shape[0]} kernels, "
                  f"{first.tiles.shape[-1]}x{first.tiles.shape[-2]}, stride {first.stride[0]})")
     grid = view.kernel_grid(first)
-    st.caption("Kernels in RGB pixel space (weights divided by the normalisation std), enlarged without "
+    caption = ("Kernels in RGB pixel space (weights divided by the normalisation std), enlarged without "
                "smoothing; each tile is scaled on its own, grey = 0; under each: output channel and L2 norm (~0: dead).")
+    st.caption(caption)
     st.image(grid.picture, width="content")
+    _pin_filters(selection, f"First-layer kernels: {first.layer}", grid.picture, caption, None,
+                 {"layer": first.layer, "kernels": grid.total, "stride": first.stride[0]})
+
+
+def _pin_filters(selection, title: str, picture, caption: str, depthwise: str | None, settings: dict,
+                 table: tuple = ()) -> None:
+    """"Add to report" for a filter view; ``python -m core filters`` writes its PNGs and prints the statistics."""
+    card = selection.model.card
+    report.add_button(lambda: report.item(
+        selection, image=False, title=title, figure=picture, caption=caption, settings=settings, table=table,
+        command=filters_command(card, depthwise=depthwise)),
+        key=f"filters_{selection.model_key}_{title}")
 
 
 DEPTHWISE_SHOWN = 64
 
 
-def depthwise_in_layer(model, model_key: str, layer: str, names: list[str]) -> None:
+def depthwise_in_layer(selection, layer: str, names: list[str]) -> None:
     """The depthwise kernels inside the page's layer (a stage holds one per block: pick the block)."""
     if not names:
         return
@@ -195,22 +216,30 @@ def depthwise_in_layer(model, model_key: str, layer: str, names: list[str]) -> N
         st.session_state.pop("filters_dw", None)
     dw = inside[0] if len(inside) == 1 else st.selectbox(f"Depthwise convolution in {layer}", inside,
                                                          key="filters_dw")
-    depthwise(cache.depthwise_kernels(model, model_key, dw))
+    depthwise(cache.depthwise_kernels(selection.model, selection.model_key, dw), selection)
 
 
-def depthwise(kernels) -> None:
+def depthwise(kernels, selection) -> None:
     """A depthwise layer's kernels as labelled grey tiles (the largest ``DEPTHWISE_SHOWN`` by norm)."""
     grid = view.kernel_grid(kernels, limit=DEPTHWISE_SHOWN)
     shown = (f"all {grid.total}" if len(grid.channels) == grid.total else
              f"the {len(grid.channels)} largest by L2 norm of {grid.total} (python -m core filters --depthwise "
              f"{kernels.layer} --out-dir DIR writes all)")
-    st.caption(f"{kernels.layer}: {shown} kernels {kernels.tiles.shape[-2]}x{kernels.tiles.shape[-1]}, enlarged "
+    caption = (f"{kernels.layer}: {shown} kernels {kernels.tiles.shape[-2]}x{kernels.tiles.shape[-1]}, enlarged "
                "without smoothing; grey = 0, white positive, black negative; under each: channel and L2 norm.")
+    st.caption(caption)
     st.image(grid.picture, width="content")
+    _pin_filters(selection, f"Depthwise kernels: {kernels.layer}", grid.picture, caption, kernels.layer,
+                 {"layer": kernels.layer, "kernels shown": len(grid.channels), "kernels": grid.total})
 
 
-def weight_stats(stats) -> None:
-    """The per-layer weight statistics table."""
+def weight_stats(stats, selection) -> None:
+    """The per-layer weight statistics table, with "Add to report"."""
     st.subheader("Weight statistics")
-    st.dataframe(pd.DataFrame(view.stats_rows(stats)), hide_index=True, width="stretch",
+    rows = view.stats_rows(stats)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={"near zero": st.column_config.NumberColumn(format="percent")})
+    _pin_filters(selection, "Weight statistics per layer", None,
+                 "Per layer: mean, standard deviation and largest |w| of the weights, the share of near-zero "
+                 "weights, and output channels whose weights are all near zero (dead).", None,
+                 {"layers": len(rows)}, table=tuple({**r, "near zero": f"{r['near zero']:.1%}"} for r in rows))

@@ -41,13 +41,9 @@ def image_arg(selection) -> str:
 
 def path_arg(path: str) -> str:
     """A file or folder as a command names it: relative to the repository when inside it, else as given."""
-    from pathlib import Path
+    from core.report import repo_path
 
-    root = Path(__file__).resolve().parent.parent
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except (ValueError, OSError):
-        return str(path)
+    return repo_path(str(path))
 
 
 def attribution(selection, attr, *, title: str | None = None) -> ReportItem:

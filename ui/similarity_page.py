@@ -38,9 +38,13 @@ def mark(picture: np.ndarray, cx: float, cy: float, w: int) -> np.ndarray:
     return picture
 
 
-def bar_beside(where, scale: Scale, height: int) -> None:
-    """The clickable picture's colour bar as its own image (inside the picture it would shift the clicks)."""
-    where.image(colorbar(scale, height), width="stretch")
+def bar_beside(where, scale: Scale, height: int) -> np.ndarray:
+    """A picture's colour bar as its own image in the narrow column ``where`` beside it (inside the clickable
+    picture it would shift the clicks); both maps of the page use it, so their bars have the same size and
+    style. Returns the bar (uint8 (height, 78, 3))."""
+    bar = colorbar(scale, height)
+    where.image(bar, width="stretch")
+    return bar
 
 
 def colours_caption(stretch: bool) -> str:

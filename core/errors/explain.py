@@ -89,8 +89,9 @@ def explain_mistake(model, x: torch.Tensor, predicted: int, true: int, *,
                     methods: dict[str, dict] | None = None, progress: Progress | None = None) -> MistakeMaps:
     """Each method (name -> options) for the predicted class, the true class, and predicted minus true.
 
-    Default: Grad-CAM and SmoothGrad (16 samples, fp32, signed). The Grad-CAM contrast is kept signed (no ReLU):
-    positive where the evidence is for the predicted class rather than the true one, negative the other way.
+    Default: Grad-CAM and SmoothGrad (16 samples, fp32, signed). The Grad-CAM contrast is always kept signed (no
+    ReLU, whatever ``relu`` the class maps use): positive where the evidence is for the predicted class rather
+    than the true one, negative the other way.
     """
     start = time.perf_counter()
     methods = methods if methods is not None else {"gradcam": {}, "smoothgrad": {"samples": 16, "precision": "fp32"}}
@@ -102,7 +103,7 @@ def explain_mistake(model, x: torch.Tensor, predicted: int, true: int, *,
         opts = methods[method]
         if role == "contrast":  # Grad-CAM's ReLU would hide "rather the true class": keep the sign
             r = contrastive(model, x, predicted, true, method=method,
-                            **({"relu": False, **opts} if method == "gradcam" else opts))
+                            **({**opts, "relu": False} if method == "gradcam" else opts))
         else:
             r = attribute(model, x, predicted if role == "predicted" else true, method=method, **opts)
         results[(method, role)] = r

@@ -33,7 +33,8 @@ class ReportItem:
 
     Attributes:
         title: heading, e.g. "SmoothGrad for tabby (281)".
-        figure: uint8 (H, W, 3) picture shown in the report (a colour bar included where it has one).
+        figure: uint8 (H, W, 3) picture shown in the report (a colour bar included where it has one), or None
+            for a result that is a table only.
         caption: what the colours/panels mean.
         settings: the options used (after defaults).
         command: the ``python -m core ...`` command that reproduces it ("" when none exists).
@@ -41,10 +42,11 @@ class ReportItem:
         seed: the random seed, or None for deterministic methods.
         figures: numbers worth quoting (faithfulness, relevance sums, probabilities), name -> value.
         notes: one-line facts or warnings shown under the result.
+        table: rows (column -> value, the first row's columns head the table), e.g. per-class precision/recall.
     """
 
     title: str
-    figure: np.ndarray
+    figure: np.ndarray | None
     caption: str = ""
     settings: Mapping[str, object] = field(default_factory=dict)
     command: str = ""
@@ -52,6 +54,7 @@ class ReportItem:
     seed: int | None = None
     figures: Mapping[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    table: tuple[Mapping[str, object], ...] = ()
 
 
 def versions() -> dict[str, str]:
@@ -101,7 +104,18 @@ def model_args(card) -> list[str]:
         return ["--model", name]
     if source == "random":
         return ["--model", name, "--weights", "random"]
-    return ["--model", name, "--weights", str(card.weights_detail)]
+    path = str(card.weights_detail).split(" (head on ", 1)[0]  # a head-only file names its backbone after it
+    return ["--model", name, "--weights", repo_path(path)]
+
+
+def repo_path(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (commands run from its root), else as given."""
+    from pathlib import Path
+
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[2]))
+    except (ValueError, OSError):
+        return path
 
 
 def attribute_command(method: str, image: str, card, target: int, options: Mapping[str, object]) -> str:
@@ -110,18 +124,50 @@ def attribute_command(method: str, image: str, card, target: int, options: Mappi
     Every option the method declares (its :class:`~core.attribution.spec.Option`, from which the CLI flags are
     generated) is written out with the value used, so later changes of a default do not change the result.
     """
+    args = ["python", "-m", "core", "attribute", image, "--method", method, "--target", str(int(target))]
+    args += _option_args(method, options) + model_args(card)
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def _option_args(method: str, options: Mapping[str, object]) -> list[str]:
+    """The CLI flags of every declared option of ``method`` in ``options`` (undeclared ones and None skipped)."""
     from ..attribution.registry import REGISTRY
 
-    args = ["python", "-m", "core", "attribute", image, "--method", method, "--target", str(int(target))]
     declared = {opt.name: opt for opt in REGISTRY[method].options} if method in REGISTRY else {}
+    args = []
     for name, value in options.items():
         opt = declared.get(name)
         if opt is None or value is None:
             continue
         value = getattr(value, "value", value)
         args += [opt.cli_flag, ("yes" if value else "no") if isinstance(value, bool) else str(value)]
-    args += model_args(card)
+    return args
+
+
+def contrast_command(image: str, card, *, method: str, predicted: int, true: int,
+                     options: Mapping[str, object]) -> str:
+    """``python -m core contrast`` for one "Why?" row of the Error analysis page: ``method``'s map for the
+    predicted class, for the true class and their contrast, every declared option written out (as
+    :func:`attribute_command`)."""
+    args = ["python", "-m", "core", "contrast", image, "--true", str(int(true)), "--predicted", str(int(predicted)),
+            "--method", method, *_option_args(method, options), *model_args(card)]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def errors_command(folder: str, card, *, top: int = 20, separate: tuple[int, int] | None = None,
+                   layer: str | None = None, channels: int = 8) -> str:
+    """``python -m core errors`` for the confusion matrix, per-class table and mistakes of a labelled folder; with
+    ``separate`` (true, predicted class indices) also the ``channels`` channels of ``layer`` that separate that
+    cell."""
+    extra = [] if separate is None else [
+        "--separate", str(int(separate[0])), str(int(separate[1])), "--layer", str(layer), "--channels", str(int(channels))]
+    return _command("errors", folder, card, [("--top", int(top))], extra)
+
+
+def filters_command(card, *, depthwise: str | None = None, out_dir: str = "lens-out/filters") -> str:
+    """``python -m core filters``: the first layer's kernels, the weight statistics, and ``depthwise``'s kernels
+    when given (PNGs in ``out_dir``)."""
+    return _command("filters", None, card, [("--depthwise", depthwise), ("--out-dir", out_dir)])
 
 
 def _command(sub: str, image: str | None, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = (),
@@ -245,6 +291,17 @@ def _table(rows: Mapping[str, object]) -> str:
     return f"<table>{body}</table>"
 
 
+def _rows_table(rows: Sequence[Mapping[str, object]]) -> str:
+    """An HTML table with a header row (the first row's columns); None is shown as "-"."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('-' if r.get(c) is None else _fmt(r.get(c)))}</td>"
+                                    for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -302,14 +359,16 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
                    else "<p class='muted'>No command-line equivalent.</p>")
         parts.append(
             f"<section><h2>{i}. {esc(item.title)}</h2><div class='fig'>"
-            f"<figure><img alt='{esc(item.title)}' src='{data_uri(item.figure)}'>"
-            f"<figcaption class='muted'>{esc(item.caption)}</figcaption></figure>"
-            f"<div>{_table(settings)}{figures}</div></div>{notes}{command}</section>")
+            + (f"<figure><img alt='{esc(item.title)}' src='{data_uri(item.figure)}'>"
+               f"<figcaption class='muted'>{esc(item.caption)}</figcaption></figure>" if item.figure is not None
+               else f"<p class='muted'>{esc(item.caption)}</p>") +
+            f"<div>{_table(settings)}{figures}{_rows_table(item.table)}</div></div>{notes}{command}</section>")
     parts.append("<h2>Versions</h2>" + _table(versions()))
     parts.append("</body></html>")
     return "".join(parts)
 
 
-__all__ = ["ReportItem", "attack_command", "attribute_command", "attribution_item", "data_uri", "index_commands",
+__all__ = ["ReportItem", "attack_command", "attribute_command", "attribution_item", "contrast_command", "data_uri",
+           "errors_command", "filters_command", "index_commands", "repo_path",
            "model_args", "model_card_rows", "net2vec_command", "perturb_command", "predict_command", "render_html",
            "similarity_command", "versions", "visualize_command"]

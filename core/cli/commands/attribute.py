@@ -41,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--method", required=True, choices=list(REGISTRY))
     p.add_argument("--target", type=int, default=None, help="class index (default: each image's predicted class)")
+    add_option_flags(p)
+    add_model_options(p)
+    p.add_argument("--out-dir", dest="out_dir", help="write <stem>.npy (float32 HxW map) and <stem>.png (overlay)")
+
+
+def add_option_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per declared method option (``--samples``, ``--layer``, ...), read back by :func:`_options`."""
     for flag, users in _flags().items():
         opt = users[0][1]
         kinds = {o.kind for _, o in users}
@@ -52,8 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if opt.metavar:
             kwargs["metavar"] = opt.metavar
         p.add_argument(flag, dest=opt.dest, default=None, help=_help(users), **kwargs)
-    add_model_options(p)
-    p.add_argument("--out-dir", dest="out_dir", help="write <stem>.npy (float32 HxW map) and <stem>.png (overlay)")
 
 
 def _boolean(text: str) -> bool:

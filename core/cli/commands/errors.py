@@ -6,6 +6,7 @@ import sys
 
 from .. import CliError, add_model_options, model_from_args
 from ...errors.evaluate import evaluate, report
+from ...errors.explain import separating_channels
 
 NAME = "errors"
 HELP = "confusion matrix, per-class precision/recall and the most confident mistakes on a labelled folder"
@@ -19,17 +20,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="prediction cache root (default core/.lens-cache/predictions)")
     p.add_argument("--no-cache", action="store_true", help="predict every image and write no cache")
+    p.add_argument("--separate", nargs=2, metavar=("TRUE", "PREDICTED"), default=None,
+                   help="also rank the channels of --layer that separate this confusion cell (class names or "
+                        "indices) from the correctly classified images of TRUE")
+    p.add_argument("--layer", default=None, help="the layer for --separate (python -m core layers)")
+    p.add_argument("--channels", type=int, default=8, help="how many channels --separate lists (default 8)")
 
 
 def run(args: argparse.Namespace) -> dict:
     if args.top < 0:
         raise CliError("--top must be 0 or more")
+    if args.separate and not args.layer:
+        raise CliError("--separate needs --layer (python -m core layers lists them)")
+    if args.channels < 1:
+        raise CliError("--channels must be 1 or more")
     model = model_from_args(args)
+    cell = tuple(_class(model, name) for name in args.separate) if args.separate else None
     result = evaluate(model, args.folder, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     if result.predicted_now < len(result.images):
         print(f"note: {len(result.images) - result.predicted_now} of {len(result.images)} predictions from the "
               "cache", file=sys.stderr)
-    return report(result, args.top)
+    payload = report(result, args.top)
+    if cell is not None:
+        true, predicted = cell
+        try:
+            sep = separating_channels(model, result, true, predicted, args.layer, n=args.channels)
+        except ValueError as e:
+            raise CliError(f"--separate: {e}") from None
+        payload["separating"] = {
+            "layer": sep.layer, "true": model.label(true), "predicted": model.label(predicted),
+            "statistic": sep.statistic, "mistaken": len(sep.mistaken), "correct": len(sep.correct), "weak": sep.weak,
+            "channels": [{"channel": c.channel, "effect": c.effect, "auc": c.auc, "mean_mistaken": c.mean_mistaken,
+                          "mean_correct": c.mean_correct} for c in sep.channels]}
+    return payload
+
+
+def _class(model, name: str) -> int:
+    """A class index from its index or its name (case-insensitive)."""
+    if name.isdigit() and int(name) < model.card.num_classes:
+        return int(name)
+    matches = [i for i, label in enumerate(model.labels) if label.lower() == name.lower()]
+    if len(matches) != 1:
+        raise CliError(f"--separate: {name!r} is not one class of this model (a name or 0-{model.card.num_classes - 1})")
+    return matches[0]
 
 
 def text(payload: dict) -> str:
@@ -49,4 +82,11 @@ def text(payload: dict) -> str:
         lines += ["", "most confident mistakes:"]
         lines += [f"  {m['prob']:6.1%} {m['predicted']} (true {m['true']} {m['true_prob']:.1%})  {m['image']}"
                   for m in payload["mistakes"]]
+    if "separating" in payload:
+        sep = payload["separating"]
+        lines += ["", f"channels of {sep['layer']} separating {sep['true']} predicted {sep['predicted']} "
+                      f"({sep['mistaken']} images) from {sep['true']} predicted right ({sep['correct']}):"]
+        lines += [f"  channel {c['channel']:>4}  d {c['effect']:+.2f}  AUC {c['auc']:.2f}" for c in sep["channels"]]
+        if sep["weak"]:
+            lines.append(f"  note: {sep['weak']}")
     return "\n".join(lines)
