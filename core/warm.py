@@ -429,7 +429,7 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
         if "faithfulness" in pages:
             options = page_options(PAGE_METHOD, model)
             akey = attribution_key(mkey, ikey, PAGE_METHOD, target, options)
-            amap = store.get(akey) if akey in store else one(
+            amap = store.get(akey) if akey in keys else one(  # unless warmed above
                 "attribution", str(path), f"{PAGE_METHOD} (page options), class {target}", akey,
                 lambda: attribute(model, inp.tensor.unsqueeze(0), target, method=PAGE_METHOD, **options))
             if amap is not None:
