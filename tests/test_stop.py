@@ -123,7 +123,8 @@ def test_a_stop_under_one_run_button_leaves_the_others_result():
 def test_stop_under_the_faithfulness_curves_keeps_the_map(app, monkeypatch, tmp_path):
     """The deletion/insertion curves under an attribution map start without a button; their progress bar has
     Stop like every other: pressing it stops them, the map stays, the rerun does not start them again until
-    "Compute the curves" (the real attribution page, embedded model, saliency, 3 curve steps)."""
+    "Compute the curves" (the real attribution page, embedded model, saliency, 3 curve steps). The Compare
+    methods bar has Stop too."""
     import streamlit as st
 
     import core.warm as core_warm
@@ -163,4 +164,17 @@ def test_stop_under_the_faithfulness_curves_keeps_the_map(app, monkeypatch, tmp_
     app.button(key="faith_curves_go").click().run()
     assert started == ["saliency", "saliency"]
     assert {"Deletion AUC", "Insertion AUC"} <= {m.label for m in app.metric} and not _stop_buttons(app)
+
+    # Compare methods: Stop under its bar forgets the press of "Evaluate the methods"
+    app.session_state["interrupt"] = True
+    app.session_state["faith_cmp_steps"] = 2  # not the stored curves
+    app.multiselect(key="faith_methods").set_value(["saliency"])
+    app.multiselect(key="faith_metrics").set_value(["deletion", "insertion"]).run()
+    app.button(key="faith_go").click().run()
+    assert started[-1] == "saliency" and len(started) == 3 and not app.dataframe
+    app.session_state["interrupt"] = False
+    [stop] = _stop_buttons(app)
+    stop.click().run()
+    assert not app.exception and len(started) == 3 and not app.dataframe
+    assert any("Stopped. Press **Evaluate the methods**" in c.value for c in app.caption)
     cache.results.clear()

@@ -191,13 +191,9 @@ def map_section(sel, method: str, target: int, options: dict, result) -> None:
                "side: the Compare methods tab.")
 
 
-def _cancel() -> None:
-    st.session_state.pop("faith_go_params", None)  # ui.run's record of the pressed request
-    st.session_state["faith_cancelled"] = True
-
-
 def compare_section(sel, target: int) -> None:
-    """Every applicable method on this image: the ranked table, overlaid curves, thumbnails. Progress, cancel."""
+    """Every applicable method on this image: the ranked table, overlaid curves, thumbnails. Progress with Stop
+    (methods already finished stay cached)."""
     titles = {name: spec.title for name, spec in REGISTRY.items()}
     st.markdown("##### Which map can you trust? Every method, scored")
     chosen = st.multiselect("Methods to evaluate", list(REGISTRY), default=list(REGISTRY), format_func=titles.get,
@@ -216,27 +212,20 @@ def compare_section(sel, target: int) -> None:
     go = run.button("Evaluate the methods", (sel.key, target, tuple(chosen), tuple(metrics), steps, mask_key),
                     "faith_go", help="Each method with its default options. Results are cached.")
     if not (go and chosen and metrics):
-        if st.session_state.get("faith_cancelled"):
-            st.info("Cancelled. Methods already finished are cached; press Evaluate the methods to continue.")
         return
-    st.session_state["faith_cancelled"] = False
-    # Any click reruns the script, which stops the running evaluation; the callback also forgets the request.
-    st.button("Cancel", key="faith_cancel", on_click=_cancel, help="Stops the evaluation; methods already finished "
-              "stay cached.")
     results, failures = {}, {}
-    bar = st.progress(0.0, text="evaluating...")
-    for i, name in enumerate(chosen):
-        def progress(f, m, i=i):
-            bar.progress((i + f) / len(chosen), text=f"{titles[name]} ({i + 1}/{len(chosen)}): {m}")
-        try:
-            amap = cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target, {},
-                                     progress=lambda f, m, i=i: progress(0.2 * f, m)).map[0]
-            results[name] = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target,
-                                             {}, tuple(metrics), values=amap, steps=steps, mask=mask,
-                                             mask_key=mask_key, progress=lambda f, m, i=i: progress(0.2 + 0.8 * f, m))
-        except (NotApplicable, ValueError) as err:
-            failures[name] = str(err)
-        except Exception as err:  # one method failing must not hide the others, nor show a traceback
-            failures[name] = f"failed: {_one_line(err)}"
-    bar.empty()
+    with progress_bar("evaluating...") as report:  # Stop forgets the press; finished methods stay cached
+        for i, name in enumerate(chosen):
+            def progress(f, m, i=i, name=name):
+                report((i + f) / len(chosen), f"{titles[name]} ({i + 1}/{len(chosen)}): {m}")
+            try:
+                amap = cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target, {},
+                                         progress=lambda f, m: progress(0.2 * f, m)).map[0]
+                results[name] = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name,
+                                                 target, {}, tuple(metrics), values=amap, steps=steps, mask=mask,
+                                                 mask_key=mask_key, progress=lambda f, m: progress(0.2 + 0.8 * f, m))
+            except (NotApplicable, ValueError) as err:
+                failures[name] = str(err)
+            except Exception as err:  # one method failing must not hide the others, nor show a traceback
+                failures[name] = f"failed: {_one_line(err)}"
     comparison(results, titles, failures)
