@@ -258,6 +258,8 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
         m, paths, replace(s, iterations=10), progress))
     args = ["warm", str(folder), "--pages", "faithfulness", "similarity", "net2vec", "index", "--model", "embedded",
             "--json"]
+    from core.evaluation import Metric
+    assert core_warm.CURVE_METRICS == (Metric.DELETION.value, Metric.INSERTION.value)  # what the page draws
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert not out.get("errors") and out["computed"] == 6, out

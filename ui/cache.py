@@ -268,12 +268,25 @@ def similarity_features(model: LensModel, model_key: str, x: torch.Tensor, image
 Net2VecSettings = core_warm.Net2VecSettings
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _images_key(paths: tuple[str, ...], stamps: tuple) -> tuple:
+    """core.warm.images_key (content hashes), hashed again only when a file's size or mtime changes."""
+    return core_warm.images_key(paths)
+
+
 def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], settings: Net2VecSettings,
                  progress=None) -> tuple:
     """(fits, used paths (absolute), errors) for the images at ``paths``, keyed by their paths and contents.
 
     Raises ImageError (no readable image, mask folder), ValueError (no concepts)."""
-    key = core_warm.net2vec_key(model_key, core_warm.images_key(paths), settings)
+    stamps = []
+    for p in paths:
+        try:
+            info = Path(p).stat()
+            stamps.append((info.st_size, info.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    key = core_warm.net2vec_key(model_key, _images_key(tuple(paths), tuple(stamps)), settings)
     return _long(key, progress, model, lambda progress, _batch: core_warm.run_net2vec(model, paths, settings,
                                                                                        progress))
 
