@@ -395,7 +395,8 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             errors.append({"image": str(path), "error": str(e)})
             continue
         ikey = content_key(data)
-        target = predict(model, inp.tensor.unsqueeze(0), k=1)[0][0].index
+        targeted = {"attribution", "faithfulness", "perturbation"} & set(pages)  # views of the predicted class
+        target = predict(model, inp.tensor.unsqueeze(0), k=1)[0][0].index if targeted else None
         jobs: list[tuple[str, dict]] = []
         if "attribution" in pages:
             jobs = [(m, {}) for m in methods]
