@@ -1,13 +1,16 @@
 """Precompute the default views for a folder of images into the result store, so a demo opens instantly.
 
 The keys are built by the same functions ``ui/cache.py`` uses (:func:`model_key`, :func:`content_key`,
-:func:`attribution_key`, :func:`attack_key`, :func:`mask_key`, :func:`featurevis_key`), so the app hits what
-``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with the page's
-default options, for the predicted class, and the "Compare methods" grid, each method with its default options),
-the Adversarial page (the default PGD attack), the Perturbation-masks page (the default extremal masks for the
-predicted class) and the Feature-visualisation page (the default channel of the default layer: one per model, not
-per image). Not covered: the deletion/insertion curves under an attribution map, Similarity (kept per session
-by Streamlit, not in the result store), Net2Vec and the activation index (a folder's worth of work of their own).
+:func:`attribution_key`, :func:`evaluation_key`, :func:`attack_key`, :func:`mask_key`, :func:`featurevis_key`,
+:func:`similarity_key`, :func:`net2vec_key`), and the computations are the ``run_*`` functions both call, so the app
+hits what ``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with
+the page's default options, for the predicted class, and the "Compare methods" grid, each method with its default
+options), the deletion/insertion curves under the main view (``faithfulness``), the Adversarial page (the default
+PGD attack), the Perturbation-masks page (the default extremal masks for the predicted class), the
+Feature-visualisation page (the default channel of the default layer: one per model, not per image), the
+Similarity page (the default layer's features of each image and of the default second image), the Net2Vec page
+(the default fit over the folder) and the Dataset-examples page (the default activation index of the folder,
+built or extended in its own directory, :func:`core.index.default_directory`, not in the result store).
 """
 from __future__ import annotations
 
@@ -119,6 +122,119 @@ def page_featurevis(model: LensModel) -> tuple[str, tuple[int, ...], str, object
     return default_layer(model).name, (0,), "channel", settings
 
 
+CURVE_METRICS = ("deletion", "insertion")  # the curves drawn under every attribution map (ui/faithfulness.py)
+CURVE_STEPS = 50                            # their steps S, the page's default
+SIMILARITY_OTHER = "coffee.jpg"             # the Similarity page's default second image (a sample photo)
+NET2VEC_ITERATIONS = 300                    # the Net2Vec page's optimisation steps
+
+
+def evaluation_key(model_key: str, image_key: str, method: str, target: int, options: dict,
+                   metrics: tuple[str, ...], steps: int, mask_key: str = "none") -> tuple:
+    """Result-store key of the evaluation of one attribution map (ui/faithfulness.py's curves and Compare
+    methods): the map's key, the metrics, the curves' steps and the object mask's key ("none": no mask)."""
+    return (*attribution_key(model_key, image_key, method, target, options), "evaluation", tuple(metrics),
+            int(steps), mask_key)
+
+
+def similarity_key(model_key: str, image_key: str, layer: str) -> tuple:
+    """Result-store key of one image's unit-normalised features at ``layer`` (the Similarity page's key)."""
+    return ("similarity", model_key, image_key, layer)
+
+
+@dataclass(frozen=True)
+class Net2VecSettings:
+    """One Net2Vec fit: ``concepts`` is ConceptSource.COLORS' value or a mask folder; ``size`` the grid side."""
+
+    layer: str
+    concepts: str
+    size: int
+    iterations: int
+
+
+def images_key(paths: Sequence[str | Path]) -> tuple[tuple[str, str], ...]:
+    """The images of a folder-wide result: (absolute path, content hash) of each file in order (a file that
+    cannot be read gets an empty hash: the computation names the problem)."""
+    from .hashing import file_sha256
+
+    out = []
+    for p in paths:
+        try:
+            digest = file_sha256(p)[:16]
+        except OSError:
+            digest = ""
+        out.append((str(Path(p).resolve()), digest))
+    return tuple(out)
+
+
+def net2vec_key(model_key: str, images: tuple[tuple[str, str], ...], settings: Net2VecSettings) -> tuple:
+    """Result-store key of one Net2Vec fit over ``images`` (:func:`images_key`; the Net2Vec page's key)."""
+    return ("net2vec", model_key, images, settings)
+
+
+def page_net2vec(model: LensModel) -> Net2VecSettings:
+    """The Net2Vec page's initial settings: the default layer, colour terms, the default grid, 300 steps."""
+    from .catalogue import default_layer
+    from .features.net2vec import DEFAULT_SIZE, ConceptSource
+
+    return Net2VecSettings(default_layer(model).name, ConceptSource.COLORS.value, DEFAULT_SIZE, NET2VEC_ITERATIONS)
+
+
+def run_evaluation(model: LensModel, x, target: int, method: str, options: dict, values, metrics: tuple[str, ...],
+                   steps: int, mask=None, progress: Progress | None = None):
+    """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` for one
+    image ``x`` (3, H, W) in [0, 1] (the randomisation test recomputes the map with ``options``)."""
+    from .evaluation import evaluate, method_explainer
+
+    return evaluate(model, x, int(target), method=method, values=values, explain=method_explainer(method, options),
+                    metrics=metrics, steps=int(steps), mask=mask, progress=progress)
+
+
+def run_similarity(model: LensModel, x, layer: str):
+    """:class:`core.features.similarity.LayerFeatures` of one image ``x`` (3, H, W) in [0, 1] at ``layer``."""
+    from .features.similarity import layer_features
+
+    return layer_features(model, x, layer)
+
+
+def run_net2vec(model: LensModel, paths: Sequence[str], settings: Net2VecSettings,
+                progress: Progress | None = None) -> tuple:
+    """(fits, used paths (absolute), errors (one line per unreadable image)) of Net2Vec over the images at
+    ``paths``. Raises ImageError (no readable image, mask folder), ValueError (no concepts)."""
+    from .features import net2vec as n2v
+
+    good, errors = [], []
+    for p in paths:
+        try:
+            good.append((str(Path(p).resolve()), preprocess(load_image(p), model.card.data_config)))
+        except ImageError as e:
+            errors.append(str(e))
+    if not good:
+        raise ImageError("no readable images in the folder")
+    import torch
+
+    x = torch.stack([inp.tensor for _, inp in good])
+    s = settings
+    if s.concepts == n2v.ConceptSource.COLORS.value:
+        masks = n2v.colour_concepts(x, size=s.size)
+    else:
+        masks = n2v.load_concept_masks(s.concepts, [p for p, _ in good], size=s.size)
+    fits = n2v.net2vec(model, x, s.layer, masks, size=s.size, iterations=s.iterations, progress=progress)
+    return fits, tuple(p for p, _ in good), tuple(errors)
+
+
+def warm_index(model: LensModel, folder: str | Path, progress: Progress | None = None, cancel=None):
+    """Build (or extend, or find complete) the Dataset-examples page's default index of ``folder``: the default
+    layers, top-k 16, in :func:`core.index.default_directory` (atomic writes, one builder at a time: see
+    :func:`core.index.build_index`). Returns (BuildResult, whether a complete index was there already)."""
+    from .index import DEFAULT_TOP_K, MANIFEST, build_index, default_directory, default_layers
+
+    directory = default_directory(model, folder)
+    existed = (directory / MANIFEST).exists()
+    result = build_index(model, folder, directory, layers=list(default_layers(model)), top_k=DEFAULT_TOP_K,
+                         batch_size=16, progress=progress, cancel=cancel)
+    return result, existed and result.added == 0 and not result.notes
+
+
 def run_attack(model: LensModel, x, settings: AttackSettings, progress: Progress | None = None):
     """:class:`core.attack.attacks.AttackResult` of one image ``x`` (3, H, W) in [0, 1] under ``settings``."""
     from .attack import attacks
@@ -179,7 +295,8 @@ class WarmResult:
     written: tuple[dict, ...] = field(default=(), repr=False)
 
 
-PAGES = ("attribution", "attack", "perturbation", "featurevis")  # the pages whose default views warm covers
+# the pages whose default views warm covers (faithfulness: the curves under the Attribution page's main view)
+PAGES = ("attribution", "faithfulness", "attack", "perturbation", "featurevis", "similarity", "net2vec", "index")
 
 
 def folder_images(folder: str | Path) -> list[Path]:
@@ -198,8 +315,12 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
     Attribution, for each image: every method in ``methods`` with its default options (the grid's key), and the
     page's main view (``smoothgrad`` with the page's options; the same result, stored under its own key without
     recomputing when the defaults agree). Adversarial and Perturbation masks: the page's default run for each
-    image (for the predicted class). Feature visualisation: the page's default view, once (it does not depend
-    on the image). Methods that do not apply to the model, and bad images, are recorded in ``errors``.
+    image (for the predicted class). Faithfulness: the deletion/insertion curves of the page's main view (which
+    is computed for them when ``attribution`` is not warmed). Similarity: each image's features at the default
+    layer, and the default second image's (a sample photo). Feature visualisation and the Net2Vec fit over the
+    folder's images (searched recursively, as the page lists them): the page's default view, once. Index: the
+    default activation index of the folder, built or extended (``written`` says "present" when it was complete).
+    Methods that do not apply to the model, and bad images, are recorded in ``errors``.
     """
     from .attribution.registry import REGISTRY, attribute
     from .model.predict import predict
@@ -237,6 +358,33 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
         one("featurevis", None, f"{layer} channel {channels[0]} ({objective})",
             featurevis_key(mkey, layer, channels, objective, settings),
             lambda: run_featurevis(model, layer, channels, objective, settings))
+    if "net2vec" in pages and paths and not (cancel is not None and cancel()):
+        from .images import list_images
+
+        n2v = page_net2vec(model)
+        listed = [str(p) for p in list_images(folder)]
+        one("net2vec", None, f"{n2v.layer}, {n2v.concepts}, grid {n2v.size}, {len(listed)} images",
+            net2vec_key(mkey, images_key(listed), n2v), lambda: run_net2vec(model, listed, n2v))
+    if "index" in pages and paths and not (cancel is not None and cancel()):
+        built, complete = warm_index(model, folder, cancel=cancel)
+        counts["present" if complete else "computed"] += 1
+        opened = built.index
+        written.append({"page": "index", "image": None, "status": "present" if complete else "computed",
+                        "view": f"{len(opened)} images, layers {', '.join(opened.layers)}, top-{opened.top_k} "
+                                f"({opened.directory})"})
+        errors += [{"image": s["image"], "error": f"index: {s['error']}"} for s in built.skipped]
+    similarity_layer = None
+    if "similarity" in pages and paths:
+        from .catalogue import default_layer
+        from .images import SAMPLES
+
+        similarity_layer = default_layer(model).name
+        other = SAMPLES / SIMILARITY_OTHER
+        if other.is_file() and content_key(other.read_bytes()) not in {content_key(p.read_bytes()) for p in paths}:
+            x_other = preprocess(load_image(other), model.card.data_config).tensor
+            one("similarity", str(other), f"{similarity_layer} features (the default second image)",
+                similarity_key(mkey, content_key(other.read_bytes()), similarity_layer),
+                lambda: run_similarity(model, x_other, similarity_layer))
     for i, path in enumerate(paths):
         if cancel is not None and cancel():
             break
@@ -247,13 +395,14 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             errors.append({"image": str(path), "error": str(e)})
             continue
         ikey = content_key(data)
-        target = predict(model, inp.tensor.unsqueeze(0), k=1)[0][0].index
+        targeted = {"attribution", "faithfulness", "perturbation"} & set(pages)  # views of the predicted class
+        target = predict(model, inp.tensor.unsqueeze(0), k=1)[0][0].index if targeted else None
         jobs: list[tuple[str, dict]] = []
         if "attribution" in pages:
             jobs = [(m, {}) for m in methods]
             if PAGE_METHOD in methods:
                 jobs.append((PAGE_METHOD, page_options(PAGE_METHOD, model)))
-        steps = len(jobs) + ("attack" in pages) + ("perturbation" in pages)
+        steps = len(jobs) + sum(p in pages for p in ("attack", "perturbation", "faithfulness", "similarity"))
         step = 0
 
         def advance(what: str) -> None:
@@ -278,6 +427,24 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
                 if value is not None:
                     values[method] = value
             advance(method)
+        if "faithfulness" in pages:
+            options = page_options(PAGE_METHOD, model)
+            akey = attribution_key(mkey, ikey, PAGE_METHOD, target, options)
+            amap = store.get(akey) if akey in keys else one(  # unless warmed above
+                "attribution", str(path), f"{PAGE_METHOD} (page options), class {target}", akey,
+                lambda: attribute(model, inp.tensor.unsqueeze(0), target, method=PAGE_METHOD, **options))
+            if amap is not None:
+                one("faithfulness", str(path), f"{PAGE_METHOD} deletion/insertion, {CURVE_STEPS} steps, "
+                                               f"class {target}",
+                    evaluation_key(mkey, ikey, PAGE_METHOD, target, options, CURVE_METRICS, CURVE_STEPS),
+                    lambda: run_evaluation(model, inp.tensor, target, PAGE_METHOD, options, amap.map[0],
+                                           CURVE_METRICS, CURVE_STEPS))
+            advance("deletion/insertion curves")
+        if similarity_layer is not None:
+            one("similarity", str(path), f"{similarity_layer} features",
+                similarity_key(mkey, ikey, similarity_layer),
+                lambda: run_similarity(model, inp.tensor, similarity_layer))
+            advance("similarity")
         if "attack" in pages:
             s = page_attack()
             one("attack", str(path), f"{s.method} {s.norm} eps {s.eps * 255:g}/255, {s.steps} steps",

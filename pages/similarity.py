@@ -8,6 +8,7 @@ import streamlit as st
 from core.catalogue import default_layer
 from core.images import ImageError, sample_images
 from core.features.similarity import similarity_map
+from core.warm import SIMILARITY_OTHER
 from ui import cache, sidebar
 from ui import similarity_page as sim
 
@@ -29,7 +30,7 @@ if selection is not None:
     h, w = inp.tensor.shape[-2:]
     sim.bind(names, other_names, w, h)
     layer = st.selectbox("Layer", names, index=names.index(default_layer(model).name), key="lens_sim_layer")
-    default_other = other_names.index("coffee.jpg") if "coffee.jpg" in other_names else 0
+    default_other = other_names.index(SIMILARITY_OTHER) if SIMILARITY_OTHER in other_names else 0
     other_name = st.selectbox("Second image", other_names, index=default_other, key="lens_sim_other")
     stretch = st.toggle("Stretch colours to each map's range", value=True, key="lens_sim_stretch",
                         help="deep layers are alike almost everywhere (cosines near 1): stretching shows the "
@@ -40,8 +41,8 @@ if selection is not None:
         if other_name != "(none)":
             path = samples[other_names.index(other_name) - 1]
             other_inp = cache.model_input(model, selection.model_key, str(path))
-            other = cache.similarity_features(model, selection.model_key, other_inp.tensor, f"sample:{other_name}",
-                                              layer)
+            other = cache.similarity_features(model, selection.model_key, other_inp.tensor,
+                                              cache.content_key(path.read_bytes()), layer)
     except (ImageError, ValueError, KeyError) as e:
         st.error(f"Could not compute the features: {e}")
     else:

@@ -151,7 +151,7 @@ def test_warm_writes_the_keys_the_attribution_page_reads(app, monkeypatch, tmp_p
     app.button(key="attr_run").click().run()  # one rule for heavy work: the page computes on its button
     assert not app.exception and not app.error, [e.value for e in app.error]
     # the map came from disk (attribute() would have raised); the one computation is the deletion/insertion
-    # evaluation drawn under every map, which warm does not precompute
+    # evaluation drawn under every map, which warm precomputes only with --pages faithfulness (tested below)
     assert cache.results().hits["disk"] == 1 and cache.results().hits["computed"] == 1
     app.multiselect(key="attr_grid_methods").set_value(["smoothgrad", "gradcam"]).run()
     app.button(key="attr_grid_run").click().run()
@@ -225,4 +225,77 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
     app.button(key="fv_go").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert cache.results().hits["disk"] == 3 and cache.results().hits["computed"] == 0
+    cache.results.clear()
+
+
+def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_read(app, monkeypatch, tmp_path,
+                                                                                  samples, capsys):
+    """`python -m core warm --pages faithfulness similarity net2vec index`, a restarted store, then each page's
+    default view opens with every computation refused: the curves under the Attribution page's map, Similarity
+    (the image's and the default second image's features), the Net2Vec fit over the folder and the Dataset
+    examples page's index all come from what warm wrote. The warmed values are computed cheaply (saliency under
+    the SmoothGrad key, 4 curve steps, 10 Net2Vec steps): the keys are the pages' defaults, and the test checks
+    that the pages read exactly those keys."""
+    from dataclasses import replace
+
+    import core.attribution.registry as registry
+    import core.index as core_index
+    import core.index.build as index_build
+    import core.warm as core_warm
+    from core.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(index_build, "CACHE_ROOT", tmp_path / "cache" / "index")
+    attribute, run_evaluation, run_net2vec = registry.attribute, core_warm.run_evaluation, core_warm.run_net2vec
+    monkeypatch.setattr(registry, "attribute", lambda model, x, target, method, **_o: attribute(
+        model, x, target, method="saliency"))
+    monkeypatch.setattr(core_warm, "run_evaluation", lambda m, x, t, meth, o, v, metrics, steps, mask=None,
+                        progress=None: run_evaluation(m, x, t, meth, o, v, metrics, 4, mask, progress))
+    monkeypatch.setattr(core_warm, "run_net2vec", lambda m, paths, s, progress=None: run_net2vec(
+        m, paths, replace(s, iterations=10), progress))
+    args = ["warm", str(folder), "--pages", "faithfulness", "similarity", "net2vec", "index", "--model", "embedded",
+            "--json"]
+    from core.evaluation import Metric
+    assert core_warm.CURVE_METRICS == (Metric.DELETION.value, Metric.INSERTION.value)  # what the page draws
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert not out.get("errors") and out["computed"] == 6, out
+    assert sorted((w["page"], w["status"]) for w in out["written"]) == [
+        ("attribution", "computed"), ("faithfulness", "computed"), ("index", "computed"), ("net2vec", "computed"),
+        ("similarity", "computed"), ("similarity", "computed")]
+    assert {w["image"] for w in out["written"] if w["page"] == "similarity"} == {
+        str(folder / "chelsea.jpg"), str(samples / "coffee.jpg")}  # the page's default second image too
+    assert main(args) == 0  # warm again: everything is there, the complete index is not rebuilt
+    again = json.loads(capsys.readouterr().out)
+    assert again["computed"] == 0 and again["present"] == 6
+
+    from ui import cache
+
+    def refuse(*_a, **_k):
+        raise AssertionError("computed although warm stored it")
+    monkeypatch.setattr(registry, "attribute", refuse)
+    for name in ("run_evaluation", "run_similarity", "run_net2vec"):
+        monkeypatch.setattr(core_warm, name, refuse)
+    monkeypatch.setattr(core_index, "build_index", refuse)
+    cache.results.clear()  # a restarted server
+    app.run()
+    app.switch_page("pages/attribution.py").run()
+    app.button(key="attr_run").click().run()
+    assert {"Deletion AUC", "Insertion AUC"} <= {m.label for m in app.metric}  # the curves, from disk
+    app.switch_page("pages/similarity.py").run()
+    assert any("best match" in c for image in app.main.get("image") for c in image.captions)
+    app.switch_page("pages/net2vec.py").run()
+    app.text_input(key="lens_n2v_folder").set_value(str(folder)).run()
+    app.button(key="lens_n2v_run").click().run()
+    assert app.dataframe, "no concept table"
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert cache.results().hits["disk"] == 5 and cache.results().hits["computed"] == 0
+    app.switch_page("pages/activation_index.py").run()
+    app.text_input(key="lens_idx_folder").set_value(str(folder)).run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert not [i for i in app.info if "No index yet" in i.value]
+    assert any("top 16 images" in h.value for h in app.subheader)  # the patch grid of the warmed index
     cache.results.clear()

@@ -118,3 +118,63 @@ def test_a_stop_under_one_run_button_leaves_the_others_result():
     [b for b in at.button if str(b.key).startswith("lens_stop_")][0].click().run()
     assert [m.value for m in at.markdown] == ["first result"]
     assert any("Stopped. Press **Second**" in c.value for c in at.caption)
+
+
+def test_stop_under_the_faithfulness_curves_keeps_the_map(app, monkeypatch, tmp_path):
+    """The deletion/insertion curves under an attribution map start without a button; their progress bar has
+    Stop like every other: pressing it stops them, the map stays, the rerun does not start them again until
+    "Compute the curves" (the real attribution page, embedded model, saliency, 3 curve steps). The Compare
+    methods bar has Stop too."""
+    import streamlit as st
+
+    import core.warm as core_warm
+    from ui import cache
+
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
+    cache.results.clear()
+    started = []
+    run_evaluation = core_warm.run_evaluation
+
+    def evaluation(model, x, target, method, options, values, metrics, steps, mask=None, progress=None):
+        started.append(method)
+        if st.session_state.get("interrupt"):
+            progress(0.1, "deletion 1/3")
+            st.stop()  # what a Stop press does at the job's next element call
+        return run_evaluation(model, x, target, method, options, values, metrics, steps, mask, progress)
+    monkeypatch.setattr(core_warm, "run_evaluation", evaluation)
+
+    app.run()
+    app.session_state["attr_method"] = "saliency"
+    app.session_state["faith_steps"] = 3
+    app.session_state["interrupt"] = True
+    app.switch_page("pages/attribution.py").run()
+    app.button(key="attr_run").click().run()
+    assert started == ["saliency"] and not app.metric
+    stops = _stop_buttons(app)
+    assert [b.label for b in stops] == ["Stop"]  # under the curves' bar (the map came without a report)
+
+    app.session_state["interrupt"] = False
+    stops[0].click().run()
+    assert not app.exception and not app.error
+    assert started == ["saliency"]  # not started again by the rerun
+    assert app.main.get("image"), "the map went with the curves"
+    assert any("curves stopped" in c.value for c in app.caption) and not app.metric
+    assert [t.value for t in app.toast] == ["Stopped."]
+
+    app.button(key="faith_curves_go").click().run()
+    assert started == ["saliency", "saliency"]
+    assert {"Deletion AUC", "Insertion AUC"} <= {m.label for m in app.metric} and not _stop_buttons(app)
+
+    # Compare methods: Stop under its bar forgets the press of "Evaluate the methods"
+    app.session_state["interrupt"] = True
+    app.session_state["faith_cmp_steps"] = 2  # not the stored curves
+    app.multiselect(key="faith_methods").set_value(["saliency"])
+    app.multiselect(key="faith_metrics").set_value(["deletion", "insertion"]).run()
+    app.button(key="faith_go").click().run()
+    assert started[-1] == "saliency" and len(started) == 3 and not app.dataframe
+    app.session_state["interrupt"] = False
+    [stop] = _stop_buttons(app)
+    stop.click().run()
+    assert not app.exception and len(started) == 3 and not app.dataframe
+    assert any("Stopped. Press **Evaluate the methods**" in c.value for c in app.caption)
+    cache.results.clear()

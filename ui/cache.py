@@ -6,7 +6,6 @@ changing only a view option never recomputes. Arguments with a leading underscor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -26,7 +25,6 @@ from core.errors import evaluate as core_errors
 from core.errors import explain as core_explain
 from core.features import featurevis as core_featurevis
 from core.features import filters as core_filters
-from core.features import net2vec as core_net2vec
 from core.features import similarity as core_similarity
 from core import index as core_index
 from core.model import LensModel, load_model
@@ -263,48 +261,38 @@ def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_
                  preview=preview)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def similarity_features(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str,
+def similarity_features(model: LensModel, model_key: str, x: torch.Tensor, image_key: str,
                         layer: str) -> core_similarity.LayerFeatures:
-    """Unit-normalised features of one image at one layer: computed once, then every click is a dot product."""
-    return core_similarity.layer_features(_model, _x, layer)
+    """Unit-normalised features of one image ``x`` (3, H, W) in [0, 1] at one layer: computed once (one forward
+    pass, not a scheduled job), kept in the result store, then every click is a dot product."""
+    return results().get_or_compute(core_warm.similarity_key(model_key, image_key, layer),
+                                    lambda: core_warm.run_similarity(model, x, layer))
 
 
-@dataclass(frozen=True)
-class Net2VecSettings:
-    """One Net2Vec fit: ``concepts`` is ConceptSource.COLORS' value or a mask folder; ``size`` the grid side."""
+Net2VecSettings = core_warm.Net2VecSettings
 
-    layer: str
-    concepts: str
-    size: int
-    iterations: int
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _images_key(paths: tuple[str, ...], stamps: tuple) -> tuple:
+    """core.warm.images_key (content hashes), hashed again only when a file's size or mtime changes."""
+    return core_warm.images_key(paths)
 
 
 def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], settings: Net2VecSettings,
                  progress=None) -> tuple:
-    """(fits, used paths, errors) for the images at ``paths``.
+    """(fits, used paths (absolute), errors) for the images at ``paths``, keyed by their paths and contents.
 
     Raises ImageError (no readable image, mask folder), ValueError (no concepts)."""
-    key = ("net2vec", model_key, tuple(paths), settings)
-    return _long(key, progress, model, lambda progress, _batch: _net2vec_fits(model, paths, settings, progress))
-
-
-def _net2vec_fits(model: LensModel, paths: tuple[str, ...], s: Net2VecSettings, progress) -> tuple:
-    good, errors = [], []
+    stamps = []
     for p in paths:
         try:
-            good.append((p, core_images.preprocess(core_images.load_image(p), model.card.data_config)))
-        except core_images.ImageError as e:
-            errors.append(str(e))
-    if not good:
-        raise core_images.ImageError("no readable images in the folder")
-    x = torch.stack([inp.tensor for _, inp in good])
-    if s.concepts == core_net2vec.ConceptSource.COLORS.value:
-        masks = core_net2vec.colour_concepts(x, size=s.size)
-    else:
-        masks = core_net2vec.load_concept_masks(s.concepts, [p for p, _ in good], size=s.size)
-    fits = core_net2vec.net2vec(model, x, s.layer, masks, size=s.size, iterations=s.iterations, progress=progress)
-    return fits, tuple(p for p, _ in good), tuple(errors)
+            info = Path(p).stat()
+            stamps.append((info.st_size, info.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    key = core_warm.net2vec_key(model_key, _images_key(tuple(paths), tuple(stamps)), settings)
+    return _long(key, progress, model, lambda progress, _batch: core_warm.run_net2vec(model, paths, settings,
+                                                                                       progress))
 
 
 # ------------------------------------------------------------------------ feature visualisation, filters
@@ -378,13 +366,10 @@ def evaluation(model: LensModel, model_key: str, x: torch.Tensor, image_key: str
     Keyed by model, image, method, target, options, metrics and the mask's key (``mask``: bool (H, W) or None).
     A run stopped by a rerun is not stored. Raises NotApplicable, ValueError.
     """
-    from core.evaluation import evaluate, method_explainer
-
-    key = (*core_warm.attribution_key(model_key, image_key, method, target, options), "evaluation", tuple(metrics),
-           int(steps), mask_key if mask is not None else "none")
-    return _long(key, progress, model, lambda progress, _batch: evaluate(
-        model, x, int(target), method=method, values=values, explain=method_explainer(method, options),
-        metrics=metrics, steps=int(steps), mask=mask, progress=progress))
+    key = core_warm.evaluation_key(model_key, image_key, method, target, options, metrics, steps,
+                                   mask_key if mask is not None else "none")
+    return _long(key, progress, model, lambda progress, _batch: core_warm.run_evaluation(
+        model, x, target, method, options, values, metrics, steps, mask, progress))
 
 
 # ------------------------------------------------------------------------ error analysis (pages/error_analysis.py)

@@ -14,10 +14,13 @@ from core.attribution.registry import REGISTRY
 from core.evaluation import Evaluation, Metric
 from core.images import ImageError
 from core.render import heat_figure
+from core.warm import CURVE_METRICS, CURVE_STEPS  # the defaults `python -m core warm` stores
 from ui import cache, run
+from ui.widgets import progress_bar
 
-CURVE_METRICS = (Metric.DELETION.value, Metric.INSERTION.value)
 ALL = tuple(m.value for m in Metric)
+CURVES = "faith_curves"  # the curves' Stop leaves this in run.STOPPED (they start without a button) ...
+CURVES_FOR = "faith_curves_for"  # ... and this session-state key says which curves it stopped
 
 
 # ------------------------------------------------------------------------------------------- drawing
@@ -135,7 +138,7 @@ def _one_line(err: BaseException) -> str:
 
 def steps_widget(where, key: str) -> int:
     """Steps S of the deletion/insertion curves."""
-    return int(where.number_input("Curve steps S", 2, 200, 50, key=key,
+    return int(where.number_input("Curve steps S", 2, 200, CURVE_STEPS, key=key,
                                   help="2·S + 1 images go through the model per map (in batches). 50 as RISE."))
 
 
@@ -156,7 +159,8 @@ def _mask(sel, uploaded) -> tuple[np.ndarray | None, str]:
 
 def map_section(sel, method: str, target: int, options: dict, result) -> None:
     """Under ``result``, the map of ``method`` with ``options``: curves and AUCs (computed at once), the sanity
-    badge (on request)."""
+    badge (on request). Stop under the progress bar stops the curves (the map stays) until "Compute the curves"
+    or another map; stopping the sanity check forgets its button's press."""
     st.markdown("##### Faithfulness and sanity")
     metrics = CURVE_METRICS
     a, b = st.columns([1, 2])
@@ -166,31 +170,30 @@ def map_section(sel, method: str, target: int, options: dict, result) -> None:
                                 "faith_sanity", help="Recomputes the map once per randomised stage of the network.")
     if run_sanity:
         metrics = CURVE_METRICS + (Metric.RANDOMISATION.value,)
-    bar = st.progress(0.0, text="deletion and insertion...")
+    curves = (sel.key, method, target, repr(sorted(options.items())), steps)
+    if not run_sanity and st.session_state.get(run.STOPPED) == CURVES and st.session_state.get(CURVES_FOR) == curves:
+        st.caption("Deletion and insertion curves stopped.")
+        st.button("Compute the curves", key="faith_curves_go", on_click=st.session_state.pop, args=(run.STOPPED, None))
+        return
+    st.session_state[CURVES_FOR] = curves
     try:
-        e = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, method, target, options,
-                             metrics, values=result.map[0], steps=steps,
-                             progress=lambda f, m: bar.progress(f, text=m))
+        with progress_bar("deletion and insertion...", forget=run.latest() if run_sanity else CURVES) as progress:
+            e = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, method, target, options,
+                                 metrics, values=result.map[0], steps=steps, progress=progress)
     except (NotApplicable, ValueError) as err:
         st.caption(f"Not evaluated: {err}")
         return
     except Exception as err:  # never a traceback in the app: name the failure in one line
         st.error(f"Evaluation failed: {_one_line(err)}")
         return
-    finally:
-        bar.empty()
     evidence(e)
     st.caption("Details, definitions and caveats: docs/faithfulness.md. ROAD, pointing game and all methods side by "
                "side: the Compare methods tab.")
 
 
-def _cancel() -> None:
-    st.session_state.pop("faith_go_params", None)  # ui.run's record of the pressed request
-    st.session_state["faith_cancelled"] = True
-
-
 def compare_section(sel, target: int) -> None:
-    """Every applicable method on this image: the ranked table, overlaid curves, thumbnails. Progress, cancel."""
+    """Every applicable method on this image: the ranked table, overlaid curves, thumbnails. Progress with Stop
+    (methods already finished stay cached)."""
     titles = {name: spec.title for name, spec in REGISTRY.items()}
     st.markdown("##### Which map can you trust? Every method, scored")
     chosen = st.multiselect("Methods to evaluate", list(REGISTRY), default=list(REGISTRY), format_func=titles.get,
@@ -209,27 +212,20 @@ def compare_section(sel, target: int) -> None:
     go = run.button("Evaluate the methods", (sel.key, target, tuple(chosen), tuple(metrics), steps, mask_key),
                     "faith_go", help="Each method with its default options. Results are cached.")
     if not (go and chosen and metrics):
-        if st.session_state.get("faith_cancelled"):
-            st.info("Cancelled. Methods already finished are cached; press Evaluate the methods to continue.")
         return
-    st.session_state["faith_cancelled"] = False
-    # Any click reruns the script, which stops the running evaluation; the callback also forgets the request.
-    st.button("Cancel", key="faith_cancel", on_click=_cancel, help="Stops the evaluation; methods already finished "
-              "stay cached.")
     results, failures = {}, {}
-    bar = st.progress(0.0, text="evaluating...")
-    for i, name in enumerate(chosen):
-        def progress(f, m, i=i):
-            bar.progress((i + f) / len(chosen), text=f"{titles[name]} ({i + 1}/{len(chosen)}): {m}")
-        try:
-            amap = cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target, {},
-                                     progress=lambda f, m, i=i: progress(0.2 * f, m)).map[0]
-            results[name] = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target,
-                                             {}, tuple(metrics), values=amap, steps=steps, mask=mask,
-                                             mask_key=mask_key, progress=lambda f, m, i=i: progress(0.2 + 0.8 * f, m))
-        except (NotApplicable, ValueError) as err:
-            failures[name] = str(err)
-        except Exception as err:  # one method failing must not hide the others, nor show a traceback
-            failures[name] = f"failed: {_one_line(err)}"
-    bar.empty()
+    with progress_bar("evaluating...") as report:  # Stop forgets the press; finished methods stay cached
+        for i, name in enumerate(chosen):
+            def progress(f, m, i=i, name=name):
+                report((i + f) / len(chosen), f"{titles[name]} ({i + 1}/{len(chosen)}): {m}")
+            try:
+                amap = cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target, {},
+                                         progress=lambda f, m: progress(0.2 * f, m)).map[0]
+                results[name] = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name,
+                                                 target, {}, tuple(metrics), values=amap, steps=steps, mask=mask,
+                                                 mask_key=mask_key, progress=lambda f, m: progress(0.2 + 0.8 * f, m))
+            except (NotApplicable, ValueError) as err:
+                failures[name] = str(err)
+            except Exception as err:  # one method failing must not hide the others, nor show a traceback
+                failures[name] = f"failed: {_one_line(err)}"
     comparison(results, titles, failures)

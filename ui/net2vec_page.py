@@ -8,12 +8,13 @@ import streamlit as st
 
 from core.features.net2vec_view import MASK_SCALE, NEAR_ZERO_IOU, concept_rows, masks_figure, verdict, weak_concepts
 from core.report import net2vec_command
+from core.warm import NET2VEC_ITERATIONS
 from ui import cache, permalink, report
 from ui.permalink import Param
 
 SOURCES = ["colour terms (from pixels)", "mask folder"]
 SIZES = [14, 28, 56]
-ITERATIONS = 300
+ITERATIONS = NET2VEC_ITERATIONS  # the page's default fit is what `python -m core warm` stores
 SHOWN = 8  # predicted masks shown
 
 
