@@ -247,7 +247,8 @@ class Scheduler:
 
     def run(self, key: tuple, compute: Callable[[Job, Progress], object], *, progress: Progress | None = None,
             bytes_per_sample: int = 0, samples: int = 1, wait: Callable[[int], None] | None = None,
-            cancel: Callable[[], bool] | None = None, poll: float = 0.1):
+            cancel: Callable[[], bool] | None = None, poll: float = 0.1,
+            on_worker: Callable[[threading.Thread], None] | None = None):
         """``compute(job, progress)`` as a scheduled job, or the result of an identical job in flight.
 
         Args:
@@ -258,6 +259,8 @@ class Scheduler:
             bytes_per_sample, samples: the memory estimate (see :func:`per_sample_bytes`).
             wait: called with the number of jobs ahead while queued (about every ``poll`` seconds).
             cancel: the caller's own stop signal (checked while queued and at every progress report).
+            on_worker: called with the worker thread before it starts (with ``job_nice`` set), e.g. to give it
+                the caller's Streamlit script context.
 
         Raises:
             JobCancelled: cancelled before or while running. Any exception of ``compute`` (the job failed).
@@ -299,7 +302,7 @@ class Scheduler:
             if self.job_nice is None:
                 result = self._inline(job, compute, report)
             else:
-                result = self._on_worker(job, compute, report, progress, cancel, poll)
+                result = self._on_worker(job, compute, report, progress, cancel, poll, on_worker)
             if job.cancelled:
                 raise JobCancelled("stopped")
         except Exception as e:  # noqa: BLE001 - recorded, then raised to this job's own caller
@@ -326,7 +329,7 @@ class Scheduler:
             torch.set_num_threads(previous)
 
     def _on_worker(self, job: Job, compute, report, progress: Progress | None, cancel, poll: float,
-                   keepalive: float = 0.25):
+                   on_worker: Callable[[threading.Thread], None] | None = None, keepalive: float = 0.25):
         """``compute(job, report)`` on a fresh thread at the jobs' priority (in a copy of this thread's context,
         so hooks owned here stay owned), while this thread makes the relayed calls and repeats the last
         progress every ``keepalive`` seconds (Streamlit stops a script at its element calls). When this thread
@@ -354,6 +357,8 @@ class Scheduler:
 
         worker = threading.Thread(target=work, name="lens-job", daemon=True)
         job._worker = worker
+        if on_worker is not None:
+            on_worker(worker)
         worker.start()
         try:
             last = time.monotonic()

@@ -8,6 +8,8 @@ tests/test_load_browser.py's Stop test.
 """
 from __future__ import annotations
 
+import time
+
 from streamlit.testing.v1 import AppTest
 
 
@@ -136,10 +138,15 @@ def test_stop_under_the_faithfulness_curves_keeps_the_map(app, monkeypatch, tmp_
     run_evaluation = core_warm.run_evaluation
 
     def evaluation(model, x, target, method, options, values, metrics, steps, mask=None, progress=None):
-        started.append(method)
+        started.append(method)  # on the job's worker thread, which has the session's script context
         if st.session_state.get("interrupt"):
-            progress(0.1, "deletion 1/3")
-            st.stop()  # what a Stop press does at the job's next element call
+            for _ in range(50):  # the script thread draws the bar and its Stop (it drains every 0.05 s)
+                progress(0.1, "deletion 1/3")
+                time.sleep(0.02)
+            st.stop()  # what a Stop press does: the script thread stops at its next element call
+            while True:  # and the job at its next report (JobCancelled)
+                progress(0.1, "deletion 1/3")
+                time.sleep(0.02)
         return run_evaluation(model, x, target, method, options, values, metrics, steps, mask, progress)
     monkeypatch.setattr(core_warm, "run_evaluation", evaluation)
 

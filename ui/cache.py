@@ -118,8 +118,16 @@ def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1, 
     def run():
         return core_jobs.scheduler().run(
             key, scheduled, progress=progress, wait=queued,
-            bytes_per_sample=core_jobs.per_sample_bytes(model), samples=samples)
+            bytes_per_sample=core_jobs.per_sample_bytes(model), samples=samples, on_worker=_with_script_context)
     return results().get_or_compute(key, run)
+
+
+def _with_script_context(thread) -> None:
+    """Give a job's worker thread this session's script context: what the job reads of Streamlit (session
+    state, st.cache_data) works there as on the script thread; it draws only through relayed callbacks."""
+    from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
+
+    add_script_run_ctx(thread, get_script_run_ctx(suppress_warning=True))
 
 
 def model_input(model: LensModel, model_key: str, path: str) -> core_images.ModelInput:
