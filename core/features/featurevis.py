@@ -167,7 +167,7 @@ def robust_transform(x: torch.Tensor, s: Settings, gen: torch.Generator) -> torc
     H' = H + 2 pad - jitter - max(1, jitter // 2). When the grey pad is wider than the first jitter (the default)
     the whole chain is one ``grid_sample`` of the unpadded image (:func:`_fused_transform`): the same values as
     the step-by-step chain (:func:`_stepwise_transform`, kept for the other settings) up to float rounding of
-    the sampling grid, for a third of the memory traffic and no pad or crop in the backward pass.
+    the sampling grid, without the padded copy and the crops' gradients.
     """
     if (s.scale or s.rotate) and s.pad > s.jitter:
         return _fused_transform(x, s, gen)
