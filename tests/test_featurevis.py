@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from core.features.featurevis import (FourierImage, Objective, Settings, interpolate, measure,
-                             robust_transform, visualize)
+from core.features.featurevis import (FourierImage, Objective, Settings, _fused_transform, _stepwise_transform,
+                                     interpolate, measure, robust_transform, visualize)
 from core.features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, mosaic, weight_stats
 from core.hooks import hook_count
 from core.catalogue import find_layer, layer_output
@@ -46,6 +46,31 @@ def test_robust_transform_is_seeded_and_keeps_values_in_range():
     assert torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1
     assert abs(a.shape[-1] - (64 + 2 * 12 - 8 - 4)) <= 0
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (50, 70)])
+def test_fused_transform_equals_the_stepwise_chain(hw):
+    """One grid_sample = pad, jitter, scale/rotate, jitter: same values and input gradient, same random draws.
+
+    The fused grid is computed from a different (composed) affine map, so its sampling coordinates differ by a
+    few float32 ulps of a normalised coordinate (~1e-7) times half the side in pixels; a bilinear sample moves by
+    at most that times the largest neighbour difference (1 for images in [0, 1]). Gradients: each input pixel
+    collects at most 4 bilinear weights per output pixel it feeds (fewer than 2 outputs per input axis at scale
+    >= 0.95), each weight off by the same coordinate error.
+    """
+    torch.manual_seed(0)
+    coord = 16 * torch.finfo(torch.float32).eps * max(hw)
+    for seed in range(4):
+        x = torch.rand(2, 3, *hw, requires_grad=True)
+        gen_a, gen_b = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        a, b = _fused_transform(x, Settings(), gen_a), _stepwise_transform(x, Settings(), gen_b)
+        assert a.shape == b.shape == (2, 3, hw[0] + 12, hw[1] + 12)
+        assert float((a - b).abs().max()) <= coord
+        g = torch.randn_like(a)
+        (ga,), (gb,) = torch.autograd.grad(a, x, g), torch.autograd.grad(b, x, g)
+        assert float((ga - gb).abs().max()) <= 4 * 4 * coord * float(g.abs().max())
+        assert torch.equal(gen_a.get_state(), gen_b.get_state())  # the same draws: the next step's are too
+    assert not torch.equal(a, _fused_transform(x, Settings(), torch.Generator().manual_seed(99)))
 
 
 # ---------------------------------------------------------------------------------------------- mechanics

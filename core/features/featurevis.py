@@ -162,7 +162,60 @@ class FourierImage(torch.nn.Module):
 # --------------------------------------------------------------------------------------- transforms
 
 def robust_transform(x: torch.Tensor, s: Settings, gen: torch.Generator) -> torch.Tensor:
-    """Pad with grey, jitter, scale and rotate (one random draw per call), jitter again. (B,3,H,W) -> (B,3,H',W')."""
+    """Pad with grey, jitter, scale and rotate (one random draw per call), jitter again. (B,3,H,W) -> (B,3,H',W').
+
+    H' = H + 2 pad - jitter - max(1, jitter // 2). When the grey pad is wider than the first jitter (the default)
+    the whole chain is one ``grid_sample`` of the unpadded image (:func:`_fused_transform`): the same values as
+    the step-by-step chain (:func:`_stepwise_transform`, kept for the other settings) up to float rounding of
+    the sampling grid, without the padded copy and the crops' gradients.
+    """
+    if (s.scale or s.rotate) and s.pad > s.jitter:
+        return _fused_transform(x, s, gen)
+    return _stepwise_transform(x, s, gen)
+
+
+def _draws(s: Settings, gen: torch.Generator) -> tuple[tuple[int, int], float, float, tuple[int, int]]:
+    """The random draws of one transform, in the order the step-by-step chain makes them."""
+    d1, d2 = s.jitter, max(1, s.jitter // 2)
+    j1 = tuple(int(v) for v in torch.randint(0, d1 + 1, (2,), generator=gen)) if d1 >= 1 else (0, 0)
+    u = torch.rand(2, generator=gen)
+    k = 1.0 + s.scale * (2 * float(u[0]) - 1)
+    a = math.radians(s.rotate * (2 * float(u[1]) - 1))
+    j2 = tuple(int(v) for v in torch.randint(0, d2 + 1, (2,), generator=gen))
+    return j1, k, a, j2
+
+
+def _fused_transform(x: torch.Tensor, s: Settings, gen: torch.Generator) -> torch.Tensor:
+    """:func:`_stepwise_transform` as one affine ``grid_sample`` of ``x`` (needs ``s.pad > s.jitter``).
+
+    Every stage maps output pixels to input pixels affinely (crops are integer shifts; ``align_corners=False``
+    normalised coordinates), so the chain is one affine map from the final output to ``x``. Outside ``x`` the
+    chain samples the grey pad (the rotation's border clamp lands on the pad too, since the pad is wider than the
+    crop), so sampling ``x - 0.5`` with zero padding and adding 0.5 gives the same bilinear mix of image and grey.
+    """
+    (dy1, dx1), k, a, (dy2, dx2) = _draws(s, gen)
+    b, _, h, w = x.shape
+    d1, d2 = s.jitter, max(1, s.jitter // 2)
+    h1, w1 = h + 2 * s.pad - d1, w + 2 * s.pad - d1    # after the first crop (the rotation's canvas)
+    h2, w2 = h1 - d2, w1 - d2                          # after the second crop
+
+    def chain(n: int, n1: int, n2: int, shift2: int, shift1: int) -> tuple[float, float, float, float]:
+        # output normalised -> rotation canvas normalised: scale, offset; canvas normalised -> x normalised
+        return n2 / n1, n2 / n1 + 2 * shift2 / n1 - 1, n1 / n, n1 / n + 2 * (shift1 - s.pad) / n - 1
+
+    ax, bx, cx, ex = chain(w, w1, w2, dx2, dx1)
+    ay, by, cy, ey = chain(h, h1, h2, dy2, dy1)
+    cos, sin = math.cos(a) / k, math.sin(a) / k
+    # x_in = cx (cos (ax xo + bx) - sin (ay yo + by)) + ex;  y_in = cy (sin (ax xo + bx) + cos (ay yo + by)) + ey
+    theta = torch.tensor([[cx * cos * ax, -cx * sin * ay, cx * (cos * bx - sin * by) + ex],
+                          [cy * sin * ax, cy * cos * ay, cy * (sin * bx + cos * by) + ey]], dtype=x.dtype,
+                         device=x.device)
+    grid = F.affine_grid(theta.expand(b, 2, 3), [b, x.shape[1], h2, w2], align_corners=False)
+    return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+
+
+def _stepwise_transform(x: torch.Tensor, s: Settings, gen: torch.Generator) -> torch.Tensor:
+    """Pad, jitter, scale and rotate, jitter: one operation after the other."""
     if s.pad:
         x = F.pad(x, (s.pad,) * 4, mode="constant", value=0.5)
     x = _jitter(x, s.jitter, gen)
@@ -171,7 +224,7 @@ def robust_transform(x: torch.Tensor, s: Settings, gen: torch.Generator) -> torc
         k = 1.0 + s.scale * (2 * float(u[0]) - 1)
         a = math.radians(s.rotate * (2 * float(u[1]) - 1))
         theta = torch.tensor([[math.cos(a) / k, -math.sin(a) / k, 0.0],
-                              [math.sin(a) / k, math.cos(a) / k, 0.0]], dtype=x.dtype)
+                              [math.sin(a) / k, math.cos(a) / k, 0.0]], dtype=x.dtype, device=x.device)
         grid = F.affine_grid(theta.expand(x.shape[0], 2, 3), list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return _jitter(x, max(1, s.jitter // 2), gen)

@@ -142,33 +142,28 @@ class _SoftMax(torch.autograd.Function):
     the neighbouring parameters of each grid cell, w (1, 1, step, 1, step, J) the bump weights, which depend
     only on a pixel's place in its cell.
 
-    One node instead of autograd's chain (mul, softmax, mul, sum and their backwards), computed in place in
-    buffers reused from step to step: fresh 10⁷-element tensors cost more in page faults than the arithmetic.
-    The gradient is ∂pooled/∂b_j = s_j (1 + c (b_j - pooled)), summed over each cell's pixels after the product
-    with w. A buffer reused before the previous backward ran trips autograd's in-place check (RuntimeError)."""
+    One node instead of autograd's chain (mul, softmax, mul, sum and their backwards), computed in buffers reused
+    from step to step (fresh 10⁷-element tensors cost more in page faults than the arithmetic), with as few
+    passes over the K × H × W × J values as the arithmetic allows: forward cb = nb · (c w) (one product), s =
+    softmax(cb) (one fused kernel along the contiguous neighbour axis), pooled = Σ cb s / c. The gradient
+    ∂pooled/∂b_j = s_j (1 + c b_j - c pooled), so ∂pooled/∂nb_j = w_j s_j (g (1 - c pooled) + g cb_j), summed over
+    each cell's pixels: one fused multiply-add, two products, the sums. A buffer reused before the previous
+    backward ran trips autograd's in-place check (RuntimeError)."""
 
     @staticmethod
     def forward(ctx, nb: torch.Tensor, weight: torch.Tensor, coldness: float, buffers: tuple) -> torch.Tensor:
-        bumps, e, tmp = buffers
-        torch.mul(nb, weight, out=bumps)
-        # e = exp(c (b - shift)), the softmax's numerator; pooled = Σ b e / Σ e. The shift only keeps exp in
-        # range: the cell's largest parameter bounds every bump in it (0 ≤ w ≤ 1), so c (b - shift) ≤ 0 for
-        # parameters ≥ 0, and ≥ -c for parameters in [0, 1]; otherwise the exact per-pixel maximum.
-        if coldness <= 60 and float(nb.min()) >= 0 and float(nb.max()) <= 1:
-            shift = nb.amax(dim=-1, keepdim=True)
-        else:
-            shift = bumps.amax(dim=-1, keepdim=True)
-        torch.sub(bumps, shift, out=e).mul_(coldness).exp_()
-        z = e.sum(dim=-1, keepdim=True)
-        pooled = torch.mul(bumps, e, out=tmp).sum(dim=-1, keepdim=True).div_(z)
-        ctx.save_for_backward(bumps, e, z, pooled, weight, tmp)
+        cb, soft, tmp = buffers
+        torch.mul(nb, weight * coldness, out=cb)
+        torch.ops.aten._softmax.out(cb, -1, False, out=soft)
+        pooled = torch.mul(cb, soft, out=tmp).sum(dim=-1, keepdim=True).div_(coldness)
+        ctx.save_for_backward(cb, soft, pooled, weight, tmp)
         ctx.coldness = coldness
         return pooled
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        bumps, e, z, pooled, weight, tmp = ctx.saved_tensors
-        t = torch.sub(bumps, pooled, out=tmp).mul_(ctx.coldness).add_(1).mul_(e).mul_(weight).mul_(grad / z)
+        cb, soft, pooled, weight, tmp = ctx.saved_tensors
+        t = torch.addcmul(grad * (1 - ctx.coldness * pooled), cb, grad, out=tmp).mul_(soft).mul_(weight)
         # one axis at a time: a joint reduction over the two strided pixel axes is several times slower
         return t.sum(dim=4, keepdim=True).sum(dim=2, keepdim=True), None, None, None
 
