@@ -322,7 +322,7 @@ SMOOTHGRAD = MethodSpec(
                "(e.g. 0.98); 0 always takes all the samples", label="Stop at rank correlation (0: off)",
                low=0.0, high=0.99, step=0.01, metavar="RHO"),
         Option("converge_grid", int, "the stop compares the halves as P x P grids of cell means (14: 16-pixel cells "
-               "at 224); 0 compares every pixel", label="Stop: grid side P (0: pixels)", low=0, high=64,
+               "at 224); 0 compares every pixel", label="Stop: grid side P (0: pixels)", low=0, high=64, metavar="P",
                visible=lambda chosen: bool(chosen.get("converge"))),
         Option("noise", float, "noise sigma as a fraction of the pixel range (the paper finds 10-20 % best)",
                label="Noise (fraction of the pixel range)", low=0.0, high=0.5, step=0.01, metavar="FRACTION"),
