@@ -94,6 +94,7 @@ def precision_check(samples: int, rounds: int) -> dict:
         out[name] = {"median_seconds": {k: round(v, 3) for k, v in med.items()}, "auto_chose": chosen,
                      "auto_over_faster": round(med["auto"] / min(med["fp32"], med["bf16"]), 3),
                      "bf16_over_fp32": round(med["bf16"] / med["fp32"], 3)}
+        print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)  # a row as soon as it is measured
     return out
 
 
