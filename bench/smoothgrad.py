@@ -8,6 +8,7 @@ Pearson correlation of the (H, W) maps: on random-init convnext_tiny (timm's ini
 on the real ImageNet EfficientNet-Lite0.
 
 Usage: LENS_OFFLINE=1 python bench/smoothgrad.py [--samples 50] [--batch-sizes 8,16] [--rounds 2] [--skip-captum]
+       LENS_OFFLINE=1 python bench/smoothgrad.py --precision-only --samples 8 --rounds 3   # auto vs fp32/bf16
 """
 from __future__ import annotations
 
@@ -67,13 +68,52 @@ def peak_rss_fast_fp32(n: int) -> int:
     return int(done.stdout.strip().splitlines()[-1])
 
 
+def precision_check(samples: int, rounds: int) -> dict:
+    """``auto`` against the faster of fp32 and bf16 (issue 15: never slower than 1.05 x), per model: medians of
+    ``rounds`` interleaved SmoothGrad runs of ``samples`` samples, after one warm-up each (``auto`` measures once)."""
+    cat = next(p for p in sample_images() if p.name == "chelsea.jpg")
+    out = {}
+    for name in ("embedded", "convnext_tiny_ls1"):
+        if name == "embedded":
+            model = load_model("embedded")
+            x = preprocess(load_image(cat), model.card.data_config).batch
+        else:
+            torch.manual_seed(0)
+            model = wrap(timm.create_model("convnext_tiny", pretrained=False, ls_init_value=1.0), name=name,
+                         input_size=224)
+            x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+        runs: dict[str, list[float]] = {"fp32": [], "bf16": [], "auto": []}
+        chosen = None
+        for r in range(rounds + 1):
+            for prec in runs:
+                s, res = timed(lambda: smoothgrad(model, x, 0, samples=samples, precision=prec))
+                if r:  # round 0 warms up (and lets auto measure)
+                    runs[prec].append(s)
+                chosen = res.options["precision"] if prec == "auto" else chosen
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+        out[name] = {"median_seconds": {k: round(v, 3) for k, v in med.items()}, "auto_chose": chosen,
+                     "auto_over_faster": round(med["auto"] / min(med["fp32"], med["bf16"]), 3),
+                     "bf16_over_fp32": round(med["bf16"] / med["fp32"], 3)}
+        print(json.dumps({name: out[name]}), file=sys.stderr, flush=True)  # a row as soon as it is measured
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--batch-sizes", default="8,16")
     ap.add_argument("--skip-captum", action="store_true")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--precision-only", action="store_true",
+                    help="only auto vs the faster of fp32/bf16 (embedded, convnext_tiny with layer scale 1)")
     args = ap.parse_args()
+    if args.precision_only:
+        load = [round(v, 2) for v in os.getloadavg()]
+        res = precision_check(args.samples, args.rounds)
+        print(json.dumps({"threads": torch.get_num_threads(), "native_bf16": native_bf16(), "samples": args.samples,
+                          "rounds": args.rounds, "load_average_start": load, **res,
+                          "load_average_end": [round(v, 2) for v in os.getloadavg()]}))
+        return
     n = args.samples
     torch.manual_seed(0)
     model = wrap(timm.create_model("convnext_tiny", pretrained=False), mean=(0.485, 0.456, 0.406),

@@ -214,7 +214,9 @@ def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
 
     records: list[tuple[str, nn.Module, torch.Tensor, tuple, Layout]] = []
     tracer = _Tracer()
-    x = torch.zeros(1, c, h, w)
+    from .model.device import model_device  # the probe runs where the model lives
+
+    x = torch.zeros(1, c, h, w, device=model_device(net))
     geo0 = (Geometry(1.0, 1.0, 0.0), Geometry(1.0, 1.0, 0.0))
     with hooks_on(model) as hooks, torch.no_grad():
         for name, module in net.named_modules():

@@ -81,4 +81,4 @@ def resolve_target(model: nn.Module, x: torch.Tensor, target: Target, *,
                 logits = model(x)
         return logits.argmax(-1).long()
     classes = logits.shape[-1] if logits is not None else getattr(getattr(model, "card", None), "num_classes", None)
-    return class_indices(target, n, classes)
+    return class_indices(target, n, classes).to(x.device)  # on the images' device, as argmax is

@@ -383,18 +383,49 @@ def test_occlusion_preview_comes_early_spans_the_image_and_ends_at_the_map(convn
     torch.testing.assert_close(previews[-1][0], r.map)
 
 
+def test_smoothgrad_stop_compares_halves_on_a_grid(convnext_live, x64, monkeypatch):
+    """converge_grid=P: the halves are compared as P x P grids of cell means after every second batch; sampling
+    stops at the first check that reaches the threshold, and the stopped map is the fixed-n map of that many
+    samples (the same noise draws)."""
+    import core.attribution.smoothgrad as sg
+
+    m = torch.arange(16.0).reshape(4, 4)
+    torch.testing.assert_close(sg.on_grid(m, 2), torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
+    assert sg.on_grid(m, 0) is m
+    seen = []
+    real = sg.rank_correlation
+
+    def spy(a, b):
+        seen.append((tuple(a.shape), real(a, b)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(sg, "rank_correlation", spy)
+    r = smoothgrad(convnext_live, x64[:1], 0, samples=96, converge=0.99, converge_grid=4, precision="fp32")
+    used = r.options["samples_used"]
+    assert all(shape == (4, 4) for shape, _ in seen) and len(seen) == used // 16
+    assert all(rho < 0.99 for _, rho in seen[:-1]) and seen[-1][1] >= 0.99 and used < 96
+    assert "on a 4 × 4 grid" in r.notes[0] and r.options["converge_grid"] == 4
+    fixed = smoothgrad(convnext_live, x64[:1], 0, samples=used, precision="fp32")
+    torch.testing.assert_close(r.map, fixed.map, rtol=1e-5, atol=1e-5 * float(fixed.map.abs().max()))
+    seen.clear()
+    never = smoothgrad(convnext_live, x64[:1], 0, samples=32, converge=0.99999, converge_grid=0, precision="fp32")
+    assert never.options["samples_used"] == 32 and seen[0][0] == (64, 64) and "all were used" in never.notes[0]
+    with pytest.raises(ValueError, match="grid side"):
+        smoothgrad(convnext_live, x64[:1], 0, samples=4, converge=0.9, converge_grid=-1)
+
+
 def test_smoothgrad_convergence_stop(convnext_live, x64):
     """Stops when two independent halves agree (Spearman ρ); the map then matches an independent 400-sample map.
 
     Measured on this seeded case: ρ = 0.998 with the 400-sample map after 16 samples; 0.98 leaves a margin."""
     from core.attribution.smoothgrad import rank_correlation
 
-    auto = smoothgrad(convnext_live, x64[:1], 0, samples=200, converge=0.98, precision="fp32")
+    auto = smoothgrad(convnext_live, x64[:1], 0, samples=200, converge=0.98, converge_grid=0, precision="fp32")
     ref = smoothgrad(convnext_live, x64[:1], 0, samples=400, seed=1, precision="fp32")
     used = auto.options["samples_used"]
     assert used < 200 and used % 16 == 0 and f"{used} samples (stopped" in auto.notes[0]
     assert rank_correlation(auto.map, ref.map) >= 0.98
-    stricter = smoothgrad(convnext_live, x64[:1], 0, samples=64, converge=0.99999, precision="fp32")
+    stricter = smoothgrad(convnext_live, x64[:1], 0, samples=64, converge=0.99999, converge_grid=0, precision="fp32")
     assert stricter.options["samples_used"] == 64  # not reached: runs to the maximum
     fixed = smoothgrad(convnext_live, x64[:1], 0, samples=24, precision="fp32")
     assert fixed.options["samples_used"] == 24 and fixed.options["converge"] == 0.0

@@ -250,7 +250,8 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     """``x`` in [0, 1] rounded to 8-bit levels exactly as the page's PNG stores it (:func:`core.render.unit_uint8`),
     back in [0, 1], same shape and dtype."""
-    return torch.from_numpy(unit_uint8(x.detach().cpu().double().numpy())).to(x.dtype) / 255.0  # float64 as image_uint8
+    levels = torch.from_numpy(unit_uint8(x.detach().cpu().double().numpy()))  # float64 as image_uint8
+    return levels.to(device=x.device, dtype=x.dtype) / 255.0
 
 
 def minimal_eps(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None, *,

@@ -47,7 +47,7 @@ def cam_maps(model: nn.Module, x: torch.Tensor, target: torch.Tensor, info: Laye
         act = acts.get(info.name)
         if act is None:
             raise NotApplicable(f"layer {info.name} did not run in the forward pass")
-        score = logits.gather(1, target.view(-1, 1)).sum()
+        score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
         (grad,) = torch.autograd.grad(score, act)
     a, g = to_nchw(act.detach(), info).float(), to_nchw(grad, info).float()
     cam = (g.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True)

@@ -136,7 +136,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
                samples: int = 50, noise: float = 0.15, nt_type: NoiseType | str = "smoothgrad",
                base: Base | str = "saliency", seed: int = 0, batch_size: int = 8,
                precision: Precision | str = "auto", engine: Engine | str = "auto", steps: int = 16,
-               baseline: Baseline | str = "black", converge: float = 0.0, progress: Progress | None = None,
+               baseline: Baseline | str = "black", converge: float = 0.0, converge_grid: int = 14,
+               progress: Progress | None = None,
                preview: Callable[[torch.Tensor, float], None] | None = None) -> Attribution:
     """SmoothGrad over a gradient base.
 
@@ -153,6 +154,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
             image are split into two independent halves (alternate batches) and sampling stops as soon as the
             two halves' maps agree to this Spearman correlation; ``samples`` is then the maximum. Fast engine
             only. ``options["samples_used"]`` holds the largest number used for an image.
+        converge_grid: P: the halves are compared as P x P grids of cell means of the map (14: the 16-pixel
+            cells of a 224 image, the resolution at which the overlay is read); 0 compares every pixel.
         preview: called after each batch with the current map (N, H, W) and the fraction done.
 
     Returns:
@@ -176,16 +179,24 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
         raise ValueError("converge is a rank correlation below 1 (0 turns the stop off)")
     if converge and engine is not Engine.FAST:
         raise ValueError("the convergence stop needs the fast engine")
+    if converge_grid < 0:
+        raise ValueError("converge_grid is a grid side (P for P x P cells) or 0 for every pixel")
     prec = resolve_precision(precision, x.device, model, x)
     run = _fast if engine is Engine.FAST else _captum
     raw, notes, used = run(model, x, t, samples=int(samples), sigma=float(noise), nt_type=nt_type, base=base,
                      seed=int(seed), batch_size=max(1, int(batch_size)), precision=prec, steps=int(steps),
-                     baseline=Baseline(baseline), converge=float(converge), progress=progress, preview=preview)
-    what = f"{used} samples (stopped when two halves agreed to ρ ≥ {converge:g}; at most {samples})" if converge \
+                     baseline=Baseline(baseline), converge=float(converge), grid=int(converge_grid),
+                     progress=progress, preview=preview)
+    at = f"on a {converge_grid} × {converge_grid} grid" if converge_grid else "pixel by pixel"
+    what = f"{used} samples (stopped when two halves agreed to ρ ≥ {converge:g} {at}; at most {samples})" \
+        if converge and used < samples else \
+        f"{used} samples (the two halves had not agreed to ρ ≥ {converge:g} {at}: all were used)" if converge \
         else f"{samples} samples"
     notes = [f"{what}, σ = {noise:g} of the pixel range, {nt_type.value} over {base.value}; "
              f"{engine.value} engine, {prec.value}", *notes]
-    options = {"samples": int(samples), "samples_used": used, "converge": float(converge), "noise": float(noise), "nt_type": nt_type.value, "base": base.value,
+    options = {"samples": int(samples), "samples_used": used, "converge": float(converge),
+               "converge_grid": int(converge_grid), "noise": float(noise), "nt_type": nt_type.value,
+               "base": base.value,
                "seed": int(seed), "batch_size": int(batch_size), "precision": prec.value, "engine": engine.value}
     if base is Base.INTEGRATED_GRADIENTS:
         options.update(steps=int(steps), baseline=Baseline(baseline).value)
@@ -193,6 +204,14 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
     return Attribution(map=raw.sum(1), raw=raw, method="smoothgrad", target=t.tolist(),
                        seconds=time.perf_counter() - started, signed=nt_type is NoiseType.SMOOTHGRAD,
                        notes=tuple(notes), options=options)
+
+
+def on_grid(m: torch.Tensor, grid: int) -> torch.Tensor:
+    """(..., H, W) map as a (..., P, P) grid of cell means (P = ``grid``; 0 returns the map itself)."""
+    if not grid:
+        return m
+    lead = m.shape[:-2]
+    return nn.functional.adaptive_avg_pool2d(m.reshape(-1, 1, *m.shape[-2:]), grid).reshape(*lead, grid, grid)
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -203,7 +222,7 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, precision, progress, preview,
-          converge=0.0, **_unused) -> tuple[torch.Tensor, list[str], int]:
+          converge=0.0, grid=0, **_unused) -> tuple[torch.Tensor, list[str], int]:
     n = x.shape[0]
     out = torch.empty_like(x)
     notes: list[str] = []
@@ -246,7 +265,7 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
                 current[i] = combine(totals[0] + totals[1], squares[0] + squares[1], done, nt_type)
                 preview(current[: i + 1].sum(1), fraction)
             if converge and batch % 2 == 0 and done < samples:
-                halves = [combine(totals[h], squares[h], counts[h], nt_type).sum(0) for h in range(2)]
+                halves = [on_grid(combine(totals[h], squares[h], counts[h], nt_type).sum(0), grid) for h in range(2)]
                 if rank_correlation(*halves) >= converge:
                     finished += -(-samples // batch_size) - batch  # the batches skipped count as done
                     break
@@ -302,6 +321,9 @@ SMOOTHGRAD = MethodSpec(
         Option("converge", float, "stop once two independent halves of the samples agree to this rank correlation "
                "(e.g. 0.98); 0 always takes all the samples", label="Stop at rank correlation (0: off)",
                low=0.0, high=0.99, step=0.01, metavar="RHO"),
+        Option("converge_grid", int, "the stop compares the halves as P x P grids of cell means (14: 16-pixel cells "
+               "at 224); 0 compares every pixel", label="Stop: grid side P (0: pixels)", low=0, high=64, metavar="P",
+               visible=lambda chosen: bool(chosen.get("converge"))),
         Option("noise", float, "noise sigma as a fraction of the pixel range (the paper finds 10-20 % best)",
                label="Noise (fraction of the pixel range)", low=0.0, high=0.5, step=0.01, metavar="FRACTION"),
         Option("seed", int, "seed of the noise", low=0, high=10_000, number_input=True),
