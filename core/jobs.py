@@ -289,13 +289,16 @@ class Scheduler:
             self._finish(job, "cancelled")
             raise
         relayed = job.relay(progress) if progress is not None else None
+        shown: list = [None]
 
         def report(fraction: float, message: str) -> None:
             if job.cancelled or (cancel is not None and cancel()):
                 job.cancel()
                 raise JobCancelled("stopped")
             job.fraction, job.message = fraction, message
-            if relayed is not None:
+            # a repeat (the heartbeat's) is not drawn again: every draw is a message to a browser
+            if relayed is not None and (self.job_nice is None or shown[0] != (fraction, message)):
+                shown[0] = (fraction, message)
                 relayed(fraction, message)
 
         try:
@@ -329,10 +332,13 @@ class Scheduler:
             torch.set_num_threads(previous)
 
     def _on_worker(self, job: Job, compute, report, progress: Progress | None, cancel, poll: float,
-                   on_worker: Callable[[threading.Thread], None] | None = None, keepalive: float = 0.25):
+                   on_worker: Callable[[threading.Thread], None] | None = None, draw_every: float = 0.25,
+                   keepalive: float = 1.0):
         """``compute(job, report)`` on a fresh thread at the jobs' priority (in a copy of this thread's context,
-        so hooks owned here stay owned), while this thread makes the relayed calls and repeats the last
-        progress every ``keepalive`` seconds (Streamlit stops a script at its element calls). When this thread
+        so hooks owned here stay owned), while this thread makes the relayed calls (at most every
+        ``draw_every`` seconds: each is a message to the browser, which shares the CPU with the jobs) and repeats
+        the last progress after ``keepalive`` seconds without one (Streamlit stops a script at its element
+        calls, so a closed tab or a Stop is noticed within about a second). When this thread
         is stopped (an exception from a relayed call or ``cancel()``), the job is cancelled and waited for: it
         ends at its next report, so it never runs on beside a job admitted after it."""
         outcome: dict[str, object] = {}
@@ -362,7 +368,7 @@ class Scheduler:
         worker.start()
         try:
             last = time.monotonic()
-            while not finished.wait(min(poll, 0.05)):
+            while not finished.wait(draw_every):
                 if job.drain():
                     last = time.monotonic()
                 elif progress is not None and time.monotonic() - last >= keepalive:
@@ -406,6 +412,7 @@ class Scheduler:
         return max(0, int(fit))
 
     def _admit(self, job: Job, wait, cancel, poll: float) -> None:
+        told: list = [None, 0.0]  # the queue position last said, and when
         with self._cv:
             while True:
                 if job.cancelled or (cancel is not None and cancel()):
@@ -420,7 +427,11 @@ class Scheduler:
                         self._cv.notify_all()
                         return
                 ahead = self._queue.index(job)
-                if wait is not None:
+                now = time.monotonic()
+                # said again when it changes, else once a second (a page's progress call is where Streamlit
+                # stops a closed or stopped session; more often would only make its browser redraw)
+                if wait is not None and (ahead != told[0] or now - told[1] >= 1.0):
+                    told[:] = ahead, now
                     self._cv.release()
                     try:
                         wait(ahead)

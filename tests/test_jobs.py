@@ -299,7 +299,7 @@ def test_a_job_runs_on_a_niced_worker_and_its_progress_is_drawn_on_the_asking_th
         for i in range(3):
             show(i)
             progress((i + 1) / 3, f"step {i + 1}")
-            time.sleep(0.12)  # the asking thread drains every 0.05 s
+            time.sleep(0.35)  # the asking thread draws every 0.25 s (the latest call of each callback)
         return 42
 
     out = sched.run(("niced",), compute, progress=lambda f, m: drawn.append((f, m, threading.get_ident())))
