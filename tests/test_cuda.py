@@ -33,3 +33,13 @@ def test_masks_run_on_cuda_and_return_cpu(on_gpu):
     model, x = on_gpu
     for r in (extremal_perturbation(model, x, 0, iterations=4), meaningful_perturbation(model, x, 0, iterations=4)):
         assert r.masks.device.type == "cpu" and torch.isfinite(r.masks).all()
+
+
+def test_attack_runs_on_cuda_and_returns_cpu(on_gpu):
+    from core.attack.attacks import attack
+
+    model, x = on_gpu
+    r = attack(model, x, None, steps=3, random_start=True, seed=0)
+    assert r.adversarial.device.type == "cpu" and r.trajectory.loss.device.type == "cpu"
+    # a perturbation within its budget (the random start is seeded on the CPU: the same on every device)
+    assert float((r.adversarial - x).abs().max()) <= float(r.eps[0]) + 1e-6

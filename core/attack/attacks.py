@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inputs import check_input, class_indices, num_classes_of
+from ..model.device import model_device
 from ..model.wrapper import LensModel
 from ..progress import Progress, report
 from ..render import unit_uint8
@@ -166,7 +167,8 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
         :class:`AttackResult`.
     """
     method, norm = AttackMethod(method), Norm(norm)
-    x = check_input(x, pixels_for="attacks")
+    device = model_device(model)  # the attack runs where the model lives; the result comes back to the CPU
+    x = check_input(x, pixels_for="attacks").to(device)
     n = x.shape[0]
     eps_t = _per_image(eps, n, "eps")
     step_t = eps_t.clone() if method is AttackMethod.FGSM else _per_image(step, n, "step")
@@ -176,6 +178,7 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
         raise ValueError("steps must be at least 1")
     if norm is Norm.LINF and bool((eps_t > 1).any()):
         raise ValueError("an L∞ eps above 1 (255/255) is no bound at all")
+    eps_t, step_t = eps_t.to(device), step_t.to(device)
     say = partial(report, progress)
     started = time.perf_counter()
     # No lock: another session's temporary hooks never fire in our passes (core.hooks).
@@ -188,14 +191,15 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
             adv = _start(clean, eps_t * _SAFETY, norm, seed)
             clean_logits = _logits(model, clean)
         num_classes = num_classes_of(model)
-        goal = (class_indices(target, n, num_classes, name="target") if targeted else None)
-        src = class_indices(source, n, num_classes, name="source") if source is not None else None
+        goal = (class_indices(target, n, num_classes, name="target").to(device) if targeted else None)
+        src = class_indices(source, n, num_classes, name="source").to(device) if source is not None else None
 
         t_cols = steps + 1
-        traj = {k: torch.full((n, t_cols), math.nan) for k in ("loss", "source_prob", "goal_prob", "linf", "l2")}
-        final_logits = torch.empty(n, num_classes)
-        steps_taken = torch.zeros(n, dtype=torch.long)
-        met = torch.zeros(n, dtype=torch.bool)
+        traj = {k: torch.full((n, t_cols), math.nan, device=device)
+                for k in ("loss", "source_prob", "goal_prob", "linf", "l2")}
+        final_logits = torch.empty(n, num_classes, device=device)
+        steps_taken = torch.zeros(n, dtype=torch.long, device=device)
+        met = torch.zeros(n, dtype=torch.bool, device=device)
         # ``rows`` selects the images still being attacked: a slice (views, no copies) until one stops early.
         rows: slice | torch.Tensor = slice(None)
         eps_col, step_col = eps_t.view(-1, 1, 1, 1) * _SAFETY, step_t.view(-1, 1, 1, 1)
@@ -231,7 +235,7 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
             # Summed per-image losses: each image's gradient is independent of the batch it is in.
             grad, = torch.autograd.grad(loss.sum(), xa)
             if not bool(keep.all()):
-                rows = torch.arange(n)[rows][keep]
+                rows = torch.arange(n, device=device)[rows][keep]
                 grad, delta = grad[keep], delta[keep]
             direction = _direction(grad, norm)
             delta.addcmul_(step_col[rows], direction, value=-1.0 if targeted else 1.0)
@@ -239,12 +243,25 @@ def attack(model: LensModel, x: torch.Tensor, target: int | Sequence[int] | torc
         with torch.no_grad():
             adv8_probs = model(quantize_8bit(adv)).float().softmax(-1)
     pred8 = adv8_probs.argmax(-1)
-    return AttackResult(
+    return _to_cpu(AttackResult(
         method=method, norm=norm, eps=eps_t, step=step_t, steps=steps, random_start=random_start,
         clean=clean, adversarial=adv.detach(), source=src, target=goal, clean_probs=clean_logits.softmax(-1),
         adv_probs=final_logits.softmax(-1), trajectory=Trajectory(**traj), steps_taken=steps_taken, success=met,
         seconds=time.perf_counter() - started, adv8_probs=adv8_probs,
-        success_8bit=pred8 == goal if targeted else pred8 != src)
+        success_8bit=pred8 == goal if targeted else pred8 != src))
+
+
+def _to_cpu(r: AttackResult) -> AttackResult:
+    """The result with its tensors on the CPU, for display (the attack ran on the model's device)."""
+    cpu = torch.device("cpu")
+    moved, path = {}, {}
+    for f in dataclasses.fields(r.trajectory):  # loops, not comprehensions: the device test names this function
+        path[f.name] = getattr(r.trajectory, f.name).to(cpu)
+    for f in dataclasses.fields(r):
+        value = getattr(r, f.name)
+        if isinstance(value, torch.Tensor):
+            moved[f.name] = value.to(cpu)
+    return dataclasses.replace(r, **moved, trajectory=dataclasses.replace(r.trajectory, **path))
 
 
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -383,16 +400,17 @@ def _project(delta: torch.Tensor, clean: torch.Tensor, eps: torch.Tensor, norm: 
 
 def _start(clean: torch.Tensor, eps: torch.Tensor, norm: Norm, seed: int) -> torch.Tensor:
     """A uniform random point of each ε-ball, clamped to [0, 1]."""
+    # drawn on the CPU from a seeded generator, so a seed gives the same start on every device
     gen = torch.Generator().manual_seed(seed)
-    shape = clean.shape
+    shape, device = clean.shape, clean.device
     if norm is Norm.LINF:
-        delta = (torch.rand(shape, generator=gen) * 2 - 1) * eps.view(-1, 1, 1, 1)
+        delta = (torch.rand(shape, generator=gen) * 2 - 1).to(device) * eps.view(-1, 1, 1, 1)
     else:
         u = torch.randn(shape, generator=gen)
-        u = u / u.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        radius = eps * torch.rand(shape[0], generator=gen) ** (1.0 / clean[0].numel())
+        u = (u / u.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)).to(device)
+        radius = eps * (torch.rand(shape[0], generator=gen) ** (1.0 / clean[0].numel())).to(device)
         delta = u * radius.view(-1, 1, 1, 1)
-    return (clean + delta.to(clean.device)).clamp(0.0, 1.0)
+    return (clean + delta).clamp(0.0, 1.0)
 
 
 def _cat(results: Sequence[AttackResult]) -> AttackResult:
