@@ -153,6 +153,16 @@ class Server:
             self.proc.kill()
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy so far (Linux /proc/stat; 0 where unknown)."""
+    try:
+        with open("/proc/stat") as f:
+            user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    except (OSError, ValueError):
+        return 0.0
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def launch(p):
     """Debian's Chromium (never a downloaded browser)."""
     return p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -363,7 +373,9 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     server = Server(env, root / "serial")
                     try:
                         warm_up(browser, server.url, timeout)
+                        cpu0 = server.cpu_seconds()
                         alone = [heavy_session(browser, server.url, s, timeout) for s in sessions]
+                        figures["serial_server_cpu_s"] = round(server.cpu_seconds() - cpu0, 1)
                     finally:
                         server.close()
                     figures["serial"] = alone
@@ -397,12 +409,14 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     home_thread = threading.Thread(target=reloader)
                     threads = [threading.Thread(target=heavy, args=(s,)) for s in sessions]
                     start = time.perf_counter()
+                    cpu0, busy0 = server.cpu_seconds(), machine_busy_seconds()
                     home_thread.start()
                     for t in threads:
                         t.start()
                     for t in threads:
                         t.join()
                     wall = time.perf_counter() - start
+                    server_cpu, busy = server.cpu_seconds() - cpu0, machine_busy_seconds() - busy0
                     stop.set()
                     home_thread.join(timeout + 30)
                     figures.update({
@@ -413,6 +427,10 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         # [seconds after the jobs started, render seconds] for each render: when the slow ones were
                         "home_timeline": [[round(t - start, 1), round(h, 2)] for t, h in zip(home_started, home)],
                         "peak_rss_mb": round(server.peak_rss / 2**20),
+                        # where the CPU went while the jobs ran: the server (jobs, pages) against the whole machine
+                        # (the nine Chromium instances and Playwright share these cores in this bench)
+                        "concurrent_server_cpu_s": round(server_cpu, 1), "concurrent_machine_cpu_s": round(busy, 1),
+                        "server_share_of_cpu": round(server_cpu / max(1e-9, busy), 3),
                         "exceptions": sum(len(r["problems"]) + bool(r["error"]) for r in results.values()),
                     })
                 finally:
@@ -422,6 +440,9 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
         if serial:
             figures["same_as_serial"] = compare_stores(root / "serial", root / "concurrent")
             figures["wall_over_serial_sum"] = round(figures["wall_s"] / max(1e-9, figures["serial_sum_s"]), 3)
+            # the server's own work at once against one after another (with the home page's renders on top)
+            figures["server_cpu_over_serial"] = round(
+                figures["concurrent_server_cpu_s"] / max(1e-9, figures["serial_server_cpu_s"]), 3)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     figures["peak_rss_under_budget"] = figures["peak_rss_mb"] <= budget
