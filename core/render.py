@@ -175,9 +175,11 @@ def colorbar(scale: Scale, height: int, *, width: int = 78, title: str | None = 
     from PIL import ImageDraw
 
     height = max(int(height), 60)
-    font = _font(max(10, min(14, height // 18)))
+    size = max(10, min(14, height // 18))
+    font = _font(size)
     canvas = Image.new("RGB", (width, height), "white")
-    top, bottom, strip = 16 if title else 6, height - 6, 14
+    # with a title, the bar starts below it, and so does the label of its top value (drawn 6 px above the end)
+    top, bottom, strip = size + 12 if title else 6, height - 6, 14
     ramp = np.linspace(1.0, -1.0 if scale.signed else 0.0, max(2, bottom - top))
     bar = colourise(np.repeat(ramp[:, None], strip, axis=1), scale.cmap)
     canvas.paste(Image.fromarray(bar), (4, top))

@@ -38,3 +38,18 @@ def test_colorbar_has_the_high_colour_on_top_and_keeps_the_height():
 def test_heat_figure_overlays_an_image_with_its_bar():
     fig, scale = heat_figure(torch.rand(7, 7), torch.rand(3, 64, 64), signed=False, units="activation")
     assert fig.shape[:2] == (64, 64 + 78) and fig.dtype == np.uint8 and scale.units == "activation"
+
+
+def test_a_colour_bar_title_does_not_cover_the_top_value():
+    """The title sits above the bar and its top value's label below it, with blank rows between (they used
+    to overlap: the label of the highest count was unreadable under the title)."""
+    _, scale = display_map(np.linspace(0, 15, 100).reshape(10, 10), signed=False)
+    for height in (120, 268, 600):
+        bar = colorbar(scale, height, title="images")
+        dark = (bar[:, 20:] < 100).any(axis=(1, 2))  # the label column, where title and value label could meet
+        rows = np.flatnonzero(dark[:40])
+        gaps = np.flatnonzero(np.diff(rows) > 1)
+        assert len(rows) and len(gaps) >= 1, f"title and top label run together at height {height}"
+        strip = bar[:, 4:18].astype(int)
+        coloured = (strip.max(axis=2) - strip.min(axis=2) > 60).any(axis=1)  # the ramp, not grey text
+        assert np.flatnonzero(coloured)[0] > rows[gaps[0]], "the ramp starts under the title"
