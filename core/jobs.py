@@ -305,7 +305,7 @@ class Scheduler:
             if self.job_nice is None:
                 result = self._inline(job, compute, report)
             else:
-                result = self._on_worker(job, compute, report, progress, cancel, poll, on_worker)
+                result = self._on_worker(job, compute, report, progress, cancel, on_worker)
             if job.cancelled:
                 raise JobCancelled("stopped")
         except Exception as e:  # noqa: BLE001 - recorded, then raised to this job's own caller
@@ -331,7 +331,7 @@ class Scheduler:
         finally:
             torch.set_num_threads(previous)
 
-    def _on_worker(self, job: Job, compute, report, progress: Progress | None, cancel, poll: float,
+    def _on_worker(self, job: Job, compute, report, progress: Progress | None, cancel,
                    on_worker: Callable[[threading.Thread], None] | None = None, draw_every: float = 0.25,
                    keepalive: float = 1.0):
         """``compute(job, report)`` on a fresh thread at the jobs' priority (in a copy of this thread's context,

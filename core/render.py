@@ -161,7 +161,7 @@ def display_map(m, *, signed: bool, clip_percentile: float = 99.5, units: str = 
     return values, Scale(False, lo, lo + span, clip_percentile, units)
 
 
-def _font(size: int):
+def load_font(size: int):
     from PIL import ImageFont
 
     try:
@@ -176,7 +176,7 @@ def colorbar(scale: Scale, height: int, *, width: int = 78, title: str | None = 
 
     height = max(int(height), 60)
     size = max(10, min(14, height // 18))
-    font = _font(size)
+    font = load_font(size)
     canvas = Image.new("RGB", (width, height), "white")
     # with a title, the bar starts below it, and so does the label of its top value (drawn 6 px above the end)
     top, bottom, strip = size + 12 if title else 6, height - 6, 14
@@ -288,7 +288,7 @@ def labelled_tile(image, side: int, label: str, *, nearest: bool = False, label_
     img = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
     canvas = Image.new("RGB", (side, side + label_height), "white")
     canvas.paste(padded(img, side, nearest=nearest), (0, 0))
-    draw, font = ImageDraw.Draw(canvas), _font(max(10, min(14, label_height - 6)))
+    draw, font = ImageDraw.Draw(canvas), load_font(max(10, min(14, label_height - 6)))
     draw.text((2, side + (label_height - 14) // 2), fit_text(draw, label, side - 4, font), fill=(20, 20, 20), font=font)
     return np.asarray(canvas)
 

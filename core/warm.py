@@ -380,11 +380,12 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
 
         similarity_layer = default_layer(model).name
         other = SAMPLES / SIMILARITY_OTHER
-        if other.is_file() and content_key(other.read_bytes()) not in {content_key(p.read_bytes()) for p in paths}:
+        if other.is_file():  # when it is in the folder too, the loop below finds it present
             x_other = preprocess(load_image(other), model.card.data_config).tensor
             one("similarity", str(other), f"{similarity_layer} features (the default second image)",
                 similarity_key(mkey, content_key(other.read_bytes()), similarity_layer),
                 lambda: run_similarity(model, x_other, similarity_layer))
+    targeted = {"attribution", "faithfulness", "perturbation"} & set(pages)  # views of the predicted class
     for i, path in enumerate(paths):
         if cancel is not None and cancel():
             break
@@ -395,7 +396,6 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             errors.append({"image": str(path), "error": str(e)})
             continue
         ikey = content_key(data)
-        targeted = {"attribution", "faithfulness", "perturbation"} & set(pages)  # views of the predicted class
         target = predict(model, inp.tensor.unsqueeze(0), k=1)[0][0].index if targeted else None
         jobs: list[tuple[str, dict]] = []
         if "attribution" in pages:

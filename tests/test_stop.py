@@ -140,7 +140,7 @@ def test_stop_under_the_faithfulness_curves_keeps_the_map(app, monkeypatch, tmp_
     def evaluation(model, x, target, method, options, values, metrics, steps, mask=None, progress=None):
         started.append(method)  # on the job's worker thread, which has the session's script context
         if st.session_state.get("interrupt"):
-            for _ in range(50):  # the script thread draws the bar and its Stop (it drains every 0.05 s)
+            for _ in range(100):  # 2 s for the script thread to draw the bar and its Stop (it draws every 0.25 s)
                 progress(0.1, "deletion 1/3")
                 time.sleep(0.02)
             st.stop()  # what a Stop press does: the script thread stops at its next element call

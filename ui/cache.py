@@ -96,7 +96,8 @@ def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1, 
     ``preview`` is given) run as a job of the app's scheduler (core.jobs): queued behind other sessions' jobs
     ("queued, N ahead" on the progress bar), computed once for identical requests, on a worker thread at a lower
     CPU priority (the pages stay responsive) whose progress and previews are drawn by this script thread, stopped
-    within 0.25 s (see ``scheduled``) when the session reruns (Stop, a changed input) or ends (a closed tab);
+    within about a second (core.jobs: the script thread draws at least once a second, and the job's passes check
+    every 0.25 s, see ``scheduled``) when the session reruns (Stop, a changed input) or ends (a closed tab);
     nothing stored on failure or stop."""
     def queued(ahead: int) -> None:
         if progress is not None:

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..render import ColourMap, Scale, _font, colourise, fit_text, with_colorbar
+from ..render import ColourMap, Scale, colourise, fit_text, load_font, with_colorbar
 
 CELL = 56
 
@@ -18,13 +18,13 @@ def confusion_figure(confusion: np.ndarray, names: Sequence[str], *, cell: int =
     class names on both axes and a colour bar in images."""
     counts = np.asarray(confusion, dtype=np.int64)
     k = len(names)
-    font = _font(12)
+    font = load_font(12)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     left = int(min(160, max(probe.textlength(n, font=font) for n in names) + 40)) if k else 40
     top = 40
     top_count = int(counts.max()) if counts.size else 0
     values = counts / max(1, top_count)
-    heat = colourise(np.kron(values, np.ones((cell, cell))), Scale(False, 0.0, 1.0).cmap) if k else \
+    heat = colourise(np.kron(values, np.ones((cell, cell))), ColourMap.HEAT) if k else \
         np.full((cell, cell, 3), 255, np.uint8)
     canvas = Image.new("RGB", (left + heat.shape[1] + 4, top + heat.shape[0] + 4), "white")
     canvas.paste(Image.fromarray(heat), (left, top))
@@ -49,7 +49,7 @@ def separation_figure(channels, *, width: int = 360, row: int = 26) -> np.ndarra
     """uint8: one horizontal bar per separating channel (a :class:`~core.errors.explain.SeparatingChannel`), its
     Cohen's d from a zero line in the middle: red to the right (stronger on the mistakes), blue to the left
     (weaker on the mistakes), each labelled with the channel, d and AUC; the scale is the largest |d|."""
-    font = _font(12)
+    font = load_font(12)
     label_w, top = 150, 22
     canvas = Image.new("RGB", (label_w + width + 8, top + row * max(1, len(channels)) + 6), "white")
     draw = ImageDraw.Draw(canvas)
