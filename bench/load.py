@@ -12,7 +12,8 @@ stored compared (``same_as_serial``: every result file of the serial run exists 
 same numbers, see :func:`compare_stores`); the home page's render times (p50, p95) while the jobs run, and alone (p50 of 5 renders before the jobs start:
 the floor on this machine, Chromium included); the
 server's peak RSS (polled every 0.2 s) against ``LENS_MEMORY_MB``; the wall time against the sum of the serial
-sessions; the load average before and after and the CPU model.
+sessions; where the CPU went while the jobs ran (the server, the clients: Chromium, Playwright and this script, and
+other processes); the load average before and after and the CPU model.
 
     python bench/load.py --serial                 # the full run: 8 heavy sessions + the home reloader
     python bench/load.py --sessions smoothgrad gradcam_grid --serial --timeout 300
@@ -161,6 +162,13 @@ def machine_busy_seconds() -> float:
     except (OSError, ValueError):
         return 0.0
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def client_cpu_seconds() -> float:
+    """CPU seconds of this script and of every child it has reaped: the Playwright drivers and the Chromium
+    processes under them once they exit (the server is a child too, but is reaped only when it is closed)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def launch(p):
@@ -409,7 +417,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     home_thread = threading.Thread(target=reloader)
                     threads = [threading.Thread(target=heavy, args=(s,)) for s in sessions]
                     start = time.perf_counter()
-                    cpu0, busy0 = server.cpu_seconds(), machine_busy_seconds()
+                    cpu0, busy0, client0 = server.cpu_seconds(), machine_busy_seconds(), client_cpu_seconds()
                     home_thread.start()
                     for t in threads:
                         t.start()
@@ -419,6 +427,8 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     server_cpu, busy = server.cpu_seconds() - cpu0, machine_busy_seconds() - busy0
                     stop.set()
                     home_thread.join(timeout + 30)
+                    # every browser of the run has exited (and been reaped) by now: their CPU is in ours
+                    clients = client_cpu_seconds() - client0
                     figures.update({
                         "concurrent": [results[s.name] for s in sessions], "wall_s": round(wall, 2),
                         "home_alone_p50_s": percentile(alone, 0.5),
@@ -431,6 +441,10 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         # (the nine Chromium instances and Playwright share these cores in this bench)
                         "concurrent_server_cpu_s": round(server_cpu, 1), "concurrent_machine_cpu_s": round(busy, 1),
                         "server_share_of_cpu": round(server_cpu / max(1e-9, busy), 3),
+                        # the nine Chromium instances, their Playwright drivers and this script (until the home
+                        # reloader stopped); the rest of the machine's CPU is other processes
+                        "concurrent_client_cpu_s": round(clients, 1),
+                        "concurrent_other_cpu_s": round(busy - server_cpu - clients, 1),
                         "exceptions": sum(len(r["problems"]) + bool(r["error"]) for r in results.values()),
                     })
                 finally:
