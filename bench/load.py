@@ -16,6 +16,7 @@ sessions; where the CPU went while the jobs ran (the server, the clients: Chromi
 other processes); the load average before and after and the CPU model.
 
     python bench/load.py --serial                 # the full run: 8 heavy sessions + the home reloader
+    python bench/load.py --serial --serial-with-home   # also the serial floor with the home reloader beside it
     python bench/load.py --sessions smoothgrad gradcam_grid --serial --timeout 300
 """
 from __future__ import annotations
@@ -361,9 +362,26 @@ def prepare_index() -> None:
                    stderr=subprocess.DEVNULL)
 
 
+def reloader(url: str, stop: threading.Event, timeout: float, out: list[float],
+             started: list[float] | None) -> threading.Thread:
+    """A thread (not started) with its own browser running :func:`home_session` until ``stop``."""
+    from playwright.sync_api import sync_playwright
+
+    def reload() -> None:  # one browser per thread: Playwright's sync objects belong to the thread that made them
+        with sync_playwright() as q:
+            b = launch(q)
+            try:
+                home_session(b, url, stop, timeout, out, started=started)
+            finally:
+                b.close()
+
+    return threading.Thread(target=reload)
+
+
 def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, memory_mb: int | None = None,
-        cache_root: str | Path | None = None) -> dict:
-    """The concurrent run (after the serial one when ``serial``); figures as a dict (see the module's doc)."""
+        cache_root: str | Path | None = None, with_home: bool = False) -> dict:
+    """The concurrent run (after the serial one when ``serial``, and the serial one with the home reloader
+    beside it when ``with_home`` too); figures as a dict (see the module's doc)."""
     if CHROMIUM is None:
         raise RuntimeError("Debian chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -388,6 +406,25 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         server.close()
                     figures["serial"] = alone
                     figures["serial_sum_s"] = round(sum(s["seconds"] for s in alone), 2)
+                if serial and with_home:
+                    # the same jobs one after another, with the ninth session reloading the home page throughout:
+                    # the floor with the same background as the concurrent run
+                    server = Server(env, root / "serial_home")
+                    stop, renders = threading.Event(), []
+                    try:
+                        warm_up(browser, server.url, timeout)
+                        home_thread = reloader(server.url, stop, timeout, renders, None)
+                        home_thread.start()
+                        try:
+                            figures["serial_home"] = [heavy_session(browser, server.url, s, timeout)
+                                                      for s in sessions]
+                        finally:
+                            stop.set()
+                            home_thread.join(timeout + 30)
+                    finally:
+                        server.close()
+                    figures["serial_home_sum_s"] = round(sum(s["seconds"] for s in figures["serial_home"]), 2)
+                    figures["serial_home_renders"] = len(renders)
                 server = Server(env, root / "concurrent")
                 try:
                     warm_up(browser, server.url, timeout)
@@ -406,15 +443,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                             finally:
                                 b.close()
 
-                    def reloader() -> None:
-                        with sync_playwright() as q:
-                            b = launch(q)
-                            try:
-                                home_session(b, server.url, stop, timeout, home, started=home_started)
-                            finally:
-                                b.close()
-
-                    home_thread = threading.Thread(target=reloader)
+                    home_thread = reloader(server.url, stop, timeout, home, home_started)
                     threads = [threading.Thread(target=heavy, args=(s,)) for s in sessions]
                     start = time.perf_counter()
                     cpu0, busy0, client0 = server.cpu_seconds(), machine_busy_seconds(), client_cpu_seconds()
@@ -451,6 +480,8 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     server.close()
             finally:
                 browser.close()
+        if serial and with_home:
+            figures["wall_over_serial_home_sum"] = round(figures["wall_s"] / max(1e-9, figures["serial_home_sum_s"]), 3)
         if serial:
             figures["same_as_serial"] = compare_stores(root / "serial", root / "concurrent")
             figures["wall_over_serial_sum"] = round(figures["wall_s"] / max(1e-9, figures["serial_sum_s"]), 3)
@@ -470,12 +501,15 @@ def main() -> None:
     ap.add_argument("--sessions", nargs="+", default=[s.name for s in FULL], choices=sorted(names))
     ap.add_argument("--timeout", type=float, default=900, help="seconds per session (default 900)")
     ap.add_argument("--serial", action="store_true", help="also run the sessions one at a time first (the floor)")
+    ap.add_argument("--serial-with-home", action="store_true",
+                    help="with --serial: also run them one at a time while a ninth session reloads the home page")
     ap.add_argument("--memory-mb", type=int, default=None, help="LENS_MEMORY_MB for the server")
     args = ap.parse_args()
     chosen = [names[n] for n in args.sessions]
     if any(s.name == "dataset_examples" for s in chosen):
         prepare_index()
-    print(json.dumps(run(chosen, timeout=args.timeout, serial=args.serial, memory_mb=args.memory_mb)))
+    print(json.dumps(run(chosen, timeout=args.timeout, serial=args.serial, memory_mb=args.memory_mb,
+                         with_home=args.serial_with_home)))
 
 
 if __name__ == "__main__":
