@@ -73,8 +73,11 @@ Results = core_result_store.ResultStore
 
 @st.cache_resource(show_spinner=False)
 def results() -> Results:
-    """The app's store of long results (attacks, attributions, SmoothGrad panels), sized by the environment."""
-    return Results.from_env()
+    """The app's store of long results (attacks, attributions, SmoothGrad panels), sized by the environment; the
+    scheduler sheds it (to disk) when a job does not fit the memory budget."""
+    store = Results.from_env()
+    core_jobs.scheduler().shed_from(store)
+    return store
 
 
 def server_load(model: LensModel) -> dict[str, str]:
@@ -84,6 +87,8 @@ def server_load(model: LensModel) -> dict[str, str]:
     return {
         "memory": f"{core_jobs.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
                   "(LENS_MEMORY_MB)",
+        "memory shed": f"{status['memory_shed'] / mb:.1f} MB of stored results moved from memory to disk "
+                       f"to fit jobs, {status['memory_sheds']} times",
         "jobs": f"{status['running']} running (at most {status['max_jobs']}, on {status['threads']} of "
                 f"{status['cores']} cores), {status['queued']} queued",
         "memory per image": f"{core_jobs.per_sample_bytes(model) / mb:.0f} MB with gradients, "
