@@ -25,7 +25,10 @@ workers, which a thread creates on its first parallel region and which inherit i
   jobs (its live resident size less the running jobs' estimates, never less than at start-up) plus the running
   jobs' estimates plus its own fit ``LENS_MEMORY_MB`` (default 2400, for a 2.7 GB hosted tier), with the number of samples it
   may take at once (its batch) lowered to what fits when that is enough, else it waits. A job alone is always
-  admitted (with a batch of at least one), so nothing waits forever.
+  admitted (with a batch of at least one), so nothing waits forever. When the job at the head of the queue does
+  not fit whole, what the process holds outside jobs is shed first (at most once a second): the registered
+  stores (:meth:`Scheduler.shed_from`, the app's result store) drop results from memory (kept on disk, reread
+  when asked for), freed heap goes back to the system (``malloc_trim``), and the job's fit is checked again.
 
 :func:`per_sample_bytes` measures the memory a pass needs per image for a loaded model (the sizes of every
 layer's output on one input: kept for backward by gradient methods, transient for forward-only work).
@@ -208,6 +211,16 @@ class Scheduler:
         self._running: list[Job] = []
         self._by_key: dict[tuple, Job] = {}
         self.finished = 0
+        self._sheddable: "weakref.WeakSet" = weakref.WeakSet()
+        self.shed_bytes, self.sheds, self.shed_every = 0, 0, 1.0
+        self._shed_at = float("-inf")
+
+    def shed_from(self, store) -> None:
+        """Let the scheduler shed ``store`` under memory pressure: ``store.shed(n_bytes)`` drops about ``n_bytes``
+        of what can be recomputed or reread and returns the bytes dropped (held weakly: a store that is gone is
+        forgotten)."""
+        with self._cv:
+            self._sheddable.add(store)
 
     # ------------------------------------------------------------------------------------------ status
 
@@ -217,7 +230,8 @@ class Scheduler:
             return {"running": len(self._running), "queued": len(self._queue), "max_jobs": self.max_jobs,
                     "threads": sum(j.threads for j in self._running), "cores": self.cores,
                     "memory_budget": self.memory_bytes,
-                    "memory_reserved": sum(j.bytes for j in self._running), "finished": self.finished}
+                    "memory_reserved": sum(j.bytes for j in self._running), "finished": self.finished,
+                    "memory_shed": self.shed_bytes, "memory_sheds": self.sheds}
 
     def _write_status(self) -> None:
         """Write :meth:`status` plus the running jobs (kind, progress) to ``status_path`` atomically (caller holds
@@ -396,17 +410,20 @@ class Scheduler:
             return 0
         return per_job
 
+    def _free(self) -> int:
+        """Bytes of the budget not used now by the process outside jobs and the running jobs' estimates."""
+        reserved = sum(j.bytes for j in self._running)
+        # memory outside jobs grows (sessions, caches, allocator slack): count it live, not as at start-up
+        outside = max(self.base_bytes(), self.live_bytes() - reserved)
+        return self.memory_bytes - outside - reserved
+
     def _fits(self, job: Job) -> int:
         """How many samples ``job`` may take at once now (0: it must wait)."""
         if len(self._running) >= self.max_jobs:
             return 0
         if job.bytes_per_sample <= 0:
             return job.samples
-        reserved = sum(j.bytes for j in self._running)
-        # memory outside jobs grows (sessions, caches, allocator slack): count it live, not as at start-up
-        outside = max(self.base_bytes(), self.live_bytes() - reserved)
-        free = self.memory_bytes - outside - reserved
-        fit = min(job.samples, free // job.bytes_per_sample)
+        fit = min(job.samples, self._free() // job.bytes_per_sample)
         if fit < 1 and not self._running:
             return 1  # alone: always runs, one sample at a time
         return max(0, int(fit))
@@ -419,6 +436,9 @@ class Scheduler:
                     raise JobCancelled("stopped while queued")
                 if self._queue[0] is job:
                     fit, threads = self._fits(job), self._threads()
+                    if (threads and len(self._running) < self.max_jobs and job.bytes_per_sample > 0
+                            and self._shed(job.bytes_per_sample * job.samples - self._free())):
+                        continue  # memory was given back: check the fit again at once
                     if fit and threads:
                         self._queue.popleft()
                         job.batch, job.threads, job.state = fit, threads, "running"
@@ -438,6 +458,28 @@ class Scheduler:
                     finally:
                         self._cv.acquire()
                 self._cv.wait(poll)
+
+    def _shed(self, short: int) -> bool:
+        """Shed about ``short`` bytes from the registered stores, then hand freed heap back to the system (caller
+        holds the lock; it is released meanwhile). False when it was done less than ``shed_every`` seconds ago."""
+        now = time.monotonic()
+        if short <= 0 or now - self._shed_at < self.shed_every:
+            return False
+        self._shed_at = now
+        stores = list(self._sheddable)
+        self._cv.release()
+        try:
+            shed = 0
+            for store in stores:
+                if shed >= short:
+                    break
+                shed += int(store.shed(short - shed))
+            _release_memory()
+        finally:
+            self._cv.acquire()
+        self.shed_bytes += shed
+        self.sheds += 1
+        return True
 
     def _finish(self, job: Job, state: str) -> None:
         with self._cv:

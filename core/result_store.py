@@ -98,6 +98,7 @@ class ResultStore:
         self._items: collections.OrderedDict[str, tuple[object, int]] = collections.OrderedDict()
         self._used = 0
         self.hits = {"memory": 0, "disk": 0, "computed": 0, "corrupt": 0}
+        self.shed_bytes = 0  # dropped from memory under memory pressure (see :meth:`shed`)
         self.directory = Path(directory) / "results" / self.version if directory is not None else None
         self._files: dict[str, int] = {}
         if self.directory is not None:
@@ -177,6 +178,32 @@ class ResultStore:
         with self.lock:
             self._items.clear()
             self._used = 0
+
+    def shed(self, n_bytes: int) -> int:
+        """Give back memory under pressure: drop results from memory, least recently used first, until ``n_bytes``
+        (of their pickles) are gone or none is left. An entry already on disk is only dropped (a later ``get``
+        rereads it); one that is not is written to disk first when there is a directory (else it is recomputed
+        when asked for again). Returns the bytes dropped (also added to :attr:`shed_bytes`)."""
+        freed = 0
+        while freed < n_bytes:
+            with self.lock:
+                if not self._items:
+                    break
+                digest, (value, size) = next(iter(self._items.items()))
+                on_disk = self.directory is None or digest in self._files
+            if not on_disk:  # written outside the lock (pickling and I/O); a full disk only loses the spill
+                try:
+                    self._write(digest, dumps(value))
+                except Exception:  # noqa: BLE001 - an unpicklable value is recomputed when asked for again
+                    pass
+            with self.lock:
+                entry = self._items.get(digest)
+                if entry is not None and entry[0] is value:  # unless another thread replaced it meanwhile
+                    del self._items[digest]
+                    self._used -= entry[1]
+                    freed += entry[1]
+                    self.shed_bytes += entry[1]
+        return freed
 
     # ---------------------------------------------------------------------------------------------- memory
 

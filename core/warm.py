@@ -10,7 +10,9 @@ PGD attack), the Perturbation-masks page (the default extremal masks for the pre
 Feature-visualisation page (the default channel of the default layer: one per model, not per image), the
 Similarity page (the default layer's features of each image and of the default second image), the Net2Vec page
 (the default fit over the folder) and the Dataset-examples page (the default activation index of the folder,
-built or extended in its own directory, :func:`core.index.default_directory`, not in the result store).
+built or extended in its own directory, :func:`core.index.default_directory`, not in the result store, left as
+it is when complete; and the reverse lookup of each image against it at the layer the page opens on,
+:func:`excited_key`).
 """
 from __future__ import annotations
 
@@ -179,6 +181,29 @@ def page_net2vec(model: LensModel) -> Net2VecSettings:
     return Net2VecSettings(default_layer(model).name, ConceptSource.COLORS.value, DEFAULT_SIZE, NET2VEC_ITERATIONS)
 
 
+EXCITED_N = 6  # channels the Dataset-examples page's reverse lookup lists
+
+
+def excited_key(model_key: str, image_key: str, index, layer: str, n: int) -> tuple:
+    """Result-store key of the reverse lookup of one image against an opened activation ``index`` (the
+    Dataset-examples page's key): the index is named by its data file's hash (the statistics the z-scores use),
+    so a rebuilt or extended index is a new key and an untouched one keeps it across restarts."""
+    return ("excited", model_key, image_key, index.manifest["data"]["sha256"], layer, int(n))
+
+
+def page_excited_layer(index) -> str:
+    """The layer the Dataset-examples page opens an index on (:func:`core.index.view.opening_choice`)."""
+    from .index.view import opening_choice
+
+    return opening_choice(index.layers, index.input_size[0])
+
+
+def run_excited(model: LensModel, x, index, layer: str, n: int) -> tuple:
+    """The :class:`core.index.ChannelHit` s of ``layer`` that one image ``x`` (3, H, W) in [0, 1] excites most
+    (``ActivationIndex.excited_by``). Raises ValueError (an index of another model)."""
+    return tuple(index.excited_by(model, x.unsqueeze(0), layer, n))
+
+
 def run_evaluation(model: LensModel, x, target: int, method: str, options: dict, values, metrics: tuple[str, ...],
                    steps: int, mask=None, progress: Progress | None = None):
     """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` for one
@@ -319,7 +344,8 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
     is computed for them when ``attribution`` is not warmed). Similarity: each image's features at the default
     layer, and the default second image's (a sample photo). Feature visualisation and the Net2Vec fit over the
     folder's images (searched recursively, as the page lists them): the page's default view, once. Index: the
-    default activation index of the folder, built or extended (``written`` says "present" when it was complete).
+    default activation index of the folder, built or extended (``written`` says "present" when it was complete,
+    and its files are left untouched), and each image's reverse lookup against it at the layer the page opens on.
     Methods that do not apply to the model, and bad images, are recorded in ``errors``.
     """
     from .attribution.registry import REGISTRY, attribute
@@ -365,10 +391,12 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
         listed = [str(p) for p in list_images(folder)]
         one("net2vec", None, f"{n2v.layer}, {n2v.concepts}, grid {n2v.size}, {len(listed)} images",
             net2vec_key(mkey, images_key(listed), n2v), lambda: run_net2vec(model, listed, n2v))
+    opened = None  # the folder's index, for each image's reverse lookup
     if "index" in pages and paths and not (cancel is not None and cancel()):
         built, complete = warm_index(model, folder, cancel=cancel)
         counts["present" if complete else "computed"] += 1
         opened = built.index
+        excited_layer = page_excited_layer(opened)
         written.append({"page": "index", "image": None, "status": "present" if complete else "computed",
                         "view": f"{len(opened)} images, layers {', '.join(opened.layers)}, top-{opened.top_k} "
                                 f"({opened.directory})"})
@@ -402,7 +430,8 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             jobs = [(m, {}) for m in methods]
             if PAGE_METHOD in methods:
                 jobs.append((PAGE_METHOD, page_options(PAGE_METHOD, model)))
-        steps = len(jobs) + sum(p in pages for p in ("attack", "perturbation", "faithfulness", "similarity"))
+        steps = len(jobs) + sum(p in pages for p in ("attack", "perturbation", "faithfulness", "similarity",
+                                                     "index"))
         step = 0
 
         def advance(what: str) -> None:
@@ -445,6 +474,11 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
                 similarity_key(mkey, ikey, similarity_layer),
                 lambda: run_similarity(model, inp.tensor, similarity_layer))
             advance("similarity")
+        if opened is not None:
+            one("index", str(path), f"reverse lookup: the {EXCITED_N} channels of {excited_layer} it excites most",
+                excited_key(mkey, ikey, opened, excited_layer, EXCITED_N),
+                lambda: run_excited(model, inp.tensor, opened, excited_layer, EXCITED_N))
+            advance("reverse lookup")
         if "attack" in pages:
             s = page_attack()
             one("attack", str(path), f"{s.method} {s.norm} eps {s.eps * 255:g}/255, {s.steps} steps",

@@ -79,7 +79,7 @@ st.caption("Channels ranked by how far the image's maximum stands above the chan
            "images (in standard deviations), each with its top indexed patches.")
 try:
     hits = cache.channels_excited(model, selection.model_key, selection.inp.tensor, selection.image_key, directory,
-                                  stamp, layer, 6)
+                                  stamp, layer, cache.EXCITED_N)
 except ValueError as e:  # an index of another model (cannot happen through this page's directory key)
     st.error(str(e))
     hits = []

@@ -242,6 +242,31 @@ def test_incremental_add_equals_fresh_build(atto, folder, tmp_path):
     assert build_index(atto, folder, tmp_path / "inc", layers=LAYERS, top_k=4).added == 0
 
 
+def test_a_complete_index_is_left_untouched_and_a_changed_folder_is_not(atto, folder, tmp_path):
+    """Building again over a complete index (same weights, layers, top-k, folder content, the same broken file)
+    writes nothing: the manifest keeps its bytes and mtime, the data file stays. A changed image still rebuilds,
+    a new one still extends."""
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    d = tmp_path / "keep"
+    first = build_index(atto, folder, d, layers=LAYERS, top_k=3)
+    manifest = d / "manifest.json"
+    before, stamp, files = manifest.read_bytes(), manifest.stat().st_mtime_ns, sorted(os.listdir(d))
+    again = build_index(atto, folder, d, layers=LAYERS, top_k=3)
+    assert again.added == 0 and not again.notes and not again.cancelled and len(again.index) == len(MIXED)
+    assert manifest.read_bytes() == before and manifest.stat().st_mtime_ns == stamp
+    assert sorted(os.listdir(d)) == files
+    _assert_same(again.index, first.index, "stages.3")
+
+    _write_images(folder, EXTRA[:1])  # a new image: extended, the manifest rewritten
+    extended = build_index(atto, folder, d, layers=LAYERS, top_k=3)
+    assert extended.added == 1 and not extended.notes and manifest.read_bytes() != before
+    changed = folder / "a.png"  # a changed image: rebuilt
+    Image.new("RGB", (80, 60), (200, 10, 10)).save(changed)
+    os.utime(changed, ns=(stamp, stamp))
+    rebuilt = build_index(atto, folder, d, layers=LAYERS, top_k=3)
+    assert rebuilt.notes and "changed" in rebuilt.notes[0] and rebuilt.added == len(MIXED) + 1
+
+
 def test_parallel_workers_equal_one_worker_and_leave_the_model_alone(atto, folder, tmp_path):
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
     one = build_index(atto, folder, tmp_path / "w1", layers=LAYERS, top_k=4, batch_size=2, workers=1)

@@ -190,6 +190,57 @@ def test_memory_budget_lowers_the_batch_or_queues():
     assert alone.run(("big",), lambda job, p: job.batch, bytes_per_sample=1000, samples=5) == 1
 
 
+def test_a_job_that_does_not_fit_sheds_the_result_store_first(tmp_path, monkeypatch):
+    """The store holds N bytes that count in the live size; a job that does not fit beside a running one makes the
+    scheduler shed the store's least recently used results (one of them never reached the disk: written first)
+    and is admitted at once, whole, while the other still runs. Both shed results are read back from disk."""
+    import numpy as np
+
+    from core.result_store import ResultStore
+
+    store = ResultStore(1 << 20, tmp_path, version="v")
+    lost = ("lost spill",)
+    with monkeypatch.context() as m:  # its spill failed (a full disk): in memory only
+        m.setattr(store, "_write", lambda digest, blob: None)
+        store.put(lost, np.full(1000, 4.0, dtype=np.float32))
+    for i in range(3):
+        store.put(("spilled", i), np.full(1000, float(i), dtype=np.float32))
+    n, size = store.memory_used, store.memory_used // 4
+    assert lost not in ResultStore(1 << 20, tmp_path, version="v")  # not on disk yet
+    base = 1000
+    sched = Scheduler(max_jobs=2, cores=2, max_threads=1, memory_bytes=base + n + 500, base_bytes=lambda: base,
+                      live_bytes=lambda: base + store.memory_used)
+    sched.shed_from(store)
+    gate, started, batches = threading.Event(), threading.Event(), {}
+
+    def blocker(job, progress):
+        started.set()
+        gate.wait(10)
+        return "a"
+
+    def big(job, progress):
+        batches["big"] = job.batch
+        batches["other running"] = not gate.is_set()
+        return "big"
+
+    a = threading.Thread(target=lambda: sched.run(("a",), blocker, poll=0.01))
+    a.start()
+    assert started.wait(5)
+    try:  # 500 bytes free, the job needs 2 x size: without shedding it would wait for "a"
+        assert sched.run(("big",), big, bytes_per_sample=size, samples=2, poll=0.01) == "big"
+    finally:
+        gate.set()
+        a.join(10)
+    assert batches == {"big": 2, "other running": True}
+    assert store.memory_used == n - 2 * size and store.shed_bytes == 2 * size
+    status = sched.status()
+    assert status["memory_shed"] == 2 * size and status["memory_sheds"] == 1
+    restarted = ResultStore(1 << 20, tmp_path, version="v")
+    assert np.array_equal(restarted.get(lost), np.full(1000, 4.0, dtype=np.float32))  # written before dropping
+    assert np.array_equal(store.get(("spilled", 0)), np.zeros(1000, dtype=np.float32))
+    assert store.hits["disk"] == 1 and store.hits["memory"] == 0  # reread, not kept in memory
+
+
 def test_per_sample_bytes_is_measured_from_the_model(embedded):
     grad, fwd = per_sample_bytes(embedded, "gradient"), per_sample_bytes(embedded, "forward")
     first = 32 * 112 * 112 * 4  # EfficientNet-Lite0's stem output alone, float32

@@ -233,7 +233,8 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     """`python -m core warm --pages faithfulness similarity net2vec index`, a restarted store, then each page's
     default view opens with every computation refused: the curves under the Attribution page's map, Similarity
     (the image's and the default second image's features), the Net2Vec fit over the folder and the Dataset
-    examples page's index all come from what warm wrote. The warmed values are computed cheaply (saliency under
+    examples page's index and reverse lookup all come from what warm wrote. A second warm leaves the complete
+    index's files untouched; a changed folder extends it. The warmed values are computed cheaply (saliency under
     the SmoothGrad key, 4 curve steps, 10 Net2Vec steps): the keys are the pages' defaults, and the test checks
     that the pages read exactly those keys."""
     from dataclasses import replace
@@ -262,24 +263,30 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     assert core_warm.CURVE_METRICS == (Metric.DELETION.value, Metric.INSERTION.value)  # what the page draws
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert not out.get("errors") and out["computed"] == 6, out
+    assert not out.get("errors") and out["computed"] == 7, out
     assert sorted((w["page"], w["status"]) for w in out["written"]) == [
-        ("attribution", "computed"), ("faithfulness", "computed"), ("index", "computed"), ("net2vec", "computed"),
-        ("similarity", "computed"), ("similarity", "computed")]
+        ("attribution", "computed"), ("faithfulness", "computed"), ("index", "computed"), ("index", "computed"),
+        ("net2vec", "computed"), ("similarity", "computed"), ("similarity", "computed")]
+    assert any(w["view"].startswith("reverse lookup") and w["image"] == str(folder / "chelsea.jpg")
+               for w in out["written"] if w["page"] == "index")
+    manifest = next((tmp_path / "cache" / "index").glob("*/manifest.json"))
+    before, stamp = manifest.read_bytes(), manifest.stat().st_mtime_ns
     assert {w["image"] for w in out["written"] if w["page"] == "similarity"} == {
         str(folder / "chelsea.jpg"), str(samples / "coffee.jpg")}  # the page's default second image too
     assert main(args) == 0  # warm again: everything is there, the complete index is not rebuilt
     again = json.loads(capsys.readouterr().out)
-    assert again["computed"] == 0 and again["present"] == 6
+    assert again["computed"] == 0 and again["present"] == 7
+    assert manifest.read_bytes() == before and manifest.stat().st_mtime_ns == stamp  # not rewritten
 
     from ui import cache
 
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
     monkeypatch.setattr(registry, "attribute", refuse)
-    for name in ("run_evaluation", "run_similarity", "run_net2vec"):
+    for name in ("run_evaluation", "run_similarity", "run_net2vec", "run_excited"):
         monkeypatch.setattr(core_warm, name, refuse)
     monkeypatch.setattr(core_index, "build_index", refuse)
+    monkeypatch.setattr(core_index.ActivationIndex, "excited_by", refuse)
     cache.results.clear()  # a restarted server
     app.run()
     app.switch_page("pages/attribution.py").run()
@@ -298,4 +305,16 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert not [i for i in app.info if "No index yet" in i.value]
     assert any("top 16 images" in h.value for h in app.subheader)  # the patch grid of the warmed index
+    assert any(h.value.startswith("What chelsea.jpg excites in") for h in app.subheader)
+    assert sum("sd) at (" in m.value for m in app.markdown) == core_warm.EXCITED_N  # the reverse lookup's rows
+    assert cache.results().hits["disk"] == 6 and cache.results().hits["computed"] == 0
     cache.results.clear()
+
+    monkeypatch.undo()  # a changed folder: the index is extended (its new image forwarded), not left as it was
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(index_build, "CACHE_ROOT", tmp_path / "cache" / "index")
+    shutil.copy(samples / "coffee.jpg", folder / "coffee.jpg")
+    assert main(["warm", str(folder), "--pages", "index", "--model", "embedded", "--json"]) == 0
+    changed = json.loads(capsys.readouterr().out)
+    assert [w["status"] for w in changed["written"] if w["view"].startswith("2 images")] == ["computed"]
+    assert manifest.read_bytes() != before

@@ -12,7 +12,7 @@ from PIL import Image
 from core.catalogue import catalogue
 from core.features import view as features_view
 from core.features.filters import Kernels
-from core.index.view import architecture_dot, layer_group, opening_layer
+from core.index.view import architecture_dot, group_choice, layer_group, opening_choice, opening_layer
 from core.render import boxed, captioned_strip, labelled_tile, npz_bytes, padded, png_bytes, tile_grid
 
 
@@ -34,6 +34,18 @@ def test_opening_layer_is_the_deepest_with_a_field_of_at_most_half_the_input():
                          224) == "b"                      # none is small: the last
     with pytest.raises(ValueError, match="no layers"):
         opening_layer({}, 224)
+
+
+def test_the_layer_the_page_and_warm_open_on():
+    indexed = ["stages.1", "stages.2.blocks.0.mlp.fc1", "stages.2.blocks.1", "stages.2", "stages.3"]
+    assert group_choice(indexed, "stages.2") == "stages.2"   # the part's own output when indexed
+    assert group_choice(indexed[:3], "stages.2") == "stages.2.blocks.0.mlp.fc1"  # else its first indexed layer
+    with pytest.raises(ValueError, match="no indexed layer"):
+        group_choice(indexed, "stem")
+    rf = {"stages.1": 35, "stages.2.blocks.0.mlp.fc1": 60, "stages.2.blocks.1": 90, "stages.3": 500}
+    layers = {name: SimpleNamespace(receptive_field=r) for name, r in rf.items()}
+    assert opening_layer(layers, 224) == "stages.2.blocks.1" and opening_choice(layers, 224) == (
+        "stages.2.blocks.0.mlp.fc1")  # the select box starts on its part's first indexed layer, as the page does
 
 
 def test_architecture_diagram_of_convnext(convnext_atto):

@@ -73,8 +73,11 @@ Results = core_result_store.ResultStore
 
 @st.cache_resource(show_spinner=False)
 def results() -> Results:
-    """The app's store of long results (attacks, attributions, SmoothGrad panels), sized by the environment."""
-    return Results.from_env()
+    """The app's store of long results (attacks, attributions, SmoothGrad panels), sized by the environment; the
+    scheduler sheds it (to disk) when a job does not fit the memory budget."""
+    store = Results.from_env()
+    core_jobs.scheduler().shed_from(store)
+    return store
 
 
 def server_load(model: LensModel) -> dict[str, str]:
@@ -84,6 +87,8 @@ def server_load(model: LensModel) -> dict[str, str]:
     return {
         "memory": f"{core_jobs.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
                   "(LENS_MEMORY_MB)",
+        "memory shed": f"{status['memory_shed'] / mb:.1f} MB of stored results moved from memory to disk "
+                       f"to fit jobs, {status['memory_sheds']} times",
         "jobs": f"{status['running']} running (at most {status['max_jobs']}, on {status['threads']} of "
                 f"{status['cores']} cores), {status['queued']} queued",
         "memory per image": f"{core_jobs.per_sample_bytes(model) / mb:.0f} MB with gradients, "
@@ -236,12 +241,16 @@ def patch_context(_model: LensModel, model_key: str, directory: str, stamp: str,
     return core_index.channel_map(_model, inp.batch, layer, channel), inp.tensor, original
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def channels_excited(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, directory: str,
+EXCITED_N = core_warm.EXCITED_N  # channels the reverse lookup lists
+
+
+def channels_excited(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, directory: str,
                      stamp: str, layer: str, n: int) -> list:
-    """Reverse lookup: the ChannelHits of ``layer`` that image ``_x`` (3, H, W) excites most."""
+    """Reverse lookup: the ChannelHits of ``layer`` that image ``x`` (3, H, W) excites most, kept in the result
+    store under warm's key (one forward pass; survives a restart). Raises ValueError (another model's index)."""
     index = open_activation_index(directory, stamp)
-    return list(index.excited_by(_model, _x.unsqueeze(0), layer, n))
+    return list(results().get_or_compute(core_warm.excited_key(model_key, image_key, index, layer, n),
+                                         lambda: core_warm.run_excited(model, x, index, layer, n)))
 
 
 def sample_patches(model: LensModel, layer: str, channel: int, n: int) -> list[tuple] | None:

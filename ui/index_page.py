@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.images import ImageError
 from core.index import ActivationIndex, IndexCorrupt, IndexStale
-from core.index.view import architecture_dot, layer_group, opening_layer
+from core.index.view import architecture_dot, group_choice, layer_group, opening_layer
 from core.render import boxed, captioned_strip, heat_figure, labelled_tile, padded, tile_grid
 from core.report import index_commands
 from ui import cache, permalink, report
@@ -92,7 +92,7 @@ def layer_picker(index: ActivationIndex, catalogue) -> str:
     in_group = [n for n in indexed if layer_group(n) == group]
     if st.session_state.get("lens_idx_layer") not in in_group:
         st.session_state.pop("lens_idx_layer", None)
-    return st.selectbox("Layer", in_group, index=len(in_group) - 1 if group in in_group else 0, key="lens_idx_layer")
+    return st.selectbox("Layer", in_group, index=in_group.index(group_choice(indexed, group)), key="lens_idx_layer")
 
 
 def channel_picker(index: ActivationIndex, layer: str) -> int:

@@ -34,6 +34,7 @@ import torch
 
 from . import store
 from ..catalogue import LayerInfo, catalogue, find_layer, layer_outputs
+from ..hashing import file_sha256
 from ..images import SAMPLES, ImageError, ModelInput, load_image, list_images, preprocess
 from ..parallel import default_workers, ordered_map
 from ..progress import Progress, is_cancelled
@@ -233,6 +234,13 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
     manifest = {"spec": spec, "root": str(root), "root_relative": _relpath(root, directory),
                 "layers": [store.layer_to_json(l) for l in infos],
                 "created": old.manifest.get("created") if old else time.time()}
+    if old is not None and not todo and _unchanged(old, manifest, skipped_prev):
+        # complete for this model, layers and folder content: nothing to write (the manifest keeps its bytes and
+        # mtime, so readers keyed on it stay valid); a data file an earlier manifest named is all that goes
+        store.drop_unreferenced(directory, old.manifest["data"]["file"])
+        say(1.0, f"all {len(images)} images already indexed")
+        seconds = time.perf_counter() - t0
+        return BuildResult(old, 0, (), seconds, 0.0, False, ())
     seconds_before = float(old.manifest.get("build", {}).get("seconds_total", 0.0)) if old else 0.0
     new_skipped: list[dict] = []
     added, cancelled, last_save = 0, False, time.perf_counter()
@@ -298,6 +306,15 @@ def _rel(root: Path, p: Path) -> str:
     return str(p.relative_to(root))
 
 
+def _unchanged(old: ActivationIndex, manifest: dict, skipped: list[dict]) -> bool:
+    """Whether writing ``manifest`` (with ``skipped``) over ``old`` would change nothing but its timestamps."""
+    m = old.manifest
+    def order(items):
+        return sorted(items, key=lambda s: (s.get("path", ""), s.get("bytes", 0), s.get("mtime_ns", 0)))
+    return ("build" in m and order(m.get("skipped", [])) == order(skipped)
+            and all(m.get(k) == store.jsonable(manifest[k]) for k in ("spec", "root", "root_relative", "layers")))
+
+
 def _skipped_key(s: dict) -> tuple:
     return (s["path"], s["bytes"], s["mtime_ns"])
 
@@ -319,7 +336,7 @@ def _incompatible(old: ActivationIndex, spec: dict, root: Path, paths: list[Path
             gone += 1
             continue
         st = p.stat()
-        if (st.st_size, st.st_mtime_ns) != (img.bytes, img.mtime_ns) and store.sha256_file(p) != img.sha256:
+        if (st.st_size, st.st_mtime_ns) != (img.bytes, img.mtime_ns) and file_sha256(p) != img.sha256:
             changed += 1
     if gone or changed:
         return f"{gone} indexed images were removed and {changed} changed (a top-k cannot forget an image)"

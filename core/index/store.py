@@ -70,6 +70,11 @@ def write(directory: Path, manifest: dict, arrays: Arrays) -> None:
     manifest = dict(manifest, format=FORMAT, data={"file": data.name, "sha256": file_sha256(data)},
                     updated=time.time())
     write_atomic(directory / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
+    drop_unreferenced(directory, *keep)
+
+
+def drop_unreferenced(directory: Path, *keep: str) -> None:
+    """Delete the data files in ``directory`` other than ``keep`` (those of older manifests)."""
     for old in directory.glob("topk-*.npz"):
         if old.name not in keep:
             old.unlink(missing_ok=True)

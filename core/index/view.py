@@ -29,6 +29,20 @@ def opening_layer(layers: Mapping[str, LayerInfo], input_side: int) -> str:
     return (small or names)[-1]
 
 
+def group_choice(indexed: Sequence[str], group: str) -> str:
+    """The layer the page's select box starts on in part ``group`` of the model: the part's own output when it
+    is indexed, else its first indexed layer."""
+    in_group = [n for n in indexed if layer_group(n) == group]
+    if not in_group:
+        raise ValueError(f"no indexed layer in {group}")
+    return in_group[-1] if group in in_group else in_group[0]
+
+
+def opening_choice(layers: Mapping[str, LayerInfo], input_side: int) -> str:
+    """The layer the page opens on: :func:`group_choice` in the part of :func:`opening_layer`."""
+    return group_choice(list(layers), layer_group(opening_layer(layers, input_side)))
+
+
 def architecture_dot(all_layers: Iterable[LayerInfo], indexed: Sequence[str], chosen: str | None) -> str:
     """Graphviz DOT source: the model's top-level parts left to right (stem, stages with their block counts, the
     downsample that opens a ConvNeXt stage). Parts with indexed layers are tinted, ``chosen`` (a group name, see
