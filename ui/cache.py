@@ -87,8 +87,9 @@ def server_load(model: LensModel) -> dict[str, str]:
     return {
         "memory": f"{core_jobs.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
                   "(LENS_MEMORY_MB)",
-        "memory shed": f"{status['memory_shed'] / mb:.1f} MB of stored results moved from memory to disk "
-                       f"to fit jobs, {status['memory_sheds']} times",
+        "memory shed": f"{status['memory_shed'] / mb:.1f} MB of stored results dropped from memory to fit jobs "
+                       f"({status['memory_sheds']} times; "
+                       + ("kept on disk)" if results().directory is not None else "recomputed when asked for)"),
         "jobs": f"{status['running']} running (at most {status['max_jobs']}, on {status['threads']} of "
                 f"{status['cores']} cores), {status['queued']} queued",
         "memory per image": f"{core_jobs.per_sample_bytes(model) / mb:.0f} MB with gradients, "
