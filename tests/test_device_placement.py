@@ -436,3 +436,20 @@ def test_technique_keeps_tensors_on_the_model_device(tiny, x, tmp_path, monkeypa
     with PretendDevice() as audit:
         TECHNIQUES[technique](tiny, x, tmp_path, audit, monkeypatch)
     assert audit.found == []
+
+
+def test_a_planted_cpu_in_a_covered_technique_is_caught(tiny, x, monkeypatch):
+    """A ``.cpu()`` on a layer's output, and an input left on the CPU, are caught in the similarity overlay."""
+    import core.features.similarity as sim
+
+    real = sim.layer_outputs
+    monkeypatch.setattr(sim, "layer_outputs", lambda *a, **k: {n: t.cpu() for n, t in real(*a, **k).items()})
+    with PretendDevice(roots=(CORE, __file__)) as audit:
+        sim.layer_features(tiny, audit.host(x), "stages.1")
+    assert any("test_device_placement.py" in f and ".cpu()" in f for f in audit.found)
+
+    monkeypatch.setattr(sim, "layer_outputs", real)
+    monkeypatch.setattr(sim, "model_device", lambda _model: torch.device("cpu"))  # the input is not moved
+    with PretendDevice() as audit:
+        sim.layer_features(tiny, audit.host(x), "stages.1")
+    assert any("core/model/wrapper.py" in f and "mixes a CPU tensor" in f for f in audit.found)
