@@ -8,7 +8,13 @@ device tensor, or ``.numpy()`` of a device tensor. CPU tensors are followed thro
 without ``device=`` (``torch.zeros(...)``), ``torch.from_numpy`` and a ``torch.Generator`` on the CPU make CPU
 tensors, which are fine as host-side bookkeeping (window orders, jitter offsets, a kernel built once and then
 moved) and are caught as soon as one meets the model's tensors without ``.to(device)``. The few places that
-legitimately bring results back to the CPU for display are allowed by name (``ALLOWED``).
+legitimately bring results back to the CPU for display, or keep host-side bookkeeping there, are allowed by name
+(``ALLOWED``, each with its reason). ``torch.from_numpy`` (which a TorchFunctionMode does not see) is wrapped while
+the mode is on; module-level tensors of ``core/`` count as CPU tensors, and a Parameter lives where its data does.
+
+Covered: every registered attribution method, the mask methods, the attack, feature visualisation and the filter
+views, Net2Vec, similarity overlays, the activation index, error analysis and the faithfulness/sanity evaluations.
+The new cases give their input as a CPU tensor (as ``preprocess`` makes it), so a technique must move it.
 
 The meta device cannot do this: the techniques read values (``.item()``, the target's probability, extremal's
 selection), which meta tensors do not have.
