@@ -43,3 +43,93 @@ def test_attack_runs_on_cuda_and_returns_cpu(on_gpu):
     assert r.adversarial.device.type == "cpu" and r.trajectory.loss.device.type == "cpu"
     # a perturbation within its budget (the random start is seeded on the CPU: the same on every device)
     assert float((r.adversarial - x).abs().max()) <= float(r.eps[0]) + 1e-6
+
+
+def _cpu_input(x):  # inputs as the pages give them: decoded on the CPU
+    return x.cpu()
+
+
+def test_featurevis_runs_on_cuda_and_returns_cpu(on_gpu):
+    from core.features.featurevis import Settings, interpolate, visualize
+
+    model, _ = on_gpu
+    for r in (visualize(model, "stages.1", 0, settings=Settings(steps=3, size=64, batch=2, diversity=0.1)),
+              interpolate(model, "stages.1", 0, 1, frames=3, settings=Settings(steps=2, size=32))):
+        assert r.images.device.type == "cpu" and torch.isfinite(r.images).all()
+
+
+def test_filters_return_cpu(on_gpu):
+    from core.features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels
+
+    model, _ = on_gpu
+    for k in (first_layer_kernels(model), depthwise_kernels(model, depthwise_layers(model)[0])):
+        assert k.tiles.device.type == "cpu" and k.weights.device.type == "cpu"
+
+
+def test_net2vec_runs_on_cuda_and_returns_cpu(on_gpu):
+    from core.features.net2vec import colour_concepts, net2vec
+
+    model, _ = on_gpu
+    xs = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    concepts = dict(list(colour_concepts(xs, size=16, min_fraction=0.0).items())[:2])
+    for fit in net2vec(model, xs, "stages.1", concepts, size=16, iterations=10):
+        assert fit.predicted.device.type == "cpu" and fit.weights.device.type == "cpu" and 0 <= fit.iou <= 1
+
+
+def test_similarity_runs_on_cuda_and_returns_cpu(on_gpu):
+    from core.features.similarity import layer_features, similarity_map
+
+    model, x = on_gpu
+    sim = similarity_map(layer_features(model, _cpu_input(x), "stages.1"), (1, 2))
+    assert sim.map.device.type == "cpu" and float(sim.map[1, 2]) == 1.0
+
+
+def test_index_builds_and_queries_on_cuda(on_gpu, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from core.index import build_index, channel_map
+
+    model, x = on_gpu
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    r = build_index(model, tmp_path / "imgs", tmp_path / "idx", layers=["stages.1"], top_k=2, batch_size=2)
+    assert len(r.index) == 5 and r.index.excited_by(model, _cpu_input(x), "stages.1", n=3)
+    assert channel_map(model, _cpu_input(x), "stages.1", 0).device.type == "cpu"
+
+
+def test_error_analysis_runs_on_cuda(on_gpu, tmp_path):
+    import dataclasses
+
+    import numpy as np
+    from PIL import Image
+
+    from core.errors.evaluate import evaluate
+    from core.errors.explain import explain_mistake, separating_channels
+
+    model, x = on_gpu
+    rng = np.random.default_rng(0)
+    for label in ("0", "1"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)).save(
+                tmp_path / "set" / label / f"{i}.png")
+    ev = evaluate(model, tmp_path / "set", use_cache=False)
+    assert np.allclose(ev.probs.sum(1), 1, atol=1e-4)
+    maps = explain_mistake(model, _cpu_input(x), 1, 0, methods={"gradcam": {}})
+    assert all(np.isfinite(m).all() for m in maps.maps.values())
+    ev = dataclasses.replace(ev, true=np.zeros(6, np.int64), predicted=np.array([1, 1, 0, 0, 0, 1], np.int64))
+    assert len(separating_channels(model, ev, 0, 1, "stages.1", n=3).channels) == 3
+
+
+def test_faithfulness_runs_on_cuda(on_gpu):
+    from core.evaluation import evaluate
+
+    model, x = on_gpu
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[16:40, 16:40] = True
+    ev = evaluate(model, _cpu_input(x), 0, method="saliency", steps=4, mask=mask.numpy())
+    assert ev.curves and ev.road and ev.randomisation and ev.pointing and not ev.skipped
+    assert ev.map.device.type == "cpu" and ev.randomisation.maps.device.type == "cpu"

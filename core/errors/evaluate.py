@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..images import ImageError, load_image, preprocess
+from ..model.device import model_device
 from ..model.predict import probabilities
 from .cache import PredictionCache, model_directory
 from .dataset import LabelledSet, Skipped, read_labelled
@@ -158,7 +159,7 @@ def evaluate(model, source: str | Path, *, cache_dir: str | Path | None = None, 
             if cancel is not None and cancel():
                 raise Cancelled(f"stopped after {b} of {len(todo)} new images")
             chunk = todo[b:b + batch_size]
-            probs = probabilities(model, torch.stack([x for _, x in chunk]), batch_size=batch_size).numpy()
+            probs = _predict(model, torch.stack([x for _, x in chunk]), batch_size)
             for (pos, _), p in zip(chunk, probs):
                 found[pos] = p
                 if cache is not None:
@@ -185,6 +186,12 @@ def evaluate(model, source: str | Path, *, cache_dir: str | Path | None = None, 
         classes=classes, class_names=names, confusion=confusion, per_class=class_stats(confusion, classes, names),
         accuracy=float((true == predicted).mean()), skipped=tuple(skipped), predicted_now=len(todo),
         seconds=time.perf_counter() - start)
+
+
+def _predict(model, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Softmax rows (N, classes) of images ``x`` (on the CPU, as decoded) run on the model's device."""
+    probs = probabilities(model, x.to(model_device(model)), batch_size=batch_size)
+    return probs.cpu().numpy()  # for the prediction cache and the confusion matrix (host-side, numpy)
 
 
 def report(evaluation: Evaluation, top: int | None = None) -> dict:

@@ -27,6 +27,7 @@ from ..attribution.base import Attribution, NotApplicable
 from ..attribution.registry import attribute
 from ..catalogue import find_layer, layer_outputs
 from ..images import load_image, preprocess
+from ..model.device import model_device
 from .evaluate import Evaluation
 
 Progress = Callable[[float, str], None]
@@ -49,7 +50,8 @@ def contrast_model(model, true: int):
     """A copy of ``model`` (shared weights, own hooks and lock) whose output ``k`` is ``logit[k] - logit[true]``."""
     twin = model.replica()
     parent, attr, head = _classifier(twin.net)
-    diff = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+    diff = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None, device=head.weight.device,
+                     dtype=head.weight.dtype)
     with torch.no_grad():
         diff.weight.copy_(head.weight - head.weight[true])
         if head.bias is not None:
@@ -146,8 +148,8 @@ def channel_maxima(model, paths: Sequence, layer: str, *, batch_size: int = 16,
         if cancel is not None and cancel():
             raise InterruptedError("cancelled")
         x = torch.stack([preprocess(load_image(p), model.card.data_config).tensor for p in paths[b:b + batch_size]])
-        act = layer_outputs(model, x, [info])[info.name]
-        out.append(act.flatten(2).amax(2).float().numpy())
+        act = layer_outputs(model, x.to(model_device(model)), [info])[info.name]
+        out.append(act.flatten(2).amax(2).float().cpu().numpy())  # (N, C) for the statistics (numpy, host)
     return np.concatenate(out) if out else np.zeros((0, info.channels), np.float32)
 
 

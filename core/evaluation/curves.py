@@ -29,6 +29,7 @@ from torch import nn
 from ..attribution.base import Progress, report
 from ..features.featurevis import Cancelled
 from ..blur import gaussian_blur
+from ..model.device import model_device
 
 Cancel = Callable[[], bool]
 
@@ -75,6 +76,7 @@ class Curves:
 
 def pixel_order(values: torch.Tensor | np.ndarray) -> np.ndarray:
     """Flat pixel indices of an (H, W) map, largest value first, ties by pixel index (stable)."""
+    # a stable numpy sort on the host (the map may come from any device)
     v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64).ravel()
     if not np.isfinite(v).all():
         raise ValueError("the map has NaN or infinite values")
@@ -137,17 +139,17 @@ def curves(model: nn.Module, x: torch.Tensor, values: torch.Tensor | np.ndarray,
         :class:`Curves` (2·S + 1 images forwarded for both curves, S + 1 for one)
     """
     start = time.perf_counter()
-    x = _one_image(x)
+    device = model_device(model)
+    x = _one_image(x).to(device)
     h, w = x.shape[-2:]
-    values = torch.as_tensor(np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values))
     if tuple(values.shape) != (h, w):
         raise ValueError(f"the map is {tuple(values.shape)}, the model input is {h}x{w}: a map must be H x W at "
                          "the model input size")
     if steps < 1:
         raise ValueError("steps must be at least 1")
     baseline = DeletionBaseline(baseline)
-    rank = torch.empty(h * w, dtype=torch.long)
-    rank[torch.from_numpy(pixel_order(values))] = torch.arange(h * w)
+    rank = torch.empty(h * w, dtype=torch.long, device=device)
+    rank[torch.from_numpy(pixel_order(values)).to(device)] = torch.arange(h * w, device=device)
     rank = rank.view(1, 1, h, w)
     counts = torch.from_numpy(step_counts(h * w, steps))
     if not (deletion or insertion):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..attribution.base import NotApplicable, Progress, check_input, report, resolve_target
+from ..model.device import model_device
 from .curves import BATCH_SIZE, STEPS, Cancel, Curves, DeletionBaseline, curves
 from .pointing import Pointing, pointing
 from .randomisation import Randomisation, randomisation
@@ -115,7 +116,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, target: int | None = None, *, me
         ValueError: bad shapes, values or options.
     """
     start = time.perf_counter()
-    x = check_input(x)
+    x = check_input(x).to(model_device(model))  # the perturbed copies are made on the model's device
     if x.shape[0] != 1:
         raise ValueError("evaluate takes one image")
     t = int(resolve_target(model, x, target)[0])

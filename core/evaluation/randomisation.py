@@ -28,6 +28,7 @@ from torch import nn
 
 from ..attribution.base import Progress, report
 from ..features.featurevis import Cancelled
+from ..model.device import model_device
 from .curves import Cancel
 
 PASS_BELOW = 0.5
@@ -87,10 +88,11 @@ def cascade_groups(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _fresh(t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A tensor like ``t`` drawn from N(mean(t), std(t)²) (a constant tensor stays that constant)."""
+    """A tensor like ``t`` drawn from N(mean(t), std(t)²) on ``t``'s device (a constant tensor stays constant);
+    ``gen`` is a generator on that device."""
     mean = t.float().mean()
-    std = t.float().std() if t.numel() > 1 else torch.zeros(())
-    return (torch.randn(t.shape, generator=gen) * std + mean).to(t.dtype)
+    std = t.float().std() if t.numel() > 1 else torch.zeros((), device=t.device)
+    return (torch.randn(t.shape, generator=gen, device=t.device) * std + mean).to(t.dtype)
 
 
 def randomised_copy(model: nn.Module, fresh: dict[int, torch.Tensor], modules: list[nn.Module]) -> nn.Module:
@@ -143,7 +145,7 @@ def randomisation(model: nn.Module, x: torch.Tensor, target: int, explain: Expla
     if original is None:
         original = explain(model, x, target)
     base = original.detach().abs().float()
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator(device=model_device(model)).manual_seed(int(seed))  # fresh weights drawn where they live
     fresh: dict[int, torch.Tensor] = {}
     rhos, maps = [], []
     for i, (name, module) in enumerate(groups):

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..attribution.base import Progress, report
 from ..features.featurevis import Cancelled
+from ..model.device import model_device
 from .curves import BATCH_SIZE, Cancel, _one_image, target_probs
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -131,7 +132,9 @@ def road(model: nn.Module, x: torch.Tensor, values: torch.Tensor | np.ndarray, t
         noise, seed: imputation noise σ and the seed of its generator.
     """
     start = time.perf_counter()
-    x = _one_image(x)
+    # the imputation is a scipy sparse solve on the host: the image and the map go there, the imputed copies
+    # come back to the model's device for the forward passes
+    x = _one_image(x).cpu()
     v = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float32)
     if v.shape != tuple(x.shape[-2:]):
         raise ValueError(f"the map is {v.shape}, the model input is {tuple(x.shape[-2:])}")
@@ -144,7 +147,7 @@ def road(model: nn.Module, x: torch.Tensor, values: torch.Tensor | np.ndarray, t
             raise Cancelled("ROAD cancelled")
         images.append(impute(x[0], keep, noise=noise, generator=gen))
         report(progress, 0.9 * (i + 1) / len(keeps), f"ROAD: imputed {i + 1}/{len(keeps)}")
-    batch = torch.stack([x[0]] + images)
+    batch = torch.stack([x[0]] + images).to(model_device(model))
     probs = torch.cat([target_probs(model, batch[i:i + batch_size], target)
                        for i in range(0, len(batch), batch_size)]).tolist()
     report(progress, 1.0, "ROAD: done")

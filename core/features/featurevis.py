@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..catalogue import LayerInfo, find_layer, layer_output
+from ..model.device import model_device
 from ..model.wrapper import LensModel
 from ..progress import Cancel, Progress, is_cancelled, report
 
@@ -108,20 +109,22 @@ class FourierImage(torch.nn.Module):
     """A batch of RGB images in [0, 1] as a scaled, colour-decorrelated Fourier spectrum.
 
     ``forward()`` -> float32 (B, 3, H, W) in (0, 1). :meth:`from_images` inverts it exactly (up to float
-    error) for images strictly inside (0, 1).
+    error) for images strictly inside (0, 1). The parameters live on ``device``; the initial spectrum is drawn
+    from ``generator`` (a CPU generator: the same start on every device) and moved there.
     """
 
     def __init__(self, batch: int, h: int, w: int, *, decay: float = 1.0, decorrelate: bool = True,
-                 fourier: bool = True, generator: torch.Generator | None = None, sd: float = 0.01):
+                 fourier: bool = True, generator: torch.Generator | None = None, sd: float = 0.01,
+                 device: torch.device | str | None = None):
         super().__init__()
         self.h, self.w, self.decorrelate, self.fourier = h, w, decorrelate, fourier
         if fourier:
             scale = 1.0 / torch.clamp(_freqs(h, w), min=1.0 / max(h, w)) ** decay
-            self.register_buffer("scale", scale[None, None, :, :, None].float())
+            self.register_buffer("scale", scale[None, None, :, :, None].float().to(device))
             shape = (batch, 3, h, w // 2 + 1, 2)
         else:
             shape = (batch, 3, h, w)
-        self.spectrum = torch.nn.Parameter(torch.randn(shape, generator=generator) * sd)
+        self.spectrum = torch.nn.Parameter((torch.randn(shape, generator=generator) * sd).to(device))
 
     def spatial(self, spectrum: torch.Tensor | None = None) -> torch.Tensor:
         """Pre-sigmoid image in decorrelated colour space, (B, 3, H, W)."""
@@ -145,7 +148,7 @@ class FourierImage(torch.nn.Module):
         x = images.clamp(1e-4, 1 - 1e-4).float()
         z = torch.log(x) - torch.log1p(-x)
         if self.decorrelate:
-            z = torch.einsum("bchw,dc->bdhw", z, torch.linalg.inv(_COLOUR))
+            z = torch.einsum("bchw,dc->bdhw", z, torch.linalg.inv(_COLOUR).to(z))
         if self.fourier:
             c = torch.fft.rfftn(z * _FOURIER_SCALE, dim=(-2, -1), norm="ortho")
             z = torch.view_as_real(c) / self.scale
@@ -294,13 +297,15 @@ def _optimise(model: LensModel, layer: str, channels: list[int], weights: torch.
         raise ValueError("steps must be at least 1")
     start = time.perf_counter()
     say = partial(report, progress)
-    gen = torch.Generator().manual_seed(s.seed)
+    gen = torch.Generator().manual_seed(s.seed)  # host-side draws (start, jitter, angles): the same on every device
+    device = model_device(model)
+    weights = weights.to(device)
     size = s.size or model.card.input_size[1]
     if size < 32:
         raise ValueError("size must be at least 32 pixels")
     b = weights.shape[0]
     coarse_steps = int(s.steps * s.coarse) if size >= 64 else 0
-    kw = dict(decay=s.decay, decorrelate=s.decorrelate, fourier=s.fourier)
+    kw = dict(decay=s.decay, decorrelate=s.decorrelate, fourier=s.fourier, device=device)
     history: list[float] = []
     cancelled = False
     rgb = None
@@ -341,12 +346,17 @@ def _optimise(model: LensModel, layer: str, channels: list[int], weights: torch.
         rgb = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
     say(1.0, "measuring the result")
     mixed = _mixed_measure(model, rgb, layer, channels, weights, objective)
-    grey = _mixed_measure(model, torch.full((1, 3, size, size), 0.5), layer, channels, weights[:1], objective)
+    grey = _mixed_measure(model, torch.full((1, 3, size, size), 0.5, device=device), layer, channels, weights[:1],
+                          objective)
     return Visualisation(
-        images=rgb.float(), layer=layer if info else "", channels=tuple(channels),
+        images=_to_cpu(rgb.float()), layer=layer if info else "", channels=tuple(channels),
         weights=tuple(tuple(float(v) for v in row) for row in weights), objective=objective,
         values=tuple(float(v) for v in mixed), baseline=float(grey[0]), history=tuple(history), settings=s,
         seconds=time.perf_counter() - start, cancelled=cancelled)
+
+
+def _to_cpu(images: torch.Tensor) -> torch.Tensor:
+    return images.cpu()  # the result comes back to the CPU for display
 
 
 def _mixed_measure(model, images, layer, channels, weights, objective) -> torch.Tensor:

@@ -55,11 +55,15 @@ def _tiles(w: torch.Tensor) -> torch.Tensor:
     return (0.5 + 0.5 * w / scale).clamp(0, 1)
 
 
+def _kernels(layer: str, w: torch.Tensor, stride) -> Kernels:
+    w = w.cpu()  # the kernels come back to the CPU for display
+    return Kernels(layer, _tiles(w), w, w.flatten(1).norm(dim=1), tuple(stride))
+
+
 def first_layer_kernels(model: LensModel) -> Kernels:
-    """The first layer's kernels in RGB pixel space, as tiles (O, 3, k, k)."""
+    """The first layer's kernels in RGB pixel space, as tiles (O, 3, k, k) on the CPU."""
     name, conv = first_conv(model)
-    w = conv.weight.detach().float() / model.std.view(1, 3, 1, 1)
-    return Kernels(name, _tiles(w), w, w.flatten(1).norm(dim=1), tuple(conv.stride))
+    return _kernels(name, conv.weight.detach().float() / model.std.view(1, 3, 1, 1), conv.stride)
 
 
 def depthwise_layers(model: LensModel) -> list[str]:
@@ -69,12 +73,11 @@ def depthwise_layers(model: LensModel) -> list[str]:
 
 
 def depthwise_kernels(model: LensModel, layer: str) -> Kernels:
-    """A depthwise convolution's kernels as greyscale tiles (C, 1, k, k)."""
+    """A depthwise convolution's kernels as greyscale tiles (C, 1, k, k) on the CPU."""
     conv = model.layer(layer)
     if layer not in depthwise_layers(model):
         raise ValueError(f"{layer} is not a depthwise convolution (try one of {depthwise_layers(model)[:3]})")
-    w = conv.weight.detach().float()
-    return Kernels(layer, _tiles(w), w, w.flatten(1).norm(dim=1), tuple(conv.stride))
+    return _kernels(layer, conv.weight.detach().float(), conv.stride)
 
 
 def weight_stats(model: LensModel) -> tuple[WeightStats, ...]:

@@ -29,6 +29,7 @@ from PIL import Image
 
 from ..catalogue import LayerInfo, find_layer, layer_outputs
 from ..images import EXTENSIONS, ImageError
+from ..model.device import model_device
 from ..model.wrapper import LensModel
 from ..progress import Progress, report
 
@@ -90,12 +91,13 @@ def layer_activations(model: LensModel, x: torch.Tensor, layer: str | LayerInfo,
         x: float (N, 3, H, W) in [0, 1].
 
     Returns:
-        float32 (N, C, size, size).
+        float32 (N, C, size, size) on the model's device.
     """
     info = layer if isinstance(layer, LayerInfo) else find_layer(model, layer)
+    device = model_device(model)
     outs = []
     for i, chunk in enumerate(x.split(batch_size)):
-        a = layer_outputs(model, chunk.float(), [info])[info.name].float()
+        a = layer_outputs(model, chunk.float().to(device), [info])[info.name].float()
         outs.append(F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False))
         report(progress, (i + 1) * batch_size / len(x), f"activations of {info.name}")
     return torch.cat(outs)
@@ -193,14 +195,14 @@ def best_cuts(scores: torch.Tensor, truth: torch.Tensor, *, chunk: int = 64) -> 
         values, order = block.T.contiguous().sort(dim=1, descending=True)
         values, order = values.T, order.T
         tp = truth[order].cumsum(0).float()
-        k = torch.arange(1, len(truth) + 1, dtype=torch.float32)[:, None]
+        k = torch.arange(1, len(truth) + 1, dtype=torch.float32, device=scores.device)[:, None]
         iou = tp / (k + positives - tp)
         # only cut between distinct values
         distinct = torch.ones_like(values, dtype=torch.bool)
         distinct[:-1] = values[:-1] != values[1:]
         iou = torch.where(distinct, iou, torch.zeros_like(iou))
         best = iou.argmax(0)
-        cols = torch.arange(block.shape[1])
+        cols = torch.arange(block.shape[1], device=scores.device)
         nxt = values[(best + 1).clamp(max=len(truth) - 1), cols]
         here = values[best, cols]
         ious.append(iou[best, cols])
@@ -222,10 +224,10 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
         (w (C,), b).
     """
     p, c = a.shape
-    theta = torch.zeros(c + 1)  # (w, b)
+    theta = torch.zeros(c + 1, device=a.device)  # (w, b)
     w, b = theta[:c], theta[c:]
-    avg, avg_sq = torch.zeros(c + 1), torch.zeros(c + 1)
-    grad = torch.empty(c + 1)
+    avg, avg_sq = torch.zeros(c + 1, device=a.device), torch.zeros(c + 1, device=a.device)
+    grad = torch.empty(c + 1, device=a.device)
     scale = weight / p
     for step in range(1, iterations + 1):
         gz = torch.addmv(b, a, w).sigmoid_().sub_(target).mul_(scale)  # ∂loss/∂logits
@@ -245,31 +247,34 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
 
     Args:
         activations: float (N, C, s, s) (any real values; standardised per channel here).
-        masks: bool (N, s, s), the concept's pixels.
+        masks: bool (N, s, s), the concept's pixels (on any device: the fit runs where ``activations`` are).
         max_pixels: at most this many training positions (sampled uniformly) are used to fit and to pick cuts.
 
     Returns:
-        A :class:`ConceptFit`.
+        A :class:`ConceptFit` (its tensors on the CPU).
     """
     started = time.perf_counter()
     n, c = activations.shape[:2]
     if masks.shape != (n, *activations.shape[2:]):
         raise ValueError(f"masks {tuple(masks.shape)} do not match activations {tuple(activations.shape)}")
+    device = activations.device
+    masks = masks.to(device)
     a = activations.float().permute(0, 2, 3, 1)  # (N, s, s, C)
     mean, std = a.reshape(-1, c).mean(0), a.reshape(-1, c).std(0).clamp_min(1e-6)
     a = (a - mean) / std
     held_out = n >= 4
-    train = torch.arange(n) % 2 == 0 if held_out else torch.ones(n, dtype=torch.bool)
+    train = torch.arange(n, device=device) % 2 == 0 if held_out else torch.ones(n, dtype=torch.bool, device=device)
     test = ~train if held_out else train
     a_tr, m_tr = a[train].reshape(-1, c), masks[train].reshape(-1)
     if len(m_tr) > max_pixels:  # a uniform sample of training positions keeps the fit fast on wide layers
-        keep = torch.randperm(len(m_tr), generator=torch.Generator().manual_seed(seed))[:max_pixels]
+        # drawn on the CPU (the same sample on every device), then moved
+        keep = torch.randperm(len(m_tr), generator=torch.Generator().manual_seed(seed))[:max_pixels].to(device)
         a_tr, m_tr = a_tr[keep], m_tr[keep]
     pos = float(m_tr.float().mean())
 
     # class balance as in Net2Vec: positives weighted by 1 - α, negatives by α, α = positive fraction
     alpha = min(max(pos, 1e-4), 1 - 1e-4)
-    weight = torch.where(m_tr, torch.tensor(1 - alpha), torch.tensor(alpha))
+    weight = torch.where(m_tr, 1 - alpha, alpha)
     w, b = _fit_logistic(a_tr.contiguous(), m_tr.float(), weight, iterations, learning_rate)
     # the class-balanced loss over-segments at logit 0, so the cut is moved to the best one on the training
     # images, exactly as each single channel's cut is chosen
@@ -283,9 +288,17 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
     thr = float(channel_cuts[best])
     single = a[test][..., best] > thr
     order = torch.argsort(w, descending=True)[:top]
+    w, predicted, order = _to_cpu(w, predicted, order)
     return ConceptFit(name, w, b, iou, set_iou(single, masks[test]), best, thr * float(std[best]) + float(mean[best]),
                       tuple(int(i) for i in order if w[i] > 0), predicted, held_out,
                       float(masks.float().mean()), time.perf_counter() - started)
+
+
+def _to_cpu(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    out = []
+    for t in tensors:
+        out.append(t.cpu())  # the fit comes back to the CPU for display
+    return tuple(out)
 
 
 def net2vec(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, concepts: Mapping[str, torch.Tensor], *,

@@ -13,6 +13,7 @@ import torch
 
 from ..catalogue import LayerInfo, find_layer, layer_outputs
 from ..inputs import check_input
+from ..model.device import model_device
 from ..model.wrapper import LensModel
 
 
@@ -21,7 +22,8 @@ class LayerFeatures:
     """One image's features at one layer.
 
     Attributes:
-        features: float32 (C, h, w), each position's vector scaled to unit length (zero vectors stay zero).
+        features: float32 (C, h, w) on the model's device, each position's vector scaled to unit length (zero
+            vectors stay zero).
         input_size: (H, W) of the model input the features were computed from.
         seconds: compute time (the forward pass to the layer).
     """
@@ -62,7 +64,7 @@ class SimilarityMap:
     """Cosine similarity of the query vector with every position.
 
     Attributes:
-        map: float32 (h, w) in [-1, 1]; exactly 1 at the query cell when computed on the query image.
+        map: float32 (h, w) in [-1, 1] on the CPU; exactly 1 at the query cell when computed on the query image.
         at_cell: (row, col) of the query in the query image.
         max_cell: (row, col) of the largest value of ``map``.
         seconds: compute time.
@@ -84,12 +86,16 @@ def layer_features(model: LensModel, x: torch.Tensor, layer: str | LayerInfo) ->
     """
     started = time.perf_counter()
     info = layer if isinstance(layer, LayerInfo) else find_layer(model, layer)
-    batch = check_input(x, single=True)
+    batch = check_input(x, single=True).to(model_device(model))
     feats = layer_outputs(model, batch, [info])[info.name][0].float()
     norm = feats.norm(dim=0, keepdim=True)
     feats = torch.where(norm > 0, feats / norm.clamp_min(1e-12), torch.zeros_like(feats))
     return LayerFeatures(info, feats.contiguous(), (int(batch.shape[-2]), int(batch.shape[-1])),
                          time.perf_counter() - started)
+
+
+def _to_cpu(sim: torch.Tensor) -> torch.Tensor:
+    return sim.cpu()  # the map comes back to the CPU for display
 
 
 def similarity_map(query: LayerFeatures, cell: tuple[int, int], other: LayerFeatures | None = None) -> SimilarityMap:
@@ -112,4 +118,4 @@ def similarity_map(query: LayerFeatures, cell: tuple[int, int], other: LayerFeat
     if other is None and float(v.norm()) > 0:
         sim[row, col] = 1.0  # exact by definition; the float dot product can land at 1 - 1e-7
     flat = int(sim.argmax())
-    return SimilarityMap(query.layer.name, sim, (row, col), divmod(flat, sim.shape[1]), time.perf_counter() - started)
+    return SimilarityMap(query.layer.name, _to_cpu(sim), (row, col), divmod(flat, sim.shape[1]), time.perf_counter() - started)

@@ -36,6 +36,7 @@ from . import store
 from ..catalogue import LayerInfo, catalogue, find_layer, layer_outputs
 from ..hashing import file_sha256
 from ..images import SAMPLES, ImageError, ModelInput, load_image, list_images, preprocess
+from ..model.device import model_device
 from ..parallel import default_workers, ordered_map
 from ..progress import Progress, is_cancelled
 from .query import ActivationIndex, IndexCorrupt, open_index, weights_fingerprint
@@ -73,11 +74,12 @@ def default_directory(model, folder: str | os.PathLike | None = None) -> Path:
 
 
 def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
-    """The activation map (h, w) of ``channel`` of ``layer`` for one image ``x`` (1, 3, H, W) in [0, 1]."""
+    """The activation map (h, w) on the CPU of ``channel`` of ``layer`` for one image ``x`` (1, 3, H, W) in [0, 1]."""
     info = find_layer(model, layer)
     if not 0 <= channel < info.channels:
         raise IndexError(f"channel {channel} out of range: {layer} has {info.channels} channels")
-    return layer_outputs(model, x[:1], [info])[layer][0, channel].float()
+    a = layer_outputs(model, x[:1].to(model_device(model)), [info])[layer][0, channel].float()
+    return a.cpu()  # comes back to the CPU for display
 
 
 # ---------------------------------------------------------------------------------------------------- build
@@ -105,8 +107,12 @@ def read_image(root: Path, path: Path, data_config: dict) -> tuple[dict, ModelIn
 
 def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: int) -> dict[str, dict]:
     """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1)."""
-    outs = layer_outputs(model, x, infos)
-    return {info.name: batch_partial(*(t.cpu() for t in channel_maxima(outs[info.name])), top_k) for info in infos}
+    outs = layer_outputs(model, x.to(model_device(model)), infos)
+    partials = {}
+    for info in infos:  # only the (N, C) maxima leave the device: the top-k is host-side bookkeeping
+        values, pos = channel_maxima(outs[info.name])
+        partials[info.name] = batch_partial(values.cpu(), pos.cpu(), top_k)
+    return partials
 
 
 def _local_batches(model, root: Path, infos, todo: list[Path], *, batch_size: int, top_k: int, workers):

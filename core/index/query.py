@@ -16,6 +16,7 @@ from PIL import Image
 from . import store
 from ..catalogue import LayerInfo, layer_outputs
 from ..images import load_image
+from ..model.device import model_device
 from .topk import channel_maxima
 
 IndexCorrupt = store.IndexCorrupt
@@ -193,7 +194,8 @@ class ActivationIndex:
         ranked by z-score against the indexed images (so channels on a large scale do not dominate)."""
         info = self.layer(layer)
         check_model(self, model)
-        values, pos = channel_maxima(layer_outputs(model, x[:1], [info])[layer])
+        values, pos = channel_maxima(layer_outputs(model, x[:1].to(model_device(model)), [info])[layer])
+        values, pos = values.cpu(), pos.cpu()  # compared with the index's statistics (numpy) on the host
         mean, std = self.statistics(layer)
         v = values[0].double().numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
