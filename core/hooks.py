@@ -6,10 +6,12 @@ prediction, an attack or SmoothGrad, takes no lock). Every hook installed throug
 through :func:`hooks_on` and :func:`capture`) is therefore wrapped: it runs only when the pass that reaches it
 runs in its owner's scope, i.e. inside the owner's ``with hooks_on(...)`` block, and does nothing anywhere
 else. The scope is a :mod:`contextvars` token: a new thread (another Streamlit session, a worker of
-:func:`core.parallel.ordered_map`) starts with an empty context and never matches, while the owner's own
-autograd backward hooks match because on the CPU autograd runs them on the thread that calls ``backward`` /
-``torch.autograd.grad`` (measured: same thread, same context; CUDA backward runs on autograd's device threads,
-whose empty context would silence the owner's own backward hooks: this library runs on the CPU).
+:func:`core.parallel.ordered_map`) starts with an empty context and never matches. Only module forward and
+forward-pre hooks are installed this way, and a forward pass runs on the thread that calls it on every device.
+What happens during backward (a tensor hook that a forward hook put on the owner's own output, a custom autograd
+function) belongs to the owner's tensors alone, so it needs no guard: on the CPU autograd runs it on the calling
+thread, on CUDA on autograd's device threads, whose empty context would silence a guarded module backward hook
+(which is why none is used).
 
 So plain forwards need no lock and can never be touched by another job's hooks. ``model.lock`` is held only
 where the module tree itself changes: while a hook is added or removed and while the tree is deep-copied
