@@ -36,8 +36,6 @@ def _status_kb(field: str) -> int:
 
 
 def child(sessions: int, rounds: int, samples: int) -> dict:
-    import torch
-
     from core.attribution.smoothgrad import smoothgrad
     from core.catalogue import default_layer, layer_outputs
     from core.images import SAMPLES, load_image, preprocess

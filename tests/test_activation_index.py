@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from core.catalogue import catalogue, find_layer, layer_outputs
+from core.catalogue import find_layer, layer_outputs
 from core.index import IndexCorrupt, build_index, open_index, weights_fingerprint
 from core.index.topk import channel_maxima
 from core.cli import main
