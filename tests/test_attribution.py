@@ -335,7 +335,8 @@ def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext
 
     calls = []
     monkeypatch.setattr(sg, "native_bf16", lambda: True)
-    monkeypatch.setattr(sg, "bf16_is_faster", lambda model, x: calls.append(tuple(x.shape)) or faster)
+    monkeypatch.setattr(sg, "fastest_precision", lambda model, x, candidates: calls.append(tuple(x.shape)) or (
+        candidates[0] if faster else sg.Precision.FP32))
     monkeypatch.setattr(sg, "_measured", __import__("weakref").WeakKeyDictionary())
     expected = "bf16" if faster else "fp32"
     for _ in range(2):
@@ -345,6 +346,32 @@ def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext
     assert calls == [(1, 3, 64, 64), (1, 3, 32, 32)]  # timed once per input size, then remembered
     monkeypatch.setattr(sg, "native_bf16", lambda: False)
     assert smoothgrad(convnext_live, x64[:1], 0, samples=2, precision="auto").options["precision"] == "fp32"
+
+
+def test_reduced_precisions_per_device_and_fp16_refused_on_the_cpu(convnext_live, x64, monkeypatch):
+    import core.attribution.smoothgrad as sg
+
+    P = sg.Precision
+    monkeypatch.setattr(sg, "native_bf16", lambda: False)
+    assert sg.reduced_precisions(torch.device("cpu")) == ()
+    monkeypatch.setattr(sg, "native_bf16", lambda: True)
+    assert sg.reduced_precisions(torch.device("cpu")) == (P.BF16,)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert sg.reduced_precisions(torch.device("cuda", 0)) == (P.FP16, P.BF16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert sg.reduced_precisions(torch.device("cuda", 0)) == (P.FP16,)
+    assert sg.reduced_precisions(torch.device("mps")) == (P.FP16,)
+    with pytest.raises(ValueError, match="fp16 autocast is for a GPU"):
+        smoothgrad(convnext_live, x64[:1], 0, samples=2, precision="fp16")
+
+
+def test_scaled_backward_is_the_same_gradient(convnext_live, x64):
+    from core.attribution.base import input_gradient
+
+    t = torch.tensor([3])
+    plain = input_gradient(convnext_live, x64[:1], t)
+    # a power-of-two scale is exact in float32 (no overflow here): the very same numbers
+    assert torch.equal(input_gradient(convnext_live, x64[:1], t, scale=1024.0), plain)
 
 
 def test_bf16_timing_probe_runs_and_leaves_no_state(convnext_live, x64):

@@ -20,13 +20,27 @@ def on_gpu():
 @pytest.mark.parametrize("method", list(REGISTRY))
 def test_every_attribution_runs_on_cuda_and_returns_cpu(on_gpu, method):
     model, x = on_gpu
-    opts = {"smoothgrad": {"samples": 4}, "integrated-gradients": {"steps": 4},
+    # SmoothGrad without noise: a CUDA generator draws other numbers than the CPU's (the noise path: below)
+    opts = {"smoothgrad": {"samples": 4, "noise": 0.0, "precision": "fp32"}, "integrated-gradients": {"steps": 4},
             "occlusion": {"window": 16, "stride": 16}}.get(method, {})
     r = attribute(model, x, 0, method=method, **opts)
     assert r.map.device.type == "cpu" and torch.isfinite(r.map).all()
     cpu = attribute(make_tiny("convnext_atto", seed=1, num_classes=10, ls_init_value=1.0), x, 0, method=method, **opts)
     # TF32 / different kernels: agreement to a few per cent of the map's scale
     assert (r.map - cpu.map).abs().max() <= 0.05 * cpu.map.abs().max() + 1e-6
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "auto"])
+def test_smoothgrad_reduced_precision_on_cuda(on_gpu, precision):
+    model, x = on_gpu
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    fp32 = attribute(model, x, 0, method="smoothgrad", samples=8, precision="fp32")
+    r = attribute(model, x, 0, method="smoothgrad", samples=8, precision=precision)
+    assert r.options["precision"] in (("fp32", "fp16", "bf16") if precision == "auto" else (precision,))
+    assert r.map.device.type == "cpu" and torch.isfinite(r.map).all() and r.map.abs().max() > 0
+    # the same noise draws (the generator is on the device); autocast rounds to 8-11 bits per operation
+    assert float(torch.corrcoef(torch.stack([r.map.flatten(), fp32.map.flatten()]))[0, 1]) >= 0.98
 
 
 def test_masks_run_on_cuda_and_return_cpu(on_gpu):

@@ -86,18 +86,21 @@ def from_raw(raw: torch.Tensor, method: str, target: Sequence[int], started: flo
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
-                   forward_mode: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+                   forward_mode: contextlib.AbstractContextManager | None = None, scale: float = 1.0) -> torch.Tensor:
     """d logit[target] / d x for each image: float32 (N, 3, H, W). ``x`` is not modified.
 
     ``forward_mode``: a context the forward pass runs in (e.g. the guided rule's torch-function mode).
+    ``scale``: the backward pass runs on ``scale`` × the logit and the gradient is divided back (a power of two, so
+    exactly): fp16 autocast's small intermediate gradients would otherwise underflow to zero.
     """
     xin = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         with forward_mode if forward_mode is not None else contextlib.nullcontext():
             logits = model(xin)
         score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
-        (grad,) = torch.autograd.grad(score, xin)
-    return grad.float()
+        (grad,) = torch.autograd.grad(score * scale if scale != 1.0 else score, xin)
+    grad = grad.float()
+    return grad / scale if scale != 1.0 else grad
 
 
 def batches(n: int, size: int) -> list[slice]:

@@ -117,11 +117,11 @@ class _RuleMode(TorchFunctionMode):
 
 
 def gradient_with_rule(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
-                       rule: GuidedRule) -> tuple[torch.Tensor, _RuleMode]:
+                       rule: GuidedRule, *, scale: float = 1.0) -> tuple[torch.Tensor, _RuleMode]:
     """d logit[target] / d x (N, 3, H, W) with ``rule`` applied at every rectifier; also returns the rule mode,
-    whose counts say where the rule was applied (see :func:`rule_notes`)."""
+    whose counts say where the rule was applied (see :func:`rule_notes`). ``scale``: see :func:`input_gradient`."""
     mode = _RuleMode(rule)
-    return input_gradient(model, x, target, forward_mode=mode), mode
+    return input_gradient(model, x, target, forward_mode=mode, scale=scale), mode
 
 
 def rule_notes(mode: _RuleMode, rule: GuidedRule) -> list[str]:

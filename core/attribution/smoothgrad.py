@@ -7,8 +7,9 @@ of squares, ``vargrad`` = their variance):
 * ``fast`` (saliency, input × gradient, guided-backprop bases): our loop. Noise comes from a private
   ``torch.Generator`` seeded per image, so results do not depend on the global RNG, on other threads or on
   the other images in the batch; samples go through ``batch_size`` at a time (8 measured best on these
-  CPUs), sums are kept in place, a ``preview`` callback sees the map refine after each batch, and on CPUs
-  with native bf16 the passes run under bf16 autocast (``precision="auto"``).
+  CPUs), sums are kept in place, a ``preview`` callback sees the map refine after each batch, and the passes
+  run under the autocast precision measured fastest for the model on its device (``precision="auto"``: bf16 on
+  CPUs with native bf16, fp16 or bf16 on a GPU, fp32 when nothing is faster; fp16's backward is scaled).
 * ``captum``: ``captum.attr.NoiseTunnel`` around Captum's ``Saliency`` / ``InputXGradient`` /
   ``IntegratedGradients``, with ``nt_samples_batch_size=batch_size``. It is the reference in the tests and
   the engine for the integrated-gradients base. Its noise comes from the global RNG (seeded, then restored).
@@ -48,6 +49,10 @@ class Precision(str, enum.Enum):
     AUTO = "auto"
     FP32 = "fp32"
     BF16 = "bf16"
+    FP16 = "fp16"
+
+
+FP16_SCALE = 1024.0  # fp16 backward runs on 1024 x the logit (see input_gradient's ``scale``)
 
 
 class Engine(str, enum.Enum):
@@ -70,56 +75,91 @@ def native_bf16() -> bool:
         return False
 
 
-_measured: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, bool]]" = weakref.WeakKeyDictionary()
+_measured: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, Precision]]" = weakref.WeakKeyDictionary()
 _measured_lock = threading.Lock()
 
 
-def bf16_is_faster(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> bool:
-    """Whether a forward + input-gradient backward of ``model`` on inputs shaped like ``x`` (N, 3, H, W) runs
-    faster under bf16 autocast than in fp32, timed here at batch 2 (best of ``repeats`` after a warm-up).
+def reduced_precisions(device: torch.device) -> tuple[Precision, ...]:
+    """The autocast precisions ``auto`` times against fp32 on ``device``: bf16 on a CPU with native bf16 (none on
+    other CPUs: emulated bf16 is many times slower), fp16 and (where supported) bf16 on CUDA, fp16 on MPS."""
+    if device.type == "cpu":
+        return (Precision.BF16,) if native_bf16() else ()
+    if device.type == "cuda":
+        return (Precision.FP16, Precision.BF16) if torch.cuda.is_bf16_supported() else (Precision.FP16,)
+    if device.type == "mps":
+        return (Precision.FP16,)
+    return ()
 
-    Native bf16 in the CPU is not enough: on some such CPUs (AVX512-BF16, e.g. the 2-core machines this project
-    is built on) ConvNeXt runs 1.4-1.6 x slower in bf16 than in fp32, with autocast, bf16 weights or channels-last.
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (GPU timings are asynchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def fastest_precision(model: nn.Module, x: torch.Tensor, candidates: Sequence[Precision],
+                      repeats: int = 2) -> Precision:
+    """The fastest of fp32 and ``candidates`` for a forward + input-gradient backward of ``model`` on inputs shaped
+    like ``x`` (N, 3, H, W), on ``x``'s device, timed here at batch 2 (best of ``repeats`` after a warm-up).
+
+    Native support is not enough: on some CPUs with AVX512-BF16 (e.g. the 2-core machines this project is built
+    on) ConvNeXt runs 1.4-1.6 x slower in bf16 than in fp32, with autocast, bf16 weights or channels-last.
     """
     probe = x[:1].detach().expand(2, *x.shape[1:]).clone()
+    target = torch.zeros(2, dtype=torch.long, device=x.device)
 
     def seconds(prec: Precision) -> float:
         best = float("inf")
         for i in range(repeats + 1):
+            _synchronize(probe.device)
             start = time.perf_counter()
-            xi = probe.clone().requires_grad_(True)
-            with torch.enable_grad(), _autocast(prec, probe.device):
-                model(xi)[:, 0].sum().backward()
+            with _autocast(prec, probe.device):
+                input_gradient(model, probe, target, scale=FP16_SCALE if prec is Precision.FP16 else 1.0)
+            _synchronize(probe.device)
             if i:  # the first run warms up
                 best = min(best, time.perf_counter() - start)
         return best
 
-    return seconds(Precision.BF16) < seconds(Precision.FP32)
+    timed = {prec: seconds(prec) for prec in (Precision.FP32, *candidates)}
+    return min(timed, key=timed.get)
+
+
+def bf16_is_faster(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> bool:
+    """Whether bf16 autocast beats fp32 for ``model`` at ``x``'s size on ``x``'s device (see
+    :func:`fastest_precision`)."""
+    return fastest_precision(model, x, (Precision.BF16,), repeats) is Precision.BF16
 
 
 def resolve_precision(precision: Precision | str, device: torch.device, model: nn.Module | None = None,
                       x: torch.Tensor | None = None) -> Precision:
-    """``auto`` -> bf16 on a CPU with native bf16 where it is also measured faster for ``model`` at ``x``'s size
-    (timed once per model and input size, then remembered), else fp32."""
+    """``auto`` -> the fastest of fp32 and the device's reduced precisions (:func:`reduced_precisions`) measured for
+    ``model`` at ``x``'s size (timed once per model, device and input size, then remembered); fp32 where the device
+    has none. fp16 is refused on the CPU (it is a GPU precision there: use bf16 or fp32)."""
     precision = Precision(precision)
+    if precision is Precision.FP16 and device.type == "cpu":
+        raise ValueError("fp16 autocast is for a GPU; on the CPU use bf16 or fp32")
     if precision is not Precision.AUTO:
         return precision
-    if device.type != "cpu" or not native_bf16():
+    candidates = reduced_precisions(device)
+    if not candidates:
         return Precision.FP32
     if model is None or x is None:
-        return Precision.BF16
-    key = tuple(x.shape[1:])
+        return candidates[0]
+    key = (str(device), tuple(x.shape[1:]))
     with _measured_lock:
         known = _measured.get(model, {}).get(key)
     if known is None:
-        known = bf16_is_faster(model, x)
+        known = fastest_precision(model, x, candidates)
         with _measured_lock:
             _measured.setdefault(model, {})[key] = known
-    return Precision.BF16 if known else Precision.FP32
+    return known
 
 
 def _autocast(precision: Precision, device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision is Precision.BF16)
+    dtype = torch.float16 if precision is Precision.FP16 else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision in (Precision.BF16, Precision.FP16))
 
 
 def combine(total: torch.Tensor, total_sq: torch.Tensor, n: int, nt_type: NoiseType) -> torch.Tensor:
@@ -147,8 +187,9 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
         nt_type: smoothgrad (signed mean), smoothgrad_sq or vargrad (both ≥ 0).
         base: saliency, input-x-gradient, integrated-gradients (``steps`` points from ``baseline``) or
             guided-backprop (GELU-correct rule, fast engine only).
-        precision: auto (bf16 autocast on CPUs with native bf16 where it is measured faster for this model and
-            input size, else fp32), fp32 or bf16.
+        precision: auto (the fastest of fp32 and the device's autocast precisions, measured once for this model,
+            device and input size: bf16 on CPUs with native bf16, fp16/bf16 on CUDA, fp16 on MPS), fp32, bf16 or
+            fp16 (a GPU precision: refused on the CPU; the fast engine only, with a scaled backward).
         engine: auto (fast where it applies, Captum's NoiseTunnel for integrated gradients), fast or captum.
         converge: 0 (off: exactly ``samples`` per image) or a rank correlation such as 0.98: the samples of each
             image are split into two independent halves (alternate batches) and sampling stops as soon as the
@@ -182,6 +223,11 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
     if converge_grid < 0:
         raise ValueError("converge_grid is a grid side (P for P x P cells) or 0 for every pixel")
     prec = resolve_precision(precision, x.device, model, x)
+    if prec is Precision.FP16 and engine is Engine.CAPTUM:  # NoiseTunnel's backward has no loss scaling
+        if Precision(precision) is Precision.FP16:
+            raise ValueError("fp16 needs a scaled backward, which Captum's NoiseTunnel does not do: "
+                             "use the fast engine, bf16 or fp32")
+        prec = Precision.FP32
     run = _fast if engine is Engine.FAST else _captum
     raw, notes, used = run(model, x, t, samples=int(samples), sigma=float(noise), nt_type=nt_type, base=base,
                      seed=int(seed), batch_size=max(1, int(batch_size)), precision=prec, steps=int(steps),
@@ -229,6 +275,7 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
     used: list[int] = []
     total_batches = n * -(-samples // batch_size)
     finished = 0
+    scale = FP16_SCALE if precision is Precision.FP16 else 1.0
     for i in range(n):
         gen = torch.Generator(device=x.device).manual_seed(seed)
         # two independent halves (alternate batches): their agreement is the convergence test
@@ -242,13 +289,13 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
             ti = t[i:i + 1].expand(k)
             with _autocast(precision, x.device):
                 if base is Base.GUIDED_BACKPROP:
-                    grad, mode = gradient_with_rule(model, noisy, ti, GuidedRule.GUIDED)
+                    grad, mode = gradient_with_rule(model, noisy, ti, GuidedRule.GUIDED, scale=scale)
                     if not mode.seen:
                         raise NotApplicable("guided backprop does not apply: the model has no rectifying "
                                             "activation, so the map would equal the plain gradient")
                     notes = notes or rule_notes(mode, GuidedRule.GUIDED)
                 else:
-                    grad = input_gradient(model, noisy, ti)
+                    grad = input_gradient(model, noisy, ti, scale=scale)
             if base is Base.INPUT_X_GRADIENT:
                 grad.mul_(noisy)
             half = batch % 2
@@ -328,8 +375,8 @@ SMOOTHGRAD = MethodSpec(
                label="Noise (fraction of the pixel range)", low=0.0, high=0.5, step=0.01, metavar="FRACTION"),
         Option("seed", int, "seed of the noise", low=0, high=10_000, number_input=True),
         Option("precision", Precision,
-               "auto: bf16 autocast where the CPU has native bf16 and it is measured faster for this model "
-               "(timed once), fp32 elsewhere"),
+               "auto: the fastest of fp32 and the device's autocast precisions (bf16 on CPUs with native bf16, "
+               "fp16/bf16 on a GPU), timed once for this model; fp16 is for a GPU"),
         replace(STEPS, label="Integration steps", low=2, high=64, visible=_integrates),
         replace(BASELINE, visible=_integrates),
     ))
