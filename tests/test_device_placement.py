@@ -252,7 +252,8 @@ def x():
     return torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
-OPTS = {"smoothgrad": {"samples": 4, "converge": 0.5}, "integrated-gradients": {"steps": 4},
+# precision: auto on a GPU times the device (below, with the GPU's own calls stood in)
+OPTS = {"smoothgrad": {"samples": 4, "converge": 0.5, "precision": "fp32"}, "integrated-gradients": {"steps": 4},
         "occlusion": {"window": 16, "stride": 16}}
 
 
@@ -262,6 +263,21 @@ def test_attribution_keeps_tensors_on_the_model_device(tiny, x, method):
         r = attribute(tiny, x, 0, method=method, **OPTS.get(method, {}))
     assert audit.found == []
     assert torch.isfinite(r.map).all()
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # autocast("cuda") on this machine: off, as intended
+def test_auto_precision_times_the_gpu_precisions_on_the_model_device(tiny, x, monkeypatch):
+    import core.attribution.smoothgrad as sg
+
+    timed = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(sg, "_synchronize", lambda device: timed.append(device.type))
+    monkeypatch.setattr(sg, "_measured", __import__("weakref").WeakKeyDictionary())
+    with PretendDevice() as audit:
+        r = attribute(tiny, x, 0, method="smoothgrad", samples=2)
+    assert audit.found == []
+    # fp32 and fp16, each warmed up and timed twice, synchronised before and after every run
+    assert timed == ["cuda"] * 12 and r.options["precision"] in ("fp32", "fp16")
 
 
 def test_masks_keep_tensors_on_the_model_device(tiny, x):
@@ -280,13 +296,13 @@ def test_a_planted_cpu_is_caught(tiny, x, monkeypatch):
     real = sg.combine
     monkeypatch.setattr(sg, "combine", lambda *a: real(*a).cpu())
     with PretendDevice(roots=(CORE, __file__)) as audit:
-        attribute(tiny, x, 0, method="smoothgrad", samples=2)
+        attribute(tiny, x, 0, method="smoothgrad", samples=2, precision="fp32")
     assert audit.found and all(".cpu()" in f or "mixes a CPU tensor" in f for f in audit.found)
     assert any("test_device_placement.py" in f and ".cpu()" in f for f in audit.found)
 
     monkeypatch.setattr(sg, "combine", lambda *a: real(*a) + torch.zeros(a[0].shape))
     with PretendDevice(roots=(CORE, __file__)) as audit:
-        attribute(tiny, x, 0, method="smoothgrad", samples=2)
+        attribute(tiny, x, 0, method="smoothgrad", samples=2, precision="fp32")
     assert any("test_device_placement.py" in f and "add mixes a CPU tensor" in f for f in audit.found)
 
 
