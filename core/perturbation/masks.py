@@ -54,8 +54,8 @@ PATIENCE = 3
 # metric, so the distance to the end of the path is at most the sum of the distances over the remaining
 # CHECK_EVERY-step intervals; while those shrink with the step size (a factor r = 2^(-CHECK_EVERY / half-life) per
 # interval) the sum is at most d / (1 - r) for the last interval's distance d. The stop asks d / (1 - r) ≤
-# MEANINGFUL_DRIFT at PATIENCE checks in a row, i.e. IoU ≥ 1 - MEANINGFUL_DRIFT (1 - r) (0.987 at a half-life of 50).
-MEANINGFUL_LR_HALF_LIFE = 50.0
+# MEANINGFUL_DRIFT at PATIENCE checks in a row, i.e. IoU ≥ 1 - MEANINGFUL_DRIFT (1 - r) (0.984 at a half-life of 40).
+MEANINGFUL_LR_HALF_LIFE = 40.0
 MEANINGFUL_DRIFT = 0.1
 
 
