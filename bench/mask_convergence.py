@@ -7,6 +7,8 @@ regions with the reference's (target ≥ 0.9 at ≤ 266 steps), and the step fro
 
 ``--method meaningful``: the same for meaningful perturbation (delete game, blur, the page's defaults), whose
 region is where the mask is above 0.5 (what its stop watches); the reference is 800 steps of the same run.
+``--lr-half-life H`` sets its learning rate's half-life (0: constant, the authors' original), ``--no-default-run``
+skips the fixed 300-step run.
 
     python bench/mask_convergence.py [--photos chelsea.jpg coffee.jpg rocket.jpg] [--threads 2]
     python bench/mask_convergence.py --method meaningful --photos chelsea.jpg coffee.jpg
@@ -113,9 +115,11 @@ def main() -> None:
             options = {} if args.lr_half_life < 0 else {"lr_half_life": args.lr_half_life or None}
             rows.append(one_meaningful(model, p, default_run=not args.no_default_run, **options))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(json.dumps({"method": args.method, "lr_half_life": args.lr_half_life, "cpu": cpu_model(), "threads": args.threads, "load": os.getloadavg(),
+    print(json.dumps({"method": args.method, "lr_half_life": args.lr_half_life, "cpu": cpu_model(),
+                      "threads": args.threads, "load": os.getloadavg(),
                       "rule": {"settle": masks.SETTLE_STEPS, "check_every": masks.CHECK_EVERY,
-                               "stable_iou": masks.STABLE_IOU, "patience": masks.PATIENCE},
+                               "stable_iou": masks.STABLE_IOU, "patience": masks.PATIENCE,
+                               "meaningful_drift": masks.MEANINGFUL_DRIFT},
                       "photos": rows, "all_met": all(r["met"] for r in rows)}))
 
 

@@ -452,9 +452,9 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
                             variant: Variant = Variant.DELETE, perturbation: Perturbation = Perturbation.BLUR,
                             iterations: int = MEANINGFUL_ITERATIONS, l1: float = 0.05, tv: float = 0.2,
                             tv_beta: float = 3.0, blur_sigma: float = 10.0, mask_stride: int = 8,
-                            learning_rate: float = 0.1,
-                            lr_half_life: float | None = MEANINGFUL_LR_HALF_LIFE, jitter: int = 4,
-                            seed: int = 0, converge: bool = False, progress: Progress | None = None, cancel: Cancel | None = None,
+                            learning_rate: float = 0.1, lr_half_life: float | None = MEANINGFUL_LR_HALF_LIFE,
+                            jitter: int = 4, seed: int = 0, converge: bool = False,
+                            progress: Progress | None = None, cancel: Cancel | None = None,
                             preview: Preview | None = None) -> PerturbationResult:
     """Meaningful perturbation: the smallest smooth region whose perturbation most changes the target.
 
