@@ -7,6 +7,8 @@ regions with the reference's (target ≥ 0.9 at ≤ 266 steps), and the step fro
 
 ``--method meaningful``: the same for meaningful perturbation (delete game, blur, the page's defaults), whose
 region is where the mask is above 0.5 (what its stop watches); the reference is 800 steps of the same run.
+``--lr-half-life H`` sets its learning rate's half-life (0: constant, the authors' original), ``--no-default-run``
+skips the fixed 300-step run.
 
     python bench/mask_convergence.py [--photos chelsea.jpg coffee.jpg rocket.jpg] [--threads 2]
     python bench/mask_convergence.py --method meaningful --photos chelsea.jpg coffee.jpg
@@ -66,26 +68,29 @@ def one(model, name: str) -> dict:
             "met": bool(stop.converged and stop.iterations <= masks.TORCHRAY_ITERATIONS // 3 and float(iou.min()) >= 0.9)}
 
 
-def one_meaningful(model, name: str) -> dict:
+def one_meaningful(model, name: str, default_run: bool = True, **options) -> dict:
     x = images.preprocess(images.load_image(ROOT / "assets" / "samples" / name), model.card.data_config).tensor
     trajectory: list[torch.Tensor] = []
     start = time.perf_counter()
     ref = masks.meaningful_perturbation(model, x, None, iterations=masks.TORCHRAY_ITERATIONS,
-                                        preview=lambda m, f: trajectory.append(m.flatten(1) > 0.5))
+                                        preview=lambda m, f: trajectory.append(m.flatten(1) > 0.5), **options)
     ref_s = time.perf_counter() - start
     final = ref.masks.flatten(1) > 0.5
     ious = [float(masks.region_iou(r, final).min()) for r in trajectory]
     steps = [1] + [10 * i for i in range(1, len(ious))]
     settled = next((s for i, s in enumerate(steps) if min(ious[i:]) >= 0.9), None)
     start = time.perf_counter()
-    stop = masks.meaningful_perturbation(model, x, None, iterations=masks.TORCHRAY_ITERATIONS, converge=True)
+    stop = masks.meaningful_perturbation(model, x, None, iterations=masks.TORCHRAY_ITERATIONS, converge=True,
+                                         **options)
     stop_s = time.perf_counter() - start
     iou = float(masks.region_iou(stop.masks.flatten(1) > 0.5, final).min())
-    default = masks.meaningful_perturbation(model, x, None)  # the page's fixed run (MEANINGFUL_ITERATIONS)
-    default_iou = float(masks.region_iou(default.masks.flatten(1) > 0.5, final).min())
+    default = masks.meaningful_perturbation(model, x, None, **options) if default_run else None  # the fixed run
+    default_iou = float(masks.region_iou(default.masks.flatten(1) > 0.5, final).min()) if default else None
     return {"photo": name, "steps": stop.iterations, "converged": stop.converged, "iou_with_800": round(iou, 3),
             "region_area_800": round(float(final.float().mean()), 4),
-            "default_steps": default.iterations, "default_iou_with_800": round(default_iou, 3),
+            "default_steps": default and default.iterations,
+            "default_iou_with_800": default_iou if default_iou is None else round(default_iou, 3),
+            "score_800": round(float(ref.scores[0]), 4), "score_stop": round(float(stop.scores[0]), 4),
             "reference_seconds": round(ref_s, 1), "stop_seconds": round(stop_s, 1),
             "trajectory_settled_at": settled,
             "met": bool(stop.converged and stop.iterations <= masks.TORCHRAY_ITERATIONS // 3 and iou >= 0.9)}
@@ -96,16 +101,25 @@ def main() -> None:
     ap.add_argument("--photos", nargs="+", default=["chelsea.jpg", "coffee.jpg", "rocket.jpg"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method", choices=["extremal", "meaningful"], default="extremal")
+    ap.add_argument("--lr-half-life", type=float, default=-1,
+                    help="meaningful: the learning rate's half-life in steps (0: constant; default: the method's)")
+    ap.add_argument("--no-default-run", action="store_true", help="meaningful: skip the fixed default-length run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model("embedded")
     rows = []
     for p in args.photos:  # each photo's row on stderr as it comes (a long run cut off still says something)
-        rows.append((one if args.method == "extremal" else one_meaningful)(model, p))
+        if args.method == "extremal":
+            rows.append(one(model, p))
+        else:
+            options = {} if args.lr_half_life < 0 else {"lr_half_life": args.lr_half_life or None}
+            rows.append(one_meaningful(model, p, default_run=not args.no_default_run, **options))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(json.dumps({"method": args.method, "cpu": cpu_model(), "threads": args.threads, "load": os.getloadavg(),
+    print(json.dumps({"method": args.method, "lr_half_life": args.lr_half_life, "cpu": cpu_model(),
+                      "threads": args.threads, "load": os.getloadavg(),
                       "rule": {"settle": masks.SETTLE_STEPS, "check_every": masks.CHECK_EVERY,
-                               "stable_iou": masks.STABLE_IOU, "patience": masks.PATIENCE},
+                               "stable_iou": masks.STABLE_IOU, "patience": masks.PATIENCE,
+                               "meaningful_drift": masks.MEANINGFUL_DRIFT},
                       "photos": rows, "all_met": all(r["met"] for r in rows)}))
 
 

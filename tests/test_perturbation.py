@@ -237,13 +237,16 @@ def test_convergence_stop_mechanics(convnext_atto, image, monkeypatch, method):
     monkeypatch.setattr(masks, "SETTLE_STEPS", 10)
     fn = extremal_perturbation if method == "extremal" else meaningful_perturbation
     kw = {"areas": (0.1,)} if method == "extremal" else {}
-    monkeypatch.setattr(masks, "STABLE_IOU", 0.0)  # every comparison counts as stable
+    # every comparison counts as stable (meaningful perturbation's threshold 1 - drift (1 - r) follows its drift)
+    monkeypatch.setattr(masks, "STABLE_IOU", 0.0)
+    monkeypatch.setattr(masks, "MEANINGFUL_DRIFT", 1e9)
     seen = []
     stopped = fn(convnext_atto, image, 3, iterations=60, converge=True, preview=lambda m, f: seen.append(f), **kw)
     # comparisons at steps 20, 30, 40 (step 10 has nothing to compare with): the third ends the run
     assert stopped.converged and stopped.iterations == 40 and stopped.max_iterations == 60
     assert stopped.loss.shape == (1, 40) and seen[-1] == 1.0 and not stopped.cancelled
     monkeypatch.setattr(masks, "STABLE_IOU", 1.01)  # nothing is ever stable enough
+    monkeypatch.setattr(masks, "MEANINGFUL_DRIFT", -1.0)  # threshold 1 + (1 - r) > 1
     full = fn(convnext_atto, image, 3, iterations=60, converge=True, **kw)
     assert not full.converged and full.iterations == 60 and full.max_iterations == 60
     fixed = fn(convnext_atto, image, 3, iterations=30, **kw)
@@ -260,3 +263,19 @@ def test_region_helpers():
     assert float(region_iou(top, shifted)[0]) == pytest.approx(9 / 11)
     empty = torch.zeros(1, 100, dtype=torch.bool)
     assert float(region_iou(empty, empty)[0]) == 1.0
+
+
+def test_meaningful_learning_rate_decay_freezes_the_mask(convnext_atto, image):
+    """With ``lr_half_life`` the mask stops moving; with a constant rate the jittered objective keeps it moving.
+    Bound: an Adam step moves a parameter by at most lr_t (1 - β1) / √(1 - β2) / (1 - β1/√β2) / (1 - β1^t)
+    (|m_t| against √v_t term by term; ≈ 33 lr_t from step 30 on), the clamp to [0, 1] only shortens it and the
+    bilinear upsampling is a convex combination, so from step 30 to 40 with lr_t = 0.1 · 2^(-t/2) the mask moves
+    by at most 33 · Σ_{t≥30} lr_t ≈ 33 · 3.4 · 0.1 · 2^-15 ≈ 3.5e-4."""
+    runs = {}
+    for half_life in (2.0, None):
+        seen = []
+        meaningful_perturbation(convnext_atto, image, 3, iterations=40, lr_half_life=half_life,
+                                preview=lambda m, f: seen.append(m.clone()))  # steps 1, 10, 20, 30, 40
+        runs[half_life] = float((seen[-1] - seen[-2]).abs().max())
+    assert runs[2.0] <= 3.5e-4
+    assert runs[None] > 10 * 3.5e-4
