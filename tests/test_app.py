@@ -1,6 +1,8 @@
 """The dashboard runs under AppTest: home page, model switch, bad model names, no exceptions shown."""
 from __future__ import annotations
 
+import os
+
 from tests.conftest import ROOT
 
 
@@ -20,6 +22,9 @@ def test_home_shows_predictions_and_model_card(app):
     assert card["memory"].endswith("MB budget (LENS_MEMORY_MB)") and "MB in use of a" in card["memory"]
     assert "running (at most" in card["jobs"] and "MB with gradients" in card["memory per image"]
     assert "MB of stored results dropped from memory to fit jobs (0 times;" in card["memory shed"]
+    arenas = os.environ.get("MALLOC_ARENA_MAX")  # glibc's own, when the host sets it; else the app's cap
+    assert card["malloc arenas"] == (f"{arenas} (MALLOC_ARENA_MAX from the environment)" if arenas
+                                     else f"{os.environ.get('LENS_MALLOC_ARENAS', '2')} (LENS_MALLOC_ARENAS)")
     layers = app.expander[0].dataframe[0].value
     assert "blocks.6" in set(layers["layer"]) and len(layers) > 100
 

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from core import jobs as core_jobs
 from core.jobs import JobCancelled, Scheduler, per_sample_bytes
 
 
@@ -418,3 +423,30 @@ def test_job_nice_is_read_from_the_environment(monkeypatch):
         monkeypatch.setenv("LENS_JOB_NICE", bad)
         with pytest.raises(ValueError, match="LENS_JOB_NICE"):
             default_job_nice()
+
+
+def test_heap_arenas_from_the_environment(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("LENS_MALLOC_ARENAS", raising=False)
+    assert core_jobs.default_heap_arenas() == 2
+    monkeypatch.setenv("LENS_MALLOC_ARENAS", "0")
+    assert core_jobs.default_heap_arenas() == 0 and core_jobs.limit_heap_arenas() is False
+    for bad in ("two", "-1"):
+        monkeypatch.setenv("LENS_MALLOC_ARENAS", bad)
+        with pytest.raises(ValueError, match="LENS_MALLOC_ARENAS"):
+            core_jobs.default_heap_arenas()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # glibc has applied it at start-up: left alone
+    assert core_jobs.limit_heap_arenas(2) is False
+
+
+def test_heap_arenas_are_capped_through_mallopt():
+    """In a fresh process (the cap is process-wide): glibc's mallopt accepts it, and threads started afterwards
+    still allocate and free normally."""
+    code = ("import threading; from core import jobs; ok = jobs.limit_heap_arenas(2); "
+            "ts = [threading.Thread(target=lambda: [bytearray(1 << 20) for _ in range(20)]) for _ in range(8)]; "
+            "[t.start() for t in ts]; [t.join() for t in ts]; print(ok)")
+    env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "LENS_MALLOC_ARENAS")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(platform.libc_ver()[0] == "glibc")]

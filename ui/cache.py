@@ -6,6 +6,7 @@ changing only a view option never recomputes. Arguments with a leading underscor
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -75,9 +76,25 @@ Results = core_result_store.ResultStore
 def results() -> Results:
     """The app's store of long results (attacks, attributions, SmoothGrad panels), sized by the environment; the
     scheduler sheds it (to disk) when a job does not fit the memory budget."""
+    heap_arenas()  # before the sessions' threads allocate much
     store = Results.from_env()
     core_jobs.scheduler().shed_from(store)
     return store
+
+
+@st.cache_resource(show_spinner=False)
+def heap_arenas() -> str:
+    """Once per server process: glibc's malloc arenas capped at ``LENS_MALLOC_ARENAS`` (core.jobs.
+    limit_heap_arenas); what was done, as a model-card row."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return f"{os.environ['MALLOC_ARENA_MAX']} (MALLOC_ARENA_MAX from the environment)"
+    try:
+        n = core_jobs.default_heap_arenas()
+    except ValueError as e:
+        return f"glibc's default: {e}"
+    if not n:
+        return "glibc's default (LENS_MALLOC_ARENAS=0)"
+    return f"{n} (LENS_MALLOC_ARENAS)" if core_jobs.limit_heap_arenas(n) else "glibc's default (no glibc here)"
 
 
 def server_load(model: LensModel) -> dict[str, str]:
@@ -85,6 +102,7 @@ def server_load(model: LensModel) -> dict[str, str]:
     status = core_jobs.scheduler().status()
     mb = 2**20
     return {
+        "malloc arenas": heap_arenas(),
         "memory": f"{core_jobs.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
                   "(LENS_MEMORY_MB)",
         "memory shed": f"{status['memory_shed'] / mb:.1f} MB of stored results dropped from memory to fit jobs "
