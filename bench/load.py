@@ -165,11 +165,56 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def client_cpu_seconds() -> float:
-    """CPU seconds of this script and of every child it has reaped: the Playwright drivers and the Chromium
-    processes under them once they exit (the server is a child too, but is reaped only when it is closed)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+class ClientCpu:
+    """CPU seconds used by the clients from now on: this script plus every Chromium and Playwright-driver process,
+    read from /proc every 0.25 s (a process that exits loses at most its last 0.25 s: the renderers are not
+    children of this script, so their time never reaches its ``os.times()``)."""
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._own0 = self._own()
+        self._scan(first=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def _scan(self, first: bool = False) -> None:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+                if b"chromium" not in cmd and not (b"node" in cmd and b"playwright" in cmd):
+                    continue
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick
+            self._start.setdefault(int(pid), cpu if first else 0.0)
+            self._last[int(pid)] = cpu
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            self._scan()
+
+    def seconds(self) -> float:
+        """Client CPU seconds since this object was made."""
+        self._scan()
+        return self._own() - self._own0 + sum(self._last[p] - self._start[p] for p in self._last)
+
+    def close(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.seconds()
 
 
 def launch(p):
@@ -446,7 +491,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     home_thread = reloader(server.url, stop, timeout, home, home_started)
                     threads = [threading.Thread(target=heavy, args=(s,)) for s in sessions]
                     start = time.perf_counter()
-                    cpu0, busy0, client0 = server.cpu_seconds(), machine_busy_seconds(), client_cpu_seconds()
+                    cpu0, busy0, clients = server.cpu_seconds(), machine_busy_seconds(), ClientCpu()
                     home_thread.start()
                     for t in threads:
                         t.start()
@@ -456,8 +501,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     server_cpu, busy = server.cpu_seconds() - cpu0, machine_busy_seconds() - busy0
                     stop.set()
                     home_thread.join(timeout + 30)
-                    # every browser of the run has exited (and been reaped) by now: their CPU is in ours
-                    clients = client_cpu_seconds() - client0
+                    client_cpu = clients.close()
                     figures.update({
                         "concurrent": [results[s.name] for s in sessions], "wall_s": round(wall, 2),
                         "home_alone_p50_s": percentile(alone, 0.5),
@@ -472,8 +516,8 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         "server_share_of_cpu": round(server_cpu / max(1e-9, busy), 3),
                         # the nine Chromium instances, their Playwright drivers and this script (until the home
                         # reloader stopped); the rest of the machine's CPU is other processes
-                        "concurrent_client_cpu_s": round(clients, 1),
-                        "concurrent_other_cpu_s": round(busy - server_cpu - clients, 1),
+                        "concurrent_client_cpu_s": round(client_cpu, 1),
+                        "concurrent_other_cpu_s": round(busy - server_cpu - client_cpu, 1),
                         "exceptions": sum(len(r["problems"]) + bool(r["error"]) for r in results.values()),
                     })
                 finally:
