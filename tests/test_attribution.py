@@ -108,8 +108,12 @@ def test_smoothgrad_preview_refines_after_each_batch(convnext_live, x64):
     previews = []
     result = smoothgrad(convnext_live, x64[:1], 0, samples=10, batch_size=4, precision="fp32",
                         preview=lambda m, f: previews.append((m.clone(), f)))
-    assert [round(f, 3) for _, f in previews] == [0.333, 0.667, 1.0]
+    # a first batch of 2 samples (the first picture after two passes), then batches of 4
+    assert [round(f, 3) for _, f in previews] == [0.2, 0.6, 1.0]
     torch.testing.assert_close(previews[-1][0], result.map)
+    # the same draws as without a preview (batches of 4): only the grouping of the float32 sums differs
+    plain = smoothgrad(convnext_live, x64[:1], 0, samples=10, batch_size=4, precision="fp32")
+    torch.testing.assert_close(result.map, plain.map, rtol=1e-4, atol=1e-5 * float(plain.map.abs().max()))
 
 
 def test_smoothgrad_bf16_runs_and_tracks_fp32(convnext_live, x64):
@@ -392,11 +396,21 @@ def test_integrated_gradients_equals_captum_and_previews(convnext_live, x64):
                                                        n_steps=12, internal_batch_size=5)
     # float32 sums over 12 points in a different order: 1e-4 of the largest value is ample
     torch.testing.assert_close(ours.raw, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
-    assert [round(f, 3) for _, f in previews] == [0.333, 0.667, 1.0]
+    # the first picture after 2 of the 12 points (at the middles of the path's halves), then batches of 5
+    assert [round(f, 3) for _, f in previews] == [0.167, 0.583, 1.0]
     torch.testing.assert_close(previews[-1][0], ours.map)
-    # the first batch spans the path, so its preview already points the same way as the final map
+    # the first points span the path, so the first preview already points the same way as the final map
     first = previews[0][0].flatten()
     assert float(torch.corrcoef(torch.stack([first, ours.map.flatten()]))[0, 1]) > 0.5
+
+
+def test_batches_with_a_short_first_batch():
+    from core.attribution.base import batches
+
+    assert batches(10, 8) == [slice(0, 8), slice(8, 10)]
+    assert batches(10, 8, 2) == [slice(0, 2), slice(2, 10)]
+    assert batches(1, 8, 2) == [slice(0, 1)]
+    assert batches(10, 2, 4) == batches(10, 2)  # a "first" batch no shorter than the rest changes nothing
 
 
 def test_occlusion_preview_comes_early_spans_the_image_and_ends_at_the_map(convnext_live, x64):

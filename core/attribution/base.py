@@ -103,6 +103,13 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *,
     return grad / scale if scale != 1.0 else grad
 
 
-def batches(n: int, size: int) -> list[slice]:
+def batches(n: int, size: int, first: int | None = None) -> list[slice]:
+    """Slices of ``range(n)`` of ``size`` each (the last may be shorter); with ``first`` (< ``size``), the first
+    slice has only ``first``: a preview after a few passes instead of a full batch."""
     size = max(1, int(size))
-    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+    start = min(n, max(1, int(first))) if first is not None and first < size else 0
+    head = [slice(0, start)] if start else []
+    return head + [slice(i, min(n, i + size)) for i in range(start, n, size)]
+
+
+PREVIEW_BATCH = 2  # passes before the first preview of a batched technique (a full batch of 8 takes seconds)

@@ -16,7 +16,8 @@ from torch import nn
 
 from ..blur import gaussian_blur
 from .spec import MethodSpec, Option
-from .base import Attribution, Progress, batches, check_input, from_raw, input_gradient, report, resolve_target
+from .base import (PREVIEW_BATCH, Attribution, Progress, batches, check_input, from_raw, input_gradient, report,
+                   resolve_target)
 
 
 class Baseline(str, enum.Enum):
@@ -107,7 +108,12 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Sequence[int
     alphas, weights = gauss_legendre(steps)
     batch_size = max(1, int(batch_size))
     order = spread_order(len(alphas), batch_size)
-    chunks = batches(len(order), batch_size)
+    first = None
+    if preview is not None:  # the first picture after PREVIEW_BATCH points at the middles of equal parts of the path
+        first = min(PREVIEW_BATCH, len(alphas))
+        head = [int((j + 0.5) * len(alphas) / first) for j in range(first)]
+        order = head + [k for k in order if k not in head]
+    chunks = batches(len(order), batch_size, first)
     n = x.shape[0]
     out = torch.zeros_like(x)
     gaps = []
@@ -115,14 +121,14 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Sequence[int
         xi, bi, delta = x[i:i + 1], base[i:i + 1], x[i:i + 1] - base[i:i + 1]
         total = torch.zeros_like(xi[0])
         used = 0.0
-        for j, sl in enumerate(chunks):
+        for sl in chunks:
             idx = order[sl]
             a = torch.tensor([alphas[k] for k in idx], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
             w = torch.tensor([weights[k] for k in idx], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
             grad = input_gradient(model, bi + a * delta, t[i:i + 1].expand(len(idx)))
             total.add_((grad * w).sum(0))
             used += float(w.sum())
-            done = (i * len(chunks) + j + 1) / (n * len(chunks))
+            done = (i * len(order) + sl.stop) / (n * len(order))
             report(progress, done, f"integrated gradients: image {i + 1}/{n}, {min(len(order), sl.stop)}/{steps} steps")
             if preview is not None:
                 current = out.clone()

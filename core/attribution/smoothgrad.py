@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from .spec import MethodSpec, Option
-from .base import Attribution, NotApplicable, Progress, check_input, input_gradient, report, resolve_target
+from .base import (PREVIEW_BATCH, Attribution, NotApplicable, Progress, check_input, input_gradient, report,
+                   resolve_target)
 from .gradients import BASELINE, STEPS, Baseline, make_baseline
 from .guided import GuidedRule, gradient_with_rule, rule_notes
 
@@ -273,8 +274,6 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
     out = torch.empty_like(x)
     notes: list[str] = []
     used: list[int] = []
-    total_batches = n * -(-samples // batch_size)
-    finished = 0
     scale = FP16_SCALE if precision is Precision.FP16 else 1.0
     for i in range(n):
         gen = torch.Generator(device=x.device).manual_seed(seed)
@@ -283,8 +282,10 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
         squares = [torch.zeros_like(x[i]) for _ in range(2)]
         counts = [0, 0]
         done = batch = 0
+        # with a preview (and no stop, whose halves are alternate batches), a first batch of PREVIEW_BATCH samples
+        first = PREVIEW_BATCH if preview is not None and not converge else batch_size
         while done < samples:
-            k = min(batch_size, samples - done)
+            k = min(first if batch == 0 else batch_size, samples - done)
             noisy = torch.randn((k, *x.shape[1:]), generator=gen, device=x.device).mul_(sigma).add_(x[i])
             ti = t[i:i + 1].expand(k)
             with _autocast(precision, x.device):
@@ -304,8 +305,7 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
             counts[half] += k
             done += k
             batch += 1
-            finished += 1
-            fraction = finished / total_batches
+            fraction = (i + done / samples) / n
             report(progress, fraction, f"SmoothGrad: image {i + 1}/{n}, {done}/{samples} samples")
             if preview is not None:
                 current = out.clone()
@@ -314,8 +314,7 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
             if converge and batch % 2 == 0 and done < samples:
                 halves = [on_grid(combine(totals[h], squares[h], counts[h], nt_type).sum(0), grid) for h in range(2)]
                 if rank_correlation(*halves) >= converge:
-                    finished += -(-samples // batch_size) - batch  # the batches skipped count as done
-                    break
+                    break  # the next image's fraction starts at (i + 1) / n: the samples skipped count as done
         used.append(done)
         out[i] = combine(totals[0] + totals[1], squares[0] + squares[1], done, nt_type)
     return out, notes, max(used)
