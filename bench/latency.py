@@ -72,7 +72,7 @@ def load(name: str):
 class Floors:
     """Per-image floors at the best batch, measured (median of repeats) in this run."""
 
-    def __init__(self, model, x, repeats: int, batches=(1, 8)):
+    def __init__(self, model, x, repeats: int, batches=(1, 4, 8, 16)):
         self.model, self.x, self.repeats, self.batches = model, x, repeats, batches
         self.fwd_by_batch, self.fwdbwd_by_batch = {}, {}
         self.fwd(1)

@@ -413,6 +413,31 @@ def test_batches_with_a_short_first_batch():
     assert batches(10, 2, 4) == batches(10, 2)  # a "first" batch no shorter than the rest changes nothing
 
 
+def test_occlusion_measures_its_batch_on_its_own_chunks_and_remembers_it(x64):
+    from core.attribution.occlusion import TRIAL_BATCHES, chosen_batch, occlusion
+
+    model = make_tiny("convnext_atto", seed=5, num_classes=10, ls_init_value=1.0)  # nothing remembered for it yet
+    assert chosen_batch(model, x64.shape[1:]) is None
+
+    def run(**kw):
+        seen = []
+        r = occlusion(model, x64[:1], 3, window=8, stride=8, preview=lambda m, f: seen.append(round(f * 64)), **kw)
+        return r, [b - a for a, b in zip([0] + seen, seen)]  # the chunk sizes
+
+    auto, sizes = run()
+    best = chosen_batch(model, x64.shape[1:])
+    assert best in TRIAL_BATCHES
+    # the preview chunk, one chunk at each trial size (timed), then the fastest for the rest
+    assert sizes[:4] == [4, *TRIAL_BATCHES] and set(sizes[4:-1]) == {best} and sum(sizes) == 64
+    again, sizes = run()
+    assert sizes[:-1] == [min(4, best)] + [best] * (len(sizes) - 2)  # remembered: no trials the second time
+    fixed, sizes = run(batch_size=8)
+    assert sizes == [4] + [8] * 7 + [4]
+    # the same windows in other batches: forward passes of the same images, float32 sums in another order
+    for r in (auto, again):
+        torch.testing.assert_close(r.map, fixed.map, rtol=1e-4, atol=1e-5 * float(fixed.map.abs().max()))
+
+
 def test_occlusion_preview_comes_early_spans_the_image_and_ends_at_the_map(convnext_live, x64):
     previews = []
     r = attribute(convnext_live, x64[:1], 3, method="occlusion", window=8, stride=8, batch_size=16,
