@@ -519,6 +519,9 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         "concurrent_client_cpu_s": round(client_cpu, 1),
                         "concurrent_other_cpu_s": round(busy - server_cpu - client_cpu, 1),
                         "exceptions": sum(len(r["problems"]) + bool(r["error"]) for r in results.values()),
+                        # the scheduler's own record (jobs.json): how often memory was shed to admit a job
+                        "memory_sheds": server.jobs().get("memory_sheds"),
+                        "memory_shed_mb": round(server.jobs().get("memory_shed", 0) / 2**20, 1),
                     })
                 finally:
                     server.close()

@@ -98,6 +98,9 @@ def test_small_load_same_numbers_as_serial_no_exception_inside_the_budget():
     assert [r["error"] for r in figures["concurrent"]] == [""] * len(load.SMALL)
     assert figures["exceptions"] == 0, figures["concurrent"]
     assert figures["peak_rss_under_budget"], (figures["peak_rss_mb"], figures["memory_budget_mb"])
+    # the figures say where the CPU went and whether memory had to be shed (read from the scheduler's jobs.json)
+    assert figures["concurrent_client_cpu_s"] > 0 and figures["concurrent_server_cpu_s"] > 0, figures
+    assert isinstance(figures["memory_sheds"], int) and figures["memory_shed_mb"] >= 0, figures
     # the home page keeps rendering while the jobs run: its median within the 3 s or three times its own
     # render time alone on this machine (the floor, measured in the same run), its p95 within ten times that (a
     # page blocked for the whole run, as before the scheduler, takes the run's full length)
