@@ -282,35 +282,37 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
         squares = [torch.zeros_like(x[i]) for _ in range(2)]
         counts = [0, 0]
         done = batch = 0
-        # with a preview (and no stop, whose halves are alternate batches), a first batch of PREVIEW_BATCH samples
-        first = PREVIEW_BATCH if preview is not None and not converge else batch_size
+        # with a preview (and no stop), the first batch's passes are split: PREVIEW_BATCH samples, then the rest
+        # (the noise is drawn a whole batch at a time either way: the same draws on every device)
+        split = PREVIEW_BATCH if preview is not None and not converge else 0
         while done < samples:
-            k = min(first if batch == 0 else batch_size, samples - done)
-            noisy = torch.randn((k, *x.shape[1:]), generator=gen, device=x.device).mul_(sigma).add_(x[i])
-            ti = t[i:i + 1].expand(k)
-            with _autocast(precision, x.device):
-                if base is Base.GUIDED_BACKPROP:
-                    grad, mode = gradient_with_rule(model, noisy, ti, GuidedRule.GUIDED, scale=scale)
-                    if not mode.seen:
-                        raise NotApplicable("guided backprop does not apply: the model has no rectifying "
-                                            "activation, so the map would equal the plain gradient")
-                    notes = notes or rule_notes(mode, GuidedRule.GUIDED)
-                else:
-                    grad = input_gradient(model, noisy, ti, scale=scale)
-            if base is Base.INPUT_X_GRADIENT:
-                grad.mul_(noisy)
+            k = min(batch_size, samples - done)
+            drawn = torch.randn((k, *x.shape[1:]), generator=gen, device=x.device).mul_(sigma).add_(x[i])
             half = batch % 2
-            totals[half].add_(grad.sum(0))
-            squares[half].add_(grad.pow_(2).sum(0))
-            counts[half] += k
-            done += k
+            for noisy in (drawn[:split], drawn[split:]) if batch == 0 and 0 < split < k else (drawn,):
+                ti = t[i:i + 1].expand(len(noisy))
+                with _autocast(precision, x.device):
+                    if base is Base.GUIDED_BACKPROP:
+                        grad, mode = gradient_with_rule(model, noisy, ti, GuidedRule.GUIDED, scale=scale)
+                        if not mode.seen:
+                            raise NotApplicable("guided backprop does not apply: the model has no rectifying "
+                                                "activation, so the map would equal the plain gradient")
+                        notes = notes or rule_notes(mode, GuidedRule.GUIDED)
+                    else:
+                        grad = input_gradient(model, noisy, ti, scale=scale)
+                if base is Base.INPUT_X_GRADIENT:
+                    grad.mul_(noisy)
+                totals[half].add_(grad.sum(0))
+                squares[half].add_(grad.pow_(2).sum(0))
+                counts[half] += len(noisy)
+                done += len(noisy)
+                fraction = (i + done / samples) / n
+                report(progress, fraction, f"SmoothGrad: image {i + 1}/{n}, {done}/{samples} samples")
+                if preview is not None:
+                    current = out.clone()
+                    current[i] = combine(totals[0] + totals[1], squares[0] + squares[1], done, nt_type)
+                    preview(current[: i + 1].sum(1), fraction)
             batch += 1
-            fraction = (i + done / samples) / n
-            report(progress, fraction, f"SmoothGrad: image {i + 1}/{n}, {done}/{samples} samples")
-            if preview is not None:
-                current = out.clone()
-                current[i] = combine(totals[0] + totals[1], squares[0] + squares[1], done, nt_type)
-                preview(current[: i + 1].sum(1), fraction)
             if converge and batch % 2 == 0 and done < samples:
                 halves = [on_grid(combine(totals[h], squares[h], counts[h], nt_type).sum(0), grid) for h in range(2)]
                 if rank_correlation(*halves) >= converge:
