@@ -64,29 +64,30 @@ class JobCancelled(Exception):
     """Raised inside a job (at a progress report) once it is cancelled."""
 
 
+def _env_int(name: str, default: int, low: int, high: int | None = None) -> int:
+    """The whole number in environment variable ``name`` (``default`` when unset or blank), from ``low`` to
+    ``high``; ValueError naming the variable otherwise."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number {span}, got {value!r}") from None
+    if n < low or (high is not None and n > high):
+        raise ValueError(f"{name} must be a whole number {span}, got {n}")
+    return n
+
+
 def default_max_jobs() -> int:
-    value = os.environ.get("LENS_MAX_JOBS", "").strip()
-    if value:
-        try:
-            n = int(value)
-        except ValueError:
-            raise ValueError(f"LENS_MAX_JOBS must be a whole number, got {value!r}") from None
-        if n < 1:
-            raise ValueError("LENS_MAX_JOBS must be at least 1")
-        return n
-    return max(1, (os.cpu_count() or 1) // 2)
+    """``LENS_MAX_JOBS`` (default: half the cores, at least 1): heavy jobs running at once."""
+    return _env_int("LENS_MAX_JOBS", max(1, (os.cpu_count() or 1) // 2), 1)
 
 
 def default_job_nice() -> int:
     """``LENS_JOB_NICE`` (default 10): how much lower than the server's the jobs' CPU priority is (0 to 19)."""
-    value = os.environ.get("LENS_JOB_NICE", "").strip() or "10"
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"LENS_JOB_NICE must be a whole number from 0 to 19, got {value!r}") from None
-    if not 0 <= n <= 19:
-        raise ValueError(f"LENS_JOB_NICE must be from 0 to 19, got {n}")
-    return n
+    return _env_int("LENS_JOB_NICE", 10, 0, 19)
 
 
 def default_memory_bytes() -> int:
@@ -547,14 +548,7 @@ M_ARENA_MAX = -8  # glibc's mallopt parameter number for the arena count
 def default_heap_arenas() -> int:
     """``LENS_MALLOC_ARENAS`` (default 2): glibc malloc arenas the server's threads share; 0 leaves glibc's own
     (eight per core)."""
-    value = os.environ.get("LENS_MALLOC_ARENAS", "").strip() or "2"
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"LENS_MALLOC_ARENAS must be a whole number (0: glibc's default), got {value!r}") from None
-    if n < 0:
-        raise ValueError(f"LENS_MALLOC_ARENAS must be 0 or more, got {n}")
-    return n
+    return _env_int("LENS_MALLOC_ARENAS", 2, 0)
 
 
 def limit_heap_arenas(n: int | None = None) -> bool:
