@@ -72,6 +72,20 @@ def test_stop_stops_the_job_and_the_page_does_not_restart_it(browser, server):
         context.close()
 
 
+def test_a_progress_bar_jumps_without_a_transition(browser, server):
+    """dashboard.py's style: the bar's width changes without a CSS transition, which made the browser repaint at
+    its frame rate after every report (twice the CPU of a waiting tab, measured)."""
+    context, page, stop = _start_long_job(browser, server, LONG_JOB.replace("samples=200", "samples=198"))
+    try:
+        durations = page.locator("[data-testid='stProgress']").first.evaluate(
+            "bar => [...bar.querySelectorAll('*')].map(e => getComputedStyle(e).transitionDuration)")
+        assert durations and all(set(d.split(", ")) == {"0s"} for d in durations), durations
+        stop.click()
+        _wait(lambda: _running(server) == 0, 5, "the stopped job's slot")
+    finally:
+        context.close()
+
+
 def test_a_closed_tab_frees_its_job_within_two_seconds(browser, server):
     context, _page, _stop = _start_long_job(browser, server, LONG_JOB)
     context.close()  # the tab goes: its websocket closes
