@@ -102,7 +102,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env={**os.environ, "LENS_OFFLINE": "1", **env, "LENS_CACHE_DIR": str(cache_dir)},
+            cwd=ROOT, env={**os.environ, "LENS_OFFLINE": "1", "LENS_GC_FREEZE": "1", **env, "LENS_CACHE_DIR": str(cache_dir)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.peak_rss = 0
         self._stop = threading.Event()

@@ -9,6 +9,9 @@ import timm
 import torch
 
 os.environ.setdefault("LENS_OFFLINE", "1")  # never wait on the network in tests
+# AppTest runs the pages in this process: freezing its heap would keep a test's reference cycles from the
+# collector (tests/test_jobs.py freezes a child process instead)
+os.environ.setdefault("LENS_GC_FREEZE", "0")
 # results spilled by the app's store go to a fresh directory: a test never reads another run's results
 os.environ.setdefault("LENS_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="lens-test-cache-"))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

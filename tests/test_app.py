@@ -25,6 +25,7 @@ def test_home_shows_predictions_and_model_card(app):
     arenas = os.environ.get("MALLOC_ARENA_MAX")  # glibc's own, when the host sets it; else the app's cap
     assert card["malloc arenas"] == (f"{arenas} (MALLOC_ARENA_MAX from the environment)" if arenas
                                      else f"{os.environ.get('LENS_MALLOC_ARENAS', '2')} (LENS_MALLOC_ARENAS)")
+    assert card["garbage collector"] == "not frozen (LENS_GC_FREEZE=0)"  # tests/conftest.py: this process's heap
     layers = app.expander[0].dataframe[0].value
     assert "blocks.6" in set(layers["layer"]) and len(layers) > 100
 

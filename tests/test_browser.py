@@ -7,6 +7,7 @@ test, as does any failed request or HTTP error.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -39,7 +40,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = free_port()
-    env = {**os.environ, "LENS_OFFLINE": "1"}
+    env = {**os.environ, "LENS_OFFLINE": "1", "LENS_GC_FREEZE": "1"}  # the server as deployed (conftest sets 0)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -141,12 +142,15 @@ def test_cold_start_deep_link_real_navigation_and_no_external_request(server, br
         page.get_by_text("Egyptian cat (285)").first.wait_for(timeout=60_000)
         body = page.inner_text("body")
         assert "tiger cat (282)" in body and "tabby (281)" in body
+        frozen = page.get_by_text(re.compile("start-up objects frozen")).first
+        frozen.wait_for(timeout=60_000)  # the model card's row: the server's own heap, frozen once
+        assert re.match(r"[\d,]{6,} start-up objects frozen \(LENS_GC_FREEZE\)", frozen.inner_text()), frozen.inner_text()
         _no_exception_box(page)
         icon = page.locator("link[rel*='icon']").first.get_attribute("href")
         assert icon and not icon.startswith("http") or icon.startswith(server)
         if os.environ.get("LENS_SCREENSHOT"):
             page.screenshot(path=os.environ["LENS_SCREENSHOT"], full_page=True)
-        print(f"real navigation after {nav_seconds:.1f} s")
+        print(f"real navigation after {nav_seconds:.1f} s; {frozen.inner_text()}")
     finally:
         context.close()
     requests.check()
