@@ -123,3 +123,18 @@ def test_home_prediction_goes_to_the_report_and_the_report_page_lists_it(app):
     assert [b for b in app.button if b.key == pin.key][0].disabled  # pinned once
     app.switch_page("pages/report.py").run()
     assert not app.exception and any(m.value == f"**1. {item.title}**" for m in app.markdown)
+
+
+def test_no_page_writes_through_magic():
+    """.streamlit/config.toml turns Streamlit's magic off (it rewrote every script's syntax tree once per visit):
+    no page may rely on a bare expression statement being drawn (the module docstring aside)."""
+    import ast
+
+    assert "magicEnabled = false" in (ROOT / ".streamlit" / "config.toml").read_text()
+    found = []
+    for path in [ROOT / "dashboard.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        tree = ast.parse(path.read_text())
+        doc = tree.body[0] if tree.body and ast.get_docstring(tree) is not None else None
+        found += [f"{path.name}:{n.lineno}" for n in ast.walk(tree) if isinstance(n, ast.Expr) and n is not doc
+                  and not isinstance(n.value, (ast.Call, ast.Await, ast.Yield, ast.YieldFrom))]
+    assert found == []
