@@ -146,9 +146,11 @@ class PerturbationPyramid:
         return (1 - frac) * y0 + frac * y1
 
 
-# The soft maximum runs over chunks of grid cells whose scratch values (cells × step² × 81 floats) stay in the
-# CPU's cache, instead of passes over all K × H × W × 81 values at once (48 MB per pass at 3 masks of 224²).
-_CHUNK_BYTES = 2 << 20
+# The soft maximum runs over chunks of grid cells of at most this much scratch (cells × step² × 81 floats): one
+# chunk for up to 4 masks of 224², so that large inputs do not allocate unbounded scratch. Chunks that stay in the
+# cache (2 MB) gained ≤ 10 % of the mask at 1 thread but made it 2-5 × slower at 2 threads on a loaded machine
+# (every small operation is an OpenMP region that waits for a descheduled partner): docs/performance.md.
+_CHUNK_BYTES = 64 << 20
 
 
 class _SoftMax(torch.autograd.Function):
@@ -157,7 +159,7 @@ class _SoftMax(torch.autograd.Function):
     of a cell (they depend only on a pixel's place in its cell). Returns (N, P).
 
     One node instead of autograd's chain, with as few passes over the N × P × J values as the arithmetic allows,
-    chunk by chunk of cells (``chunk`` cells, scratch ``buffers[1]``) so that a chunk's values stay in the cache.
+    chunk by chunk of cells (``chunk`` cells, scratch ``buffers[1]``).
     Forward: e = exp(c b - shift) with shift = c · max_j nb_j per cell (one fused multiply-add, one exp; softmax
     is shift-invariant and with parameters in [0, 1] every pixel keeps a term ≥ exp(-c), so nothing under- or
     overflows: the nearest bump has weight 1 and every other term is ≤ exp(0)), Z = Σ_j e, ew = e · w (saved),
@@ -255,9 +257,9 @@ class SmoothMask:
         n = params.shape[0]
         nb = nb[:, :, cy[0]:cy[-1] + 1, cx[0]:cx[-1] + 1].permute(0, 2, 3, 1)
         nb = nb.reshape(n * len(cy) * len(cx), 1, k * k).contiguous()  # (cells, 1, J)
-        key = (n, params.dtype, params.device)
         per_cell = self.step ** 2 * k * k
         chunk = max(1, _CHUNK_BYTES // (per_cell * params.element_size()))
+        key = (n, params.dtype, params.device, chunk)
         if key not in self._buffers:
             self._buffers[key] = (params.new_empty(nb.shape[0], self.step ** 2, k * k),
                                   params.new_empty(min(chunk, nb.shape[0]), self.step ** 2, k * k))
