@@ -8,6 +8,7 @@ EfficientNet-Lite0. Threads: 2. Floors, per image, at the best of the batch size
 * ``fwd``: one forward pass; ``fwdbwd``: one forward + input-gradient backward pass.
 * lrp: 1 × fwdbwd (batch 1: one image). occlusion: windows × fwd. integrated gradients: steps × fwdbwd.
   smoothgrad: samples × fwdbwd. extremal / meaningful: per step, 1 × fwdbwd at batch 1 (one mask).
+  extremal-3: the page's default areas (0.05, 0.1, 0.2), per step, 1 × fwdbwd at batch 3 (the step's batch).
   feature visualisation: per full-size step, 1 × fwdbwd at the size the step sees (logit objective).
   net2vec: the fit's own arithmetic: its logistic-regression steps (iterations × (a @ w, aᵀ g) on the same
   pixels) and the single-channel baseline's exact cut search (one sort of the training pixels per channel).
@@ -38,8 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.images import load_image, preprocess, sample_images  # noqa: E402
 from core.model import load_model, wrap  # noqa: E402
 
-TECHNIQUES = ("lrp", "occlusion", "integrated-gradients", "smoothgrad", "smoothgrad-auto", "extremal", "meaningful",
-              "extremal-converge", "meaningful-converge", "featurevis", "net2vec")
+TECHNIQUES = ("lrp", "occlusion", "integrated-gradients", "smoothgrad", "smoothgrad-auto", "extremal", "extremal-3",
+              "meaningful", "extremal-converge", "meaningful-converge", "featurevis", "net2vec")
+# the Perturbation page's default areas (pages/perturbation.py): one batch of three masks
+PAGE_AREAS = (0.05, 0.1, 0.2)
 MODELS = ("convnext", "embedded")
 
 
@@ -197,27 +200,30 @@ def run_technique(name: str, model, x, target: int, floors: Floors, quick: bool,
             floor, what = n * floors.best_fwdbwd(), f"{n} samples × fwd+bwd (best batch)"
         return {**out, "floor_s": round(floor, 4), "floor": what, "floors_per_image_s": floors.table()}
 
-    if name in ("extremal", "meaningful", "extremal-converge", "meaningful-converge"):
+    if name in ("extremal", "extremal-3", "meaningful", "extremal-converge", "meaningful-converge"):
         from core.perturbation import masks
         extremal = name.startswith("extremal")
+        areas = PAGE_AREAS if name == "extremal-3" else (0.1,)
         converge = name.endswith("-converge")
         default = masks.EXTREMAL_ITERATIONS if extremal else masks.MEANINGFUL_ITERATIONS
         # the stop is measured at TorchRay's 800 steps at most (extremal): the run must end well before
         steps = (masks.TORCHRAY_ITERATIONS if extremal else default) if converge else (24 if quick else default)
         fn = extremal_perturbation if extremal else meaningful_perturbation
+        kw = {"areas": areas} if extremal else {}
 
         def go(clock):
             r = fn(model, x, target, iterations=steps, converge=converge, progress=clock.progress,
-                   preview=clock.preview)
+                   preview=clock.preview, **kw)
             return {"steps": r.iterations, "steps_asked": steps, "converged": r.converged}
 
         out = timed_run(go, repeats)
         # a step's cost between the first and the last progress report (the setup: the pyramid, two forwards,
         # is paid once per run); the whole run's per-step cost next to it
         per_step = out["between_progress_s"] or out["final_s"] / max(1, out["steps"])
-        floor = floors.fwdbwd(1)
+        batch = len(areas) if extremal else 1
+        floor = batch * floors.fwdbwd(batch)  # fwdbwd() is per image
         return {**out, "per_step_s": round(per_step, 4), "per_step_with_setup_s": round(out["final_s"] / out["steps"], 4),
-                "floor_s": round(floor, 4), "floor": "1 × fwd+bwd (batch 1) per step",
+                "floor_s": round(floor, 4), "floor": f"1 × fwd+bwd (batch {batch}) per step",
                 "per_step_over_floor": round(per_step / floor, 3),
                 "estimated_default_s": round(per_step * default, 1)}
 

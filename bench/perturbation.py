@@ -1,7 +1,8 @@
 """Speed of a mask-optimisation step (extremal and meaningful perturbation) as a ratio against a floor measured
 in the same run; prints ONE JSON object.
 
-Floor: one forward + backward pass of the embedded model at the step's batch (1 for one extremal area or
+Floor: one forward + backward pass of the model (``--model``: the embedded EfficientNet-Lite0, or ConvNeXt-Tiny
+with layer scale 1 as in bench/latency.py) at the step's batch (1 for one extremal area or
 meaningful perturbation, 3 for the three areas of the page's default), the least a step can cost. A step's cost
 is the time between consecutive progress reports (one per step; the pyramid and the two extra forwards are set-up
 paid once per run). Floors and runs alternate in ``--rounds`` rounds and every figure is the median over the
@@ -9,7 +10,10 @@ rounds, so load drift on a shared machine hits both alike. 2 threads (``--thread
 seconds of this process instead of wall seconds (at 1 thread: steady on an overloaded machine).
 ``--others`` adds the similarity and Net2Vec figures of issue 6.
 
-Usage: python bench/perturbation.py [--rounds 5] [--steps 6] [--threads 2] [--clock wall|cpu] [--others]
+``--runs`` picks some of extremal_1_area, extremal_3_areas, meaningful.
+
+Usage: python bench/perturbation.py [--rounds 5] [--steps 6] [--threads 2] [--clock wall|cpu] [--model embedded|convnext]
+       [--runs extremal_3_areas] [--others]
 """
 from __future__ import annotations
 
@@ -27,10 +31,9 @@ os.environ.setdefault("LENS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency import cpu_model  # noqa: E402
+from latency import cpu_model, load  # noqa: E402
 
 from core.images import load_image, preprocess, sample_images  # noqa: E402
-from core.model import load_model  # noqa: E402
 from core.perturbation.masks import extremal_perturbation, meaningful_perturbation  # noqa: E402
 
 CLOCK = time.perf_counter
@@ -56,12 +59,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6, help="optimisation steps per run")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    p.add_argument("--others", action="store_true", help="also similarity and Net2Vec (issue 6)")
+    p.add_argument("--model", choices=("embedded", "convnext"), default="embedded")
+    p.add_argument("--runs", default="extremal_1_area,extremal_3_areas,meaningful")
+    p.add_argument("--others", action="store_true", help="also similarity and Net2Vec (issue 6, embedded model)")
     args = p.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    model = load_model("embedded")
+    model = load(args.model)
     cat = next(q for q in sample_images() if q.name == "chelsea.jpg")
     x = preprocess(load_image(cat), model.card.data_config).batch
     target = int(model(x).argmax())
@@ -71,6 +76,7 @@ def main() -> None:
                                                                    iterations=args.steps, **kw)),
         "meaningful": (1, lambda **kw: meaningful_perturbation(model, x, target, iterations=args.steps, **kw)),
     }
+    runs = {k: v for k, v in runs.items() if k in args.runs.split(",")}
     out: dict = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "clock": args.clock, "rounds": args.rounds,
                  "steps_per_run": args.steps, "model": model.card.name, "image": cat.name,
                  "load_average_start": [round(v, 2) for v in os.getloadavg()]}

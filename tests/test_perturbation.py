@@ -187,8 +187,11 @@ def _smooth_mask_reference(gen, params):
 def test_fused_smooth_mask_matches_the_reference(size, step, sigma):
     gen = SmoothMask(size, step, sigma)
     torch.manual_seed(1)
-    p = torch.rand(2, 1, *gen.shape_in)
-    g = torch.randn(2, 1, *size)
+    p = torch.rand(3, 1, *gen.shape_in)
+    # parameters at the ends of [0, 1]: a cell whose largest parameter is 1 next to pixels whose nearest ones are
+    # 0, the widest spread the per-cell shift of the exponentials sees (terms down to exp(-coldness))
+    p[2] = (p[2] > 0.5).float()
+    g = torch.randn(3, 1, *size)
     a, b = p.clone().requires_grad_(True), p.clone().requires_grad_(True)
     ours, ref = gen(a), _smooth_mask_reference(gen, b)
     (ours * g).sum().backward()
@@ -281,3 +284,23 @@ def test_meaningful_learning_rate_decay_freezes_the_mask(image):
         runs[half_life] = float((seen[-1] - seen[-2]).abs().max())
     assert runs[2.0] <= 3.5e-4
     assert runs[None] > 10 * 3.5e-4
+
+
+def test_smooth_mask_chunks_change_nothing(monkeypatch):
+    """The soft maximum runs over chunks of grid cells: one cell per chunk (every boundary) gives the same mask
+    and gradient as the default chunks (each cell's values are computed alone; only a product's summation
+    order may differ)."""
+    from core.perturbation import masks
+
+    torch.manual_seed(3)
+    p = torch.rand(2, 1, *SmoothMask((50, 70), 3, 9.5).shape_in)
+    g = torch.randn(2, 1, 50, 70)
+    out = []
+    for chunk_bytes in (masks._CHUNK_BYTES, 1):
+        monkeypatch.setattr(masks, "_CHUNK_BYTES", chunk_bytes)
+        a = p.clone().requires_grad_(True)
+        m = SmoothMask((50, 70), 3, 9.5)(a)
+        (m * g).sum().backward()
+        out.append((m.detach(), a.grad))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-6 * float(out[0][1].abs().max()))

@@ -146,35 +146,60 @@ class PerturbationPyramid:
         return (1 - frac) * y0 + frac * y1
 
 
-class _SoftMax(torch.autograd.Function):
-    """pooled = Σ_j b_j softmax(c b)_j over the neighbours j (last dim), with b = nb · w: nb (K, Hc, 1, Wc, 1, J)
-    the neighbouring parameters of each grid cell, w (1, 1, step, 1, step, J) the bump weights, which depend
-    only on a pixel's place in its cell.
+# The soft maximum runs over chunks of grid cells of at most this much scratch (cells × step² × 81 floats): one
+# chunk for up to 4 masks of 224², so that large inputs do not allocate unbounded scratch. Chunks that stay in the
+# cache (2 MB) gained ≤ 10 % of the mask at 1 thread but made it 2-5 × slower at 2 threads on a loaded machine
+# (every small operation is an OpenMP region that waits for a descheduled partner): docs/performance.md.
+_CHUNK_BYTES = 64 << 20
 
-    One node instead of autograd's chain (mul, softmax, mul, sum and their backwards), computed in buffers reused
-    from step to step (fresh 10⁷-element tensors cost more in page faults than the arithmetic), with as few
-    passes over the K × H × W × J values as the arithmetic allows: forward cb = nb · (c w) (one product), s =
-    softmax(cb) (one fused kernel along the contiguous neighbour axis), pooled = Σ cb s / c. The gradient
-    ∂pooled/∂b_j = s_j (1 + c b_j - c pooled), so ∂pooled/∂nb_j = w_j s_j (g (1 - c pooled) + g cb_j), summed over
-    each cell's pixels: one fused multiply-add, two products, the sums. A buffer reused before the previous
-    backward ran trips autograd's in-place check (RuntimeError)."""
+
+class _SoftMax(torch.autograd.Function):
+    """pooled = Σ_j b_j softmax(c b)_j over the J neighbours of each pixel, with b_pj = nb_j · w_pj: nb (N, 1, J)
+    the neighbouring parameters of each of the N grid cells, w (1, P, J) the bump weights of the P = step² pixels
+    of a cell (they depend only on a pixel's place in its cell). Returns (N, P).
+
+    One node instead of autograd's chain, with as few passes over the N × P × J values as the arithmetic allows,
+    chunk by chunk of cells (``chunk`` cells, scratch ``buffers[1]``).
+    Forward: e = exp(c b - shift) with shift = c · max_j nb_j per cell (one fused multiply-add, one exp; softmax
+    is shift-invariant and with parameters in [0, 1] every pixel keeps a term ≥ exp(-c), so nothing under- or
+    overflows: the nearest bump has weight 1 and every other term is ≤ exp(0)), Z = Σ_j e, ew = e · w (saved),
+    pooled = Σ_j ew_j nb_j / Z (a batched matrix-vector product). The gradient ∂pooled/∂b_j = s_j (1 + c b_j -
+    c pooled), s = e / Z, summed over a cell's pixels: ∂/∂nb_j = Σ_p s w (g (1 - c pooled)) + c nb_j Σ_p s w² g,
+    two batched vector-matrix products with the saved ew (ew · w in the scratch). Results equal the unfold +
+    softmax formulation to float rounding (test). A buffer reused before the previous backward ran trips
+    autograd's in-place check (RuntimeError)."""
 
     @staticmethod
-    def forward(ctx, nb: torch.Tensor, weight: torch.Tensor, coldness: float, buffers: tuple) -> torch.Tensor:
-        cb, soft, tmp = buffers
-        torch.mul(nb, weight * coldness, out=cb)
-        torch.ops.aten._softmax.out(cb, -1, False, out=soft)
-        pooled = torch.mul(cb, soft, out=tmp).sum(dim=-1, keepdim=True).div_(coldness)
-        ctx.save_for_backward(cb, soft, pooled, weight, tmp)
-        ctx.coldness = coldness
-        return pooled
+    def forward(ctx, nb: torch.Tensor, weight: torch.Tensor, cweight: torch.Tensor, coldness: float,
+                buffers: tuple, chunk: int) -> torch.Tensor:
+        ew, scratch = buffers
+        n_cells = nb.shape[0]
+        shift = nb.amax(dim=-1, keepdim=True).mul_(-coldness)  # (N, 1, 1): -c max_j nb_j
+        z = nb.new_empty(n_cells, ew.shape[1], 1)
+        num = nb.new_empty(n_cells, ew.shape[1], 1)
+        for a in range(0, n_cells, chunk):
+            b = min(n_cells, a + chunk)
+            e = torch.addcmul(shift[a:b], nb[a:b], cweight, out=scratch[:b - a]).exp_()
+            torch.sum(e, dim=-1, keepdim=True, out=z[a:b])
+            torch.bmm(torch.mul(e, weight, out=ew[a:b]), nb[a:b].transpose(1, 2), out=num[a:b])
+        ctx.save_for_backward(nb, weight, ew, z, num)
+        ctx.coldness, ctx.chunk, ctx.scratch = coldness, chunk, scratch
+        return (num / z).squeeze(-1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        cb, soft, pooled, weight, tmp = ctx.saved_tensors
-        t = torch.addcmul(grad * (1 - ctx.coldness * pooled), cb, grad, out=tmp).mul_(soft).mul_(weight)
-        # one axis at a time: a joint reduction over the two strided pixel axes is several times slower
-        return t.sum(dim=4, keepdim=True).sum(dim=2, keepdim=True), None, None, None
+        nb, weight, ew, z, num = ctx.saved_tensors
+        c, chunk, scratch = ctx.coldness, ctx.chunk, ctx.scratch
+        g = grad.unsqueeze(-1) / z                          # (N, P, 1): g / Z
+        # (N, 1, P) rows, contiguous (a strided left operand slows the products by a third)
+        coef = (g * (1 - c * (num / z))).transpose(1, 2).contiguous()  # g (1 - c pooled) / Z
+        g = g.transpose(1, 2).contiguous()
+        first, second = torch.empty_like(nb), torch.empty_like(nb)
+        for a in range(0, nb.shape[0], chunk):
+            b = min(nb.shape[0], a + chunk)
+            torch.bmm(coef[a:b], ew[a:b], out=first[a:b])
+            torch.bmm(g[a:b], torch.mul(ew[a:b], weight, out=scratch[:b - a]), out=second[a:b])
+        return first.addcmul_(nb, second, value=c), None, None, None, None, None
 
 
 class SmoothMask:
@@ -203,9 +228,9 @@ class SmoothMask:
         # weight[y, x, k] = kernel(distance from pixel (y, x) of a cell to its k-th neighbouring grid point / sigma)
         d = torch.sqrt(wy[:, None, :, None] ** 2 + wx[None, :, None, :] ** 2)  # (ky, kx, step, step)
         kernel = torch.exp(-2 * ((d / sigma - 0.5).clamp(min=0) ** 2))
-        # neighbours last (contiguous): the soft maximum's reductions run along the fastest axis
-        self.weight = kernel.reshape(k * k, 1, step, 1, step).permute(1, 2, 3, 4, 0).unsqueeze(0)
-        self.weight = self.weight.contiguous().to(device)
+        # (1, P, J): a cell's pixels (row-major), neighbours last (contiguous)
+        self.weight = kernel.reshape(k * k, step * step).t().contiguous().unsqueeze(0).to(device)
+        self.cweight = self.weight * coldness
         self._buffers: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     def _axis(self, u: torch.Tensor) -> torch.Tensor:
@@ -231,14 +256,16 @@ class SmoothMask:
         nb = F.unfold(params, (k, k), padding=self.radius).view(params.shape[0], k * k, gh, gw)
         n = params.shape[0]
         nb = nb[:, :, cy[0]:cy[-1] + 1, cx[0]:cx[-1] + 1].permute(0, 2, 3, 1)
-        nb = nb.reshape(n, len(cy), 1, len(cx), 1, k * k).contiguous()  # the broadcast product's inner loop
-        key = (n, params.dtype, params.device)
+        nb = nb.reshape(n * len(cy) * len(cx), 1, k * k).contiguous()  # (cells, 1, J)
+        per_cell = self.step ** 2 * k * k
+        chunk = max(1, _CHUNK_BYTES // (per_cell * params.element_size()))
+        key = (n, params.dtype, params.device, chunk)
         if key not in self._buffers:
-            shape = (n, len(cy), self.step, len(cx), self.step, k * k)
-            self._buffers[key] = tuple(torch.empty(shape, dtype=params.dtype, device=params.device)
-                                       for _ in range(3))
-        pooled = _SoftMax.apply(nb, self.weight, self.coldness, self._buffers[key])
+            self._buffers[key] = (params.new_empty(nb.shape[0], self.step ** 2, k * k),
+                                  params.new_empty(min(chunk, nb.shape[0]), self.step ** 2, k * k))
+        pooled = _SoftMax.apply(nb, self.weight, self.cweight, self.coldness, self._buffers[key], chunk)
         h, w = self.size
+        pooled = pooled.view(n, len(cy), len(cx), self.step, self.step).permute(0, 1, 3, 2, 4)
         pooled = pooled.reshape(n, 1, len(cy) * self.step, len(cx) * self.step)
         o = self.offset
         return pooled[:, :, o:o + h, o:o + w].clamp(0, 1)
