@@ -17,8 +17,9 @@ forward hooks that keep every value and only change the gradient:
 - LayerNorm: the standard deviation is treated as a constant (Ali et al. 2022): the norm becomes centring
   and scaling, a linear map; the shift ``beta`` absorbs its share like a bias.
 - Sigmoid gates (squeeze-excite): constant, so the gated branch passes relevance and the gate gets none.
-- BatchNorm: folded into the convolution before it (on a private copy of the network); a BatchNorm with no
-  convolution before it stays as a per-channel affine map.
+- BatchNorm: folded into the convolution before it (on a private copy of the network that shares every
+  tensor the folding leaves alone) and removed; a BatchNorm with no convolution before it stays as a
+  per-channel affine map.
 - First layer (the pixels): ``zb`` (the box rule for inputs bounded by the pixel range [0, 1]), ``flat``
   (relevance spread evenly over the receptive field) or ``epsilon``.
 
@@ -137,7 +138,7 @@ def _prepare(model: LensModel) -> _Prepared:
     c, h, w = model.card.input_size
     try:
         first, pairs = _trace(net, (1, c, min(h, _TRACE_SIZE), min(w, _TRACE_SIZE)), model.mean.device)
-    except RuntimeError:  # too small for this net (a valid-padded stem, a fixed-size layer)
+    except (RuntimeError, AssertionError, ValueError):  # too small for this net (a valid stem, a fixed-size layer)
         first, pairs = _trace(net, (1, c, h, w), model.mean.device)
     if not isinstance(first, nn.Conv2d):
         raise NotApplicable(f"LRP here needs a convolution on the pixels; {model.card.arch} starts otherwise")
@@ -152,8 +153,8 @@ def _prepare(model: LensModel) -> _Prepared:
 
 def _trace(net: nn.Module, shape: tuple[int, ...], device: torch.device
            ) -> tuple[nn.Module | None, list[tuple[nn.Conv2d, nn.BatchNorm2d]]]:
-    """One forward of a zero image of ``shape`` (1, C, H, W): the module that sees the pixels, and every BatchNorm that reads
-    a convolution's output directly (each pair once)."""
+    """One forward of a zero image of ``shape`` (1, C, H, W): the module that sees the pixels, and every
+    BatchNorm that reads a convolution's output directly (each pair once)."""
     outputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # the tensors are kept: no id is reused mid-trace
     pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
     first: list[nn.Module] = []
@@ -207,9 +208,9 @@ def _folded_norm(bn: nn.BatchNorm2d) -> nn.Module:
     """The module that replaces a folded BatchNorm (see :class:`_FoldedNorm`)."""
     children = dict(bn.named_children())
     if not children:
-        return _FoldedNorm()
+        return _FoldedNorm().eval()
     if type(bn).__name__ == "BatchNormAct2d" and set(children) == {"drop", "act"}:
-        return _FoldedNorm(children["drop"], children["act"])
+        return _FoldedNorm(children["drop"], children["act"]).eval()
     # any other BatchNorm with submodules stays, as the identity map (new tensors: the shared ones are not
     # written)
     if bn.affine:
@@ -223,7 +224,8 @@ def _folded_norm(bn: nn.BatchNorm2d) -> nn.Module:
 @torch.no_grad()
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """conv <- bn(conv), with new weight and bias tensors (the old ones are shared with the model)."""
-    scale = torch.rsqrt(bn.running_var + bn.eps) if bn.weight is None else bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    std = torch.sqrt(bn.running_var + bn.eps)
+    scale = 1 / std if bn.weight is None else bn.weight / std
     shift = -bn.running_mean * scale if bn.bias is None else bn.bias - bn.running_mean * scale
     weight = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
     bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)

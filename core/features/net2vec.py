@@ -211,8 +211,9 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> tuple[torch.Tensor, float]:
     """Weighted logistic regression ``mean(weight · BCE(a w + b, target))`` from zero by Adam, written out: the
     gradient in closed form, ``weight (σ(a w + b) - target) / P`` through ``aᵀ``, and torch.optim.Adam's update
-    (same operations in the same order, the square root taken as 1 / rsqrt), so each step costs two matrix-vector products and a few (P,) and (C,)
-    operations instead of autograd's graph and the optimiser's bookkeeping.
+    (same operations in the same order, the square root taken as 1 / rsqrt), so each step costs two
+    matrix-vector products and a few (P,) and (C,) operations instead of autograd's graph and the optimiser's
+    bookkeeping.
 
     Args:
         a: float32 (P, C) contiguous; target, weight: float32 (P,).
