@@ -230,7 +230,7 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
     for step in range(1, iterations + 1):
         gz = torch.addmv(b, a, w).sigmoid_().sub_(target).mul_(scale)  # ∂loss/∂logits
         torch.mv(a.T, gz, out=grad[:c])
-        grad[c:] = gz.sum()
+        torch.sum(gz, dim=0, keepdim=True, out=grad[c:])
         avg.lerp_(grad, 1 - betas[0])
         avg_sq.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
         step_size = lr / (1 - betas[0] ** step)
