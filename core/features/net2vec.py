@@ -234,9 +234,9 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
         avg.lerp_(grad, 1 - betas[0])
         avg_sq.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
         step_size = lr / (1 - betas[0] ** step)
-        # sqrt as 1 / rsqrt: torch.sqrt on the CPU goes through MKL's vector maths, which enters a thread team
-        # per call; on a loaded 2-core machine each call waited ~10 ms for it (300 calls: 3-4 x the whole fit).
-        # rsqrt(0) = inf, so a zero stays zero; the result differs from sqrt by at most 1 ulp.
+        # sqrt as 1 / rsqrt: in this loop torch.sqrt on the CPU (MKL's vector maths, it seems) waited for the
+        # thread pool on every call: ~10 ms a call on a loaded 2-core machine in torch.profiler (300 calls: 3-4 x
+        # the whole fit), a few microseconds alone. rsqrt(0) = inf keeps a zero a zero; about 1 ulp from sqrt.
         denom = avg_sq.rsqrt().reciprocal_().div_(math.sqrt(1 - betas[1] ** step)).add_(eps)
         theta.addcdiv_(avg, denom, value=-step_size)
     return w.clone(), float(b)
