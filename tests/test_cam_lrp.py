@@ -114,6 +114,70 @@ def test_batchnorm_is_folded_without_changing_the_function(resnet_tiny):
     assert not torch.allclose(resnet_tiny.net.bn1.running_var, torch.ones(64) - resnet_tiny.net.bn1.eps)
 
 
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv3_small_050"])
+def test_prepared_copy_shares_unfolded_tensors_and_never_writes_the_model(arch):
+    """The prepared copy shares every tensor the folding leaves alone (no second copy of the weights) and writes
+    none: the model's state is bit-identical after LRP, and a second call gives the first call's map."""
+    model = make_tiny(arch, num_classes=10, seed=3)
+    before = _state(model)
+    x = _x(1)
+    first = lrp(model, x, rule=LrpRule.ZPLUS)
+    prep = prepare(model)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k
+    own = {id(t) for t in list(model.net.parameters()) + list(model.net.buffers())}
+    folded = {m for m in prep.net.modules() if isinstance(m, nn.Conv2d) and id(m.weight) not in own}
+    assert prep.folded > 0 and len(folded) == prep.folded  # only the folded convolutions have new tensors
+    kept = [t for m in prep.net.modules() if m not in folded for t in m.parameters(recurse=False)]
+    assert kept and all(id(t) in own for t in kept)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in prep.net.modules())  # folded ones are gone
+    again = lrp(model, x, rule=LrpRule.ZPLUS)
+    assert torch.equal(again.raw, first.raw)
+    eps = lrp(model, x, rule=LrpRule.EPSILON)
+    for k, v in before.items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert not torch.equal(eps.raw, first.raw)
+
+
+def test_two_threads_preparing_at_once_build_one_copy():
+    model = make_tiny("resnet18", num_classes=10, seed=4)
+    got: list = []
+    start = threading.Barrier(2)
+
+    def work():
+        start.wait()
+        got.append(prepare(model))
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 2 and got[0] is got[1]
+    assert hook_count(model) == 0 and hook_count(got[0].net) == 0
+
+
+def test_prepare_traces_nets_that_refuse_the_small_trace_at_their_own_size():
+    """A net whose head only accepts its own input size (a Linear on the flat map) is traced at that size."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 80 * 80, 3))
+    net[1].running_mean.uniform_(-1, 1)
+    net[1].running_var.uniform_(0.5, 2)
+    net.num_classes = 3
+    model = wrap(net, input_size=80)
+    prep = prepare(model)
+    assert prep.folded == 1 and prep.first is prep.net[0]
+    x = _x(1, 80)
+    with torch.no_grad():
+        assert torch.allclose(prep.net(model.normalise(x)), model(x), atol=1e-5)
+
+
 def test_zplus_and_epsilon_differ_and_logit_reported(convnext_atto):
     x = _x()
     a = lrp(convnext_atto, x, rule=LrpRule.EPSILON)

@@ -107,3 +107,41 @@ def test_cli_colors_and_masks(tmp_path, samples, capsys):
     assert [c["name"] for c in json.loads(capsys.readouterr().out)["concepts"]] == ["top"]
     assert main(base[:-1] + ["--concepts", str(tmp_path / "nowhere")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_best_cuts_match_a_brute_force_search_with_ties():
+    """Every column's cut: the IoU of ``scores > cut`` is the best over all cuts between distinct values."""
+    from core.features.net2vec import best_cuts
+
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.randn(300, 7, generator=gen).round(decimals=1)  # many ties
+    truth = torch.rand(300, generator=gen) < 0.3
+    ious, cuts = best_cuts(scores, truth, chunk=3)
+    for j in range(scores.shape[1]):
+        col = scores[:, j]
+        values = torch.unique(col)
+        brute = max(set_iou(col > t, truth) for t in torch.cat([values - 1e-3, values]))
+        assert ious[j].item() == pytest.approx(brute, abs=1e-6)
+        assert set_iou(col > cuts[j], truth) == pytest.approx(brute, abs=1e-6)
+
+
+def test_the_written_out_fit_matches_torch_adam():
+    """The closed-form gradient and Adam update (sqrt as 1/rsqrt) against autograd + torch.optim.Adam; float32
+    over 50 steps: a weight moves by at most lr per step, differences stay at rounding level (bound 1e-4)."""
+    from core.features.net2vec import _fit_logistic
+
+    gen = torch.Generator().manual_seed(2)
+    a = torch.randn(2000, 12, generator=gen)
+    target = (a[:, 0] - a[:, 3] > 0.5).float()
+    weight = torch.where(target > 0, 0.7, 0.3)
+    w, b = _fit_logistic(a, target, weight, 50, 0.05)
+    theta = torch.zeros(13, requires_grad=True)
+    opt = torch.optim.Adam([theta], lr=0.05)
+    for _ in range(50):
+        opt.zero_grad()
+        z = a @ theta[:12] + theta[12]
+        (torch.nn.functional.binary_cross_entropy_with_logits(z, target, reduction="none") * weight).mean().backward()
+        opt.step()
+    assert torch.allclose(w, theta[:12].detach(), atol=1e-4)
+    assert b == pytest.approx(float(theta[12].detach()), abs=1e-4)
+    assert float(w.abs().max()) > 0.5  # it did learn

@@ -186,27 +186,24 @@ def best_cuts(scores: torch.Tensor, truth: torch.Tensor, *, chunk: int = 64) -> 
     """For every column of ``scores`` (P, C), the cut ``t`` maximising the IoU of ``scores > t`` with ``truth`` (P,).
 
     Exact: one sort per column (along contiguous rows: a sort along the strided first axis is several times
-    slower). Returns (iou (C,), cut (C,)).
+    slower), then the running IoU along the same rows. Returns (iou (C,), cut (C,)).
     """
     truth = truth.reshape(-1)
-    positives = truth.sum()
+    p = len(truth)
+    # k + |truth| for the k highest scores; float32 counts are exact below 2^24 positions
+    k_pos = torch.arange(1, p + 1, dtype=torch.float32, device=scores.device) + truth.sum()
     ious, cuts = [], []
     for block in scores.split(chunk, dim=1):
-        values, order = block.T.contiguous().sort(dim=1, descending=True)
-        values, order = values.T, order.T
-        tp = truth[order].cumsum(0).float()
-        k = torch.arange(1, len(truth) + 1, dtype=torch.float32, device=scores.device)[:, None]
-        iou = tp / (k + positives - tp)
-        # only cut between distinct values
-        distinct = torch.ones_like(values, dtype=torch.bool)
-        distinct[:-1] = values[:-1] != values[1:]
-        iou = torch.where(distinct, iou, torch.zeros_like(iou))
-        best = iou.argmax(0)
-        cols = torch.arange(block.shape[1], device=scores.device)
-        nxt = values[(best + 1).clamp(max=len(truth) - 1), cols]
-        here = values[best, cols]
-        ious.append(iou[best, cols])
-        cuts.append(torch.where(best + 1 < len(truth), (here + nxt) / 2, here - 1))
+        values, order = block.T.contiguous().sort(dim=1, descending=True)  # (c, P) rows
+        tp = truth[order].cumsum(1, dtype=torch.float32)
+        iou = tp.div_(torch.sub(k_pos, tp))
+        iou[:, :-1].masked_fill_(values[:, :-1] == values[:, 1:], 0.0)  # only cut between distinct values
+        best = iou.argmax(1)
+        rows = torch.arange(block.shape[1], device=scores.device)
+        nxt = values[rows, (best + 1).clamp(max=p - 1)]
+        here = values[rows, best]
+        ious.append(iou[rows, best])
+        cuts.append(torch.where(best + 1 < p, (here + nxt) / 2, here - 1))
     return torch.cat(ious), torch.cat(cuts)
 
 
@@ -214,8 +211,9 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> tuple[torch.Tensor, float]:
     """Weighted logistic regression ``mean(weight · BCE(a w + b, target))`` from zero by Adam, written out: the
     gradient in closed form, ``weight (σ(a w + b) - target) / P`` through ``aᵀ``, and torch.optim.Adam's update
-    (same operations in the same order), so each step costs two matrix-vector products and a few (P,) and (C,)
-    operations instead of autograd's graph and the optimiser's bookkeeping.
+    (same operations in the same order, the square root taken as 1 / rsqrt), so each step costs two
+    matrix-vector products and a few (P,) and (C,) operations instead of autograd's graph and the optimiser's
+    bookkeeping.
 
     Args:
         a: float32 (P, C) contiguous; target, weight: float32 (P,).
@@ -232,11 +230,14 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
     for step in range(1, iterations + 1):
         gz = torch.addmv(b, a, w).sigmoid_().sub_(target).mul_(scale)  # ∂loss/∂logits
         torch.mv(a.T, gz, out=grad[:c])
-        grad[c:] = gz.sum()
+        torch.sum(gz, dim=0, keepdim=True, out=grad[c:])
         avg.lerp_(grad, 1 - betas[0])
         avg_sq.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
         step_size = lr / (1 - betas[0] ** step)
-        denom = (avg_sq.sqrt() / math.sqrt(1 - betas[1] ** step)).add_(eps)
+        # sqrt as 1 / rsqrt: in this loop torch.sqrt on the CPU (MKL's vector maths, it seems) waited for the
+        # thread pool on every call: ~10 ms a call on a loaded 2-core machine in torch.profiler (300 calls: 3-4 x
+        # the whole fit), a few microseconds alone. rsqrt(0) = inf keeps a zero a zero; about 1 ulp from sqrt.
+        denom = avg_sq.rsqrt().reciprocal_().div_(math.sqrt(1 - betas[1] ** step)).add_(eps)
         theta.addcdiv_(avg, denom, value=-step_size)
     return w.clone(), float(b)
 
@@ -259,9 +260,11 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
         raise ValueError(f"masks {tuple(masks.shape)} do not match activations {tuple(activations.shape)}")
     device = activations.device
     masks = masks.to(device)
-    a = activations.float().permute(0, 2, 3, 1)  # (N, s, s, C)
-    mean, std = a.reshape(-1, c).mean(0), a.reshape(-1, c).std(0).clamp_min(1e-6)
-    a = (a - mean) / std
+    x = activations.float()
+    std, mean = torch.std_mean(x, dim=(0, 2, 3))  # per channel, reduced along contiguous rows
+    std = std.clamp_min(1e-6)
+    a = torch.empty(n, *x.shape[2:], c, device=device)  # (N, s, s, C), channels contiguous
+    torch.sub(x.permute(0, 2, 3, 1), mean, out=a).div_(std)
     held_out = n >= 4
     train = torch.arange(n, device=device) % 2 == 0 if held_out else torch.ones(n, dtype=torch.bool, device=device)
     test = ~train if held_out else train
@@ -286,7 +289,7 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
     channel_ious, channel_cuts = best_cuts(a_tr, m_tr)
     best = int(channel_ious.argmax())
     thr = float(channel_cuts[best])
-    single = a[test][..., best] > thr
+    single = a[..., best][test] > thr
     order = torch.argsort(w, descending=True)[:top]
     w, predicted, order = _to_cpu(w, predicted, order)
     return ConceptFit(name, w, b, iou, set_iou(single, masks[test]), best, thr * float(std[best]) + float(mean[best]),
