@@ -405,6 +405,33 @@ def test_integrated_gradients_equals_captum_and_previews(convnext_live, x64):
     assert float(torch.corrcoef(torch.stack([first, ours.map.flatten()]))[0, 1]) > 0.5
 
 
+def test_integrated_gradients_measures_its_batch_and_agrees_with_a_fixed_one(x64, monkeypatch):
+    from core.attribution import base
+    from core.attribution.base import chosen_batch
+
+    model = make_tiny("convnext_atto", seed=6, num_classes=10, ls_init_value=1.0)  # nothing remembered for it yet
+    # the clock as on a CPU where 4 is the fastest per image and 8 slower: 16 is never tried
+    timed = base.MeasuredBatches.timed
+    monkeypatch.setattr(base.MeasuredBatches, "timed", lambda self, k, s: timed(self, k, k * {8: 2.0}.get(k, 1.0)))
+
+    def run(**kw):
+        seen = []
+        r = attribute(model, x64[:1], 3, method="integrated-gradients", steps=24,
+                      preview=lambda m, f: seen.append(round(f * 24)), **kw)
+        return r, [b - a for a, b in zip([0] + seen, seen)]  # the chunk sizes
+
+    auto, sizes = run()
+    assert sizes == [2, 4, 8, 4, 4, 2]  # the preview's 2 points, trials at 4 and 8, then the fastest
+    assert chosen_batch(model, x64.shape[1:], "gradient") == 4 and chosen_batch(model, x64.shape[1:]) is None
+    again, sizes = run()
+    assert sizes == [2] + [4] * 5 + [2]  # remembered: no trials the second time
+    fixed, sizes = run(batch_size=8)
+    assert sizes == [2, 8, 8, 6]
+    # the same 24 points in other batches: float32 sums in another order
+    for r in (auto, again):
+        torch.testing.assert_close(r.raw, fixed.raw, rtol=1e-4, atol=1e-4 * float(fixed.raw.abs().max()))
+
+
 def test_batches_with_a_short_first_batch():
     from core.attribution.base import batches
 
