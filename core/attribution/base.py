@@ -133,9 +133,9 @@ class MeasuredBatches:
     """Chunk sizes for a run of many passes: ``fixed`` when given; else a first chunk of ``first`` (a preview; it
     also pays the one-off costs, so it is never timed), then one chunk at each of TRIAL_BATCHES in increasing
     order, timed per image on the run's own passes (nothing is computed twice), stopping at the first that is
-    slower per image than the fastest so far; then the fastest for the rest, remembered for this model, input size and
-    ``kind`` (:func:`chosen_batch`). The best batch differs 2 x between CPUs and models: on a 2-core AMD EPYC
-    batch 16 is 1.2-2 x slower per image than 4.
+    slower per image than the fastest so far (a larger batch is not tried once one was slower); then the fastest
+    for the rest, remembered for this model, input size and ``kind`` (:func:`chosen_batch`). The best batch
+    differs 2 x between CPUs and models: on a 2-core AMD EPYC batch 16 is 1.2-2 x slower per image than 4.
 
     Use: ``size = sizes.next()`` before each chunk, ``sizes.timed(len(chunk), seconds)`` after it (seconds of the
     pass only, read after the result is on hand).
