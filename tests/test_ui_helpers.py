@@ -148,3 +148,25 @@ def test_attribution_preview_has_its_colour_bar_and_says_what_the_colours_mean(m
     # the bar's top is the diverging map's red end, its bottom the blue end
     bar = picture[:, 128 + 4 + 7]
     assert bar[8, 0] > bar[8, 2] and bar[-8, 2] > bar[-8, 0]
+
+
+def test_a_measured_integrated_gradients_batch_is_budgeted_at_its_largest_trial(monkeypatch):
+    """IG measures its batch at run time (up to the largest trial): the scheduler's memory estimate counts that
+    many passes, and a job given fewer gets a fixed batch that fits; occlusion's forward passes count as one."""
+    import torch
+
+    from core.attribution.base import TRIAL_BATCHES
+    from ui import cache
+
+    seen = {}
+
+    def fake_long(key, progress, model, compute, *, samples=1, preview=None):
+        seen["samples"] = samples
+        return compute(None, 3)  # the scheduler lets only 3 passes run at once
+
+    monkeypatch.setattr(cache, "_long", fake_long)
+    monkeypatch.setattr(cache, "attribute", lambda model, x, target, **kw: kw.get("batch_size"))
+    x = torch.zeros(3, 8, 8)
+    assert cache.attribution(None, "m", x, "i", "integrated-gradients", 0, {}) == 3
+    assert seen["samples"] == TRIAL_BATCHES[-1]
+    assert cache.attribution(None, "m", x, "i", "occlusion", 0, {}) is None and seen["samples"] == 1

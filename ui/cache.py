@@ -18,6 +18,7 @@ from core import jobs as core_jobs
 from core import result_store as core_result_store
 from core import warm as core_warm
 from core.attack import attacks as core_attack
+from core.attribution.base import TRIAL_BATCHES
 from core.attribution.registry import REGISTRY, attribute
 from core.attribution.smoothgrad import smoothgrad
 from core.catalogue import LayerInfo, catalogue
@@ -400,6 +401,8 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     key = core_warm.attribution_key(model_key, image_key, method, target, options)
     spec = REGISTRY[method]
     batch = spec.keywords().get("batch_size")
+    if batch is None and method == "integrated-gradients":  # measured at run time (gradient passes): at most this
+        batch = TRIAL_BATCHES[-1]
     samples = options.get("batch_size", batch) if isinstance(batch, int) else 1
 
     def compute(progress, fits, preview=None):  # the scheduler lowers the batch when memory is short

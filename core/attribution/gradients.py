@@ -16,8 +16,8 @@ from torch import nn
 
 from ..blur import gaussian_blur
 from .spec import MethodSpec, Option
-from .base import (PREVIEW_BATCH, Attribution, Progress, batches, check_input, from_raw, input_gradient, report,
-                   resolve_target)
+from .base import (PREVIEW_BATCH, TRIAL_BATCHES, Attribution, MeasuredBatches, Progress, batches, check_input,
+                   from_raw, input_gradient, report, resolve_target)
 
 
 class Baseline(str, enum.Enum):
@@ -88,13 +88,15 @@ def spread_order(n: int, k: int) -> list[int]:
 
 def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None,
                          *, steps: int = 32, baseline: Baseline | str = Baseline.BLACK, seed: int = 0,
-                         batch_size: int = 8, progress: Progress | None = None,
+                         batch_size: int | None = None, progress: Progress | None = None,
                          preview: Callable[[torch.Tensor, float], None] | None = None) -> Attribution:
     """Integrated gradients from ``baseline`` to ``x`` with ``steps`` Gauss-Legendre points.
 
     The same quadrature as Captum's ``IntegratedGradients`` (its default ``gausslegendre`` method), computed
-    ``batch_size`` points at a time in one loop: the first batch already spans the whole path, so ``preview``
-    (called after each batch with the (N, H, W) map so far and the fraction done) shows a coarse map at once.
+    ``batch_size`` points at a time in one loop (None: the batch fastest per image, measured on the run's own
+    first passes and remembered, :class:`~.base.MeasuredBatches`); the points are visited so that every prefix
+    spans the whole path, so ``preview`` (called after each batch with the (N, H, W) map so far and the fraction
+    done) shows a coarse map at once, after PREVIEW_BATCH points.
 
     Returns per-channel attributions whose sum approximates logit(x) - logit(baseline); the largest
     absolute gap over the batch is given in ``notes`` (a check on ``steps``).
@@ -104,16 +106,18 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Sequence[int
     t = resolve_target(model, x, target)
     if steps < 1:
         raise ValueError("steps must be at least 1")
+    if batch_size is not None and int(batch_size) < 1:
+        raise ValueError("batch_size must be at least 1")
     base = make_baseline(x, baseline, seed=seed)
     alphas, weights = gauss_legendre(steps)
-    batch_size = max(1, int(batch_size))
-    order = spread_order(len(alphas), batch_size)
-    first = None
+    order = spread_order(len(alphas), int(batch_size or TRIAL_BATCHES[0]))
     if preview is not None:  # the first picture after PREVIEW_BATCH points at the middles of equal parts of the path
-        first = min(PREVIEW_BATCH, len(alphas))
-        head = [int((j + 0.5) * len(alphas) / first) for j in range(first)]
+        m = min(PREVIEW_BATCH, len(alphas))
+        head = [int((j + 0.5) * len(alphas) / m) for j in range(m)]
         order = head + [k for k in order if k not in head]
-    chunks = batches(len(order), batch_size, first)
+    # the first chunk: the preview's, or a short one that pays the one-off costs before the batch is timed
+    first = PREVIEW_BATCH if preview is not None or batch_size is None else int(batch_size)
+    sizes = MeasuredBatches(model, x.shape[1:], "gradient", batch_size, first=first)
     n = x.shape[0]
     out = torch.zeros_like(x)
     gaps = []
@@ -121,15 +125,21 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Sequence[int
         xi, bi, delta = x[i:i + 1], base[i:i + 1], x[i:i + 1] - base[i:i + 1]
         total = torch.zeros_like(xi[0])
         used = 0.0
-        for sl in chunks:
-            idx = order[sl]
+        start = 0
+        while start < len(order):
+            idx = order[start:start + sizes.next()]
+            start += len(idx)
             a = torch.tensor([alphas[k] for k in idx], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
-            w = torch.tensor([weights[k] for k in idx], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+            w = [weights[k] for k in idx]
+            began = time.perf_counter()
             grad = input_gradient(model, bi + a * delta, t[i:i + 1].expand(len(idx)))
-            total.add_((grad * w).sum(0))
-            used += float(w.sum())
-            done = (i * len(order) + sl.stop) / (n * len(order))
-            report(progress, done, f"integrated gradients: image {i + 1}/{n}, {min(len(order), sl.stop)}/{steps} steps")
+            if sizes.measuring:
+                float(grad[0, 0, 0, 0])  # the pass has finished on any device before the clock is read
+                sizes.timed(len(idx), time.perf_counter() - began)
+            total.add_((grad * torch.tensor(w, dtype=grad.dtype, device=grad.device).view(-1, 1, 1, 1)).sum(0))
+            used += sum(w)
+            done = (i * len(order) + start) / (n * len(order))
+            report(progress, done, f"integrated gradients: image {i + 1}/{n}, {start}/{steps} steps")
             if preview is not None:
                 current = out.clone()
                 current[i] = total * delta[0] / used

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import enum
 import math
-import threading
 import time
-import weakref
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .spec import MethodSpec, Option
-from .base import Attribution, Progress, check_input, report, resolve_target
+from .base import Attribution, MeasuredBatches, Progress, check_input, report, resolve_target
 from .gradients import make_baseline
 
 
@@ -52,43 +51,13 @@ def _coarse_to_fine(rows: list[int], cols: list[int], every: int = 4) -> list[tu
     return [box for _, box in sorted(keyed)]
 
 
-TRIAL_BATCHES = (4, 8, 16)
-_chosen: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]]" = weakref.WeakKeyDictionary()
-_chosen_lock = threading.Lock()
-
-
-def chosen_batch(model: nn.Module, shape: Sequence[int]) -> int | None:
-    """The batch occlusion measured fastest per image for ``model`` at input ``shape`` (3, H, W); None before."""
-    with _chosen_lock:
-        return _chosen.get(model, {}).get(tuple(shape))
-
-
-class _Batches:
-    """Chunk sizes for the occluded images: ``fixed`` when given; else a first chunk of ``first`` (the preview),
-    then one chunk at each of TRIAL_BATCHES, timed per image (real work: nothing is computed twice), then the
-    fastest for the rest, remembered for this model and input size (the best batch differs 2 x between CPUs and
-    models: on a 2-core AMD EPYC 16 is 1.2-2 x slower per image than 4 or 8)."""
-
-    def __init__(self, model: nn.Module, shape: Sequence[int], fixed: int | None, first: int) -> None:
-        self.model, self.shape, self.first = model, tuple(shape), first
-        self.best = int(fixed) if fixed else chosen_batch(model, shape)
-        self.per_image: dict[int, float] = {}
-
-    def next(self, chunk: int) -> int:
-        if chunk == 0:
-            return min(self.first, self.best) if self.best else self.first
-        if self.best:
-            return self.best
-        return next(b for b in TRIAL_BATCHES if b not in self.per_image)
-
-    def timed(self, size: int, seconds: float) -> None:
-        if self.best or size not in TRIAL_BATCHES or size in self.per_image:
-            return
-        self.per_image[size] = seconds / size
-        if len(self.per_image) == len(TRIAL_BATCHES):
-            self.best = min(self.per_image, key=self.per_image.get)
-            with _chosen_lock:
-                _chosen.setdefault(self.model, {})[self.shape] = self.best
+def _spread(drops: torch.Tensor, seen: torch.Tensor, window: int, stride: int, size: tuple[int, int]) -> torch.Tensor:
+    """The map from the per-window drops on the (rows, cols) grid of window offsets: each pixel's mean over the
+    windows that cover it and were ``seen`` (bool grid; 0 where none was); a window past the border is cut."""
+    ones = torch.ones(1, 1, window, window, dtype=drops.dtype, device=drops.device)
+    acc, hits = F.conv_transpose2d(torch.stack([drops * seen, seen.to(drops.dtype)]).unsqueeze(1), ones,
+                                   stride=stride)[:, 0, :size[0], :size[1]]
+    return acc / hits.clamp(min=1)
 
 
 def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
@@ -102,8 +71,8 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.T
         window: square patch side in pixels (default: an eighth of the shorter side, at least 4).
         stride: step in pixels (default: half the window); at most ``window``.
         fill: what the patch shows (black, gray, blur of the image, or the image's mean colour).
-        batch_size: occluded images per forward pass; None measures it (TRIAL_BATCHES, on the run's own first
-            chunks, then remembered per model and input size: :func:`chosen_batch`).
+        batch_size: occluded images per forward pass; None measures it (:class:`~.base.MeasuredBatches`: on the
+            run's own first chunks, then remembered per model and input size).
         preview: called after each batch with the map so far (N, H, W; 0 where no window has been yet) and the
             fraction done. Windows are visited in an interleaved order (every 4th row and column first), and the
             first batch is small, so the first preview comes early and already spans the image.
@@ -127,39 +96,46 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.T
     boxes = _coarse_to_fine(rows, cols)
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError("batch_size must be at least 1")
-    sizes = _Batches(model, x.shape[1:], batch_size, first=4)
+    sizes = MeasuredBatches(model, x.shape[1:], "forward", batch_size, first=4)
     total = n * len(boxes)
     out = torch.zeros(n, h, w, device=x.device)
+    # each window as a row and column mask (the occluded batch is one torch.where) and as its place on the grid
+    # of offsets (the map is one transposed convolution of the drops on that grid)
+    starts = torch.tensor(boxes, device=x.device)
+    pos_h, pos_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_rows = (pos_h >= starts[:, :1]) & (pos_h < starts[:, :1] + window)  # (windows, H)
+    in_cols = (pos_w >= starts[:, 1:]) & (pos_w < starts[:, 1:] + window)  # (windows, W)
+    cell = starts[:, 0] // stride * len(cols) + starts[:, 1] // stride
     done = 0
     with torch.inference_mode():
+        buffer = torch.empty(0, *x.shape[1:], dtype=x.dtype, device=x.device)
         for i in range(n):
             xi, base = x[i:i + 1], _fill(x[i:i + 1], fill)
             ref = model(xi)[0, t[i]].float()
-            acc, hits = torch.zeros(h, w, device=x.device), torch.zeros(h, w, device=x.device)
-            start = k = 0
+            drops = torch.zeros(len(rows) * len(cols), device=x.device)
+            seen = torch.zeros(len(rows) * len(cols), dtype=torch.bool, device=x.device)
+            start = 0
             while start < len(boxes):
-                size = sizes.next(k)
-                chunk = boxes[start:start + size]
-                start, k = start + len(chunk), k + 1
-                batch = xi.repeat(len(chunk), 1, 1, 1)
-                for j, (r, c) in enumerate(chunk):
-                    batch[j, :, r:r + window, c:c + window] = base[0, :, r:r + window, c:c + window]
+                chunk = slice(start, min(len(boxes), start + sizes.next()))
+                k, start = chunk.stop - chunk.start, chunk.stop
+                if len(buffer) < k:
+                    buffer = torch.empty(k, *x.shape[1:], dtype=x.dtype, device=x.device)
+                hidden = (in_rows[chunk, :, None] & in_cols[chunk, None, :]).unsqueeze(1)  # (k, 1, H, W)
+                batch = torch.where(hidden, base, xi, out=buffer[:k])
                 began = time.perf_counter()
                 scores = model(batch)[:, t[i]].float()
-                drops = ref - scores
-                if len(chunk) == size and k > 1:  # a full chunk after the first (which also warms up)
+                if sizes.measuring:
                     float(scores[0])  # the pass has finished on any device before the clock is read
-                    sizes.timed(size, time.perf_counter() - began)
-                for j, (r, c) in enumerate(chunk):
-                    acc[r:r + window, c:c + window] += drops[j]
-                    hits[r:r + window, c:c + window] += 1
-                done += len(chunk)
+                    sizes.timed(k, time.perf_counter() - began)
+                drops[cell[chunk]] = ref - scores
+                seen[cell[chunk]] = True
+                done += k
                 report(progress, done / total, f"occlusion: {done}/{total} patches")
                 if preview is not None:
                     current = out.clone()
-                    current[i] = acc / hits.clamp(min=1)
+                    current[i] = _spread(drops.view(len(rows), -1), seen.view(len(rows), -1), window, stride, (h, w))
                     preview(current[: i + 1], done / total)
-            out[i] = acc / hits.clamp(min=1)
+            out[i] = _spread(drops.view(len(rows), -1), seen.view(len(rows), -1), window, stride, (h, w))
     return Attribution(map=out, raw=None, method="occlusion", target=t.tolist(),
                        seconds=time.perf_counter() - started, signed=True,
                        notes=(f"{len(boxes)} patches of {window}×{window} px, stride {stride}, {fill.value} fill; "
