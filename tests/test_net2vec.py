@@ -125,11 +125,15 @@ def test_best_cuts_match_a_brute_force_search_with_ties():
         assert set_iou(col > cuts[j], truth) == pytest.approx(brute, abs=1e-6)
 
 
-def test_the_written_out_fit_matches_torch_adam():
-    """The closed-form gradient and Adam update (sqrt as 1/rsqrt) against autograd + torch.optim.Adam; float32
-    over 50 steps: a weight moves by at most lr per step, differences stay at rounding level (bound 1e-4)."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "written-out"])
+def test_the_written_out_fit_matches_torch_adam(fused, monkeypatch):
+    """The closed-form gradient and Adam's update (PyTorch's fused kernel, or written out where a device has none)
+    against autograd + torch.optim.Adam; float32 over 50 steps: a weight moves by at most lr per step, differences
+    stay at rounding level (bound 1e-4)."""
     from core.features.net2vec import _fit_logistic
 
+    if not fused:
+        monkeypatch.delattr(torch, "_fused_adam_")
     gen = torch.Generator().manual_seed(2)
     a = torch.randn(2000, 12, generator=gen)
     target = (a[:, 0] - a[:, 3] > 0.5).float()

@@ -211,9 +211,10 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> tuple[torch.Tensor, float]:
     """Weighted logistic regression ``mean(weight · BCE(a w + b, target))`` from zero by Adam, written out: the
     gradient in closed form, ``weight (σ(a w + b) - target) / P`` through ``aᵀ``, and torch.optim.Adam's update
-    (same operations in the same order, the square root taken as 1 / rsqrt), so each step costs two
-    matrix-vector products and a few (P,) and (C,) operations instead of autograd's graph and the optimiser's
-    bookkeeping.
+    in one call of PyTorch's fused Adam kernel (what ``torch.optim.Adam(fused=True)`` runs), so each step costs
+    two matrix-vector products and three (P,)-sized passes instead of autograd's graph and the optimiser's
+    bookkeeping. Measured (ConvNeXt-Tiny's stage-2 shape, 14112 × 192, 300 steps, 2 threads, interleaved medians):
+    the fit 0.73 s with Adam's update as seven small operations, 0.57 s fused, 0.58 s for the two products alone.
 
     Args:
         a: float32 (P, C) contiguous; target, weight: float32 (P,).
@@ -227,19 +228,33 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
     avg, avg_sq = torch.zeros(c + 1, device=a.device), torch.zeros(c + 1, device=a.device)
     grad = torch.empty(c + 1, device=a.device)
     scale = weight / p
+    offset = -(target * scale)
+    step_t = torch.zeros((), device=a.device)
+    fused = getattr(torch, "_fused_adam_", None)
     for step in range(1, iterations + 1):
-        gz = torch.addmv(b, a, w).sigmoid_().sub_(target).mul_(scale)  # ∂loss/∂logits
+        gz = torch.addcmul(offset, torch.addmv(b, a, w).sigmoid_(), scale)  # ∂loss/∂logits
         torch.mv(a.T, gz, out=grad[:c])
         torch.sum(gz, dim=0, keepdim=True, out=grad[c:])
-        avg.lerp_(grad, 1 - betas[0])
-        avg_sq.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
-        step_size = lr / (1 - betas[0] ** step)
-        # sqrt as 1 / rsqrt: in this loop torch.sqrt on the CPU (MKL's vector maths, it seems) waited for the
-        # thread pool on every call: ~10 ms a call on a loaded 2-core machine in torch.profiler (300 calls: 3-4 x
-        # the whole fit), a few microseconds alone. rsqrt(0) = inf keeps a zero a zero; about 1 ulp from sqrt.
-        denom = avg_sq.rsqrt().reciprocal_().div_(math.sqrt(1 - betas[1] ** step)).add_(eps)
-        theta.addcdiv_(avg, denom, value=-step_size)
+        step_t += 1
+        if fused is not None:
+            try:
+                fused([theta], [grad], [avg], [avg_sq], [], [step_t], lr=lr, beta1=betas[0], beta2=betas[1],
+                      weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+                continue
+            except (RuntimeError, NotImplementedError):  # a device without the fused kernel: written out below
+                fused = None
+        _adam_step(theta, grad, avg, avg_sq, step, lr, betas, eps)
     return w.clone(), float(b)
+
+
+def _adam_step(theta: torch.Tensor, grad: torch.Tensor, avg: torch.Tensor, avg_sq: torch.Tensor, step: int,
+               lr: float, betas: tuple[float, float], eps: float) -> None:
+    """torch.optim.Adam's update, in place (same operations in the same order, the square root as 1 / rsqrt:
+    torch.sqrt on the CPU waited for the thread pool on every call, ~10 ms on a loaded 2-core machine)."""
+    avg.lerp_(grad, 1 - betas[0])
+    avg_sq.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
+    denom = avg_sq.rsqrt().reciprocal_().div_(math.sqrt(1 - betas[1] ** step)).add_(eps)
+    theta.addcdiv_(avg, denom, value=-lr / (1 - betas[0] ** step))
 
 
 def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "concept", *, iterations: int = 300,
