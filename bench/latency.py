@@ -39,11 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.images import load_image, preprocess, sample_images  # noqa: E402
 from core.model import load_model, wrap  # noqa: E402
+from core.warm import PAGE_AREAS  # noqa: E402  (the Perturbation page's default areas)
 
 TECHNIQUES = ("lrp", "occlusion", "integrated-gradients", "smoothgrad", "smoothgrad-auto", "extremal", "extremal-3",
               "meaningful", "extremal-converge", "meaningful-converge", "featurevis", "net2vec")
-# the Perturbation page's default areas (pages/perturbation.py): one batch of three masks
-PAGE_AREAS = (0.05, 0.1, 0.2)
 MODELS = ("convnext", "embedded")
 
 

@@ -35,6 +35,7 @@ from latency import cpu_model, load  # noqa: E402
 
 from core.images import load_image, preprocess, sample_images  # noqa: E402
 from core.perturbation.masks import extremal_perturbation, meaningful_perturbation  # noqa: E402
+from core.warm import PAGE_AREAS  # noqa: E402
 
 CLOCK = time.perf_counter
 
@@ -72,7 +73,7 @@ def main() -> None:
     target = int(model(x).argmax())
     runs = {
         "extremal_1_area": (1, lambda **kw: extremal_perturbation(model, x, target, iterations=args.steps, **kw)),
-        "extremal_3_areas": (3, lambda **kw: extremal_perturbation(model, x, target, areas=(0.05, 0.1, 0.2),
+        "extremal_3_areas": (3, lambda **kw: extremal_perturbation(model, x, target, areas=PAGE_AREAS,
                                                                    iterations=args.steps, **kw)),
         "meaningful": (1, lambda **kw: meaningful_perturbation(model, x, target, iterations=args.steps, **kw)),
     }

@@ -32,6 +32,7 @@ Progress = Callable[[float, str], None]
 
 PAGE_METHOD = "smoothgrad"                                                    # the Attribution page's default
 GRID_METHODS = ("saliency", "smoothgrad", "guided-backprop", "gradcam")        # its "Compare methods" default
+PAGE_AREAS = (0.05, 0.1, 0.2)                      # the Perturbation page's default extremal areas (one batch)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -110,7 +111,7 @@ def page_masks(target: int) -> MaskSettings:
     5/10/20 %, at most TorchRay's 800 steps with the convergence stop."""
     from .perturbation.masks import TORCHRAY_ITERATIONS
 
-    return MaskSettings(int(target), "extremal", (0.05, 0.1, 0.2), "preserve", "blur", TORCHRAY_ITERATIONS, True)
+    return MaskSettings(int(target), "extremal", PAGE_AREAS, "preserve", "blur", TORCHRAY_ITERATIONS, True)
 
 
 def page_featurevis(model: LensModel) -> tuple[str, tuple[int, ...], str, object]:

@@ -10,6 +10,7 @@ from core.perturbation.masks import MEANINGFUL_ITERATIONS, TORCHRAY_ITERATIONS, 
 from core.render import image_uint8
 from core.perturbation.view import weak_mask_notes
 from core.report import perturb_command
+from core.warm import PAGE_AREAS
 from ui import cache, figures, permalink, report, run, sidebar
 from ui.perturbation_page import compute, steps_sentence
 from ui.permalink import Param
@@ -46,7 +47,7 @@ if selection is not None:
     with c3:
         if method == MaskMethod.EXTREMAL.value:
             areas = st.multiselect("Areas (fraction of the image)", [0.02, 0.05, 0.1, 0.2, 0.4, 0.6],
-                                   default=[0.05, 0.1, 0.2], key="lens_pert_areas",
+                                   default=list(PAGE_AREAS), key="lens_pert_areas",
                                    help="all areas are optimised together in one batch")
         else:
             areas = [0.1]

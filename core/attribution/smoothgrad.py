@@ -127,12 +127,6 @@ def fastest_precision(model: nn.Module, x: torch.Tensor, candidates: Sequence[Pr
     return min(timed, key=timed.get)
 
 
-def bf16_is_faster(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> bool:
-    """Whether bf16 autocast beats fp32 for ``model`` at ``x``'s size on ``x``'s device (see
-    :func:`fastest_precision`)."""
-    return fastest_precision(model, x, (Precision.BF16,), repeats) is Precision.BF16
-
-
 def resolve_precision(precision: Precision | str, device: torch.device, model: nn.Module | None = None,
                       x: torch.Tensor | None = None) -> Precision:
     """``auto`` -> the fastest of fp32 and the device's reduced precisions (:func:`reduced_precisions`) measured for
