@@ -198,8 +198,8 @@ def test_fused_smooth_mask_matches_the_reference(size, step, sigma):
     (ref * g).sum().backward()
     # float32 softmax sums over 4 r² + ... neighbours in a different order: rounding of ~1e-7 per value
     assert torch.allclose(ours, ref, atol=1e-5)
-    # the gradient sums ~step² · 81 products of magnitude ≤ |g| · coldness per parameter
-    assert torch.allclose(a.grad, b.grad, atol=1e-5 * float(b.grad.abs().max()))
+    # the gradient sums ~step² · 81 signed products per parameter, in another order: ≤ ~4e-5 of their magnitudes
+    assert torch.allclose(a.grad, b.grad, atol=1e-4 * float(b.grad.abs().max()))
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         m1 = gen(a)
         gen(a)  # reuses the buffers before m1's backward
@@ -302,5 +302,8 @@ def test_smooth_mask_chunks_change_nothing(monkeypatch):
         m = SmoothMask((50, 70), 3, 9.5)(a)
         (m * g).sum().backward()
         out.append((m.detach(), a.grad))
-    assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
-    assert torch.allclose(out[0][1], out[1][1], atol=1e-6 * float(out[0][1].abs().max()))
+    # float32 bounds, not this CPU's luck: a mask value is num / Z, each a sum of J = 81 non-negative terms whose
+    # order another batch shape of bmm may change (relative error ≤ 81 · 2⁻²⁴ each, so ≤ 1e-5 for values ≤ 1);
+    # a parameter's gradient sums step² · J = 729 signed products (≤ 729 · 2⁻²⁴ ≈ 4e-5 of their magnitudes)
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-5, rtol=0)
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-4 * float(out[0][1].abs().max()), rtol=0)
