@@ -211,7 +211,9 @@ def test_every_page_runs_its_main_action_in_chromium(server, browser):
 
     try:
         visit("/?model=embedded", "Top-5 classes", "Egyptian cat (285)")
-        visit("/attack?model=embedded&method=fgsm&run=atk_run", "Confidence over the steps")
+        # the caption sits under an image, which the browser may draw after the headings below it
+        visit("/attack?model=embedded&method=fgsm&run=atk_run", "Confidence over the steps",
+              "perturbation δ amplified ×")
         assert page.get_by_text("perturbation δ amplified ×").count() == 1
         visit("/activation_index", "Dataset examples")
         visit("/featurevis?fv_steps=8&fv_size=64", "This channel on your image")
