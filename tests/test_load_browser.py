@@ -117,9 +117,11 @@ def test_small_load_same_numbers_as_serial_no_exception_inside_the_budget():
     assert isinstance(figures["memory_sheds"], int) and figures["memory_shed_mb"] >= 0, figures
     # the home page keeps rendering while the jobs run: its median within the 3 s or three times its own
     # render time alone on this machine (the floor, measured in the same run), its p95 within ten times that (a
-    # page blocked for the whole run, as before the scheduler, takes the run's full length)
+    # page blocked for the whole run, as before the scheduler, takes the run's full length). These are reloads:
+    # the reloading browser loaded the app before the clock started (bench/load.py: a first visit's empty cache
+    # costs Chromium ~5 CPU-s, and four of them at once on two cores measured the browsers, 9-13 s)
     alone = figures["home_alone_p50_s"]
-    assert figures["home_renders"] >= 3
+    assert figures["home_renders"] >= 3 and figures["home_cold_alone_s"] >= alone
     assert figures["home_p50_s"] <= max(3.0, 3 * alone) and figures["home_p95_s"] <= 10 * alone, figures
     same = figures["same_as_serial"]
     assert same["serial_results"] >= len(load.SMALL) and same["missing"] == 0, same
