@@ -68,6 +68,36 @@ def test_every_declared_default_is_the_function_default():
                 assert default is None or default in opt.choices, (spec.name, opt.name)
 
 
+def test_a_method_that_measures_its_batch_declares_the_kind_of_pass_it_measures(monkeypatch, resnet_tiny):
+    """The memory budget (ui/cache.py) counts a measured batch by the declared kind: a method whose batch_size
+    defaults to None (measured at run time) must declare the kind of pass it measures (seen here at run time),
+    and only such a method may."""
+    import inspect
+
+    from core.attribution import base
+
+    kinds = []
+
+    class Recording(base.MeasuredBatches):
+        def __init__(self, model, shape, kind, fixed, first):
+            kinds.append(kind)
+            super().__init__(model, shape, kind, fixed, first)
+
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for spec in REGISTRY.values():
+        fixed = spec.keywords().get("batch_size", 1)
+        assert bool(spec.measured_passes) == (fixed is None), spec.name
+        if fixed is None:
+            monkeypatch.setattr(inspect.getmodule(spec.fn), "MeasuredBatches", Recording)
+            kinds.clear()
+            spec.fn(resnet_tiny, x, 0)
+            assert kinds == [spec.measured_passes], spec.name
+        want = fixed if fixed is not None else base.TRIAL_BATCHES[-1] if spec.measured_passes == "gradient" else 1
+        assert spec.gradient_passes_at_once({}) == want, spec.name
+        if "batch_size" in spec.keywords():
+            assert spec.gradient_passes_at_once({"batch_size": 3}) == 3, spec.name
+
+
 def test_toy_method_is_in_the_cli_help_and_runs_with_its_generated_flags(toy, capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["attribute", "--help"])

@@ -18,7 +18,6 @@ from core import jobs as core_jobs
 from core import result_store as core_result_store
 from core import warm as core_warm
 from core.attack import attacks as core_attack
-from core.attribution.base import TRIAL_BATCHES
 from core.attribution.registry import REGISTRY, attribute
 from core.attribution.smoothgrad import smoothgrad
 from core.catalogue import LayerInfo, catalogue
@@ -400,13 +399,11 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     """
     key = core_warm.attribution_key(model_key, image_key, method, target, options)
     spec = REGISTRY[method]
-    batch = spec.keywords().get("batch_size")
-    if batch is None and method == "integrated-gradients":  # measured at run time (gradient passes): at most this
-        batch = TRIAL_BATCHES[-1]
-    samples = options.get("batch_size", batch) if isinstance(batch, int) else 1
+    samples = spec.gradient_passes_at_once(options)
+    batched = "batch_size" in spec.keywords()
 
     def compute(progress, fits, preview=None):  # the scheduler lowers the batch when memory is short
-        lowered = {"batch_size": fits} if isinstance(batch, int) and fits < samples else {}
+        lowered = {"batch_size": fits} if batched and fits < samples else {}
         extra = {"preview": preview} if preview is not None else {}
         return attribute(model, x.unsqueeze(0), int(target), method=method, progress=progress,
                          **{**options, **lowered}, **extra)

@@ -163,4 +163,5 @@ INTEGRATED_GRADIENTS = MethodSpec(
     "gradients averaged along the path from a baseline image; sums to the logit change",
     options=(STEPS, BASELINE,
              Option("seed", int, "seed of the noise baseline", low=0, high=10_000, number_input=True,
-                    visible=lambda o: o.get("baseline") == Baseline.NOISE.value)))
+                    visible=lambda o: o.get("baseline") == Baseline.NOISE.value)),
+    measured_passes="gradient")

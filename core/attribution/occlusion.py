@@ -151,4 +151,4 @@ OCCLUSION = MethodSpec(
         Option("stride", int, "step in pixels (default half the window)", label="Stride (px)",
                low=2, high=lambda c: c["window"], default=lambda c: max(2, c["window"] // 2)),
         Option("fill", Fill, "patch content"),
-    ))
+    ), measured_passes="forward")

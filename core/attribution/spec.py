@@ -91,6 +91,9 @@ class MethodSpec:
         title: the display name. summary: one line on what the map means.
         options: the user-facing options, in display order.
         caveat: a line the page shows under every map of this method (what other tools get wrong, a limit).
+        measured_passes: the kind of pass (``gradient``: forward + input-gradient backward; ``forward``: no
+            autograd) whose batch ``fn`` measures at run time when its ``batch_size`` is None
+            (:class:`~.base.MeasuredBatches`); empty when it has no such batch.
     """
 
     name: str
@@ -99,12 +102,25 @@ class MethodSpec:
     summary: str
     options: tuple[Option, ...] = ()
     caveat: str = ""
+    measured_passes: str = ""
 
     def __post_init__(self) -> None:
         keywords = self.keywords()
         for opt in self.options:
             if opt.name not in keywords:
                 raise TypeError(f"{self.name}: option {opt.name!r} is not a keyword of {self.fn.__name__}")
+
+    def gradient_passes_at_once(self, options: Mapping[str, object]) -> int:
+        """The most images the method holds in memory at once with ``options``, counted in gradient passes (what
+        a memory budget multiplies by its bytes per sample): ``batch_size`` when fixed; when measured, the largest
+        batch it may try for gradient passes, and 1 for forward passes (without autograd a forward pass keeps
+        only a layer or two of activations: a batch of 16 about as much as one gradient pass stores); else 1."""
+        from .base import TRIAL_BATCHES  # base imports the model stack; this module stays light
+
+        batch = options.get("batch_size", self.keywords().get("batch_size"))
+        if isinstance(batch, int) and not isinstance(batch, bool):
+            return max(1, batch)
+        return TRIAL_BATCHES[-1] if batch is None and self.measured_passes == "gradient" else 1
 
     def keywords(self) -> dict[str, object]:
         """Every keyword option of ``fn`` (declared or not) and its default."""
