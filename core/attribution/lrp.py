@@ -313,8 +313,11 @@ def _layernorm_grad(dims: tuple[int, ...], eps: float, shape):
     def fn(grad, a, *weight):
         # y = (a - mean(a)) / sigma * w + b with sigma constant: the transpose of centring and scaling
         g = grad * weight[0].view(shape) if weight else grad
-        sigma = torch.sqrt(a.var(dim=dims, unbiased=False, keepdim=True) + eps)
-        return (g - g.mean(dim=dims, keepdim=True)) / sigma
+        # the variance in two passes (centre, then mean square): torch.var's reduction over a short channel axis
+        # was 8-10 x slower on CPU (0.55 ms a layer, 8 % of an LRP call on ConvNeXt-Tiny), rounding alike
+        c = a - a.mean(dim=dims, keepdim=True)
+        rstd = c.mul_(c).mean(dim=dims, keepdim=True).add_(eps).rsqrt_()
+        return (g - g.mean(dim=dims, keepdim=True)).mul_(rstd)
     return fn
 
 
