@@ -219,3 +219,29 @@ def test_lrp_threads_on_a_shared_model_give_serial_results(convnext_atto):
         t.join()
     for i in range(2):
         assert torch.equal(out[i], serial[i])
+
+
+
+def test_lrp_trace_stops_at_the_pixels_layer_when_there_is_nothing_to_fold(monkeypatch, convnext_atto, resnet_tiny):
+    """The preparation's trace finds the layer on the pixels; a net without BatchNorm is traced no further (its
+    last convolution never runs), a net with BatchNorm is traced whole (its conv -> BatchNorm pairs folded)."""
+    from core.attribution import lrp as lrp_module
+
+    original, ran = lrp_module._trace, []
+
+    def watched(net, shape, device):  # net: the private copy being prepared
+        last = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+        handle = last.register_forward_hook(lambda *_: ran.append(1))
+        try:
+            return original(net, shape, device)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(lrp_module, "_trace", watched)
+    for model, stem, folds in ((convnext_atto, "stem.0", False), (resnet_tiny, "conv1", True)):
+        lrp_module._cache.pop(model, None)
+        ran.clear()
+        prep = prepare(model)
+        assert {m: n for n, m in prep.net.named_modules()}[prep.first] == stem
+        assert (prep.folded > 0) == folds and bool(ran) == folds, (stem, prep.folded, ran)
+        lrp_module._cache.pop(model, None)  # the next test prepares it unwatched
