@@ -168,7 +168,7 @@ def _trace(net: nn.Module, shape: tuple[int, ...], device: torch.device
     def seen(mod: nn.Module) -> None:
         first.append(mod)
         if not folds:
-            raise _TraceDone  # nothing to fold: the rest of the forward would find nothing (0.1-0.2 x a call)
+            raise _TraceDone  # nothing to fold: the rest of the forward finds nothing (0.1 x a fwd+bwd saved)
 
     with hooks_on(net) as hooks, torch.no_grad():
         for m in net.modules():
@@ -329,7 +329,7 @@ def _layernorm_grad(dims: tuple[int, ...], eps: float, shape):
         # y = (a - mean(a)) / sigma * w + b with sigma constant: the transpose of centring and scaling
         g = grad * weight[0].view(shape) if weight else grad
         # the variance in two passes (centre, then mean square): torch.var's reduction over a short channel axis
-        # was 8-10 x slower on CPU (0.55 ms a layer, 8 % of an LRP call on ConvNeXt-Tiny), rounding alike
+        # was 8-10 x slower on CPU (1.3 ms against 0.15 ms on 56 x 56 x 96), its rounding alike (1.5e-7)
         c = a - a.mean(dim=dims, keepdim=True)
         rstd = c.mul_(c).mean(dim=dims, keepdim=True).add_(eps).rsqrt_()
         return (g - g.mean(dim=dims, keepdim=True)).mul_(rstd)
