@@ -463,6 +463,7 @@ from core import jobs
 class Node: pass
 keep = [[i] for i in range(300_000)]  # lists are always tracked (a dict of ints is not)
 first = Node(); probe = weakref.ref(first)
+traversed_before = len(gc.get_objects())  # what a full collection visits (the frozen generation is not listed)
 f = jobs.freeze_heap()
 del first
 freed_by_refcount = probe() is None
@@ -473,7 +474,8 @@ for _ in range(5):
     gc.collect()
 print(json.dumps({"objects": f.objects, "frozen": gc.get_freeze_count(), "before_ms": f.full_collection_ms_before,
                   "after_ms": (time.perf_counter() - start) / 5 * 1e3, "refcount": freed_by_refcount,
-                  "cycle": cycle() is None}))
+                  "cycle": cycle() is None, "traversed_before": traversed_before,
+                  "traversed_after": len(gc.get_objects())}))
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
                           capture_output=True, text=True)
@@ -481,9 +483,9 @@ print(json.dumps({"objects": f.objects, "frozen": gc.get_freeze_count(), "before
     out = json.loads(done.stdout)
     assert out["objects"] >= 300_000 and out["frozen"] >= 300_000  # (one frozen object was freed since)
     assert out["refcount"] and out["cycle"]
-    # the 300,000 lists were traversed before the freeze and are not now: whatever this CPU's speed, a
-    # collection over a few hundred objects is far below one over 300,000 (each a few ns to visit)
-    assert out["after_ms"] < out["before_ms"] / 4, out
+    # a full collection visited the 300,000 lists before the freeze and only what was made since afterwards:
+    # counted, not timed (its milliseconds, reported on the model card, follow the count on any CPU)
+    assert out["traversed_before"] >= 300_000 and out["traversed_after"] < 5_000, out
 
 
 def test_gc_freeze_knob(monkeypatch):
