@@ -13,6 +13,10 @@ Progress = Callable[[float, str], None]
 Cancel = Union[Callable[[], bool], threading.Event]
 
 
+class Cancelled(Exception):
+    """Raised inside a long loop when its ``cancel`` asks to stop; the caller returns (or keeps) what was done."""
+
+
 def report(progress: Progress | None, fraction: float, message: str) -> None:
     """Call ``progress`` (if any) with ``fraction`` clamped to [0, 1]."""
     if progress is not None:
