@@ -1,7 +1,7 @@
 """Precompute the default views for a folder of images into the result store, so a demo opens instantly.
 
 The keys are built by the same functions ``ui/cache.py`` uses (:func:`model_key`, :func:`content_key`,
-:func:`attribution_key`, :func:`evaluation_key`, :func:`attack_key`, :func:`mask_key`, :func:`featurevis_key`,
+:func:`attribution_key`, :func:`evaluation_key`, :meth:`core.spec.Technique.key`, :func:`mask_key`, :func:`featurevis_key`,
 :func:`similarity_key`, :func:`net2vec_key`), and the computations are the ``run_*`` functions both call, so the app
 hits what ``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with
 the page's default options, for the predicted class, and the "Compare methods" grid, each method with its default
@@ -55,22 +55,6 @@ def attribution_key(model_key: str, image_key: str, method: str, target: int, op
 
 
 @dataclass(frozen=True)
-class AttackSettings:
-    """One attack as the Adversarial page asks for it: ε and step in [0, 1] pixel units; ``target`` None is
-    untargeted."""
-
-    method: str
-    norm: str
-    eps: float
-    step: float
-    steps: int
-    target: int | None
-    random_start: bool
-    early_stop: bool
-    seed: int
-
-
-@dataclass(frozen=True)
 class MaskSettings:
     """One perturbation-mask run: values of core.perturbation.masks' enums; ``areas`` sorted."""
 
@@ -83,11 +67,6 @@ class MaskSettings:
     converge: bool = False  # stop once the masks hold still; ``iterations`` at most
 
 
-def attack_key(model_key: str, image_key: str, settings: AttackSettings) -> tuple:
-    """Result-store key of one attack (the Adversarial page's key)."""
-    return ("attack", model_key, image_key, settings)
-
-
 def mask_key(model_key: str, image_key: str, settings: MaskSettings) -> tuple:
     """Result-store key of one perturbation-mask run (the Perturbation-masks page's key)."""
     return ("perturbation", model_key, image_key, settings)
@@ -96,14 +75,6 @@ def mask_key(model_key: str, image_key: str, settings: MaskSettings) -> tuple:
 def featurevis_key(model_key: str, layer: str, channels: tuple[int, ...], objective: str, settings) -> tuple:
     """Result-store key of one feature visualisation (the Feature-visualisation page's key)."""
     return ("feature_vis", model_key, layer, tuple(channels), objective, settings)
-
-
-def page_attack() -> AttackSettings:
-    """The Adversarial page's initial settings (ui/forms.py ``attack_settings``'s widget defaults): PGD, L∞,
-    ε 4/255, step 1/255, 10 steps, untargeted, no random start, stop once the goal is met."""
-    from .attack.attacks import PIXEL
-
-    return AttackSettings("pgd", "linf", 4.0 * PIXEL, 1.0 * PIXEL, 10, None, False, True, 0)
 
 
 def page_masks(target: int) -> MaskSettings:
@@ -261,16 +232,6 @@ def warm_index(model: LensModel, folder: str | Path, progress: Progress | None =
     return result, existed and result.added == 0 and not result.notes
 
 
-def run_attack(model: LensModel, x, settings: AttackSettings, progress: Progress | None = None):
-    """:class:`core.attack.attacks.AttackResult` of one image ``x`` (3, H, W) in [0, 1] under ``settings``."""
-    from .attack import attacks
-
-    s = settings
-    return attacks.attack(model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step,
-                          steps=s.steps, random_start=s.random_start, early_stop=s.early_stop, seed=s.seed,
-                          progress=progress)
-
-
 def run_masks(model: LensModel, x, settings: MaskSettings, progress: Progress | None = None, preview=None):
     """:class:`core.perturbation.masks.PerturbationResult` of one image ``x`` (3, H, W) in [0, 1]; ``preview``
     as in :func:`core.perturbation.masks.perturbation_masks`."""
@@ -321,8 +282,27 @@ class WarmResult:
     written: tuple[dict, ...] = field(default=(), repr=False)
 
 
-# the pages whose default views warm covers (faithfulness: the curves under the Attribution page's main view)
-PAGES = ("attribution", "faithfulness", "attack", "perturbation", "featurevis", "similarity", "net2vec", "index")
+# the pages whose default views warm covers besides the registered techniques' (faithfulness: the curves under
+# the Attribution page's main view)
+FIXED_PAGES = ("attribution", "faithfulness", "perturbation", "featurevis", "similarity", "net2vec", "index")
+
+
+def all_pages() -> tuple[str, ...]:
+    """Every page ``warm`` can prepare: the fixed ones and those of the techniques that declare ``warm``."""
+    from .techniques import TECHNIQUES
+
+    extra = [t.page or t.name for t in TECHNIQUES.values() if t.warm]
+    return tuple(dict.fromkeys((*FIXED_PAGES[:2], *extra, *FIXED_PAGES[2:])))
+
+
+def warmed(pages: Sequence[str], subject: str) -> list:
+    """The registered techniques with ``warm`` set, of ``subject``, whose page is among ``pages``."""
+    from .techniques import TECHNIQUES
+
+    return [t for t in TECHNIQUES.values() if t.warm and t.subject == subject and (t.page or t.name) in pages]
+
+
+PAGES = all_pages()
 
 
 def folder_images(folder: str | Path) -> list[Path]:
@@ -334,7 +314,7 @@ def folder_images(folder: str | Path) -> list[Path]:
 
 
 def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: Sequence[str] = GRID_METHODS,
-         pages: Sequence[str] = PAGES, progress: Progress | None = None,
+         pages: Sequence[str] | None = None, progress: Progress | None = None,
          cancel: Callable[[], bool] | None = None) -> WarmResult:
     """Compute the default views of ``pages`` for every image in ``folder`` into ``store``.
 
@@ -351,13 +331,17 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
     """
     from .attribution.registry import REGISTRY, attribute
     from .model.predict import predict
+    from .spec import canonical, model_context
+
+    pages = all_pages() if pages is None else tuple(pages)
 
     unknown = [m for m in methods if m not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown method {', '.join(unknown)}; choose from {', '.join(REGISTRY)}")
-    unknown = [p for p in pages if p not in PAGES]
+    known = all_pages()
+    unknown = [p for p in pages if p not in known]
     if unknown:
-        raise ValueError(f"unknown page {', '.join(unknown)}; choose from {', '.join(PAGES)}")
+        raise ValueError(f"unknown page {', '.join(unknown)}; choose from {', '.join(known)}")
     started = time.perf_counter()
     paths = folder_images(folder)
     mkey = model_key(model)
@@ -414,7 +398,6 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             one("similarity", str(other), f"{similarity_layer} features (the default second image)",
                 similarity_key(mkey, content_key(other.read_bytes()), similarity_layer),
                 lambda: run_similarity(model, x_other, similarity_layer))
-    targeted = {"attribution", "faithfulness", "perturbation"} & set(pages)  # views of the predicted class
     for i, path in enumerate(paths):
         if cancel is not None and cancel():
             break
@@ -425,14 +408,14 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             errors.append({"image": str(path), "error": str(e)})
             continue
         ikey = content_key(data)
-        target = predict(model, inp.tensor.unsqueeze(0), k=1)[0][0].index if targeted else None
+        target = predict(model, inp.tensor.unsqueeze(0), k=1)[0][0].index
         jobs: list[tuple[str, dict]] = []
         if "attribution" in pages:
             jobs = [(m, {}) for m in methods]
             if PAGE_METHOD in methods:
                 jobs.append((PAGE_METHOD, page_options(PAGE_METHOD, model)))
-        steps = len(jobs) + sum(p in pages for p in ("attack", "perturbation", "faithfulness", "similarity",
-                                                     "index"))
+        steps = len(jobs) + len(warmed(pages, "image")) + sum(p in pages for p in (
+            "perturbation", "faithfulness", "similarity", "index"))
         step = 0
 
         def advance(what: str) -> None:
@@ -480,11 +463,11 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
                 excited_key(mkey, ikey, opened, excited_layer, EXCITED_N),
                 lambda: run_excited(model, inp.tensor, opened, excited_layer, EXCITED_N))
             advance("reverse lookup")
-        if "attack" in pages:
-            s = page_attack()
-            one("attack", str(path), f"{s.method} {s.norm} eps {s.eps * 255:g}/255, {s.steps} steps",
-                attack_key(mkey, ikey, s), lambda: run_attack(model, inp.tensor, s))
-            advance("attack")
+        for spec in warmed(pages, "image"):
+            values = spec.defaults(model_context(model, target=target))
+            one(spec.page or spec.name, str(path), f"{spec.title}: {canonical(values)}",
+                spec.key(mkey, ikey, values), lambda spec=spec, values=values: spec.run(model, inp.tensor, values))
+            advance(spec.title)
         if "perturbation" in pages:
             m = page_masks(target)
             one("perturbation", str(path), f"{m.method} {m.variant} areas {list(m.areas)}, class {target}",

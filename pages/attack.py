@@ -5,6 +5,8 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 
 import streamlit as st
 
+from core.attack.spec import ATTACK
+from core.spec import canonical
 from ui import attack_page, cache, forms, run, sidebar
 from ui.widgets import progress_bar
 
@@ -16,18 +18,18 @@ selection = sidebar.current()
 if selection is not None:
     model, inp = selection.model, selection.inp
     st.caption(f"Model: {sidebar.model_name(model)}.")
-    settings = forms.attack_settings(model)
-    if not run.button("Run attack", (selection.key, settings), "atk_run"):
+    values = forms.attack_settings(model)
+    if not run.button("Run attack", (selection.key, canonical(values)), "atk_run"):
         st.stop()
     try:
-        with progress_bar(f"{settings.method.upper()} attack", labelled=True) as progress:
-            result = cache.adversarial(model, selection.model_key, inp.tensor, selection.image_key, settings,
-                                       progress)
+        with progress_bar(f"{values['method'].upper()} attack", labelled=True) as progress:
+            result = cache.technique(ATTACK, model, selection.model_key, inp.tensor, selection.image_key, values,
+                                     progress)
     except ValueError as e:
         st.error(f"Attack not run: {e}")
         st.stop()
     adv_u8, delta, strip = attack_page.result_panel(model, result)
-    attack_page.report_button(model, selection, settings, result, delta, strip)
-    attack_page.min_eps_section(model, selection, settings)
+    attack_page.report_button(model, selection, values, result, delta, strip)
+    attack_page.min_eps_section(model, selection, values)
     attack_page.downloads(selection, result, adv_u8, strip)
-    attack_page.smoothgrad_panel(model, selection, settings, result)
+    attack_page.smoothgrad_panel(model, selection, values, result)

@@ -99,11 +99,13 @@ def test_render_html_escapes_and_inlines(embedded):
 
 def test_attack_and_perturb_commands_parse_with_the_cli(embedded):
     from core.cli import build_parser
-    from core.report import attack_command, perturb_command
+    from core.attack.spec import ATTACK
+    from core.report import perturb_command
+    from core.spec import model_context
 
     parser, _ = build_parser()
-    cmd = attack_command("assets/samples/my cat.jpg", embedded.card, method="pgd", norm="linf", eps=4 / 255,
-                         step=1 / 255, steps=10, target=None, random_start=True, early_stop=False, seed=3)
+    values = ATTACK.complete({"random_start": True, "early_stop": False, "seed": 3}, model_context(embedded))
+    cmd = ATTACK.command_line("assets/samples/my cat.jpg", embedded.card, values)
     args = parser.parse_args(shlex.split(cmd)[3:])
     assert args.images == ["assets/samples/my cat.jpg"] and args.eps == 4 and args.step == 1 and args.steps == 10
     assert args.random_start and args.no_early_stop and args.seed == 3 and args.model == "embedded"

@@ -191,6 +191,7 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
 
     import core.warm as core_warm
     from core.cli import main
+    from core.techniques import TECHNIQUES
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -213,8 +214,9 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
 
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
-    for name in ("run_attack", "run_masks", "run_featurevis"):
+    for name in ("run_masks", "run_featurevis"):
         monkeypatch.setattr(core_warm, name, refuse)
+    monkeypatch.setitem(TECHNIQUES, "attack", replace(TECHNIQUES["attack"], run=refuse))
     cache.results.clear()  # a restarted server
     app.run()
     app.switch_page("pages/attack.py").run()
@@ -244,6 +246,7 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     import core.index.build as index_build
     import core.warm as core_warm
     from core.cli import main
+    from core.techniques import TECHNIQUES
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -8,8 +8,10 @@ import streamlit as st
 from core.attack import view
 from core.model.predict import top_classes
 from core.render import captioned_strip, image_uint8, png_bytes
-from core.report import attack_command
+from core.attack.spec import ATTACK, EVIDENCE, MIN_EPS, attack_settings
+from core.spec import canonical
 from ui import cache, figures, report, run
+from ui.options import technique_form
 from ui.widgets import progress_bar
 
 
@@ -52,8 +54,9 @@ def result_panel(model, result) -> tuple[np.ndarray, view.PerturbationPicture, n
     return adv_u8, delta, strip
 
 
-def report_button(model, selection, settings, result, delta, strip) -> None:
+def report_button(model, selection, values, result, delta, strip) -> None:
     """The "Add to report" button: the strip, the settings, the CLI command and the figures of this attack."""
+    settings = attack_settings(values)
     source, new = int(result.source[0]), int(result.adv_index[0])
     report.add_button(lambda: report.item(
         selection, title=f"{settings.method.upper()} attack: {model.label(source)} → {model.label(new)}",
@@ -61,15 +64,12 @@ def report_button(model, selection, settings, result, delta, strip) -> None:
         settings={"method": settings.method, "norm": settings.norm, "eps": view.eps_text(settings.eps, settings.norm),
                   "steps": settings.steps, "goal": settings.target if settings.target is not None else "untargeted",
                   "random start": settings.random_start},
-        command=attack_command(report.image_arg(selection), model.card, method=settings.method, norm=settings.norm,
-                               eps=settings.eps, step=settings.step, steps=settings.steps, target=settings.target,
-                               random_start=settings.random_start, early_stop=settings.early_stop,
-                               seed=settings.seed),
+        command=ATTACK.command_line(report.image_arg(selection), model.card, values),
         seconds=float(getattr(result, "seconds", 0.0)), seed=settings.seed if settings.random_start else None,
         figures={"clean probability": float(result.clean_probs[0, source]),
                  "adversarial probability": float(result.adv_probs[0, new]),
                  "L-inf (1/255)": float(result.linf[0]) * 255, "L2": float(result.l2[0])},
-        notes=tuple(m.text for m in view.verdict(result, model.label))), key=f"atk_{selection.key}_{settings}")
+        notes=tuple(m.text for m in view.verdict(result, model.label))), key=f"atk_{selection.key}_{canonical(values)}")
 
 
 def downloads(selection, result, adv_u8, strip) -> None:
@@ -86,17 +86,17 @@ def downloads(selection, result, adv_u8, strip) -> None:
                "says whether it does here). The .npz keeps the exact float values.")
 
 
-def min_eps_section(model, selection, settings) -> None:
+def min_eps_section(model, selection, values) -> None:
     """The "Find the smallest ε" button and, once pressed for these settings, the bisection's result."""
-    key = (selection.key, settings)
+    key = (selection.key, canonical(values))
     if st.button("Find the smallest ε", help="Bisection over ε (at most 8 attacks), starting from the ε above "
                                              "and doubling it while the goal is not met."):
         st.session_state["atk_min_eps_for"] = key
     if st.session_state.get("atk_min_eps_for") != key:
         return
     with progress_bar("Searching for the smallest ε", labelled=True, forget="atk_min_eps_for") as progress:
-        found = cache.smallest_eps(model, selection.model_key, selection.inp.tensor, selection.image_key, settings,
-                                   progress)
+        found = cache.technique(MIN_EPS, model, selection.model_key, selection.inp.tensor, selection.image_key,
+                                values, progress)
     say(view.min_eps_message(found, model.label))
     if bool(found.found[0]):
         r, (a, b, _) = found.result, st.columns(3)
@@ -106,22 +106,21 @@ def min_eps_section(model, selection, settings) -> None:
         b.image(small.rgb, width="stretch", caption=f"its perturbation: {small.caption()}")
 
 
-def smoothgrad_panel(model, selection, settings, result) -> None:
+def smoothgrad_panel(model, selection, values, result) -> None:
     """SmoothGrad of the clean and adversarial images for the clean and the new class, behind its own button."""
     source, new = int(result.source[0]), int(result.adv_index[0])
     st.subheader("What changed in the evidence: SmoothGrad before and after")
-    c1, c2 = st.columns(2)
-    samples = c1.slider("SmoothGrad samples", 4, 50, 16, key="atk_sg_samples",
-                        help="Noisy copies per map; four maps are computed (two images, two classes).")
-    noise = c2.slider("SmoothGrad noise σ (fraction of the pixel range)", 0.0, 0.5, 0.15, 0.01, key="atk_sg_noise")
+    evidence_values = technique_form(EVIDENCE, cache.context(model), columns=2)
     classes = (source,) if new == source else (source, new)
-    if not run.button("Compare the evidence", (selection.key, settings, samples, noise), "atk_sg_run",
+    subject_key = (selection.image_key, canonical(values), classes)  # the adversarial image follows from these
+    if not run.button("Compare the evidence", (selection.key, subject_key, canonical(evidence_values)), "atk_sg_run",
                       help="Four SmoothGrad maps: the clean and adversarial images, for both classes."):
         return
     try:
         with progress_bar("SmoothGrad", labelled=True) as progress:
-            maps = cache.smoothgrad_before_after(model, selection.model_key, result.clean[0], result.adversarial[0],
-                                                 selection.image_key, settings, classes, samples, noise, progress)
+            maps = cache.technique(EVIDENCE, model, selection.model_key,
+                                   (result.clean[0], result.adversarial[0], classes), subject_key, evidence_values,
+                                   progress)
     except (ValueError, RuntimeError) as e:
         st.error(f"SmoothGrad failed: {e}")
         return

@@ -17,9 +17,7 @@ from core import images as core_images
 from core import jobs as core_jobs
 from core import result_store as core_result_store
 from core import warm as core_warm
-from core.attack import attacks as core_attack
 from core.attribution.registry import REGISTRY, attribute
-from core.attribution.smoothgrad import smoothgrad
 from core.catalogue import LayerInfo, catalogue
 from core.errors import dataset as core_error_data
 from core.errors import evaluate as core_errors
@@ -32,6 +30,7 @@ from core.model import LensModel, load_model
 from core.model import labels as core_labels
 from core.model import predict as core_predict
 from core.perturbation import masks as core_perturbation
+from core.spec import Technique, model_context
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -190,44 +189,23 @@ def _model_input(_model: LensModel, model_key: str, path: str, stamp: int | None
     return core_images.preprocess(core_images.load_image(path), _model.card.data_config)
 
 
-# ------------------------------------------------------------------------------- adversarial perturbation
+# ----------------------------------------------------------------------------- techniques of core.techniques
 
-AttackSettings = core_warm.AttackSettings  # defined in core, so `python -m core warm` builds the pages' keys
-
-
-def adversarial(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: AttackSettings,
-                progress=None) -> core_attack.AttackResult:
-    """:class:`core.attack.attacks.AttackResult` for one image ``x`` (3, H, W) in [0, 1]."""
-    return _long(core_warm.attack_key(model_key, image_key, settings), progress, model,
-                 lambda progress, _batch: core_warm.run_attack(model, x, settings, progress))
+def context(model: LensModel, target: int | None = None) -> dict:
+    """:func:`core.spec.model_context` of ``model`` (what declared defaults and ranges depend on)."""
+    return model_context(model, target=target)
 
 
-def smallest_eps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: AttackSettings,
-                 progress=None) -> core_attack.MinEpsResult:
-    """:class:`core.attack.attacks.MinEpsResult` for one image, searching upward from the settings' ε."""
-    s = settings
-    return _long(("min_eps", model_key, image_key, s), progress, model, lambda progress, _batch: core_attack.minimal_eps(
-        model, x.unsqueeze(0), s.target, method=s.method, norm=s.norm, eps=s.eps, step=s.step, steps=s.steps,
-        random_start=s.random_start, seed=s.seed, progress=progress))
-
-
-def smoothgrad_before_after(model: LensModel, model_key: str, clean: torch.Tensor, adv: torch.Tensor,
-                            image_key: str, settings: AttackSettings, classes: tuple[int, ...], samples: int,
-                            noise: float, progress=None) -> dict:
-    """SmoothGrad maps (H, W) of the clean and adversarial images for each class in ``classes``.
-
-    The adversarial image is a function of (image, ``settings``), which is what keys it. Returns
-    ``{(class, "clean"|"adversarial"): float32 array}``.
-    """
-    def compute(progress, _batch):
-        x = torch.stack([clean, adv] * len(classes))
-        targets = [c for c in classes for _ in (0, 1)]
-        maps = smoothgrad(model, x, targets, samples=samples, noise=noise, progress=progress).map
-        return {(c, kind): maps[2 * i + j].float().numpy()
-                for i, c in enumerate(classes) for j, kind in enumerate(("clean", "adversarial"))}
-
-    key = ("smoothgrad", model_key, image_key, settings, classes, samples, noise)
-    return _long(key, progress, model, compute, samples=8)
+def technique(spec: Technique, model: LensModel, model_key: str, subject, subject_key, values: dict,
+              progress=None, preview=None):
+    """The result of ``spec`` run on ``subject`` with ``values``, kept under ``spec.key`` (the key
+    ``python -m core warm`` writes), computed as a job of the app's scheduler with progress (and a preview where
+    the technique gives one)."""
+    def compute(progress, _batch, preview=None):
+        extra = {"preview": preview} if preview is not None else {}
+        return spec.run(model, subject, values, progress=progress, **extra)
+    return _long(spec.key(model_key, subject_key, values), progress, model, compute,
+                 samples=spec.samples_for(values), preview=preview)
 
 
 # ------------------------------------------------------------------------------------- activation index

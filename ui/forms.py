@@ -3,54 +3,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.attack.attacks import PIXEL, AttackMethod, Norm
+from core.attack.spec import ATTACK
 from core.features.featurevis import Settings
 from core.model.loading import LensModel
-from ui import cache, permalink
+from core.spec import model_context
+from ui import permalink
+from ui.options import technique_form
 from ui.permalink import Param
 
 
-def attack_settings(model: LensModel) -> cache.AttackSettings:
-    """The adversarial page's settings (keys ``atk_*``): the attack to run, ε and step converted to [0, 1] pixels.
-
-    Only the controls that apply are shown: the chosen norm's ε and step, and PGD's step, steps and random start
-    only for PGD. Nothing runs until the page's button is pressed (ui.run).
-    """
-    permalink.bind([Param("method", "atk_method", options=[m.value for m in AttackMethod]),
-                    Param("norm", "atk_norm", options=[n.value for n in Norm]),
-                    Param("eps", "atk_eps", float), Param("eps_l2", "atk_eps_l2", float),
-                    Param("step", "atk_step", float), Param("step_l2", "atk_step_l2", float),
-                    Param("steps", "atk_steps", int), Param("random_start", "atk_random_start", bool),
-                    Param("early_stop", "atk_early_stop", bool), Param("seed", "atk_seed", int)])
-    c1, c2, c3 = st.columns(3)
-    method = c1.radio("Method", [m.value for m in AttackMethod], index=1, horizontal=True, key="atk_method",
-                      format_func=str.upper, help="FGSM: one step of size ε. PGD: projected steps of size 'step'.")
-    norm = c1.radio("Norm", [n.value for n in Norm], horizontal=True, key="atk_norm",
-                    format_func=lambda n: {"linf": "L∞", "l2": "L2"}[n])
-    linf, pgd = norm == Norm.LINF.value, method == AttackMethod.PGD.value
-    if linf:
-        eps = c2.slider("ε (L∞, in 1/255)", 0.25, 32.0, 4.0, 0.25, key="atk_eps")
-    else:
-        eps = c2.slider("ε (L2, pixel units)", 0.05, 10.0, 0.5, 0.05, key="atk_eps_l2")
-    step, steps, random_start = eps, 1, False
-    if pgd:
-        if linf:
-            step = c3.slider("PGD step (L∞, in 1/255)", 0.25, 8.0, 1.0, 0.25, key="atk_step")
-        else:
-            step = c3.slider("PGD step (L2)", 0.01, 2.0, 0.125, 0.005, key="atk_step_l2")
-        steps = c3.slider("PGD steps", 1, 100, 10, key="atk_steps")
-    c4, c5 = st.columns([2, 1])
-    labels = ["untargeted: any other class"] + [f"{i}: {model.label(i)}" for i in range(model.card.num_classes)]
-    target = c4.selectbox("Goal", labels, key="atk_target",
-                          help="Untargeted moves away from the current prediction; a class moves toward it.")
-    if pgd:
-        random_start = c5.checkbox("Random start", key="atk_random_start")
-    early_stop = c5.checkbox("Stop once the goal is met", value=True, key="atk_early_stop")
-    seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key="atk_seed") if random_start else 0
-    unit = PIXEL if linf else 1.0
-    return cache.AttackSettings(method, norm, eps * unit, step * unit, int(steps),
-                                None if target == labels[0] else int(target.split(":", 1)[0]),
-                                bool(random_start), bool(early_stop), int(seed))
+def attack_settings(model: LensModel) -> dict:
+    """The adversarial page's settings (keys ``atk_*``), generated from :data:`core.attack.spec.ATTACK`: only the
+    controls that apply are shown (the chosen norm's ε and step; PGD's step, steps and random start only for PGD).
+    Nothing runs until the page's button is pressed (ui.run)."""
+    return technique_form(ATTACK, model_context(model))
 
 
 def featurevis_settings(prefix: str, batch_label: str, batch_default: int, size_default: int) -> Settings:

@@ -29,8 +29,10 @@ from ..progress import Progress, report
 from ..render import unit_uint8
 
 PIXEL = 1.0 / 255.0
-DEFAULT_EPS = 4 * PIXEL
-DEFAULT_STEP = 1 * PIXEL
+DEFAULT_EPS_255 = 4.0           # L∞ budget in 1/255 (one 8-bit grey level)
+DEFAULT_STEP_255 = 1.0
+DEFAULT_EPS = DEFAULT_EPS_255 * PIXEL
+DEFAULT_STEP = DEFAULT_STEP_255 * PIXEL
 DEFAULT_STEPS = 10
 DEFAULT_L2_EPS = 0.5
 DEFAULT_L2_STEP = 0.125

@@ -14,71 +14,11 @@ from __future__ import annotations
 import enum
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Mapping, Union
+from typing import Callable, Mapping
 
-Bound = Union[float, int, Callable[[Mapping[str, object]], float], None]
-"""A number, or a function of the context (``side``: the model's input side in pixels, and the options chosen
-so far) for ranges that depend on the model or on another option."""
+from ..spec import Bound, Setting
 
-
-@dataclass(frozen=True)
-class Option:
-    """One user-facing option of an attribution method.
-
-    Attributes:
-        name: the keyword argument of the method function.
-        kind: ``int``, ``float``, ``str``, ``bool`` or a ``str`` Enum (its values are the choices).
-        help: one line for ``--help`` and the widget's tooltip.
-        label: the widget label (default: the name, capitalised).
-        low, high, step: range for numbers (numbers or functions of the context).
-        default: the widget's starting value where it differs from the function's default (which may be None:
-            "the method decides"), a number or a function of the context.
-        flag: the command-line flag (default ``--name`` with dashes).
-        metavar: the flag's metavar in ``--help``.
-        layer: the value is a layer name from the model's catalogue (its default: the last feature stage).
-        visible: a predicate on the options chosen so far; the option is shown (and passed) only when it holds,
-            e.g. integration steps only when SmoothGrad's base is integrated gradients.
-        number_input: use a number box rather than a slider (wide ranges such as seeds).
-    """
-
-    name: str
-    kind: type
-    help: str
-    label: str = ""
-    low: Bound = None
-    high: Bound = None
-    step: Bound = None
-    default: Bound = None
-    flag: str = ""
-    metavar: str | None = None
-    layer: bool = False
-    visible: Callable[[Mapping[str, object]], bool] | None = None
-    number_input: bool = False
-
-    @property
-    def cli_flag(self) -> str:
-        return self.flag or "--" + self.name.replace("_", "-")
-
-    @property
-    def dest(self) -> str:
-        """The argparse destination of :attr:`cli_flag`."""
-        return self.cli_flag.lstrip("-").replace("-", "_")
-
-    @property
-    def choices(self) -> tuple[str, ...]:
-        return tuple(m.value for m in self.kind) if isinstance(self.kind, type) and issubclass(self.kind, enum.Enum) else ()
-
-    @property
-    def title(self) -> str:
-        return self.label or self.name.replace("_", " ").capitalize()
-
-    def shown(self, chosen: Mapping[str, object]) -> bool:
-        return self.visible is None or bool(self.visible(chosen))
-
-    @staticmethod
-    def value(bound: Bound, context: Mapping[str, object]):
-        """A :data:`Bound` evaluated in ``context``."""
-        return bound(context) if callable(bound) else bound
+Option = Setting  # an attribution method's options are settings of the one contract (core/spec.py)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..render import image_uint8
+from ..spec import model_args, repo_path
 
 APP = "convnext-lens"
 LIBRARIES = ("torch", "torchvision", "timm", "numpy", "pillow", "captum", "streamlit")
@@ -91,33 +92,6 @@ def _pyproject_version() -> str:
     return "unknown"
 
 
-def model_args(card) -> list[str]:
-    """``--model``/``--weights`` arguments that load the model described by ``card`` (a ModelCard)."""
-    source = getattr(card.weights, "value", card.weights)
-    if source == "embedded":
-        return ["--model", "embedded"]
-    name = card.name
-    if source == "hub":
-        detail = str(card.weights_detail)
-        if "." not in name and detail.startswith("timm/"):
-            name = detail.split("/", 1)[1]
-        return ["--model", name]
-    if source == "random":
-        return ["--model", name, "--weights", "random"]
-    path = str(card.weights_detail).split(" (head on ", 1)[0]  # a head-only file names its backbone after it
-    return ["--model", name, "--weights", repo_path(path)]
-
-
-def repo_path(path: str) -> str:
-    """``path`` relative to the repository when it lies inside it (commands run from its root), else as given."""
-    from pathlib import Path
-
-    try:
-        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[2]))
-    except (ValueError, OSError):
-        return path
-
-
 def attribute_command(method: str, image: str, card, target: int, options: Mapping[str, object]) -> str:
     """The exact ``python -m core attribute`` command for one attribution.
 
@@ -178,17 +152,6 @@ def _command(sub: str, image: str | None, card, pairs: Sequence[tuple[str, objec
             args += [flag, str(getattr(value, "value", value))]
     args += list(flags) + (model_args(card) if model else [])
     return " ".join(shlex.quote(a) for a in args)
-
-
-def attack_command(image: str, card, *, method: str, norm: str, eps: float, step: float, steps: int,
-                   target: int | None, random_start: bool, early_stop: bool, seed: int) -> str:
-    """``python -m core attack`` for one attack; ``eps``/``step`` in [0, 1] pixel units (the CLI takes 1/255
-    for L-inf)."""
-    unit = 255.0 if norm == "linf" else 1.0
-    return _command("attack", image, card, [
-        ("--method", method), ("--norm", norm), ("--eps", f"{eps * unit:.6g}"), ("--step", f"{step * unit:.6g}"),
-        ("--steps", int(steps)), ("--target", target), ("--seed", int(seed))],
-        [*(["--random-start"] if random_start else []), *([] if early_stop else ["--no-early-stop"])])
 
 
 def perturb_command(image: str, card, *, method: str, area: float | None, variant: str, perturbation: str,
@@ -368,7 +331,7 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
     return "".join(parts)
 
 
-__all__ = ["ReportItem", "attack_command", "attribute_command", "attribution_item", "contrast_command", "data_uri",
+__all__ = ["ReportItem", "attribute_command", "attribution_item", "contrast_command", "data_uri",
            "errors_command", "filters_command", "index_commands", "repo_path",
            "model_args", "model_card_rows", "net2vec_command", "perturb_command", "predict_command", "render_html",
            "similarity_command", "versions", "visualize_command"]

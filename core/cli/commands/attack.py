@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...attack.attacks import (DEFAULT_L2_EPS, DEFAULT_L2_STEP, DEFAULT_STEPS, PIXEL, AttackMethod, AttackResult, Norm,
-                               attack, minimal_eps)
+from ...attack.attacks import PIXEL, AttackMethod, AttackResult, Norm, minimal_eps
+from ...attack.spec import ATTACK, attack_settings, run_attack
 from ...attack.view import npz as npz_bytes
 from ...model.wrapper import LensModel
+from ...spec import model_context
 from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
 
 NAME = "attack"
@@ -15,21 +16,9 @@ HELP = "adversarial perturbation (FGSM or PGD, L-inf or L2, untargeted or target
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The image, the flags generated from :data:`core.attack.spec.ATTACK`, the bisection and the output."""
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--method", choices=[m.value for m in AttackMethod], default=AttackMethod.PGD.value,
-                   help="fgsm: one step of size eps; pgd: --steps projected steps of size --step (default pgd)")
-    p.add_argument("--norm", choices=[n.value for n in Norm], default=Norm.LINF.value,
-                   help="budget norm (default linf)")
-    p.add_argument("--eps", type=float, default=None,
-                   help="budget: in 1/255 units for linf (default 4), in [0,1]-pixel L2 units for l2 (default 0.5)")
-    p.add_argument("--step", type=float, default=None,
-                   help="PGD step, same units as --eps (default 1 for linf, 0.125 for l2)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"PGD steps (default {DEFAULT_STEPS})")
-    p.add_argument("--target", default=None,
-                   help="targeted attack toward this class (index, or an exact label); default untargeted")
-    p.add_argument("--random-start", action="store_true", help="start from a random point of the eps-ball")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random start (default 0)")
-    p.add_argument("--no-early-stop", action="store_true", help="run every step even once the goal is met")
+    ATTACK.add_arguments(p)
     p.add_argument("--min-eps", action="store_true",
                    help="also find the smallest eps that reaches the goal (bisection, at most 8 attacks)")
     p.add_argument("--max-eps", type=float, default=None,
@@ -39,67 +28,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write <stem>.npz with clean, adversarial, perturbation (float32 3xHxW at model resolution)")
 
 
-def _units(norm: Norm) -> float:
-    """Multiplier from CLI units to [0, 1] pixel units."""
-    return PIXEL if norm is Norm.LINF else 1.0
-
-
-def _target_index(value: str | None, model: LensModel) -> int | None:
-    if value is None:
-        return None
-    try:
-        index = int(value)
-    except ValueError:
-        matches = [i for i, name in enumerate(model.labels) if name.lower() == value.strip().lower()]
-        if not matches:
-            raise CliError(f"--target {value!r} is neither a class index nor a label of {model.card.name}") from None
-        index = matches[0]
-    if not 0 <= index < model.card.num_classes:
-        raise CliError(f"--target must be between 0 and {model.card.num_classes - 1} for {model.card.name}")
-    return index
-
-
 def run(args: argparse.Namespace) -> dict:
-    method, norm = AttackMethod(args.method), Norm(args.norm)
-    unit = _units(norm)
-    eps = args.eps if args.eps is not None else (4.0 if norm is Norm.LINF else DEFAULT_L2_EPS)
-    step = args.step if args.step is not None else (1.0 if norm is Norm.LINF else DEFAULT_L2_STEP)
-    if not eps > 0:
+    if args.eps is not None and not args.eps > 0:
         raise CliError("--eps must be positive")
-    if norm is Norm.LINF and eps > 255:
+    if args.norm in (None, Norm.LINF.value) and args.eps is not None and args.eps > 255:
         raise CliError("--eps is in 1/255 units for linf and cannot exceed 255")
-    if method is AttackMethod.PGD and (not step > 0 or args.steps < 1):
-        raise CliError("--step must be positive and --steps at least 1")
     if args.max_eps is not None and not args.max_eps > 0:
         raise CliError("--max-eps must be positive")
-    if method is AttackMethod.FGSM and (args.step is not None or args.steps != DEFAULT_STEPS):
+    if args.method == AttackMethod.FGSM.value and (args.step is not None or args.steps is not None):
         print("note: fgsm takes one step of size --eps; --step and --steps are ignored", file=sys.stderr)
     model = model_from_args(args)
-    target = _target_index(args.target, model)
+    try:
+        values = ATTACK.from_args(args, model_context(model))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    s = attack_settings(values)
+    if s.method == AttackMethod.PGD.value and (not s.step > 0 or s.steps < 1):
+        raise CliError("--step must be positive and --steps at least 1")
+    unit = PIXEL if s.norm == Norm.LINF.value else 1.0
+    eps = values.get("eps", values.get("eps_l2"))  # in the CLI's units, as given
     good, errors = read_inputs(args.images, model)
-    options = dict(method=method, norm=norm, eps=eps * unit, step=step * unit, steps=args.steps,
-                   random_start=args.random_start, seed=args.seed)
     results = []
     for path, inp in good:
-        r = attack(model, inp.batch, target, early_stop=not args.no_early_stop, **options)
+        r = run_attack(model, inp.tensor, values)
         entry = _entry(model, path, r, unit)
         npz = out_path(args.out_dir, path, ".npz")
         if npz is not None:
             npz.write_bytes(npz_bytes(r))
         entry["npz"] = str(npz) if npz is not None else None
         if args.min_eps:
-            search = minimal_eps(model, inp.batch, target, eps_max=None if args.max_eps is None else
-                                 args.max_eps * unit, **options)
+            keywords = s.keywords
+            keywords.pop("early_stop")
+            search = minimal_eps(model, inp.batch, s.target, eps_max=None if args.max_eps is None else
+                                 args.max_eps * unit, **keywords)
             entry["min_eps"] = float(search.eps[0]) / unit if bool(search.found[0]) else None
             entry["min_eps_below"] = float(search.below[0]) / unit
             entry["min_eps_attacks"] = int(search.attacks[0])
             entry["min_eps_adversarial"] = _score(model, search.result.adv_probs[0])
         results.append(entry)
-    payload = {"method": method.value, "norm": norm.value, "model": model.card.name,
-               "eps": eps, "step": eps if method is AttackMethod.FGSM else step,
-               "steps": 1 if method is AttackMethod.FGSM else args.steps,
-               "units": "1/255" if norm is Norm.LINF else "l2 (pixels in [0,1])",
-               "target": target, "random_start": args.random_start, "results": results}
+    payload = {"method": s.method, "norm": s.norm, "model": model.card.name,
+               "eps": eps, "step": values.get("step", values.get("step_l2", eps)), "steps": s.steps,
+               "units": "1/255" if s.norm == Norm.LINF.value else "l2 (pixels in [0,1])",
+               "target": s.target, "random_start": s.random_start, "results": results}
     payload["errors"] = errors
     return payload
 

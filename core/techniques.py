@@ -1,0 +1,36 @@
+"""The registry of techniques (:class:`core.spec.Technique`), besides the attribution methods' own registry.
+
+Each technique module declares its ``Technique`` next to its function; :data:`TECHNIQUES` lists them. A plug-in
+calls :func:`register`: the generic Techniques page, ``python -m core run NAME`` (flags generated from the
+settings), the warm-up and the report pick it up with no other edit.
+"""
+from __future__ import annotations
+
+from .attack.spec import ATTACK, EVIDENCE, MIN_EPS
+from .spec import Technique
+
+TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE)}
+
+
+def register(technique: Technique, *, replace_existing: bool = False) -> Technique:
+    """Add ``technique`` to :data:`TECHNIQUES`.
+
+    Raises:
+        ValueError: the name is taken (unless ``replace_existing``).
+    """
+    if technique.name in TECHNIQUES and not replace_existing:
+        raise ValueError(f"a technique named {technique.name!r} is already registered")
+    TECHNIQUES[technique.name] = technique
+    return technique
+
+
+def unregister(name: str) -> None:
+    TECHNIQUES.pop(name, None)
+
+
+def get(name: str) -> Technique:
+    """The technique registered as ``name``. Raises ValueError naming the registered ones."""
+    try:
+        return TECHNIQUES[name]
+    except KeyError:
+        raise ValueError(f"unknown technique {name!r}; choose from {', '.join(TECHNIQUES)}") from None
