@@ -183,7 +183,7 @@ def run_technique(name: str, model, x, target: int, floors: Floors, quick: bool,
 
         first_call = None
         if method == "lrp":  # the first call also builds the private BatchNorm-folded copy (cached per model)
-            from core.attribution import lrp as lrp_module
+            from core.attribution import lrp_prepare as lrp_module
             lrp_module._cache.pop(model, None)
             first_call = timed_run(go, 1)["final_s"]
         out = timed_run(go, repeats)

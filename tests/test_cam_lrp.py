@@ -224,7 +224,7 @@ def test_lrp_threads_on_a_shared_model_give_serial_results(convnext_atto):
 def test_lrp_trace_stops_at_the_pixels_layer_when_there_is_nothing_to_fold(monkeypatch, convnext_atto, resnet_tiny):
     """The preparation's trace finds the layer on the pixels; a net without BatchNorm is traced no further (its
     last convolution never runs), a net with BatchNorm is traced whole (its conv -> BatchNorm pairs folded)."""
-    from core.attribution import lrp as lrp_module
+    from core.attribution import lrp_prepare as lrp_module
 
     original, ran = lrp_module._trace, []
 

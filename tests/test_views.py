@@ -85,18 +85,6 @@ def test_captioned_strip_boxed_and_padded():
     assert np.asarray(pad)[0, 0].tolist() == [255, 255, 255] and np.asarray(pad)[5, 5].tolist() == [0, 0, 0]
 
 
-def test_filter_pictures_zoom():
-    def kernels(k: int, channels: int) -> Kernels:
-        tiles = torch.full((4, channels, k, k), 0.5)
-        return Kernels(layer="x", tiles=tiles, weights=tiles, norms=torch.ones(4), stride=(k, k))
-    assert features_view.first_layer_zoom(kernels(4, 3)) == 12   # ConvNeXt's 4x4 patchify stem: 48 pixels
-    assert features_view.first_layer_zoom(kernels(16, 3)) == 4   # never below 4x
-    first = features_view.first_layer_picture(kernels(4, 3))
-    dw = features_view.depthwise_picture(kernels(7, 1))
-    assert first.dtype == dw.dtype == np.uint8 and first.shape[-1] == dw.shape[-1] == 3
-    assert (first == 128).sum() == 4 * (4 * 12) ** 2 * 3 and (dw == 128).sum() == 4 * (7 * 6) ** 2 * 3
-
-
 def test_labelled_tiles_are_equal_whatever_the_source_and_keep_pixels_sharp():
     wide = labelled_tile(Image.new("RGB", (300, 40), (0, 0, 0)), 64, "#1  activation 3.21")
     tiny = labelled_tile(np.zeros((3, 3, 3), np.uint8), 64, "a label far too long to fit in sixty-four pixels")
@@ -125,3 +113,69 @@ def test_kernel_grid_labels_tiles_and_keeps_the_largest_norms():
     every = features_view.kernel_grid(Kernels("rgb", torch.rand(3, 3, 4, 4), torch.rand(3, 3, 4, 4),
                                               torch.ones(3), (4, 4)))
     assert every.channels == (0, 1, 2) and every.picture.shape[1] == 3 * side + 2 * 4
+
+
+# ---------------------------------------------------------------------- the CLI writes the pages' pictures
+
+@pytest.fixture(scope="module")
+def tiny():
+    from tests.conftest import make_tiny
+
+    return make_tiny("convnext_atto", num_classes=10)
+
+
+def _png(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _cli(monkeypatch, tiny, command: str, *args: str) -> dict:
+    """``python -m core <command> ... --json`` in this process, on the tiny model."""
+    import importlib
+    import json
+
+    from core.cli import main
+
+    monkeypatch.setattr(importlib.import_module(f"core.cli.commands.{command}"), "model_from_args", lambda _: tiny)
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    assert main([command, *args, "--json"]) == 0
+    return json.loads(out.getvalue())
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam"])  # a signed map and an unsigned one
+def test_attribute_png_is_the_attribution_pages_picture(monkeypatch, tmp_path, tiny, samples, method):
+    from core.attribution.registry import attribute
+    from core.attribution.view import figure
+    from core.images import load_image, preprocess
+
+    payload = _cli(monkeypatch, tiny, "attribute", str(samples / "chelsea.jpg"), "--method", method,
+                   "--out-dir", str(tmp_path))
+    inp = preprocess(load_image(samples / "chelsea.jpg"), tiny.card.data_config)
+    page = figure(attribute(tiny, inp.batch, None, method=method), inp.tensor)[0]  # the page's default view
+    written = _png(payload["results"][0]["png"])
+    assert written.shape == page.shape and written.shape[1] > inp.tensor.shape[-1]  # the colour bar is there
+    assert np.array_equal(written, page)
+
+
+def test_contrast_pngs_are_the_error_pages_why_maps(monkeypatch, tmp_path, tiny, samples):
+    from core.errors.explain import explain_mistake
+    from core.errors.view import mistake_figure
+    from core.images import load_image, preprocess
+
+    payload = _cli(monkeypatch, tiny, "contrast", str(samples / "chelsea.jpg"), "--true", "1", "--predicted", "2",
+                   "--method", "gradcam", "--out-dir", str(tmp_path))
+    inp = preprocess(load_image(samples / "chelsea.jpg"), tiny.card.data_config)
+    maps = explain_mistake(tiny, inp.batch, 2, 1, methods={"gradcam": {}})
+    for r in payload["results"]:
+        assert np.array_equal(_png(r["png"]), mistake_figure(maps, "gradcam", r["map"], inp.tensor)[0]), r["map"]
+
+
+def test_filters_pngs_are_the_pages_kernel_grids(monkeypatch, tmp_path, tiny):
+    from core.features.filters import depthwise_kernels, first_layer_kernels
+
+    dw = "stages.0.blocks.0.conv_dw"
+    payload = _cli(monkeypatch, tiny, "filters", "--depthwise", dw, "--out-dir", str(tmp_path))
+    assert np.array_equal(_png(payload["pngs"]["first_layer"]),
+                          features_view.kernel_grid(first_layer_kernels(tiny)).picture)
+    every = features_view.kernel_grid(depthwise_kernels(tiny, dw))  # all of them, not the page's largest few
+    assert np.array_equal(_png(payload["pngs"]["depthwise"]), every.picture) and len(every.channels) == every.total

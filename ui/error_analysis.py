@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.images import ImageError, load_image, preprocess
-from core.errors.view import confusion_figure, separation_figure
+from core.errors.view import confusion_figure, mistake_figure, separation_figure
 from core.render import captioned_strip
 from core.report import ReportItem, contrast_command, errors_command
 from ui import cache, figures, report
@@ -165,9 +165,8 @@ def explain_panel(ev, model, model_key: str, folder: str, layer: str | None) -> 
     for method, title in (("gradcam", "Grad-CAM"), ("smoothgrad", "SmoothGrad")):
         shown = []
         for col, role in zip(st.columns(3), ("predicted", "true", "contrast")):
-            signed = role == "contrast" or method == "smoothgrad"
-            shown.append((*figures.heat(result.maps[(method, role)], inp.tensor, signed=signed, alpha=0.6, where=col,
-                                        units="attribution", caption=f"{title} {titles[role]}"), titles[role]))
+            shown.append((*figures.show(*mistake_figure(result, method, role, inp.tensor), where=col,
+                                        caption=f"{title} {titles[role]}"), titles[role]))
         _pin_why(ev, model, row, result, method, title, shown, p, int(true_choice))
     st.caption("Contrast = attribution of logit(predicted) − logit(true): red is evidence for the predicted class "
                "rather than the true one, blue the other way (Grad-CAM's contrast is taken before its ReLU). "

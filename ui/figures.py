@@ -21,6 +21,12 @@ def heat(m, image=None, *, signed: bool, caption: str, units: str = "", clip_per
     mean. Returns the shown picture (uint8) for downloads and the report."""
     picture, scale = heat_figure(m, image, signed=signed, clip_percentile=clip_percentile, units=units,
                                  alpha=alpha)
+    return show(picture, scale, caption=caption, where=where)
+
+
+def show(picture, scale, *, caption: str, where=st):
+    """Show a figure made in core (uint8 with its colour bar) under ``caption`` + what the colours mean; returns
+    ``(picture, scale)``."""
     where.image(picture, width="stretch", caption=f"{caption}. Colours: {scale.describe()}.")
     return picture, scale
 

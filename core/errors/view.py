@@ -1,13 +1,17 @@
-"""Pictures of error analysis that read on their own (for the report): the confusion matrix with counts, class
-names on both axes, axis titles and its colour bar; the separating channels' effects as labelled bars."""
+"""Pictures of error analysis that read on their own (for the page, the report and the CLI): the confusion matrix
+with counts, class names on both axes, axis titles and its colour bar; the separating channels' effects as
+labelled bars; the "Why?" maps with their colour bars."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..render import ColourMap, Scale, colourise, fit_text, load_font, with_colorbar
+from ..render import ColourMap, Scale, colourise, fit_text, heat_figure, load_font, with_colorbar
+
+if TYPE_CHECKING:
+    from .explain import MistakeMaps
 
 CELL = 56
 
@@ -65,3 +69,19 @@ def separation_figure(channels, *, width: int = 360, row: int = 26) -> np.ndarra
                        fill=red if c.effect > 0 else blue)
     draw.line([zero, top - 2, zero, canvas.height - 4], fill=(60, 60, 60))
     return np.asarray(canvas)
+
+
+def mistake_figure(maps: "MistakeMaps", method: str, role: str, image) -> tuple[np.ndarray, Scale]:
+    """One "Why?" map over the image with its colour bar, as the Error analysis page and ``python -m core
+    contrast`` draw it.
+
+    Args:
+        maps: the image's maps; ``role`` is "predicted", "true" or "contrast".
+        image: (3, H, W) in [0, 1], the model input the maps are aligned with.
+
+    Returns:
+        uint8 (H, W + bar, 3) and the :class:`~core.render.Scale` for a caption (blue-white-red when the
+        method's result is signed).
+    """
+    return heat_figure(maps.maps[(method, role)], image, signed=maps.results[(method, role)].signed,
+                       units="attribution", alpha=0.6)

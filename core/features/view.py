@@ -7,25 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from ..render import image_uint8, labelled_tile, tile_grid
-from .filters import Kernels, WeightStats, mosaic
-
-DEPTHWISE_ZOOM = 6  # a 7x7 ConvNeXt kernel becomes 42 pixels
-
-
-def first_layer_zoom(kernels: Kernels) -> int:
-    """Enlargement that makes each first-layer tile about 48 pixels wide (at least 4x)."""
-    return max(4, 48 // kernels.tiles.shape[-1])
-
-
-def first_layer_picture(kernels: Kernels) -> np.ndarray:
-    """uint8 (H, W, 3): the first layer's RGB kernels tiled, grey = 0, each tile scaled on its own."""
-    return image_uint8(mosaic(kernels.tiles, zoom=first_layer_zoom(kernels)))
-
-
-def depthwise_picture(kernels: Kernels) -> np.ndarray:
-    """uint8 (H, W, 3): a depthwise layer's kernels tiled in grey (white positive, black negative)."""
-    return image_uint8(mosaic(kernels.tiles, zoom=DEPTHWISE_ZOOM))
-
+from .filters import Kernels, WeightStats
 
 TILE = 72  # page tiles: a 3x3 kernel becomes 24-pixel blocks, a 7x7 one 10-pixel blocks
 

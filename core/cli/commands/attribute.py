@@ -8,7 +8,8 @@ import numpy as np
 from ...attribution.base import NotApplicable
 from ...attribution.registry import REGISTRY, attribute
 from ...attribution.spec import Option
-from ...render import ColourMap, normalise_map, overlay, save_png
+from ...attribution.view import figure
+from ...render import save_png
 from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
 
 NAME = "attribute"
@@ -43,7 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=int, default=None, help="class index (default: each image's predicted class)")
     add_option_flags(p)
     add_model_options(p)
-    p.add_argument("--out-dir", dest="out_dir", help="write <stem>.npy (float32 HxW map) and <stem>.png (overlay)")
+    p.add_argument("--out-dir", dest="out_dir",
+                   help="write <stem>.npy (float32 HxW map) and <stem>.png (the Attribution page's picture: the "
+                        "overlay with its colour bar)")
 
 
 def add_option_flags(p: argparse.ArgumentParser) -> None:
@@ -103,8 +106,7 @@ def run(args: argparse.Namespace) -> dict:
         npy, png = out_path(args.out_dir, path, ".npy"), out_path(args.out_dir, path, ".png")
         if npy is not None:
             np.save(npy, amap)
-            cmap = ColourMap.DIVERGING if result.signed else ColourMap.HEAT
-            save_png(overlay(inp.tensor, normalise_map(amap, signed=result.signed), cmap=cmap), png)
+            save_png(figure(result, inp.tensor)[0], png)  # the page's picture at its default settings
         notes = list(result.notes)
         results.append({
             "image": path, "target": target, "label": model.label(target), "shape": list(amap.shape),

@@ -10,9 +10,10 @@ import numpy as np
 from ...attribution.base import NotApplicable
 from ...attribution.registry import REGISTRY
 from ...errors.explain import explain_mistake
+from ...errors.view import mistake_figure
 from ...images import load_image, preprocess
 from ...inputs import resolve_target
-from ...render import heat_figure, save_png
+from ...render import save_png
 from .. import CliError, add_model_options, model_from_args, out_path
 from .attribute import _options, add_option_flags
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> dict:
         r, amap = maps.results[(args.method, role)], maps.maps[(args.method, role)]
         png = out_path(args.out_dir, args.image, f"-{role}.png")
         if png is not None:
-            save_png(heat_figure(amap, inp.tensor, signed=r.signed, units="attribution", alpha=0.6)[0], png)
+            save_png(mistake_figure(maps, args.method, role, inp.tensor)[0], png)
         target = predicted if role != "true" else args.true
         results.append({"map": role, "target": target, "label": model.label(target), "signed": bool(r.signed),
                         "min": float(amap.min()), "max": float(amap.max()), "seconds": round(r.seconds, 4),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .. import CliError, add_model_options, model_from_args
 from ...features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, weight_stats
-from ...features.view import depthwise_picture, first_layer_picture
+from ...features.view import kernel_grid
 from ...render import save_png
 
 NAME = "filters"
@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> dict:
     pngs = {}
     if args.out_dir:
         folder = Path(args.out_dir)
-        pngs["first_layer"] = str(save_png(first_layer_picture(first), folder / "first_layer.png"))
+        # the page's labelled grids; every depthwise kernel (the page shows the largest few)
+        pngs["first_layer"] = str(save_png(kernel_grid(first).picture, folder / "first_layer.png"))
         if dw is not None:
-            pngs["depthwise"] = str(save_png(depthwise_picture(dw), folder / "depthwise.png"))
+            pngs["depthwise"] = str(save_png(kernel_grid(dw).picture, folder / "depthwise.png"))
     return {
         "model": model.card.name,
         "first_layer": {"layer": first.layer, "kernels": int(first.tiles.shape[0]),
