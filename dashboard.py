@@ -41,6 +41,7 @@ PAGES = [
     ("pages/similarity.py", "Similarity overlays", ":material/touch_app:", "Click a point: where this image and another look alike to a layer."),
     ("pages/error_analysis.py", "Error analysis", ":material/rule:", "Where the model is wrong on your labelled images, and why: confusion matrix, mistakes, contrastive maps."),
     ("pages/net2vec.py", "Net2Vec concepts", ":material/hub:", "Concepts as learnt combinations of channels, against the best single channel."),
+    ("pages/techniques.py", "Techniques", ":material/extension:", "Every technique's settings, defaults and command line; a runner for techniques without a page."),
     ("pages/report.py", "Report", ":material/description:", "The results you pinned, as one HTML file to hand on (opens offline)."),
 ]
 PAGES = [p for p in PAGES if (HERE / p[0]).exists()]

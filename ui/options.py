@@ -135,3 +135,17 @@ def widget(s: Setting, default, context: dict, key: str, layer_names=None):
         return cast(st.number_input(label, min_value=low, max_value=high, value=default, key=key, help=help_,
                                     **kwargs))
     return cast(st.slider(label, low, high, default, key=key, help=help_, **kwargs))
+
+
+def settings_table(specs) -> list[dict]:
+    """One row per setting of every technique in ``specs``: where it is used, its flag, default and range."""
+    rows = []
+    for spec in specs:
+        for s in spec.settings:
+            default = s.default if not callable(s.default) else "depends on the model"
+            rows.append({"technique": spec.title, "page": spec.page or "Techniques", "setting": s.title,
+                         "flag": f"{spec.command} {s.cli_flag}" if spec.command and s.cli else "",
+                         "default": str(plain(default)),
+                         "range": "" if s.low is None or callable(s.low) or callable(s.high)
+                         else f"{s.low:g} to {s.high:g}", "help": s.help})
+    return rows

@@ -78,7 +78,29 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         mod.add_arguments(p)
         p.add_argument("--json", action="store_true", help="print one JSON object")
         modules[mod.NAME] = mod
+    from ..techniques import TECHNIQUES
+    from . import technique as generated
+
+    for spec in TECHNIQUES.values():  # a registered technique without a command module of its own
+        if spec.command != spec.name or spec.name in modules:
+            continue
+        p = sub.add_parser(spec.name, help=f"{spec.title}: {spec.summary}", description=spec.summary)
+        generated.add_arguments(p, spec)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        modules[spec.name] = _Generated(spec)
     return parser, modules
+
+
+class _Generated:
+    """The command module of a registered technique (:mod:`core.cli.technique`)."""
+
+    def __init__(self, spec) -> None:
+        self.NAME, self.spec = spec.name, spec
+
+    def run(self, args):
+        from . import technique
+
+        return technique.run(args, self.spec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
