@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.result_store import ResultStore, key_digest
+from core.serve.store import ResultStore, key_digest
 
 KB = 1024
 
