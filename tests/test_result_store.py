@@ -241,7 +241,6 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
 
     import core.attribution.registry as registry
     import core.index as core_index
-    import core.index.build as index_build
     import core.warm as core_warm
     from core.cli import main
 
@@ -249,7 +248,6 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     folder.mkdir()
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(index_build, "CACHE_ROOT", tmp_path / "cache" / "index")
     attribute, run_evaluation, run_net2vec = registry.attribute, core_warm.run_evaluation, core_warm.run_net2vec
     monkeypatch.setattr(registry, "attribute", lambda model, x, target, method, **_o: attribute(
         model, x, target, method="saliency"))
@@ -312,7 +310,6 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
 
     monkeypatch.undo()  # a changed folder: the index is extended (its new image forwarded), not left as it was
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(index_build, "CACHE_ROOT", tmp_path / "cache" / "index")
     shutil.copy(samples / "coffee.jpg", folder / "coffee.jpg")
     assert main(["warm", str(folder), "--pages", "index", "--model", "embedded", "--json"]) == 0
     changed = json.loads(capsys.readouterr().out)
