@@ -1,7 +1,7 @@
 """Does capping glibc's malloc arenas (MALLOC_ARENA_MAX) lower the server's resident size?
 
 The app allocates from many threads: each session's script thread (a fresh one per rerun), each job's fresh
-worker thread (core.jobs) and PyTorch's OpenMP workers. glibc gives threads that contend for the heap their own
+worker thread (core.serve) and PyTorch's OpenMP workers. glibc gives threads that contend for the heap their own
 arena (up to 8 per core), and memory freed in one arena is not reused by a thread of another. The setting must
 be in the environment before the process starts, so each setting runs in a child process that imitates the
 server: ``--sessions`` threads, each a fresh thread per "rerun" (``--rounds``), asking the app's kind of
@@ -39,10 +39,9 @@ def child(sessions: int, rounds: int, samples: int) -> dict:
     from core.attribution.smoothgrad import smoothgrad
     from core.catalogue import default_layer, layer_outputs
     from core.images import SAMPLES, load_image, preprocess
-    from core.jobs import Scheduler, _release_memory, per_sample_bytes, rss_bytes
     from core.model.loading import load_model
     from core.model.predict import predict
-    from core.result_store import ResultStore
+    from core.serve import ResultStore, Scheduler, per_sample_bytes, release_memory, rss_bytes
 
     model = load_model("embedded")
     names = sorted(p for p in SAMPLES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:sessions]
@@ -50,7 +49,7 @@ def child(sessions: int, rounds: int, samples: int) -> dict:
     layer = default_layer(model)
     per_sample = per_sample_bytes(model)
     predict(model, xs[0].unsqueeze(0))
-    _release_memory()
+    release_memory()
     base = rss_bytes()
     sched = Scheduler(memory_bytes=1 << 40, job_nice=10, live_bytes=rss_bytes)
     store = ResultStore(256 << 20)
@@ -89,7 +88,7 @@ def child(sessions: int, rounds: int, samples: int) -> dict:
     stop.set()
     pages.join()
     seconds = time.perf_counter() - t0
-    _release_memory()
+    release_memory()
     mb = 2**20
     return {"base_mb": round(base / mb), "peak_mb": round(_status_kb("VmHWM") * 1024 / mb),
             "end_mb": round(rss_bytes() / mb), "seconds": round(seconds, 1), "jobs": sessions * rounds}

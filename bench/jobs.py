@@ -1,4 +1,4 @@
-"""Several sessions' heavy jobs at once: scheduled (core.jobs) vs unscheduled vs one after another.
+"""Several sessions' heavy jobs at once: scheduled (core.serve) vs unscheduled vs one after another.
 
 Runs ``--jobs`` SmoothGrad jobs (embedded model, one image each) three ways and prints one JSON object:
 ``serial_s`` (one after another, every core each: the floor), ``scheduled_s`` (all submitted at once through a
@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from core.attribution.smoothgrad import smoothgrad
-    from core.jobs import Scheduler, rss_bytes
+    from core.serve import Scheduler, rss_bytes
     from core.model.loading import load_model
 
     model = load_model("embedded")

@@ -139,7 +139,8 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def jobs(self) -> dict:
-        """The scheduler's status file (core/jobs.py writes it when a job starts or ends); {} before any job."""
+        """The scheduler's status file (core/serve/scheduling.py writes it when a job starts or ends); {} before any
+        job."""
         try:
             return json.loads((self.cache_dir / "jobs.json").read_text())
         except (OSError, ValueError):
@@ -396,7 +397,7 @@ def _differences(a, b, where: str, out: list[str]) -> None:
 
 def stored_results(cache_dir: str | Path) -> dict[str, object]:
     """Every result a server stored under ``cache_dir`` (file digest -> value)."""
-    from core.result_store import MAGIC, _HASH
+    from core.serve.store import MAGIC, _HASH
 
     found = {}
     for path in Path(cache_dir).glob("results/*/*/*.pkl"):

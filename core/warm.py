@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 from .attribution.base import NotApplicable
 from .images import ImageError, load_image, preprocess
 from .model.loading import LensModel
-from .result_store import ResultStore
+from .serve.store import ResultStore
 
 Progress = Callable[[float, str], None]
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import core.index.build as core_index
+from core.files import cache_path
 
 PAGE = "pages/activation_index.py"
 
@@ -14,7 +14,7 @@ PAGE = "pages/activation_index.py"
 @pytest.fixture
 def index_app(app, tmp_path, monkeypatch, samples):
     """The dashboard (conftest's ``app``) on this page, with the index cache and a small folder in tmp."""
-    monkeypatch.setattr(core_index, "CACHE_ROOT", tmp_path / "cache")
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("chelsea.jpg", "brick.jpg", "opencv_baboon.jpg", "opencv_orange.jpg", "astronaut.png"):
@@ -52,7 +52,7 @@ def test_page_builds_browses_and_survives_damage(index_app):
     show[0].click().run()
     assert not at.exception and at.radio(key="lens_idx_mode").value == "Number"
     # damage the data file: the page says so (no traceback) and a rebuild fixes it
-    directory = Path(core_index.CACHE_ROOT)
+    directory = cache_path("index")  # LENS_CACHE_DIR/index: the fixture set it to a tmp folder
     data = next(directory.rglob("topk-*.npz"))
     data.write_bytes(data.read_bytes()[:50])
     os.utime(next(directory.rglob("manifest.json")))  # a new stamp, as a rewrite would give
@@ -88,7 +88,7 @@ def test_a_link_opens_layer_channel_and_patch_and_results_go_to_the_report(app, 
     from core.index.build import build_index, default_directory
     from core.model.loading import load_model
 
-    monkeypatch.setattr(core_index, "CACHE_ROOT", tmp_path / "cache")
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("chelsea.jpg", "brick.jpg", "opencv_orange.jpg"):

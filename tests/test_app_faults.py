@@ -15,7 +15,7 @@ from core.attribution.base import from_raw, input_gradient
 from core.attribution.registry import register, unregister
 from core.attribution.spec import MethodSpec
 from core.hooks import hook_count, hooks_on
-from core.jobs import scheduler
+from core.serve import scheduler
 from tests.conftest import ROOT
 
 

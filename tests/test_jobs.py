@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import jobs as core_jobs
-from core.jobs import JobCancelled, Scheduler, per_sample_bytes
+from core import serve as core_serve
+from core.serve import JobCancelled, Scheduler, per_sample_bytes
 
 
 def run_threads(*targets):
@@ -196,13 +196,13 @@ def test_memory_budget_lowers_the_batch_or_queues():
     assert alone.run(("big",), lambda job, p: job.batch, bytes_per_sample=1000, samples=5) == 1
 
 
-def test_a_job_that_does_not_fit_sheds_the_result_store_first(tmp_path, monkeypatch):
+def test_a_job_that_does_not_fit_sheds_the_stored_results_first(tmp_path, monkeypatch):
     """The store holds N bytes that count in the live size; a job that does not fit beside a running one makes the
     scheduler shed the store's least recently used results (one of them never reached the disk: written first)
     and is admitted at once, whole, while the other still runs. Both shed results are read back from disk."""
     import numpy as np
 
-    from core.result_store import ResultStore
+    from core.serve.store import ResultStore
 
     store = ResultStore(1 << 20, tmp_path, version="v")
     lost = ("lost spill",)
@@ -260,7 +260,7 @@ def test_a_session_rerun_mid_job_frees_its_slot_and_stores_nothing(tmp_path):
     call (the progress bar): the job counts as cancelled, the next job runs, the store keeps nothing."""
     from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
-    from core.result_store import ResultStore
+    from core.serve.store import ResultStore
 
     sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30)
     store = ResultStore(1 << 20, tmp_path, version="v")
@@ -304,7 +304,7 @@ def test_heartbeat_beats_inside_forward_and_backward_and_can_stop_a_pass(embedde
     hook, never fires in another thread's pass, and a raising beat ends the pass there."""
     from core.attribution.registry import attribute
     from core.hooks import hook_count
-    from core.jobs import heartbeat
+    from core.serve import heartbeat
 
     x = cat_input.batch
     convs = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in embedded.modules())
@@ -415,7 +415,7 @@ def test_a_worker_failure_reaches_its_caller_with_its_own_exception():
 
 
 def test_job_nice_is_read_from_the_environment(monkeypatch):
-    from core.jobs import default_job_nice
+    from core.serve import default_job_nice
     monkeypatch.setenv("LENS_JOB_NICE", "3")
     assert default_job_nice() == 3
     monkeypatch.delenv("LENS_JOB_NICE")
@@ -429,21 +429,21 @@ def test_job_nice_is_read_from_the_environment(monkeypatch):
 def test_heap_arenas_from_the_environment(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.delenv("LENS_MALLOC_ARENAS", raising=False)
-    assert core_jobs.default_heap_arenas() == 2
+    assert core_serve.default_heap_arenas() == 2
     monkeypatch.setenv("LENS_MALLOC_ARENAS", "0")
-    assert core_jobs.default_heap_arenas() == 0 and core_jobs.limit_heap_arenas() is False
+    assert core_serve.default_heap_arenas() == 0 and core_serve.limit_heap_arenas() is False
     for bad in ("two", "-1"):
         monkeypatch.setenv("LENS_MALLOC_ARENAS", bad)
         with pytest.raises(ValueError, match="LENS_MALLOC_ARENAS"):
-            core_jobs.default_heap_arenas()
+            core_serve.default_heap_arenas()
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")  # glibc has applied it at start-up: left alone
-    assert core_jobs.limit_heap_arenas(2) is False
+    assert core_serve.limit_heap_arenas(2) is False
 
 
 def test_heap_arenas_are_capped_through_mallopt():
     """In a fresh process (the cap is process-wide): glibc's mallopt accepts it, and threads started afterwards
     still allocate and free normally."""
-    code = ("import threading; from core import jobs; ok = jobs.limit_heap_arenas(2); "
+    code = ("import threading; from core.serve import tuning; ok = tuning.limit_heap_arenas(2); "
             "ts = [threading.Thread(target=lambda: [bytearray(1 << 20) for _ in range(20)]) for _ in range(8)]; "
             "[t.start() for t in ts]; [t.join() for t in ts]; print(ok)")
     env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "LENS_MALLOC_ARENAS")}
@@ -459,12 +459,12 @@ def test_freeze_heap_takes_the_start_up_objects_out_of_full_collections():
     reference counting; cyclic garbage made after the freeze is still collected."""
     code = """
 import gc, json, time, weakref
-from core import jobs
+from core.serve import tuning
 class Node: pass
 keep = [[i] for i in range(300_000)]  # lists are always tracked (a dict of ints is not)
 first = Node(); probe = weakref.ref(first)
 traversed_before = len(gc.get_objects())  # what a full collection visits (the frozen generation is not listed)
-f = jobs.freeze_heap()
+f = tuning.freeze_heap()
 del first
 freed_by_refcount = probe() is None
 a, b = Node(), Node(); a.other, b.other = b, a; cycle = weakref.ref(a); del a, b
@@ -490,9 +490,9 @@ print(json.dumps({"objects": f.objects, "frozen": gc.get_freeze_count(), "before
 
 def test_gc_freeze_knob(monkeypatch):
     monkeypatch.delenv("LENS_GC_FREEZE", raising=False)
-    assert core_jobs.default_gc_freeze() is True
+    assert core_serve.default_gc_freeze() is True
     monkeypatch.setenv("LENS_GC_FREEZE", "0")
-    assert core_jobs.default_gc_freeze() is False
+    assert core_serve.default_gc_freeze() is False
     monkeypatch.setenv("LENS_GC_FREEZE", "yes")
     with pytest.raises(ValueError, match="LENS_GC_FREEZE"):
-        core_jobs.default_gc_freeze()
+        core_serve.default_gc_freeze()

@@ -125,5 +125,5 @@ def test_small_load_same_numbers_as_serial_no_exception_inside_the_budget():
     assert figures["home_p50_s"] <= max(3.0, 3 * alone) and figures["home_p95_s"] <= 10 * alone, figures
     same = figures["same_as_serial"]
     assert same["serial_results"] >= len(load.SMALL) and same["missing"] == 0, same
-    # every job runs on cores // LENS_MAX_JOBS threads alone or not (core.jobs): the same numbers as serial
+    # every job runs on cores // LENS_MAX_JOBS threads alone or not (core.serve.scheduler): the same numbers as serial
     assert same["same"], same["differences"]

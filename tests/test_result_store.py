@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.result_store import ResultStore, key_digest
+from core.serve.store import ResultStore, key_digest
 
 KB = 1024
 
@@ -243,7 +243,6 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
 
     import core.attribution.registry as registry
     import core.index as core_index
-    import core.index.build as index_build
     import core.warm as core_warm
     from core.cli import main
     from core.techniques import TECHNIQUES
@@ -252,7 +251,6 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     folder.mkdir()
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(index_build, "CACHE_ROOT", tmp_path / "cache" / "index")
     attribute, run_evaluation, run_net2vec = registry.attribute, core_warm.run_evaluation, core_warm.run_net2vec
     monkeypatch.setattr(registry, "attribute", lambda model, x, target, method, **_o: attribute(
         model, x, target, method="saliency"))
@@ -315,7 +313,6 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
 
     monkeypatch.undo()  # a changed folder: the index is extended (its new image forwarded), not left as it was
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(index_build, "CACHE_ROOT", tmp_path / "cache" / "index")
     shutil.copy(samples / "coffee.jpg", folder / "coffee.jpg")
     assert main(["warm", str(folder), "--pages", "index", "--model", "embedded", "--json"]) == 0
     changed = json.loads(capsys.readouterr().out)

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 def _script():
     import streamlit as st
 
-    from core.jobs import Scheduler
+    from core.serve import Scheduler
     from ui import run
     from ui.widgets import progress_bar
 

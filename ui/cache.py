@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from core import images as core_images
-from core import jobs as core_jobs
-from core import result_store as core_result_store
+from core import serve as core_serve
 from core import warm as core_warm
 from core.attribution.registry import REGISTRY, attribute
 from core.catalogue import LayerInfo, catalogue
@@ -36,25 +35,15 @@ from core.spec import Technique, model_context
 @st.cache_resource(show_spinner=False, max_entries=4)
 def get_model(name: str | None, weights: str | None) -> LensModel:
     """Load once per (name, weights) for the whole app. Raises ModelLoadError."""
-    model = load_model(name, weights)
-    frozen_heap()  # the first model: the start-up objects are all there now
-    return model
+    return load_model(name, weights)
 
 
 @st.cache_resource(show_spinner=False)
-def frozen_heap() -> str:
-    """Once per server process, unless ``LENS_GC_FREEZE=0``: the start-up objects frozen out of the garbage
-    collector's full collections, which Streamlit runs after every script run (core.jobs.freeze_heap); what was
-    done, as a model-card row."""
-    try:
-        if not core_jobs.default_gc_freeze():
-            return "not frozen (LENS_GC_FREEZE=0)"
-    except ValueError as e:
-        return f"not frozen: {e}"
-    f = core_jobs.freeze_heap()
-    return (f"{f.objects:,} start-up objects frozen (LENS_GC_FREEZE): a full collection, which Streamlit runs after "
-            f"every script run, took {f.full_collection_ms_before:.0f} ms before and "
-            f"{f.full_collection_ms_after:.0f} ms after")
+def process_tuning() -> dict[str, str]:
+    """Once per server process, called by dashboard.py after the sidebar has loaded the first model (the start-up
+    objects are all there then): malloc arenas capped, then the heap frozen (core.serve.tune_process); what was
+    done, as model-card rows."""
+    return core_serve.tune_process()
 
 
 model_key = core_warm.model_key  # keys built in core, so `python -m core warm` writes what the pages read
@@ -84,61 +73,44 @@ def layers(_model: LensModel, model_key: str) -> list[LayerInfo]:
 # for a progress bar or preview created outside it (CacheReplayClosureError). Long computations that report
 # progress therefore keep their results in one shared store (st.cache_resource: one per app), keyed as
 # st.cache_data would key them, and compute outside the lock so one session's long run never blocks another's hit.
-# The store (core.result_store) is bounded in bytes and spills to LENS_CACHE_DIR, so results survive a restart.
+# The store (core.serve.store) is bounded in bytes and spills to LENS_CACHE_DIR, so results survive a restart.
 
-Results = core_result_store.ResultStore
+Results = core_serve.ResultStore
 
 
 @st.cache_resource(show_spinner=False)
 def results() -> Results:
     """The app's store of long results (attacks, attributions, SmoothGrad panels), sized by the environment; the
     scheduler sheds it (to disk) when a job does not fit the memory budget."""
-    heap_arenas()  # before the sessions' threads allocate much
     store = Results.from_env()
-    core_jobs.scheduler().shed_from(store)
+    core_serve.scheduler().shed_from(store)
     return store
-
-
-@st.cache_resource(show_spinner=False)
-def heap_arenas() -> str:
-    """Once per server process: glibc's malloc arenas capped at ``LENS_MALLOC_ARENAS`` (core.jobs.
-    limit_heap_arenas); what was done, as a model-card row."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return f"{os.environ['MALLOC_ARENA_MAX']} (MALLOC_ARENA_MAX from the environment)"
-    try:
-        n = core_jobs.default_heap_arenas()
-    except ValueError as e:
-        return f"glibc's default: {e}"
-    if not n:
-        return "glibc's default (LENS_MALLOC_ARENAS=0)"
-    return f"{n} (LENS_MALLOC_ARENAS)" if core_jobs.limit_heap_arenas(n) else "glibc's default (no glibc here)"
 
 
 def server_load(model: LensModel) -> dict[str, str]:
     """Model-card rows: memory budget and use, jobs, and the measured memory per image ."""
-    status = core_jobs.scheduler().status()
+    status = core_serve.scheduler().status()
     mb = 2**20
     return {
-        "malloc arenas": heap_arenas(),
-        "garbage collector": frozen_heap(),
-        "memory": f"{core_jobs.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
+        **process_tuning(),
+        "memory": f"{core_serve.rss_bytes() / mb:.0f} MB in use of a {status['memory_budget'] / mb:.0f} MB budget "
                   "(LENS_MEMORY_MB)",
         "memory shed": f"{status['memory_shed'] / mb:.1f} MB of stored results dropped from memory to fit jobs "
                        f"({status['memory_sheds']} times; "
                        + ("kept on disk)" if results().directory is not None else "recomputed when asked for)"),
         "jobs": f"{status['running']} running (at most {status['max_jobs']}, on {status['threads']} of "
                 f"{status['cores']} cores), {status['queued']} queued",
-        "memory per image": f"{core_jobs.per_sample_bytes(model) / mb:.0f} MB with gradients, "
-                            f"{core_jobs.per_sample_bytes(model, 'forward') / mb:.0f} MB forward only (measured)",
+        "memory per image": f"{core_serve.per_sample_bytes(model) / mb:.0f} MB with gradients, "
+                            f"{core_serve.per_sample_bytes(model, 'forward') / mb:.0f} MB forward only (measured)",
     }
 
 
 def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1, preview=None):
     """The stored result, or ``compute(progress, batch)`` (``compute(progress, batch, preview)`` when a
-    ``preview`` is given) run as a job of the app's scheduler (core.jobs): queued behind other sessions' jobs
+    ``preview`` is given) run as a job of the app's scheduler (core.serve): queued behind other sessions' jobs
     ("queued, N ahead" on the progress bar), computed once for identical requests, on a worker thread at a lower
     CPU priority (the pages stay responsive) whose progress and previews are drawn by this script thread, stopped
-    within about a second (core.jobs: the script thread draws at least once a second, and the job's passes check
+    within about a second (core.serve: the script thread draws at least once a second, and the job's passes check
     every 0.25 s, see ``scheduled``) when the session reruns (Stop, a changed input) or ends (a closed tab);
     nothing stored on failure or stop."""
     def queued(ahead: int) -> None:
@@ -153,15 +125,15 @@ def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1, 
             report(fraction, message)
         # between progress reports (a batch can take seconds) the last report is repeated from inside the
         # passes every 0.25 s: a report is where a stopped job (Stop, a changed input, a closed tab) ends
-        with core_jobs.heartbeat(model, lambda: report(*last)):
+        with core_serve.heartbeat(model, lambda: report(*last)):
             if preview is None:
                 return compute(noted, job.batch)
             return compute(noted, job.batch, job.relay(preview))
 
     def run():
-        return core_jobs.scheduler().run(
+        return core_serve.scheduler().run(
             key, scheduled, progress=progress, wait=queued,
-            bytes_per_sample=core_jobs.per_sample_bytes(model), samples=samples, on_worker=_with_script_context)
+            bytes_per_sample=core_serve.per_sample_bytes(model), samples=samples, on_worker=_with_script_context)
     return results().get_or_compute(key, run)
 
 

@@ -2,7 +2,7 @@
 
 ``<root>/<arch>-<key>/predictions.npz`` holds ``hashes`` (N,) and ``probs`` (N, C) float32, where ``key``
 hashes the weights fingerprint and the preprocessing (both change what the model sees or says). Writes go to
-a temporary file that is renamed over the old one (:func:`core.index.store.write_atomic`), so a reader sees the
+a temporary file that is renamed over the old one (:func:`core.files.atomic_write`), so a reader sees the
 old cache or the new one; a damaged file is ignored (and replaced at the next write).
 """
 from __future__ import annotations
@@ -14,18 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write, cache_path
 from ..index.build import weights_fingerprint
-from ..index.store import write_atomic
 
-CACHE_ROOT = Path(__file__).resolve().parent.parent / ".lens-cache" / "predictions"
 FILE = "predictions.npz"
 
 
 def model_directory(model, root: str | Path | None = None) -> Path:
-    """The cache folder of ``model`` (weights fingerprint + preprocessing) under ``root``."""
+    """The cache folder of ``model`` (weights fingerprint + preprocessing) under ``root`` (default
+    ``predictions/`` under the cache root, ``LENS_CACHE_DIR``, read now)."""
     key = json.dumps([weights_fingerprint(model), model.card.data_config, model.card.num_classes],
                      sort_keys=True, default=str)
-    return Path(root or CACHE_ROOT) / f"{model.card.arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return Path(root or cache_path("predictions")) / f"{model.card.arch}-{digest}"
 
 
 class PredictionCache:
@@ -54,9 +55,8 @@ class PredictionCache:
     def save(self) -> None:
         if not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         hashes = np.array(list(self.probs), dtype="U64")
         probs = (np.stack(list(self.probs.values())) if self.probs
                  else np.zeros((0, self.num_classes), np.float32))
-        write_atomic(self.path, lambda f: np.savez(f, hashes=hashes, probs=probs))
+        atomic_write(self.path, lambda f: np.savez(f, hashes=hashes, probs=probs))
         self.dirty = False

@@ -122,7 +122,7 @@ def evaluate(model, source: str | Path, *, cache_dir: str | Path | None = None, 
     Args:
         model: a LensModel; its class names (``model.labels``) are what folder names and CSV labels match.
         source: an ImageFolder root, a folder with ``labels.csv``, or a CSV file.
-        cache_dir: root of the prediction cache (default ``core/.lens-cache/predictions``).
+        cache_dir: root of the prediction cache (default ``predictions/`` under ``LENS_CACHE_DIR``).
         use_cache: False predicts every image and writes nothing.
         progress: ``(fraction, message)`` after each batch; cancel: checked before each batch.
 

@@ -34,6 +34,7 @@ import torch
 
 from . import store
 from ..catalogue import LayerInfo, catalogue, find_layer, layer_outputs
+from ..files import cache_path
 from ..hashing import file_sha256
 from ..images import SAMPLES, ImageError, ModelInput, load_image, list_images, preprocess
 from ..model.device import model_device
@@ -45,7 +46,6 @@ from .topk import TopK, batch_partial, channel_maxima
 
 DEFAULT_TOP_K = 16
 MANIFEST = store.MANIFEST
-CACHE_ROOT = Path(__file__).resolve().parent.parent.parent / ".lens-cache" / "index"
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,11 @@ def default_layers(model) -> tuple[str, ...]:
 
 
 def default_directory(model, folder: str | os.PathLike | None = None) -> Path:
-    """Where the page keeps the index of ``folder`` for ``model`` (under ``.lens-cache/index``)."""
+    """Where the page keeps the index of ``folder`` for ``model``: ``index/<arch>-<key>`` under the cache root
+    (``LENS_CACHE_DIR``, read now; :func:`core.files.cache_path`)."""
     root = str(Path(folder or SAMPLES).resolve())
     key = json.dumps([weights_fingerprint(model), model.card.data_config, root], sort_keys=True, default=str)
-    return CACHE_ROOT / f"{model.card.arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return cache_path("index") / f"{model.card.arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tensor:

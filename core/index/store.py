@@ -8,16 +8,15 @@ that has just read it. :func:`read` checks format, hash and array shapes and rai
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..catalogue import Geometry, LayerInfo, LayerKind, Layout
+from ..files import atomic_write
 from ..hashing import file_sha256
 
 FORMAT = 1
@@ -44,32 +43,19 @@ def layer_from_json(d: dict) -> LayerInfo:
                      feature=bool(d["feature"]), depth=int(d["depth"]))
 
 
-def write_atomic(path: Path, write: Callable) -> None:
-    """``write(file)`` into a temporary file beside ``path``, flushed to disk, then renamed over ``path``."""
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write(directory: Path, manifest: dict, arrays: Arrays) -> None:
     """Save ``arrays`` (in the order of ``manifest["layers"]``) and ``manifest`` atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     flat = {f"{i}.{k}": v for i, layer in enumerate(manifest["layers"]) for k, v in arrays[layer["name"]].items()}
     data = directory / f"topk-{uuid.uuid4().hex[:12]}.npz"
-    write_atomic(data, lambda f: np.savez(f, **flat))
+    atomic_write(data, lambda f: np.savez(f, **flat))
     try:  # a reader that has just read the old manifest may still open its data file: keep that one
         keep = {data.name, json.loads((directory / MANIFEST).read_text())["data"]["file"]}
     except (OSError, ValueError, KeyError, TypeError):
         keep = {data.name}
     manifest = dict(manifest, format=FORMAT, data={"file": data.name, "sha256": file_sha256(data)},
                     updated=time.time())
-    write_atomic(directory / MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
+    atomic_write(directory / MANIFEST, json.dumps(manifest).encode())
     drop_unreferenced(directory, *keep)
 
 

@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     p.add_argument("--top", type=int, default=20, help="how many mistakes to list, most confident first (default 20)")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="prediction cache root (default core/.lens-cache/predictions)")
+                   help="prediction cache root (default LENS_CACHE_DIR/predictions; LENS_CACHE_DIR defaults to "
+                        ".lens-cache at the project root)")
     p.add_argument("--no-cache", action="store_true", help="predict every image and write no cache")
     p.add_argument("--separate", nargs=2, metavar=("TRUE", "PREDICTED"), default=None,
                    help="also rank the channels of --layer that separate this confusion cell (class names or "

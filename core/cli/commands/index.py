@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--engine ray: GPUs per model actor; above 0 the model runs on CUDA (default 0: CPU)")
     add_model_options(b)
     b.add_argument("--out", default=None, metavar="DIR",
-                   help="index directory (default .lens-cache/index/<model>-<key>)")
+                   help="index directory (default LENS_CACHE_DIR/index/<model>-<key>; LENS_CACHE_DIR defaults to "
+                        ".lens-cache at the project root)")
     t = sub.add_parser("top", help="the top patches of one channel")
     t.add_argument("index", metavar="DIR")
     t.add_argument("--layer", required=True, metavar="NAME")

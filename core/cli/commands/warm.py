@@ -5,7 +5,8 @@ import argparse
 
 from .. import CliError, add_model_options, model_from_args
 from ...attribution.registry import REGISTRY
-from ...result_store import ResultStore, cache_dir
+from ...files import cache_root
+from ...serve.store import ResultStore
 from ...warm import GRID_METHODS, PAGES, warm
 
 NAME = "warm"
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    if cache_dir() is None:
+    if cache_root() is None:
         raise CliError("LENS_CACHE_DIR is off: warming would keep nothing")
     model = model_from_args(args)
     store = ResultStore.from_env()

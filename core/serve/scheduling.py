@@ -12,26 +12,23 @@ workers, which a thread creates on its first parallel region and which inherit i
 - at most ``max_jobs`` run at once (``LENS_MAX_JOBS``, default: half the cores, at least one) and every job
   runs on the same number of torch intra-op threads, ``cores // max_jobs`` (at least one), whether it runs alone
   or beside others: float32 sums then add up in the same order, so a result never depends on who else was
-  using the server (a job alone on two threads and one sharing on one thread gave different FGSM pixels and
-  drifting optimisations); the running jobs together never use more threads than there are cores (a job waits
-  while too few are free);
+  using the server; the running jobs together never use more threads than there are cores (a job waits while
+  too few are free);
 - waiting jobs are admitted in arrival order; a waiter's ``wait(n_ahead)`` callback says how many are ahead;
 - a job whose key is already running or queued is not computed again: the second caller waits for the first
   and gets its result (if the first fails or is cancelled, the second computes it itself, so a failure reaches
   only its own user);
 - a job stops at its next progress report once cancelled (:meth:`Job.cancel`: the user's Stop, an input change,
   the session ending) or when the caller's own ``cancel()`` says so: :class:`JobCancelled` is raised there;
-- memory: a job declares bytes per sample and a sample count; it is admitted when the process's memory outside
-  jobs (its live resident size less the running jobs' estimates, never less than at start-up) plus the running
-  jobs' estimates plus its own fit ``LENS_MEMORY_MB`` (default 2400, for a 2.7 GB hosted tier), with the number of samples it
-  may take at once (its batch) lowered to what fits when that is enough, else it waits. A job alone is always
-  admitted (with a batch of at least one), so nothing waits forever. When the job at the head of the queue does
-  not fit whole, what the process holds outside jobs is shed first (at most once a second): the registered
-  stores (:meth:`Scheduler.shed_from`, the app's result store) drop results from memory (kept on disk, reread
-  when asked for), freed heap goes back to the system (``malloc_trim``), and the job's fit is checked again.
-
-:func:`per_sample_bytes` measures the memory a pass needs per image for a loaded model (the sizes of every
-layer's output on one input: kept for backward by gradient methods, transient for forward-only work).
+- memory: a job declares bytes per sample (:func:`~core.serve.memory.per_sample_bytes`) and a sample count; it
+  is admitted when the process's memory outside jobs (its live resident size less the running jobs' estimates,
+  never less than at start-up) plus the running jobs' estimates plus its own fit the budget (``LENS_MEMORY_MB``,
+  :func:`~core.serve.memory.default_memory_bytes`), with the number of samples it may take at once (its batch)
+  lowered to what fits when that is enough, else it waits. A job alone is always admitted (with a batch of at
+  least one), so nothing waits forever. When the job at the head of the queue does not fit whole, what the
+  process holds outside jobs is shed first (at most once a second): the registered stores
+  (:meth:`Scheduler.shed_from`, the app's result store) drop results from memory (kept on disk, reread when
+  asked for), freed heap goes back to the system (``malloc_trim``), and the job's fit is checked again.
 
 The process-wide scheduler also writes its :meth:`Scheduler.status` (and the running jobs' kinds and progress)
 to ``LENS_CACHE_DIR/jobs.json`` whenever a job starts or ends (atomically), so whoever runs the server can see
@@ -40,157 +37,31 @@ what it is computing without opening a page.
 from __future__ import annotations
 
 import collections
-import contextlib
 import contextvars
-import gc
 import json
 import os
-import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-from torch import nn
 
-from .hooks import hooks_on
-
-Progress = Callable[[float, str], None]
-
-
-class JobCancelled(Exception):
-    """Raised inside a job (at a progress report) once it is cancelled."""
-
-
-def _env_int(name: str, default: int, low: int, high: int | None = None) -> int:
-    """The whole number in environment variable ``name`` (``default`` when unset or blank), from ``low`` to
-    ``high``; ValueError naming the variable otherwise."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number {span}, got {value!r}") from None
-    if n < low or (high is not None and n > high):
-        raise ValueError(f"{name} must be a whole number {span}, got {n}")
-    return n
+from ..files import atomic_write, cache_root
+from .env import env_int
+from .job import Job, JobCancelled, Progress
+from .memory import default_memory_bytes, release_memory, rss_bytes
 
 
 def default_max_jobs() -> int:
     """``LENS_MAX_JOBS`` (default: half the cores, at least 1): heavy jobs running at once."""
-    return _env_int("LENS_MAX_JOBS", max(1, (os.cpu_count() or 1) // 2), 1)
+    return env_int("LENS_MAX_JOBS", max(1, (os.cpu_count() or 1) // 2), 1)
 
 
 def default_job_nice() -> int:
     """``LENS_JOB_NICE`` (default 10): how much lower than the server's the jobs' CPU priority is (0 to 19)."""
-    return _env_int("LENS_JOB_NICE", 10, 0, 19)
-
-
-def default_memory_bytes() -> int:
-    value = os.environ.get("LENS_MEMORY_MB", "").strip() or "2400"
-    try:
-        return int(float(value) * 2**20)
-    except ValueError:
-        raise ValueError(f"LENS_MEMORY_MB must be a number of megabytes, got {value!r}") from None
-
-
-def rss_bytes() -> int:
-    """The process's resident memory now (Linux /proc; 0 where unknown)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_per_sample: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
-_per_sample_lock = threading.Lock()
-
-
-def per_sample_bytes(model, kind: str = "gradient") -> int:
-    """Bytes one image needs in a pass of ``model`` at its input size, measured once per model.
-
-    ``gradient``: every leaf layer's output is kept for the backward pass, plus as much again for the gradients
-    flowing back; ``forward``: the largest three consecutive outputs (what is alive at once without autograd).
-    """
-    if kind not in ("gradient", "forward"):
-        raise ValueError(f"kind must be 'gradient' or 'forward', not {kind!r}")
-    with _per_sample_lock:
-        known = _per_sample.get(model)
-    if known is None:
-        sizes: list[int] = []
-        with hooks_on(model) as hooks, torch.no_grad():
-            for m in model.net.modules():
-                if next(m.children(), None) is None:
-                    hooks.forward(m, lambda _m, _i, out: sizes.append(
-                        out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0))
-            model(torch.zeros(1, *model.card.input_size))
-        window = max(sum(sizes[i:i + 3]) for i in range(max(1, len(sizes) - 2))) if sizes else 0
-        known = {"gradient": 2 * sum(sizes), "forward": window}
-        with _per_sample_lock:
-            _per_sample[model] = known
-    return int(known[kind])
-
-
-@dataclass
-class Job:
-    """One admitted or waiting request. ``state``: queued, running, done, failed, cancelled."""
-
-    key: tuple
-    bytes_per_sample: int
-    samples: int
-    state: str = "queued"
-    batch: int = 0
-    threads: int = 1
-    result: object = None
-    error: str = ""
-    message: str = ""
-    fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.done = threading.Event()
-        self._cancelled = False
-        self._worker: threading.Thread | None = None
-        self._pending: dict[Callable, tuple] = {}
-        self._pending_lock = threading.Lock()
-
-    def relay(self, fn: Callable[..., None]) -> Callable[..., None]:
-        """``fn`` as the job may call it: on a worker thread the call is kept (the latest per function) and made
-        on the asking thread by :meth:`drain`; on the asking thread itself it is ``fn``. For callbacks that
-        draw (progress bars, previews): a Streamlit element belongs to its session's script thread."""
-        def relayed(*args) -> None:
-            if threading.current_thread() is not self._worker:
-                fn(*args)
-                return
-            with self._pending_lock:
-                self._pending.pop(fn, None)
-                self._pending[fn] = args
-        return relayed
-
-    def drain(self) -> int:
-        """Make the relayed calls that are waiting (on the calling thread); how many were made."""
-        with self._pending_lock:
-            calls, self._pending = self._pending, {}
-        for fn, args in calls.items():
-            fn(*args)
-        return len(calls)
-
-    def cancel(self) -> None:
-        """Stop at the next progress report (a queued job leaves the queue)."""
-        self._cancelled = True
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    @property
-    def bytes(self) -> int:
-        return self.bytes_per_sample * max(1, self.batch or self.samples)
+    return env_int("LENS_JOB_NICE", 10, 0, 19)
 
 
 class Scheduler:
@@ -244,11 +115,7 @@ class Scheduler:
                 "jobs": [{"kind": str(j.key[0]) if j.key else "", "fraction": round(j.fraction, 3),
                           "threads": j.threads, "batch": j.batch} for j in self._running]}
         try:
-            self.status_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.status_path.parent, prefix=".jobs-", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.status_path)
+            atomic_write(self.status_path, json.dumps(data).encode())
         except OSError:
             pass
 
@@ -476,7 +343,7 @@ class Scheduler:
                 if shed >= short:
                     break
                 shed += int(store.shed(short - shed))
-            _release_memory()
+            release_memory()
         finally:
             self._cv.acquire()
         self.shed_bytes += shed
@@ -494,111 +361,10 @@ class Scheduler:
                 del self._by_key[job.key]
             self.finished += 1
             if not self._running:
-                _release_memory()
+                release_memory()
             self._write_status()
             job.done.set()
             self._cv.notify_all()
-
-
-@contextlib.contextmanager
-def heartbeat(model: nn.Module, beat: Callable[[], None], every: float = 0.25) -> Iterator[None]:
-    """Call ``beat()`` at most every ``every`` seconds from inside this caller's own forward and backward passes
-    of ``model`` (after each convolution or linear layer, and when the gradient reaches its output), for the
-    work inside the block.
-
-    A job reports progress once per batch, seconds apart on a slow machine; ``beat`` lets it learn that it was
-    stopped mid-pass: it may raise (the scheduler's report raises :class:`JobCancelled`; Streamlit raises its
-    rerun or stop at an element call), which ends the pass. The hooks belong to the caller (core/hooks.py):
-    other sessions' passes on the shared model never beat. Work in other threads (model replicas) or on a
-    private copy of the net beats only at its own progress reports.
-    """
-    last = [time.monotonic()]
-
-    def tick(*_args) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every:
-            last[0] = now
-            beat()
-
-    def after(_module, _inputs, output) -> None:
-        tick()
-        if isinstance(output, torch.Tensor) and output.requires_grad:
-            output.register_hook(tick)  # returns None: the gradient is left as it is
-
-    with hooks_on(model) as hooks:
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                hooks.forward(m, after)
-        yield
-
-
-def _release_memory() -> None:
-    """Hand the freed heap back to the system (glibc keeps it otherwise, and the resident size, which the memory
-    budget counts, would only ever grow). A no-op where there is no glibc."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter number for the arena count
-
-
-def default_heap_arenas() -> int:
-    """``LENS_MALLOC_ARENAS`` (default 2): glibc malloc arenas the server's threads share; 0 leaves glibc's own
-    (eight per core)."""
-    return _env_int("LENS_MALLOC_ARENAS", 2, 0)
-
-
-def limit_heap_arenas(n: int | None = None) -> bool:
-    """Cap glibc's malloc arenas at ``n`` (default :func:`default_heap_arenas`) for every thread that allocates
-    from now on, as ``MALLOC_ARENA_MAX`` does when it is set before the process starts. Sessions, jobs and
-    PyTorch's workers allocate from many threads, and each extra arena keeps freed memory the others do not reuse
-    (bench/arenas.py: peak resident 0.86-0.89 x the growth with 2). Skipped (False) when ``n`` is 0, when
-    ``MALLOC_ARENA_MAX`` is in the environment (glibc has applied it) and where there is no glibc."""
-    n = default_heap_arenas() if n is None else n
-    if n <= 0 or "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(n)))
-    except (OSError, AttributeError):
-        return False
-
-
-@dataclass(frozen=True)
-class HeapFreeze:
-    """What :func:`freeze_heap` did: objects moved out of the garbage collector's sight, and a full collection's
-    milliseconds before and after."""
-
-    objects: int
-    full_collection_ms_before: float
-    full_collection_ms_after: float
-
-
-def default_gc_freeze() -> bool:
-    """``LENS_GC_FREEZE`` (default 1): whether the app freezes its start-up objects (:func:`freeze_heap`)."""
-    return bool(_env_int("LENS_GC_FREEZE", 1, 0, 1))
-
-
-def freeze_heap() -> HeapFreeze:
-    """Collect the garbage once, then freeze every object alive now (``gc.freeze``): later full collections skip
-    them. For a server after its start-up: PyTorch, timm, pandas, Streamlit and a model are about 475,000 tracked
-    objects, and Streamlit runs a full collection after every script run (``runner.postScriptGC``), 0.15-0.35 s
-    holding the GIL on this 2-core CPU, so every rerun of every session stalled all the others. Frozen objects
-    are still freed by reference counting when dropped; only a reference cycle among them is never collected,
-    hence once per process, after the imports and the first model (the long-lived objects)."""
-    start = time.perf_counter()
-    gc.collect()
-    before = time.perf_counter() - start
-    gc.freeze()
-    start = time.perf_counter()
-    gc.collect()
-    after = time.perf_counter() - start
-    return HeapFreeze(gc.get_freeze_count(), round(before * 1e3, 1), round(after * 1e3, 1))
 
 
 _scheduler: Scheduler | None = None
@@ -607,15 +373,13 @@ _scheduler_lock = threading.Lock()
 
 def scheduler() -> Scheduler:
     """The process-wide scheduler, sized by ``LENS_MAX_JOBS`` and ``LENS_MEMORY_MB``, its jobs on worker threads
-    at ``LENS_JOB_NICE``, with the process's
-    memory outside jobs measured once at creation (model weights, libraries) counted against the budget."""
+    at ``LENS_JOB_NICE``, with the process's memory outside jobs measured once at creation (model weights,
+    libraries) counted against the budget, and its status in ``jobs.json`` under the cache root."""
     global _scheduler
     with _scheduler_lock:
         if _scheduler is None:
-            from .result_store import cache_dir
-
             base = rss_bytes()
-            root = cache_dir()
+            root = cache_root()
             _scheduler = Scheduler(base_bytes=lambda: base, live_bytes=rss_bytes,
                                    status_path=root / "jobs.json" if root else None, job_nice=default_job_nice())
         return _scheduler

@@ -6,14 +6,15 @@ fingerprint), the image (its content hash) and the settings; the store adds the 
 pickle is the entry's size in both bounds, and the same bytes go to disk.
 
 Disk layout: ``LENS_CACHE_DIR/results/<code version>/<aa>/<sha256 of key>.pkl``, each file
-``MAGIC + sha256(payload) + payload``, written to a temporary file and renamed (atomic: a reader never sees half a
+``MAGIC + sha256(payload) + payload``, written with :func:`core.files.atomic_write` (a reader never sees half a
 file). A file that is truncated, fails its checksum or does not unpickle is deleted and the result recomputed.
 The oldest files (by last use: a hit touches the file) go when the directory exceeds its byte bound; other code
 versions' directories are removed at start-up. Pickle runs code on load: the cache directory must be the
 server's own (never a shared, writable-by-others place).
 
-Settings (environment): ``LENS_CACHE_DIR`` (default ``.lens-cache`` at the project root; ``off`` disables the
-disk), ``LENS_RESULTS_MB`` (memory bound, default 256), ``LENS_CACHE_DISK_MB`` (disk bound, default 2048).
+Settings (environment): ``LENS_CACHE_DIR`` (:func:`core.files.cache_root`: default ``.lens-cache`` at the project
+root; ``off`` disables the disk), ``LENS_RESULTS_MB`` (memory bound, default 256), ``LENS_CACHE_DISK_MB`` (disk
+bound, default 2048).
 """
 from __future__ import annotations
 
@@ -22,26 +23,28 @@ import hashlib
 import os
 import pickle
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..files import atomic_write, cache_root
+from .env import env_mb
+
+CORE = Path(__file__).resolve().parent.parent  # the sources whose hash is the code version
 MAGIC = b"LENSRES1"
 _HASH = 32  # sha256 digest bytes
 
 
 def code_version() -> str:
-    """sha256 (16 hex digits) of every ``core/**/*.py`` source (path and content): changes with the code."""
+    """sha256 (16 hex digits) of every ``core/**/*.py`` source (path and content) and the torch version: changes
+    with the code."""
     global _version
     if _version is None:
         h = hashlib.sha256()
-        base = Path(__file__).resolve().parent
-        for path in sorted(base.rglob("*.py")):
-            h.update(str(path.relative_to(base)).encode())
+        for path in sorted(CORE.rglob("*.py")):
+            h.update(str(path.relative_to(CORE)).encode())
             h.update(path.read_bytes())
         h.update(torch.__version__.encode())
         _version = h.hexdigest()[:16]
@@ -49,21 +52,6 @@ def code_version() -> str:
 
 
 _version: str | None = None
-
-
-def cache_dir() -> Path | None:
-    """The cache root (``LENS_CACHE_DIR``, default ``.lens-cache`` at the project root); None when ``off``."""
-    value = os.environ.get("LENS_CACHE_DIR", "").strip()
-    if value.lower() in ("off", "none", "0"):
-        return None
-    return Path(value).expanduser() if value else ROOT / ".lens-cache"
-
-
-def _env_mb(name: str, default: float) -> int:
-    try:
-        return int(float(os.environ.get(name, default)) * 2**20)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of megabytes, got {os.environ.get(name)!r}") from None
 
 
 def key_digest(key: tuple, version: str | None = None) -> str:
@@ -106,8 +94,8 @@ class ResultStore:
 
     @classmethod
     def from_env(cls) -> "ResultStore":
-        """A store sized by ``LENS_RESULTS_MB`` / ``LENS_CACHE_DISK_MB`` under :func:`cache_dir`."""
-        return cls(_env_mb("LENS_RESULTS_MB", 256), cache_dir(), disk_bytes=_env_mb("LENS_CACHE_DISK_MB", 2048))
+        """A store sized by ``LENS_RESULTS_MB`` / ``LENS_CACHE_DISK_MB`` under :func:`core.files.cache_root`."""
+        return cls(env_mb("LENS_RESULTS_MB", 256), cache_root(), disk_bytes=env_mb("LENS_CACHE_DISK_MB", 2048))
 
     # --------------------------------------------------------------------------------------------- public
 
@@ -274,17 +262,7 @@ class ResultStore:
         if len(blob) + len(MAGIC) + _HASH > self.disk_bytes:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(MAGIC + hashlib.sha256(blob).digest() + blob)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(path, MAGIC + hashlib.sha256(blob).digest() + blob)
         except OSError:
             return  # a full or read-only disk only loses the spill, never the result
         with self.lock:

@@ -1,0 +1,64 @@
+"""Memory: the process's resident size, the bytes one image needs in a pass of a model, the budget jobs share
+(``LENS_MEMORY_MB``), and handing freed heap back to the system."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..hooks import hooks_on
+from ..memo import PerModel
+from .env import env_mb
+
+
+def default_memory_bytes() -> int:
+    """``LENS_MEMORY_MB`` (default 2400) in bytes: the budget of the process's memory outside jobs plus the
+    running jobs' estimates."""
+    return env_mb("LENS_MEMORY_MB", 2400)
+
+
+def rss_bytes() -> int:
+    """The process's resident memory now (Linux /proc; 0 where unknown)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+_per_sample: PerModel[dict] = PerModel()
+
+
+def per_sample_bytes(model, kind: str = "gradient") -> int:
+    """Bytes one image needs in a pass of ``model`` at its input size, measured once per model.
+
+    ``gradient``: every leaf layer's output is kept for the backward pass, plus as much again for the gradients
+    flowing back; ``forward``: the largest three consecutive outputs (what is alive at once without autograd).
+    """
+    if kind not in ("gradient", "forward"):
+        raise ValueError(f"kind must be 'gradient' or 'forward', not {kind!r}")
+    return int(_per_sample.get_or_make(model, lambda: _measure(model))[kind])
+
+
+def _measure(model) -> dict[str, int]:
+    """{"gradient": bytes, "forward": bytes} from the sizes of every leaf layer's output on one zero image."""
+    sizes: list[int] = []
+    with hooks_on(model) as hooks, torch.no_grad():
+        for m in model.net.modules():
+            if next(m.children(), None) is None:
+                hooks.forward(m, lambda _m, _i, out: sizes.append(
+                    out.numel() * out.element_size() if isinstance(out, torch.Tensor) else 0))
+        model(torch.zeros(1, *model.card.input_size))
+    window = max(sum(sizes[i:i + 3]) for i in range(max(1, len(sizes) - 2))) if sizes else 0
+    return {"gradient": 2 * sum(sizes), "forward": window}
+
+
+def release_memory() -> None:
+    """Hand the freed heap back to the system (glibc keeps it otherwise, and the resident size, which the memory
+    budget counts, would only ever grow). A no-op where there is no glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
