@@ -195,7 +195,7 @@ def test_toy_technique_gets_generated_widgets_a_result_and_a_report_line_on_the_
     app.run()
     app.switch_page("pages/techniques.py").run()
     assert not app.exception, app.exception
-    assert "toy-mean" in app.selectbox(key="tech_name").options
+    assert "Toy mean pixel" in app.selectbox(key="tech_name").options
     app.selectbox(key="tech_name").set_value("toy-mean").run()
     scale = app.slider(key="toy-mean_scale")
     assert (scale.min, scale.max, scale.value) == (0.5, 4.0, 2.0)

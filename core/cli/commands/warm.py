@@ -7,7 +7,7 @@ from .. import CliError, add_model_options, model_from_args
 from ...attribution.registry import REGISTRY
 from ...files import cache_root
 from ...serve.store import ResultStore
-from ...warm import GRID_METHODS, PAGES, warm
+from ...warm import GRID_METHODS, all_pages, warm
 
 NAME = "warm"
 HELP = "precompute the dashboard's default views for a folder of images (results survive restarts)"
@@ -17,8 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", metavar="FOLDER")
     p.add_argument("--methods", nargs="+", default=list(GRID_METHODS), choices=list(REGISTRY), metavar="METHOD",
                    help=f"attribution methods (default: {' '.join(GRID_METHODS)}; choose from {', '.join(REGISTRY)})")
-    p.add_argument("--pages", nargs="+", default=list(PAGES), choices=list(PAGES), metavar="PAGE",
-                   help=f"pages whose default views are warmed (default: all of {', '.join(PAGES)})")
+    pages = all_pages()  # the registered techniques' pages included
+    p.add_argument("--pages", nargs="+", default=list(pages), choices=list(pages), metavar="PAGE",
+                   help=f"pages whose default views are warmed (default: all of {', '.join(pages)})")
     add_model_options(p)
 
 
