@@ -53,18 +53,23 @@ class Setting:
         default: the starting value (a value or a function of the context). Attribution methods may leave it None
             to read the function's default from its signature.
         among: the choices of a ``str`` or ``tuple`` setting when they are not an Enum's (values or a function
-            of the context, e.g. the model's layers).
+            of the context, e.g. the model's layers); of a number: the stops of its widget (a radio, select box
+            or ``select_slider``), which the command line enforces only when ``strict``.
         flag: the command-line flag (default ``--name`` with dashes); settings of one technique may share a flag
             when at most one of them is visible at a time (ε of L∞ and of L2).
         metavar: the flag's metavar in ``--help``.
         cli: False when the setting has no flag (a page-only choice).
-        layer: the value is a layer name from the model's catalogue (its default: the context's ``layer``).
+        required: the flag must be given on the command line (its help shows no default); the page still
+            starts at ``default``.
+        layer: the value is a layer name from the model's catalogue (its default: the context's ``layer``); a
+            ``tuple`` setting holds several (a multiple choice of the catalogue's names).
         target: the value is a class index (the page shows the class names; the CLI takes an index or a name);
             ``optional`` labels the choice None ("untargeted").
         optional: the label of the value None, for a setting that may be left unset.
         visible: a predicate on the settings chosen so far; the setting is shown (and passed) only when it holds.
         widget: ``slider`` (numbers with a range), ``number`` (a number box), ``radio``, ``select``, ``checkbox``,
-            ``toggle``, ``multiselect``; empty: chosen from the kind.
+            ``toggle``, ``multiselect``, ``select_slider`` (a number's ``among``); ``none``: no widget (a
+            command-line-only setting: the page runs with its default); empty: chosen from the kind.
         key: the widget's key suffix (default: the name); may name other settings (``iters_{method}``) so that
             each of their values keeps its own widget state.
         url: the permalink parameter (default: the name).
@@ -73,8 +78,9 @@ class Setting:
         format: how a choice is shown on the page (e.g. ``str.upper``).
         advanced: drawn in the form's "Advanced" expander.
         number_input: a number box rather than a slider (the attribution package's spelling of ``widget``).
-        strict: values outside ``low``..``high`` are refused; False: the range bounds the widget only and the
-            function checks what it can take (the CLI accepts a larger budget than the slider shows).
+        strict: values outside ``low``..``high`` (or, for a number, not ``among`` its stops) are refused; False:
+            the range and the stops bound the widget only and the function checks what it can take (the CLI
+            accepts a larger budget than the slider shows).
     """
 
     name: str
@@ -89,6 +95,7 @@ class Setting:
     flag: str = ""
     metavar: str | None = None
     cli: bool = True
+    required: bool = False
     layer: bool = False
     target: bool = False
     optional: str = ""
@@ -144,7 +151,7 @@ class Setting:
         """The declared default in ``context``, kept inside the range (an Enum member as its value)."""
         value = evaluate(self.default, context)
         value = value.value if isinstance(value, enum.Enum) else value
-        if self.layer and value is None:
+        if self.layer and value is None and self.kind is not tuple:
             value = context.get("layer")
         if self.kind in (int, float) and value is not None and not isinstance(value, bool):
             cast = self.kind
@@ -268,6 +275,9 @@ class Technique:
                                  if low is not None and high is not None else
                                  f"{where} must be at least {low:g}" if low is not None else
                                  f"{where} must be at most {high:g}")
+            stops = s.options(context) if s.strict else ()
+            if stops and value not in stops:
+                raise ValueError(f"{where} must be one of {', '.join(map(str, stops))}, not {value:g}")
             return value
         options = s.options(context)
         if s.kind is tuple:
@@ -316,12 +326,14 @@ class Technique:
                 kwargs = {"nargs": "+", "type": _element_type(s)}
                 if choices:
                     kwargs["choices"] = list(choices)
+            elif s.kind in (int, float) and not s.target:
+                kwargs = {"type": s.kind, **({"choices": list(choices)} if choices and s.strict else {})}
             elif choices and not s.target:
                 kwargs = {"choices": list(choices)}
-            elif s.kind in (int, float) and not s.target:
-                kwargs = {"type": s.kind}
             if s.metavar:
                 kwargs["metavar"] = s.metavar
+            if s.required:
+                kwargs["required"] = True
             parser.add_argument(flag, dest=s.dest, default=None, help=help_, **kwargs)
 
     def from_args(self, args: argparse.Namespace, context: Context) -> dict[str, object]:
@@ -395,7 +407,9 @@ def _help(s: Setting) -> str:
     if s.visible is not None and s.label and isinstance(s.label, str):
         text = f"{s.label}: {text}"
     default = s.default
-    if callable(default) or default is None:
+    if s.required:
+        shown = ""
+    elif callable(default) or default is None:
         shown = "" if default is None else " (default: depends on the model)"
     elif s.kind is bool:
         shown = ""

@@ -2,7 +2,7 @@
 
 The keys are built by the same functions ``ui/cache.py`` uses (:func:`model_key`, :func:`content_key`,
 :func:`attribution_key`, :func:`evaluation_key`, :meth:`core.spec.Technique.key`, :func:`mask_key`, :func:`featurevis_key`,
-:func:`similarity_key`, :func:`net2vec_key`), and the computations are the ``run_*`` functions both call, so the app
+:func:`similarity_key`, :func:`images_key`), and the computations are the ``run_*`` functions both call, so the app
 hits what ``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with
 the page's default options, for the predicted class, and the "Compare methods" grid, each method with its default
 options), the deletion/insertion curves under the main view (``faithfulness``), the Adversarial page (the default
@@ -12,7 +12,7 @@ Similarity page (the default layer's features of each image and of the default s
 (the default fit over the folder) and the Dataset-examples page (the default activation index of the folder,
 built or extended in its own directory, :func:`core.index.default_directory`, not in the result store, left as
 it is when complete; and the reverse lookup of each image against it at the layer the page opens on,
-:func:`excited_key`).
+:data:`core.index.spec.EXCITED`).
 """
 from __future__ import annotations
 
@@ -99,7 +99,6 @@ def page_featurevis(model: LensModel) -> tuple[str, tuple[int, ...], str, object
 CURVE_METRICS = ("deletion", "insertion")  # the curves drawn under every attribution map (ui/faithfulness.py)
 CURVE_STEPS = 50                            # their steps S, the page's default
 SIMILARITY_OTHER = "coffee.jpg"             # the Similarity page's default second image (a sample photo)
-NET2VEC_ITERATIONS = 300                    # the Net2Vec page's optimisation steps
 
 
 def evaluation_key(model_key: str, image_key: str, method: str, target: int, options: dict,
@@ -113,16 +112,6 @@ def evaluation_key(model_key: str, image_key: str, method: str, target: int, opt
 def similarity_key(model_key: str, image_key: str, layer: str) -> tuple:
     """Result-store key of one image's unit-normalised features at ``layer`` (the Similarity page's key)."""
     return ("similarity", model_key, image_key, layer)
-
-
-@dataclass(frozen=True)
-class Net2VecSettings:
-    """One Net2Vec fit: ``concepts`` is ConceptSource.COLORS' value or a mask folder; ``size`` the grid side."""
-
-    layer: str
-    concepts: str
-    size: int
-    iterations: int
 
 
 def images_key(paths: Sequence[str | Path]) -> tuple[tuple[str, str], ...]:
@@ -140,42 +129,6 @@ def images_key(paths: Sequence[str | Path]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def net2vec_key(model_key: str, images: tuple[tuple[str, str], ...], settings: Net2VecSettings) -> tuple:
-    """Result-store key of one Net2Vec fit over ``images`` (:func:`images_key`; the Net2Vec page's key)."""
-    return ("net2vec", model_key, images, settings)
-
-
-def page_net2vec(model: LensModel) -> Net2VecSettings:
-    """The Net2Vec page's initial settings: the default layer, colour terms, the default grid, 300 steps."""
-    from .catalogue import default_layer
-    from .features.net2vec import DEFAULT_SIZE, ConceptSource
-
-    return Net2VecSettings(default_layer(model).name, ConceptSource.COLORS.value, DEFAULT_SIZE, NET2VEC_ITERATIONS)
-
-
-EXCITED_N = 6  # channels the Dataset-examples page's reverse lookup lists
-
-
-def excited_key(model_key: str, image_key: str, index, layer: str, n: int) -> tuple:
-    """Result-store key of the reverse lookup of one image against an opened activation ``index`` (the
-    Dataset-examples page's key): the index is named by its data file's hash (the statistics the z-scores use),
-    so a rebuilt or extended index is a new key and an untouched one keeps it across restarts."""
-    return ("excited", model_key, image_key, index.manifest["data"]["sha256"], layer, int(n))
-
-
-def page_excited_layer(index) -> str:
-    """The layer the Dataset-examples page opens an index on (:func:`core.index.view.opening_choice`)."""
-    from .index.view import opening_choice
-
-    return opening_choice(index.layers, index.input_size[0])
-
-
-def run_excited(model: LensModel, x, index, layer: str, n: int) -> tuple:
-    """The :class:`core.index.ChannelHit` s of ``layer`` that one image ``x`` (3, H, W) in [0, 1] excites most
-    (``ActivationIndex.excited_by``). Raises ValueError (an index of another model)."""
-    return tuple(index.excited_by(model, x.unsqueeze(0), layer, n))
-
-
 def run_evaluation(model: LensModel, x, target: int, method: str, options: dict, values, metrics: tuple[str, ...],
                    steps: int, mask=None, progress: Progress | None = None):
     """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` for one
@@ -191,45 +144,6 @@ def run_similarity(model: LensModel, x, layer: str):
     from .features.similarity import layer_features
 
     return layer_features(model, x, layer)
-
-
-def run_net2vec(model: LensModel, paths: Sequence[str], settings: Net2VecSettings,
-                progress: Progress | None = None) -> tuple:
-    """(fits, used paths (absolute), errors (one line per unreadable image)) of Net2Vec over the images at
-    ``paths``. Raises ImageError (no readable image, mask folder), ValueError (no concepts)."""
-    from .features import net2vec as n2v
-
-    good, errors = [], []
-    for p in paths:
-        try:
-            good.append((str(Path(p).resolve()), preprocess(load_image(p), model.card.data_config)))
-        except ImageError as e:
-            errors.append(str(e))
-    if not good:
-        raise ImageError("no readable images in the folder")
-    import torch
-
-    x = torch.stack([inp.tensor for _, inp in good])
-    s = settings
-    if s.concepts == n2v.ConceptSource.COLORS.value:
-        masks = n2v.colour_concepts(x, size=s.size)
-    else:
-        masks = n2v.load_concept_masks(s.concepts, [p for p, _ in good], size=s.size)
-    fits = n2v.net2vec(model, x, s.layer, masks, size=s.size, iterations=s.iterations, progress=progress)
-    return fits, tuple(p for p, _ in good), tuple(errors)
-
-
-def warm_index(model: LensModel, folder: str | Path, progress: Progress | None = None, cancel=None):
-    """Build (or extend, or find complete) the Dataset-examples page's default index of ``folder``: the default
-    layers, top-k 16, in :func:`core.index.default_directory` (atomic writes, one builder at a time: see
-    :func:`core.index.build_index`). Returns (BuildResult, whether a complete index was there already)."""
-    from .index import DEFAULT_TOP_K, MANIFEST, build_index, default_directory, default_layers
-
-    directory = default_directory(model, folder)
-    existed = (directory / MANIFEST).exists()
-    result = build_index(model, folder, directory, layers=list(default_layers(model)), top_k=DEFAULT_TOP_K,
-                         batch_size=16, progress=progress, cancel=cancel)
-    return result, existed and result.added == 0 and not result.notes
 
 
 def run_masks(model: LensModel, x, settings: MaskSettings, progress: Progress | None = None, preview=None):
@@ -284,7 +198,7 @@ class WarmResult:
 
 # the pages whose default views warm covers besides the registered techniques' (faithfulness: the curves under
 # the Attribution page's main view)
-FIXED_PAGES = ("attribution", "faithfulness", "perturbation", "featurevis", "similarity", "net2vec", "index")
+FIXED_PAGES = ("attribution", "faithfulness", "perturbation", "featurevis", "similarity", "index")
 
 
 def all_pages() -> tuple[str, ...]:
@@ -369,19 +283,26 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
         one("featurevis", None, f"{layer} channel {channels[0]} ({objective})",
             featurevis_key(mkey, layer, channels, objective, settings),
             lambda: run_featurevis(model, layer, channels, objective, settings))
-    if "net2vec" in pages and paths and not (cancel is not None and cancel()):
+    folder_wide = warmed(pages, "folder") if paths else []
+    if folder_wide:  # over the folder's images searched recursively, as the pages list them
         from .images import list_images
 
-        n2v = page_net2vec(model)
         listed = [str(p) for p in list_images(folder)]
-        one("net2vec", None, f"{n2v.layer}, {n2v.concepts}, grid {n2v.size}, {len(listed)} images",
-            net2vec_key(mkey, images_key(listed), n2v), lambda: run_net2vec(model, listed, n2v))
+        listed_key = images_key(listed)
+        for spec in folder_wide:
+            if cancel is not None and cancel():
+                break
+            values = spec.defaults(model_context(model))
+            one(spec.page or spec.name, None, f"{spec.title}: {canonical(values)}, {len(listed)} images",
+                spec.key(mkey, listed_key, values), lambda spec=spec, values=values: spec.run(model, listed, values))
     opened = None  # the folder's index, for each image's reverse lookup
     if "index" in pages and paths and not (cancel is not None and cancel()):
-        built, complete = warm_index(model, folder, cancel=cancel)
+        from .index import spec as index_spec
+
+        built, complete = index_spec.warm_build(model, folder, cancel=cancel)
         counts["present" if complete else "computed"] += 1
         opened = built.index
-        excited_layer = page_excited_layer(opened)
+        excited = index_spec.EXCITED.defaults(index_spec.excited_context(opened))
         written.append({"page": "index", "image": None, "status": "present" if complete else "computed",
                         "view": f"{len(opened)} images, layers {', '.join(opened.layers)}, top-{opened.top_k} "
                                 f"({opened.directory})"})
@@ -459,9 +380,9 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
                 lambda: run_similarity(model, inp.tensor, similarity_layer))
             advance("similarity")
         if opened is not None:
-            one("index", str(path), f"reverse lookup: the {EXCITED_N} channels of {excited_layer} it excites most",
-                excited_key(mkey, ikey, opened, excited_layer, EXCITED_N),
-                lambda: run_excited(model, inp.tensor, opened, excited_layer, EXCITED_N))
+            lookup = index_spec.EXCITED.key(mkey, index_spec.excited_subject(ikey, opened), excited)
+            one("index", str(path), f"reverse lookup: the {excited['n']} channels of {excited['layer']} it excites "
+                "most", lookup, lambda: index_spec.EXCITED.run(model, (inp.tensor, opened), excited))
             advance("reverse lookup")
         for spec in warmed(pages, "image"):
             values = spec.defaults(model_context(model, target=target))

@@ -5,9 +5,10 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 
 import streamlit as st
 
-from core.index import default_layers
 from core.images import SAMPLES
+from core.index.spec import BUILD, build_context
 from ui import cache, index_info, index_page, sidebar
+from ui.options import technique_form
 
 st.title("Dataset examples")
 st.caption("Which image patches, out of a whole folder, make a channel fire most: the top-k images per channel "
@@ -30,17 +31,13 @@ with st.expander("Index: folder, layers, build", expanded=False):
     folder = st.text_input("Image folder (searched recursively)", value=str(SAMPLES), key="lens_idx_folder",
                            help="Any folder, e.g. an ImageNet validation set. Big folders are faster from the "
                                 "command line: python -m core index build FOLDER")
-    defaults = [n for n in default_layers(model) if n in names]
-    chosen_layers = st.multiselect("Layers", names, default=defaults, key="lens_idx_layers",
-                                   help="Default: the output of every stage. Block internals (e.g. "
-                                        "stages.2.blocks.5.mlp.fc1) may be added; changing the list rebuilds.")
-    top_k = st.number_input("Images kept per channel (top-k)", 1, 256, 16, key="lens_idx_k")
+    values = technique_form(BUILD, build_context(model), columns=1, layer_names=names)  # layers, top-k
     build = st.button("Build or update the index", type="primary", key="lens_idx_build",
-                      disabled=not chosen_layers or bool(opened))  # never rebuild an opened index here
+                      disabled=not values["layers"] or bool(opened))  # never rebuild an opened index here
 
 directory = opened or cache.index_directory(model, folder)
 if build:
-    index_page.build(model, folder, directory, chosen_layers, int(top_k))
+    index_page.build(model, folder, directory, values)
 
 stamp = cache.index_stamp(directory)
 index = index_page.open_index(directory, stamp)
@@ -79,7 +76,7 @@ st.caption("Channels ranked by how far the image's maximum stands above the chan
            "images (in standard deviations), each with its top indexed patches.")
 try:
     hits = cache.channels_excited(model, selection.model_key, selection.inp.tensor, selection.image_key, directory,
-                                  stamp, layer, cache.EXCITED_N)
+                                  stamp, layer)
 except ValueError as e:  # an index of another model (cannot happen through this page's directory key)
     st.error(str(e))
     hits = []

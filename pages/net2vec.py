@@ -5,11 +5,12 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 
 import streamlit as st
 
-from core.catalogue import default_layer
+from core.features.net2vec import ConceptSource
+from core.features.net2vec_spec import NET2VEC
 from core.images import SAMPLES, ImageError, list_images
-from core.features.net2vec import ConceptSource, DEFAULT_SIZE
 from ui import cache, run, sidebar
 from ui import net2vec_page as n2v
+from ui.options import technique_form
 from ui.widgets import progress_bar
 
 st.title("Net2Vec concepts")
@@ -20,16 +21,18 @@ selection = sidebar.current()
 if selection is not None:
     model = selection.model
     names = [l.name for l in cache.layers(model, selection.model_key)]
-    n2v.bind(names)
+    n2v.bind()
     c1, c2 = st.columns(2)
     folder = c1.text_input("Image folder", str(SAMPLES), key="lens_n2v_folder")
-    layer = c1.selectbox("Layer", names, index=names.index(default_layer(model).name), key="lens_n2v_layer")
-    source = c2.radio("Concepts", n2v.SOURCES, key="lens_n2v_source",
+    source = c2.radio("Concepts", n2v.SOURCES, index=n2v.SOURCES.index(n2v.source_of(NET2VEC)),
+                      key="lens_n2v_source",
                       help="mask folder layout: MASKS/<concept>/<image stem>.png, non-zero = concept")
-    masks = c2.text_input("Mask folder", "", key="lens_n2v_masks", disabled=source != "mask folder")
-    size = c2.select_slider("Analysis grid", n2v.SIZES, value=DEFAULT_SIZE, key="lens_n2v_size")
-    concepts = ConceptSource.COLORS.value if source != "mask folder" else masks.strip()
-    params = (selection.model_key, folder, layer, concepts, size)
+    masks = c2.text_input("Mask folder", "", key="lens_n2v_masks", disabled=source != n2v.MASKS)
+    concepts = ConceptSource.COLORS.value if source != n2v.MASKS else masks.strip()
+    values = technique_form(NET2VEC, cache.context(model), columns=2, layer_names=names,
+                            fixed={"concepts": concepts})
+    layer = values["layer"]
+    params = (selection.model_key, folder, *values.values())
     if run.button("Learn concepts", params, "lens_n2v_run"):
         try:
             with progress_bar("reading images", forget="lens_n2v_params") as progress:
@@ -38,8 +41,8 @@ if selection is not None:
                 paths = tuple(str(p) for p in list_images(folder))
                 if not paths:
                     raise ImageError(f"{folder}: no images")
-                fits, used, errors = cache.net2vec_fits(model, selection.model_key, paths, cache.Net2VecSettings(
-                    layer, concepts, size, n2v.ITERATIONS), progress)
+                fits, used, errors = cache.technique(NET2VEC, model, selection.model_key, paths,
+                                                     cache.images_key(paths), values, progress)
         except (ImageError, ValueError, KeyError) as e:
             st.error(str(e))
         else:
@@ -51,4 +54,4 @@ if selection is not None:
             fit = n2v.concept_picker(fits)
             n2v.weights_chart(fit)
             picture = n2v.predicted_masks(model, selection.model_key, fit, used)
-            n2v.report_button(selection, folder, layer, concepts, size, fits, fit, picture, used)
+            n2v.report_button(selection, folder, values, fits, fit, picture, used)

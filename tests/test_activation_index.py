@@ -453,3 +453,23 @@ def test_no_hooks_left_after_exception_and_threads_match_serial(atto, folder, tm
     assert sorted(r.added for r in same.values()) == [0, len(MIXED)]
     _assert_same(open_index(tmp_path / "same"), serial, "stages.3")
     assert hook_count(atto) == 0
+
+
+def test_build_and_query_settings_are_declared_once(atto):
+    """The page's form, the CLI and the warm-up start from :mod:`core.index.spec`'s defaults."""
+    from core.cli import build_parser
+    from core.index import DEFAULT_TOP_K, default_layers
+    from core.index.build import DEFAULT_BATCH_SIZE
+    from core.index.spec import BUILD, TOP, build_context
+
+    assert BUILD.defaults(build_context(atto)) == {"layers": default_layers(atto), "top_k": DEFAULT_TOP_K,
+                                                    "batch_size": DEFAULT_BATCH_SIZE, "engine": "local"}
+    parser, _ = build_parser()
+    args = parser.parse_args(["index", "build", "f", "--layers", "stages.1", "stages.2", "--top-k", "300"])
+    assert BUILD.from_args(args, build_context(atto)) == {"layers": ("stages.1", "stages.2"), "top_k": 300,
+                                                          "batch_size": DEFAULT_BATCH_SIZE, "engine": "local"}
+    assert BUILD.from_args(parser.parse_args(["index", "build", "f"]), {})["layers"] is None  # the builder's own
+    args = parser.parse_args(["index", "top", "d", "--layer", "stages.2", "--channel", "3"])
+    assert TOP.from_args(args, {}) == {"layer": "stages.2", "channel": 3, "k": None}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["index", "top", "d", "--layer", "stages.2"])  # --channel stays required

@@ -115,7 +115,8 @@ def test_a_link_opens_layer_channel_and_patch_and_results_go_to_the_report(app, 
     grid, one = app.session_state["lens_report_items"]
     assert grid.title == f"Dataset examples: {layer} channel 5" and grid.settings["top-k"] == 3
     build, top = grid.command.split(" && ")
-    assert build.startswith(f"python -m core index build {folder} --top-k 3 --out {directory} --layers ")
+    assert build.startswith(f"python -m core index build {folder} --layers ")
+    assert f" --top-k 3 --out {directory} --model embedded" in build
     assert top == f"python -m core index top {directory} --layer {layer} --channel 5 --k 3"
     assert grid.figure.shape == (180, 3 * 160 + 2 * 4, 3)  # three equal labelled tiles in a row
     assert one.title == full[len("#2: "):] + f": #2 for {layer} channel 5"

@@ -149,3 +149,27 @@ def test_the_written_out_fit_matches_torch_adam(fused, monkeypatch):
     assert torch.allclose(w, theta[:12].detach(), atol=1e-4)
     assert b == pytest.approx(float(theta[12].detach()), abs=1e-4)
     assert float(w.abs().max()) > 0.5  # it did learn
+
+
+def test_cli_flags_and_page_defaults_come_from_one_declaration(capsys):
+    """``--layer`` and ``--concepts`` stay required; ``--size`` takes any side (the page's stops bound its widget
+    only); the help shows the declared defaults."""
+    from core.cli import build_parser
+    from core.features.net2vec import DEFAULT_SIZE
+    from core.features.net2vec_spec import ITERATIONS, NET2VEC
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["net2vec", "f", "--layer", "l", "--concepts", "colors", "--size", "20"])
+    assert (args.layer, args.concepts, args.size, args.iterations) == ("l", "colors", 20, None)
+    assert NET2VEC.from_args(args, {"layer": "x"}) == {"layer": "l", "concepts": "colors", "size": 20,
+                                                       "iterations": ITERATIONS}
+    for missing in (["--concepts", "colors"], ["--layer", "l"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["net2vec", "f", *missing])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["net2vec", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"analysis grid (default {DEFAULT_SIZE})" in shown and f"(default {ITERATIONS})" in shown
+    assert NET2VEC.defaults({"layer": "blocks.3"}) == {"layer": "blocks.3", "concepts": "colors",
+                                                       "size": DEFAULT_SIZE, "iterations": ITERATIONS}

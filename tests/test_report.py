@@ -118,8 +118,9 @@ def test_attack_and_perturb_commands_parse_with_the_cli(embedded):
 
 def test_predict_visualize_similarity_net2vec_and_index_commands_parse_with_the_cli(embedded):
     from core.cli import build_parser
-    from core.report import (index_commands, net2vec_command, predict_command, similarity_command,
-                             visualize_command)
+    from core.features.net2vec_spec import NET2VEC
+    from core.index.spec import commands as index_commands
+    from core.report import predict_command, similarity_command, visualize_command
 
     parser, _ = build_parser()
 
@@ -140,19 +141,19 @@ def test_predict_visualize_similarity_net2vec_and_index_commands_parse_with_the_
     args = parse(similarity_command("a b.jpg", embedded.card, layer="blocks.5", x=30, y=112, other="coffee.jpg"))
     assert (args.image, args.other, args.layer, args.at) == ("a b.jpg", "coffee.jpg", "blocks.5", (30.0, 112.0))
     assert parse(similarity_command("a.jpg", embedded.card, layer="blocks.5", x=1, y=2, other=None)).other is None
-    args = parse(net2vec_command("assets/samples", embedded.card, layer="blocks.4", concepts="colors", size=14,
-                                 iterations=300))
+    args = parse(NET2VEC.command_line("assets/samples", embedded.card, {"layer": "blocks.4", "concepts": "colors",
+                                                                        "size": 14, "iterations": 300}))
     assert (args.folder, args.layer, args.concepts, args.size, args.iterations) == ("assets/samples", "blocks.4",
                                                                                     "colors", 14, 300)
-    both = index_commands(embedded.card, directory=".lens-cache/index/x", layer="blocks.5", channel=3, k=16,
-                          folder="assets/samples", layers=["blocks.5", "blocks.6"], top_k=16)
+    both = index_commands(embedded.card, ".lens-cache/index/x", {"layer": "blocks.5", "channel": 3, "k": 16},
+                          folder="assets/samples", build={"layers": ("blocks.5", "blocks.6"), "top_k": 16})
     build, top = both.split(" && ")
     args = parse(build)
     assert (args.folder, args.layers, args.top_k, args.out, args.model) == (
         "assets/samples", ["blocks.5", "blocks.6"], 16, ".lens-cache/index/x", "embedded")
     args = parse(top)
     assert (args.index, args.layer, args.channel, args.k) == (".lens-cache/index/x", "blocks.5", 3, 16)
-    assert index_commands(embedded.card, directory="/data/idx", layer="l", channel=0, k=4) == (
+    assert index_commands(embedded.card, "/data/idx", {"layer": "l", "channel": 0, "k": 4}) == (
         "python -m core index top /data/idx --layer l --channel 0 --k 4")
 
 

@@ -239,25 +239,23 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     index's files untouched; a changed folder extends it. The warmed values are computed cheaply (saliency under
     the SmoothGrad key, 4 curve steps, 10 Net2Vec steps): the keys are the pages' defaults, and the test checks
     that the pages read exactly those keys."""
-    from dataclasses import replace
-
     import core.attribution.registry as registry
+    import core.features.net2vec as core_net2vec
     import core.index as core_index
     import core.warm as core_warm
     from core.cli import main
-    from core.techniques import TECHNIQUES
+    from core.index.spec import EXCITED_N
 
     folder = tmp_path / "photos"
     folder.mkdir()
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    attribute, run_evaluation, run_net2vec = registry.attribute, core_warm.run_evaluation, core_warm.run_net2vec
+    attribute, run_evaluation, net2vec = registry.attribute, core_warm.run_evaluation, core_net2vec.net2vec
     monkeypatch.setattr(registry, "attribute", lambda model, x, target, method, **_o: attribute(
         model, x, target, method="saliency"))
     monkeypatch.setattr(core_warm, "run_evaluation", lambda m, x, t, meth, o, v, metrics, steps, mask=None,
                         progress=None: run_evaluation(m, x, t, meth, o, v, metrics, 4, mask, progress))
-    monkeypatch.setattr(core_warm, "run_net2vec", lambda m, paths, s, progress=None: run_net2vec(
-        m, paths, replace(s, iterations=10), progress))
+    monkeypatch.setattr(core_net2vec, "net2vec", lambda *a, **k: net2vec(*a, **{**k, "iterations": 10}))
     args = ["warm", str(folder), "--pages", "faithfulness", "similarity", "net2vec", "index", "--model", "embedded",
             "--json"]
     from core.evaluation import Metric
@@ -284,8 +282,9 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
     monkeypatch.setattr(registry, "attribute", refuse)
-    for name in ("run_evaluation", "run_similarity", "run_net2vec", "run_excited"):
+    for name in ("run_evaluation", "run_similarity"):
         monkeypatch.setattr(core_warm, name, refuse)
+    monkeypatch.setattr(core_net2vec, "net2vec", refuse)
     monkeypatch.setattr(core_index, "build_index", refuse)
     monkeypatch.setattr(core_index.ActivationIndex, "excited_by", refuse)
     cache.results.clear()  # a restarted server
@@ -307,7 +306,7 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     assert not [i for i in app.info if "No index yet" in i.value]
     assert any("top 16 images" in h.value for h in app.subheader)  # the patch grid of the warmed index
     assert any(h.value.startswith("What chelsea.jpg excites in") for h in app.subheader)
-    assert sum("sd) at (" in m.value for m in app.markdown) == core_warm.EXCITED_N  # the reverse lookup's rows
+    assert sum("sd) at (" in m.value for m in app.markdown) == EXCITED_N  # the reverse lookup's rows
     assert cache.results().hits["disk"] == 6 and cache.results().hits["computed"] == 0
     cache.results.clear()
 

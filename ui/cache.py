@@ -25,6 +25,7 @@ from core.features import featurevis as core_featurevis
 from core.features import filters as core_filters
 from core.features import similarity as core_similarity
 from core import index as core_index
+from core.index import spec as index_spec
 from core.model import LensModel, load_model
 from core.model import labels as core_labels
 from core.model import predict as core_predict
@@ -205,11 +206,12 @@ def activation_index_summary(directory: str, stamp: str) -> core_index.IndexSumm
     return core_index.summarize(open_activation_index(directory, stamp))
 
 
-def build_activation_index(_model: LensModel, folder: str, directory: str, layers: list[str], top_k: int,
+def build_activation_index(_model: LensModel, folder: str, directory: str, values: dict,
                            progress) -> core_index.BuildResult:
-    """Build or extend (not cached: an action). Raises ValueError, ImageError."""
-    return core_index.build_index(_model, folder, directory, layers=layers, top_k=top_k, batch_size=16,
-                                  progress=progress)
+    """Build or extend (not cached: an action) with ``values`` of :data:`core.index.spec.BUILD` (those left out
+    at their defaults). Raises ValueError, ImageError."""
+    values = index_spec.BUILD.complete(values, index_spec.build_context(_model))
+    return index_spec.run_build(_model, folder, values, progress=progress, directory=directory)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -229,16 +231,16 @@ def patch_context(_model: LensModel, model_key: str, directory: str, stamp: str,
     return core_index.channel_map(_model, inp.batch, layer, channel), inp.tensor, original
 
 
-EXCITED_N = core_warm.EXCITED_N  # channels the reverse lookup lists
-
-
 def channels_excited(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, directory: str,
-                     stamp: str, layer: str, n: int) -> list:
-    """Reverse lookup: the ChannelHits of ``layer`` that image ``x`` (3, H, W) excites most, kept in the result
-    store under warm's key (one forward pass; survives a restart). Raises ValueError (another model's index)."""
+                     stamp: str, layer: str) -> list:
+    """Reverse lookup (:data:`core.index.spec.EXCITED` at ``layer``): the ChannelHits that image ``x``
+    (3, H, W) excites most, kept in the result store under warm's key (one forward pass; survives a restart).
+    Raises ValueError (another model's index)."""
     index = open_activation_index(directory, stamp)
-    return list(results().get_or_compute(core_warm.excited_key(model_key, image_key, index, layer, n),
-                                         lambda: core_warm.run_excited(model, x, index, layer, n)))
+    spec = index_spec.EXCITED
+    values = spec.complete({"layer": layer}, index_spec.excited_context(index))
+    key = spec.key(model_key, index_spec.excited_subject(image_key, index), values)
+    return list(results().get_or_compute(key, lambda: spec.run(model, (x, index), values)))
 
 
 def sample_patches(model: LensModel, layer: str, channel: int, n: int) -> list[tuple] | None:
@@ -275,20 +277,15 @@ def similarity_features(model: LensModel, model_key: str, x: torch.Tensor, image
                                     lambda: core_warm.run_similarity(model, x, layer))
 
 
-Net2VecSettings = core_warm.Net2VecSettings
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def _images_key(paths: tuple[str, ...], stamps: tuple) -> tuple:
     """core.warm.images_key (content hashes), hashed again only when a file's size or mtime changes."""
     return core_warm.images_key(paths)
 
 
-def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], settings: Net2VecSettings,
-                 progress=None) -> tuple:
-    """(fits, used paths (absolute), errors) for the images at ``paths``, keyed by their paths and contents.
-
-    Raises ImageError (no readable image, mask folder), ValueError (no concepts)."""
+def images_key(paths: tuple[str, ...]) -> tuple:
+    """The subject key of a folder-wide technique over the images at ``paths`` (:func:`core.warm.images_key`,
+    the key ``python -m core warm`` writes), its hashes recomputed only for files whose size or mtime changed."""
     stamps = []
     for p in paths:
         try:
@@ -296,9 +293,7 @@ def net2vec_fits(model: LensModel, model_key: str, paths: tuple[str, ...], setti
             stamps.append((info.st_size, info.st_mtime_ns))
         except OSError:
             stamps.append(None)
-    key = core_warm.net2vec_key(model_key, _images_key(tuple(paths), tuple(stamps)), settings)
-    return _long(key, progress, model, lambda progress, _batch: core_warm.run_net2vec(model, paths, settings,
-                                                                                       progress))
+    return _images_key(tuple(paths), tuple(stamps))
 
 
 # ------------------------------------------------------------------------ feature visualisation, filters

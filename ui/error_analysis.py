@@ -245,7 +245,8 @@ def channel_examples(ev, model, layer: str, sep) -> None:
             if index_stamp is not None:
                 layers_now = sorted(set(cache.open_activation_index(directory, index_stamp).layers) | {layer})
             with progress_bar("indexing") as report:
-                cache.build_activation_index(index_model, image_root, directory, layers_now, 16, progress=report)
+                cache.build_activation_index(index_model, image_root, directory, {"layers": tuple(layers_now)},
+                                             progress=report)
             st.rerun()
         st.stop()
     index = cache.open_activation_index(directory, index_stamp)

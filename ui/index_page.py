@@ -10,9 +10,9 @@ import streamlit as st
 
 from core.images import ImageError
 from core.index import ActivationIndex, IndexCorrupt, IndexStale
+from core.index.spec import commands
 from core.index.view import architecture_dot, group_choice, layer_group, opening_layer
 from core.render import boxed, captioned_strip, heat_figure, labelled_tile, padded, tile_grid
-from core.report import index_commands
 from ui import cache, permalink, report
 from ui.permalink import Param
 from ui.widgets import progress_bar
@@ -51,11 +51,12 @@ def set_channel(channel: int) -> None:
     st.session_state.pop("lens_idx_expanded", None)
 
 
-def build(model, folder: str, directory: str, layers: list[str], top_k: int) -> None:
-    """Build or update the index at ``directory`` from ``folder`` with a progress bar; report the outcome."""
+def build(model, folder: str, directory: str, values: dict) -> None:
+    """Build or update the index at ``directory`` from ``folder`` with ``values`` (:data:`core.index.spec.BUILD`)
+    with a progress bar; report the outcome."""
     try:
         with progress_bar("Starting...") as progress:
-            result = cache.build_activation_index(model, folder, directory, layers, top_k, progress)
+            result = cache.build_activation_index(model, folder, directory, values, progress)
     except (ValueError, ImageError, IndexCorrupt, OSError) as e:
         st.error(f"Index not built: {e}")
         return
@@ -158,8 +159,8 @@ def expanded_patch(selection, directory: str, stamp: str, patches: list, layer: 
         caption=f"Left: the original image with the patch box {patch.box}. Right: {caption}.",
         settings={"index": report.path_arg(directory), "layer": layer, "channel": channel,
                   "rank": patch.rank + 1, "image file": str(patch.image)},
-        command=index_commands(model.card, directory=report.path_arg(directory), layer=layer, channel=channel,
-                               k=patch.rank + 1),
+        command=commands(model.card, report.path_arg(directory), {"layer": layer, "channel": channel,
+                                                                  "k": patch.rank + 1}),
         figures={"activation": patch.value},
         notes=("The command lists the patches (and with --out-dir writes their crops); the heat map over the "
                "model input is drawn on the dashboard only.",)),
@@ -224,10 +225,10 @@ def grid_report(selection, directory: str, stamp: str, index: ActivationIndex, l
                     "channel's maximum over the image).",
             settings={"index": report.path_arg(directory), "images indexed": len(index), "layer": layer,
                       "channel": channel, "top-k": index.top_k, "indexed model": index.spec["model"]},
-            command=index_commands(selection.model.card, directory=report.path_arg(directory), layer=layer,
-                                   channel=channel, k=len(patches),
-                                   folder=None if folder is None else report.path_arg(folder),
-                                   layers=list(index.layers), top_k=index.top_k),
+            command=commands(selection.model.card, report.path_arg(directory),
+                             {"layer": layer, "channel": channel, "k": len(patches)},
+                             folder=None if folder is None else report.path_arg(folder),
+                             build={"layers": tuple(index.layers), "top_k": index.top_k}),
             seconds=float(summary.build_seconds or 0.0),
             figures={f"#{p.rank + 1} activation": p.value for p in patches[:COLS]})
 

@@ -7,22 +7,25 @@ import pandas as pd
 import streamlit as st
 
 from core.features.net2vec_view import MASK_SCALE, NEAR_ZERO_IOU, concept_rows, masks_figure, verdict, weak_concepts
-from core.report import net2vec_command
-from core.warm import NET2VEC_ITERATIONS
+from core.features.net2vec import ConceptSource
 from ui import cache, permalink, report
 from ui.permalink import Param
 
-SOURCES = ["colour terms (from pixels)", "mask folder"]
-SIZES = [14, 28, 56]
-ITERATIONS = NET2VEC_ITERATIONS  # the page's default fit is what `python -m core warm` stores
+MASKS = "mask folder"
+SOURCES = ["colour terms (from pixels)", MASKS]
 SHOWN = 8  # predicted masks shown
 
 
-def bind(layers: list[str]) -> None:
-    """Restore the page's settings from the link, then publish them (a concept the fit lacks is dropped later)."""
-    permalink.bind([Param("folder", "lens_n2v_folder"), Param("layer", "lens_n2v_layer", options=layers),
-                    Param("source", "lens_n2v_source", options=SOURCES), Param("masks", "lens_n2v_masks"),
-                    Param("size", "lens_n2v_size", int, options=SIZES), Param("concept", "lens_n2v_concept")])
+def source_of(spec) -> str:
+    """The concept-source choice of the declared default ``concepts`` (colour terms, or a mask folder)."""
+    return SOURCES[0] if spec.setting("concepts").default == ConceptSource.COLORS.value else MASKS
+
+
+def bind() -> None:
+    """Restore the page's own settings from the link, then publish them (the declared settings' widgets bind
+    theirs; a concept the fit lacks is dropped later)."""
+    permalink.bind([Param("folder", "lens_n2v_folder"), Param("source", "lens_n2v_source", options=SOURCES),
+                    Param("masks", "lens_n2v_masks"), Param("concept", "lens_n2v_concept")])
 
 
 def table(fits, layer: str) -> None:
@@ -68,9 +71,12 @@ def mask_caption(fit, shown: int, total: int) -> str:
             f"mask; dark = {MASK_SCALE.lo:g}, outside) on {shown} of {total} images.")
 
 
-def report_button(selection, folder: str, layer: str, concepts: str, size: int, fits, fit, picture,
-                  used: tuple[str, ...]) -> None:
-    """"Add to report": the chosen concept's masks, the whole table's IoUs, settings and the net2vec command."""
+def report_button(selection, folder: str, values: dict, fits, fit, picture, used: tuple[str, ...]) -> None:
+    """"Add to report": the chosen concept's masks, the whole table's IoUs, settings (``values``: the declared
+    :data:`core.features.net2vec_spec.NET2VEC` settings) and the net2vec command."""
+    from core.features.net2vec_spec import NET2VEC
+
+    layer = values["layer"]
     figures = {}
     for f in fits:
         figures[f"{f.name}: IoU learnt"] = f.iou
@@ -78,11 +84,10 @@ def report_button(selection, folder: str, layer: str, concepts: str, size: int, 
     report.add_button(lambda: report.item(
         selection, image=False, title=f"Net2Vec: {fit.name} in {layer} ({verdict(fit)})", figure=picture,
         caption=mask_caption(fit, min(SHOWN, len(used)), len(used)),
-        settings={"folder": folder, "images": len(used), "layer": layer, "concepts": concepts,
-                  "analysis grid": size, "iterations": ITERATIONS,
+        settings={"folder": folder, "images": len(used), "layer": layer, "concepts": values["concepts"],
+                  "analysis grid": values["size"], "iterations": values["iterations"],
                   "IoUs measured on": "held-out images" if fit.held_out else "the training images"},
-        command=net2vec_command(report.path_arg(folder), selection.model.card, layer=layer, concepts=concepts,
-                                size=size, iterations=ITERATIONS),
+        command=NET2VEC.command_line(report.path_arg(folder), selection.model.card, values),
         seconds=float(sum(f.seconds for f in fits)), figures=figures,
         notes=tuple(f"Weak: nothing in {layer} segments {name}." for name in weak_concepts(fits))),
-        key=f"n2v_{selection.model_key}_{folder}_{layer}_{concepts}_{size}_{fit.name}")
+        key=f"n2v_{selection.model_key}_{folder}_{layer}_{values['concepts']}_{values['size']}_{fit.name}")

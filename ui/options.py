@@ -52,7 +52,7 @@ def technique_form(spec: Technique, context: dict, *, columns: int = 3, layer_na
     fixed = dict(fixed or {})
     chosen: dict[str, object] = {}
     cols = st.columns(columns)
-    advanced = [s for s in spec.settings if s.advanced]
+    advanced = [s for s in spec.settings if s.advanced and s.widget != "none"]
     slot = 0
     for s in spec.settings:
         if not s.shown(chosen):
@@ -60,7 +60,7 @@ def technique_form(spec: Technique, context: dict, *, columns: int = 3, layer_na
         if s.name in fixed:
             chosen[s.name] = plain(fixed[s.name])
             continue
-        if s.advanced:
+        if s.advanced or s.widget == "none":  # no widget: the default (completed below)
             continue
         chosen[s.name] = _bound_widget(spec, s, context, chosen, cols[slot % columns], layer_names)
         slot += 1
@@ -105,6 +105,10 @@ def _target_labels(s: Setting, ctx: dict) -> list[str]:
 def widget(s: Setting, default, context: dict, key: str, layer_names=None):
     """One widget for ``s`` starting at ``default``; returns its value in the setting's units."""
     label, help_ = s.label_in(context), s.help[:1].upper() + s.help[1:]
+    if s.layer and s.kind is tuple:
+        names = list(layer_names or [])
+        return tuple(st.multiselect(label, names, default=[n for n in default or () if n in names], key=key,
+                                    help=help_))
     if s.layer:
         names = list(layer_names or [])
         start = names.index(default) if default in names else 0
@@ -120,6 +124,8 @@ def widget(s: Setting, default, context: dict, key: str, layer_names=None):
         return tuple(st.multiselect(label, options, default=list(default or ()), key=key, help=help_, **fmt))
     if options:
         index = options.index(default) if default in options else 0
+        if s.widget == "select_slider":
+            return st.select_slider(label, options, value=options[index], key=key, help=help_, **fmt)
         if s.widget == "radio":
             return st.radio(label, options, index=index, key=key, help=help_, horizontal=True, **fmt)
         return st.selectbox(label, options, index=index, key=key, help=help_, **fmt)

@@ -45,6 +45,7 @@ from .topk import TopK, batch_partial, channel_maxima
 
 
 DEFAULT_TOP_K = 16
+DEFAULT_BATCH_SIZE = 16  # images per forward pass
 MANIFEST = store.MANIFEST
 
 
@@ -133,7 +134,7 @@ ENGINES = ("local", "ray")
 
 
 def build_index(model, folder: str | os.PathLike | None = None, directory: str | os.PathLike | None = None, *,
-                layers: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int = 16,
+                layers: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int = DEFAULT_BATCH_SIZE,
                 progress: Progress | None = None, cancel=None, checkpoint_seconds: float = 30.0,
                 workers: int | None = None, engine: str = "local", address: str | None = None,
                 gpus_per_worker: float = 0.0) -> BuildResult:

@@ -185,25 +185,6 @@ def similarity_command(image: str, card, *, layer: str, x: int, y: int, other: s
     return _command("similarity", image, card, [("--other", other), ("--layer", layer), ("--at", f"{int(x)},{int(y)}")])
 
 
-def net2vec_command(folder: str, card, *, layer: str, concepts: str, size: int, iterations: int) -> str:
-    """``python -m core net2vec`` for one folder, layer and concept source ("colors" or a mask folder)."""
-    return _command("net2vec", folder, card, [("--layer", layer), ("--concepts", concepts), ("--size", int(size)),
-                                              ("--iterations", int(iterations))])
-
-
-def index_commands(card, *, directory: str, layer: str, channel: int, k: int, folder: str | None = None,
-                   layers: Sequence[str] = (), top_k: int | None = None) -> str:
-    """``python -m core index top`` for one channel's patches, preceded (``&&``) by the ``index build`` that
-    makes the index when ``folder`` is given (an index opened by path is named as it is)."""
-    top = _command("index top", directory, card, [("--layer", layer), ("--channel", int(channel)), ("--k", int(k))],
-                   model=False)
-    if folder is None:
-        return top
-    build = _command("index build", folder, card, [("--top-k", top_k), ("--out", directory)],
-                     ["--layers", *layers] if layers else [])
-    return f"{build} && {top}"
-
-
 def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, title: str | None = None,  # noqa: F821
                      clip_percentile: float = 99.5) -> ReportItem:
     """A :class:`ReportItem` for an :class:`~core.attribution.base.Attribution` of one image.
@@ -332,6 +313,6 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
 
 
 __all__ = ["ReportItem", "attribute_command", "attribution_item", "contrast_command", "data_uri",
-           "errors_command", "filters_command", "index_commands", "repo_path",
-           "model_args", "model_card_rows", "net2vec_command", "perturb_command", "predict_command", "render_html",
+           "errors_command", "filters_command", "repo_path",
+           "model_args", "model_card_rows", "perturb_command", "predict_command", "render_html",
            "similarity_command", "versions", "visualize_command"]

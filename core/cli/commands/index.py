@@ -7,9 +7,9 @@ import sys
 import threading
 import time
 
-from ...index import DEFAULT_TOP_K, IndexCorrupt, IndexStale, build_index, default_directory, open_index
-from ...index.build import ENGINES
+from ...index import IndexCorrupt, IndexStale, default_directory, open_index
 from ...index.ray_engine import EngineUnavailable  # imports no ray (that happens when the engine runs)
+from ...index.spec import BUILD, TOP, build_context, run_build
 from .. import CliError, add_model_options, model_from_args
 from ...images import ImageError
 
@@ -21,16 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="index a folder (or add its new images to an existing index)")
     b.add_argument("folder", metavar="FOLDER", help="image folder, searched recursively")
-    b.add_argument("--layers", nargs="+", metavar="NAME", default=None,
-                   help="dotted layer names (default: the model's feature stages, e.g. stages.0 .. stages.3)")
-    b.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"images kept per channel (default {DEFAULT_TOP_K})")
-    b.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    BUILD.add_arguments(b)  # --layers, --top-k, --batch-size, --engine
     b.add_argument("--workers", type=int, default=None,
                    help="batches decoded and forwarded side by side, each on its share of torch's threads "
                         "(default: one per thread, at most 4; 1 saves memory)")
-    b.add_argument("--engine", choices=ENGINES, default="local",
-                   help="local: threads in this process (default); ray: Ray Data on a cluster (pip install -r "
-                        "requirements-ray.txt; see docs/scale.md)")
     b.add_argument("--address", default=None, metavar="auto|ray://HOST:PORT",
                    help="the Ray cluster (--engine ray; default: start a local Ray)")
     b.add_argument("--num-workers", type=int, default=None, metavar="N",
@@ -43,9 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         ".lens-cache at the project root)")
     t = sub.add_parser("top", help="the top patches of one channel")
     t.add_argument("index", metavar="DIR")
-    t.add_argument("--layer", required=True, metavar="NAME")
-    t.add_argument("--channel", required=True, type=int, metavar="C")
-    t.add_argument("--k", type=int, default=None, help="how many patches (default: all kept)")
+    TOP.add_arguments(t)  # --layer, --channel, --k
     t.add_argument("--out-dir", default=None, metavar="D", help="write the patch crops here as PNG files")
     for q in (b, t):  # SUPPRESS: `index --json build` must not be reset by the subparser's default
         q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
@@ -59,13 +51,14 @@ def _build(args: argparse.Namespace) -> dict:
     if args.num_workers is not None and args.workers is not None and args.num_workers != args.workers:
         raise CliError("--workers and --num-workers disagree: give one")
     workers = args.num_workers if args.num_workers is not None else args.workers
-    if args.top_k < 1 or args.batch_size < 1 or (workers is not None and workers < 1):
+    if any(v is not None and v < 1 for v in (args.top_k, args.batch_size, workers)):
         raise CliError("--top-k, --batch-size and --workers/--num-workers must be at least 1")
-    if (args.address is not None or args.gpus_per_worker) and args.engine != "ray":
+    engine = BUILD.from_args(args, {})["engine"]  # before the model loads
+    if (args.address is not None or args.gpus_per_worker) and engine != "ray":
         raise CliError("--address and --gpus-per-worker need --engine ray")
     if args.gpus_per_worker < 0:
         raise CliError("--gpus-per-worker must be 0 or more")
-    if args.engine == "ray":  # fail fast, before the model loads, when ray is missing or the cluster is not there
+    if engine == "ray":  # fail fast, before the model loads, when ray is missing or the cluster is not there
         from ...index import ray_engine
 
         try:
@@ -73,6 +66,7 @@ def _build(args: argparse.Namespace) -> dict:
         except EngineUnavailable as e:
             raise CliError(str(e)) from None
     model = model_from_args(args)
+    values = BUILD.from_args(args, build_context(model))
     out = args.out or str(default_directory(model, args.folder))
     stop = threading.Event()
     last = [time.monotonic()]
@@ -90,9 +84,8 @@ def _build(args: argparse.Namespace) -> dict:
 
     previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
-        result = build_index(model, args.folder, out, layers=args.layers, top_k=args.top_k,
-                             batch_size=args.batch_size, progress=progress, cancel=stop, workers=workers,
-                             engine=args.engine, address=args.address, gpus_per_worker=args.gpus_per_worker)
+        result = run_build(model, args.folder, values, directory=out, progress=progress, cancel=stop,
+                           workers=workers, address=args.address, gpus_per_worker=args.gpus_per_worker)
     except ValueError as e:
         raise CliError(str(e)) from None
     except EngineUnavailable as e:  # ray missing, cluster unreachable, a worker failed
@@ -107,7 +100,7 @@ def _build(args: argparse.Namespace) -> dict:
             "images_per_second": round(result.images_per_second, 2), "added": result.added,
             "cancelled": result.cancelled, "skipped": list(result.skipped), "notes": list(result.notes),
             "model": index.spec["model"], "fingerprint": index.spec["fingerprint"], "top_k": index.top_k,
-            "engine": args.engine, "workers": index.manifest["build"]["workers"]}
+            "engine": values["engine"], "workers": index.manifest["build"]["workers"]}
 
 
 def _top(args: argparse.Namespace) -> dict:
@@ -118,7 +111,7 @@ def _top(args: argparse.Namespace) -> dict:
     if args.k is not None and args.k < 1:
         raise CliError("--k must be at least 1")
     try:
-        patches = index.top(args.layer, args.channel, args.k)
+        patches = TOP.run(None, index, TOP.from_args(args, {}))
     except (KeyError, IndexError) as e:
         raise CliError(e.args[0]) from None
     rows, errors = [], []

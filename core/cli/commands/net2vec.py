@@ -8,43 +8,45 @@ import torch
 from ...catalogue import find_layer
 from .. import CliError, add_model_options, model_from_args, read_inputs
 from ...images import list_images
-from ...features.net2vec import DEFAULT_SIZE, colour_concepts, load_concept_masks, net2vec
+from ...features.net2vec import ConceptSource, colour_concepts, load_concept_masks, net2vec
+from ...features.net2vec_spec import NET2VEC
+from ...spec import model_context
 
 NAME = "net2vec"
 HELP = "Net2Vec: learn per-concept channel weights and compare with the best single channel"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The folder, then the flags generated from :data:`core.features.net2vec_spec.NET2VEC`."""
     p.add_argument("folder", metavar="FOLDER", help="folder of images")
-    p.add_argument("--layer", required=True, help="spatial layer name (see the layer catalogue)")
-    p.add_argument("--concepts", required=True, metavar="colors|MASK_FOLDER",
-                   help="'colors' (colour terms named from pixels) or a folder of masks "
-                        "MASK_FOLDER/<concept>/<image stem>.png")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"analysis grid (default {DEFAULT_SIZE})")
-    p.add_argument("--iterations", type=int, default=300, help="optimisation steps per concept (default 300)")
+    NET2VEC.add_arguments(p)
     add_model_options(p)
 
 
 def run(args: argparse.Namespace) -> dict:
-    if args.size < 2 or args.iterations < 1:
+    if (args.size is not None and args.size < 2) or (args.iterations is not None and args.iterations < 1):
         raise CliError("--size must be at least 2 and --iterations at least 1")
     paths = [str(p) for p in list_images(args.folder)]
     if not paths:
         raise CliError(f"{args.folder}: no images")
     model = model_from_args(args)
     try:
-        layer = find_layer(model, args.layer)
+        values = NET2VEC.from_args(args, model_context(model))
+        layer = find_layer(model, values["layer"])
+    except ValueError as e:
+        raise CliError(str(e)) from None
     except KeyError as e:
         raise CliError(e.args[0])
     good, errors = read_inputs(paths, model)
     if not good:
         raise CliError(f"{args.folder}: no readable images")
     x = torch.stack([inp.tensor for _, inp in good])
-    if args.concepts == "colors":
-        concepts = colour_concepts(x, size=args.size)
+    size = values["size"]
+    if values["concepts"] == ConceptSource.COLORS.value:
+        concepts = colour_concepts(x, size=size)
     else:
-        concepts = load_concept_masks(args.concepts, [p for p, _ in good], size=args.size)
-    fits = net2vec(model, x, layer, concepts, size=args.size, iterations=args.iterations)
+        concepts = load_concept_masks(values["concepts"], [p for p, _ in good], size=size)
+    fits = net2vec(model, x, layer, concepts, size=size, iterations=values["iterations"])
     payload = {"concepts": [f.as_dict() for f in fits]}
     payload["errors"] = errors
     return payload
