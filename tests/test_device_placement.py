@@ -55,7 +55,7 @@ ALLOWED = {
     ("core/features/net2vec.py", "_to_cpu"): "a concept's weights and masks come back to the CPU for display",
     ("core/features/similarity.py", "_to_cpu"): "the similarity map comes back to the CPU for display",
     ("core/index/build.py", "channel_map"): "the activation map comes back to the CPU for display",
-    ("core/index/build.py", "forward_partials"): "a batch's (N, C) maxima leave the device: the top-k is host-side "
+    ("core/index/passes.py", "forward_partials"): "a batch's (N, C) maxima leave the device: the top-k is host-side "
                                                  "bookkeeping (numpy, merged and written to disk)",
     ("core/index/query.py", "excited_by"): "the image's (C,) maxima are ranked against the index's numpy statistics",
     ("core/index/query.py", "weights_fingerprint"): "hashes the weights' bytes on the host (a fingerprint)",

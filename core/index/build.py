@@ -33,14 +33,15 @@ from typing import Sequence
 import torch
 
 from . import store
-from ..catalogue import LayerInfo, catalogue, find_layer, layer_outputs
+from ..catalogue import catalogue, find_layer, layer_outputs
 from ..hashing import file_sha256
-from ..images import SAMPLES, ImageError, ModelInput, load_image, list_images, preprocess
+from ..images import SAMPLES, list_images
 from ..model.device import model_device
 from ..parallel import default_workers, ordered_map
 from ..progress import Progress, is_cancelled
+from .passes import forward_partials, read_image, relative
 from .query import ActivationIndex, IndexCorrupt, open_index, weights_fingerprint
-from .topk import TopK, batch_partial, channel_maxima
+from .topk import TopK
 
 
 DEFAULT_TOP_K = 16
@@ -83,37 +84,6 @@ def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tenso
 
 
 # ---------------------------------------------------------------------------------------------------- build
-
-def read_image(root: Path, path: Path, data_config: dict) -> tuple[dict, ModelInput | None]:
-    """Read, check and preprocess one image of the folder (the project's own intake, same refusals).
-
-    Returns:
-        The manifest record (``path`` relative to ``root``, ``bytes``, ``mtime_ns``, and for a readable image
-        ``size``, ``sha256``, ``box``; ``error`` is None or a one-line reason) and the model input (None when
-        the image was refused).
-    """
-    rel = _rel(root, path)
-    try:
-        st = path.stat()
-        data = path.read_bytes()
-        inp = preprocess(load_image(data, name=str(path)), data_config)
-    except OSError as e:  # vanished or unreadable since the folder was listed
-        return {"path": rel, "bytes": 0, "mtime_ns": 0, "error": f"{path}: cannot read ({e.strerror or e})"}, None
-    except ImageError as e:
-        return {"path": rel, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "error": str(e)}, None
-    return {"path": rel, "size": list(inp.original_size), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "sha256": hashlib.sha256(data).hexdigest(), "box": list(inp.box), "error": None}, inp
-
-
-def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: int) -> dict[str, dict]:
-    """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1)."""
-    outs = layer_outputs(model, x.to(model_device(model)), infos)
-    partials = {}
-    for info in infos:  # only the (N, C) maxima leave the device: the top-k is host-side bookkeeping
-        values, pos = channel_maxima(outs[info.name])
-        partials[info.name] = batch_partial(values.cpu(), pos.cpu(), top_k)
-    return partials
-
 
 def _local_batches(model, root: Path, infos, todo: list[Path], *, batch_size: int, top_k: int, workers):
     """The local engine: thread workers on model replicas (:mod:`core.parallel`), batches in order."""
@@ -230,7 +200,7 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             st = p.stat()
         except OSError:  # vanished since listing
             continue
-        key = (_rel(root, p), st.st_size, st.st_mtime_ns)
+        key = (relative(root, p), st.st_size, st.st_mtime_ns)
         if key[0] in indexed:
             continue
         if key in bad_before:  # unreadable last time and untouched since
@@ -308,10 +278,6 @@ def _relpath(root: Path, directory: Path) -> str | None:
         return None
 
 
-def _rel(root: Path, p: Path) -> str:
-    return str(p.relative_to(root))
-
-
 def _unchanged(old: ActivationIndex, manifest: dict, skipped: list[dict]) -> bool:
     """Whether writing ``manifest`` (with ``skipped``) over ``old`` would change nothing but its timestamps."""
     m = old.manifest
@@ -334,7 +300,7 @@ def _incompatible(old: ActivationIndex, spec: dict, root: Path, paths: list[Path
             return f"the {what} changed ({old.spec[key]} -> {spec[key]})"
     if old.root != root:
         return f"the index was built over another folder ({old.root})"
-    present = {_rel(root, p): p for p in paths}
+    present = {relative(root, p): p for p in paths}
     gone, changed = 0, 0
     for img in old.images:
         p = present.get(img.path)
