@@ -26,9 +26,8 @@ from typing import Callable, Sequence
 from .attribution.base import NotApplicable
 from .images import ImageError, load_image, preprocess
 from .model.loading import LensModel
+from .progress import Progress
 from .result_store import ResultStore
-
-Progress = Callable[[float, str], None]
 
 PAGE_METHOD = "smoothgrad"                                                    # the Attribution page's default
 GRID_METHODS = ("saliency", "smoothgrad", "guided-backprop", "gradcam")        # its "Compare methods" default

@@ -233,7 +233,7 @@ def test_evaluate_a_given_map_skips_randomisation_with_a_reason(patch_model, pat
 
 
 def test_cancel_stops_the_curves(patch_model, patch_image):
-    from core.features.featurevis import Cancelled
+    from core.progress import Cancelled
 
     with pytest.raises(Cancelled):
         curves(patch_model, patch_image, _maps()[1], 0, cancel=lambda: True)

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from ..inputs import check_input, resolve_target  # noqa: F401  (every method's input check and target resolver)
-from ..progress import Progress, report  # noqa: F401
 
 
 class NotApplicable(ValueError):

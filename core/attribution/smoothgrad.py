@@ -26,9 +26,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..progress import Progress, report
 from .spec import MethodSpec, Option
-from .base import (PREVIEW_BATCH, Attribution, NotApplicable, Progress, check_input, input_gradient, report,
-                   resolve_target)
+from .base import PREVIEW_BATCH, Attribution, NotApplicable, check_input, input_gradient, resolve_target
 from .gradients import BASELINE, STEPS, Baseline, make_baseline
 from .guided import GuidedRule, gradient_with_rule, rule_notes
 

@@ -26,10 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attribution.base import Progress, report
-from ..features.featurevis import Cancelled
 from ..model.device import model_device
-from .curves import Cancel
+from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 
 PASS_BELOW = 0.5
 Explain = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]  # (model, x (1,3,H,W), target) -> (H, W) map
@@ -149,7 +147,7 @@ def randomisation(model: nn.Module, x: torch.Tensor, target: int, explain: Expla
     fresh: dict[int, torch.Tensor] = {}
     rhos, maps = [], []
     for i, (name, module) in enumerate(groups):
-        if cancel is not None and cancel():
+        if is_cancelled(cancel):
             raise Cancelled("randomisation cancelled")
         for p in module.parameters():
             fresh[id(p)] = _fresh(p.detach(), gen)
