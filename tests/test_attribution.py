@@ -13,6 +13,7 @@ from torch import nn
 from core.attribution.registry import REGISTRY, NotApplicable, attribute
 from core.attribution.smoothgrad import smoothgrad
 from core.hooks import hook_count
+from core.memo import PerModel
 from core.model import wrap
 
 from tests.conftest import lock_is_free, make_tiny
@@ -342,7 +343,7 @@ def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext
     monkeypatch.setattr(sg, "native_bf16", lambda: True)
     monkeypatch.setattr(sg, "fastest_precision", lambda model, x, candidates: calls.append(tuple(x.shape)) or (
         candidates[0] if faster else sg.Precision.FP32))
-    monkeypatch.setattr(sg, "_measured", __import__("weakref").WeakKeyDictionary())
+    monkeypatch.setattr(sg, "_measured", PerModel())
     expected = "bf16" if faster else "fp32"
     for _ in range(2):
         result = smoothgrad(convnext_live, x64[:1], 0, samples=2, precision="auto")

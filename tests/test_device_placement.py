@@ -32,6 +32,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from core.attribution.registry import REGISTRY, attribute
+from core.memo import PerModel
 from tests.conftest import make_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,7 +273,7 @@ def test_auto_precision_times_the_gpu_precisions_on_the_model_device(tiny, x, mo
     timed = []
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(sg, "_synchronize", lambda device: timed.append(device.type))
-    monkeypatch.setattr(sg, "_measured", __import__("weakref").WeakKeyDictionary())
+    monkeypatch.setattr(sg, "_measured", PerModel())
     with PretendDevice() as audit:
         r = attribute(tiny, x, 0, method="smoothgrad", samples=2)
     assert audit.found == []

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import enum
 import itertools
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..memo import PerModel
 from ..progress import Progress, report
 from .base import Attribution, NotApplicable
 from .spec import MethodSpec, Option
@@ -76,12 +75,11 @@ class _Prepared:
     kinds: dict[nn.Module, str]
     folded: int
     # z+'s |w| and -b per convolution or Linear layer, made on its first z+ pass and kept (the size of the
-    # weights): taking |w| on every call was a pass over all of them, 12 % of a call on ConvNeXt-Tiny
+    # weights): taking |w| on every call would be a pass over all of them
     plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
 
 
-_cache: "weakref.WeakKeyDictionary[LensModel, _Prepared]" = weakref.WeakKeyDictionary()
-_prepare_lock = threading.Lock()
+_cache: "PerModel[_Prepared]" = PerModel()
 
 
 def _kind(module: nn.Module) -> str | None:
@@ -114,10 +112,8 @@ def prepare(model: LensModel) -> _Prepared:
     Raises:
         NotApplicable: a layer with no LRP rule here, or no convolution on the pixels.
     """
-    with _prepare_lock:  # one copy per model even when two sessions ask at once
-        if model not in _cache:
-            _cache[model] = _prepare(model)
-        return _cache[model]
+    # made under the memo's lock: one preparation per model even when two sessions ask at once
+    return _cache.update(model, lambda known: known if known is not None else _prepare(model))
 
 
 # the trace only needs the module graph: a small image (most CNNs downsample by 32) costs a fraction of a full
@@ -169,7 +165,7 @@ def _trace(net: nn.Module, shape: tuple[int, ...], device: torch.device
     def seen(mod: nn.Module) -> None:
         first.append(mod)
         if not folds:
-            raise _TraceDone  # nothing to fold: the rest of the forward finds nothing (0.1 x a fwd+bwd saved)
+            raise _TraceDone  # nothing to fold: the rest of the forward would find nothing
 
     with hooks_on(net) as hooks, torch.no_grad():
         for m in net.modules():
@@ -330,7 +326,7 @@ def _layernorm_grad(dims: tuple[int, ...], eps: float, shape):
         # y = (a - mean(a)) / sigma * w + b with sigma constant: the transpose of centring and scaling
         g = grad * weight[0].view(shape) if weight else grad
         # the variance in two passes (centre, then mean square): torch.var's reduction over a short channel axis
-        # was 8-10 x slower on CPU (1.3 ms against 0.15 ms on 56 x 56 x 96), its rounding alike (1.5e-7)
+        # is several times slower on CPU, its rounding alike
         c = a - a.mean(dim=dims, keepdim=True)
         rstd = c.mul_(c).mean(dim=dims, keepdim=True).add_(eps).rsqrt_()
         return (g - g.mean(dim=dims, keepdim=True)).mul_(rstd)
