@@ -26,6 +26,7 @@ from torch import nn
 
 from ..memo import PerModel
 from ..progress import Progress, report
+from ..stats import spearman
 from .spec import MethodSpec, Option
 from .base import PREVIEW_BATCH, Attribution, NotApplicable, check_input, input_gradient, resolve_target
 from .gradients import BASELINE, STEPS, Baseline, make_baseline
@@ -251,13 +252,6 @@ def on_grid(m: torch.Tensor, grid: int) -> torch.Tensor:
     return nn.functional.adaptive_avg_pool2d(m.reshape(-1, 1, *m.shape[-2:]), grid).reshape(*lead, grid, grid)
 
 
-def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman correlation of two same-shaped tensors (ties broken by position)."""
-    ra = a.flatten().argsort().argsort().float()
-    rb = b.flatten().argsort().argsort().float()
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
-
-
 def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, precision, progress, preview,
           converge=0.0, grid=0, **_unused) -> tuple[torch.Tensor, list[str], int]:
     n = x.shape[0]
@@ -305,7 +299,7 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
             batch += 1
             if converge and batch % 2 == 0 and done < samples:
                 halves = [on_grid(combine(totals[h], squares[h], counts[h], nt_type).sum(0), grid) for h in range(2)]
-                if rank_correlation(*halves) >= converge:
+                if spearman(*halves) >= converge:
                     break  # the next image's fraction starts at (i + 1) / n: the samples skipped count as done
         used.append(done)
         out[i] = combine(totals[0] + totals[1], squares[0] + squares[1], done, nt_type)
