@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .attribution.base import NotApplicable
-from .images import ImageError, load_image, preprocess
+from .images import ImageError, list_images, load_image, preprocess
 from .model.loading import LensModel
 from .progress import Progress
 from .result_store import ResultStore
@@ -32,7 +32,6 @@ from .result_store import ResultStore
 PAGE_METHOD = "smoothgrad"                                                    # the Attribution page's default
 GRID_METHODS = ("saliency", "smoothgrad", "guided-backprop", "gradcam")        # its "Compare methods" default
 PAGE_AREAS = (0.05, 0.1, 0.2)                      # the Perturbation page's default extremal areas (one batch)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def model_key(model: LensModel) -> str:
@@ -324,14 +323,6 @@ class WarmResult:
 PAGES = ("attribution", "faithfulness", "attack", "perturbation", "featurevis", "similarity", "net2vec", "index")
 
 
-def folder_images(folder: str | Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted. Raises ValueError for a missing folder."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"{folder} is not a folder")
-    return sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: Sequence[str] = GRID_METHODS,
          pages: Sequence[str] = PAGES, progress: Progress | None = None,
          cancel: Callable[[], bool] | None = None) -> WarmResult:
@@ -358,7 +349,7 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
     if unknown:
         raise ValueError(f"unknown page {', '.join(unknown)}; choose from {', '.join(PAGES)}")
     started = time.perf_counter()
-    paths = folder_images(folder)
+    paths = list_images(folder, recursive=False)
     mkey = model_key(model)
     counts = {"computed": 0, "present": 0}
     errors, keys, done, written = [], [], [], []
@@ -385,8 +376,6 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             featurevis_key(mkey, layer, channels, objective, settings),
             lambda: run_featurevis(model, layer, channels, objective, settings))
     if "net2vec" in pages and paths and not (cancel is not None and cancel()):
-        from .images import list_images
-
         n2v = page_net2vec(model)
         listed = [str(p) for p in list_images(folder)]
         one("net2vec", None, f"{n2v.layer}, {n2v.concepts}, grid {n2v.size}, {len(listed)} images",
