@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 from .attribution.base import NotApplicable
 from .images import ImageError, list_images, load_image, preprocess
+from .model.identity import model_identity
 from .model.loading import LensModel
 from .progress import Progress
 from .result_store import ResultStore
@@ -37,9 +38,7 @@ PAGE_AREAS = (0.05, 0.1, 0.2)                      # the Perturbation page's def
 def model_key(model: LensModel) -> str:
     """The model part of every result key: architecture, weights fingerprint and class names (they are part of
     named results)."""
-    from .model.labels import labels_digest
-
-    return f"{model.card.arch}|{model.card.fingerprint}|{labels_digest(model.labels)}"
+    return model_identity(model).key
 
 
 def content_key(data: bytes) -> str:

@@ -59,7 +59,7 @@ ALLOWED = {
     ("core/index/passes.py", "forward_partials"): "a batch's (N, C) maxima leave the device: the top-k is host-side "
                                                  "bookkeeping (numpy, merged and written to disk)",
     ("core/index/query.py", "excited_by"): "the image's (C,) maxima are ranked against the index's numpy statistics",
-    ("core/index/query.py", "weights_fingerprint"): "hashes the weights' bytes on the host (a fingerprint)",
+    ("core/model/identity.py", "weights_fingerprint"): "hashes the weights' bytes on the host (a fingerprint)",
     ("core/errors/evaluate.py", "_predict"): "probabilities go to numpy for the prediction cache and confusion matrix",
     ("core/errors/explain.py", "channel_maxima"): "(N, C) maxima go to numpy for the separation statistics",
     ("core/evaluation/curves.py", "pixel_order"): "the pixel order is a stable numpy sort of the map on the host",

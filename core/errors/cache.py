@@ -7,15 +7,13 @@ old cache or the new one; a damaged file is ignored (and replaced at the next wr
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..index.build import weights_fingerprint
 from ..index.store import write_atomic
+from ..model.identity import model_identity
 
 CACHE_ROOT = Path(__file__).resolve().parent.parent / ".lens-cache" / "predictions"
 FILE = "predictions.npz"
@@ -23,9 +21,8 @@ FILE = "predictions.npz"
 
 def model_directory(model, root: str | Path | None = None) -> Path:
     """The cache folder of ``model`` (weights fingerprint + preprocessing) under ``root``."""
-    key = json.dumps([weights_fingerprint(model), model.card.data_config, model.card.num_classes],
-                     sort_keys=True, default=str)
-    return Path(root or CACHE_ROOT) / f"{model.card.arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    ident = model_identity(model)
+    return Path(root or CACHE_ROOT) / ident.directory(ident.num_classes)
 
 
 class PredictionCache:

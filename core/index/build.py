@@ -6,7 +6,7 @@ so memory is O(layers x channels x k) whatever the folder size. Per channel it a
 sum of squares of the spatial maximum over all images, which gives a selectivity score and lets the reverse
 lookup rank channels by how unusual an image's response is.
 
-On disk (:mod:`core.index_store`) a directory holds ``manifest.json`` (model, weights fingerprint, preprocessing, layers with their
+On disk (:mod:`core.index.store`) a directory holds ``manifest.json`` (model, weights fingerprint, preprocessing, layers with their
 receptive-field geometry, every image with size, modification time and SHA-256) and one ``topk-*.npz`` data
 file named in the manifest together with its SHA-256. Both are written to temporary files and renamed, data
 first, so a reader sees either the old index or the new one. A mismatching hash, a truncated file or an
@@ -22,8 +22,6 @@ try:
     import fcntl
 except ImportError:  # Windows: no cross-process lock (two builders of one index are not serialised there)
     fcntl = None
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -37,10 +35,11 @@ from ..catalogue import catalogue, find_layer, layer_outputs
 from ..hashing import file_sha256
 from ..images import SAMPLES, list_images
 from ..model.device import model_device
+from ..model.identity import model_identity
 from ..parallel import default_workers, ordered_map
 from ..progress import Progress, is_cancelled
 from .passes import forward_partials, read_image, relative
-from .query import ActivationIndex, IndexCorrupt, open_index, weights_fingerprint
+from .query import ActivationIndex, IndexCorrupt, open_index
 from .topk import TopK
 
 
@@ -69,9 +68,7 @@ def default_layers(model) -> tuple[str, ...]:
 
 def default_directory(model, folder: str | os.PathLike | None = None) -> Path:
     """Where the page keeps the index of ``folder`` for ``model`` (under ``.lens-cache/index``)."""
-    root = str(Path(folder or SAMPLES).resolve())
-    key = json.dumps([weights_fingerprint(model), model.card.data_config, root], sort_keys=True, default=str)
-    return CACHE_ROOT / f"{model.card.arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return CACHE_ROOT / model_identity(model).directory(str(Path(folder or SAMPLES).resolve()))
 
 
 def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
@@ -168,8 +165,9 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             raise ValueError(e.args[0]) from None
     order = [l.name for l in catalogue(model)]
     infos.sort(key=lambda l: order.index(l.name))
-    spec = store.jsonable({"model": model.card.name, "arch": model.card.arch, "fingerprint": weights_fingerprint(model),
-                      "data_config": model.card.data_config, "layers": [l.name for l in infos], "top_k": top_k})
+    ident = model_identity(model)
+    spec = store.jsonable({"model": model.card.name, "arch": ident.arch, "fingerprint": ident.fingerprint,
+                           "data_config": ident.data_config, "layers": [l.name for l in infos], "top_k": top_k})
     notes: list[str] = []
     old = None
     if (directory / MANIFEST).exists():

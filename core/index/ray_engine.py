@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from ..catalogue import LayerInfo, find_layer
+from ..model.identity import weights_fingerprint
 from .passes import forward_partials, read_image
-from .query import weights_fingerprint
 
 CONNECT_SECONDS = 15.0     # reaching an existing cluster
 DECODE_CPUS = 0.25         # logical CPUs a decode task asks for (leaves the actors their CPUs on a small node)
