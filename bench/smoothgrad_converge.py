@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.attribution.base import input_gradient  # noqa: E402
-from core.attribution.smoothgrad import combine, NoiseType, on_grid, rank_correlation, smoothgrad  # noqa: E402
+from core.attribution.smoothgrad import combine, NoiseType, on_grid, smoothgrad  # noqa: E402
+from core.stats import spearman as rank_correlation  # noqa: E402
 from core.images import SAMPLES, load_image, preprocess  # noqa: E402
 from core.model import load_model  # noqa: E402
 

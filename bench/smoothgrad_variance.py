@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from smoothgrad_converge import reference  # noqa: E402
 from core.attribution.base import input_gradient  # noqa: E402
-from core.attribution.smoothgrad import on_grid, rank_correlation  # noqa: E402
+from core.attribution.smoothgrad import on_grid  # noqa: E402
+from core.stats import spearman as rank_correlation  # noqa: E402
 from core.images import SAMPLES, load_image, preprocess  # noqa: E402
 from core.model import load_model  # noqa: E402
 

@@ -12,7 +12,6 @@ import contextlib
 import enum
 import re
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,6 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .hooks import hooks_on
+from .memo import PerModel
 
 
 class Layout(str, enum.Enum):
@@ -190,7 +190,7 @@ def _kind(name: str, module: nn.Module) -> LayerKind:
     return LayerKind.OTHER
 
 
-_cache: "weakref.WeakKeyDictionary[nn.Module, tuple[LayerInfo, ...]]" = weakref.WeakKeyDictionary()
+_cache: "PerModel[tuple[LayerInfo, ...]]" = PerModel()  # at the card's input size
 
 
 def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tuple[LayerInfo, ...]:
@@ -201,7 +201,7 @@ def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
         input_size: (C, H, W); defaults to the model card's input size.
     """
     if input_size is None and model in _cache:
-        return _cache[model]
+        return _cache.get(model)
     net = model.net
     c, h, w = input_size or model.card.input_size
     feature_names = set()
@@ -249,7 +249,7 @@ def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
             rf=geo, feature=name in feature_names, depth=name.count(".")))
     result = tuple(layers)
     if input_size is None:
-        _cache[model] = result
+        _cache.set(model, result)
     return result
 
 

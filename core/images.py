@@ -20,7 +20,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = int(os.environ.get("LENS_MAX_PIXELS", 40_000_000))
 MAX_BYTES = int(os.environ.get("LENS_MAX_BYTES", 25 * 1024 * 1024))
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # lower case, with the dot
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SAMPLES = ASSETS / "samples"
 
@@ -212,12 +212,30 @@ def _to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0)
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly in ``folder`` and below, sorted by path."""
+def is_image_name(path: str | os.PathLike) -> bool:
+    """Whether ``path``'s suffix (any case) is one of :data:`IMAGE_SUFFIXES` (the file is not opened)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = True, hidden: bool = True,
+                any_file: bool = False) -> list[Path]:
+    """The one folder lister: image files in ``folder`` (and below when ``recursive``), sorted by path.
+
+    Args:
+        folder: the folder to list.
+        recursive: also list sub-folders, at any depth.
+        hidden: keep files whose name starts with ``.``.
+        any_file: list every file, not only those with an image suffix (a caller that reports the others).
+
+    Raises:
+        ImageError: ``folder`` is not a folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a folder")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if (any_file or is_image_name(p)) and (hidden or not p.name.startswith("."))
+                  and p.is_file())
 
 
 def sample_images() -> list[Path]:

@@ -24,24 +24,21 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .attribution.base import NotApplicable
-from .images import ImageError, load_image, preprocess
+from .images import ImageError, list_images, load_image, preprocess
+from .model.identity import model_identity
 from .model.loading import LensModel
+from .progress import Progress
 from .serve.store import ResultStore
-
-Progress = Callable[[float, str], None]
 
 PAGE_METHOD = "smoothgrad"                                                    # the Attribution page's default
 GRID_METHODS = ("saliency", "smoothgrad", "guided-backprop", "gradcam")        # its "Compare methods" default
 PAGE_AREAS = (0.05, 0.1, 0.2)                      # the Perturbation page's default extremal areas (one batch)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def model_key(model: LensModel) -> str:
     """The model part of every result key: architecture, weights fingerprint and class names (they are part of
     named results)."""
-    from .model.labels import labels_digest
-
-    return f"{model.card.arch}|{model.card.fingerprint}|{labels_digest(model.labels)}"
+    return model_identity(model).key
 
 
 def content_key(data: bytes) -> str:
@@ -219,14 +216,6 @@ def warmed(pages: Sequence[str], subject: str) -> list:
 PAGES = all_pages()
 
 
-def folder_images(folder: str | Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted. Raises ValueError for a missing folder."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"{folder} is not a folder")
-    return sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
 def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: Sequence[str] = GRID_METHODS,
          pages: Sequence[str] | None = None, progress: Progress | None = None,
          cancel: Callable[[], bool] | None = None) -> WarmResult:
@@ -257,7 +246,7 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
     if unknown:
         raise ValueError(f"unknown page {', '.join(unknown)}; choose from {', '.join(known)}")
     started = time.perf_counter()
-    paths = folder_images(folder)
+    paths = list_images(folder, recursive=False)
     mkey = model_key(model)
     counts = {"computed": 0, "present": 0}
     errors, keys, done, written = [], [], [], []
@@ -285,8 +274,6 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             lambda: run_featurevis(model, layer, channels, objective, settings))
     folder_wide = warmed(pages, "folder") if paths else []
     if folder_wide:  # over the folder's images searched recursively, as the pages list them
-        from .images import list_images
-
         listed = [str(p) for p in list_images(folder)]
         listed_key = images_key(listed)
         for spec in folder_wide:

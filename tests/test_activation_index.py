@@ -14,7 +14,8 @@ from PIL import Image
 from torch import nn
 
 from core.catalogue import find_layer, layer_outputs
-from core.index import IndexCorrupt, build_index, open_index, weights_fingerprint
+from core.index import IndexCorrupt, build_index, open_index
+from core.model.identity import weights_fingerprint
 from core.index.topk import channel_maxima
 from core.cli import main
 from core.hooks import capture, hook_count

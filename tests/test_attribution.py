@@ -13,6 +13,7 @@ from torch import nn
 from core.attribution.registry import REGISTRY, NotApplicable, attribute
 from core.attribution.smoothgrad import smoothgrad
 from core.hooks import hook_count
+from core.memo import PerModel
 from core.model import wrap
 
 from tests.conftest import lock_is_free, make_tiny
@@ -342,7 +343,7 @@ def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext
     monkeypatch.setattr(sg, "native_bf16", lambda: True)
     monkeypatch.setattr(sg, "fastest_precision", lambda model, x, candidates: calls.append(tuple(x.shape)) or (
         candidates[0] if faster else sg.Precision.FP32))
-    monkeypatch.setattr(sg, "_measured", __import__("weakref").WeakKeyDictionary())
+    monkeypatch.setattr(sg, "_measured", PerModel())
     expected = "bf16" if faster else "fp32"
     for _ in range(2):
         result = smoothgrad(convnext_live, x64[:1], 0, samples=2, precision="auto")
@@ -519,13 +520,13 @@ def test_smoothgrad_stop_compares_halves_on_a_grid(convnext_live, x64, monkeypat
     torch.testing.assert_close(sg.on_grid(m, 2), torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
     assert sg.on_grid(m, 0) is m
     seen = []
-    real = sg.rank_correlation
+    real = sg.spearman
 
     def spy(a, b):
         seen.append((tuple(a.shape), real(a, b)))
         return seen[-1][1]
 
-    monkeypatch.setattr(sg, "rank_correlation", spy)
+    monkeypatch.setattr(sg, "spearman", spy)
     r = smoothgrad(convnext_live, x64[:1], 0, samples=96, converge=0.99, converge_grid=4, precision="fp32")
     used = r.options["samples_used"]
     assert all(shape == (4, 4) for shape, _ in seen) and len(seen) == used // 16
@@ -544,13 +545,13 @@ def test_smoothgrad_convergence_stop(convnext_live, x64):
     """Stops when two independent halves agree (Spearman ρ); the map then matches an independent 400-sample map.
 
     Measured on this seeded case: ρ = 0.998 with the 400-sample map after 16 samples; 0.98 leaves a margin."""
-    from core.attribution.smoothgrad import rank_correlation
+    from core.stats import spearman
 
     auto = smoothgrad(convnext_live, x64[:1], 0, samples=200, converge=0.98, converge_grid=0, precision="fp32")
     ref = smoothgrad(convnext_live, x64[:1], 0, samples=400, seed=1, precision="fp32")
     used = auto.options["samples_used"]
     assert used < 200 and used % 16 == 0 and f"{used} samples (stopped" in auto.notes[0]
-    assert rank_correlation(auto.map, ref.map) >= 0.98
+    assert spearman(auto.map, ref.map) >= 0.98
     stricter = smoothgrad(convnext_live, x64[:1], 0, samples=64, converge=0.99999, converge_grid=0, precision="fp32")
     assert stricter.options["samples_used"] == 64  # not reached: runs to the maximum
     fixed = smoothgrad(convnext_live, x64[:1], 0, samples=24, precision="fp32")

@@ -32,6 +32,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from core.attribution.registry import REGISTRY, attribute
+from core.memo import PerModel
 from tests.conftest import make_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,10 +56,10 @@ ALLOWED = {
     ("core/features/net2vec.py", "_to_cpu"): "a concept's weights and masks come back to the CPU for display",
     ("core/features/similarity.py", "_to_cpu"): "the similarity map comes back to the CPU for display",
     ("core/index/build.py", "channel_map"): "the activation map comes back to the CPU for display",
-    ("core/index/build.py", "forward_partials"): "a batch's (N, C) maxima leave the device: the top-k is host-side "
+    ("core/index/passes.py", "forward_partials"): "a batch's (N, C) maxima leave the device: the top-k is host-side "
                                                  "bookkeeping (numpy, merged and written to disk)",
     ("core/index/query.py", "excited_by"): "the image's (C,) maxima are ranked against the index's numpy statistics",
-    ("core/index/query.py", "weights_fingerprint"): "hashes the weights' bytes on the host (a fingerprint)",
+    ("core/model/identity.py", "weights_fingerprint"): "hashes the weights' bytes on the host (a fingerprint)",
     ("core/errors/evaluate.py", "_predict"): "probabilities go to numpy for the prediction cache and confusion matrix",
     ("core/errors/explain.py", "channel_maxima"): "(N, C) maxima go to numpy for the separation statistics",
     ("core/evaluation/curves.py", "pixel_order"): "the pixel order is a stable numpy sort of the map on the host",
@@ -272,7 +273,7 @@ def test_auto_precision_times_the_gpu_precisions_on_the_model_device(tiny, x, mo
     timed = []
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(sg, "_synchronize", lambda device: timed.append(device.type))
-    monkeypatch.setattr(sg, "_measured", __import__("weakref").WeakKeyDictionary())
+    monkeypatch.setattr(sg, "_measured", PerModel())
     with PretendDevice() as audit:
         r = attribute(tiny, x, 0, method="smoothgrad", samples=2)
     assert audit.found == []

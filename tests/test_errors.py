@@ -369,6 +369,28 @@ def test_model_key_follows_the_class_names(resnet_tiny):
     assert labels_digest(named.labels) != labels_digest(resnet_tiny.labels)
 
 
+def test_one_model_identity_keys_every_cache(resnet_tiny, tmp_path):
+    """The result store, the activation index and the prediction cache key on one identity: class names change
+    only the result-store key; the weights change all three; an in-memory net is keyed by its weights' bytes."""
+    from core.errors.cache import model_directory
+    from core.index import default_directory
+    from core.model.identity import model_identity
+    from core.warm import model_key
+
+    named = with_labels(resnet_tiny, [f"n{i}" for i in range(10)])
+    ident = model_identity(resnet_tiny)
+    assert model_key(resnet_tiny) == ident.key and ident.fingerprint.startswith("params:")
+    assert model_key(named) != model_key(resnet_tiny)
+    assert default_directory(named, tmp_path) == default_directory(resnet_tiny, tmp_path)
+    assert model_directory(named, tmp_path) == model_directory(resnet_tiny, tmp_path)
+    other = wrap(timm.create_model("resnet10t", num_classes=10))
+    assert model_identity(other).fingerprint != ident.fingerprint
+    assert default_directory(other, tmp_path) != default_directory(resnet_tiny, tmp_path)
+    assert model_directory(other, tmp_path) != model_directory(resnet_tiny, tmp_path)
+    # a manifest stores the preprocessing as JSON (lists): it still names this model
+    assert ident.same_outputs(ident.fingerprint, json.loads(json.dumps(resnet_tiny.card.data_config)))
+
+
 def test_every_model_command_takes_labels():
     import argparse
 

@@ -10,10 +10,11 @@ from PIL import Image
 from torch import nn
 
 from core.evaluation import (DeletionBaseline, auc, cascade_groups, curves, evaluate, mask_file, pixel_order,
-                             pointing, randomisation, rise_blur, road, spearman, step_counts)
+                             pointing, randomisation, rise_blur, road, step_counts)
 from core.evaluation.curves import baseline_image, target_probs
 from core.images import ImageError
 from core.model import wrap
+from core.stats import spearman
 
 SIDE = 32
 PATCH = (slice(8, 16), slice(16, 24))  # rows, columns of the one patch the toy model reads
@@ -233,7 +234,7 @@ def test_evaluate_a_given_map_skips_randomisation_with_a_reason(patch_model, pat
 
 
 def test_cancel_stops_the_curves(patch_model, patch_image):
-    from core.features.featurevis import Cancelled
+    from core.progress import Cancelled
 
     with pytest.raises(Cancelled):
         curves(patch_model, patch_image, _maps()[1], 0, cancel=lambda: True)
@@ -246,6 +247,8 @@ def test_spearman_matches_scipy():
     b = a + np.random.default_rng(1).normal(size=200)
     b[:20] = 0.0  # ties
     assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert spearman(torch.from_numpy(a).float().reshape(10, 20), torch.from_numpy(b).float()) == pytest.approx(
+        spearmanr(a.astype(np.float32), b.astype(np.float32)).statistic, abs=1e-9)
     assert spearman(a, np.zeros(200)) == 0.0
 
 

@@ -11,7 +11,7 @@ import timm.data
 import torch
 from PIL import Image
 
-from core.images import ImageError, load_image, preprocess, sample_images
+from core.images import ImageError, list_images, load_image, preprocess, sample_images
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -154,3 +154,17 @@ def test_samples_ship_with_licences(samples):
     names = {line.split("\t")[0] for line in listed}
     assert {f.name for f in files} <= names
     assert (samples / "LICENSES.md").is_file()
+
+
+def test_list_images_sorted_recursive_or_not_hidden_or_not(tmp_path):
+    for rel in ("b.PNG", "a.jpg", "notes.txt", ".hidden.jpg", "sub/c.webp", "sub/d.csv"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "folder.jpg").mkdir()  # a folder with an image suffix is not a file
+    names = lambda ps: [p.relative_to(tmp_path).as_posix() for p in ps]  # noqa: E731
+    assert names(list_images(tmp_path)) == [".hidden.jpg", "a.jpg", "b.PNG", "sub/c.webp"]
+    assert names(list_images(tmp_path, recursive=False)) == [".hidden.jpg", "a.jpg", "b.PNG"]
+    assert names(list_images(tmp_path, hidden=False, any_file=True)) == ["a.jpg", "b.PNG", "notes.txt",
+                                                                         "sub/c.webp", "sub/d.csv"]
+    with pytest.raises(ImageError, match="not a folder"):
+        list_images(tmp_path / "a.jpg")

@@ -13,7 +13,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from core.model import hub, loading
+from core.model import hub
+from core.model.finish import finish_model
 from core.images import load_image, preprocess
 from core.model import ModelLoadError, WeightsSource, load_model
 from core.model.predict import predict
@@ -205,5 +206,5 @@ def test_default_falls_back_when_the_download_fails(monkeypatch):
 
 def test_a_backbone_without_classifier_is_refused():
     with pytest.raises(ModelLoadError, match="no classifier head"):
-        loading._finish(timm.create_model("convnext_atto", num_classes=0), "convnext_atto.dinov3_lvd1689m",
-                        WeightsSource.HUB, "hub", "x", None)
+        finish_model(timm.create_model("convnext_atto", num_classes=0), "convnext_atto.dinov3_lvd1689m",
+                     WeightsSource.HUB, "hub", "x", None)

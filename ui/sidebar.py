@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
-from core.images import EXTENSIONS, MAX_BYTES, ImageError, ModelInput, preprocess, sample_images
+from core.images import IMAGE_SUFFIXES, MAX_BYTES, ImageError, ModelInput, preprocess, sample_images
 from core.model import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError,
                          default_pretrained_name, list_pretrained_tags)
 
@@ -131,7 +131,7 @@ def _image_widgets() -> tuple[bytes, str] | None:
                 "Upload the image again to see the same view.")
     if source == "Upload":
         permalink.publish([], {"image": permalink.UPLOAD})
-        upload = st.file_uploader("Image file", type=[e.lstrip(".") for e in EXTENSIONS], key="lens_upload")
+        upload = st.file_uploader("Image file", type=[e.lstrip(".") for e in IMAGE_SUFFIXES], key="lens_upload")
         st.caption("An uploaded image cannot travel in a link: a shared link opens with the sample photo.")
         if upload is not None:
             if upload.size > MAX_BYTES:

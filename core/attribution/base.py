@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -18,7 +16,7 @@ import torch
 from torch import nn
 
 from ..inputs import check_input, resolve_target  # noqa: F401  (every method's input check and target resolver)
-from ..progress import Progress, report  # noqa: F401
+from ..memo import PerModel
 
 
 class NotApplicable(ValueError):
@@ -118,15 +116,13 @@ PREVIEW_BATCH = 2  # passes before the first preview of a batched technique (a f
 
 
 TRIAL_BATCHES = (4, 8, 16)  # the batches a technique tries on its own passes when no batch is given
-_measured: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]]" = weakref.WeakKeyDictionary()
-_measured_lock = threading.Lock()
+_measured: "PerModel[dict[tuple, int]]" = PerModel()  # (shape, kind) -> batch, per model
 
 
 def chosen_batch(model: nn.Module, shape: Sequence[int], kind: str = "forward") -> int | None:
     """The batch measured fastest per image for ``model`` at input ``shape`` (3, H, W) for passes of ``kind``
     (``forward``: no autograd; ``gradient``: forward + input-gradient backward); None before it was measured."""
-    with _measured_lock:
-        return _measured.get(model, {}).get((tuple(shape), kind))
+    return (_measured.get(model) or {}).get((tuple(shape), kind))
 
 
 class MeasuredBatches:
@@ -135,7 +131,7 @@ class MeasuredBatches:
     order, timed per image on the run's own passes (nothing is computed twice), stopping at the first that is
     slower per image than the fastest so far (a larger batch is not tried once one was slower); then the fastest
     for the rest, remembered for this model, input size and ``kind`` (:func:`chosen_batch`). The best batch
-    differs 2 x between CPUs and models: on a 2-core AMD EPYC batch 16 is 1.2-2 x slower per image than 4.
+    differs between CPUs and models, so it is measured rather than fixed.
 
     Use: ``size = sizes.next()`` before each chunk, ``sizes.timed(len(chunk), seconds)`` after it (seconds of the
     pass only, read after the result is on hand).
@@ -168,5 +164,4 @@ class MeasuredBatches:
         slower = len(self.per_image) > 1 and self.per_image[size] > min(self.per_image.values())
         if slower or len(self.per_image) == len(TRIAL_BATCHES):
             self.best = min(self.per_image, key=self.per_image.get)
-            with _measured_lock:
-                _measured.setdefault(self.model, {})[self.key] = self.best
+            _measured.update(self.model, lambda known: {**(known or {}), self.key: self.best})

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Attribution, NotApplicable, Progress, report
+from ..progress import Progress, report
+from .base import Attribution, NotApplicable
 from .spec import MethodSpec
 from ..inputs import Target, resolve_target
 from ..model.wrapper import LensModel

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..progress import Progress, report
 from .spec import MethodSpec, Option
-from .base import Attribution, NotApplicable, Progress, check_input, report, resolve_target
+from .base import Attribution, NotApplicable, check_input, resolve_target
 from ..catalogue import LayerInfo, default_layer, find_layer, to_nchw
 from .guided import RULE_CAVEAT, GuidedRule, rule_gradient
 from ..hooks import capture

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from ..blur import gaussian_blur
+from ..progress import Progress, report
 from .spec import MethodSpec, Option
-from .base import (PREVIEW_BATCH, TRIAL_BATCHES, Attribution, MeasuredBatches, Progress, batches, check_input,
-                   from_raw, input_gradient, report, resolve_target)
+from .base import (PREVIEW_BATCH, TRIAL_BATCHES, Attribution, MeasuredBatches, batches, check_input, from_raw,
+                   input_gradient, resolve_target)
 
 
 class Baseline(str, enum.Enum):

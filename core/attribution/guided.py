@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..progress import Progress, report
 from .spec import MethodSpec
-from .base import (Attribution, NotApplicable, Progress, batches, check_input, from_raw, input_gradient,
-                        report, resolve_target)
+from .base import Attribution, NotApplicable, batches, check_input, from_raw, input_gradient, resolve_target
 
 RECTIFIERS = {
     "relu": "ReLU", "relu_": "ReLU", "gelu": "GELU", "gelu_": "GELU", "silu": "SiLU", "silu_": "SiLU",

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..progress import Progress, report
 from .spec import MethodSpec, Option
-from .base import Attribution, MeasuredBatches, Progress, check_input, report, resolve_target
+from .base import Attribution, MeasuredBatches, check_input, resolve_target
 from .gradients import make_baseline
 
 

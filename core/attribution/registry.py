@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..model.device import model_device
-from .base import Attribution, NotApplicable, Progress, Sign, check_input, resolve_target
+from ..progress import Progress
+from .base import Attribution, NotApplicable, Sign, check_input, resolve_target
 from .cam import CAM
 from .gradcam import GRADCAM, GUIDED_GRADCAM
 from .gradients import INPUT_X_GRADIENT, INTEGRATED_GRADIENTS, SALIENCY, Baseline

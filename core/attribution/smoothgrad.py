@@ -6,10 +6,10 @@ of squares, ``vargrad`` = their variance):
 
 * ``fast`` (saliency, input × gradient, guided-backprop bases): our loop. Noise comes from a private
   ``torch.Generator`` seeded per image, so results do not depend on the global RNG, on other threads or on
-  the other images in the batch; samples go through ``batch_size`` at a time (8 measured best on these
-  CPUs), sums are kept in place, a ``preview`` callback sees the map refine after each batch, and the passes
-  run under the autocast precision measured fastest for the model on its device (``precision="auto"``: bf16 on
-  CPUs with native bf16, fp16 or bf16 on a GPU, fp32 when nothing is faster; fp16's backward is scaled).
+  the other images in the batch; samples go through ``batch_size`` at a time, sums are kept in place, a
+  ``preview`` callback sees the map refine after each batch, and the passes run under the autocast precision
+  measured fastest for the model on its device (``precision="auto"``: bf16 on CPUs with native bf16, fp16 or
+  bf16 on a GPU, fp32 when nothing is faster; fp16's backward is scaled).
 * ``captum``: ``captum.attr.NoiseTunnel`` around Captum's ``Saliency`` / ``InputXGradient`` /
   ``IntegratedGradients``, with ``nt_samples_batch_size=batch_size``. It is the reference in the tests and
   the engine for the integrated-gradients base. Its noise comes from the global RNG (seeded, then restored).
@@ -17,18 +17,18 @@ of squares, ``vargrad`` = their variance):
 from __future__ import annotations
 
 import enum
-import threading
 import time
-import weakref
 from dataclasses import replace
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from ..memo import PerModel
+from ..progress import Progress, report
+from ..stats import spearman
 from .spec import MethodSpec, Option
-from .base import (PREVIEW_BATCH, Attribution, NotApplicable, Progress, check_input, input_gradient, report,
-                   resolve_target)
+from .base import PREVIEW_BATCH, Attribution, NotApplicable, check_input, input_gradient, resolve_target
 from .gradients import BASELINE, STEPS, Baseline, make_baseline
 from .guided import GuidedRule, gradient_with_rule, rule_notes
 
@@ -76,8 +76,7 @@ def native_bf16() -> bool:
         return False
 
 
-_measured: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, Precision]]" = weakref.WeakKeyDictionary()
-_measured_lock = threading.Lock()
+_measured: "PerModel[dict[tuple, Precision]]" = PerModel()  # (device, input shape) -> precision, per model
 
 
 def reduced_precisions(device: torch.device) -> tuple[Precision, ...]:
@@ -105,8 +104,8 @@ def fastest_precision(model: nn.Module, x: torch.Tensor, candidates: Sequence[Pr
     """The fastest of fp32 and ``candidates`` for a forward + input-gradient backward of ``model`` on inputs shaped
     like ``x`` (N, 3, H, W), on ``x``'s device, timed here at batch 2 (best of ``repeats`` after a warm-up).
 
-    Native support is not enough: on some CPUs with AVX512-BF16 (e.g. the 2-core machines this project is built
-    on) ConvNeXt runs 1.4-1.6 x slower in bf16 than in fp32, with autocast, bf16 weights or channels-last.
+    Native support is not enough: on some CPUs with AVX512-BF16 ConvNeXt runs slower in bf16 than in fp32, with
+    autocast, bf16 weights or channels-last.
     """
     probe = x[:1].detach().expand(2, *x.shape[1:]).clone()
     target = torch.zeros(2, dtype=torch.long, device=x.device)
@@ -143,12 +142,10 @@ def resolve_precision(precision: Precision | str, device: torch.device, model: n
     if model is None or x is None:
         return candidates[0]
     key = (str(device), tuple(x.shape[1:]))
-    with _measured_lock:
-        known = _measured.get(model, {}).get(key)
+    known = (_measured.get(model) or {}).get(key)
     if known is None:
         known = fastest_precision(model, x, candidates)
-        with _measured_lock:
-            _measured.setdefault(model, {})[key] = known
+        _measured.update(model, lambda old: {**(old or {}), key: known})
     return known
 
 
@@ -255,13 +252,6 @@ def on_grid(m: torch.Tensor, grid: int) -> torch.Tensor:
     return nn.functional.adaptive_avg_pool2d(m.reshape(-1, 1, *m.shape[-2:]), grid).reshape(*lead, grid, grid)
 
 
-def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman correlation of two same-shaped tensors (ties broken by position)."""
-    ra = a.flatten().argsort().argsort().float()
-    rb = b.flatten().argsort().argsort().float()
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
-
-
 def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, precision, progress, preview,
           converge=0.0, grid=0, **_unused) -> tuple[torch.Tensor, list[str], int]:
     n = x.shape[0]
@@ -309,7 +299,7 @@ def _fast(model, x, t, *, samples, sigma, nt_type, base, seed, batch_size, preci
             batch += 1
             if converge and batch % 2 == 0 and done < samples:
                 halves = [on_grid(combine(totals[h], squares[h], counts[h], nt_type).sum(0), grid) for h in range(2)]
-                if rank_correlation(*halves) >= converge:
+                if spearman(*halves) >= converge:
                     break  # the next image's fraction starts at (i + 1) / n: the samples skipped count as done
         used.append(done)
         out[i] = combine(totals[0] + totals[1], squares[0] + squares[1], done, nt_type)

@@ -7,15 +7,13 @@ old cache or the new one; a damaged file is ignored (and replaced at the next wr
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..files import atomic_write, cache_path
-from ..index.build import weights_fingerprint
+from ..model.identity import model_identity
 
 FILE = "predictions.npz"
 
@@ -23,10 +21,8 @@ FILE = "predictions.npz"
 def model_directory(model, root: str | Path | None = None) -> Path:
     """The cache folder of ``model`` (weights fingerprint + preprocessing) under ``root`` (default
     ``predictions/`` under the cache root, ``LENS_CACHE_DIR``, read now)."""
-    key = json.dumps([weights_fingerprint(model), model.card.data_config, model.card.num_classes],
-                     sort_keys=True, default=str)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return Path(root or cache_path("predictions")) / f"{model.card.arch}-{digest}"
+    ident = model_identity(model)
+    return Path(root or cache_path("predictions")) / ident.directory(ident.num_classes)
 
 
 class PredictionCache:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..images import EXTENSIONS, ImageError
+from ..images import ImageError, is_image_name, list_images
 
 CSV_NAME = "labels.csv"
 
@@ -89,29 +89,25 @@ def read_labelled(source: str | os.PathLike, labels: Sequence[str]) -> LabelledS
     return result
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in EXTENSIONS
-
-
 def _read_folder(root: Path, matcher: ClassMatcher) -> LabelledSet:
     items, skipped = [], []
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_file():
-            if _is_image(entry):
+            if is_image_name(entry):
                 skipped.append(Skipped(entry.name, "not in a class folder (ImageFolder layout: root/<class>/<image>)"))
             continue
         if not entry.is_dir():
             continue
         label, reason = matcher.match(entry.name)
-        files = sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = list_images(entry, hidden=False, any_file=True)
         if label is None:
             skipped.append(Skipped(entry.name + "/", f"unknown class folder: {reason} ({len(files)} files)"))
             continue
         for f in files:
             rel = f.relative_to(root).as_posix()
-            if _is_image(f):
+            if is_image_name(f):
                 items.append(LabelledImage(f, rel, label))
             else:
                 skipped.append(Skipped(rel, f"not an image file type ({f.suffix or 'no extension'})"))
@@ -142,7 +138,7 @@ def _read_csv(path: Path, matcher: ClassMatcher) -> LabelledSet:
         file = Path(os.path.normpath(path.parent / name))
         if not file.is_file():
             skipped.append(Skipped(name, "no such file"))
-        elif not _is_image(file):
+        elif not is_image_name(file):
             skipped.append(Skipped(name, f"not an image file type ({file.suffix or 'no extension'})"))
         else:
             items.append(LabelledImage(file, name, label))
@@ -159,7 +155,7 @@ def stamp(source: str | os.PathLike) -> str:
         files = [src] + sorted({(src.parent / row.split(",", 1)[0].strip()) for row in
                                 src.read_text(encoding="utf-8-sig", errors="replace").splitlines() if "," in row})
     elif src.is_dir():
-        files = sorted(p for p in src.rglob("*") if p.is_file())
+        files = list_images(src, any_file=True)
     else:
         return "missing"
     for f in files:

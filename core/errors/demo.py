@@ -12,13 +12,13 @@ import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from ..images import ASSETS, load_image, preprocess
 from ..model.heads import pooled_features, save_head
+from ..progress import Progress
 from .dataset import read_labelled
 
 DEMO_CSV = ASSETS / "demo" / "coarse.csv"
@@ -47,7 +47,7 @@ def csv_classes(path: Path) -> list[str]:
 
 def train_demo_head(model, csv_path: str | Path = DEMO_CSV, out: str | Path = DEMO_HEAD, *, seed: int = 0,
                     steps: int = 300, weight_decay: float = 1e-3,
-                    progress: Callable[[float, str], None] | None = None) -> DemoHead:
+                    progress: Progress | None = None) -> DemoHead:
     """Fit and save a linear head on ``model``'s (the embedded model's) pooled features.
 
     Every other labelled photo of each class trains (class-balanced cross-entropy, Adam, ``steps`` full-batch

@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,15 +18,11 @@ import torch
 from ..images import ImageError, load_image, preprocess
 from ..model.device import model_device
 from ..model.predict import probabilities
+from ..progress import Cancel, Cancelled, Progress, is_cancelled
 from .cache import PredictionCache, model_directory
 from .dataset import LabelledSet, Skipped, read_labelled
 
-Progress = Callable[[float, str], None]
 ALL_CLASSES_UP_TO = 64   # heads up to this size report every class; larger ones (ImageNet) only those that occur
-
-
-class Cancelled(Exception):
-    """The caller's cancel callable answered True; predictions made so far are kept in the cache."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +112,7 @@ def class_stats(confusion: np.ndarray, classes: Sequence[int], names: Sequence[s
 
 def evaluate(model, source: str | Path, *, cache_dir: str | Path | None = None, use_cache: bool = True,
              batch_size: int = 16, progress: Progress | None = None,
-             cancel: Callable[[], bool] | None = None) -> Evaluation:
+             cancel: Cancel | None = None) -> Evaluation:
     """Run ``model`` over the labelled images of ``source`` (see :func:`core.errors.dataset.read_labelled`).
 
     Args:
@@ -156,7 +152,7 @@ def evaluate(model, source: str | Path, *, cache_dir: str | Path | None = None, 
         digests.append(digest)
     try:
         for b in range(0, len(todo), batch_size):
-            if cancel is not None and cancel():
+            if is_cancelled(cancel):
                 raise Cancelled(f"stopped after {b} of {len(todo)} new images")
             chunk = todo[b:b + batch_size]
             probs = _predict(model, torch.stack([x for _, x in chunk]), batch_size)

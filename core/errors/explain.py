@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,9 +28,9 @@ from ..attribution.registry import attribute
 from ..catalogue import find_layer, layer_outputs
 from ..images import load_image, preprocess
 from ..model.device import model_device
+from ..progress import Cancel, Progress, is_cancelled
 from .evaluate import Evaluation
 
-Progress = Callable[[float, str], None]
 
 
 def _classifier(net: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
@@ -140,12 +140,12 @@ class ChannelSeparation:
 
 
 def channel_maxima(model, paths: Sequence, layer: str, *, batch_size: int = 16,
-                   cancel: Callable[[], bool] | None = None) -> np.ndarray:
+                   cancel: Cancel | None = None) -> np.ndarray:
     """Per image, per channel, the spatial maximum of ``layer``: float32 (N, C)."""
     info = find_layer(model, layer)
     out = []
     for b in range(0, len(paths), batch_size):
-        if cancel is not None and cancel():
+        if is_cancelled(cancel):
             raise InterruptedError("cancelled")
         x = torch.stack([preprocess(load_image(p), model.card.data_config).tensor for p in paths[b:b + batch_size]])
         act = layer_outputs(model, x.to(model_device(model)), [info])[info.name]
@@ -170,7 +170,7 @@ def separation(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def separating_channels(model, evaluation: Evaluation, true: int, predicted: int, layer: str, *, n: int = 8,
                         progress: Progress | None = None,
-                        cancel: Callable[[], bool] | None = None) -> ChannelSeparation:
+                        cancel: Cancel | None = None) -> ChannelSeparation:
     """The ``n`` channels of ``layer`` whose spatial maximum best separates the cell (true, predicted) from the
     correctly classified images of ``true``.
 

@@ -20,23 +20,21 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..attribution.base import Progress, report
-from ..features.featurevis import Cancelled
 from ..blur import gaussian_blur
 from ..model.device import model_device
+from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 
-Cancel = Callable[[], bool]
 
 STEPS = 50
 BLUR_KERNEL = 11
 BLUR_SIGMA = 5.0
-BATCH_SIZE = 8  # measured best on a 2-core CPU for ConvNeXt-Tiny 224² (bench/faithfulness.py)
+BATCH_SIZE = 8  # chosen with bench/faithfulness.py (docs/performance.md, "Constants chosen by measurement")
 
 
 class DeletionBaseline(str, enum.Enum):
@@ -164,7 +162,7 @@ def curves(model: nn.Module, x: torch.Tensor, values: torch.Tensor | np.ndarray,
         jobs += [(blurred, x, int(n)) for n in counts[:-1]]
     scores = []
     for i in range(0, len(jobs), max(1, int(batch_size))):
-        if cancel is not None and cancel():
+        if is_cancelled(cancel):
             raise Cancelled("deletion/insertion cancelled")
         chunk = jobs[i:i + batch_size]
         batch = torch.cat([torch.where(rank < n, changed, kept) for kept, changed, n in chunk])

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attribution.base import NotApplicable, Progress, check_input, report, resolve_target
+from ..attribution.base import NotApplicable, check_input, resolve_target
 from ..model.device import model_device
-from .curves import BATCH_SIZE, STEPS, Cancel, Curves, DeletionBaseline, curves
+from ..progress import Cancel, Progress, report
+from .curves import BATCH_SIZE, STEPS, Curves, DeletionBaseline, curves
 from .pointing import Pointing, pointing
 from .randomisation import Randomisation, randomisation
 from .road import Road, road
@@ -109,7 +110,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, target: int | None = None, *, me
         mask: bool (H, W) object mask for the pointing game (skipped without one).
         batch_size: perturbed copies per forward pass.
         seed: seed of ROAD's noise and of the randomised weights.
-        cancel: polled between batches; raises core.features.featurevis.Cancelled when it returns True.
+        cancel: polled between batches; raises core.progress.Cancelled when it returns True.
 
     Raises:
         NotApplicable: the method does not apply to this model.

@@ -22,14 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..attribution.base import Progress, report
-from ..features.featurevis import Cancelled
 from ..model.device import model_device
-from .curves import Cancel
+from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
+from ..stats import spearman
 
 PASS_BELOW = 0.5
 Explain = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]  # (model, x (1,3,H,W), target) -> (H, W) map
@@ -117,18 +115,6 @@ def _share_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    """Spearman's rank correlation of two maps (average ranks for ties); 0 when either is constant."""
-    from scipy.stats import rankdata
-
-    ra = rankdata(np.asarray(a, dtype=np.float64).ravel())
-    rb = rankdata(np.asarray(b, dtype=np.float64).ravel())
-    sa, sb = ra.std(), rb.std()
-    if sa == 0 or sb == 0:
-        return 0.0
-    return float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
-
-
 def randomisation(model: nn.Module, x: torch.Tensor, target: int, explain: Explain, *,
                   original: torch.Tensor | None = None, seed: int = 0, progress: Progress | None = None,
                   cancel: Cancel | None = None) -> Randomisation:
@@ -149,7 +135,7 @@ def randomisation(model: nn.Module, x: torch.Tensor, target: int, explain: Expla
     fresh: dict[int, torch.Tensor] = {}
     rhos, maps = [], []
     for i, (name, module) in enumerate(groups):
-        if cancel is not None and cancel():
+        if is_cancelled(cancel):
             raise Cancelled("randomisation cancelled")
         for p in module.parameters():
             fresh[id(p)] = _fresh(p.detach(), gen)

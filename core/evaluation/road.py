@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attribution.base import Progress, report
-from ..features.featurevis import Cancelled
 from ..model.device import model_device
-from .curves import BATCH_SIZE, Cancel, _one_image, target_probs
+from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
+from .curves import BATCH_SIZE, _one_image, target_probs
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 NOISE = 0.01
@@ -143,7 +142,7 @@ def road(model: nn.Module, x: torch.Tensor, values: torch.Tensor | np.ndarray, t
     keeps = [lerf for _, lerf in masks] + [morf for morf, _ in masks]  # their order: LeRF first
     images = []
     for i, keep in enumerate(keeps):
-        if cancel is not None and cancel():
+        if is_cancelled(cancel):
             raise Cancelled("ROAD cancelled")
         images.append(impute(x[0], keep, noise=noise, generator=gen))
         report(progress, 0.9 * (i + 1) / len(keeps), f"ROAD: imputed {i + 1}/{len(keeps)}")

@@ -42,10 +42,6 @@ class Objective(str, enum.Enum):
     LOGIT = "logit"       # a class logit (the layer is not used)
 
 
-class Cancelled(Exception):
-    """Raised inside the loop when the caller's cancel flag is set (the partial result is still returned)."""
-
-
 @dataclass(frozen=True)
 class Settings:
     """How to optimise. Defaults suit a 224-pixel CNN on a CPU.

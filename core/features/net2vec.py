@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..catalogue import LayerInfo, find_layer, layer_outputs
-from ..images import EXTENSIONS, ImageError
+from ..images import ImageError, list_images
 from ..model.device import model_device
 from ..model.wrapper import LensModel
 from ..progress import Progress, report
@@ -154,7 +154,7 @@ def load_concept_masks(mask_folder: str | Path, image_paths: Sequence[str | Path
     stems = [Path(p).stem for p in image_paths]
     concepts = {}
     for folder in folders:
-        files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS and p.is_file()}
+        files = {p.stem: p for p in list_images(folder, recursive=False)}
         if not any(s in files for s in stems):
             continue
         masks = torch.zeros(len(stems), size, size, dtype=torch.bool)

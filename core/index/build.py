@@ -6,7 +6,7 @@ so memory is O(layers x channels x k) whatever the folder size. Per channel it a
 sum of squares of the spatial maximum over all images, which gives a selectivity score and lets the reverse
 lookup rank channels by how unusual an image's response is.
 
-On disk (:mod:`core.index_store`) a directory holds ``manifest.json`` (model, weights fingerprint, preprocessing, layers with their
+On disk (:mod:`core.index.store`) a directory holds ``manifest.json`` (model, weights fingerprint, preprocessing, layers with their
 receptive-field geometry, every image with size, modification time and SHA-256) and one ``topk-*.npz`` data
 file named in the manifest together with its SHA-256. Both are written to temporary files and renamed, data
 first, so a reader sees either the old index or the new one. A mismatching hash, a truncated file or an
@@ -22,8 +22,6 @@ try:
     import fcntl
 except ImportError:  # Windows: no cross-process lock (two builders of one index are not serialised there)
     fcntl = None
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -33,15 +31,17 @@ from typing import Sequence
 import torch
 
 from . import store
-from ..catalogue import LayerInfo, catalogue, find_layer, layer_outputs
+from ..catalogue import catalogue, find_layer, layer_outputs
 from ..files import cache_path
 from ..hashing import file_sha256
-from ..images import SAMPLES, ImageError, ModelInput, load_image, list_images, preprocess
+from ..images import SAMPLES, list_images
 from ..model.device import model_device
+from ..model.identity import model_identity
 from ..parallel import default_workers, ordered_map
 from ..progress import Progress, is_cancelled
-from .query import ActivationIndex, IndexCorrupt, open_index, weights_fingerprint
-from .topk import TopK, batch_partial, channel_maxima
+from .passes import forward_partials, read_image, relative
+from .query import ActivationIndex, IndexCorrupt, open_index
+from .topk import TopK
 
 
 DEFAULT_TOP_K = 16
@@ -70,9 +70,7 @@ def default_layers(model) -> tuple[str, ...]:
 def default_directory(model, folder: str | os.PathLike | None = None) -> Path:
     """Where the page keeps the index of ``folder`` for ``model``: ``index/<arch>-<key>`` under the cache root
     (``LENS_CACHE_DIR``, read now; :func:`core.files.cache_path`)."""
-    root = str(Path(folder or SAMPLES).resolve())
-    key = json.dumps([weights_fingerprint(model), model.card.data_config, root], sort_keys=True, default=str)
-    return cache_path("index") / f"{model.card.arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return cache_path("index") / model_identity(model).directory(str(Path(folder or SAMPLES).resolve()))
 
 
 def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tensor:
@@ -85,37 +83,6 @@ def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tenso
 
 
 # ---------------------------------------------------------------------------------------------------- build
-
-def read_image(root: Path, path: Path, data_config: dict) -> tuple[dict, ModelInput | None]:
-    """Read, check and preprocess one image of the folder (the project's own intake, same refusals).
-
-    Returns:
-        The manifest record (``path`` relative to ``root``, ``bytes``, ``mtime_ns``, and for a readable image
-        ``size``, ``sha256``, ``box``; ``error`` is None or a one-line reason) and the model input (None when
-        the image was refused).
-    """
-    rel = _rel(root, path)
-    try:
-        st = path.stat()
-        data = path.read_bytes()
-        inp = preprocess(load_image(data, name=str(path)), data_config)
-    except OSError as e:  # vanished or unreadable since the folder was listed
-        return {"path": rel, "bytes": 0, "mtime_ns": 0, "error": f"{path}: cannot read ({e.strerror or e})"}, None
-    except ImageError as e:
-        return {"path": rel, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "error": str(e)}, None
-    return {"path": rel, "size": list(inp.original_size), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "sha256": hashlib.sha256(data).hexdigest(), "box": list(inp.box), "error": None}, inp
-
-
-def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: int) -> dict[str, dict]:
-    """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1)."""
-    outs = layer_outputs(model, x.to(model_device(model)), infos)
-    partials = {}
-    for info in infos:  # only the (N, C) maxima leave the device: the top-k is host-side bookkeeping
-        values, pos = channel_maxima(outs[info.name])
-        partials[info.name] = batch_partial(values.cpu(), pos.cpu(), top_k)
-    return partials
-
 
 def _local_batches(model, root: Path, infos, todo: list[Path], *, batch_size: int, top_k: int, workers):
     """The local engine: thread workers on model replicas (:mod:`core.parallel`), batches in order."""
@@ -200,8 +167,9 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             raise ValueError(e.args[0]) from None
     order = [l.name for l in catalogue(model)]
     infos.sort(key=lambda l: order.index(l.name))
-    spec = store.jsonable({"model": model.card.name, "arch": model.card.arch, "fingerprint": weights_fingerprint(model),
-                      "data_config": model.card.data_config, "layers": [l.name for l in infos], "top_k": top_k})
+    ident = model_identity(model)
+    spec = store.jsonable({"model": model.card.name, "arch": ident.arch, "fingerprint": ident.fingerprint,
+                           "data_config": ident.data_config, "layers": [l.name for l in infos], "top_k": top_k})
     notes: list[str] = []
     old = None
     if (directory / MANIFEST).exists():
@@ -232,7 +200,7 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             st = p.stat()
         except OSError:  # vanished since listing
             continue
-        key = (_rel(root, p), st.st_size, st.st_mtime_ns)
+        key = (relative(root, p), st.st_size, st.st_mtime_ns)
         if key[0] in indexed:
             continue
         if key in bad_before:  # unreadable last time and untouched since
@@ -310,10 +278,6 @@ def _relpath(root: Path, directory: Path) -> str | None:
         return None
 
 
-def _rel(root: Path, p: Path) -> str:
-    return str(p.relative_to(root))
-
-
 def _unchanged(old: ActivationIndex, manifest: dict, skipped: list[dict]) -> bool:
     """Whether writing ``manifest`` (with ``skipped``) over ``old`` would change nothing but its timestamps."""
     m = old.manifest
@@ -336,7 +300,7 @@ def _incompatible(old: ActivationIndex, spec: dict, root: Path, paths: list[Path
             return f"the {what} changed ({old.spec[key]} -> {spec[key]})"
     if old.root != root:
         return f"the index was built over another folder ({old.root})"
-    present = {_rel(root, p): p for p in paths}
+    present = {relative(root, p): p for p in paths}
     gone, changed = 0, 0
     for img in old.images:
         p = present.get(img.path)

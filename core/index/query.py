@@ -17,6 +17,7 @@ from . import store
 from ..catalogue import LayerInfo, layer_outputs
 from ..images import load_image
 from ..model.device import model_device
+from ..model.identity import model_identity
 from .topk import channel_maxima
 
 IndexCorrupt = store.IndexCorrupt
@@ -70,18 +71,6 @@ class ChannelHit:
     y: int
     x: int
     z: float
-
-
-def weights_fingerprint(model) -> str:
-    """The card's fingerprint; for wrapped in-memory nets (id-based) a SHA-256 of the state dict instead."""
-    fp = model.card.fingerprint
-    if not fp.startswith("object:"):
-        return fp
-    h = hashlib.sha256()
-    for name, t in model.net.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "params:" + h.hexdigest()
 
 
 class ActivationIndex:
@@ -209,7 +198,7 @@ class ActivationIndex:
 
 def check_model(index: ActivationIndex, model) -> None:
     """Raise ValueError when ``model`` (weights or preprocessing) is not the one the index was built with."""
-    if weights_fingerprint(model) != index.spec["fingerprint"] or store.jsonable(model.card.data_config) != index.spec["data_config"]:
+    if not model_identity(model).same_outputs(index.spec["fingerprint"], index.spec["data_config"]):
         raise ValueError(f"the index at {index.directory} was built with {index.spec['model']} "
                          f"({index.spec['fingerprint'][:24]}), not this model; build one for this model")
 

@@ -7,10 +7,10 @@ checkpoints, cancel and manifest are shared and the two engines write the same i
 
 1. a dataset of relative paths (``ray.data.from_items``), ``preserve_order`` on;
 2. ``map_batches(_decode)`` in Ray tasks: read, check and preprocess each image with
-   :func:`core.index.build.read_image` (the project's image intake: same refusals, same preprocessing);
+   :func:`core.index.passes.read_image` (the project's image intake: same refusals, same preprocessing);
 3. ``map_batches(_Indexer, concurrency=workers)``: an actor pool; each actor loads the model once from a
    :func:`model_spec` (a name and weights to load, or the pickled weights of an in-memory model), captures
-   the asked-for layers and sends back, per batch, each channel's top-k partial (:func:`~core.index.build.batch_partial`:
+   the asked-for layers and sends back, per batch, each channel's top-k partial (:func:`~core.index.topk.batch_partial`:
    k values, batch-local image numbers, positions, and sums) with the image records: never activation maps;
 4. the driver folds each partial into its running top-k as it arrives (memory flat in the number of images).
 
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from ..catalogue import LayerInfo, find_layer
-from .build import forward_partials, read_image
-from .query import weights_fingerprint
+from ..model.identity import weights_fingerprint
+from .passes import forward_partials, read_image
 
 CONNECT_SECONDS = 15.0     # reaching an existing cluster
 DECODE_CPUS = 0.25         # logical CPUs a decode task asks for (leaves the actors their CPUs on a small node)
@@ -196,8 +196,8 @@ def batches(model, root: Path, infos: Sequence[LayerInfo], todo: list[Path], *, 
             workers: int, address: str | None = None, gpus_per_worker: float = 0.0) -> Iterator[tuple[list[dict], dict]]:
     """Run decode and model on Ray; yield ``(records, partials)`` per batch, in the order of ``todo``.
 
-    ``records`` are :func:`~core.index.build.read_image` records; ``partials`` maps layer name to a
-    :func:`~core.index.build.batch_partial` over the batch's readable images. Closing the iterator stops the
+    ``records`` are :func:`~core.index.passes.read_image` records; ``partials`` maps layer name to a
+    :func:`~core.index.topk.batch_partial` over the batch's readable images. Closing the iterator stops the
     dataset's execution. ``gpus_per_worker`` > 0: each actor asks Ray for that many GPUs and runs the model
     on CUDA (untested here: no GPU on the development machine).
 

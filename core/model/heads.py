@@ -15,6 +15,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..hashing import file_sha256
+from .checkpoints import read_state_dict
+from .embedded import EMBEDDED_NAME, load_embedded_net
+from .finish import finish_model
+from .labels import apply_weights_labels
+from .wrapper import ModelLoadError, WeightsSource
+
 HEAD_BASE_KEY = "lens_head_base"
 HEAD_KEYS = ("classifier.weight", "classifier.bias")
 
@@ -52,9 +59,6 @@ def load_head_model(path: str | os.PathLike, progress=None):
     Raises:
         ModelLoadError: the file does not hold a (C, 1280) weight and (C,) bias.
     """
-    from .labels import apply_weights_labels
-    from .loading import EMBEDDED_NAME, ModelLoadError, WeightsSource, _finish, load_embedded_net, read_state_dict
-
     if progress:
         progress(f"loading the embedded EfficientNet-Lite0 with the head in {Path(path).name}")
     sd = read_state_dict(path)
@@ -69,9 +73,7 @@ def load_head_model(path: str | os.PathLike, progress=None):
     net.reset_classifier(0)
     net.classifier = head
     net.num_classes = w.shape[0]
-    from .loading import file_sha256
-
-    model = _finish(net, EMBEDDED_NAME, WeightsSource.FILE, f"{path} (head on the embedded EfficientNet-Lite0)",
+    model = finish_model(net, EMBEDDED_NAME, WeightsSource.FILE, f"{path} (head on the embedded EfficientNet-Lite0)",
                     f"{base_fp}+head:sha256:{file_sha256(path)}", None)
     return apply_weights_labels(model, path)
 

