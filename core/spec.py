@@ -70,7 +70,8 @@ class Setting:
         url: the permalink parameter (default: the name).
         scale: the function's value is the user's value times ``scale`` (an L∞ budget of 4/255 is 4 on the
             widget and 4 · (1/255) in the function).
-        format: how a choice is shown on the page (e.g. ``str.upper``).
+        format: how a choice is shown on the page (e.g. ``str.upper``), or a printf format for a number box
+            (``"%.3f"``).
         advanced: drawn in the form's "Advanced" expander.
         number_input: a number box rather than a slider (the attribution package's spelling of ``widget``).
         strict: values outside ``low``..``high`` are refused; False: the range bounds the widget only and the
@@ -97,7 +98,7 @@ class Setting:
     key: str = ""
     url: str = ""
     scale: float = 1.0
-    format: Callable[[object], str] | None = None
+    format: Callable[[object], str] | str | None = None
     advanced: bool = False
     number_input: bool = False
     strict: bool = True
@@ -299,14 +300,18 @@ class Technique:
 
     # ----------------------------------------------------------------------------------------- command line
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """One flag per setting (settings that share a flag share one), each with its default in the help."""
+    def add_arguments(self, parser: argparse.ArgumentParser, *, required: Sequence[str] = ()) -> None:
+        """One flag per setting (settings that share a flag share one), each with its default in the help.
+
+        Args:
+            required: flags the command line must give (a default that suits the page, not a command).
+        """
         for flag, users in self._flags().items():
             s = users[0]
             kinds = {u.kind for u in users}
             if len(kinds) > 1:
                 raise TypeError(f"{self.name}: {flag} is declared with different kinds")
-            help_ = "; ".join(_help(u) for u in users).replace("%", "%%")
+            help_ = "; ".join(_help(u) if flag not in required else u.help for u in users).replace("%", "%%")
             if s.kind is bool:
                 parser.add_argument(flag, dest=s.dest, action="store_true", default=None, help=help_)
                 continue
@@ -322,7 +327,7 @@ class Technique:
                 kwargs = {"type": s.kind}
             if s.metavar:
                 kwargs["metavar"] = s.metavar
-            parser.add_argument(flag, dest=s.dest, default=None, help=help_, **kwargs)
+            parser.add_argument(flag, dest=s.dest, default=None, help=help_, required=flag in required, **kwargs)
 
     def from_args(self, args: argparse.Namespace, context: Context) -> dict[str, object]:
         """The values given on the command line, completed with the defaults (as the page starts).
