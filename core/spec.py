@@ -75,7 +75,8 @@ class Setting:
         url: the permalink parameter (default: the name).
         scale: the function's value is the user's value times ``scale`` (an L∞ budget of 4/255 is 4 on the
             widget and 4 · (1/255) in the function).
-        format: how a choice is shown on the page (e.g. ``str.upper``).
+        format: how a choice is shown on the page (e.g. ``str.upper``), or a printf format for a number box
+            (``"%.3f"``).
         advanced: drawn in the form's "Advanced" expander.
         number_input: a number box rather than a slider (the attribution package's spelling of ``widget``).
         strict: values outside ``low``..``high`` (or, for a number, not ``among`` its stops) are refused; False:
@@ -104,7 +105,7 @@ class Setting:
     key: str = ""
     url: str = ""
     scale: float = 1.0
-    format: Callable[[object], str] | None = None
+    format: Callable[[object], str] | str | None = None
     advanced: bool = False
     number_input: bool = False
     strict: bool = True
@@ -310,7 +311,8 @@ class Technique:
     # ----------------------------------------------------------------------------------------- command line
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """One flag per setting (settings that share a flag share one), each with its default in the help."""
+        """One flag per setting (settings that share a flag share one), each with its default in the help
+        (a ``required`` setting's flag must be given, and shows none)."""
         for flag, users in self._flags().items():
             s = users[0]
             kinds = {u.kind for u in users}
@@ -332,9 +334,7 @@ class Technique:
                 kwargs = {"choices": list(choices)}
             if s.metavar:
                 kwargs["metavar"] = s.metavar
-            if s.required:
-                kwargs["required"] = True
-            parser.add_argument(flag, dest=s.dest, default=None, help=help_, **kwargs)
+            parser.add_argument(flag, dest=s.dest, default=None, help=help_, required=s.required, **kwargs)
 
     def from_args(self, args: argparse.Namespace, context: Context) -> dict[str, object]:
         """The values given on the command line, completed with the defaults (as the page starts).

@@ -7,10 +7,12 @@ settings), the warm-up and the report pick it up with no other edit.
 from __future__ import annotations
 
 from .attack.spec import ATTACK, EVIDENCE, MIN_EPS
+from .features.featurevis_spec import FEATUREVIS, FILTERS, INTERACTION
 from .features.net2vec_spec import NET2VEC
 from .spec import Technique
 
-TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE, NET2VEC)}
+TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE, FEATUREVIS, INTERACTION, FILTERS,
+                                                        NET2VEC)}
 
 
 def register(technique: Technique, *, replace_existing: bool = False) -> Technique:

@@ -1,7 +1,7 @@
 """Precompute the default views for a folder of images into the result store, so a demo opens instantly.
 
 The keys are built by the same functions ``ui/cache.py`` uses (:func:`model_key`, :func:`content_key`,
-:func:`attribution_key`, :func:`evaluation_key`, :meth:`core.spec.Technique.key`, :func:`mask_key`, :func:`featurevis_key`,
+:func:`attribution_key`, :func:`evaluation_key`, :meth:`core.spec.Technique.key`, :func:`mask_key`,
 :func:`similarity_key`, :func:`images_key`), and the computations are the ``run_*`` functions both call, so the app
 hits what ``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with
 the page's default options, for the predicted class, and the "Compare methods" grid, each method with its default
@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -69,28 +69,12 @@ def mask_key(model_key: str, image_key: str, settings: MaskSettings) -> tuple:
     return ("perturbation", model_key, image_key, settings)
 
 
-def featurevis_key(model_key: str, layer: str, channels: tuple[int, ...], objective: str, settings) -> tuple:
-    """Result-store key of one feature visualisation (the Feature-visualisation page's key)."""
-    return ("feature_vis", model_key, layer, tuple(channels), objective, settings)
-
-
 def page_masks(target: int) -> MaskSettings:
     """The Perturbation-masks page's initial settings for class ``target``: extremal, preserve, blur, areas
     5/10/20 %, at most TorchRay's 800 steps with the convergence stop."""
     from .perturbation.masks import TORCHRAY_ITERATIONS
 
     return MaskSettings(int(target), "extremal", PAGE_AREAS, "preserve", "blur", TORCHRAY_ITERATIONS, True)
-
-
-def page_featurevis(model: LensModel) -> tuple[str, tuple[int, ...], str, object]:
-    """(layer, channels, objective, settings) the Feature-visualisation page starts with: channel 0 of the default
-    layer, the channel objective, ui/forms.py ``featurevis_settings``'s widget defaults at the model's size."""
-    from .catalogue import default_layer
-    from .features.featurevis import Settings
-
-    settings = replace(Settings(), steps=128, size=int(model.card.input_size[1]), seed=0, batch=1, lr=0.05,
-                       diversity=0.0, rotate=10.0, fourier=True)
-    return default_layer(model).name, (0,), "channel", settings
 
 
 CURVE_METRICS = ("deletion", "insertion")  # the curves drawn under every attribution map (ui/faithfulness.py)
@@ -155,18 +139,6 @@ def run_masks(model: LensModel, x, settings: MaskSettings, progress: Progress | 
                                     progress=progress, preview=preview)
 
 
-def run_featurevis(model: LensModel, layer: str, channels: tuple[int, ...], objective: str, settings,
-                   progress: Progress | None = None):
-    """One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``)."""
-    from .features import featurevis
-
-    if len(channels) == 2:
-        return featurevis.interpolate(model, layer, channels[0], channels[1], frames=settings.batch,
-                                      objective=objective, settings=settings, progress=progress)
-    return featurevis.visualize(model, layer, channels[0], objective=objective, settings=settings,
-                                progress=progress)
-
-
 def page_options(method: str, model: LensModel) -> dict:
     """The options the Attribution page's widgets start with for ``method``: generated from the method's option
     spec, as the page's widgets are (``MethodSpec.initial``)."""
@@ -195,7 +167,7 @@ class WarmResult:
 
 # the pages whose default views warm covers besides the registered techniques' (faithfulness: the curves under
 # the Attribution page's main view)
-FIXED_PAGES = ("attribution", "faithfulness", "perturbation", "featurevis", "similarity", "index")
+FIXED_PAGES = ("attribution", "faithfulness", "perturbation", "similarity", "index")
 
 
 def all_pages() -> tuple[str, ...]:
@@ -226,8 +198,9 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
     recomputing when the defaults agree). Adversarial and Perturbation masks: the page's default run for each
     image (for the predicted class). Faithfulness: the deletion/insertion curves of the page's main view (which
     is computed for them when ``attribution`` is not warmed). Similarity: each image's features at the default
-    layer, and the default second image's (a sample photo). Feature visualisation and the Net2Vec fit over the
-    folder's images (searched recursively, as the page lists them): the page's default view, once. Index: the
+    layer, and the default second image's (a sample photo). Techniques of the model alone (feature
+    visualisation): the page's default view, once. The Net2Vec fit over the folder's images (searched
+    recursively, as the page lists them): the page's default view, once. Index: the
     default activation index of the folder, built or extended (``written`` says "present" when it was complete,
     and its files are left untouched), and each image's reverse lookup against it at the layer the page opens on.
     Methods that do not apply to the model, and bad images, are recorded in ``errors``.
@@ -267,11 +240,12 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
         written.append({"page": page, "image": image, "view": view, "status": "computed"})
         return value
 
-    if "featurevis" in pages and paths and not (cancel is not None and cancel()):
-        layer, channels, objective, settings = page_featurevis(model)
-        one("featurevis", None, f"{layer} channel {channels[0]} ({objective})",
-            featurevis_key(mkey, layer, channels, objective, settings),
-            lambda: run_featurevis(model, layer, channels, objective, settings))
+    for spec in (warmed(pages, "model") if paths else ()):  # once per model: the key names no image
+        if cancel is not None and cancel():
+            break
+        values = spec.defaults(model_context(model))
+        one(spec.page or spec.name, None, f"{spec.title}: {canonical(values)}", spec.key(mkey, None, values),
+            lambda spec=spec, values=values: spec.run(model, None, values))
     folder_wide = warmed(pages, "folder") if paths else []
     if folder_wide:  # over the folder's images searched recursively, as the pages list them
         listed = [str(p) for p in list_images(folder)]

@@ -5,8 +5,9 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 
 import streamlit as st
 
-from core.features.featurevis import Objective
-from ui import cache, forms, run, sidebar
+from core.features.featurevis_spec import FEATUREVIS, INTERACTION, Objective
+from core.spec import canonical
+from ui import cache, run, sidebar
 from ui import featurevis_page as fv
 
 st.title("Feature visualisation")
@@ -19,46 +20,32 @@ if selection is None:
 model = selection.model
 layers = cache.layers(model, selection.model_key)
 info = fv.layer_picker(model, layers)  # the page's one layer picker: every tab below uses it
-size_default = model.card.input_size[1]
 
 tab_vis, tab_mix, tab_filters = st.tabs(["Activation maximisation", "Neuron interaction", "Filters"])
 
 with tab_vis:
-    c1, c2 = st.columns(2)
-    objective = Objective(c1.radio("Objective", [o.value for o in Objective], key="fv_objective",
-                                   format_func=fv.OBJECTIVE_LABELS.get, horizontal=True))
-    if objective is Objective.LOGIT:
-        layer = ""
-        channel = fv.index_input(c2, "Class", model.card.num_classes, "fv_class", 0)
-        c2.caption(f"{model.label(channel)}; the class logit does not use the layer.")
-    else:
-        layer = info.name
-        channel = fv.index_input(c2, f"Channel of {layer}", info.channels, "fv_channel", 0)
-    settings = forms.featurevis_settings("fv", "Images", 1, size_default)
-    if run.button("Visualise", (selection.model_key, layer, channel, objective.value, settings), "fv_go"):
-        result = fv.run(selection, layer, (channel,), objective, settings)
+    values = fv.visualisation_form(model, info)
+    if run.button("Visualise", (selection.model_key, canonical(values)), "fv_go"):
+        result = fv.run(selection, FEATUREVIS, values)
         if result is not None:
             fv.show_images(result)
-            fv.report_images(selection, layer, channel, objective, settings, result)
-    if objective is not Objective.LOGIT:
-        fv.channel_on_image(selection, layer, channel)
+            fv.report_images(selection, values, result)
+    if values["objective"] != Objective.LOGIT.value:
+        fv.channel_on_image(selection, values["layer"], values["channel"])
 
 with tab_mix:
     st.caption(f"Frames maximise (1 - t) * A + t * B for t from 0 to 1 (two channels of {info.name}); the middle "
                "frame excites both channels at once. Frames share part of their parameters so the pattern morphs "
                "smoothly.")
-    m1, m2 = st.columns(2)
-    a = fv.index_input(m1, f"Channel A of {info.name}", info.channels, "mix_a", 0)
-    b = fv.index_input(m2, f"Channel B of {info.name}", info.channels, "mix_b", min(1, info.channels - 1))
-    mix_settings = forms.featurevis_settings("mix", "Frames", 5, size_default)
-    if run.button("Interpolate", (selection.model_key, info.name, a, b, mix_settings), "mix_go"):
-        if a == b:
+    mix = fv.interaction_form(model, info)
+    if run.button("Interpolate", (selection.model_key, canonical(mix)), "mix_go"):
+        if mix["a"] == mix["b"]:
             st.error("Choose two different channels.")
         else:
-            result = fv.run(selection, info.name, (a, b), Objective.CHANNEL, mix_settings)
+            result = fv.run(selection, INTERACTION, mix)
             if result is not None:
                 fv.show_frames(result)
-                fv.report_frames(selection, info.name, a, b, mix_settings, result)
+                fv.report_frames(selection, mix, result)
 
 with tab_filters:
     views = cache.filter_views(model, selection.model_key)

@@ -251,6 +251,27 @@ def test_cli_visualize(tmp_path, capsys):
     assert code == 2 and "--rotate must be between 0 and 180 degrees" in capsys.readouterr().err
 
 
+def test_visualize_flags_and_page_values_come_from_one_declaration():
+    import argparse
+
+    from core.features.featurevis_spec import DEFAULT_FRAMES, FEATUREVIS, INTERACTION, optimisation, target_of
+
+    parser = argparse.ArgumentParser()
+    FEATUREVIS.add_arguments(parser, required=("--channel",))
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --channel is required on the command line
+    context = {"side": 224, "classes": 1000, "labels": (), "layer": "stages.3", "target": None}
+    values = FEATUREVIS.from_args(parser.parse_args(["--channel", "7"]), context)
+    assert values == FEATUREVIS.defaults(context, channel=7)  # what the page starts with, for channel 7
+    assert target_of(values) == ("stages.3", 7) and optimisation(values) == Settings(size=224)
+    logit = FEATUREVIS.from_args(parser.parse_args(["--channel", "281", "--objective", "logit", "--pixels",
+                                                    "--size", "96"]), context)
+    assert target_of(logit) == ("", 281) and "layer" not in logit and "channel" not in logit
+    assert optimisation(logit) == Settings(size=96, fourier=False)
+    frames = INTERACTION.defaults(context)
+    assert optimisation(frames).batch == DEFAULT_FRAMES and (frames["a"], frames["b"]) == (0, 1)
+
+
 def test_other_threads_forward_passes_run_through_while_optimising(convnext_atto):
     """A plain forward from another thread (as the home page's predict does) must not be stopped by our hook."""
     x = torch.rand(1, 3, 64, 64)

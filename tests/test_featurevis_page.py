@@ -73,7 +73,7 @@ def test_one_layer_picker_a_link_and_add_to_report(app):
     assert not app.exception
     [item] = app.session_state["lens_report_items"]
     assert item.title == "Feature visualisation: blocks.3 channel 5, unit (centre)"
-    assert item.command.startswith("python -m core visualize --layer blocks.3 --channel 5 --objective unit "
+    assert item.command.startswith("python -m core visualize --objective unit --layer blocks.3 --channel 5 "
                                    "--steps 8 --size 64 --seed 0") and "--model embedded" in item.command
     assert item.seed == 0 and item.settings["steps"] == 8 and "image" not in item.settings
     assert item.figure.shape[0] == 64 + 22  # the one 64-pixel image under its caption line

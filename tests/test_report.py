@@ -118,9 +118,11 @@ def test_attack_and_perturb_commands_parse_with_the_cli(embedded):
 
 def test_predict_visualize_similarity_net2vec_and_index_commands_parse_with_the_cli(embedded):
     from core.cli import build_parser
+    from core.features.featurevis_spec import FEATUREVIS, VISUALIZE_OUT_DIR
     from core.features.net2vec_spec import NET2VEC
     from core.index.spec import commands as index_commands
-    from core.report import predict_command, similarity_command, visualize_command
+    from core.report import predict_command, similarity_command
+    from core.spec import model_context
 
     parser, _ = build_parser()
 
@@ -130,14 +132,19 @@ def test_predict_visualize_similarity_net2vec_and_index_commands_parse_with_the_
 
     args = parse(predict_command("assets/samples/chelsea.jpg", embedded.card, top=5))
     assert args.command == "predict" and args.images == ["assets/samples/chelsea.jpg"] and args.top == 5
-    args = parse(visualize_command(embedded.card, layer="blocks.2", channel=7, objective="unit", steps=64, size=96,
-                                   seed=3, lr=0.02, batch=2, diversity=1.5, rotate=5.0, fourier=False))
+    context = model_context(embedded)
+
+    def visualize_command(**values):
+        return FEATUREVIS.command_line(None, embedded.card, FEATUREVIS.complete(values, context),
+                                       extra=["--out-dir", VISUALIZE_OUT_DIR])
+    args = parse(visualize_command(layer="blocks.2", channel=7, objective="unit", steps=64, size=96, seed=3, lr=0.02,
+                                   batch=2, diversity=1.5, rotate=5.0, fourier=False))
     assert (args.layer, args.channel, args.objective, args.steps, args.size, args.seed, args.lr, args.batch,
             args.diversity, args.rotate, args.pixels) == ("blocks.2", 7, "unit", 64, 96, 3, 0.02, 2, 1.5, 5.0, True)
     assert args.model == "embedded" and args.out_dir == "lens-out/visualize"
-    args = parse(visualize_command(embedded.card, layer="", channel=281, objective="logit", steps=8, size=64,
-                                   seed=0, lr=0.05, batch=1, diversity=0.0, rotate=10.0, fourier=True))
+    args = parse(visualize_command(objective="logit", **{"class": 281}, steps=8, size=64))
     assert args.layer is None and args.objective == "logit" and not args.pixels
+    assert (args.channel, args.steps, args.size, args.seed, args.lr, args.rotate) == (281, 8, 64, 0, 0.05, 10.0)
     args = parse(similarity_command("a b.jpg", embedded.card, layer="blocks.5", x=30, y=112, other="coffee.jpg"))
     assert (args.image, args.other, args.layer, args.at) == ("a b.jpg", "coffee.jpg", "blocks.5", (30.0, 112.0))
     assert parse(similarity_command("a.jpg", embedded.card, layer="blocks.5", x=1, y=2, other=None)).other is None

@@ -197,11 +197,11 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
     folder.mkdir()
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    run_masks, run_featurevis = core_warm.run_masks, core_warm.run_featurevis
+    run_masks, featurevis = core_warm.run_masks, TECHNIQUES["featurevis"]
     monkeypatch.setattr(core_warm, "run_masks", lambda m, x, s, progress=None: run_masks(
         m, x, replace(s, iterations=20), progress))
-    monkeypatch.setattr(core_warm, "run_featurevis", lambda m, layer, ch, obj, s, progress=None: run_featurevis(
-        m, layer, ch, obj, replace(s, steps=8, size=64), progress))
+    monkeypatch.setitem(TECHNIQUES, "featurevis", replace(featurevis, run=lambda m, s, v, progress=None: featurevis.run(
+        m, s, {**v, "steps": 8, "size": 64}, progress=progress)))
     assert main(["warm", str(folder), "--pages", "attack", "perturbation", "featurevis", "--model", "embedded",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -214,9 +214,9 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
 
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
-    for name in ("run_masks", "run_featurevis"):
-        monkeypatch.setattr(core_warm, name, refuse)
-    monkeypatch.setitem(TECHNIQUES, "attack", replace(TECHNIQUES["attack"], run=refuse))
+    monkeypatch.setattr(core_warm, "run_masks", refuse)
+    for name in ("attack", "featurevis"):
+        monkeypatch.setitem(TECHNIQUES, name, replace(TECHNIQUES[name], run=refuse))
     cache.results.clear()  # a restarted server
     app.run()
     app.switch_page("pages/attack.py").run()

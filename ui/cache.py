@@ -21,7 +21,6 @@ from core.catalogue import LayerInfo, catalogue
 from core.errors import dataset as core_error_data
 from core.errors import evaluate as core_errors
 from core.errors import explain as core_explain
-from core.features import featurevis as core_featurevis
 from core.features import filters as core_filters
 from core.features import similarity as core_similarity
 from core import index as core_index
@@ -297,17 +296,6 @@ def images_key(paths: tuple[str, ...]) -> tuple:
 
 
 # ------------------------------------------------------------------------ feature visualisation, filters
-
-def feature_vis(model: LensModel, model_key: str, layer: str, channels: tuple[int, ...], objective: str,
-                settings: core_featurevis.Settings, progress=None) -> core_featurevis.Visualisation:
-    """A :class:`core.features.featurevis.Visualisation`, kept per (model, layer, channels, objective, settings).
-
-    One channel: ``visualize``; two channels: ``interpolate`` (frames = ``settings.batch``).
-    """
-    return _long(core_warm.featurevis_key(model_key, layer, channels, objective, settings), progress, model,
-                 lambda progress, _batch: core_warm.run_featurevis(model, layer, channels, objective, settings,
-                                                                   progress), samples=settings.batch)
-
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def channel_map(_model: LensModel, model_key: str, _x: torch.Tensor, image_key: str, layer: str,

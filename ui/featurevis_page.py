@@ -8,26 +8,58 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.catalogue import LayerInfo, default_layer
+from core.catalogue import LayerInfo
 from core.features import view
-from core.features.featurevis import Objective, Settings, Visualisation
+from core.features.featurevis import Visualisation
+from core.features.featurevis_spec import (FEATUREVIS, FILTERS, FILTERS_OUT_DIR, INTERACTION, OBJECTIVE_LABELS,
+                                           VISUALIZE_OUT_DIR, Objective, Settings, depthwise_inside, optimisation,
+                                           target_of)
 from core.render import captioned_strip, heat_figure, image_uint8
-from core.report import filters_command, visualize_command
-from ui import cache, permalink, report
+from core.spec import Technique, canonical
+from ui import cache, forms, permalink, report
+from ui.options import setting_widget, technique_form
 from ui.permalink import Param
 from ui.index_page import patch_tile
 from ui.widgets import progress_bar
 
-OBJECTIVE_LABELS = {"channel": "channel (mean)", "unit": "unit (centre)", "logit": "class logit"}
+
+def visualisation_form(model, info: LayerInfo) -> dict:
+    """The activation-maximisation form (:data:`FEATUREVIS`, keys ``fv_*``): the objective, then the channel of
+    the page's layer or the class, then the optimisation settings. Returns its values."""
+    context = cache.context(model)
+    c1, c2 = st.columns(2)
+    objective = setting_widget(FEATUREVIS, "objective", context, c1)
+    if objective == Objective.LOGIT.value:
+        index = index_input(c2, "Class", model.card.num_classes, "fv_class", _start(FEATUREVIS, "class", context))
+        c2.caption(f"{model.label(index)}; the class logit does not use the layer.")
+        fixed = {"objective": objective, "class": index}
+    else:
+        index = index_input(c2, f"Channel of {info.name}", info.channels, "fv_channel",
+                            _start(FEATUREVIS, "channel", context))
+        fixed = {"objective": objective, "layer": info.name, "channel": index}
+    return forms.featurevis_settings(FEATUREVIS, context, fixed)
 
 
-def run(selection, layer: str, channels: tuple[int, ...], objective: Objective,
-        settings: Settings) -> Visualisation | None:
-    """The cached optimisation behind a progress bar; a bad request is shown as an error and gives None."""
+def interaction_form(model, info: LayerInfo) -> dict:
+    """The neuron-interaction form (:data:`INTERACTION`, keys ``mix_*``): channels A and B of the page's layer,
+    then the optimisation settings. Returns its values."""
+    context = cache.context(model)
+    m1, m2 = st.columns(2)
+    a = index_input(m1, f"Channel A of {info.name}", info.channels, "mix_a", _start(INTERACTION, "a", context))
+    b = index_input(m2, f"Channel B of {info.name}", info.channels, "mix_b", _start(INTERACTION, "b", context))
+    return forms.featurevis_settings(INTERACTION, context, {"layer": info.name, "a": a, "b": b})
+
+
+def _start(spec: Technique, name: str, context: dict) -> int:
+    return int(spec.setting(name).start(context))
+
+
+def run(selection, spec: Technique, values: dict) -> Visualisation | None:
+    """The stored optimisation of ``spec`` (:data:`FEATUREVIS` or :data:`INTERACTION`) behind a progress bar; a
+    bad request is shown as an error and gives None."""
     try:
         with progress_bar("optimising...") as progress:
-            return cache.feature_vis(selection.model, selection.model_key, layer, channels, objective.value,
-                                     settings, progress=progress)
+            return cache.technique(spec, selection.model, selection.model_key, None, None, values, progress)
     except (KeyError, ValueError) as e:
         st.error(str(e).strip("'\""))
         return None
@@ -42,11 +74,10 @@ def layer_caption(info) -> str:
 def layer_picker(model, layers: list[LayerInfo]) -> LayerInfo:
     """The page's one layer picker (key ``fv_layer``), after restoring the page's settings from the link."""
     names = [l.name for l in layers]
-    permalink.bind([Param("layer", "fv_layer", options=names),
-                    Param("objective", "fv_objective", options=[o.value for o in Objective]),
-                    Param("channel", "fv_channel", int), Param("class", "fv_class", int),
-                    Param("a", "mix_a", int), Param("b", "mix_b", int), Param("dw", "filters_dw")])
-    name = st.selectbox("Layer", names, index=names.index(default_layer(model).name), key="fv_layer",
+    permalink.bind([Param("layer", "fv_layer", options=names), Param("channel", "fv_channel", int),
+                    Param("class", "fv_class", int), Param("a", "mix_a", int), Param("b", "mix_b", int)])
+    start = FEATUREVIS.setting("layer").start(cache.context(model))
+    name = st.selectbox("Layer", names, index=names.index(start), key="fv_layer",
                         help="Used by every tab: the channel to visualise, the two channels to mix, and the "
                              "depthwise kernels inside it.")
     info = layers[names.index(name)]
@@ -96,12 +127,13 @@ def _settings_rows(settings: Settings) -> dict:
             "parameterisation": "Fourier" if settings.fourier else "pixels"}
 
 
-def report_images(selection, layer: str, channel: int, objective: Objective, settings: Settings,
-                  result: Visualisation) -> None:
+def report_images(selection, values: dict, result: Visualisation) -> None:
     """"Add to report" for an activation maximisation: the images, every setting, the seed and the command."""
-    model = selection.model
-    what = (f"class logit {model.label(channel)} ({channel})" if objective is Objective.LOGIT else
-            f"{layer} channel {channel}, {OBJECTIVE_LABELS[objective.value]}")
+    model, settings = selection.model, optimisation(values)
+    layer, channel = target_of(values)
+    objective = values["objective"]
+    what = (f"{layer} channel {channel}, {OBJECTIVE_LABELS[objective]}" if layer else
+            f"class logit {model.label(channel)} ({channel})")
     report.add_button(lambda: report.item(
         selection, image=False, title=f"Feature visualisation: {what}",
         figure=captioned_strip([(image_uint8(img), f"objective {v:.3g}") for img, v in zip(result.images,
@@ -109,18 +141,16 @@ def report_images(selection, layer: str, channel: int, objective: Objective, set
         caption=f"Images optimised to excite {what}; above each, its objective (mid-grey image: "
                 f"{result.baseline:.3g}).",
         settings={"layer": layer or "(class logit)", "channel" if layer else "class": channel,
-                  "objective": objective.value, **_settings_rows(settings)},
-        command=visualize_command(model.card, layer=layer, channel=channel, objective=objective.value,
-                                  steps=settings.steps, size=settings.size or model.card.input_size[1],
-                                  seed=settings.seed, lr=settings.lr, batch=settings.batch,
-                                  diversity=settings.diversity, rotate=settings.rotate, fourier=settings.fourier),
+                  "objective": objective, **_settings_rows(settings)},
+        command=FEATUREVIS.command_line(None, model.card, values, extra=["--out-dir", VISUALIZE_OUT_DIR]),
         seconds=float(result.seconds), seed=settings.seed,
         figures={"objective": float(result.values[0]), "objective, mid-grey image": float(result.baseline)}),
-        key=f"fv_{selection.model_key}_{layer}_{channel}_{objective.value}_{hash(settings)}")
+        key=f"fv_{selection.model_key}_{canonical(values)}")
 
 
-def report_frames(selection, layer: str, a: int, b: int, settings: Settings, result: Visualisation) -> None:
+def report_frames(selection, values: dict, result: Visualisation) -> None:
     """"Add to report" for a neuron interaction (no command-line equivalent: the report says so)."""
+    layer, a, b, settings = values["layer"], values["a"], values["b"], optimisation(values)
     report.add_button(lambda: report.item(
         selection, image=False, title=f"Neuron interaction: {layer} channels {a} and {b}",
         figure=captioned_strip([(image_uint8(img), f"{wa:.2f} A + {wb:.2f} B") for img, (wa, wb) in
@@ -130,7 +160,7 @@ def report_frames(selection, layer: str, a: int, b: int, settings: Settings, res
         settings={"layer": layer, "channel A": a, "channel B": b, **_settings_rows(settings)},
         seconds=float(result.seconds), seed=settings.seed,
         notes=("The neuron-interaction frames are made on the dashboard only (no python -m core equivalent).",)),
-        key=f"mix_{selection.model_key}_{layer}_{a}_{b}_{hash(settings)}")
+        key=f"mix_{selection.model_key}_{canonical(values)}")
 
 
 def channel_on_image(selection, layer: str, channel: int) -> None:
@@ -195,7 +225,7 @@ def _pin_filters(selection, title: str, picture, caption: str, depthwise: str | 
     card = selection.model.card
     report.add_button(lambda: report.item(
         selection, image=False, title=title, figure=picture, caption=caption, settings=settings, table=table,
-        command=filters_command(card, depthwise=depthwise)),
+        command=FILTERS.command_line(None, card, {"depthwise": depthwise}, extra=["--out-dir", FILTERS_OUT_DIR])),
         key=f"filters_{selection.model_key}_{title}")
 
 
@@ -207,15 +237,16 @@ def depthwise_in_layer(selection, layer: str, names: list[str]) -> None:
     if not names:
         return
     st.subheader("Depthwise kernels")
-    inside = [d for d in names if d.startswith(layer + ".") or layer.startswith(d.rsplit(".", 1)[0] + ".")]
+    inside = depthwise_inside(layer, names)
     if not inside:
         st.info(f"{layer} holds no depthwise convolution. Pick a layer that does in the Layer picker above "
                 f"(e.g. the one around {names[0]}).")
         return
-    if st.session_state.get("filters_dw") not in inside:
-        st.session_state.pop("filters_dw", None)
-    dw = inside[0] if len(inside) == 1 else st.selectbox(f"Depthwise convolution in {layer}", inside,
-                                                         key="filters_dw")
+    key = FILTERS.setting("depthwise").widget_key(FILTERS.prefix, {})
+    if st.session_state.get(key) not in inside:
+        st.session_state.pop(key, None)
+    context = {**cache.context(selection.model), "within": layer, "depthwise_choices": inside}
+    dw = inside[0] if len(inside) == 1 else technique_form(FILTERS, context, columns=1)["depthwise"]
     depthwise(cache.depthwise_kernels(selection.model, selection.model_key, dw), selection)
 
 

@@ -72,6 +72,14 @@ def technique_form(spec: Technique, context: dict, *, columns: int = 3, layer_na
     return spec.complete(chosen, context)
 
 
+def setting_widget(spec: Technique, name: str, context: dict, where, *, chosen: dict | None = None,
+                   layer_names=None):
+    """The widget of one setting of ``spec`` (key ``{prefix}_{key}``, in the page's link), drawn in ``where``
+    (a column or a container), for a page that lays it out apart from :func:`technique_form` (it then passes
+    the value in ``fixed``); ``chosen``: the settings chosen before it. Returns its value."""
+    return _bound_widget(spec, spec.setting(name), context, dict(chosen or {}), where, layer_names)
+
+
 def _bound_widget(spec: Technique, s: Setting, context: dict, chosen: dict, where, layer_names):
     ctx = {**context, **chosen}
     key = s.widget_key(spec.prefix or spec.name, chosen)
@@ -119,7 +127,7 @@ def widget(s: Setting, default, context: dict, key: str, layer_names=None):
         choice = st.selectbox(label, labels, index=min(start, len(labels) - 1), key=key, help=help_)
         return None if s.optional and choice == s.optional else int(choice.split(":", 1)[0])
     options = list(s.options(context))
-    fmt = {"format_func": s.format} if s.format is not None else {}
+    fmt = {"format_func": s.format} if callable(s.format) else {}
     if s.kind is tuple:
         return tuple(st.multiselect(label, options, default=list(default or ()), key=key, help=help_, **fmt))
     if options:
@@ -137,6 +145,7 @@ def widget(s: Setting, default, context: dict, key: str, layer_names=None):
     cast = float if s.kind is float else int
     low, high = (None if v is None else cast(v) for v in (low, high))
     kwargs = {"step": cast(step)} if step is not None else {}
+    kwargs.update({"format": s.format} if isinstance(s.format, str) else {})
     if s.widget == "number" or s.number_input or low is None or high is None:
         return cast(st.number_input(label, min_value=low, max_value=high, value=default, key=key, help=help_,
                                     **kwargs))

@@ -10,11 +10,11 @@ part of the run works on a half-size canvas (4x cheaper), which is then upsample
 Objectives: a channel's mean activation, one unit (the centre of the channel's grid), or a class logit.
 Optional diversity across a small batch (a penalty on the cosine similarity of the layer's Gram matrices), and
 neuron interaction (:func:`interpolate`): frames that trade one channel against another, sharing part of their
-parameters so neighbouring frames stay aligned.
+parameters so neighbouring frames stay aligned. The settings the pages and the CLI offer are declared in
+:mod:`core.features.featurevis_spec`.
 """
 from __future__ import annotations
 
-import enum
 import math
 import time
 from dataclasses import dataclass, replace
@@ -28,6 +28,7 @@ from ..catalogue import LayerInfo, find_layer, layer_output
 from ..model.device import model_device
 from ..model.wrapper import LensModel
 from ..progress import Cancel, Progress, is_cancelled, report
+from .featurevis_spec import DEFAULT_FRAMES, Objective, Settings  # noqa: F401 (re-exported)
 
 
 # Square root of ImageNet's colour covariance (from Lucid): decorrelated colour space -> RGB.
@@ -36,38 +37,6 @@ _COLOUR = torch.from_numpy(_COLOUR_SQRT / np.max(np.linalg.norm(_COLOUR_SQRT, ax
 _FOURIER_SCALE = 4.0  # Lucid's constant: keeps the initial image's spread small
 
 
-class Objective(str, enum.Enum):
-    CHANNEL = "channel"   # mean over the channel's grid
-    UNIT = "unit"         # the unit at the centre of the channel's grid
-    LOGIT = "logit"       # a class logit (the layer is not used)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How to optimise. Defaults suit a 224-pixel CNN on a CPU.
-
-    ``size`` None means the model's input size. ``coarse`` is the fraction of steps spent on a half-size
-    canvas first. ``diversity`` weights the batch diversity penalty (0 = off; needs ``batch`` >= 2).
-    """
-
-    steps: int = 128
-    size: int | None = None
-    lr: float = 0.05
-    seed: int = 0
-    batch: int = 1
-    diversity: float = 0.0
-    decay: float = 1.0           # spectrum scale 1/f**decay
-    decorrelate: bool = True
-    fourier: bool = True         # False: plain pixel parameterisation (for comparison)
-    pad: int = 12
-    jitter: int = 8
-    scale: float = 0.05          # random scale in [1 - scale, 1 + scale]
-    rotate: float = 10.0         # random rotation in [-rotate, rotate] degrees
-    coarse: float = 0.4
-
-    def key(self) -> tuple:
-        """Hashable form (cache keys)."""
-        return tuple(self.__dict__.values())
 
 
 @dataclass(frozen=True)
@@ -381,7 +350,7 @@ def visualize(model: LensModel, layer: str, channel: int, *, objective: Objectiv
     return _optimise(model, layer, [channel], weights, Objective(objective), settings, False, progress, cancel)
 
 
-def interpolate(model: LensModel, layer: str, channel: int, other: int, *, frames: int = 5,
+def interpolate(model: LensModel, layer: str, channel: int, other: int, *, frames: int = DEFAULT_FRAMES,
                 objective: Objective = Objective.CHANNEL, settings: Settings = Settings(),
                 progress: Progress | None = None,
                 cancel: Cancel | None = None) -> Visualisation:

@@ -138,12 +138,6 @@ def errors_command(folder: str, card, *, top: int = 20, separate: tuple[int, int
     return _command("errors", folder, card, [("--top", int(top))], extra)
 
 
-def filters_command(card, *, depthwise: str | None = None, out_dir: str = "lens-out/filters") -> str:
-    """``python -m core filters``: the first layer's kernels, the weight statistics, and ``depthwise``'s kernels
-    when given (PNGs in ``out_dir``)."""
-    return _command("filters", None, card, [("--depthwise", depthwise), ("--out-dir", out_dir)])
-
-
 def _command(sub: str, image: str | None, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = (),
              *, model: bool = True) -> str:
     args = ["python", "-m", "core", *sub.split(), *([image] if image is not None else [])]
@@ -167,17 +161,6 @@ def perturb_command(image: str, card, *, method: str, area: float | None, varian
 def predict_command(image: str, card, *, top: int = 5) -> str:
     """``python -m core predict`` for the top ``top`` classes of one image."""
     return _command("predict", image, card, [("--top", int(top))])
-
-
-def visualize_command(card, *, layer: str, channel: int, objective: str, steps: int, size: int, seed: int,
-                      lr: float, batch: int, diversity: float, rotate: float, fourier: bool,
-                      out_dir: str = "lens-out/visualize") -> str:
-    """``python -m core visualize`` for one activation maximisation (``layer`` "" for a class logit)."""
-    return _command("visualize", None, card, [
-        ("--layer", layer or None), ("--channel", int(channel)), ("--objective", objective), ("--steps", int(steps)),
-        ("--size", int(size)), ("--seed", int(seed)), ("--lr", f"{lr:g}"), ("--batch", int(batch)),
-        ("--diversity", f"{diversity:g}"), ("--rotate", f"{rotate:g}")],
-        [*([] if fourier else ["--pixels"]), "--out-dir", out_dir])
 
 
 def similarity_command(image: str, card, *, layer: str, x: int, y: int, other: str | None) -> str:
@@ -313,6 +296,5 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
 
 
 __all__ = ["ReportItem", "attribute_command", "attribution_item", "contrast_command", "data_uri",
-           "errors_command", "filters_command", "repo_path",
-           "model_args", "model_card_rows", "perturb_command", "predict_command", "render_html",
-           "similarity_command", "versions", "visualize_command"]
+           "errors_command", "repo_path", "model_args", "model_card_rows", "perturb_command", "predict_command",
+           "render_html", "similarity_command", "versions"]

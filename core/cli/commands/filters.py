@@ -5,17 +5,18 @@ import argparse
 from pathlib import Path
 
 from .. import CliError, add_model_options, model_from_args
-from ...features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, weight_stats
+from ...features.featurevis_spec import FILTERS
 from ...features.view import kernel_grid
 from ...render import save_png
+from ...spec import model_context
 
 NAME = "filters"
 HELP = "filter views: first-layer kernels as RGB tiles, depthwise kernels, weight statistics per layer"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--depthwise", default=None, metavar="LAYER",
-                   help="also tile this depthwise convolution's kernels (e.g. stages.0.blocks.0.conv_dw)")
+    """The flags generated from :data:`core.features.featurevis_spec.FILTERS`, and the output folder."""
+    FILTERS.add_arguments(p)
     p.add_argument("--out-dir", default=None, help="write first_layer.png (and depthwise.png) here")
     add_model_options(p)
 
@@ -23,10 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     model = model_from_args(args)
     try:
-        first = first_layer_kernels(model)
-        dw = depthwise_kernels(model, args.depthwise) if args.depthwise else None
+        views = FILTERS.run(model, None, FILTERS.from_args(args, model_context(model)))
     except (KeyError, ValueError) as e:
         raise CliError(str(e).strip("'\"")) from None
+    first, dw = views["first"], views["depthwise"]
     pngs = {}
     if args.out_dir:
         folder = Path(args.out_dir)
@@ -38,10 +39,10 @@ def run(args: argparse.Namespace) -> dict:
         "model": model.card.name,
         "first_layer": {"layer": first.layer, "kernels": int(first.tiles.shape[0]),
                         "size": list(first.tiles.shape[-2:]), "stride": list(first.stride)},
-        "depthwise_layers": depthwise_layers(model),
+        "depthwise_layers": views["layers"],
         "layers": [{"name": s.name, "type": s.type, "shape": list(s.shape), "params": s.params, "mean": s.mean,
                     "std": s.std, "abs_max": s.abs_max, "near_zero": s.near_zero, "dead": s.dead}
-                   for s in weight_stats(model)],
+                   for s in views["stats"]],
         "pngs": pngs,
     }
 
