@@ -7,8 +7,9 @@ import threading
 import pytest
 import torch
 
-from core.features.featurevis import (FourierImage, Objective, Settings, _fused_transform, _stepwise_transform,
-                                     interpolate, measure, robust_transform, visualize)
+from core.features.featurevis import Objective, interpolate, measure, visualize
+from core.features.optimisation import (FourierImage, Settings, _fused_transform, _stepwise_transform,
+                                        robust_transform)
 from core.features.filters import depthwise_kernels, depthwise_layers, first_layer_kernels, mosaic, weight_stats
 from core.hooks import hook_count
 from core.catalogue import find_layer, layer_output

@@ -161,6 +161,13 @@ def settings_table(specs) -> list[dict]:
             rows.append({"technique": spec.title, "page": spec.page or "Techniques", "setting": s.title,
                          "flag": f"{spec.command} {s.cli_flag}" if spec.command and s.cli else "",
                          "default": str(plain(default)),
-                         "range": "" if s.low is None or callable(s.low) or callable(s.high)
-                         else f"{s.low:g} to {s.high:g}", "help": s.help})
+                         "range": _range(s), "help": s.help})
     return rows
+
+
+def _range(s: Setting) -> str:
+    if callable(s.low) or callable(s.high) or (s.low is None and s.high is None):
+        return ""
+    if s.high is None:
+        return f"at least {s.low:g}"
+    return f"at most {s.high:g}" if s.low is None else f"{s.low:g} to {s.high:g}"

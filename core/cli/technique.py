@@ -10,12 +10,11 @@ import argparse
 import time
 
 from ..spec import Technique, canonical, model_context
+from .common import CliError, add_model_options, model_from_args, read_inputs
 
 
 def add_arguments(p: argparse.ArgumentParser, spec: Technique) -> None:
     """The subject (images, a folder or nothing), the flags of ``spec``'s settings and the model options."""
-    from . import add_model_options
-
     if spec.subject == "image":
         p.add_argument("images", nargs="+", metavar="IMAGE")
     elif spec.subject == "folder":
@@ -26,8 +25,6 @@ def add_arguments(p: argparse.ArgumentParser, spec: Technique) -> None:
 
 def run(args: argparse.Namespace, spec: Technique) -> dict:
     """Run ``spec`` on what the arguments name; one result entry per input, bad inputs in ``errors``."""
-    from . import CliError, model_from_args, read_inputs
-
     model = model_from_args(args)
     try:
         values = spec.from_args(args, model_context(model))

@@ -6,51 +6,16 @@ in the units the page and the CLI show; :func:`optimisation` turns them into :cl
 """
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ..spec import Setting, Technique
-
-
-class Objective(str, enum.Enum):
-    CHANNEL = "channel"   # mean over the channel's grid
-    UNIT = "unit"         # the unit at the centre of the channel's grid
-    LOGIT = "logit"       # a class logit (the layer is not used)
+from .featurevis import DEFAULT_FRAMES, Objective, interpolate, visualize
+from .optimisation import Settings
 
 
 OBJECTIVE_LABELS = {"channel": "channel (mean)", "unit": "unit (centre)", "logit": "class logit"}
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How to optimise. Defaults suit a 224-pixel CNN on a CPU.
-
-    ``size`` None means the model's input size. ``coarse`` is the fraction of steps spent on a half-size
-    canvas first. ``diversity`` weights the batch diversity penalty (0 = off; needs ``batch`` >= 2).
-    """
-
-    steps: int = 128
-    size: int | None = None
-    lr: float = 0.05
-    seed: int = 0
-    batch: int = 1
-    diversity: float = 0.0
-    decay: float = 1.0           # spectrum scale 1/f**decay
-    decorrelate: bool = True
-    fourier: bool = True         # False: plain pixel parameterisation (for comparison)
-    pad: int = 12
-    jitter: int = 8
-    scale: float = 0.05          # random scale in [1 - scale, 1 + scale]
-    rotate: float = 10.0         # random rotation in [-rotate, rotate] degrees
-    coarse: float = 0.4
-
-    def key(self) -> tuple:
-        """Hashable form (cache keys)."""
-        return tuple(self.__dict__.values())
-
-
-DEFAULT_FRAMES = 5            # neuron-interaction frames from channel A to channel B
 SIZES = (64, 96, 128, 160)    # image sides offered besides the model's own
 VISUALIZE_OUT_DIR = "lens-out/visualize"  # where the report's commands write their PNGs
 FILTERS_OUT_DIR = "lens-out/filters"
@@ -139,7 +104,6 @@ def target_of(values: Mapping[str, object]) -> tuple[str, int]:
 
 def run_featurevis(model, subject, values: Mapping[str, object], *, progress=None):
     """:class:`~core.features.featurevis.Visualisation` (``subject`` unused: the model alone)."""
-    from .featurevis import visualize
 
     layer, index = target_of(values)
     return visualize(model, layer, index, objective=Objective(values["objective"]), settings=optimisation(values),
@@ -148,7 +112,6 @@ def run_featurevis(model, subject, values: Mapping[str, object], *, progress=Non
 
 def run_interaction(model, subject, values: Mapping[str, object], *, progress=None):
     """The neuron-interaction frames, a :class:`~core.features.featurevis.Visualisation`."""
-    from .featurevis import interpolate
 
     return interpolate(model, str(values["layer"]), int(values["a"]), int(values["b"]), frames=int(values["frames"]),
                        settings=optimisation(values), progress=progress)
