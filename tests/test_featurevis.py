@@ -258,7 +258,7 @@ def test_visualize_flags_and_page_values_come_from_one_declaration():
     from core.features.featurevis_spec import DEFAULT_FRAMES, FEATUREVIS, INTERACTION, optimisation, target_of
 
     parser = argparse.ArgumentParser()
-    FEATUREVIS.add_arguments(parser, required=("--channel",))
+    FEATUREVIS.add_arguments(parser)
     with pytest.raises(SystemExit):
         parser.parse_args([])  # --channel is required on the command line
     context = {"side": 224, "classes": 1000, "labels": (), "layer": "stages.3", "target": None}
