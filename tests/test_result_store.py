@@ -191,15 +191,16 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
 
     import core.warm as core_warm
     from core.cli import main
+    from core.perturbation import masks
     from core.techniques import TECHNIQUES
 
     folder = tmp_path / "photos"
     folder.mkdir()
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    run_masks, run_featurevis = core_warm.run_masks, core_warm.run_featurevis
-    monkeypatch.setattr(core_warm, "run_masks", lambda m, x, s, progress=None: run_masks(
-        m, x, replace(s, iterations=20), progress))
+    run_masks, run_featurevis = TECHNIQUES["perturbation"].run, core_warm.run_featurevis
+    monkeypatch.setitem(TECHNIQUES, "perturbation", replace(TECHNIQUES["perturbation"], run=lambda m, x, v, **kw: (
+        run_masks(m, x, {**v, "iterations": 20}, **kw))))
     monkeypatch.setattr(core_warm, "run_featurevis", lambda m, layer, ch, obj, s, progress=None: run_featurevis(
         m, layer, ch, obj, replace(s, steps=8, size=64), progress))
     assert main(["warm", str(folder), "--pages", "attack", "perturbation", "featurevis", "--model", "embedded",
@@ -214,9 +215,10 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
 
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
-    for name in ("run_masks", "run_featurevis"):
-        monkeypatch.setattr(core_warm, name, refuse)
-    monkeypatch.setitem(TECHNIQUES, "attack", replace(TECHNIQUES["attack"], run=refuse))
+    monkeypatch.setattr(core_warm, "run_featurevis", refuse)
+    monkeypatch.setattr(masks, "perturbation_masks", refuse)
+    for name in ("attack", "perturbation"):
+        monkeypatch.setitem(TECHNIQUES, name, replace(TECHNIQUES[name], run=refuse))
     cache.results.clear()  # a restarted server
     app.run()
     app.switch_page("pages/attack.py").run()
@@ -242,6 +244,7 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     from dataclasses import replace
 
     import core.attribution.registry as registry
+    import core.features.similarity as core_similarity
     import core.index as core_index
     import core.index.build as index_build
     import core.warm as core_warm
@@ -286,8 +289,10 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
     monkeypatch.setattr(registry, "attribute", refuse)
-    for name in ("run_evaluation", "run_similarity", "run_net2vec", "run_excited"):
+    for name in ("run_evaluation", "run_net2vec", "run_excited"):
         monkeypatch.setattr(core_warm, name, refuse)
+    monkeypatch.setattr(core_similarity, "layer_features", refuse)
+    monkeypatch.setitem(TECHNIQUES, "similarity", replace(TECHNIQUES["similarity"], run=refuse))
     monkeypatch.setattr(core_index, "build_index", refuse)
     monkeypatch.setattr(core_index.ActivationIndex, "excited_by", refuse)
     cache.results.clear()  # a restarted server
