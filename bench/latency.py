@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.images import load_image, preprocess, sample_images  # noqa: E402
 from core.model import load_model, wrap  # noqa: E402
-from core.warm import PAGE_AREAS  # noqa: E402  (the Perturbation page's default areas)
+from core.perturbation.spec import PAGE_AREAS  # noqa: E402  (the Perturbation page's default areas)
 
 TECHNIQUES = ("lrp", "occlusion", "integrated-gradients", "smoothgrad", "smoothgrad-auto", "extremal", "extremal-3",
               "meaningful", "extremal-converge", "meaningful-converge", "featurevis", "net2vec")
@@ -207,7 +207,7 @@ def run_technique(name: str, model, x, target: int, floors: Floors, quick: bool,
     if name in ("extremal", "extremal-3", "meaningful", "extremal-converge", "meaningful-converge"):
         from core.perturbation import masks
         extremal = name.startswith("extremal")
-        areas = PAGE_AREAS if name == "extremal-3" else (0.1,)
+        areas = PAGE_AREAS if name == "extremal-3" else (masks.DEFAULT_AREA,)
         converge = name.endswith("-converge")
         default = masks.EXTREMAL_ITERATIONS if extremal else masks.MEANINGFUL_ITERATIONS
         # the stop is measured at TorchRay's 800 steps at most (extremal): the run must end well before

@@ -35,7 +35,7 @@ from latency import cpu_model, load  # noqa: E402
 
 from core.images import load_image, preprocess, sample_images  # noqa: E402
 from core.perturbation.masks import extremal_perturbation, meaningful_perturbation  # noqa: E402
-from core.warm import PAGE_AREAS  # noqa: E402
+from core.perturbation.spec import PAGE_AREAS  # noqa: E402
 
 CLOCK = time.perf_counter
 

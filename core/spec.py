@@ -33,6 +33,17 @@ Bound = Union[float, int, str, bool, tuple, Callable[[Mapping[str, object]], obj
 Context = Mapping[str, object]
 
 
+
+class _AsPage:
+    """The command line's default is the page's (:attr:`Setting.cli_default` left unset)."""
+
+    def __repr__(self) -> str:
+        return "AS_PAGE"
+
+
+AS_PAGE = _AsPage()
+
+
 def evaluate(bound: Bound, context: Context):
     """``bound`` evaluated in ``context`` (a function is called; a value is returned as it is)."""
     return bound(context) if callable(bound) else bound
@@ -82,6 +93,8 @@ class Setting:
         strict: values outside ``low``..``high`` (or, for a number, not ``among`` its stops) are refused; False:
             the range and the stops bound the widget only and the function checks what it can take (the CLI
             accepts a larger budget than the slider shows).
+        cli_default: the command line's default where it differs from the page's (a one-shot command may ask
+            for less than the page's interactive run); None: the function's own default. Shown in ``--help``.
     """
 
     name: str
@@ -109,6 +122,7 @@ class Setting:
     advanced: bool = False
     number_input: bool = False
     strict: bool = True
+    cli_default: Bound = AS_PAGE
 
     @property
     def cli_flag(self) -> str:
@@ -148,9 +162,9 @@ class Setting:
             if "{" in (self.key or "") else (self.key or self.name)
         return f"{prefix}_{suffix}" if prefix else suffix
 
-    def start(self, context: Context) -> object:
+    def start(self, context: Context, *, cli: bool = False) -> object:
         """The declared default in ``context``, kept inside the range (an Enum member as its value)."""
-        value = evaluate(self.default, context)
+        value = evaluate(self.cli_default if cli and self.cli_default is not AS_PAGE else self.default, context)
         value = value.value if isinstance(value, enum.Enum) else value
         if self.layer and value is None and self.kind is not tuple:
             value = context.get("layer")
@@ -239,9 +253,10 @@ class Technique:
         visible setting at its declared default, or at ``chosen[name]`` where given."""
         return self.complete(chosen, context)
 
-    def complete(self, given: Mapping[str, object], context: Context) -> dict[str, object]:
+    def complete(self, given: Mapping[str, object], context: Context, *, cli: bool = False) -> dict[str, object]:
         """``given`` values completed with the defaults of the settings it leaves out; settings that are not
-        visible with these values are dropped (they are neither shown nor passed).
+        visible with these values are dropped (they are neither shown nor passed). ``cli``: the command line's
+        defaults (:attr:`Setting.cli_default`) instead of the page's.
 
         Raises:
             ValueError: a value outside its range or choices, or a setting this technique does not have.
@@ -255,7 +270,7 @@ class Technique:
             if not s.shown(chosen):
                 continue
             ctx = {**context, **chosen}
-            value = plain(given[s.name]) if s.name in given and given[s.name] is not None else s.start(ctx)
+            value = plain(given[s.name]) if s.name in given and given[s.name] is not None else s.start(ctx, cli=cli)
             if s.name in given and given[s.name] is not None:
                 value = self._checked(s, value, ctx)
             chosen[s.name] = value
@@ -354,7 +369,7 @@ class Technique:
             elif s.kind is tuple:
                 value = tuple(value)
             given[s.name] = value
-        return self.complete(given, context)
+        return self.complete(given, context, cli=True)
 
     def command_line(self, subject: str | None, card, values: Mapping[str, object], *,
                      extra: Sequence[str] = ()) -> str:
@@ -388,7 +403,8 @@ class Technique:
 
 def _bool_default(s: Setting) -> bool:
     """The default of a flag-switched bool: a declared callable default counts as False."""
-    return bool(s.default) if not callable(s.default) else False
+    default = s.default if s.cli_default is AS_PAGE else s.cli_default
+    return bool(default) if not callable(default) else False
 
 
 def _element_type(s: Setting):
@@ -406,7 +422,7 @@ def _help(s: Setting) -> str:
     text = s.help
     if s.visible is not None and s.label and isinstance(s.label, str):
         text = f"{s.label}: {text}"
-    default = s.default
+    default = s.default if s.cli_default is AS_PAGE else s.cli_default
     if s.required:
         shown = ""
     elif callable(default) or default is None:

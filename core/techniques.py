@@ -9,10 +9,12 @@ from __future__ import annotations
 from .attack.spec import ATTACK, EVIDENCE, MIN_EPS
 from .features.featurevis_spec import FEATUREVIS, FILTERS, INTERACTION
 from .features.net2vec_spec import NET2VEC
+from .features.similarity_spec import SIMILARITY
+from .perturbation.spec import MASKS
 from .spec import Technique
 
-TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE, FEATUREVIS, INTERACTION, FILTERS,
-                                                        NET2VEC)}
+TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE, MASKS, SIMILARITY, FEATUREVIS,
+                                                        INTERACTION, FILTERS, NET2VEC)}
 
 
 def register(technique: Technique, *, replace_existing: bool = False) -> Technique:

@@ -1,8 +1,8 @@
 """Precompute the default views for a folder of images into the result store, so a demo opens instantly.
 
 The keys are built by the same functions ``ui/cache.py`` uses (:func:`model_key`, :func:`content_key`,
-:func:`attribution_key`, :func:`evaluation_key`, :meth:`core.spec.Technique.key`, :func:`mask_key`,
-:func:`similarity_key`, :func:`images_key`), and the computations are the ``run_*`` functions both call, so the app
+:func:`attribution_key`, :func:`evaluation_key`, :meth:`core.spec.Technique.key`, :func:`images_key`), and the
+computations are the ``run_*`` functions both call, so the app
 hits what ``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with
 the page's default options, for the predicted class, and the "Compare methods" grid, each method with its default
 options), the deletion/insertion curves under the main view (``faithfulness``), the Adversarial page (the default
@@ -32,7 +32,6 @@ from .serve.store import ResultStore
 
 PAGE_METHOD = "smoothgrad"                                                    # the Attribution page's default
 GRID_METHODS = ("saliency", "smoothgrad", "guided-backprop", "gradcam")        # its "Compare methods" default
-PAGE_AREAS = (0.05, 0.1, 0.2)                      # the Perturbation page's default extremal areas (one batch)
 
 
 def model_key(model: LensModel) -> str:
@@ -51,35 +50,10 @@ def attribution_key(model_key: str, image_key: str, method: str, target: int, op
     return ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
 
 
-@dataclass(frozen=True)
-class MaskSettings:
-    """One perturbation-mask run: values of core.perturbation.masks' enums; ``areas`` sorted."""
-
-    target: int
-    method: str
-    areas: tuple[float, ...]
-    variant: str
-    perturbation: str
-    iterations: int
-    converge: bool = False  # stop once the masks hold still; ``iterations`` at most
-
-
-def mask_key(model_key: str, image_key: str, settings: MaskSettings) -> tuple:
-    """Result-store key of one perturbation-mask run (the Perturbation-masks page's key)."""
-    return ("perturbation", model_key, image_key, settings)
-
-
-def page_masks(target: int) -> MaskSettings:
-    """The Perturbation-masks page's initial settings for class ``target``: extremal, preserve, blur, areas
-    5/10/20 %, at most TorchRay's 800 steps with the convergence stop."""
-    from .perturbation.masks import TORCHRAY_ITERATIONS
-
-    return MaskSettings(int(target), "extremal", PAGE_AREAS, "preserve", "blur", TORCHRAY_ITERATIONS, True)
 
 
 CURVE_METRICS = ("deletion", "insertion")  # the curves drawn under every attribution map (ui/faithfulness.py)
 CURVE_STEPS = 50                            # their steps S, the page's default
-SIMILARITY_OTHER = "coffee.jpg"             # the Similarity page's default second image (a sample photo)
 
 
 def evaluation_key(model_key: str, image_key: str, method: str, target: int, options: dict,
@@ -90,9 +64,6 @@ def evaluation_key(model_key: str, image_key: str, method: str, target: int, opt
             int(steps), mask_key)
 
 
-def similarity_key(model_key: str, image_key: str, layer: str) -> tuple:
-    """Result-store key of one image's unit-normalised features at ``layer`` (the Similarity page's key)."""
-    return ("similarity", model_key, image_key, layer)
 
 
 def images_key(paths: Sequence[str | Path]) -> tuple[tuple[str, str], ...]:
@@ -120,23 +91,6 @@ def run_evaluation(model: LensModel, x, target: int, method: str, options: dict,
                     metrics=metrics, steps=int(steps), mask=mask, progress=progress)
 
 
-def run_similarity(model: LensModel, x, layer: str):
-    """:class:`core.features.similarity.LayerFeatures` of one image ``x`` (3, H, W) in [0, 1] at ``layer``."""
-    from .features.similarity import layer_features
-
-    return layer_features(model, x, layer)
-
-
-def run_masks(model: LensModel, x, settings: MaskSettings, progress: Progress | None = None, preview=None):
-    """:class:`core.perturbation.masks.PerturbationResult` of one image ``x`` (3, H, W) in [0, 1]; ``preview``
-    as in :func:`core.perturbation.masks.perturbation_masks`."""
-    from .perturbation import masks
-
-    s = settings
-    return masks.perturbation_masks(model, x.unsqueeze(0), s.target, method=masks.MaskMethod(s.method),
-                                    areas=s.areas, variant=masks.Variant(s.variant), iterations=s.iterations,
-                                    perturbation=masks.Perturbation(s.perturbation), converge=s.converge,
-                                    progress=progress, preview=preview)
 
 
 def page_options(method: str, model: LensModel) -> dict:
@@ -167,7 +121,7 @@ class WarmResult:
 
 # the pages whose default views warm covers besides the registered techniques' (faithfulness: the curves under
 # the Attribution page's main view)
-FIXED_PAGES = ("attribution", "faithfulness", "perturbation", "similarity", "index")
+FIXED_PAGES = ("attribution", "faithfulness", "index")
 
 
 def all_pages() -> tuple[str, ...]:
@@ -268,18 +222,17 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
                         "view": f"{len(opened)} images, layers {', '.join(opened.layers)}, top-{opened.top_k} "
                                 f"({opened.directory})"})
         errors += [{"image": s["image"], "error": f"index: {s['error']}"} for s in built.skipped]
-    similarity_layer = None
-    if "similarity" in pages and paths:
-        from .catalogue import default_layer
+    if "similarity" in pages and paths:  # the page's default second image too (a sample photo)
+        from .features.similarity_spec import SIMILARITY, SIMILARITY_OTHER
         from .images import SAMPLES
 
-        similarity_layer = default_layer(model).name
         other = SAMPLES / SIMILARITY_OTHER
         if other.is_file():  # when it is in the folder too, the loop below finds it present
             x_other = preprocess(load_image(other), model.card.data_config).tensor
-            one("similarity", str(other), f"{similarity_layer} features (the default second image)",
-                similarity_key(mkey, content_key(other.read_bytes()), similarity_layer),
-                lambda: run_similarity(model, x_other, similarity_layer))
+            layer = SIMILARITY.defaults(model_context(model))
+            one("similarity", str(other), f"{SIMILARITY.title} (the default second image): {canonical(layer)}",
+                SIMILARITY.key(mkey, content_key(other.read_bytes()), layer),
+                lambda: SIMILARITY.run(model, x_other, layer))
     for i, path in enumerate(paths):
         if cancel is not None and cancel():
             break
@@ -296,8 +249,7 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             jobs = [(m, {}) for m in methods]
             if PAGE_METHOD in methods:
                 jobs.append((PAGE_METHOD, page_options(PAGE_METHOD, model)))
-        steps = len(jobs) + len(warmed(pages, "image")) + sum(p in pages for p in (
-            "perturbation", "faithfulness", "similarity", "index"))
+        steps = len(jobs) + len(warmed(pages, "image")) + sum(p in pages for p in ("faithfulness", "index"))
         step = 0
 
         def advance(what: str) -> None:
@@ -335,11 +287,6 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
                     lambda: run_evaluation(model, inp.tensor, target, PAGE_METHOD, options, amap.map[0],
                                            CURVE_METRICS, CURVE_STEPS))
             advance("deletion/insertion curves")
-        if similarity_layer is not None:
-            one("similarity", str(path), f"{similarity_layer} features",
-                similarity_key(mkey, ikey, similarity_layer),
-                lambda: run_similarity(model, inp.tensor, similarity_layer))
-            advance("similarity")
         if opened is not None:
             lookup = index_spec.EXCITED.key(mkey, index_spec.excited_subject(ikey, opened), excited)
             one("index", str(path), f"reverse lookup: the {excited['n']} channels of {excited['layer']} it excites "
@@ -350,11 +297,6 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
             one(spec.page or spec.name, str(path), f"{spec.title}: {canonical(values)}",
                 spec.key(mkey, ikey, values), lambda spec=spec, values=values: spec.run(model, inp.tensor, values))
             advance(spec.title)
-        if "perturbation" in pages:
-            m = page_masks(target)
-            one("perturbation", str(path), f"{m.method} {m.variant} areas {list(m.areas)}, class {target}",
-                mask_key(mkey, ikey, m), lambda: run_masks(model, inp.tensor, m))
-            advance("perturbation masks")
         done.append(str(path))
     return WarmResult(tuple(done), counts["computed"], counts["present"], tuple(errors),
                       time.perf_counter() - started, tuple(keys), tuple(written))

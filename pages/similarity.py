@@ -5,12 +5,12 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 
 import streamlit as st
 
-from core.catalogue import default_layer
 from core.images import ImageError, sample_images
 from core.features.similarity import similarity_map
-from core.warm import SIMILARITY_OTHER
+from core.features.similarity_spec import NO_OTHER, OTHER, SIMILARITY, STRETCH, X, Y
 from ui import cache, sidebar
 from ui import similarity_page as sim
+from ui.options import technique_form, widget
 
 try:  # click-coordinates component (offline: its frontend ships in the wheel)
     from streamlit_image_coordinates import streamlit_image_coordinates
@@ -26,30 +26,31 @@ if selection is not None:
     model, inp = selection.model, selection.inp
     names = [l.name for l in cache.layers(model, selection.model_key)]
     samples = sample_images()
-    other_names = ["(none)"] + [p.name for p in samples]
     h, w = inp.tensor.shape[-2:]
-    sim.bind(names, other_names, w, h)
-    layer = st.selectbox("Layer", names, index=names.index(default_layer(model).name), key="lens_sim_layer")
-    default_other = other_names.index(SIMILARITY_OTHER) if SIMILARITY_OTHER in other_names else 0
-    other_name = st.selectbox("Second image", other_names, index=default_other, key="lens_sim_other")
-    stretch = st.toggle("Stretch colours to each map's range", value=True, key="lens_sim_stretch",
-                        help="deep layers are alike almost everywhere (cosines near 1): stretching shows the "
-                             "differences; off shows the absolute scale, blue -1 to red +1")
+    view = {"others": tuple(p.name for p in samples), "width": w, "height": h}
+    other_names = list(OTHER.options(view))
+    sim.bind(view)
+    values = technique_form(SIMILARITY, cache.context(model), columns=1, layer_names=names)
+    layer = values["layer"]
+    other_name = widget(OTHER, OTHER.start(view), view, "lens_sim_other")
+    stretch = widget(STRETCH, STRETCH.start(view), view, "lens_sim_stretch")
     try:
-        query = cache.similarity_features(model, selection.model_key, inp.tensor, selection.image_key, layer)
+        query = cache.technique(SIMILARITY, model, selection.model_key, inp.tensor, selection.image_key, values)
         other = None
-        if other_name != "(none)":
+        if other_name != NO_OTHER:
             path = samples[other_names.index(other_name) - 1]
             other_inp = cache.model_input(model, selection.model_key, str(path))
-            other = cache.similarity_features(model, selection.model_key, other_inp.tensor,
-                                              cache.content_key(path.read_bytes()), layer)
+            other = cache.technique(SIMILARITY, model, selection.model_key, other_inp.tensor,
+                                    cache.content_key(path.read_bytes()), values)
     except (ImageError, ValueError, KeyError) as e:
         st.error(f"Could not compute the features: {e}")
     else:
         left, right = st.columns(2)
         sx, sy = st.columns(2)
-        x = sx.slider("x (model-input pixels)", 0, w - 1, key="lens_sim_x")
-        y = sy.slider("y (model-input pixels)", 0, h - 1, key="lens_sim_y")
+        with sx:
+            x = widget(X, None, view, "lens_sim_x")  # the value bind() put in the session
+        with sy:
+            y = widget(Y, None, view, "lens_sim_y")
         cell = query.cell_at(x, y)
         own = similarity_map(query, cell)
         with left:

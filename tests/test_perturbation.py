@@ -207,7 +207,7 @@ def test_fused_smooth_mask_matches_the_reference(size, step, sigma):
 
 
 def test_area_loss_equals_the_sorted_ranking_loss():
-    from core.perturbation.masks import _area_loss
+    from core.perturbation.smooth_mask import area_loss as _area_loss
 
     torch.manual_seed(2)
     m = torch.rand(3, 1000)
@@ -290,7 +290,7 @@ def test_smooth_mask_chunks_change_nothing(monkeypatch):
     """The soft maximum runs over chunks of grid cells: one cell per chunk (every boundary) gives the same mask
     and gradient as the default chunks (each cell's values are computed alone; only a product's summation
     order may differ)."""
-    from core.perturbation import masks
+    from core.perturbation import smooth_mask as masks
 
     torch.manual_seed(3)
     p = torch.rand(2, 1, *SmoothMask((50, 70), 3, 9.5).shape_in)

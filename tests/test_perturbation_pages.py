@@ -8,6 +8,7 @@ from core.catalogue import default_layer
 from core.features.similarity import layer_features, similarity_map
 from core.images import load_image, preprocess
 from core.model.predict import predict
+from core.perturbation.masks import MEANINGFUL_ITERATIONS
 
 
 def _open(app, page):
@@ -54,6 +55,17 @@ def test_perturbation_page_computes_masks(app, embedded, cat_input, monkeypatch)
     assert at.query_params["areas"] == ["0.1", "0.2"] and at.query_params["iterations"] == "20"
     assert drawn == [(224, 224)] * 3  # steps 1, 10 and 20
     assert at.checkbox(key="lens_pert_converge_extremal").value  # on by default: checks begin at step 100
+    # a pinned mask's command is the CLI run of that one area with the page's values written out
+    pin = [b for b in at.button if b.key and b.key.startswith("report_pert_")][0]
+    pin.click().run()
+    [item] = at.session_state["lens_report_items"]
+    assert item.command == ("python -m core perturb assets/samples/chelsea.jpg --method extremal "
+                            f"--target {top.index} --variant preserve --perturbation blur --iterations 20 "
+                            "--converge --area 0.1 --model embedded")
+    # meaningful perturbation: its own variant and step defaults, one mask, no areas
+    at.radio(key="lens_pert_method").set_value("meaningful").run()
+    assert at.radio(key="lens_pert_variant_meaningful").value == "delete"
+    assert at.slider(key="lens_pert_iters_meaningful").value == MEANINGFUL_ITERATIONS and not at.multiselect
 
 
 def test_perturbation_page_says_when_the_stop_ended_the_run(app, monkeypatch):
@@ -120,8 +132,8 @@ def test_similarity_link_opens_the_view_and_adds_to_report(app, embedded, cat_in
     assert not at.exception
     [item] = at.session_state["lens_report_items"]
     assert item.title == f"Similarity at (40, {h - 1}) in {layer}"
-    assert item.command == (f"python -m core similarity assets/samples/chelsea.jpg --other assets/samples/flower.jpg "
-                            f"--layer {layer} --at 40,{h - 1} --model embedded")
+    assert item.command == (f"python -m core similarity assets/samples/chelsea.jpg --layer {layer} "
+                            f"--other assets/samples/flower.jpg --at 40,{h - 1} --model embedded")
     assert item.figure.shape[1] == 2 * (w + 78) and item.settings["second image"] == "flower.jpg"
 
 

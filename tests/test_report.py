@@ -100,7 +100,7 @@ def test_render_html_escapes_and_inlines(embedded):
 def test_attack_and_perturb_commands_parse_with_the_cli(embedded):
     from core.cli import build_parser
     from core.attack.spec import ATTACK
-    from core.report import perturb_command
+    from core.perturbation.spec import MASKS
     from core.spec import model_context
 
     parser, _ = build_parser()
@@ -109,19 +109,27 @@ def test_attack_and_perturb_commands_parse_with_the_cli(embedded):
     args = parser.parse_args(shlex.split(cmd)[3:])
     assert args.images == ["assets/samples/my cat.jpg"] and args.eps == 4 and args.step == 1 and args.steps == 10
     assert args.random_start and args.no_early_stop and args.seed == 3 and args.model == "embedded"
-    cmd = perturb_command("x.jpg", embedded.card, method="extremal", area=0.05, variant="preserve",
-                          perturbation="blur", iterations=300, target=281)
+    # the page's values (TorchRay's 800 steps with the stop) written out, one area per mask
+    values = MASKS.defaults(model_context(embedded, target=281))
+    cmd = MASKS.command_line("x.jpg", embedded.card, values, extra=["--area", "0.05"])
     args = parser.parse_args(shlex.split(cmd)[3:])
-    assert (args.method, args.area, args.variant, args.iterations, args.target) == ("extremal", 0.05, "preserve",
-                                                                                      300, 281)
+    assert (args.method, args.area, args.variant, args.perturbation, args.iterations, args.target, args.converge) == (
+        "extremal", 0.05, "preserve", "blur", 800, "281", True)
+    assert MASKS.from_args(args, model_context(embedded)) == {**values, "areas": (0.1,)}  # --area is the command's
+    values = MASKS.complete({"method": "meaningful", "converge": False, "target": 3}, model_context(embedded))
+    args = parser.parse_args(shlex.split(MASKS.command_line("x.jpg", embedded.card, values))[3:])
+    assert (args.method, args.area, args.variant, args.iterations, args.converge) == (
+        "meaningful", None, "delete", 300, None)
+    assert MASKS.from_args(args, model_context(embedded)) == values
 
 
 def test_predict_visualize_similarity_net2vec_and_index_commands_parse_with_the_cli(embedded):
     from core.cli import build_parser
     from core.features.featurevis_spec import FEATUREVIS, VISUALIZE_OUT_DIR
     from core.features.net2vec_spec import NET2VEC
+    from core.features.similarity_spec import SIMILARITY
     from core.index.spec import commands as index_commands
-    from core.report import predict_command, similarity_command
+    from core.report import predict_command
     from core.spec import model_context
 
     parser, _ = build_parser()
@@ -145,9 +153,11 @@ def test_predict_visualize_similarity_net2vec_and_index_commands_parse_with_the_
     args = parse(visualize_command(objective="logit", **{"class": 281}, steps=8, size=64))
     assert args.layer is None and args.objective == "logit" and not args.pixels
     assert (args.channel, args.steps, args.size, args.seed, args.lr, args.rotate) == (281, 8, 64, 0, 0.05, 10.0)
-    args = parse(similarity_command("a b.jpg", embedded.card, layer="blocks.5", x=30, y=112, other="coffee.jpg"))
+    args = parse(SIMILARITY.command_line("a b.jpg", embedded.card, {"layer": "blocks.5"},
+                                         extra=["--other", "coffee.jpg", "--at", "30,112"]))
     assert (args.image, args.other, args.layer, args.at) == ("a b.jpg", "coffee.jpg", "blocks.5", (30.0, 112.0))
-    assert parse(similarity_command("a.jpg", embedded.card, layer="blocks.5", x=1, y=2, other=None)).other is None
+    assert parse(SIMILARITY.command_line("a.jpg", embedded.card, {"layer": "blocks.5"}, extra=["--at", "1,2"])
+                 ).other is None
     args = parse(NET2VEC.command_line("assets/samples", embedded.card, {"layer": "blocks.4", "concepts": "colors",
                                                                         "size": 14, "iterations": 300}))
     assert (args.folder, args.layer, args.concepts, args.size, args.iterations) == ("assets/samples", "blocks.4",

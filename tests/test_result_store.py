@@ -189,17 +189,17 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
     keys are the pages' defaults: what is checked is that the pages read exactly the keys warm wrote)."""
     from dataclasses import replace
 
-    import core.warm as core_warm
     from core.cli import main
+    from core.perturbation import masks
     from core.techniques import TECHNIQUES
 
     folder = tmp_path / "photos"
     folder.mkdir()
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    run_masks, featurevis = core_warm.run_masks, TECHNIQUES["featurevis"]
-    monkeypatch.setattr(core_warm, "run_masks", lambda m, x, s, progress=None: run_masks(
-        m, x, replace(s, iterations=20), progress))
+    run_masks, featurevis = TECHNIQUES["perturbation"].run, TECHNIQUES["featurevis"]
+    monkeypatch.setitem(TECHNIQUES, "perturbation", replace(TECHNIQUES["perturbation"], run=lambda m, x, v, **kw: (
+        run_masks(m, x, {**v, "iterations": 20}, **kw))))
     monkeypatch.setitem(TECHNIQUES, "featurevis", replace(featurevis, run=lambda m, s, v, progress=None: featurevis.run(
         m, s, {**v, "steps": 8, "size": 64}, progress=progress)))
     assert main(["warm", str(folder), "--pages", "attack", "perturbation", "featurevis", "--model", "embedded",
@@ -214,8 +214,8 @@ def test_warm_writes_what_the_attack_perturbation_and_featurevis_pages_read(app,
 
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
-    monkeypatch.setattr(core_warm, "run_masks", refuse)
-    for name in ("attack", "featurevis"):
+    monkeypatch.setattr(masks, "perturbation_masks", refuse)
+    for name in ("attack", "featurevis", "perturbation"):
         monkeypatch.setitem(TECHNIQUES, name, replace(TECHNIQUES[name], run=refuse))
     cache.results.clear()  # a restarted server
     app.run()
@@ -239,12 +239,16 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     index's files untouched; a changed folder extends it. The warmed values are computed cheaply (saliency under
     the SmoothGrad key, 4 curve steps, 10 Net2Vec steps): the keys are the pages' defaults, and the test checks
     that the pages read exactly those keys."""
+    from dataclasses import replace
+
     import core.attribution.registry as registry
     import core.features.net2vec as core_net2vec
+    import core.features.similarity as core_similarity
     import core.index as core_index
     import core.warm as core_warm
     from core.cli import main
     from core.index.spec import EXCITED_N
+    from core.techniques import TECHNIQUES
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -282,9 +286,10 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
     monkeypatch.setattr(registry, "attribute", refuse)
-    for name in ("run_evaluation", "run_similarity"):
-        monkeypatch.setattr(core_warm, name, refuse)
+    monkeypatch.setattr(core_warm, "run_evaluation", refuse)
     monkeypatch.setattr(core_net2vec, "net2vec", refuse)
+    monkeypatch.setattr(core_similarity, "layer_features", refuse)
+    monkeypatch.setitem(TECHNIQUES, "similarity", replace(TECHNIQUES["similarity"], run=refuse))
     monkeypatch.setattr(core_index, "build_index", refuse)
     monkeypatch.setattr(core_index.ActivationIndex, "excited_by", refuse)
     cache.results.clear()  # a restarted server

@@ -22,13 +22,11 @@ from core.errors import dataset as core_error_data
 from core.errors import evaluate as core_errors
 from core.errors import explain as core_explain
 from core.features import filters as core_filters
-from core.features import similarity as core_similarity
 from core import index as core_index
 from core.index import spec as index_spec
 from core.model import LensModel, load_model
 from core.model import labels as core_labels
 from core.model import predict as core_predict
-from core.perturbation import masks as core_perturbation
 from core.spec import Technique, model_context
 
 
@@ -254,27 +252,7 @@ def sample_patches(model: LensModel, layer: str, channel: int, n: int) -> list[t
     return [(p, patch_crop(directory, stamp, p.image_id, p.box)) for p in index.top(layer, channel, n)]
 
 
-# ------------------------------------------------------------------- perturbation masks, similarity, Net2Vec
-
-MaskSettings = core_warm.MaskSettings
-
-
-def perturbation_masks(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, settings: MaskSettings,
-                       progress=None, preview=None) -> core_perturbation.PerturbationResult:
-    """Masks for one image ``x`` (3, H, W) in [0, 1] (see core.perturbation.masks.perturbation_masks);
-    ``preview(masks (K, H, W), fraction)`` sees the masks refine (after the first step and every 10th)."""
-    return _long(core_warm.mask_key(model_key, image_key, settings), progress, model,
-                 lambda progress, _batch, preview=None: core_warm.run_masks(model, x, settings, progress, preview),
-                 preview=preview)
-
-
-def similarity_features(model: LensModel, model_key: str, x: torch.Tensor, image_key: str,
-                        layer: str) -> core_similarity.LayerFeatures:
-    """Unit-normalised features of one image ``x`` (3, H, W) in [0, 1] at one layer: computed once (one forward
-    pass, not a scheduled job), kept in the result store, then every click is a dot product."""
-    return results().get_or_compute(core_warm.similarity_key(model_key, image_key, layer),
-                                    lambda: core_warm.run_similarity(model, x, layer))
-
+# --------------------------------------------------------------------------------------------------- Net2Vec
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _images_key(paths: tuple[str, ...], stamps: tuple) -> tuple:

@@ -5,21 +5,22 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from core.features.similarity_spec import NO_OTHER, OTHER, SIMILARITY, X, Y
 from core.render import ColourMap, Scale, captioned_strip, colorbar, display_map, overlay, with_colorbar
-from core.report import similarity_command
 from ui import permalink, report
 from ui.permalink import Param
 
 
-def bind(layers: list[str], others: list[str], w: int, h: int) -> None:
-    """Restore the page's settings from the link (layer, second image, stretch, point), then publish them; a
-    linked point outside this image is clamped to it."""
-    permalink.bind([Param("layer", "lens_sim_layer", options=layers),
-                    Param("other", "lens_sim_other", options=others),
+def bind(view: dict) -> None:
+    """Restore the page's view settings (:data:`core.features.similarity_spec.VIEW`: second image, stretch,
+    point) from the link, then publish them; the point starts at its declared default, and a linked point outside
+    this image is clamped to it. ``view``: the sample photos' names (``others``), ``width`` and ``height``."""
+    permalink.bind([Param("other", "lens_sim_other", options=list(OTHER.options(view))),
                     Param("stretch", "lens_sim_stretch", bool),
                     Param("x", "lens_sim_x", int), Param("y", "lens_sim_y", int)])
-    for key, n in (("lens_sim_x", w), ("lens_sim_y", h)):
-        st.session_state[key] = min(max(0, int(st.session_state.get(key, n // 2))), n - 1)
+    for s, n in ((X, view["width"]), (Y, view["height"])):
+        key = s.widget_key(SIMILARITY.prefix, {})
+        st.session_state[key] = min(max(0, int(st.session_state.get(key, s.start(view)))), n - 1)
 
 
 def picture(image, values, stretch: bool) -> tuple[np.ndarray, Scale]:
@@ -70,9 +71,9 @@ def report_button(selection, layer: str, x: int, y: int, cell, grid, own: np.nda
         selection, title=f"Similarity at ({x}, {y}) in {layer}", figure=captioned_strip(panels),
         caption=colours_caption(stretch),
         settings={"layer": layer, "point (model-input pixels)": f"{x}, {y}", "cell": str(cell),
-                  "second image": other_name or "(none)", "colours": "stretched" if stretch else "absolute -1..1"},
-        command=similarity_command(report.image_arg(selection), selection.model.card, layer=layer, x=x, y=y,
-                                   other=other_arg),
+                  "second image": other_name or NO_OTHER, "colours": "stretched" if stretch else "absolute -1..1"},
+        command=SIMILARITY.command_line(report.image_arg(selection), selection.model.card, {"layer": layer}, extra=[
+            *(["--other", other_arg] if other_arg else []), "--at", f"{int(x)},{int(y)}"]),
         seconds=seconds, figures=figures,
         notes=("The command saves the map over the second image when one is named, else over the image.",)),
         key=f"sim_{selection.key}_{layer}_{x}_{y}_{other_name}_{stretch}")

@@ -15,7 +15,6 @@ so that the returned mask's mean is the requested area.
 from __future__ import annotations
 
 import enum
-import math
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -27,6 +26,9 @@ from ..blur import gaussian_blur
 from ..inputs import check_input, resolve_target
 from ..model.wrapper import LensModel
 from ..progress import Cancel, Progress, is_cancelled, report
+from .convergence import CHECK_EVERY, SETTLE_STEPS, STABLE_IOU, Stability, region_iou, top_regions
+from .smooth_mask import SmoothMask, area_loss
+
 Preview = Callable[[torch.Tensor, float], None]  # (K, H, W) masks on the CPU, fraction done
 PREVIEW_EVERY = 10  # steps between previews after the first one
 
@@ -35,19 +37,12 @@ PREVIEW_EVERY = 10  # steps between previews after the first one
 EXTREMAL_ITERATIONS = 300
 MEANINGFUL_ITERATIONS = 300
 TORCHRAY_ITERATIONS = 800
+DEFAULT_AREA = 0.1  # one extremal mask's area when none is asked for (a fraction of the image)
 # TorchRay multiplies the area weight by 1.0035 per step over 800 steps; a shorter run keeps the same end weight.
 _AREA_WEIGHT_START = 300.0
 _AREA_WEIGHT_GROWTH_TOTAL = 1.0035 ** TORCHRAY_ITERATIONS
-# The convergence stop (``converge=True``): the run follows the same path as the fixed run of ``iterations`` steps
-# (the area weight stretched over all of them, as TorchRay's), and from SETTLE_STEPS on, every CHECK_EVERY steps,
-# the evidence region (the top ``area`` of each mask; the mask > 0.5 for meaningful perturbation) is compared
-# with the one at the previous check; the run stops once every mask's region has changed by less than
-# STABLE_IOU (intersection over union) at PATIENCE checks in a row. Measured against TorchRay's 800 steps on the
-# sample photos: docs/performance.md.
-SETTLE_STEPS = 100
-CHECK_EVERY = 10
-STABLE_IOU = 0.96
-PATIENCE = 3
+# The convergence stop (``converge=True``, core/perturbation/convergence.py) ends the run once the evidence
+# regions hold still; SETTLE_STEPS and STABLE_IOU are read here at call time.
 # Meaningful perturbation's learning rate halves every MEANINGFUL_LR_HALF_LIFE steps (Fong & Vedaldi's Adam at lr 0.1
 # from the first step; with a constant rate the jittered objective keeps the mask moving for ever: docs/performance.md).
 # Its stop bounds the region's remaining drift instead of using STABLE_IOU: the Jaccard distance (1 - IoU) is a
@@ -146,130 +141,6 @@ class PerturbationPyramid:
         return (1 - frac) * y0 + frac * y1
 
 
-# The soft maximum runs over chunks of grid cells of at most this much scratch (cells × step² × 81 floats): one
-# chunk for up to 4 masks of 224², so that large inputs do not allocate unbounded scratch. Chunks that stay in the
-# cache (2 MB) gained ≤ 10 % of the mask at 1 thread but made it 2-5 × slower at 2 threads on a loaded machine
-# (every small operation is an OpenMP region that waits for a descheduled partner): docs/performance.md.
-_CHUNK_BYTES = 64 << 20
-
-
-class _SoftMax(torch.autograd.Function):
-    """pooled = Σ_j b_j softmax(c b)_j over the J neighbours of each pixel, with b_pj = nb_j · w_pj: nb (N, 1, J)
-    the neighbouring parameters of each of the N grid cells, w (1, P, J) the bump weights of the P = step² pixels
-    of a cell (they depend only on a pixel's place in its cell). Returns (N, P).
-
-    One node instead of autograd's chain, with as few passes over the N × P × J values as the arithmetic allows,
-    chunk by chunk of cells (``chunk`` cells, scratch ``buffers[1]``).
-    Forward: e = exp(c b - shift) with shift = c · max_j nb_j per cell (one fused multiply-add, one exp; softmax
-    is shift-invariant and with parameters in [0, 1] every pixel keeps a term ≥ exp(-c), so nothing under- or
-    overflows: the nearest bump has weight 1 and every other term is ≤ exp(0)), Z = Σ_j e, ew = e · w (saved),
-    pooled = Σ_j ew_j nb_j / Z (a batched matrix-vector product). The gradient ∂pooled/∂b_j = s_j (1 + c b_j -
-    c pooled), s = e / Z, summed over a cell's pixels: ∂/∂nb_j = Σ_p s w (g (1 - c pooled)) + c nb_j Σ_p s w² g,
-    two batched vector-matrix products with the saved ew (ew · w in the scratch). Results equal the unfold +
-    softmax formulation to float rounding (test). A buffer reused before the previous backward ran trips
-    autograd's in-place check (RuntimeError)."""
-
-    @staticmethod
-    def forward(ctx, nb: torch.Tensor, weight: torch.Tensor, cweight: torch.Tensor, coldness: float,
-                buffers: tuple, chunk: int) -> torch.Tensor:
-        ew, scratch = buffers
-        n_cells = nb.shape[0]
-        shift = nb.amax(dim=-1, keepdim=True).mul_(-coldness)  # (N, 1, 1): -c max_j nb_j
-        z = nb.new_empty(n_cells, ew.shape[1], 1)
-        num = nb.new_empty(n_cells, ew.shape[1], 1)
-        for a in range(0, n_cells, chunk):
-            b = min(n_cells, a + chunk)
-            e = torch.addcmul(shift[a:b], nb[a:b], cweight, out=scratch[:b - a]).exp_()
-            torch.sum(e, dim=-1, keepdim=True, out=z[a:b])
-            torch.bmm(torch.mul(e, weight, out=ew[a:b]), nb[a:b].transpose(1, 2), out=num[a:b])
-        ctx.save_for_backward(nb, weight, ew, z, num)
-        ctx.coldness, ctx.chunk, ctx.scratch = coldness, chunk, scratch
-        return (num / z).squeeze(-1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        nb, weight, ew, z, num = ctx.saved_tensors
-        c, chunk, scratch = ctx.coldness, ctx.chunk, ctx.scratch
-        g = grad.unsqueeze(-1) / z                          # (N, P, 1): g / Z
-        # (N, 1, P) rows, contiguous (a strided left operand slows the products by a third)
-        coef = (g * (1 - c * (num / z))).transpose(1, 2).contiguous()  # g (1 - c pooled) / Z
-        g = g.transpose(1, 2).contiguous()
-        first, second = torch.empty_like(nb), torch.empty_like(nb)
-        for a in range(0, nb.shape[0], chunk):
-            b = min(nb.shape[0], a + chunk)
-            torch.bmm(coef[a:b], ew[a:b], out=first[a:b])
-            torch.bmm(g[a:b], torch.mul(ew[a:b], weight, out=scratch[:b - a]), out=second[a:b])
-        return first.addcmul_(nb, second, value=c), None, None, None, None, None
-
-
-class SmoothMask:
-    """Maps a coarse parameter grid to a smooth (H, W) mask: each parameter is a flat-topped bump of radius
-    ``sigma`` at its grid point, and the mask is a soft maximum of the bumps covering a pixel (TorchRay's
-    "max-convolution" parameterisation: a region can be switched on without blurring its edges).
-
-    Computed per grid cell (the ``step`` × ``step`` pixels that share their neighbouring parameters) with the
-    bumps broadcast over the cell, and one fused autograd node for the soft maximum: the same mask as TorchRay's
-    unfold + nearest upsampling, without materialising the upsampled neighbours."""
-
-    def __init__(self, size: tuple[int, int], step: int = 7, sigma: float = 21.0, coldness: float = 20.0,
-                 device: torch.device | str = "cpu") -> None:
-        h, w = size
-        self.size, self.step, self.sigma, self.coldness = (h, w), step, sigma, coldness
-        self.margin = int(math.ceil(sigma))     # grid points extend past the border by sigma
-        self.radius = 1 + int(math.ceil(sigma / step))
-        self.shape_in = tuple(int(math.ceil((n + 2 * self.margin) / step)) + 1 for n in (h, w))
-        # pixel u belongs to grid cell floor((u + margin) / step); the cells that hold image pixels, and where
-        # the image starts in the first of them
-        self.cells = tuple(range(self.margin // step, (n - 1 + self.margin) // step + 1) for n in (h, w))
-        self.offset = self.margin % step
-        k = 2 * self.radius + 1
-        # a pixel's offsets to its neighbouring grid points depend only on its place in its cell
-        wy, wx = (self._axis(torch.arange(step, dtype=torch.float32) - self.offset) for _ in range(2))
-        # weight[y, x, k] = kernel(distance from pixel (y, x) of a cell to its k-th neighbouring grid point / sigma)
-        d = torch.sqrt(wy[:, None, :, None] ** 2 + wx[None, :, None, :] ** 2)  # (ky, kx, step, step)
-        kernel = torch.exp(-2 * ((d / sigma - 0.5).clamp(min=0) ** 2))
-        # (1, P, J): a cell's pixels (row-major), neighbours last (contiguous)
-        self.weight = kernel.reshape(k * k, step * step).t().contiguous().unsqueeze(0).to(device)
-        self.cweight = self.weight * coldness
-        self._buffers: dict[tuple, tuple[torch.Tensor, ...]] = {}
-
-    def _axis(self, u: torch.Tensor) -> torch.Tensor:
-        """(2r+1, n) offsets from each pixel position ``u`` (n,) to the grid points around it."""
-        nearest = torch.floor((u + self.margin) / self.step)  # grid index left of / at the pixel
-        offsets = torch.arange(-self.radius, self.radius + 1, dtype=torch.float32)
-        grid_pos = (nearest[None, :] + offsets[:, None]) * self.step - self.margin  # (2r+1, n)
-        return u[None, :] - grid_pos
-
-    def inside(self) -> torch.Tensor:
-        """(1, 1, *shape_in): 1 for grid points inside the image, 0 for those in the margin."""
-        masks = []
-        for n, size in zip(self.shape_in, self.size):
-            pos = torch.arange(n, dtype=torch.float32) * self.step - self.margin
-            masks.append(((pos >= 0) & (pos <= size - 1)).float())
-        return (masks[0][:, None] * masks[1][None, :]).view(1, 1, *self.shape_in).to(self.weight.device)
-
-    def __call__(self, params: torch.Tensor) -> torch.Tensor:
-        """(K, 1, *shape_in) parameters in [0, 1] -> (K, 1, H, W) mask in [0, 1]."""
-        k = 2 * self.radius + 1
-        gh, gw = self.shape_in
-        (cy, cx) = self.cells
-        nb = F.unfold(params, (k, k), padding=self.radius).view(params.shape[0], k * k, gh, gw)
-        n = params.shape[0]
-        nb = nb[:, :, cy[0]:cy[-1] + 1, cx[0]:cx[-1] + 1].permute(0, 2, 3, 1)
-        nb = nb.reshape(n * len(cy) * len(cx), 1, k * k).contiguous()  # (cells, 1, J)
-        per_cell = self.step ** 2 * k * k
-        chunk = max(1, _CHUNK_BYTES // (per_cell * params.element_size()))
-        key = (n, params.dtype, params.device, chunk)
-        if key not in self._buffers:
-            self._buffers[key] = (params.new_empty(nb.shape[0], self.step ** 2, k * k),
-                                  params.new_empty(min(chunk, nb.shape[0]), self.step ** 2, k * k))
-        pooled = _SoftMax.apply(nb, self.weight, self.cweight, self.coldness, self._buffers[key], chunk)
-        h, w = self.size
-        pooled = pooled.view(n, len(cy), len(cx), self.step, self.step).permute(0, 1, 3, 2, 4)
-        pooled = pooled.reshape(n, 1, len(cy) * self.step, len(cx) * self.step)
-        o = self.offset
-        return pooled[:, :, o:o + h, o:o + w].clamp(0, 1)
-
 
 def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: int
              ) -> tuple[torch.Tensor, int, float]:
@@ -283,26 +154,6 @@ def _prepare(model: LensModel, x: torch.Tensor, target: int | None, iterations: 
     t = int(resolve_target(model, x, target, logits=logits)[0])
     return x, t, float(logits.softmax(-1)[0, t])
 
-
-def _area_loss(mask: torch.Tensor, ones: Sequence[int]) -> torch.Tensor:
-    """TorchRay's area constraint ``mean((sort(m) - r)²)`` per row of ``mask`` (K, n), with ``r`` the sorted
-    reference of ``ones[i]`` ones, without the sort: Σ sort(m) r is the sum of the ``ones[i]`` largest values, found
-    by one selection (``kthvalue``). Same value; the same gradient 2 (m - r(m)) / n, where values tied at the
-    threshold share the ones left for them (the sort hands them out in its own order)."""
-    n = mask.shape[1]
-    rows = []
-    for i, k in enumerate(ones):
-        m = mask[i]
-        if k <= 0:
-            rows.append(m.pow(2).mean())
-            continue
-        with torch.no_grad():
-            threshold = m.kthvalue(n - k + 1).values
-            above = m > threshold
-            tied = m == threshold
-            r = above.to(m.dtype) + tied.to(m.dtype) * ((k - above.sum()) / tied.sum())
-        rows.append((m - r).pow(2).mean() + (k - r.pow(2).sum()) / n)
-    return torch.stack(rows)
 
 
 def _finish(model: LensModel, images: torch.Tensor, target: int) -> torch.Tensor:
@@ -342,50 +193,10 @@ def _optimise(params: torch.Tensor, optimizer: torch.optim.Optimizer, iterations
     return losses, scores, False
 
 
-class _Stability:
-    """The convergence stop: after ``settle`` steps, every CHECK_EVERY steps, the evidence regions (bool (K, n)
-    from ``regions()``) against those of the previous check; True once all K have IoU ≥ ``stable_iou`` (None:
-    STABLE_IOU) at PATIENCE checks in a row."""
-
-    def __init__(self, regions: Callable[[], torch.Tensor], settle: int, stable_iou: float | None = None) -> None:
-        self.regions, self.settle, self.stable_iou = regions, settle, stable_iou
-        self.previous: torch.Tensor | None = None
-        self.streak = 0
-        self.stopped = False
-
-    def __call__(self, t: int) -> bool:
-        if t + 1 < self.settle or (t + 1 - self.settle) % CHECK_EVERY:
-            return False
-        current = self.regions()
-        if self.previous is not None:
-            threshold = STABLE_IOU if self.stable_iou is None else self.stable_iou
-            stable = bool((region_iou(current, self.previous) >= threshold).all())
-            self.streak = self.streak + 1 if stable else 0
-        self.previous = current
-        self.stopped = self.streak >= PATIENCE
-        return self.stopped
-
-
-def region_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Intersection over union of bool regions (K, ...) -> (K,); two empty regions count as equal (1)."""
-    a, b = a.flatten(1), b.flatten(1)
-    union = (a | b).sum(1)
-    return torch.where(union > 0, (a & b).sum(1) / union.clamp(min=1), torch.ones_like(union, dtype=torch.float))
-
-
-def top_regions(masks: torch.Tensor, areas: Sequence[float]) -> torch.Tensor:
-    """(K, ...) masks -> bool (K, n): the round(n · area) largest values of each (ties at the threshold kept)."""
-    flat = masks.detach().flatten(1)
-    n = flat.shape[1]
-    out = []
-    for m, a in zip(flat, areas):
-        k = max(1, int(round(n * a)))
-        out.append(m >= m.kthvalue(n - k + 1).values)
-    return torch.stack(out)
 
 
 def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None = None, *,
-                          areas: Sequence[float] = (0.1,), variant: Variant = Variant.PRESERVE,
+                          areas: Sequence[float] = (DEFAULT_AREA,), variant: Variant = Variant.PRESERVE,
                           perturbation: Perturbation = Perturbation.BLUR, iterations: int = EXTREMAL_ITERATIONS,
                           step: int | None = None, sigma: float | None = None, learning_rate: float = 0.05,
                           jitter: bool = True, converge: bool = False,
@@ -439,10 +250,11 @@ def extremal_perturbation(model: LensModel, x: torch.Tensor, target: int | None 
         if jitter and t % 2 == 0:
             images = torch.flip(images, dims=(3,))
         logits = model(images).float()
-        area_loss = _area_loss(mask.view(len(areas), -1), ones) * area_weight * growth ** min(t, schedule)
-        return area_loss - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
+        constraint = area_loss(mask.view(len(areas), -1), ones) * area_weight * growth ** min(t, schedule)
+        return constraint - sign * logits[:, target], logits.detach().softmax(-1)[:, target]
 
-    stability = _Stability(lambda: top_regions(last["mask"], areas), min(SETTLE_STEPS, iterations)) if converge else None
+    stability = (Stability(lambda: top_regions(last["mask"], areas), min(SETTLE_STEPS, iterations), STABLE_IOU)
+                 if converge else None)
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
                                           "extremal perturbation",
                                           (preview, lambda: last["mask"]) if preview is not None else None,
@@ -542,8 +354,8 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
         with torch.no_grad():
             return compose(params)[0]
 
-    stable_iou = (1 - MEANINGFUL_DRIFT * (1 - 0.5 ** (CHECK_EVERY / lr_half_life))) if lr_half_life else None
-    stability = (_Stability(lambda: current()[:, 0] > 0.5, min(SETTLE_STEPS, iterations), stable_iou) if converge
+    stable_iou = (1 - MEANINGFUL_DRIFT * (1 - 0.5 ** (CHECK_EVERY / lr_half_life))) if lr_half_life else STABLE_IOU
+    stability = (Stability(lambda: current()[:, 0] > 0.5, min(SETTLE_STEPS, iterations), stable_iou) if converge
                  else None)
     losses, scores, cancelled = _optimise(params, optimizer, iterations, objective, progress, cancel,
                                           "meaningful perturbation", (preview, current) if preview is not None else None,
@@ -558,7 +370,7 @@ def meaningful_perturbation(model: LensModel, x: torch.Tensor, target: int | Non
 
 
 def perturbation_masks(model: LensModel, x: torch.Tensor, target: int | None = None, *,
-                       method: MaskMethod = MaskMethod.EXTREMAL, areas: Sequence[float] = (0.1,),
+                       method: MaskMethod = MaskMethod.EXTREMAL, areas: Sequence[float] = (DEFAULT_AREA,),
                        variant: Variant | None = None, iterations: int | None = None,
                        perturbation: Perturbation = Perturbation.BLUR, converge: bool = False,
                        progress: Progress | None = None, cancel: Cancel | None = None,

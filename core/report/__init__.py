@@ -148,24 +148,9 @@ def _command(sub: str, image: str | None, card, pairs: Sequence[tuple[str, objec
     return " ".join(shlex.quote(a) for a in args)
 
 
-def perturb_command(image: str, card, *, method: str, area: float | None, variant: str, perturbation: str,
-                    iterations: int, target: int, converge: bool = False) -> str:
-    """``python -m core perturb`` for one mask (one area); with ``converge``, ``iterations`` is the most steps
-    (the run asked for, not the steps it used: the path depends on it)."""
-    return _command("perturb", image, card, [
-        ("--method", method), ("--area", None if area is None else f"{area:g}"), ("--variant", variant),
-        ("--perturbation", perturbation), ("--iterations", int(iterations)), ("--target", int(target))],
-        ["--converge"] if converge else [])
-
-
 def predict_command(image: str, card, *, top: int = 5) -> str:
     """``python -m core predict`` for the top ``top`` classes of one image."""
     return _command("predict", image, card, [("--top", int(top))])
-
-
-def similarity_command(image: str, card, *, layer: str, x: int, y: int, other: str | None) -> str:
-    """``python -m core similarity`` for one query point (model-input pixels), against ``other`` if given."""
-    return _command("similarity", image, card, [("--other", other), ("--layer", layer), ("--at", f"{int(x)},{int(y)}")])
 
 
 def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, title: str | None = None,  # noqa: F821
@@ -296,5 +281,5 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
 
 
 __all__ = ["ReportItem", "attribute_command", "attribution_item", "contrast_command", "data_uri",
-           "errors_command", "repo_path", "model_args", "model_card_rows", "perturb_command", "predict_command",
-           "render_html", "similarity_command", "versions"]
+           "errors_command", "repo_path", "model_args", "model_card_rows", "predict_command", "render_html",
+           "versions"]
