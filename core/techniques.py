@@ -7,9 +7,11 @@ settings), the warm-up and the report pick it up with no other edit.
 from __future__ import annotations
 
 from .attack.spec import ATTACK, EVIDENCE, MIN_EPS
+from .errors.spec import ERRORS, MISTAKE_MAPS, SEPARATING
 from .spec import Technique
 
-TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE)}
+TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE, ERRORS, MISTAKE_MAPS,
+                                                        SEPARATING)}
 
 
 def register(technique: Technique, *, replace_existing: bool = False) -> Technique:

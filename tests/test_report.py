@@ -162,7 +162,8 @@ def test_errors_and_contrast_commands_parse_with_the_cli(embedded):
     from core.cli import build_parser
     from core.errors.demo import DEMO_HEAD
     from core.model import load_model
-    from core.report import contrast_command, errors_command, model_args
+    from core.errors.spec import errors_command
+    from core.report import contrast_command, model_args
 
     parser, _ = build_parser()
     head = load_model(None, str(DEMO_HEAD))

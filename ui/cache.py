@@ -20,8 +20,6 @@ from core import warm as core_warm
 from core.attribution.registry import REGISTRY, attribute
 from core.catalogue import LayerInfo, catalogue
 from core.errors import dataset as core_error_data
-from core.errors import evaluate as core_errors
-from core.errors import explain as core_explain
 from core.features import featurevis as core_featurevis
 from core.features import filters as core_filters
 from core.features import similarity as core_similarity
@@ -417,29 +415,6 @@ def labelled_model(_model: LensModel, model_key: str, labels: tuple[str, ...]) -
 def folder_stamp(folder: str) -> str:
     """Changes when the labelled folder (or CSV) gains, loses or changes a file."""
     return core_error_data.stamp(folder)
-
-
-def error_evaluation(model: LensModel, model_key: str, folder: str, stamp: str, progress=None):
-    """:class:`core.errors.evaluate.Evaluation` of ``folder`` (raises ImageError); predictions cached on disk."""
-    return _long(("errors", model_key, folder, stamp), progress, model,
-                 lambda progress, _batch: core_errors.evaluate(model, folder, progress=progress))
-
-
-def mistake_maps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, predicted: int, true: int,
-                 layer: str | None, samples: int, progress=None):
-    """Grad-CAM and SmoothGrad for the predicted and true class and their contrast (MistakeMaps) of one image."""
-    methods = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "precision": "fp32"}}
-    key = ("mistake_maps", model_key, image_key, predicted, true, layer, samples)
-    return _long(key, progress, model, lambda progress, _batch: core_explain.explain_mistake(
-        model, x.unsqueeze(0), predicted, true, methods=methods, progress=progress))
-
-
-def separating_channels(model: LensModel, model_key: str, evaluation, folder: str, stamp: str, true: int,
-                        predicted: int, layer: str, n: int, progress=None):
-    """:class:`core.errors.explain.ChannelSeparation` of one confusion cell (raises ValueError)."""
-    key = ("separating", model_key, folder, stamp, true, predicted, layer, n)
-    return _long(key, progress, model, lambda progress, _batch: core_explain.separating_channels(
-        model, evaluation, true, predicted, layer, n=n, progress=progress))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

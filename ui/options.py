@@ -6,6 +6,8 @@ is neither shown nor passed. Each widget's value travels in the page's link (``u
 """
 from __future__ import annotations
 
+import contextlib
+
 import streamlit as st
 
 from core.attribution.spec import MethodSpec
@@ -70,6 +72,18 @@ def technique_form(spec: Technique, context: dict, *, columns: int = 3, layer_na
             for i, s in enumerate(a for a in advanced if a.shown(chosen) and a.name not in fixed):
                 chosen[s.name] = _bound_widget(spec, s, context, chosen, acols[i % len(acols)], layer_names)
     return spec.complete(chosen, context)
+
+
+def setting_widget(spec: Technique, name: str, context: dict, *, chosen: dict | None = None, where=None,
+                   layer_names=None):
+    """Draw one declared setting of ``spec`` where the page's layout puts it (``where``: a column or container;
+    default: in place), keyed and linked as :func:`technique_form` does; returns its value.
+
+    Args:
+        chosen: the settings chosen so far (a label, range or key may depend on them).
+    """
+    return _bound_widget(spec, spec.setting(name), context, dict(chosen or {}),
+                         where if where is not None else contextlib.nullcontext(), layer_names)
 
 
 def _bound_widget(spec: Technique, s: Setting, context: dict, chosen: dict, where, layer_names):

@@ -128,16 +128,6 @@ def contrast_command(image: str, card, *, method: str, predicted: int, true: int
     return " ".join(shlex.quote(a) for a in args)
 
 
-def errors_command(folder: str, card, *, top: int = 20, separate: tuple[int, int] | None = None,
-                   layer: str | None = None, channels: int = 8) -> str:
-    """``python -m core errors`` for the confusion matrix, per-class table and mistakes of a labelled folder; with
-    ``separate`` (true, predicted class indices) also the ``channels`` channels of ``layer`` that separate that
-    cell."""
-    extra = [] if separate is None else [
-        "--separate", str(int(separate[0])), str(int(separate[1])), "--layer", str(layer), "--channels", str(int(channels))]
-    return _command("errors", folder, card, [("--top", int(top))], extra)
-
-
 def filters_command(card, *, depthwise: str | None = None, out_dir: str = "lens-out/filters") -> str:
     """``python -m core filters``: the first layer's kernels, the weight statistics, and ``depthwise``'s kernels
     when given (PNGs in ``out_dir``)."""
@@ -332,6 +322,6 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
 
 
 __all__ = ["ReportItem", "attribute_command", "attribution_item", "contrast_command", "data_uri",
-           "errors_command", "filters_command", "index_commands", "repo_path",
+           "filters_command", "index_commands", "repo_path",
            "model_args", "model_card_rows", "net2vec_command", "perturb_command", "predict_command", "render_html",
            "similarity_command", "versions", "visualize_command"]
