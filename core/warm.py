@@ -1,7 +1,7 @@
 """Precompute the default views for a folder of images into the result store, so a demo opens instantly.
 
 The keys are built by the same functions ``ui/cache.py`` uses (:func:`model_key`, :func:`content_key`,
-:func:`attribution_key`, :func:`evaluation_key`, :meth:`core.spec.Technique.key`, :func:`mask_key`, :func:`featurevis_key`,
+:func:`attribution_key`, :meth:`core.spec.Technique.key`, :func:`mask_key`, :func:`featurevis_key`,
 :func:`similarity_key`, :func:`net2vec_key`), and the computations are the ``run_*`` functions both call, so the app
 hits what ``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with
 the page's default options, for the predicted class, and the "Compare methods" grid, each method with its default
@@ -96,18 +96,8 @@ def page_featurevis(model: LensModel) -> tuple[str, tuple[int, ...], str, object
     return default_layer(model).name, (0,), "channel", settings
 
 
-CURVE_METRICS = ("deletion", "insertion")  # the curves drawn under every attribution map (ui/faithfulness.py)
-CURVE_STEPS = 50                            # their steps S, the page's default
 SIMILARITY_OTHER = "coffee.jpg"             # the Similarity page's default second image (a sample photo)
 NET2VEC_ITERATIONS = 300                    # the Net2Vec page's optimisation steps
-
-
-def evaluation_key(model_key: str, image_key: str, method: str, target: int, options: dict,
-                   metrics: tuple[str, ...], steps: int, mask_key: str = "none") -> tuple:
-    """Result-store key of the evaluation of one attribution map (ui/faithfulness.py's curves and Compare
-    methods): the map's key, the metrics, the curves' steps and the object mask's key ("none": no mask)."""
-    return (*attribution_key(model_key, image_key, method, target, options), "evaluation", tuple(metrics),
-            int(steps), mask_key)
 
 
 def similarity_key(model_key: str, image_key: str, layer: str) -> tuple:
@@ -174,16 +164,6 @@ def run_excited(model: LensModel, x, index, layer: str, n: int) -> tuple:
     """The :class:`core.index.ChannelHit` s of ``layer`` that one image ``x`` (3, H, W) in [0, 1] excites most
     (``ActivationIndex.excited_by``). Raises ValueError (an index of another model)."""
     return tuple(index.excited_by(model, x.unsqueeze(0), layer, n))
-
-
-def run_evaluation(model: LensModel, x, target: int, method: str, options: dict, values, metrics: tuple[str, ...],
-                   steps: int, mask=None, progress: Progress | None = None):
-    """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` for one
-    image ``x`` (3, H, W) in [0, 1] (the randomisation test recomputes the map with ``options``)."""
-    from .evaluation import evaluate, method_explainer
-
-    return evaluate(model, x, int(target), method=method, values=values, explain=method_explainer(method, options),
-                    metrics=metrics, steps=int(steps), mask=mask, progress=progress)
 
 
 def run_similarity(model: LensModel, x, layer: str):
@@ -447,11 +427,14 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
                 "attribution", str(path), f"{PAGE_METHOD} (page options), class {target}", akey,
                 lambda: attribute(model, inp.tensor.unsqueeze(0), target, method=PAGE_METHOD, **options))
             if amap is not None:
-                one("faithfulness", str(path), f"{PAGE_METHOD} deletion/insertion, {CURVE_STEPS} steps, "
+                from .evaluation.spec import EVALUATION, MapSubject, curve_values, map_key
+
+                curves = curve_values(model_context(model, target=target))
+                one("faithfulness", str(path), f"{PAGE_METHOD} deletion/insertion, {curves['steps']} steps, "
                                                f"class {target}",
-                    evaluation_key(mkey, ikey, PAGE_METHOD, target, options, CURVE_METRICS, CURVE_STEPS),
-                    lambda: run_evaluation(model, inp.tensor, target, PAGE_METHOD, options, amap.map[0],
-                                           CURVE_METRICS, CURVE_STEPS))
+                    EVALUATION.key(mkey, map_key(mkey, ikey, PAGE_METHOD, target, options), curves),
+                    lambda: EVALUATION.run(model, MapSubject(inp.tensor, target, PAGE_METHOD, options, amap.map[0]),
+                                           curves))
             advance("deletion/insertion curves")
         if similarity_layer is not None:
             one("similarity", str(path), f"{similarity_layer} features",

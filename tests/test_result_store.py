@@ -241,6 +241,8 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     that the pages read exactly those keys."""
     from dataclasses import replace
 
+    import importlib
+
     import core.attribution.registry as registry
     import core.index as core_index
     import core.index.build as index_build
@@ -253,17 +255,18 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(index_build, "CACHE_ROOT", tmp_path / "cache" / "index")
-    attribute, run_evaluation, run_net2vec = registry.attribute, core_warm.run_evaluation, core_warm.run_net2vec
+    evaluation_module = importlib.import_module("core.evaluation.evaluate")  # the package's name is the function
+    attribute, evaluate, run_net2vec = registry.attribute, evaluation_module.evaluate, core_warm.run_net2vec
     monkeypatch.setattr(registry, "attribute", lambda model, x, target, method, **_o: attribute(
         model, x, target, method="saliency"))
-    monkeypatch.setattr(core_warm, "run_evaluation", lambda m, x, t, meth, o, v, metrics, steps, mask=None,
-                        progress=None: run_evaluation(m, x, t, meth, o, v, metrics, 4, mask, progress))
+    monkeypatch.setattr(evaluation_module, "evaluate", lambda *a, **k: evaluate(*a, **{**k, "steps": 4}))
     monkeypatch.setattr(core_warm, "run_net2vec", lambda m, paths, s, progress=None: run_net2vec(
         m, paths, replace(s, iterations=10), progress))
     args = ["warm", str(folder), "--pages", "faithfulness", "similarity", "net2vec", "index", "--model", "embedded",
             "--json"]
     from core.evaluation import Metric
-    assert core_warm.CURVE_METRICS == (Metric.DELETION.value, Metric.INSERTION.value)  # what the page draws
+    from core.evaluation.spec import CURVE_METRICS
+    assert CURVE_METRICS == (Metric.DELETION.value, Metric.INSERTION.value)  # what the page draws
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert not out.get("errors") and out["computed"] == 7, out
@@ -286,8 +289,9 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
     monkeypatch.setattr(registry, "attribute", refuse)
-    for name in ("run_evaluation", "run_similarity", "run_net2vec", "run_excited"):
+    for name in ("run_similarity", "run_net2vec", "run_excited"):
         monkeypatch.setattr(core_warm, name, refuse)
+    monkeypatch.setattr(evaluation_module, "evaluate", refuse)
     monkeypatch.setattr(core_index, "build_index", refuse)
     monkeypatch.setattr(core_index.ActivationIndex, "excited_by", refuse)
     cache.results.clear()  # a restarted server

@@ -387,23 +387,6 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
                  preview=preview if spec.preview and preview is not None else None)
 
 
-# ------------------------------------------------------------------ faithfulness and sanity (ui/faithfulness.py)
-
-def evaluation(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, method: str, target: int,
-               options: dict, metrics: tuple[str, ...], *, values: torch.Tensor, steps: int = 50, mask=None,
-               mask_key: str = "none", progress=None):
-    """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` (the
-    cached :func:`attribution`'s), for one image ``x`` (3, H, W) in [0, 1]; the randomisation test recomputes it.
-
-    Keyed by model, image, method, target, options, metrics and the mask's key (``mask``: bool (H, W) or None).
-    A run stopped by a rerun is not stored. Raises NotApplicable, ValueError.
-    """
-    key = core_warm.evaluation_key(model_key, image_key, method, target, options, metrics, steps,
-                                   mask_key if mask is not None else "none")
-    return _long(key, progress, model, lambda progress, _batch: core_warm.run_evaluation(
-        model, x, target, method, options, values, metrics, steps, mask, progress))
-
-
 # ------------------------------------------------------------------------ error analysis (pages/error_analysis.py)
 
 @st.cache_resource(show_spinner=False, max_entries=8)
