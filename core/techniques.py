@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from .attack.spec import ATTACK, EVIDENCE, MIN_EPS
 from .errors.spec import ERRORS, MISTAKE_MAPS, SEPARATING
+from .evaluation.spec import COMPARE, EVALUATION
+from .report.spec import REPORT
 from .spec import Technique
 
 TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE, ERRORS, MISTAKE_MAPS,
-                                                        SEPARATING)}
+                                                        SEPARATING, EVALUATION, COMPARE, REPORT)}
 
 
 def register(technique: Technique, *, replace_existing: bool = False) -> Technique:

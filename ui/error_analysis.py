@@ -12,6 +12,7 @@ import streamlit as st
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.errors.spec import MISTAKE_MAPS, Mistake, errors_command
 from core.images import ImageError, load_image, preprocess
+from core.index import DEFAULT_TOP_K
 from core.errors.view import confusion_figure, mistake_figure, separation_figure
 from core.render import captioned_strip
 from core.report import ReportItem, contrast_command
@@ -248,7 +249,8 @@ def channel_examples(ev, model, layer: str, sep) -> None:
             if index_stamp is not None:
                 layers_now = sorted(set(cache.open_activation_index(directory, index_stamp).layers) | {layer})
             with progress_bar("indexing") as report:
-                cache.build_activation_index(index_model, image_root, directory, layers_now, 16, progress=report)
+                cache.build_activation_index(index_model, image_root, directory, layers_now, DEFAULT_TOP_K,
+                                             progress=report)
             st.rerun()
         st.stop()
     index = cache.open_activation_index(directory, index_stamp)

@@ -195,7 +195,7 @@ def index_commands(card, *, directory: str, layer: str, channel: int, k: int, fo
 
 
 def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, title: str | None = None,  # noqa: F821
-                     clip_percentile: float = 99.5) -> ReportItem:
+                     clip_percentile: float | None = None) -> ReportItem:
     """A :class:`ReportItem` for an :class:`~core.attribution.base.Attribution` of one image.
 
     Args:
@@ -203,11 +203,13 @@ def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, titl
         image: (3, H, W) in [0, 1], the model input the map is aligned with.
         attr: the attribution (its first image is used).
         image_arg: the image path to put in the reproducing command.
+        clip_percentile: the colour scale's top (None: the attribution view's default).
     """
     from ..attribution.view import View, figure
 
     target = int(attr.target[0])
-    pic, scale = figure(attr, image, view=View.OVERLAY, clip_percentile=clip_percentile)
+    clip = {} if clip_percentile is None else {"clip_percentile": clip_percentile}
+    pic, scale = figure(attr, image, view=View.OVERLAY, **clip)
     options = dict(attr.options)
     seed = options.get("seed") if "seed" in options else None
     figures = {name: float(values[0]) for name, values in attr.metrics.items()}
