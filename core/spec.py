@@ -95,6 +95,8 @@ class Setting:
             accepts a larger budget than the slider shows).
         cli_default: the command line's default where it differs from the page's (a one-shot command may ask
             for less than the page's interactive run); None: the function's own default. Shown in ``--help``.
+        sep: a ``tuple`` setting's flag takes one argument joined by ``sep`` (``--metrics deletion,insertion``)
+            rather than one argument per element.
     """
 
     name: str
@@ -123,6 +125,7 @@ class Setting:
     number_input: bool = False
     strict: bool = True
     cli_default: Bound = AS_PAGE
+    sep: str = ""
 
     @property
     def cli_flag(self) -> str:
@@ -339,7 +342,9 @@ class Technique:
                 continue
             kwargs: dict = {}
             choices = s.choices
-            if s.kind is tuple:
+            if s.kind is tuple and s.sep:
+                kwargs = {"type": str}
+            elif s.kind is tuple:
                 kwargs = {"nargs": "+", "type": _element_type(s)}
                 if choices:
                     kwargs["choices"] = list(choices)
@@ -367,7 +372,7 @@ class Technique:
             elif s.target:
                 value = class_index(value, context)
             elif s.kind is tuple:
-                value = tuple(value)
+                value = tuple(v.strip() for v in value.split(s.sep) if v.strip()) if s.sep else tuple(value)
             given[s.name] = value
         return self.complete(given, context, cli=True)
 
@@ -376,6 +381,14 @@ class Technique:
         """The exact ``python -m core`` command that reproduces a run with ``values``: every setting written out
         with the value used, so a later change of a default does not change the result."""
         args = ["python", "-m", "core", *self.command.split(), *([subject] if subject is not None else [])]
+        args += self.flags(values)
+        args += list(extra) + (model_args(card) if card is not None else [])
+        return " ".join(shlex.quote(a) for a in args)
+
+    def flags(self, values: Mapping[str, object]) -> list[str]:
+        """The command-line arguments that give ``values`` (what :meth:`command_line` writes after the subject),
+        for a command that combines them with other flags."""
+        args: list[str] = []
         for name, value in values.items():
             s = self.setting(name)
             if not s.cli or value is None:
@@ -386,11 +399,11 @@ class Technique:
                     args.append(s.cli_flag)
                 continue
             if s.kind is tuple:
-                args += [s.cli_flag, *(str(v) for v in value)]
+                items = [str(v) for v in value]
+                args += [s.cli_flag, *([s.sep.join(items)] if s.sep else items)]
                 continue
             args += [s.cli_flag, _number(value)]
-        args += list(extra) + (model_args(card) if card is not None else [])
-        return " ".join(shlex.quote(a) for a in args)
+        return args
 
     def _flags(self) -> dict[str, list[Setting]]:
         flags: dict[str, list[Setting]] = {}
@@ -430,7 +443,8 @@ def _help(s: Setting) -> str:
     elif s.kind is bool:
         shown = ""
     else:
-        shown = f" (default {_number(plain(default)) if not isinstance(default, tuple) else ' '.join(map(str, default))})"
+        text_ = (s.sep or " ").join(map(str, plain(default))) if isinstance(default, tuple) else _number(plain(default))
+        shown = f" (default {text_})"
     return text + shown
 
 

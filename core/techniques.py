@@ -7,14 +7,18 @@ settings), the warm-up and the report pick it up with no other edit.
 from __future__ import annotations
 
 from .attack.spec import ATTACK, EVIDENCE, MIN_EPS
+from .errors.spec import ERRORS, MISTAKE_MAPS, SEPARATING
+from .evaluation.spec import COMPARE, EVALUATION
 from .features.featurevis_spec import FEATUREVIS, FILTERS, INTERACTION
 from .features.net2vec_spec import NET2VEC
 from .features.similarity_spec import SIMILARITY
 from .perturbation.spec import MASKS
+from .report.spec import REPORT
 from .spec import Technique
 
-TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE, MASKS, SIMILARITY, FEATUREVIS,
-                                                        INTERACTION, FILTERS, NET2VEC)}
+TECHNIQUES: dict[str, Technique] = {t.name: t for t in (
+    ATTACK, MIN_EPS, EVIDENCE, MASKS, SIMILARITY, FEATUREVIS, INTERACTION, FILTERS, NET2VEC, ERRORS, MISTAKE_MAPS,
+    SEPARATING, EVALUATION, COMPARE, REPORT)}
 
 
 def register(technique: Technique, *, replace_existing: bool = False) -> Technique:

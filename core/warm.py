@@ -1,8 +1,8 @@
 """Precompute the default views for a folder of images into the result store, so a demo opens instantly.
 
 The keys are built by the same functions ``ui/cache.py`` uses (:func:`model_key`, :func:`content_key`,
-:func:`attribution_key`, :func:`evaluation_key`, :meth:`core.spec.Technique.key`, :func:`images_key`), and the
-computations are the ``run_*`` functions both call, so the app
+:func:`attribution_key`, :meth:`core.spec.Technique.key`, :func:`images_key`), and the computations are the
+``run_*`` functions both call, so the app
 hits what ``python -m core warm`` wrote. Covered (``PAGES``): the Attribution page (its main view, SmoothGrad with
 the page's default options, for the predicted class, and the "Compare methods" grid, each method with its default
 options), the deletion/insertion curves under the main view (``faithfulness``), the Adversarial page (the default
@@ -52,18 +52,6 @@ def attribution_key(model_key: str, image_key: str, method: str, target: int, op
 
 
 
-CURVE_METRICS = ("deletion", "insertion")  # the curves drawn under every attribution map (ui/faithfulness.py)
-CURVE_STEPS = 50                            # their steps S, the page's default
-
-
-def evaluation_key(model_key: str, image_key: str, method: str, target: int, options: dict,
-                   metrics: tuple[str, ...], steps: int, mask_key: str = "none") -> tuple:
-    """Result-store key of the evaluation of one attribution map (ui/faithfulness.py's curves and Compare
-    methods): the map's key, the metrics, the curves' steps and the object mask's key ("none": no mask)."""
-    return (*attribution_key(model_key, image_key, method, target, options), "evaluation", tuple(metrics),
-            int(steps), mask_key)
-
-
 
 
 def images_key(paths: Sequence[str | Path]) -> tuple[tuple[str, str], ...]:
@@ -79,16 +67,6 @@ def images_key(paths: Sequence[str | Path]) -> tuple[tuple[str, str], ...]:
             digest = ""
         out.append((str(Path(p).resolve()), digest))
     return tuple(out)
-
-
-def run_evaluation(model: LensModel, x, target: int, method: str, options: dict, values, metrics: tuple[str, ...],
-                   steps: int, mask=None, progress: Progress | None = None):
-    """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` for one
-    image ``x`` (3, H, W) in [0, 1] (the randomisation test recomputes the map with ``options``)."""
-    from .evaluation import evaluate, method_explainer
-
-    return evaluate(model, x, int(target), method=method, values=values, explain=method_explainer(method, options),
-                    metrics=metrics, steps=int(steps), mask=mask, progress=progress)
 
 
 
@@ -281,11 +259,14 @@ def warm(model: LensModel, folder: str | Path, store: ResultStore, *, methods: S
                 "attribution", str(path), f"{PAGE_METHOD} (page options), class {target}", akey,
                 lambda: attribute(model, inp.tensor.unsqueeze(0), target, method=PAGE_METHOD, **options))
             if amap is not None:
-                one("faithfulness", str(path), f"{PAGE_METHOD} deletion/insertion, {CURVE_STEPS} steps, "
+                from .evaluation.spec import EVALUATION, MapSubject, curve_values, map_key
+
+                curves = curve_values(model_context(model, target=target))
+                one("faithfulness", str(path), f"{PAGE_METHOD} deletion/insertion, {curves['steps']} steps, "
                                                f"class {target}",
-                    evaluation_key(mkey, ikey, PAGE_METHOD, target, options, CURVE_METRICS, CURVE_STEPS),
-                    lambda: run_evaluation(model, inp.tensor, target, PAGE_METHOD, options, amap.map[0],
-                                           CURVE_METRICS, CURVE_STEPS))
+                    EVALUATION.key(mkey, map_key(mkey, ikey, PAGE_METHOD, target, options), curves),
+                    lambda: EVALUATION.run(model, MapSubject(inp.tensor, target, PAGE_METHOD, options, amap.map[0]),
+                                           curves))
             advance("deletion/insertion curves")
         if opened is not None:
             lookup = index_spec.EXCITED.key(mkey, index_spec.excited_subject(ikey, opened), excited)

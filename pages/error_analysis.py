@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.errors.spec import ERRORS, PAGE_TOP, SEPARATING, Cell
 from core.images import ImageError
 from ui import cache, permalink, sidebar
 from ui import error_analysis as view
+from ui.options import setting_widget
 from ui.permalink import Param
 from ui.widgets import progress_bar
 
@@ -34,17 +36,18 @@ if not folder:
     st.info(view.classes_hint(model))
     st.stop()
 
+context = cache.context(model)
+values = ERRORS.defaults(context, top=PAGE_TOP)
 try:
     with progress_bar("predicting") as report:
-        ev = cache.error_evaluation(model, model_key, folder, cache.folder_stamp(folder), progress=report)
+        ev = cache.technique(ERRORS, model, model_key, folder, (folder, cache.folder_stamp(folder)), values, report)
 except ImageError as e:
     st.error(str(e))
     st.stop()
 
 names = list(ev.class_names)
 layers = view.feature_layers(model, model_key)  # the page's one layer picker: Grad-CAM and separating channels
-permalink.bind([Param("true", "err_true", options=names), Param("pred", "err_pred", options=names),
-                Param("layer", "err_layer", options=layers)])
+permalink.bind([Param("true", "err_true", options=names), Param("pred", "err_pred", options=names)])
 view.summary(ev)
 
 # ------------------------------------------------------------------------------- confusion matrix and cell
@@ -60,8 +63,7 @@ view.default_cell(ev)
 t_col, p_col, l_col = st.columns(3)
 true_name = t_col.selectbox("True class", names, key="err_true", help="Or click a cell of the matrix.")
 pred_name = p_col.selectbox("Predicted class", names, key="err_pred")
-layer = l_col.selectbox("Layer", layers, index=max(0, len(layers) - 1), key="err_layer",
-                        help="Grad-CAM's layer in the Why? panel, and where the separating channels are sought.")
+layer = setting_widget(SEPARATING, "layer", context, where=l_col, layer_names=layers)
 true_idx, pred_idx = ev.classes[names.index(true_name)], ev.classes[names.index(pred_name)]
 
 rows = ev.cell(true_idx, pred_idx)
@@ -72,28 +74,29 @@ if rows:
         st.caption(f"showing the 24 most confident of {len(rows)}")
 
 st.subheader("Most confident mistakes")
-mistakes = ev.mistakes(12)
+mistakes = ev.mistakes(values["top"])
 if mistakes:
     view.gallery(ev, model, folder, [m.row for m in mistakes], "mistake")
 else:
     st.success("No mistakes on this folder.")
 
 # ------------------------------------------------------------------------------------------- explain one
-view.explain_panel(ev, model, model_key, folder, layer)
+view.explain_panel(ev, model, model_key, folder, layer, context)
 
 # ------------------------------------------------------------------------------- from the cell to concepts
 st.subheader("From this confusion cell to the model's concepts")
 if true_name == pred_name:
     st.info("Choose an off-diagonal cell (a mistake) to compare it with the correctly classified images of its true class.")
     st.stop()
-n = st.number_input(f"Channels of {layer}", 1, 32, 8, key="err_sep_n")
+n = setting_widget(SEPARATING, "channels", context, chosen={"layer": layer})
 if not st.button("Find the channels that separate these mistakes", key="err_sep_go") and \
         st.session_state.get("err_sep_for") != (true_idx, pred_idx, layer, n):
     st.stop()
 st.session_state["err_sep_for"] = (true_idx, pred_idx, layer, n)
 try:
-    sep = cache.separating_channels(model, model_key, ev, folder, cache.folder_stamp(folder), true_idx, pred_idx,
-                                    layer, int(n))
+    sep = cache.technique(SEPARATING, model, model_key, Cell(ev, true_idx, pred_idx),
+                          (folder, cache.folder_stamp(folder), true_idx, pred_idx),
+                          SEPARATING.complete({"layer": layer, "channels": n}, context))
 except ValueError as e:
     st.warning(str(e))
     st.stop()

@@ -6,6 +6,7 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 import streamlit as st
 
 from core.report import render_html
+from core.report.spec import TOP
 from ui import cache, report, sidebar
 
 st.title("Report")
@@ -19,7 +20,7 @@ if selection is not None:
     if not pinned:
         st.info("Nothing pinned yet: press **Add to report** under a result on any page.")
     else:
-        top = cache.top_classes(selection.model, selection.model_key, selection.inp.tensor, selection.image_key, 5)
+        top = cache.top_classes(selection.model, selection.model_key, selection.inp.tensor, selection.image_key, TOP)
         page = render_html(card=selection.model.card, image=selection.inp.tensor, image_name=selection.name,
                            prediction=top, items=pinned, notice=selection.model.card.notice)
         stem = selection.name.rsplit(".", 1)[0]

@@ -2,6 +2,7 @@
 app reads (issue 12)."""
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import shutil
@@ -241,11 +242,12 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     that the pages read exactly those keys."""
     from dataclasses import replace
 
+    import importlib
+
     import core.attribution.registry as registry
     import core.features.net2vec as core_net2vec
     import core.features.similarity as core_similarity
     import core.index as core_index
-    import core.warm as core_warm
     from core.cli import main
     from core.index.spec import EXCITED_N
     from core.techniques import TECHNIQUES
@@ -254,16 +256,17 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     folder.mkdir()
     shutil.copy(samples / "chelsea.jpg", folder / "chelsea.jpg")
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    attribute, run_evaluation, net2vec = registry.attribute, core_warm.run_evaluation, core_net2vec.net2vec
+    evaluation_module = importlib.import_module("core.evaluation.evaluate")  # the package's name is the function
+    attribute, evaluate, net2vec = registry.attribute, evaluation_module.evaluate, core_net2vec.net2vec
     monkeypatch.setattr(registry, "attribute", lambda model, x, target, method, **_o: attribute(
         model, x, target, method="saliency"))
-    monkeypatch.setattr(core_warm, "run_evaluation", lambda m, x, t, meth, o, v, metrics, steps, mask=None,
-                        progress=None: run_evaluation(m, x, t, meth, o, v, metrics, 4, mask, progress))
+    monkeypatch.setattr(evaluation_module, "evaluate", lambda *a, **k: evaluate(*a, **{**k, "steps": 4}))
     monkeypatch.setattr(core_net2vec, "net2vec", lambda *a, **k: net2vec(*a, **{**k, "iterations": 10}))
     args = ["warm", str(folder), "--pages", "faithfulness", "similarity", "net2vec", "index", "--model", "embedded",
             "--json"]
     from core.evaluation import Metric
-    assert core_warm.CURVE_METRICS == (Metric.DELETION.value, Metric.INSERTION.value)  # what the page draws
+    from core.evaluation.spec import CURVE_METRICS
+    assert CURVE_METRICS == (Metric.DELETION.value, Metric.INSERTION.value)  # what the page draws
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert not out.get("errors") and out["computed"] == 7, out
@@ -286,7 +289,7 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     def refuse(*_a, **_k):
         raise AssertionError("computed although warm stored it")
     monkeypatch.setattr(registry, "attribute", refuse)
-    monkeypatch.setattr(core_warm, "run_evaluation", refuse)
+    monkeypatch.setattr(evaluation_module, "evaluate", refuse)
     monkeypatch.setattr(core_net2vec, "net2vec", refuse)
     monkeypatch.setattr(core_similarity, "layer_features", refuse)
     monkeypatch.setitem(TECHNIQUES, "similarity", replace(TECHNIQUES["similarity"], run=refuse))

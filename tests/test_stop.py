@@ -127,17 +127,19 @@ def test_stop_under_the_faithfulness_curves_keeps_the_map(app, monkeypatch, tmp_
     Stop like every other: pressing it stops them, the map stays, the rerun does not start them again until
     "Compute the curves" (the real attribution page, embedded model, saliency, 3 curve steps). The Compare
     methods bar has Stop too."""
+    import importlib
+
     import streamlit as st
 
-    import core.warm as core_warm
     from ui import cache
 
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
     cache.results.clear()
     started = []
-    run_evaluation = core_warm.run_evaluation
+    evaluation_module = importlib.import_module("core.evaluation.evaluate")  # the package's name is the function
+    evaluate = evaluation_module.evaluate
 
-    def evaluation(model, x, target, method, options, values, metrics, steps, mask=None, progress=None):
+    def evaluation(model, x, target, *, method, progress=None, **keywords):
         started.append(method)  # on the job's worker thread, which has the session's script context
         if st.session_state.get("interrupt"):
             for _ in range(100):  # 2 s for the script thread to draw the bar and its Stop (it draws every 0.25 s)
@@ -147,8 +149,8 @@ def test_stop_under_the_faithfulness_curves_keeps_the_map(app, monkeypatch, tmp_
             while True:  # and the job at its next report (JobCancelled)
                 progress(0.1, "deletion 1/3")
                 time.sleep(0.02)
-        return run_evaluation(model, x, target, method, options, values, metrics, steps, mask, progress)
-    monkeypatch.setattr(core_warm, "run_evaluation", evaluation)
+        return evaluate(model, x, target, method=method, progress=progress, **keywords)
+    monkeypatch.setattr(evaluation_module, "evaluate", evaluation)
 
     app.run()
     app.session_state["attr_method"] = "saliency"

@@ -6,7 +6,6 @@ changing only a view option never recomputes. Arguments with a leading underscor
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -19,8 +18,6 @@ from core import warm as core_warm
 from core.attribution.registry import REGISTRY, attribute
 from core.catalogue import LayerInfo, catalogue
 from core.errors import dataset as core_error_data
-from core.errors import evaluate as core_errors
-from core.errors import explain as core_explain
 from core.features import filters as core_filters
 from core import index as core_index
 from core.index import spec as index_spec
@@ -322,23 +319,6 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
                  preview=preview if spec.preview and preview is not None else None)
 
 
-# ------------------------------------------------------------------ faithfulness and sanity (ui/faithfulness.py)
-
-def evaluation(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, method: str, target: int,
-               options: dict, metrics: tuple[str, ...], *, values: torch.Tensor, steps: int = 50, mask=None,
-               mask_key: str = "none", progress=None):
-    """:class:`core.evaluation.Evaluation` of ``values``, the (H, W) map of ``method`` with ``options`` (the
-    cached :func:`attribution`'s), for one image ``x`` (3, H, W) in [0, 1]; the randomisation test recomputes it.
-
-    Keyed by model, image, method, target, options, metrics and the mask's key (``mask``: bool (H, W) or None).
-    A run stopped by a rerun is not stored. Raises NotApplicable, ValueError.
-    """
-    key = core_warm.evaluation_key(model_key, image_key, method, target, options, metrics, steps,
-                                   mask_key if mask is not None else "none")
-    return _long(key, progress, model, lambda progress, _batch: core_warm.run_evaluation(
-        model, x, target, method, options, values, metrics, steps, mask, progress))
-
-
 # ------------------------------------------------------------------------ error analysis (pages/error_analysis.py)
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -350,29 +330,6 @@ def labelled_model(_model: LensModel, model_key: str, labels: tuple[str, ...]) -
 def folder_stamp(folder: str) -> str:
     """Changes when the labelled folder (or CSV) gains, loses or changes a file."""
     return core_error_data.stamp(folder)
-
-
-def error_evaluation(model: LensModel, model_key: str, folder: str, stamp: str, progress=None):
-    """:class:`core.errors.evaluate.Evaluation` of ``folder`` (raises ImageError); predictions cached on disk."""
-    return _long(("errors", model_key, folder, stamp), progress, model,
-                 lambda progress, _batch: core_errors.evaluate(model, folder, progress=progress))
-
-
-def mistake_maps(model: LensModel, model_key: str, x: torch.Tensor, image_key: str, predicted: int, true: int,
-                 layer: str | None, samples: int, progress=None):
-    """Grad-CAM and SmoothGrad for the predicted and true class and their contrast (MistakeMaps) of one image."""
-    methods = {"gradcam": {"layer": layer}, "smoothgrad": {"samples": samples, "precision": "fp32"}}
-    key = ("mistake_maps", model_key, image_key, predicted, true, layer, samples)
-    return _long(key, progress, model, lambda progress, _batch: core_explain.explain_mistake(
-        model, x.unsqueeze(0), predicted, true, methods=methods, progress=progress))
-
-
-def separating_channels(model: LensModel, model_key: str, evaluation, folder: str, stamp: str, true: int,
-                        predicted: int, layer: str, n: int, progress=None):
-    """:class:`core.errors.explain.ChannelSeparation` of one confusion cell (raises ValueError)."""
-    key = ("separating", model_key, folder, stamp, true, predicted, layer, n)
-    return _long(key, progress, model, lambda progress, _batch: core_explain.separating_channels(
-        model, evaluation, true, predicted, layer, n=n, progress=progress))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -10,12 +10,14 @@ import pandas as pd
 import streamlit as st
 
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
+from core.errors.spec import MISTAKE_MAPS, Mistake, errors_command
 from core.images import ImageError, load_image, preprocess
 from core.errors.view import confusion_figure, mistake_figure, separation_figure
 from core.render import captioned_strip
-from core.report import ReportItem, contrast_command, errors_command
+from core.report import ReportItem, contrast_command
 from ui import cache, figures, report
 from ui.index_page import patch_tile
+from ui.options import setting_widget
 from ui.widgets import progress_bar
 
 DEMO = "Demo: coarse head on the embedded model (assets/demo)"
@@ -89,7 +91,7 @@ def per_class(ev, model, folder: str) -> None:
                 "predictions that are right; recall: the share of its images found; '-' where undefined.",
         settings={"model": model.card.name, "folder": report.path_arg(folder), "images": len(ev.images),
                   "skipped": len(ev.skipped)},
-        command=errors_command(report.path_arg(folder), model.card, top=12),
+        command=errors_command(report.path_arg(folder), model.card),
         seconds=float(ev.seconds), figures={"accuracy": float(ev.accuracy)},
         table=tuple({**r, "precision": _percent(r["precision"]), "recall": _percent(r["recall"])} for r in rows)),
         key=f"err_matrix_{model.card.fingerprint}_{folder}_{len(ev.images)}")
@@ -134,9 +136,9 @@ def feature_layers(model, model_key: str) -> list[str]:
     return [l.name for l in cache.layers(model, model_key) if l.feature]
 
 
-def explain_panel(ev, model, model_key: str, folder: str, layer: str | None) -> None:
+def explain_panel(ev, model, model_key: str, folder: str, layer: str | None, context: dict) -> None:
     """"Why <image>?": Grad-CAM (at the page's ``layer``) and SmoothGrad for the predicted class, the true class
-    and their contrast."""
+    and their contrast (:data:`core.errors.spec.MISTAKE_MAPS`; ``context``: the model's, cache.context)."""
     explain = st.session_state.get("err_explain")  # (folder, image hash): nothing stale after a folder change
     row = ev.hashes.index(explain[1]) if explain and explain[0] == folder and explain[1] in ev.hashes else None
     if row is None:
@@ -145,7 +147,7 @@ def explain_panel(ev, model, model_key: str, folder: str, layer: str | None) -> 
     p, t = int(ev.predicted[row]), int(ev.true[row])
     c1, c2, c3 = st.columns(3)
     c1.caption(f"Grad-CAM at {layer} (the Layer above)." if layer else "No feature layer: Grad-CAM is not drawn.")
-    samples = c2.number_input("SmoothGrad samples", 2, 64, 16, key="err_samples")
+    samples = setting_widget(MISTAKE_MAPS, "samples", context, where=c2)
     true_choice = c3.selectbox("True class", list(range(model.card.num_classes)), index=t, key=f"err_truefor_{row}",
                                format_func=lambda i: f"{model.label(i)} ({i})",
                                help="Compare against another class than the label if you like.")
@@ -158,8 +160,9 @@ def explain_panel(ev, model, model_key: str, folder: str, layer: str | None) -> 
         st.error(str(e))
         st.stop()
     with progress_bar("explaining") as report:
-        result = cache.mistake_maps(model, model_key, inp.tensor, ev.hashes[row], p, int(true_choice), layer,
-                                    int(samples), progress=report)
+        result = cache.technique(MISTAKE_MAPS, model, model_key, Mistake(inp.tensor, p, int(true_choice)),
+                                 (ev.hashes[row], p, int(true_choice)),
+                                 MISTAKE_MAPS.complete({"layer": layer, "samples": samples}, context), report)
     titles = {"predicted": f"for {model.label(p)} (predicted)", "true": f"for {model.label(true_choice)} (true)",
               "contrast": f"{model.label(p)} rather than {model.label(true_choice)}"}
     for method, title in (("gradcam", "Grad-CAM"), ("smoothgrad", "SmoothGrad")):
@@ -218,8 +221,8 @@ def separating_table(sep, true_name: str, pred_name: str, model, folder: str) ->
                 "chance that a mistaken image has the larger value.",
         settings={"model": model.card.name, "folder": report.path_arg(folder), "layer": sep.layer,
                   "cell": f"{true_name} predicted {pred_name}", "channels": len(sep.channels)},
-        command=errors_command(report.path_arg(folder), model.card, top=12, separate=(sep.true, sep.predicted),
-                               layer=sep.layer, channels=len(sep.channels)),
+        command=errors_command(report.path_arg(folder), model.card, separate=(sep.true, sep.predicted),
+                               values={"layer": sep.layer, "channels": len(sep.channels)}),
         seconds=float(sep.seconds), notes=(sep.weak,) if sep.weak else (),
         table=tuple({"channel": ch.channel, "Cohen's d": f"{ch.effect:+.2f}", "AUC": f"{ch.auc:.2f}",
                      "mean on mistakes": f"{ch.mean_mistaken:.3g}", "mean on correct": f"{ch.mean_correct:.3g}"}

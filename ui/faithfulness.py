@@ -12,13 +12,13 @@ import streamlit as st
 from core.attribution.base import NotApplicable
 from core.attribution.registry import REGISTRY
 from core.evaluation import Evaluation, Metric
+from core.evaluation.spec import COMPARE, EVALUATION, MapSubject, curve_values, map_key
 from core.images import ImageError
 from core.render import heat_figure
-from core.warm import CURVE_METRICS, CURVE_STEPS  # the defaults `python -m core warm` stores
 from ui import cache, run
+from ui.options import setting_widget, technique_form
 from ui.widgets import progress_bar
 
-ALL = tuple(m.value for m in Metric)
 CURVES = "faith_curves"  # the curves' Stop leaves this in run.STOPPED (they start without a button) ...
 CURVES_FOR = "faith_curves_for"  # ... and this session-state key says which curves it stopped
 
@@ -136,12 +136,6 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-def steps_widget(where, key: str) -> int:
-    """Steps S of the deletion/insertion curves."""
-    return int(where.number_input("Curve steps S", 2, 200, CURVE_STEPS, key=key,
-                                  help="2·S + 1 images go through the model per map (in batches). 50 as RISE."))
-
-
 def _mask(sel, uploaded) -> tuple[np.ndarray | None, str]:
     """(object mask at the model input size or None, key): an uploaded mask, else the image's alpha channel."""
     from core.evaluation.pointing import alpha_mask, mask_file
@@ -162,14 +156,15 @@ def map_section(sel, method: str, target: int, options: dict, result) -> None:
     badge (on request). Stop under the progress bar stops the curves (the map stays) until "Compute the curves"
     or another map; stopping the sanity check forgets its button's press."""
     st.markdown("##### Faithfulness and sanity")
-    metrics = CURVE_METRICS
+    context = cache.context(sel.model, target)
     a, b = st.columns([1, 2])
-    steps = steps_widget(a, "faith_steps")
+    steps = setting_widget(EVALUATION, "steps", context, where=a)
+    values = curve_values(context, steps=steps)  # the curves' values: what `python -m core warm` stores
     with b:
         run_sanity = run.button("Sanity check", (sel.key, method, target, repr(sorted(options.items()))),
                                 "faith_sanity", help="Recomputes the map once per randomised stage of the network.")
     if run_sanity:
-        metrics = CURVE_METRICS + (Metric.RANDOMISATION.value,)
+        values = {**values, "metrics": (*values["metrics"], Metric.RANDOMISATION.value)}
     curves = (sel.key, method, target, repr(sorted(options.items())), steps)
     if not run_sanity and st.session_state.get(run.STOPPED) == CURVES and st.session_state.get(CURVES_FOR) == curves:
         st.caption("Deletion and insertion curves stopped.")
@@ -178,8 +173,9 @@ def map_section(sel, method: str, target: int, options: dict, result) -> None:
     st.session_state[CURVES_FOR] = curves
     try:
         with progress_bar("deletion and insertion...", forget=run.latest() if run_sanity else CURVES) as progress:
-            e = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, method, target, options,
-                                 metrics, values=result.map[0], steps=steps, progress=progress)
+            e = cache.technique(EVALUATION, sel.model, sel.model_key,
+                                MapSubject(sel.inp.tensor, target, method, options, result.map[0]),
+                                map_key(sel.model_key, sel.image_key, method, target, options), values, progress)
     except (NotApplicable, ValueError) as err:
         st.caption(f"Not evaluated: {err}")
         return
@@ -196,10 +192,9 @@ def compare_section(sel, target: int) -> None:
     (methods already finished stay cached)."""
     titles = {name: spec.title for name, spec in REGISTRY.items()}
     st.markdown("##### Which map can you trust? Every method, scored")
-    chosen = st.multiselect("Methods to evaluate", list(REGISTRY), default=list(REGISTRY), format_func=titles.get,
-                            key="faith_methods")
-    metrics = st.multiselect("Metrics", list(ALL), default=list(ALL), key="faith_metrics")
-    steps = steps_widget(st, "faith_cmp_steps")
+    context = cache.context(sel.model, target)
+    chosen_values = technique_form(COMPARE, context, columns=1)
+    chosen, metrics, steps = chosen_values["methods"], chosen_values["metrics"], chosen_values["steps"]
     uploaded = st.file_uploader("Object mask for the pointing game (white = object; the image's size)",
                                 type=["png", "jpg", "jpeg", "bmp", "webp"], key="faith_mask")
     try:
@@ -221,9 +216,11 @@ def compare_section(sel, target: int) -> None:
             try:
                 amap = cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target, {},
                                          progress=lambda f, m: progress(0.2 * f, m)).map[0]
-                results[name] = cache.evaluation(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name,
-                                                 target, {}, tuple(metrics), values=amap, steps=steps, mask=mask,
-                                                 mask_key=mask_key, progress=lambda f, m: progress(0.2 + 0.8 * f, m))
+                results[name] = cache.technique(
+                    EVALUATION, sel.model, sel.model_key, MapSubject(sel.inp.tensor, target, name, {}, amap, mask),
+                    map_key(sel.model_key, sel.image_key, name, target, {}, mask_key if mask is not None else "none"),
+                    EVALUATION.complete({"metrics": metrics, "steps": steps}, context),
+                    lambda f, m: progress(0.2 + 0.8 * f, m))
             except (NotApplicable, ValueError) as err:
                 failures[name] = str(err)
             except Exception as err:  # one method failing must not hide the others, nor show a traceback

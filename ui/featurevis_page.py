@@ -28,7 +28,7 @@ def visualisation_form(model, info: LayerInfo) -> dict:
     the page's layer or the class, then the optimisation settings. Returns its values."""
     context = cache.context(model)
     c1, c2 = st.columns(2)
-    objective = setting_widget(FEATUREVIS, "objective", context, c1)
+    objective = setting_widget(FEATUREVIS, "objective", context, where=c1)
     if objective == Objective.LOGIT.value:
         index = index_input(c2, "Class", model.card.num_classes, "fv_class", _start(FEATUREVIS, "class", context))
         c2.caption(f"{model.label(index)}; the class logit does not use the layer.")

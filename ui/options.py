@@ -6,6 +6,8 @@ is neither shown nor passed. Each widget's value travels in the page's link (``u
 """
 from __future__ import annotations
 
+import contextlib
+
 import streamlit as st
 
 from core.attribution.spec import MethodSpec
@@ -72,12 +74,16 @@ def technique_form(spec: Technique, context: dict, *, columns: int = 3, layer_na
     return spec.complete(chosen, context)
 
 
-def setting_widget(spec: Technique, name: str, context: dict, where, *, chosen: dict | None = None,
+def setting_widget(spec: Technique, name: str, context: dict, *, chosen: dict | None = None, where=None,
                    layer_names=None):
-    """The widget of one setting of ``spec`` (key ``{prefix}_{key}``, in the page's link), drawn in ``where``
-    (a column or a container), for a page that lays it out apart from :func:`technique_form` (it then passes
-    the value in ``fixed``); ``chosen``: the settings chosen before it. Returns its value."""
-    return _bound_widget(spec, spec.setting(name), context, dict(chosen or {}), where, layer_names)
+    """Draw one declared setting of ``spec`` where the page's layout puts it (``where``: a column or container;
+    default: in place), keyed and linked as :func:`technique_form` does; returns its value.
+
+    Args:
+        chosen: the settings chosen so far (a label, range or key may depend on them).
+    """
+    return _bound_widget(spec, spec.setting(name), context, dict(chosen or {}),
+                         where if where is not None else contextlib.nullcontext(), layer_names)
 
 
 def _bound_widget(spec: Technique, s: Setting, context: dict, chosen: dict, where, layer_names):

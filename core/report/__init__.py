@@ -128,14 +128,6 @@ def contrast_command(image: str, card, *, method: str, predicted: int, true: int
     return " ".join(shlex.quote(a) for a in args)
 
 
-def errors_command(folder: str, card, *, top: int = 20, separate: tuple[int, int] | None = None,
-                   layer: str | None = None, channels: int = 8) -> str:
-    """``python -m core errors`` for the confusion matrix, per-class table and mistakes of a labelled folder; with
-    ``separate`` (true, predicted class indices) also the ``channels`` channels of ``layer`` that separate that
-    cell."""
-    extra = [] if separate is None else [
-        "--separate", str(int(separate[0])), str(int(separate[1])), "--layer", str(layer), "--channels", str(int(channels))]
-    return _command("errors", folder, card, [("--top", int(top))], extra)
 
 
 def _command(sub: str, image: str | None, card, pairs: Sequence[tuple[str, object]], flags: Sequence[str] = (),
@@ -154,7 +146,7 @@ def predict_command(image: str, card, *, top: int = 5) -> str:
 
 
 def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, title: str | None = None,  # noqa: F821
-                     clip_percentile: float = 99.5) -> ReportItem:
+                     clip_percentile: float | None = None) -> ReportItem:
     """A :class:`ReportItem` for an :class:`~core.attribution.base.Attribution` of one image.
 
     Args:
@@ -162,11 +154,13 @@ def attribution_item(model, image: "torch.Tensor", attr, *, image_arg: str, titl
         image: (3, H, W) in [0, 1], the model input the map is aligned with.
         attr: the attribution (its first image is used).
         image_arg: the image path to put in the reproducing command.
+        clip_percentile: the colour scale's top (None: the attribution view's default).
     """
     from ..attribution.view import View, figure
 
     target = int(attr.target[0])
-    pic, scale = figure(attr, image, view=View.OVERLAY, clip_percentile=clip_percentile)
+    clip = {} if clip_percentile is None else {"clip_percentile": clip_percentile}
+    pic, scale = figure(attr, image, view=View.OVERLAY, **clip)
     options = dict(attr.options)
     seed = options.get("seed") if "seed" in options else None
     figures = {name: float(values[0]) for name, values in attr.metrics.items()}
@@ -281,5 +275,4 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
 
 
 __all__ = ["ReportItem", "attribute_command", "attribution_item", "contrast_command", "data_uri",
-           "errors_command", "repo_path", "model_args", "model_card_rows", "predict_command", "render_html",
-           "versions"]
+           "repo_path", "model_args", "model_card_rows", "predict_command", "render_html", "versions"]

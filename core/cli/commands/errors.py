@@ -6,17 +6,20 @@ import sys
 
 from .. import CliError, add_model_options, model_from_args
 from ...errors.evaluate import evaluate, report
-from ...errors.explain import separating_channels
+from ...errors.spec import ERRORS, SEPARATING, Cell, run_separating
+from ...spec import model_context
 
 NAME = "errors"
 HELP = "confusion matrix, per-class precision/recall and the most confident mistakes on a labelled folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The folder, the flags of :data:`core.errors.spec.ERRORS` and of its separating channels (``--layer``,
+    ``--channels``), the prediction cache and the cell to separate."""
     p.add_argument("folder", metavar="FOLDER",
                    help="one sub-folder per class (names or indices), a folder with labels.csv, or a CSV of file,label")
     add_model_options(p)
-    p.add_argument("--top", type=int, default=20, help="how many mistakes to list, most confident first (default 20)")
+    ERRORS.add_arguments(p)
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="prediction cache root (default LENS_CACHE_DIR/predictions; LENS_CACHE_DIR defaults to "
                         ".lens-cache at the project root)")
@@ -24,28 +27,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--separate", nargs=2, metavar=("TRUE", "PREDICTED"), default=None,
                    help="also rank the channels of --layer that separate this confusion cell (class names or "
                         "indices) from the correctly classified images of TRUE")
-    p.add_argument("--layer", default=None, help="the layer for --separate (python -m core layers)")
-    p.add_argument("--channels", type=int, default=8, help="how many channels --separate lists (default 8)")
+    SEPARATING.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> dict:
-    if args.top < 0:
+    if args.top is not None and args.top < 0:
         raise CliError("--top must be 0 or more")
     if args.separate and not args.layer:
         raise CliError("--separate needs --layer (python -m core layers lists them)")
-    if args.channels < 1:
+    if args.channels is not None and args.channels < 1:
         raise CliError("--channels must be 1 or more")
     model = model_from_args(args)
+    context = model_context(model)
+    try:
+        values = ERRORS.from_args(args, context)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     cell = tuple(_class(model, name) for name in args.separate) if args.separate else None
     result = evaluate(model, args.folder, cache_dir=args.cache_dir, use_cache=not args.no_cache)
     if result.predicted_now < len(result.images):
         print(f"note: {len(result.images) - result.predicted_now} of {len(result.images)} predictions from the "
               "cache", file=sys.stderr)
-    payload = report(result, args.top)
+    payload = report(result, values["top"])
     if cell is not None:
         true, predicted = cell
         try:
-            sep = separating_channels(model, result, true, predicted, args.layer, n=args.channels)
+            sep = run_separating(model, Cell(result, true, predicted), SEPARATING.from_args(args, context))
         except ValueError as e:
             raise CliError(f"--separate: {e}") from None
         payload["separating"] = {

@@ -10,9 +10,11 @@ import numpy as np
 from ...attribution.base import NotApplicable
 from ...attribution.registry import REGISTRY
 from ...evaluation.curves import BATCH_SIZE
-from ...evaluation import ALL_METRICS, MAP_METHOD, DeletionBaseline, Evaluation, Metric, evaluate, parse_metrics
+from ...evaluation import MAP_METHOD, Evaluation, Metric, evaluate, parse_metrics
 from ...evaluation.pointing import alpha_mask, mask_file
+from ...evaluation.spec import EVALUATION
 from ...images import ImageError
+from ...spec import model_context
 from .. import CliError, add_model_options, model_from_args, read_inputs
 
 NAME = "evaluate"
@@ -25,19 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="attribution methods to evaluate, each with its default options")
     p.add_argument("--map", dest="map_file", metavar="FILE.npy",
                    help="also evaluate this H x W map (at the model input size) of the one IMAGE: method 'map'")
-    p.add_argument("--metrics", default=None,
-                   help="comma-separated: deletion,insertion,road,randomisation,pointing (default: all; pointing "
-                        "needs a mask, randomisation a method)")
-    p.add_argument("--steps", type=int, default=50, help="deletion/insertion steps S (default 50)")
-    p.add_argument("--deletion-baseline", dest="deletion_baseline", default=DeletionBaseline.MEAN.value,
-                   choices=[b.value for b in DeletionBaseline],
-                   help="what deleted pixels become: the model's mean colour (default), black, or the blurred image")
+    EVALUATION.add_arguments(p)  # --metrics, --steps, --deletion-baseline, --seed
     p.add_argument("--mask", help="object mask image (white = object; the original image's size or the model "
                                   "input size) for the pointing game; default: the image's alpha channel")
     p.add_argument("--target", type=int, default=None, help="class index (default: each image's predicted class)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=BATCH_SIZE,
                    help=f"perturbed images per forward pass (default {BATCH_SIZE})")
-    p.add_argument("--seed", type=int, default=0, help="seed of ROAD's noise and the randomised weights")
     add_model_options(p)
 
 
@@ -83,14 +78,14 @@ def result_dict(image: str, e: Evaluation, metrics: tuple[Metric, ...]) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     try:
-        metrics = parse_metrics(args.metrics) if args.metrics is not None else ALL_METRICS
+        named = parse_metrics(args.metrics) if args.metrics is not None else ()
     except ValueError as e:
         raise CliError(f"--metrics: {e}") from None
     # a metric named in --metrics that cannot be computed is an error; one left to the default is skipped quietly
-    explicit = {m.value for m in metrics} if args.metrics is not None else set()
+    explicit = {m.value for m in named}
     if not args.method and not args.map_file:
         raise CliError("give --method M [M ...] and/or --map FILE.npy")
-    if args.steps < 1 or args.steps > 1000:
+    if args.steps is not None and not 1 <= args.steps <= 1000:
         raise CliError("--steps must be between 1 and 1000")
     if args.batch_size < 1:
         raise CliError("--batch-size must be at least 1")
@@ -98,6 +93,11 @@ def run(args: argparse.Namespace) -> dict:
         raise CliError("--map scores the map of one image: give exactly one IMAGE")
     given = _read_map(args.map_file) if args.map_file else None
     model = model_from_args(args)
+    try:
+        settings = EVALUATION.from_args(args, model_context(model))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    metrics = parse_metrics(settings["metrics"])
     if args.target is not None and not 0 <= args.target < model.card.num_classes:
         raise CliError(f"--target must be between 0 and {model.card.num_classes - 1}")
     good, errors = read_inputs(args.images, model)
@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> dict:
         for method, values in jobs:
             try:
                 e = evaluate(model, inp.batch, args.target, method=None if values is not None else method,
-                             values=values, metrics=metrics, steps=args.steps,
-                             deletion_baseline=args.deletion_baseline, mask=mask, batch_size=args.batch_size,
-                             seed=args.seed)
+                             values=values, metrics=metrics, steps=settings["steps"],
+                             deletion_baseline=settings["deletion_baseline"], mask=mask, batch_size=args.batch_size,
+                             seed=settings["seed"])
             except (NotApplicable, ValueError) as err:
                 errors.append({"image": path, "method": method, "error": f"{method}: {err}"})
                 continue
@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> dict:
                 if metric in explicit:  # asked for by name and not computable: say so as an error
                     errors.append({"image": path, "method": method, "error": f"{method}: {metric}: {reason}"})
             results.append(result_dict(path, e, metrics))
-    return {"model": model.card.name, "metrics": [m.value for m in metrics], "steps": args.steps,
-            "deletion_baseline": args.deletion_baseline, "results": results, "errors": errors}
+    return {"model": model.card.name, "metrics": [m.value for m in metrics], "steps": settings["steps"],
+            "deletion_baseline": settings["deletion_baseline"], "results": results, "errors": errors}
 
 
 def text(payload: dict) -> str:
