@@ -16,8 +16,6 @@ it is when complete; and the reverse lookup of each image against it at the laye
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,50 +23,13 @@ from typing import Callable, Sequence
 
 from .attribution.base import NotApplicable
 from .images import ImageError, list_images, load_image, preprocess
-from .model.identity import model_identity
 from .model.loading import LensModel
 from .progress import Progress
+from .keys import attribution_key, content_key, images_key, model_key  # noqa: F401 (the keys warm writes)
 from .serve.store import ResultStore
 
 PAGE_METHOD = "smoothgrad"                                                    # the Attribution page's default
 GRID_METHODS = ("saliency", "smoothgrad", "guided-backprop", "gradcam")        # its "Compare methods" default
-
-
-def model_key(model: LensModel) -> str:
-    """The model part of every result key: architecture, weights fingerprint and class names (they are part of
-    named results)."""
-    return model_identity(model).key
-
-
-def content_key(data: bytes) -> str:
-    """The image part of every result key: hash of the file's bytes."""
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def attribution_key(model_key: str, image_key: str, method: str, target: int, options: dict) -> tuple:
-    """Result-store key of one attribution (the Attribution page's key)."""
-    return ("attribution", model_key, image_key, method, int(target), json.dumps(options, sort_keys=True, default=str))
-
-
-
-
-
-
-def images_key(paths: Sequence[str | Path]) -> tuple[tuple[str, str], ...]:
-    """The images of a folder-wide result: (absolute path, content hash) of each file in order (a file that
-    cannot be read gets an empty hash: the computation names the problem)."""
-    from .hashing import file_sha256
-
-    out = []
-    for p in paths:
-        try:
-            digest = file_sha256(p)[:16]
-        except OSError:
-            digest = ""
-        out.append((str(Path(p).resolve()), digest))
-    return tuple(out)
-
-
 
 
 def page_options(method: str, model: LensModel) -> dict:

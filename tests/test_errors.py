@@ -375,7 +375,7 @@ def test_one_model_identity_keys_every_cache(resnet_tiny, tmp_path):
     from core.errors.cache import model_directory
     from core.index import default_directory
     from core.model.identity import model_identity
-    from core.warm import model_key
+    from core.keys import model_key
 
     named = with_labels(resnet_tiny, [f"n{i}" for i in range(10)])
     ident = model_identity(resnet_tiny)

@@ -242,7 +242,6 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     that the pages read exactly those keys."""
     from dataclasses import replace
 
-    import importlib
 
     import core.attribution.registry as registry
     import core.features.net2vec as core_net2vec

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from core.cli import build_parser, main
-from core.spec import Setting, Technique, canonical, model_context
+from core.spec import AS_PAGE, Setting, Technique, canonical, model_context
 from core.techniques import TECHNIQUES, register, unregister
 
 from tests.conftest import SAMPLES
@@ -53,7 +53,7 @@ CONTEXT = {"side": 224, "classes": 1000, "labels": tuple(f"class {i}" for i in r
 
 
 # flags a command requires that are not settings of the technique (where its files go)
-COMMAND_ONLY = {"visualize": ["--out-dir", "out"]}
+COMMAND_ONLY = {"visualize": ["--out-dir", "out"], "report": ["--out", "r.html"], "similarity": ["--at", "3,4"]}
 
 
 def _subject_args(spec: Technique) -> list[str]:
@@ -83,12 +83,18 @@ def test_cli_without_flags_gives_the_page_defaults_and_help_shows_them(name):
     if not spec.command:
         pytest.skip(f"{name} has no command line")
     p = _command_parser(spec)
-    defaults = spec.defaults(CONTEXT)
+    defaults = _with_required(spec, spec.defaults(CONTEXT))
     required = [a for s in spec.settings if s.required and s.name in defaults
-                for a in (s.cli_flag, str(defaults[s.name]))]  # given, at the page's value
+                for a in (s.cli_flag, *_cli_words(s, defaults[s.name]))]  # given, at the page's value
     args = p.parse_args(_subject_args(spec) + required)
-    assert spec.from_args(args, CONTEXT) == defaults
-    assert spec.key("m", "i", spec.from_args(args, CONTEXT)) == spec.key("m", "i", spec.defaults(CONTEXT))
+    # the command line starts where the page does, except where a setting declares its own cli_default
+    assert spec.from_args(args, CONTEXT) == spec.complete({k: v for k, v in defaults.items()
+                                                           if k in dict(zip(required[::2], required[1::2]))
+                                                           or spec.setting(k).cli_flag in required},
+                                                          CONTEXT, cli=True)
+    if all(s.cli_default is AS_PAGE for s in spec.settings):  # then CLI and page build the same result key
+        assert spec.from_args(args, CONTEXT) == defaults
+        assert spec.key("m", "i", spec.from_args(args, CONTEXT)) == spec.key("m", "i", defaults)
     text = " ".join(p.format_help().split())
     for s in spec.settings:
         if s.cli:
@@ -109,12 +115,33 @@ def test_the_report_command_line_parses_back_to_the_same_values(name, embedded):
         assert line.startswith(f"python -m core {spec.command}")
         parser, _ = build_parser()
         args = parser.parse_args(shlex.split(line)[3:])
-        assert spec.from_args(args, context) == values, (name, line)
+        # what the command line can say comes back (a page-only setting, cli=False, is the page's alone)
+        assert _on_the_command_line(spec, spec.from_args(args, context)) == _on_the_command_line(spec, values), (
+            name, line)
+
+
+def _with_required(spec: Technique, values: dict, context=CONTEXT) -> dict:
+    """``values`` with a required setting that has no page default given its first choice."""
+    def first(s: Setting):
+        options = s.options(context)
+        return tuple(options[:1]) if s.kind is tuple else options[0]
+    return {k: (v if v is not None or not spec.setting(k).required else first(spec.setting(k)))
+            for k, v in values.items()}
+
+
+def _cli_words(s: Setting, value) -> list[str]:
+    if s.kind is tuple:
+        return [s.sep.join(map(str, value))] if s.sep else [str(v) for v in value]
+    return [str(value)]
+
+
+def _on_the_command_line(spec: Technique, values: dict) -> dict:
+    return {k: v for k, v in values.items() if spec.setting(k).cli}
 
 
 def _variants(spec: Technique, context) -> list[dict]:
     """The defaults, and each choice and bool of each setting flipped once (visibility follows)."""
-    base = spec.defaults(context)
+    base = _with_required(spec, spec.defaults(context), context)
     out = [base]
     for s in spec.settings:
         if s.name not in base:
@@ -122,9 +149,10 @@ def _variants(spec: Technique, context) -> list[dict]:
         if s.kind is bool:
             out.append(spec.complete({**base, s.name: not base[s.name]}, context))
         for choice in s.choices:
-            if choice != base[s.name]:
+            value = (choice,) if s.kind is tuple else choice
+            if value != base[s.name]:
                 out.append(spec.complete({**{k: v for k, v in base.items() if k == s.name or not
-                                             spec.setting(k).visible}, s.name: choice}, context))
+                                             spec.setting(k).visible}, s.name: value}, context))
     return out
 
 

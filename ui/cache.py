@@ -14,7 +14,7 @@ from PIL import Image
 
 from core import images as core_images
 from core import serve as core_serve
-from core import warm as core_warm
+from core import keys as core_keys
 from core.attribution.registry import REGISTRY, attribute
 from core.catalogue import LayerInfo, catalogue
 from core.errors import dataset as core_error_data
@@ -41,7 +41,7 @@ def process_tuning() -> dict[str, str]:
     return core_serve.tune_process()
 
 
-model_key = core_warm.model_key  # keys built in core, so `python -m core warm` writes what the pages read
+model_key = core_keys.model_key  # keys built in core, so `python -m core warm` writes what the pages read
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -50,7 +50,7 @@ def decode_image(data: bytes, name: str) -> Image.Image:
     return core_images.load_image(data, name=name)
 
 
-content_key = core_warm.content_key
+content_key = core_keys.content_key
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -253,12 +253,12 @@ def sample_patches(model: LensModel, layer: str, channel: int, n: int) -> list[t
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _images_key(paths: tuple[str, ...], stamps: tuple) -> tuple:
-    """core.warm.images_key (content hashes), hashed again only when a file's size or mtime changes."""
-    return core_warm.images_key(paths)
+    """core.keys.images_key (content hashes), hashed again only when a file's size or mtime changes."""
+    return core_keys.images_key(paths)
 
 
 def images_key(paths: tuple[str, ...]) -> tuple:
-    """The subject key of a folder-wide technique over the images at ``paths`` (:func:`core.warm.images_key`,
+    """The subject key of a folder-wide technique over the images at ``paths`` (:func:`core.keys.images_key`,
     the key ``python -m core warm`` writes), its hashes recomputed only for files whose size or mtime changed."""
     stamps = []
     for p in paths:
@@ -305,7 +305,7 @@ def attribution(model: LensModel, model_key: str, x: torch.Tensor, image_key: st
     Keyed by model, image, method, target and options, so changing only the view is instant. ``progress``
     gets (fraction, message); ``preview(map, fraction)`` (SmoothGrad only) sees the map refine per batch.
     """
-    key = core_warm.attribution_key(model_key, image_key, method, target, options)
+    key = core_keys.attribution_key(model_key, image_key, method, target, options)
     spec = REGISTRY[method]
     samples = spec.gradient_passes_at_once(options)
     batched = "batch_size" in spec.keywords()

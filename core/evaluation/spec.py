@@ -56,7 +56,7 @@ def map_key(model_key: str, image_key: str, method: str, target: int, options: M
             mask_key: str = "none") -> tuple:
     """The subject key of an evaluation: the attribution map's result key (the Attribution page's, so the curves
     follow the map) and the object mask's key ("none": no mask)."""
-    from ..warm import attribution_key
+    from ..keys import attribution_key
 
     return (*attribution_key(model_key, image_key, method, target, dict(options)), mask_key)
 

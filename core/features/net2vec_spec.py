@@ -1,5 +1,5 @@
 """Net2Vec's settings, declared once (the page's widgets, the CLI flags, the result key, the warm-up, the report
-line). Its subject is a folder: the image paths, keyed by :func:`core.warm.images_key`."""
+line). Its subject is a folder: the image paths, keyed by :func:`core.keys.images_key`."""
 from __future__ import annotations
 
 from pathlib import Path

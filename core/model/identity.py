@@ -1,6 +1,6 @@
 """The one model identity: what makes two models give the same results.
 
-Every cache that outlives a call keys on it: the result store (:func:`core.warm.model_key`), the activation
+Every cache that outlives a call keys on it: the result store (:func:`core.keys.model_key`), the activation
 index (its directory name and the manifest's ``spec``) and the error-analysis prediction cache. Each uses the
 fields that change what it stores, so the keys and directory names written before this module existed are
 still the ones found.
