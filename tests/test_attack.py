@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import core.attack.attacks as attack_module
-from core.attack.attacks import PIXEL, AttackResult, AttackMethod, Norm, attack, minimal_eps, quantize_8bit
+from core.attack.attacks import PIXEL, AttackResult, AttackMethod, Norm, attack, quantize_8bit
+from core.attack.search import minimal_eps
 from core.render import image_uint8
 from core.hooks import hook_count, hooks_on
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from core.attack import view
-from core.attack.attacks import PIXEL, MinEpsResult, Norm, attack
+from core.attack.attacks import PIXEL, Norm, attack
+from core.attack.search import MinEpsResult
 from core.render import ColourMap, Scale, colorbar, colourise, overlay
 
 from tests.test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)

@@ -93,8 +93,8 @@ def run_attack(model, x, values: Mapping[str, object], *, progress=None):
 
 
 def run_minimal_eps(model, x, values: Mapping[str, object], *, progress=None):
-    """:class:`~core.attack.attacks.MinEpsResult` of one image, searching upward from the values' ε."""
-    from .attacks import minimal_eps
+    """:class:`~core.attack.search.MinEpsResult` of one image, searching upward from the values' ε."""
+    from .search import minimal_eps
 
     s = attack_settings(values)
     keywords = s.keywords

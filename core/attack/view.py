@@ -11,7 +11,8 @@ import numpy as np
 
 from ..render import (ColourMap, Scale, colourise, heat_figure, image_uint8, npz_bytes, overlay,
                       unit_uint8, with_colorbar)
-from .attacks import PIXEL, AttackResult, MinEpsResult, Norm
+from .attacks import PIXEL, AttackResult, Norm
+from .search import MinEpsResult
 
 Label = Callable[[int], str]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ...attack.attacks import PIXEL, AttackMethod, AttackResult, Norm, minimal_eps
+from ...attack.attacks import PIXEL, AttackMethod, AttackResult, Norm
+from ...attack.search import minimal_eps
 from ...attack.spec import ATTACK, attack_settings, run_attack
 from ...attack.view import npz as npz_bytes
 from ...model.wrapper import LensModel
