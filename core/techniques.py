@@ -7,9 +7,10 @@ settings), the warm-up and the report pick it up with no other edit.
 from __future__ import annotations
 
 from .attack.spec import ATTACK, EVIDENCE, MIN_EPS
+from .concepts.spec import CONCEPTS
 from .spec import Technique
 
-TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE)}
+TECHNIQUES: dict[str, Technique] = {t.name: t for t in (ATTACK, MIN_EPS, EVIDENCE, CONCEPTS)}
 
 
 def register(technique: Technique, *, replace_existing: bool = False) -> Technique:
