@@ -185,3 +185,20 @@ def test_cli_bad_layer_channel_or_target_exit_2_with_one_line(capsys, embedded, 
     code, out, err = _cli(capsys, str(SAMPLES / "chelsea.jpg"), *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+def test_deleting_the_most_relevant_channels_lowers_the_logit_most(embedded, cat_input):
+    from core.evaluation.concepts import channel_deletion
+
+    d = channel_deletion(embedded, cat_input.batch, layer="blocks.6", ks=(1, 5), draws=20)
+    assert d.relevance.shape == d.random.shape == d.activation.shape == (1, 2)
+    k5 = d.ks.index(5)
+    assert d.relevance[0, k5] > d.random[0, k5] and d.relevance[0, k5] > d.activation[0, k5]
+
+
+def test_planted_deletion_of_the_carrier_removes_the_class():
+    from core.evaluation.concepts import channel_deletion
+
+    model = _planted(5)
+    d = channel_deletion(model, _x(1, 32, seed=1), 0, layer="2", ks=(1,), draws=4)
+    assert d.relevance[0, 0] == pytest.approx(float(d.logit[0]), abs=1e-5)  # the class read channel 5 only
