@@ -359,7 +359,8 @@ class Technique:
                     args.append(s.cli_flag)
                 continue
             if s.kind is tuple:
-                args += [s.cli_flag, *(str(v) for v in value)]
+                if value:  # an empty choice is the flag left out (nargs="+" takes at least one value)
+                    args += [s.cli_flag, *(str(v) for v in value)]
                 continue
             args += [s.cli_flag, _number(value)]
         args += list(extra) + (model_args(card) if card is not None else [])
