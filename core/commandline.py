@@ -87,7 +87,8 @@ class CommandLine:
                 continue
             if s.kind is tuple:
                 items = [str(v) for v in value]
-                args += [s.cli_flag, *([s.sep.join(items)] if s.sep else items)]
+                if items:  # an empty choice is the flag left out (nargs="+" takes at least one value)
+                    args += [s.cli_flag, *([s.sep.join(items)] if s.sep else items)]
                 continue
             args += [s.cli_flag, _number(value)]
         return args

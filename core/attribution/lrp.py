@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -116,21 +117,30 @@ def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor,
     return _apply(module, a.abs(), *kept) + out
 
 
+def _times(factor: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``factor * grad``, in place into ``factor`` except in a batched backward (:func:`from_layer`), where one
+    factor serves a whole batch of gradients."""
+    try:
+        return factor.mul_(grad)
+    except RuntimeError:  # vmap refuses it before writing; the grad does not show it is batched
+        return factor * grad
+
+
 def _gate_grad(grad, a, out):
     # the gate f(a) / a held constant; 0 where a == 0 (f(0) = 0 for every activation with a gate rule: 0 / 0)
-    return torch.div(out, a).nan_to_num_(0.0, 0.0, 0.0).mul_(grad)
+    return _times(torch.div(out, a).nan_to_num_(0.0, 0.0, 0.0), grad)
 
 
 def _eps_grad(epsilon: float):
     def fn(grad, out):
         # z / (z + eps sign z), with sign(+-0) = +-1 as in _stable; three passes over the tensor
         eps = _rel_eps(out, epsilon)
-        return torch.copysign(eps.expand_as(out), out).add_(out).reciprocal_().mul_(out).mul_(grad)
+        return _times(torch.copysign(eps.expand_as(out), out).add_(out).reciprocal_().mul_(out), grad)
     return fn
 
 
 def _zplus_grad(grad, out, zp2):
-    return torch.div(out, zp2.clamp(min=2e-9)).mul_(grad)  # zp2 = 2 z+ >= 0 by construction
+    return _times(torch.div(out, zp2.clamp(min=2e-9)), grad)  # zp2 = 2 z+ >= 0 by construction
 
 
 def _layernorm_grad(dims: tuple[int, ...], eps: float, shape):
@@ -250,3 +260,112 @@ LRP = MethodSpec(
         Option("epsilon", float, "stabiliser as a fraction of each layer's output std",
                label="Epsilon (x layer std)", low=0.0, high=5.0, step=0.05, number_input=True),
     ))
+
+
+# ------------------------------------------------------------------------------------ relevance at a layer
+
+@dataclass(frozen=True)
+class LayerPass:
+    """One LRP forward pass of the prepared copy, kept for backward passes from one layer (:func:`layer_pass`).
+
+    The relevance at the layer is ``output * carrier`` (LRP carried by autograd: the module docstring).
+
+    Attributes:
+        layer: the layer's module name in ``model.net``.
+        output: the layer's output, attached to the graph, in the layer's own layout (N, ...).
+        carrier: float (same shape), the rules' gradient of ``score`` at ``output`` (detached).
+        target: long (N,), the class explained; contrast: long (N,) or None, the class whose logit is subtracted.
+        score: float (N,), the explained output: the target's logit, minus the contrast's when given.
+        logits: float (N, classes), detached.
+    """
+
+    layer: str
+    output: torch.Tensor
+    carrier: torch.Tensor
+    target: torch.Tensor
+    contrast: torch.Tensor | None
+    score: torch.Tensor
+    logits: torch.Tensor
+    rule: LrpRule
+    first: FirstRule
+    epsilon: float
+    _first: nn.Conv2d
+    _a: torch.Tensor
+    _z: torch.Tensor
+    _bounds: tuple[torch.Tensor, torch.Tensor]
+
+    @property
+    def relevance(self) -> torch.Tensor:
+        """LRP relevance at the layer (detached, the output's shape and layout)."""
+        return self.output.detach() * self.carrier
+
+
+def layer_pass(model: LensModel, x: torch.Tensor, target: Target = None, *, layer: str, contrast: Target = None,
+               rule: LrpRule = LrpRule.ZPLUS, first: FirstRule = FirstRule.ZB, epsilon: float = 0.25) -> LayerPass:
+    """The LRP pass from the output down to ``layer`` (same rules and prepared copy as :func:`lrp`), with the
+    graph below the layer kept for :func:`from_layer`.
+
+    Args:
+        x: float (N, 3, H, W) in [0, 1].
+        target: the class explained (None: the top class). contrast: a class (or one per image) whose logit is
+            subtracted: the relevance of ``logit[target] - logit[contrast]``.
+        layer: a module name of ``model.net`` with a tensor output (its first call in the forward pass is used).
+
+    Raises:
+        NotApplicable: a layer type with no rule here. KeyError: no such module.
+    """
+    rule, first = LrpRule(rule), FirstRule(first)
+    prep = prepare(model)
+    module = dict(prep.net.named_modules()).get(layer) if layer else None
+    if module is None:
+        raise KeyError(f"no module {layer!r} in {model.card.arch}")
+    xn = model.normalise(x.detach()).requires_grad_(True)
+    seen: dict[str, torch.Tensor] = {}
+    with hooks_on(prep.net) as hooks:
+        for m, kind in prep.kinds.items():
+            if m is prep.first:
+                def keep(_m, inp, out):
+                    seen["a"], seen["z"] = inp[0], out
+                hooks.forward(m, keep)
+            elif kind != "pass":
+                hooks.forward(m, _rule_hook(kind, rule, epsilon, prep.plus))
+
+        def at_layer(_m, _inp, out):  # registered after the rule hooks: sees the output the rest of the net sees
+            seen.setdefault("out", out[0] if isinstance(out, (tuple, list)) else out)
+        hooks.forward(module, at_layer)
+        logits = prep.net(xn)
+    t = resolve_target(model, x, target, logits=logits.detach())
+    score = logits.gather(1, t[:, None])[:, 0]
+    c = None
+    if contrast is not None:
+        c = resolve_target(model, x, contrast, logits=logits.detach())
+        score = score - logits.gather(1, c[:, None])[:, 0]
+    (carrier,) = torch.autograd.grad(score.sum(), seen["out"], retain_graph=True)
+    low = ((0 - model.mean) / model.std).to(xn)
+    high = ((1 - model.mean) / model.std).to(xn)
+    return LayerPass(layer, seen["out"], carrier.detach(), t, c, score.detach(), logits.detach(), rule, first,
+                     float(epsilon), prep.first, seen["a"].detach(), seen["z"], (low, high))
+
+
+def from_layer(lp: LayerPass, mask: torch.Tensor) -> torch.Tensor:
+    """Pixel relevance of the relevance ``mask * lp.relevance`` at the layer: the rest of the LRP backward pass,
+    for K masks in one batched backward.
+
+    Args:
+        mask: float (K, N, ...) with the layer output's shape after K (or broadcastable to it): K weightings of
+            the layer's relevance (a 0/1 mask keeps some channels or positions).
+
+    Returns:
+        float32 (K, N, 3, H, W). Linear in ``mask``: the maps of masks that sum to one sum to :func:`lrp`'s.
+    """
+    out = lp.output
+    grads = (lp.carrier * mask.to(lp.carrier)).expand(mask.shape[0], *out.shape).contiguous()
+    k, n = grads.shape[:2]
+    if out is lp._z:
+        g = grads
+    else:
+        (g,) = torch.autograd.grad(out, lp._z, grads, retain_graph=True, is_grads_batched=True)
+    rel = (lp._z.detach() * g).flatten(0, 1)
+    a = lp._a.expand(k, *lp._a.shape).flatten(0, 1)
+    raw = _first_layer(lp._first, a, rel, lp.first, lp.epsilon, *lp._bounds).detach().float()
+    return raw.view(k, n, *raw.shape[1:])

@@ -1,0 +1,71 @@
+"""The concepts technique's settings, declared once (page widgets, CLI flags, result key, report line)."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from ..attribution.lrp import FirstRule, LrpRule
+from ..spec import Setting, Technique
+
+DEFAULT_TOP = 6
+
+
+def _channel_choices(context) -> tuple:
+    # the page puts each layer's channel count in the context; the CLI checks channels once the layer is known
+    count = dict(context.get("channel_counts") or {}).get(context.get("layer"), 0)
+    return tuple(range(int(count)))
+
+
+SETTINGS = (
+    Setting("layer", str, "the layer split into channels (a catalogue name; default: the last feature layer)",
+            label="Layer", layer=True, metavar="LAYER"),
+    Setting("target", int, "the class explained (index or exact label); default: the prediction",
+            label="Class explained", target=True, optional="the prediction"),
+    Setting("contrast", int, "a class whose logit is subtracted: the relevance of logit[target] - logit[contrast]",
+            label="Against (contrast)", target=True, optional="none"),
+    Setting("top", int, "channels listed and mapped, most relevant first (all when at least the channel count)",
+            label="Top channels", low=1, high=24, default=DEFAULT_TOP, strict=False, metavar="K"),
+    Setting("channels", tuple, "map these channels instead of the top ones", label="Channels to map",
+            among=_channel_choices, default=(), metavar="C"),
+    Setting("rule", LrpRule, "LRP rule for convolutions", label="Rule (convolutions)", default=LrpRule.ZPLUS,
+            advanced=True),
+    Setting("first", FirstRule, "LRP rule for the layer on the pixels", label="First layer (pixels)",
+            default=FirstRule.ZB, flag="--first-rule", advanced=True),
+    Setting("epsilon", float, "LRP stabiliser as a fraction of each layer's output std",
+            label="Epsilon (x layer std)", low=0.0, high=5.0, step=0.05, default=0.25, number_input=True,
+            advanced=True),
+)
+
+
+def keywords(values: Mapping[str, object]) -> dict:
+    """The keywords of :func:`core.concepts.relevance.concepts` for a set of :data:`CONCEPTS` values."""
+    channels = tuple(int(c) for c in values.get("channels") or ())
+    return dict(layer=values.get("layer"), target=values.get("target"), contrast=values.get("contrast"),
+                top=int(values["top"]), channels=channels or None, rule=values["rule"], first=values["first"],
+                epsilon=float(values["epsilon"]))
+
+
+def run_concepts(model, x, values: Mapping[str, object], *, progress=None):
+    """:class:`~core.concepts.relevance.Concepts` of one image ``x`` (3, H, W) in [0, 1].
+
+    Raises:
+        ValueError: no such layer or channel.
+    """
+    from .relevance import concepts
+
+    kw = keywords(values)
+    return concepts(model, x.unsqueeze(0), kw.pop("target"), progress=progress, **kw)
+
+
+def describe(result) -> dict:
+    rel = result.relevance
+    rows = {"layer": rel.layer.name, "target": int(rel.target[0]), "total relevance": float(rel.total[0])}
+    for k, chosen in enumerate(result.maps.channels[0]):
+        c = chosen[0] if len(chosen) == 1 else chosen
+        rows[f"channel {c}"] = float(rel.share[0, list(chosen)].sum())
+    return rows
+
+
+CONCEPTS = Technique(
+    "concepts", "Concepts",
+    "concept relevance: the LRP explanation split into a layer's channels, each with its conditional heat map",
+    SETTINGS, run_concepts, command="concepts", prefix="cpt", page="concepts", describe=describe)
