@@ -14,7 +14,8 @@ from typing import Sequence, Union
 
 import torch
 
-from ..attribution.base import Attribution, Progress, report
+from ..attribution.base import Attribution
+from ..progress import Progress, report
 from ..attribution.lrp import FirstRule, LayerPass, LrpRule, from_layer, layer_pass
 from ..catalogue import LayerInfo, catalogue, default_layer, find_layer, to_nchw
 from ..inputs import Target
