@@ -24,10 +24,10 @@ HERE = Path(__file__).resolve().parent
 # The tab icon is served by the app itself: a ":material/...:" page_icon makes the browser fetch an SVG from
 # fonts.gstatic.com on every visit (a request to a third party, and a failure offline).
 st.set_page_config(page_title="ConvNeXt Lens", page_icon=str(HERE / "assets" / "icon.png"), layout="wide")
-# A progress bar's width change is a CSS transition, repainted at the browser's frame rate after every report
-# (Chromium, measured: 0.16 → 0.08 CPU-seconds per second for a bar reported 4 times a second, 0.10 → 0.05 at
-# once a second). Every tab waiting on a shared server pays it on its viewer's machine, and a machine that runs
-# browsers beside the server (bench/load.py) pays it in CPU taken from the jobs.
+# A progress bar's width change is a CSS transition, repainted at the browser's frame rate after every report;
+# turning it off saves a large share of the CPU a waiting tab's browser spends (figures: docs/performance.md).
+# Every tab waiting on a shared server pays it on its viewer's machine, and a machine that runs browsers beside
+# the server (bench/load.py) pays it in CPU taken from the jobs.
 st.html("<style>[data-testid='stProgress'] * { transition: none !important; }</style>")
 
 # One line per page: (file in pages/, title, icon, one-line description shown on the home page).

@@ -1,10 +1,10 @@
 """Batch-parallel inference: worker threads, each with a private model replica and a share of torch's threads.
 
 On a small CPU, one stream of work that overlaps image decoding with a two-thread forward pass loses: the decode
-thread preempts an OpenMP thread and the other waits at every barrier (measured: the forward fell from 45 to
-26 images/s). Two streams, each decoding its own batch and running its forward pass on one intra-op thread,
+thread preempts an OpenMP thread and the other waits at every barrier, so the forward loses much of its
+throughput. Two streams, each decoding its own batch and running its forward pass on one intra-op thread,
 keep both cores busy with no barrier to wait at; one-thread convolutions are also more efficient than split
-ones. See ``bench/activation_index.py``.
+ones. See ``bench/activation_index.py`` (figures: docs/performance.md).
 
 ``torch.set_num_threads`` is per thread for the calling thread's OpenMP pool, but torch also remembers the last
 value for threads that start later (a Streamlit rerun starts a new thread), so a thread born while workers run

@@ -1,4 +1,4 @@
-"""Error analysis (issue 17): where the model is wrong on a labelled folder, and why, on one screen.
+"""Error analysis: where the model is wrong on a labelled folder, and why, on one screen.
 
 Layout only: the pieces (matrix, galleries, the "Why?" panel, the channels' examples) live in ``ui/error_analysis``."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Streamlit pieces of the Error analysis page (issue 17): the summary, the confusion matrix, the galleries, the
-"Why?" panel and the separating channels with their dataset examples. The page holds the layout and calls these;
-every call into core goes through ``ui.cache``."""
+"""Streamlit pieces of the Error analysis page: the summary, the confusion matrix, the galleries, the "Why?" panel
+and the separating channels with their dataset examples. The page holds the layout and calls these; every call
+into core goes through ``ui.cache``."""
 from __future__ import annotations
 
 from pathlib import Path

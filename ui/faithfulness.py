@@ -1,4 +1,4 @@
-"""Faithfulness and sanity next to every map (issue 13): the evidence under a map, and the "Compare methods" view.
+"""Faithfulness and sanity next to every map: the evidence under a map, and the "Compare methods" view.
 
 The drawing functions take :class:`core.evaluation.Evaluation` results; the two ``*_section`` functions hold the
 few widgets, call ``ui.cache`` (cached, with progress) and draw. The attribution page calls them.

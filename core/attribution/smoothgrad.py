@@ -104,8 +104,9 @@ def fastest_precision(model: nn.Module, x: torch.Tensor, candidates: Sequence[Pr
     """The fastest of fp32 and ``candidates`` for a forward + input-gradient backward of ``model`` on inputs shaped
     like ``x`` (N, 3, H, W), on ``x``'s device, timed here at batch 2 (best of ``repeats`` after a warm-up).
 
-    Native support is not enough: on some CPUs with AVX512-BF16 ConvNeXt runs slower in bf16 than in fp32, with
-    autocast, bf16 weights or channels-last.
+    Native support is not enough: ConvNeXt can run slower in bf16 than in fp32 even on a CPU that computes bf16
+    natively (with autocast, bf16 weights or channels-last alike), so ``auto`` times both rather than trusting
+    the instruction set.
     """
     probe = x[:1].detach().expand(2, *x.shape[1:]).clone()
     target = torch.zeros(2, dtype=torch.long, device=x.device)

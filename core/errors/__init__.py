@@ -1,4 +1,4 @@
-"""Error analysis (issue 17): a labelled folder, the model's mistakes, and why it made them.
+"""Error analysis: a labelled folder, the model's mistakes, and why it made them.
 
 :mod:`.dataset` reads an ImageFolder tree or a CSV of ``file,label``; :mod:`.evaluate` predicts (with an on-disk
 cache per image hash and model, :mod:`.cache`) and gives the confusion matrix, per-class precision/recall and

@@ -191,7 +191,7 @@ def _predict(model, x: torch.Tensor, batch_size: int) -> np.ndarray:
 
 
 def report(evaluation: Evaluation, top: int | None = None) -> dict:
-    """The JSON contract of ``python -m core errors`` (issue 17)."""
+    """The JSON contract of ``python -m core errors``."""
     e = evaluation
     return {
         "images": len(e.images),

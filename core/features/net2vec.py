@@ -213,8 +213,8 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
     gradient in closed form, ``weight (σ(a w + b) - target) / P`` through ``aᵀ``, and torch.optim.Adam's update
     in one call of PyTorch's fused Adam kernel (what ``torch.optim.Adam(fused=True)`` runs), so each step costs
     two matrix-vector products and three (P,)-sized passes instead of autograd's graph and the optimiser's
-    bookkeeping. Measured (ConvNeXt-Tiny's stage-2 shape, 14112 × 192, 300 steps, 2 threads, interleaved medians):
-    the fit 0.73 s with Adam's update as seven small operations, 0.57 s fused, 0.58 s for the two products alone.
+    bookkeeping. With the fused update the fit costs about what its two products alone cost; the update written
+    out as seven small operations costs noticeably more (figures: docs/performance.md).
 
     Args:
         a: float32 (P, C) contiguous; target, weight: float32 (P,).
@@ -250,7 +250,8 @@ def _fit_logistic(a: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, i
 def _adam_step(theta: torch.Tensor, grad: torch.Tensor, avg: torch.Tensor, avg_sq: torch.Tensor, step: int,
                lr: float, betas: tuple[float, float], eps: float) -> None:
     """torch.optim.Adam's update, in place (same operations in the same order, the square root as 1 / rsqrt:
-    torch.sqrt on the CPU waited for the thread pool on every call, ~10 ms on a loaded 2-core machine)."""
+    torch.sqrt on the CPU waited for the thread pool on every call, which on a loaded machine cost more than
+    the rest of the fit)."""
     avg.lerp_(grad, 1 - betas[0])
     avg_sq.mul_(betas[1]).addcmul_(grad, grad, value=1 - betas[1])
     denom = avg_sq.rsqrt().reciprocal_().div_(math.sqrt(1 - betas[1] ** step)).add_(eps)

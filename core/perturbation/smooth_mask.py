@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 # The soft maximum runs over chunks of grid cells of at most this much scratch (cells × step² × 81 floats): one
-# chunk for up to 4 masks of 224², so that large inputs do not allocate unbounded scratch. Chunks that stay in the
-# cache (2 MB) gained ≤ 10 % of the mask at 1 thread but made it 2-5 × slower at 2 threads on a loaded machine
-# (every small operation is an OpenMP region that waits for a descheduled partner): docs/performance.md.
+# chunk for up to 4 masks of 224², so that large inputs do not allocate unbounded scratch. Chunks small enough to
+# stay in the cache gained little at 1 thread but made the mask several times slower at 2 threads on a loaded
+# machine (every small operation is an OpenMP region that waits for a descheduled partner): docs/performance.md.
 _CHUNK_BYTES = 64 << 20
 
 
@@ -56,7 +56,7 @@ class _SoftMax(torch.autograd.Function):
         nb, weight, ew, z, num = ctx.saved_tensors
         c, chunk, scratch = ctx.coldness, ctx.chunk, ctx.scratch
         g = grad.unsqueeze(-1) / z                          # (N, P, 1): g / Z
-        # (N, 1, P) rows, contiguous (a strided left operand slows the products by a third)
+        # (N, 1, P) rows, contiguous (a strided left operand slows the products)
         coef = (g * (1 - c * (num / z))).transpose(1, 2).contiguous()  # g (1 - c pooled) / Z
         g = g.transpose(1, 2).contiguous()
         first, second = torch.empty_like(nb), torch.empty_like(nb)

@@ -1,4 +1,4 @@
-"""``python -m core demo-head``: build the small fine-tuned demo model for error analysis (issue 17)."""
+"""``python -m core demo-head``: build the small fine-tuned demo model for error analysis."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""``python -m core errors FOLDER``: where the model is wrong on your labelled images (issue 17)."""
+"""``python -m core errors FOLDER``: where the model is wrong on your labelled images."""
 from __future__ import annotations
 
 import argparse
