@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+CLIP_PERCENTILE = 99.5  # maps are clipped at this percentile of their magnitude unless the user says otherwise
+
 # anchors sampled from matplotlib's "inferno" and "RdBu_r" (BSD-compatible colour data)
 _HEAT = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
                   [245, 125, 21], [250, 193, 39], [252, 255, 164]], dtype=np.float64)
@@ -52,7 +54,7 @@ def colourise(values, cmap: ColourMap = ColourMap.HEAT) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
-def normalise_map(m, *, signed: bool = False, clip_percentile: float = 99.5) -> np.ndarray:
+def normalise_map(m, *, signed: bool = False, clip_percentile: float = CLIP_PERCENTILE) -> np.ndarray:
     """Scale a map for display, clipping outliers at ``clip_percentile`` of its magnitude.
 
     Returns values in [0, 1], or [-1, 1] when ``signed`` (0 stays 0).
@@ -113,7 +115,7 @@ class Scale:
     signed: bool
     lo: float
     hi: float
-    clip_percentile: float = 99.5
+    clip_percentile: float = CLIP_PERCENTILE
     units: str = ""
 
     @property
@@ -133,7 +135,7 @@ class Scale:
                 f"({clip}; larger values saturate)")
 
 
-def display_map(m, *, signed: bool, clip_percentile: float = 99.5, units: str = "") -> tuple[np.ndarray, Scale]:
+def display_map(m, *, signed: bool, clip_percentile: float = CLIP_PERCENTILE, units: str = "") -> tuple[np.ndarray, Scale]:
     """(values for :func:`colourise`, their :class:`Scale`) under the app's one convention.
 
     Args:
@@ -205,7 +207,7 @@ def with_colorbar(picture: np.ndarray, scale: Scale, *, title: str | None = None
     return np.concatenate([picture, bar], axis=1)
 
 
-def heat_figure(m, image=None, *, signed: bool, clip_percentile: float = 99.5, units: str = "",
+def heat_figure(m, image=None, *, signed: bool, clip_percentile: float = CLIP_PERCENTILE, units: str = "",
                 alpha: float = 0.55, title: str | None = None) -> tuple[np.ndarray, Scale]:
     """A heat map (or its overlay on ``image``) with its colour bar, under the one convention.
 

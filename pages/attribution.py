@@ -7,10 +7,11 @@ import streamlit as st
 
 from core.attribution.base import Sign
 from core.attribution.registry import REGISTRY
-from core.attribution.view import View, figure, metric_lines, npy_bytes
-from core.render import png_bytes
+from core.attribution.view import CLIP, SIGN, VIEW, View, figure, metric_lines, npy_bytes
+from core.render import CLIP_PERCENTILE, png_bytes
 from ui import cache, faithfulness, permalink, report, run, sidebar
 from ui.attribution import compute, method_options
+from ui.options import widget
 from ui.permalink import Param
 
 st.title("Attribution")
@@ -58,10 +59,13 @@ if selection is not None:
             if REGISTRY[method].caveat:
                 st.caption(REGISTRY[method].caveat)
             c1, c2, c3 = st.columns(3)
-            view = c1.radio("View", [v.value for v in View], index=1, key="attr_view")
-            sign = c2.radio("Sign", [s.value for s in Sign], index=3 if result.signed else 0, key="attr_sign",
-                            disabled=not result.signed, horizontal=True)
-            clip = c3.slider("Clip outliers at percentile", 90.0, 100.0, 99.5, 0.1, key="attr_clip")
+            shown = {"signed": result.signed}
+            with c1:
+                view = widget(VIEW, VIEW.start(shown), shown, "attr_view")
+            sign = c2.radio(SIGN.title, list(SIGN.choices), index=list(SIGN.choices).index(SIGN.start(shown)),
+                            key="attr_sign", disabled=not result.signed, horizontal=True)
+            with c3:
+                clip = widget(CLIP, CLIP.start(shown), shown, "attr_clip")
             fig, scale = figure(result, inp.tensor, view=view, sign=sign, clip_percentile=clip)
             a, b = st.columns([1, 1.3])
             a.image(inp.tensor.permute(1, 2, 0).numpy(), caption=f"{selection.name} as the model sees it",
@@ -84,7 +88,7 @@ if selection is not None:
     with tab_grid:
         chosen = st.multiselect("Methods", list(REGISTRY), format_func=titles.get, key="attr_grid_methods",
                                 default=["saliency", "smoothgrad", "guided-backprop", "gradcam"])
-        st.caption("Each with its default options, same image and target; overlays, all signs, 99.5 % clipping.")
+        st.caption(f"Each with its default options, same image and target; overlays, all signs, {CLIP_PERCENTILE:g} % clipping.")
         if chosen and run.button("Compute the grid", (selection.key, target, tuple(chosen)), "attr_grid_run"):
             cols = st.columns(min(4, len(chosen)))
             for i, name in enumerate(chosen):

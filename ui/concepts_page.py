@@ -5,10 +5,11 @@ import pandas as pd
 import streamlit as st
 
 from core.attribution.view import figure
-from core.concepts.spec import CONCEPTS
+from core.concepts.spec import CONCEPTS, DELETION
 from core.render import captioned_strip
 from core.spec import canonical
 from ui import cache, figures, report, run
+from ui.options import technique_form
 from ui.widgets import progress_bar
 
 
@@ -76,16 +77,16 @@ def report_button(model, selection, values, result, pictures) -> None:
 
 def deletion(model, selection, values) -> None:
     """The faithfulness curves behind their own button."""
-    from core.evaluation.concepts import channel_deletion
-
     st.subheader("Is the ranking faithful? Deleting channels")
-    draws = st.slider("Random draws per k", 2, 20, 5, key="cpt_draws")
-    if not run.button("Delete channels", (selection.key, canonical(values), draws), "cpt_del_run",
+    chosen = technique_form(DELETION, cache.context(model))
+    draws = chosen["draws"]
+    if not run.button("Delete channels", (selection.key, canonical(values), canonical(chosen)), "cpt_del_run",
                       help="Sets the top-k channels' activations to zero (k = 1..20) and watches the logit."):
         return
-    with progress_bar("Deleting channels"):
-        d = channel_deletion(model, selection.inp.batch, values.get("target"), layer=values["layer"],
-                             draws=draws)
+    subject = (selection.inp.tensor, values["layer"], values.get("target"))
+    with progress_bar("Deleting channels") as progress:
+        d = cache.technique(DELETION, model, selection.model_key, subject,
+                            (selection.image_key, values["layer"], values.get("target")), chosen, progress)
     frame = pd.DataFrame({"k": d.ks, "top-k by relevance": d.relevance[0].numpy(),
                           "top-k by activation": d.activation[0].numpy(),
                           f"k random (mean of {draws})": d.random[0].numpy()})

@@ -8,14 +8,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.render import heat_figure
+from core.render import CLIP_PERCENTILE, heat_figure
 
 # One colour per role, the same on every run and page (Streamlit's default palette is assigned by the order of
 # the columns, so curves swapped colours when their names sorted differently).
 PALETTE = ("#3b5bdb", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#1098ad", "#c2255c", "#5c940d")
 
 
-def heat(m, image=None, *, signed: bool, caption: str, units: str = "", clip_percentile: float = 99.5,
+def heat(m, image=None, *, signed: bool, caption: str, units: str = "", clip_percentile: float = CLIP_PERCENTILE,
          alpha: float = 0.55, where=st):
     """Show a heat map (or its overlay on ``image``) with its colour bar; the caption ends with what the colours
     mean. Returns the shown picture (uint8) for downloads and the report."""

@@ -125,6 +125,7 @@ def widget(s: Setting, default, context: dict, key: str, layer_names=None):
                                     help=help_))
     if s.layer:
         names = list(layer_names or [])
+        default = default if default in names else context.get("layer")  # None: the catalogue's default layer
         start = names.index(default) if default in names else 0
         return st.selectbox(label, names, index=start, key=key, help=help_)
     if s.target:

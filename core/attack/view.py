@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..render import (ColourMap, Scale, colourise, heat_figure, image_uint8, npz_bytes, overlay,
+from ..render import (CLIP_PERCENTILE, ColourMap, Scale, colourise, heat_figure, image_uint8, npz_bytes, overlay,
                       unit_uint8, with_colorbar)
 from .attacks import PIXEL, AttackResult, Norm
 from .search import MinEpsResult
@@ -148,9 +148,9 @@ def evidence_pictures(clean, adversarial, before: np.ndarray, after: np.ndarray)
     """SmoothGrad |map| over the clean and the adversarial image (``clean``/``adversarial`` (3, H, W) in [0, 1],
     maps (H, W)) on ONE scale, the 99.5th percentile of both magnitudes, so they compare; and the difference
     |after| − |before| on the diverging map. Every picture carries its colour bar."""
-    hi = max(float(np.percentile(np.abs(np.stack([before, after])), 99.5)), 1e-12)
-    scale = Scale(False, 0.0, hi, 99.5, "|SmoothGrad|")
+    hi = max(float(np.percentile(np.abs(np.stack([before, after])), CLIP_PERCENTILE)), 1e-12)
+    scale = Scale(False, 0.0, hi, CLIP_PERCENTILE, "|SmoothGrad|")
     diff = colourise(np.clip((np.abs(after) - np.abs(before)) / hi, -1, 1), ColourMap.DIVERGING)
     return Evidence(with_colorbar(overlay(clean, np.clip(np.abs(before) / hi, 0, 1)), scale),
                     with_colorbar(overlay(adversarial, np.clip(np.abs(after) / hi, 0, 1)), scale),
-                    with_colorbar(diff, Scale(True, -hi, hi, 99.5, "|SmoothGrad|")), scale)
+                    with_colorbar(diff, Scale(True, -hi, hi, CLIP_PERCENTILE, "|SmoothGrad|")), scale)

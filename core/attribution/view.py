@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from .base import Attribution, Sign
-from ..render import ColourMap, Scale, colourise, display_map, image_uint8, normalise_map, overlay, with_colorbar
+from ..render import (CLIP_PERCENTILE, ColourMap, Scale, colourise, display_map, image_uint8, normalise_map, overlay,
+                      with_colorbar)
+from ..settings import Setting
 
 # What one unit of each method's map is (for colour bars); the target's logit is what every method explains.
 UNITS = {
@@ -26,8 +28,18 @@ class View(str, enum.Enum):
     MASKED = "masked image"
 
 
+# How the Attribution page draws a map (context ``signed``: whether the map has both signs); the views, not the
+# computation, so they are not part of a result's key.
+VIEW = Setting("view", View, "heat map, the map over the image, or the image masked by the map", label="View",
+               default=View.OVERLAY, widget="radio")
+SIGN = Setting("sign", Sign, "which sign of a signed map to show", label="Sign", widget="radio",
+               default=lambda c: Sign.ALL if c.get("signed") else Sign.POSITIVE)
+CLIP = Setting("clip", float, "values above this percentile of the magnitude share the top colour",
+               label="Clip outliers at percentile", low=90.0, high=100.0, step=0.1, default=CLIP_PERCENTILE)
+
+
 def display_values(attr: Attribution, index: int = 0, *, sign: Sign | str = Sign.ALL,
-                   clip_percentile: float = 99.5) -> tuple[np.ndarray, bool]:
+                   clip_percentile: float = CLIP_PERCENTILE) -> tuple[np.ndarray, bool]:
     """(H, W) values scaled for display and whether they are signed ([-1, 1]) or not ([0, 1]).
 
     ``sign`` picks the part of a signed map; outliers above ``clip_percentile`` of the magnitude saturate.
@@ -39,7 +51,7 @@ def display_values(attr: Attribution, index: int = 0, *, sign: Sign | str = Sign
 
 
 def picture(attr: Attribution, image: torch.Tensor, index: int = 0, *, view: View | str = View.OVERLAY,
-            sign: Sign | str = Sign.ALL, clip_percentile: float = 99.5, alpha: float = 0.55) -> np.ndarray:
+            sign: Sign | str = Sign.ALL, clip_percentile: float = CLIP_PERCENTILE, alpha: float = 0.55) -> np.ndarray:
     """uint8 (H, W, 3) picture of image ``index`` of ``attr`` over ``image`` (3, H, W) in [0, 1]."""
     values, signed = display_values(attr, index, sign=sign, clip_percentile=clip_percentile)
     cmap = ColourMap.DIVERGING if signed else ColourMap.HEAT
@@ -53,7 +65,7 @@ def picture(attr: Attribution, image: torch.Tensor, index: int = 0, *, view: Vie
 
 
 def figure(attr: Attribution, image: torch.Tensor, index: int = 0, *, view: View | str = View.OVERLAY,
-           sign: Sign | str = Sign.ALL, clip_percentile: float = 99.5, alpha: float = 0.55) -> tuple[np.ndarray, Scale]:
+           sign: Sign | str = Sign.ALL, clip_percentile: float = CLIP_PERCENTILE, alpha: float = 0.55) -> tuple[np.ndarray, Scale]:
     """:func:`picture` with its colour bar to the right, and the :class:`~core.render.Scale` for a caption.
 
     The masked view's bar shows the weight each pixel keeps (|display value|, 0 to 1).

@@ -69,3 +69,23 @@ CONCEPTS = Technique(
     "concepts", "Concepts",
     "concept relevance: the LRP explanation split into a layer's channels, each with its conditional heat map",
     SETTINGS, run_concepts, command="concepts", prefix="cpt", page="concepts", describe=describe)
+
+
+def run_deletion(model, subject, values: Mapping[str, object], *, progress=None):
+    """:class:`~core.evaluation.concepts.DeletionCurves` of deleting ``layer``'s channels from one image.
+
+    Args:
+        subject: (x (3, H, W) in [0, 1], layer name, target class or None for the prediction).
+    """
+    from ..evaluation.concepts import channel_deletion
+
+    x, layer, target = subject
+    return channel_deletion(model, x.unsqueeze(0), target, layer=layer, draws=int(values["draws"]))
+
+
+DELETION = Technique(
+    "concept_deletion", "Deleting concepts",
+    "the target logit's drop when the top-k channels by relevance, by activation, or k random ones are zeroed",
+    (Setting("draws", int, "random channel sets per k (their drops are averaged)", label="Random draws per k",
+             low=2, high=20, default=5, cli=False),),
+    run_deletion, prefix="cpt", page="concepts")
