@@ -78,6 +78,7 @@ def sample_index(model, model_key: str, folder: str, directory: str) -> str | No
             bar.progress(min(max(job.fraction, 0.0), 1.0), text=f"Indexing the sample photos: {job.message}")
         bar.empty()
     if job.error:
+        cache.sample_index.clear()  # the next visit tries again
         st.error(f"The sample photos' index was not built: {job.error}")
         return None
     return cache.index_stamp(directory)
