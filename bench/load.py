@@ -22,6 +22,10 @@ other processes); the load average before and after and the CPU model.
     python bench/load.py --serial                 # the full run: 8 heavy sessions + the home reloader
     python bench/load.py --serial --serial-with-home   # also the serial floor with the home reloader beside it
     python bench/load.py --sessions smoothgrad gradcam_grid --serial --timeout 300
+    python bench/load.py --serial --slice 0          # first in first out, as before the jobs took turns
+
+With ``--serial``, ``time_to_result`` lists each page's seconds to its result alone and under load and their
+ratio (the scheduler's time slices: a short job beside a long one should stay within about 3 x alone).
 """
 from __future__ import annotations
 
@@ -460,8 +464,16 @@ def reloader(url: str, stop: threading.Event, timeout: float, out: list[float],
     return threading.Thread(target=reload)
 
 
+def time_to_result(alone: list[dict], loaded: list[dict]) -> list[dict]:
+    """Each session's seconds to its result alone and under load, and under load over alone."""
+    by_name = {r["session"]: r for r in loaded}
+    return [{"session": a["session"], "alone_s": a["seconds"], "under_load_s": by_name[a["session"]]["seconds"],
+             "ratio": round(by_name[a["session"]]["seconds"] / max(1e-9, a["seconds"]), 2)}
+            for a in alone if a["session"] in by_name]
+
+
 def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, memory_mb: int | None = None,
-        cache_root: str | Path | None = None, with_home: bool = False) -> dict:
+        cache_root: str | Path | None = None, with_home: bool = False, job_slice: float | None = None) -> dict:
     """The concurrent run (after the serial one when ``serial``, and the serial one with the home reloader
     beside it when ``with_home`` too); figures as a dict (see the module's doc)."""
     if CHROMIUM is None:
@@ -469,6 +481,8 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
     from playwright.sync_api import sync_playwright
 
     env = {"LENS_MEMORY_MB": str(memory_mb)} if memory_mb else {}
+    if job_slice is not None:
+        env["LENS_JOB_SLICE"] = str(job_slice)
     budget = memory_mb or float(os.environ.get("LENS_MEMORY_MB", 2400))
     figures: dict = {"sessions": [s.name for s in sessions], "cores": os.cpu_count(), "cpu": cpu_model(),
                      "load_average_before": [round(v, 2) for v in os.getloadavg()], "memory_budget_mb": budget}
@@ -590,6 +604,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                     figures[f"concurrent_{part}_cpu_s"] / max(1e-9, figures[f"serial_home_{part}_cpu_s"]), 3)
         if serial:
             figures["same_as_serial"] = compare_stores(root / "serial", root / "concurrent")
+            figures["time_to_result"] = time_to_result(figures["serial"], figures["concurrent"])
             figures["wall_over_serial_sum"] = round(figures["wall_s"] / max(1e-9, figures["serial_sum_s"]), 3)
             # the server's own work at once against one after another (with the home page's renders on top)
             figures["server_cpu_over_serial"] = round(
@@ -610,12 +625,14 @@ def main() -> None:
     ap.add_argument("--serial-with-home", action="store_true",
                     help="with --serial: also run them one at a time while a ninth session reloads the home page")
     ap.add_argument("--memory-mb", type=int, default=None, help="LENS_MEMORY_MB for the server")
+    ap.add_argument("--slice", type=float, default=None,
+                    help="LENS_JOB_SLICE for the server (seconds; 0: first in first out)")
     args = ap.parse_args()
     chosen = [names[n] for n in args.sessions]
     if any(s.name == "dataset_examples" for s in chosen):
         prepare_index()
     print(json.dumps(run(chosen, timeout=args.timeout, serial=args.serial, memory_mb=args.memory_mb,
-                         with_home=args.serial_with_home)))
+                         with_home=args.serial_with_home, job_slice=args.slice)))
 
 
 if __name__ == "__main__":

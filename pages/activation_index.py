@@ -40,6 +40,8 @@ if build:
     index_page.build(model, folder, directory, values)
 
 stamp = cache.index_stamp(directory)
+if stamp is None and not opened and folder == str(SAMPLES):  # the demo opens full: built once, in the background
+    stamp = index_page.sample_index(model, selection.model_key, folder, directory)
 index = index_page.open_index(directory, stamp)
 if index is None:
     st.info(f"No index at {opened}." if opened else f"No index yet for this model over {folder}. Open 'Index' "

@@ -22,7 +22,7 @@ selection = sidebar.current()
 if selection is None:
     st.stop()
 
-SOURCES = ["The sidebar's model", view.DEMO]
+SOURCES = [view.DEMO, "The sidebar's model"]  # the demo first: the page opens on its results
 permalink.bind([Param("source", "err_model", options=SOURCES)])  # the page's settings travel in its link
 source = st.radio("Model", SOURCES, key="err_model", horizontal=True,
                   help="The demo is a linear head trained in seconds on half the sample photos in six coarse classes "

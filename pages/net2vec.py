@@ -33,7 +33,8 @@ if selection is not None:
                             fixed={"concepts": concepts})
     layer = values["layer"]
     params = (selection.model_key, folder, *values.values())
-    if run.button("Learn concepts", params, "lens_n2v_run"):
+    opening = folder == str(SAMPLES) and concepts == NET2VEC.setting("concepts").default  # the default fit
+    if run.button("Learn concepts", params, "lens_n2v_run", opening=opening):
         try:
             with progress_bar("reading images", forget="lens_n2v_params") as progress:
                 if not concepts:

@@ -13,8 +13,16 @@ PAGE = "pages/activation_index.py"
 
 @pytest.fixture
 def index_app(app, tmp_path, monkeypatch, samples):
-    """The dashboard (conftest's ``app``) on this page, with the index cache and a small folder in tmp."""
+    """The dashboard (conftest's ``app``) on this page, with the index cache, two sample photos (indexed on the
+    first view) and a small folder in tmp."""
+    import core.images
+
     monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
+    photos = tmp_path / "samples"
+    photos.mkdir()
+    for name in ("chelsea.jpg", "brick.jpg"):
+        shutil.copy(samples / name, photos / name)
+    monkeypatch.setattr(core.images, "SAMPLES", photos)
     folder = tmp_path / "photos"
     folder.mkdir()
     for name in ("chelsea.jpg", "brick.jpg", "opencv_baboon.jpg", "opencv_orange.jpg", "astronaut.png"):
@@ -34,7 +42,7 @@ def _texts(at) -> str:
 def test_page_builds_browses_and_survives_damage(index_app):
     at, folder = index_app
     assert not at.exception
-    assert "No index yet" in _texts(at)
+    assert "No index yet" not in _texts(at) and any("channel 0: top" in s.value for s in at.subheader)
     at.text_input(key="lens_idx_folder").set_value(str(folder / "missing")).run()
     at.button(key="lens_idx_build").click().run()
     assert not at.exception and "not a folder" in _texts(at)
@@ -53,9 +61,10 @@ def test_page_builds_browses_and_survives_damage(index_app):
     assert not at.exception and at.radio(key="lens_idx_mode").value == "Number"
     # damage the data file: the page says so (no traceback) and a rebuild fixes it
     directory = cache_path("index")  # LENS_CACHE_DIR/index: the fixture set it to a tmp folder
-    data = next(directory.rglob("topk-*.npz"))
+    manifest = max(directory.rglob("manifest.json"), key=lambda p: p.stat().st_mtime_ns)  # the folder's (last built)
+    data = next(manifest.parent.glob("topk-*.npz"))
     data.write_bytes(data.read_bytes()[:50])
-    os.utime(next(directory.rglob("manifest.json")))  # a new stamp, as a rewrite would give
+    os.utime(manifest)  # a new stamp, as a rewrite would give
     at.run()
     assert not at.exception and "damaged" in _texts(at)
     at.button(key="lens_idx_build").click().run()
@@ -135,3 +144,22 @@ def core_index_stamp(directory) -> str:
     from ui import cache
 
     return cache.index_stamp(str(directory))
+
+
+def test_a_fresh_instance_opens_on_the_sample_photos_index(app, tmp_path, monkeypatch, samples):
+    """No index and an empty cache: the page's first view builds the sample photos' index in the background
+    (progress while it runs) and shows its patches, never the empty "press Build" state."""
+    import core.images
+
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
+    photos = tmp_path / "samples"
+    photos.mkdir()
+    for name in ("chelsea.jpg", "brick.jpg", "opencv_orange.jpg"):
+        shutil.copy(samples / name, photos / name)
+    monkeypatch.setattr(core.images, "SAMPLES", photos)
+    app.run()
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    assert "No index yet" not in _texts(app) and "press Build" not in _texts(app)
+    assert any("channel 0: top" in s.value for s in app.subheader) and len(app.get("image")) >= 3
+    assert cache_path("index").is_dir()

@@ -496,3 +496,108 @@ def test_gc_freeze_knob(monkeypatch):
     monkeypatch.setenv("LENS_GC_FREEZE", "yes")
     with pytest.raises(ValueError, match="LENS_GC_FREEZE"):
         core_serve.default_gc_freeze()
+
+
+# ------------------------------------------------------------------------------------ time slices
+
+def batches(n: int, seed: int, log: list | None = None, seconds: float = 0.02):
+    """A job of ``n`` counted batches, each a small seeded matmul and a sleep, reporting after each; returns the
+    sum of the products (its float sums depend on the thread count) and the threads it saw."""
+    def compute(job, progress):
+        g = torch.Generator().manual_seed(seed)
+        total, threads = torch.zeros(64, 64), set()
+        for i in range(n):
+            total += torch.mm(torch.randn(64, 64, generator=g), torch.randn(64, 64, generator=g))
+            threads.add(torch.get_num_threads())
+            time.sleep(seconds)
+            if log is not None:
+                log.append(seed)
+            progress((i + 1) / n, f"batch {i + 1}/{n}")
+        return total, threads
+    return compute
+
+
+def timed(sched, key, compute, out, **kw):
+    def go():
+        started = time.perf_counter()
+        out[key] = sched.run((key,), compute, poll=0.01, **kw)
+        out[key + " s"] = time.perf_counter() - started
+        out[key + " end"] = time.perf_counter()
+    return go
+
+
+@pytest.mark.parametrize("job_nice", [None, 0])
+def test_a_short_job_is_not_stuck_behind_a_long_one(job_nice):
+    """One slot on 2 cores: a long job (120 batches) runs; a short one (20 batches) submitted after it finishes
+    within 3 x its time alone, long before the long one; both give what they give alone, on the same threads."""
+    alone = {}
+    solo = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30, slice_seconds=0.2, job_nice=job_nice)
+    timed(solo, "short", batches(20, 1), alone)()
+    timed(solo, "long", batches(120, 2), alone)()
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30, slice_seconds=0.2, job_nice=job_nice)
+    log, out = [], {}
+
+    def short_later():
+        while len(log) < 30:  # the long job is well under way
+            time.sleep(0.005)
+        timed(sched, "short", batches(20, 1, log), out)()
+    run_threads(timed(sched, "long", batches(120, 2, log), out), short_later)
+    assert out["short s"] < 3 * alone["short s"], (out["short s"], alone["short s"])
+    assert out["short end"] < out["long end"] - 1.0  # the long one had more than a second left
+    first_short = log.index(1)
+    assert log[first_short:first_short + 20] == [1] * 20  # the short one ran at once and to its end
+    for key in ("short", "long"):
+        assert torch.equal(out[key][0], alone[key][0]) and out[key][1] == alone[key][1] == {2}
+    assert sched.status() | {"finished": 0} == {**sched.status(), "running": 0, "paused": 0, "queued": 0,
+                                                  "memory_reserved": 0, "finished": 0}
+
+
+def test_equal_jobs_take_turns_and_first_in_first_out_without_slices():
+    log, out = [], {}
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30, slice_seconds=0.1)
+    run_threads(timed(sched, "a", batches(40, 1, log), out), timed(sched, "b", batches(40, 2, log), out))
+    switches = sum(x != y for x, y in zip(log, log[1:]))
+    assert switches >= 4 and abs(out["a end"] - out["b end"]) < 0.5 * out["a s"]  # in turns, ending close
+    log.clear()
+    fifo = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30, slice_seconds=0)
+    run_threads(timed(fifo, "a", batches(20, 1, log), out), timed(fifo, "b", batches(5, 2, log), out))
+    assert log == [1] * 20 + [2] * 5
+
+
+def test_a_paused_job_is_cancelled_at_once_and_keeps_its_memory():
+    """The paused job stops within a second of its Stop while the short one runs; a new job whose memory does
+    not fit beside a paused one is not given the cores (it waits for the long one to end)."""
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=100, slice_seconds=0.1)
+    log, out, jobs, stopped = [], {}, {}, {}
+
+    def long(job, progress):
+        jobs["long"] = job
+        return batches(500, 2, log)(job, progress)
+
+    def running_long():
+        started = time.perf_counter()
+        try:
+            sched.run(("long",), long, bytes_per_sample=60, poll=0.01)
+        except JobCancelled:
+            stopped["after"] = time.perf_counter() - started
+
+    def short_then_stop():
+        while len(log) < 10:
+            time.sleep(0.005)
+        threading.Thread(target=timed(sched, "short", batches(40, 1, log), out, bytes_per_sample=30)).start()
+        while sched.status()["paused"] < 1:
+            time.sleep(0.005)
+        assert sched.status()["memory_reserved"] == 90  # the paused job's 60 still counted
+        stopped["at"] = time.perf_counter()
+        jobs["long"].cancel()
+    start = time.perf_counter()
+    run_threads(running_long, short_then_stop)
+    while "short" not in out:
+        time.sleep(0.01)
+    assert time.perf_counter() - start < 10 and stopped["after"] < stopped["at"] - start + 1.0
+    assert torch.equal(out["short"][0], sched.run(("short again",), batches(40, 1))[0])
+
+    log.clear()
+    run_threads(timed(sched, "long2", batches(60, 2, log), out, bytes_per_sample=60),
+                lambda: (time.sleep(0.3), timed(sched, "big", batches(5, 1, log), out, bytes_per_sample=50)()))
+    assert log == [2] * 60 + [1] * 5  # 60 + 50 do not fit: no turns

@@ -140,8 +140,9 @@ def test_similarity_link_opens_the_view_and_adds_to_report(app, embedded, cat_in
 def test_net2vec_page_learns_colour_concepts(app, tmp_path, samples):
     for name in ("chelsea.jpg", "coffee.jpg", "opencv_orange.jpg", "flower.jpg"):
         shutil.copy(samples / name, tmp_path / name)
+    app.query_params["folder"] = str(tmp_path)  # not the sample photos: nothing is learnt before the press
     at = _open(app, "pages/net2vec.py")
-    at.text_input(key="lens_n2v_folder").set_value(str(tmp_path))
+    assert not at.dataframe
     at.select_slider(key="lens_n2v_size").set_value(14)
     at.button(key="lens_n2v_run").click().run()
     assert not at.exception, at.exception
@@ -184,3 +185,21 @@ def test_net2vec_link_opens_the_fit_with_masks_colour_bar_and_report(app, tmp_pa
     # of the width)
     grid = 4 * 160 + 3 * 4
     assert item.figure.shape[:2] == (180, grid + grid // 4) and "image" not in item.settings
+
+
+def test_net2vec_opens_on_its_default_fit(app, tmp_path, monkeypatch, samples):
+    """A fresh instance: the page's first view over the sample photos learns the default fit without a press."""
+    import core.features.net2vec as core_net2vec
+    import core.images
+
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
+    photos = tmp_path / "samples"
+    photos.mkdir()
+    for name in ("chelsea.jpg", "coffee.jpg", "opencv_orange.jpg", "flower.jpg"):
+        shutil.copy(samples / name, photos / name)
+    monkeypatch.setattr(core.images, "SAMPLES", photos)
+    net2vec = core_net2vec.net2vec
+    monkeypatch.setattr(core_net2vec, "net2vec", lambda *a, **k: net2vec(*a, **{**k, "iterations": 10}))
+    at = _open(app, "pages/net2vec.py")
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.dataframe) == 1 and any(s.value == "Predicted masks" for s in at.subheader)

@@ -301,14 +301,14 @@ def test_warm_writes_what_similarity_net2vec_dataset_examples_and_the_curves_rea
     assert {"Deletion AUC", "Insertion AUC"} <= {m.label for m in app.metric}  # the curves, from disk
     app.switch_page("pages/similarity.py").run()
     assert any("best match" in c for image in app.main.get("image") for c in image.captions)
+    app.session_state["lens_n2v_folder"] = str(folder)  # not the sample photos' default fit
     app.switch_page("pages/net2vec.py").run()
-    app.text_input(key="lens_n2v_folder").set_value(str(folder)).run()
     app.button(key="lens_n2v_run").click().run()
     assert app.dataframe, "no concept table"
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert cache.results().hits["disk"] == 5 and cache.results().hits["computed"] == 0
+    app.session_state["lens_idx_folder"] = str(folder)  # not the sample photos' index
     app.switch_page("pages/activation_index.py").run()
-    app.text_input(key="lens_idx_folder").set_value(str(folder)).run()
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert not [i for i in app.info if "No index yet" in i.value]
     assert any("top 16 images" in h.value for h in app.subheader)  # the patch grid of the warmed index

@@ -6,6 +6,7 @@ changing only a view option never recomputes. Arguments with a leading underscor
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -206,6 +207,39 @@ def build_activation_index(_model: LensModel, folder: str, directory: str, value
     at their defaults). Raises ValueError, ImageError."""
     values = index_spec.BUILD.complete(values, index_spec.build_context(_model))
     return index_spec.run_build(_model, folder, values, progress=progress, directory=directory)
+
+
+class Background:
+    """Work started once for every session on its own thread; any visitor's page reads its progress."""
+
+    def __init__(self, work) -> None:
+        self.fraction, self.message, self.error = 0.0, "starting", ""
+        self.done = threading.Event()
+        threading.Thread(target=self._run, args=(work,), name="lens-background", daemon=True).start()
+
+    def progress(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = fraction, message
+
+    def _run(self, work) -> None:
+        try:
+            work(self.progress)
+        except Exception as e:  # noqa: BLE001 - shown to whoever visits the page
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.done.set()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def sample_index(_model: LensModel, model_key: str, folder: str) -> Background:
+    """The Dataset-examples page's default index of ``folder`` (the sample photos) for ``_model``, built once in
+    the background as a job of the app's scheduler (:func:`core.index.spec.warm_build`, as ``python -m core warm``
+    builds it), started by the first visit; later visits follow its progress."""
+    def work(progress):
+        def build(job, report):
+            return index_spec.warm_build(_model, folder, progress=report)
+        return core_serve.scheduler().run(("index_build", model_key, folder), build, progress=progress,
+                                          bytes_per_sample=core_serve.per_sample_bytes(_model, "forward"))
+    return Background(work)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

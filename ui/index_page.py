@@ -67,6 +67,23 @@ def build(model, folder: str, directory: str, values: dict) -> None:
         st.warning(f"Skipped {s['error']}")
 
 
+def sample_index(model, model_key: str, folder: str, directory: str) -> str | None:
+    """Wait for the index of the sample photos ``folder`` at ``directory``, built once in the background for every
+    visitor (the first visit starts it), with its progress; its stamp (None when the build failed: an error says
+    so)."""
+    job = cache.sample_index(model, model_key, folder)
+    if not job.done.is_set():
+        bar = st.progress(0.0, text="Indexing the sample photos (once, for every visitor)...")
+        while not job.done.wait(0.25):
+            bar.progress(min(max(job.fraction, 0.0), 1.0), text=f"Indexing the sample photos: {job.message}")
+        bar.empty()
+    if job.error:
+        cache.sample_index.clear()  # the next visit tries again
+        st.error(f"The sample photos' index was not built: {job.error}")
+        return None
+    return cache.index_stamp(directory)
+
+
 def open_index(directory: str, stamp: str | None) -> ActivationIndex | None:
     """The index at ``directory`` (None when there is none, or it is damaged: then an error says so)."""
     if stamp is None:

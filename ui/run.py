@@ -35,16 +35,18 @@ def _drawn_this_run(key: str) -> bool | None:
         return None
 
 
-def button(label: str, params: Hashable, key: str, *, disabled: bool = False, help: str | None = None) -> bool:
+def button(label: str, params: Hashable, key: str, *, disabled: bool = False, help: str | None = None,
+           opening: bool = False) -> bool:
     """Draw the page's run button; True when the result for ``params`` is to be shown (pressed for these
-    settings now or earlier in the session, or opened from a link that had run it).
+    settings now or earlier in the session, opened from a link that had run it, or, with ``opening``, the
+    page's first view in the session: its default view, shown without a press).
 
     The URL's ``run`` holds the keys of every result on screen, comma-separated (a page may have several).
     """
     done_key = f"{key}_params"
     first = f"{key}_seen" not in st.session_state  # a link's run= counts only when the session opens it
     st.session_state[f"{key}_seen"] = True
-    linked = first and key in _linked()
+    linked = first and (opening or key in _linked())
     if st.button(label, type="primary", key=key, disabled=disabled, help=help) or (linked and not disabled):
         st.session_state[done_key] = params
         if st.session_state.get(STOPPED) == done_key:

@@ -15,7 +15,9 @@ class JobCancelled(Exception):
 
 @dataclass
 class Job:
-    """One admitted or waiting request. ``state``: queued, running, done, failed, cancelled."""
+    """One admitted or waiting request. ``state``: queued, running, paused (it gave its cores to another job and
+    waits to go on, its memory still reserved), done, failed, cancelled. ``served``: seconds it has run, ``seq``:
+    its place in arrival order."""
 
     key: tuple
     bytes_per_sample: int
@@ -27,6 +29,9 @@ class Job:
     error: str = ""
     message: str = ""
     fraction: float = 0.0
+    served: float = 0.0
+    seq: int = 0
+    slice_start: float = 0.0
 
     def __post_init__(self) -> None:
         self.done = threading.Event()

@@ -1,43 +1,46 @@
-"""One scheduler for heavy work: a bounded number of jobs at once, first in first out, identical requests computed
-once, cancellable, inside a memory budget.
+"""One scheduler for heavy work: a bounded number of jobs at once sharing the cores in time slices, the least
+served first, identical requests computed once, cancellable, inside a memory budget.
 
 A job runs on the thread that asked for it once :meth:`Scheduler.run` admits it, or, with ``job_nice`` set (the
 app's scheduler: ``LENS_JOB_NICE``, default 10), on a fresh worker thread at that lower CPU priority while the
-asking thread (a Streamlit session's script thread) waits, relays the job's progress and previews to its page
-(:meth:`Job.relay`) and keeps polling its own stop signals. The lower priority is what keeps the server
-responsive while jobs use every core: pages, the websocket and the browsers are served first, and a job gets the
-rest (with nothing else to do, a niced job runs exactly as fast). The thread is fresh so that PyTorch's OpenMP
-workers, which a thread creates on its first parallel region and which inherit its priority, are niced too.
+asking thread relays its progress and previews to its page (:mod:`.worker`): the server stays responsive while
+jobs use every core.
 
 - at most ``max_jobs`` run at once (``LENS_MAX_JOBS``, default: half the cores, at least one) and every job
   runs on the same number of torch intra-op threads, ``cores // max_jobs`` (at least one), whether it runs alone
   or beside others: float32 sums then add up in the same order, so a result never depends on who else was
   using the server; the running jobs together never use more threads than there are cores (a job waits while
   too few are free);
-- waiting jobs are admitted in arrival order; a waiter's ``wait(n_ahead)`` callback says how many are ahead;
+- time slices: a job that has run ``slice_seconds`` (``LENS_JOB_SLICE``, default 1; 0: first in first out)
+  since it was last admitted gives its cores, at its next progress report or heartbeat, to a waiting job served
+  less (seconds run so far; a new job none), then waits ("paused": its memory still reserved, its threads
+  unchanged) for its turn. The least served waiting job goes first (ties in arrival order): a short job that
+  arrives while a long one runs starts at the long one's next report, and jobs of equal service take turns. A
+  job that never reports runs to its end. A waiter's ``wait(n_ahead)`` callback says how many are ahead;
 - a job whose key is already running or queued is not computed again: the second caller waits for the first
   and gets its result (if the first fails or is cancelled, the second computes it itself, so a failure reaches
   only its own user);
 - a job stops at its next progress report once cancelled (:meth:`Job.cancel`: the user's Stop, an input change,
   the session ending) or when the caller's own ``cancel()`` says so: :class:`JobCancelled` is raised there;
 - memory: a job declares bytes per sample (:func:`~core.serve.memory.per_sample_bytes`) and a sample count; it
-  is admitted when the process's memory outside jobs (its live resident size less the running jobs' estimates,
-  never less than at start-up) plus the running jobs' estimates plus its own fit the budget (``LENS_MEMORY_MB``,
-  :func:`~core.serve.memory.default_memory_bytes`), with the number of samples it may take at once (its batch)
-  lowered to what fits when that is enough, else it waits. A job alone is always admitted (with a batch of at
-  least one), so nothing waits forever. When the job at the head of the queue does not fit whole, what the
-  process holds outside jobs is shed first (at most once a second): the registered stores
+  is admitted when the process's memory outside jobs (its live resident size less the started jobs' estimates,
+  never less than at start-up) plus the started (running or paused) jobs' estimates plus its own fit the budget
+  (``LENS_MEMORY_MB``, :func:`~core.serve.memory.default_memory_bytes`), with the number of samples it may take
+  at once (its batch) lowered to what fits when that is enough, else it waits. A job alone is always admitted
+  (with a batch of at least one), so nothing waits forever; a new job that does not fit holds back the new jobs
+  behind it, not the paused ones (their memory is reserved already). When the first new job does not fit
+  whole, what the process holds outside jobs is shed first (at most once a second): the registered stores
   (:meth:`Scheduler.shed_from`, the app's result store) drop results from memory (kept on disk, reread when
   asked for), freed heap goes back to the system (``malloc_trim``), and the job's fit is checked again.
 
-The process-wide scheduler also writes its :meth:`Scheduler.status` (and the running jobs' kinds and progress)
-to ``LENS_CACHE_DIR/jobs.json`` whenever a job starts or ends (atomically), so whoever runs the server can see
+The process-wide scheduler also writes its :meth:`Scheduler.status` (and the started jobs' kinds and progress)
+to ``LENS_CACHE_DIR/jobs.json`` whenever a job starts, pauses or ends (atomically), so whoever runs the server can see
 what it is computing without opening a page.
 """
 from __future__ import annotations
 
 import collections
-import contextvars
+import itertools
 import json
 import os
 import threading
@@ -46,22 +49,11 @@ import weakref
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ..files import atomic_write, cache_root
-from .env import env_int
+from .env import default_job_nice, default_job_slice, default_max_jobs  # noqa: F401 (re-exported)
 from .job import Job, JobCancelled, Progress
 from .memory import default_memory_bytes, release_memory, rss_bytes
-
-
-def default_max_jobs() -> int:
-    """``LENS_MAX_JOBS`` (default: half the cores, at least 1): heavy jobs running at once."""
-    return env_int("LENS_MAX_JOBS", max(1, (os.cpu_count() or 1) // 2), 1)
-
-
-def default_job_nice() -> int:
-    """``LENS_JOB_NICE`` (default 10): how much lower than the server's the jobs' CPU priority is (0 to 19)."""
-    return env_int("LENS_JOB_NICE", 10, 0, 19)
+from .worker import run_inline, run_on_worker
 
 
 class Scheduler:
@@ -70,7 +62,7 @@ class Scheduler:
     def __init__(self, max_jobs: int | None = None, memory_bytes: int | None = None, cores: int | None = None,
                  base_bytes: Callable[[], int] | None = None, max_threads: int | None = None,
                  status_path: str | Path | None = None, live_bytes: Callable[[], int] | None = None,
-                 job_nice: int | None = None) -> None:
+                 job_nice: int | None = None, slice_seconds: float | None = None) -> None:
         self.max_jobs = max_jobs or default_max_jobs()
         self.memory_bytes = memory_bytes if memory_bytes is not None else default_memory_bytes()
         self.cores = cores or max(1, os.cpu_count() or 1)
@@ -79,9 +71,12 @@ class Scheduler:
         self.live_bytes = live_bytes or (lambda: 0)  # the process's resident size now (0: unknown)
         self.status_path = Path(status_path) if status_path is not None else None
         self.job_nice = job_nice  # None: a job runs on the asking thread
+        self.slice_seconds = default_job_slice() if slice_seconds is None else float(slice_seconds)
         self._cv = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
         self._running: list[Job] = []
+        self._paused: list[Job] = []  # started, waiting in the queue for their turn again
+        self._arrivals = itertools.count()
         self._by_key: dict[tuple, Job] = {}
         self.finished = 0
         self._sheddable: "weakref.WeakSet" = weakref.WeakSet()
@@ -98,33 +93,34 @@ class Scheduler:
     # ------------------------------------------------------------------------------------------ status
 
     def status(self) -> dict:
-        """Running and queued counts, memory budget and the running jobs' estimate (bytes)."""
+        """Running, paused and queued (not started) counts, memory budget and the started jobs' estimate (bytes)."""
         with self._cv:
-            return {"running": len(self._running), "queued": len(self._queue), "max_jobs": self.max_jobs,
+            return {"running": len(self._running), "queued": len(self._queue) - len(self._paused),
+                    "paused": len(self._paused), "max_jobs": self.max_jobs,
                     "threads": sum(j.threads for j in self._running), "cores": self.cores,
                     "memory_budget": self.memory_bytes,
-                    "memory_reserved": sum(j.bytes for j in self._running), "finished": self.finished,
+                    "memory_reserved": self._reserved(), "finished": self.finished,
                     "memory_shed": self.shed_bytes, "memory_sheds": self.sheds}
 
     def _write_status(self) -> None:
-        """Write :meth:`status` plus the running jobs (kind, progress) to ``status_path`` atomically (caller holds
+        """Write :meth:`status` plus the started jobs (kind, progress) to ``status_path`` atomically (caller holds
         the lock; a failed write is ignored: the file is for people, not for the jobs)."""
         if self.status_path is None:
             return
         data = {**self.status(), "time": time.time(), "pid": os.getpid(),
                 "jobs": [{"kind": str(j.key[0]) if j.key else "", "fraction": round(j.fraction, 3),
-                          "threads": j.threads, "batch": j.batch} for j in self._running]}
+                          "threads": j.threads, "batch": j.batch, "state": j.state, "served": round(j.served, 1)}
+                         for j in self._running + self._paused]}
         try:
             atomic_write(self.status_path, json.dumps(data).encode())
         except OSError:
             pass
 
     def ahead_of(self, job: Job) -> int:
+        """How many waiting jobs go before ``job`` (0 when it is not waiting)."""
         with self._cv:
-            try:
-                return self._queue.index(job)
-            except ValueError:
-                return 0
+            order = self._order()
+            return order.index(job) if job in order else 0
 
     # ------------------------------------------------------------------------------------------- running
 
@@ -152,7 +148,7 @@ class Scheduler:
             with self._cv:
                 other = self._by_key.get(key)
                 if other is None:
-                    job = Job(key, int(bytes_per_sample), max(1, int(samples)))
+                    job = Job(key, int(bytes_per_sample), max(1, int(samples)), seq=next(self._arrivals))
                     self._by_key[key] = job
                     self._queue.append(job)
                     break
@@ -183,12 +179,15 @@ class Scheduler:
             if relayed is not None and (self.job_nice is None or shown[0] != (fraction, message)):
                 shown[0] = (fraction, message)
                 relayed(fraction, message)
+            if self.slice_seconds > 0 and len(self._queue) and \
+                    time.monotonic() - job.slice_start >= self.slice_seconds:
+                self._take_turns(job, cancel, relayed, poll)
 
         try:
             if self.job_nice is None:
-                result = self._inline(job, compute, report)
+                result = run_inline(job, compute, report)
             else:
-                result = self._on_worker(job, compute, report, progress, cancel, on_worker)
+                result = run_on_worker(job, compute, report, progress, cancel, int(self.job_nice), on_worker)
             if job.cancelled:
                 raise JobCancelled("stopped")
         except Exception as e:  # noqa: BLE001 - recorded, then raised to this job's own caller
@@ -205,69 +204,6 @@ class Scheduler:
         self._finish(job, "done")
         return result
 
-    @staticmethod
-    def _inline(job: Job, compute, report):
-        previous = torch.get_num_threads()
-        torch.set_num_threads(job.threads)
-        try:
-            return compute(job, report)
-        finally:
-            torch.set_num_threads(previous)
-
-    def _on_worker(self, job: Job, compute, report, progress: Progress | None, cancel,
-                   on_worker: Callable[[threading.Thread], None] | None = None, draw_every: float = 0.25,
-                   keepalive: float = 1.0):
-        """``compute(job, report)`` on a fresh thread at the jobs' priority (in a copy of this thread's context,
-        so hooks owned here stay owned), while this thread makes the relayed calls (at most every
-        ``draw_every`` seconds: each is a message to the browser, which shares the CPU with the jobs) and repeats
-        the last progress after ``keepalive`` seconds without one (Streamlit stops a script at its element
-        calls, so a closed tab or a Stop is noticed within about a second). When this thread
-        is stopped (an exception from a relayed call or ``cancel()``), the job is cancelled and waited for: it
-        ends at its next report, so it never runs on beside a job admitted after it."""
-        outcome: dict[str, object] = {}
-        finished = threading.Event()
-        context = contextvars.copy_context()
-        nice = int(self.job_nice or 0)
-
-        def work() -> None:
-            try:
-                if nice:
-                    try:
-                        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(
-                            os.PRIO_PROCESS, threading.get_native_id()) + nice)
-                    except (OSError, AttributeError):
-                        pass  # no per-thread priority here: the job runs at the server's
-                torch.set_num_threads(job.threads)
-                outcome["result"] = context.run(compute, job, report)
-            except BaseException as e:  # noqa: BLE001 - handed to the asking thread
-                outcome["error"] = e
-            finally:
-                finished.set()
-
-        worker = threading.Thread(target=work, name="lens-job", daemon=True)
-        job._worker = worker
-        if on_worker is not None:
-            on_worker(worker)
-        worker.start()
-        try:
-            last = time.monotonic()
-            while not finished.wait(draw_every):
-                if job.drain():
-                    last = time.monotonic()
-                elif progress is not None and time.monotonic() - last >= keepalive:
-                    progress(job.fraction, job.message or "running")
-                    last = time.monotonic()
-                if cancel is not None and cancel():
-                    job.cancel()
-            job.drain()
-        except BaseException:
-            job.cancel()
-            finished.wait()
-            raise
-        if "error" in outcome:
-            raise outcome["error"]  # type: ignore[misc]
-        return outcome["result"]
-
     def _threads(self) -> int:
         """Intra-op threads for the job at the head of the queue now (0: too few cores are free).
 
@@ -279,9 +215,13 @@ class Scheduler:
             return 0
         return per_job
 
+    def _reserved(self) -> int:
+        """The started (running or paused) jobs' memory estimates."""
+        return sum(j.bytes for j in self._running) + sum(j.bytes for j in self._paused)
+
     def _free(self) -> int:
-        """Bytes of the budget not used now by the process outside jobs and the running jobs' estimates."""
-        reserved = sum(j.bytes for j in self._running)
+        """Bytes of the budget not used now by the process outside jobs and the started jobs' estimates."""
+        reserved = self._reserved()
         # memory outside jobs grows (sessions, caches, allocator slack): count it live, not as at start-up
         outside = max(self.base_bytes(), self.live_bytes() - reserved)
         return self.memory_bytes - outside - reserved
@@ -293,9 +233,44 @@ class Scheduler:
         if job.bytes_per_sample <= 0:
             return job.samples
         fit = min(job.samples, self._free() // job.bytes_per_sample)
-        if fit < 1 and not self._running:
+        if fit < 1 and not self._running and not self._paused:
             return 1  # alone: always runs, one sample at a time
         return max(0, int(fit))
+
+    def _order(self) -> list[Job]:
+        """The waiting jobs, the next to go first: the least served, then the earliest."""
+        return sorted(self._queue, key=lambda j: (j.served, j.seq))
+
+    def _first_new(self) -> Job | None:
+        return next((j for j in self._order() if j.state == "queued"), None)
+
+    def _next(self) -> Job | None:
+        """The waiting job to start or resume now (None: none can). A paused job needs only a slot and its
+        threads; a new one also its memory, and the first new one that does not fit holds back the new ones
+        behind it (not the paused ones)."""
+        if len(self._running) >= self.max_jobs or not self._threads():
+            return None
+        blocked = False
+        for job in self._order():
+            if job.state == "paused":
+                return job
+            if not blocked:
+                if self._fits(job):
+                    return job
+                blocked = True
+        return None
+
+    def _start(self, job: Job) -> None:
+        """Admit or resume ``job`` (caller holds the lock and chose it with :meth:`_next`)."""
+        self._queue.remove(job)
+        if job.state == "paused":
+            self._paused.remove(job)
+        else:
+            job.batch, job.threads = self._fits(job), self._threads()
+        job.state, job.slice_start = "running", time.monotonic()
+        self._running.append(job)
+        self._write_status()
+        self._cv.notify_all()
 
     def _admit(self, job: Job, wait, cancel, poll: float) -> None:
         told: list = [None, 0.0]  # the queue position last said, and when
@@ -303,19 +278,14 @@ class Scheduler:
             while True:
                 if job.cancelled or (cancel is not None and cancel()):
                     raise JobCancelled("stopped while queued")
-                if self._queue[0] is job:
-                    fit, threads = self._fits(job), self._threads()
-                    if (threads and len(self._running) < self.max_jobs and job.bytes_per_sample > 0
-                            and self._shed(job.bytes_per_sample * job.samples - self._free())):
-                        continue  # memory was given back: check the fit again at once
-                    if fit and threads:
-                        self._queue.popleft()
-                        job.batch, job.threads, job.state = fit, threads, "running"
-                        self._running.append(job)
-                        self._write_status()
-                        self._cv.notify_all()
-                        return
-                ahead = self._queue.index(job)
+                if (self._first_new() is job and self._threads() and len(self._running) < self.max_jobs
+                        and job.bytes_per_sample > 0
+                        and self._shed(job.bytes_per_sample * job.samples - self._free())):
+                    continue  # memory was given back: check the fit again at once
+                if self._next() is job:
+                    self._start(job)
+                    return
+                ahead = self._order().index(job)
                 now = time.monotonic()
                 # said again when it changes, else once a second (a page's progress call is where Streamlit
                 # stops a closed or stopped session; more often would only make its browser redraw)
@@ -327,6 +297,48 @@ class Scheduler:
                     finally:
                         self._cv.acquire()
                 self._cv.wait(poll)
+
+    def _take_turns(self, job: Job, cancel, relayed, poll: float) -> None:
+        """At a report of running ``job`` whose slice is over: when a less served waiting job can run in its place,
+        give it the cores and wait, paused and polling the stop signals, until it is this job's turn again."""
+        with self._cv:
+            first = self._first_new()
+            if first is not None and first.bytes_per_sample > 0:  # a new job short of memory: shed for it first
+                self._shed(first.bytes_per_sample * first.samples - self._free())
+            served = job.served + time.monotonic() - job.slice_start
+            self._running.remove(job)
+            self._paused.append(job)
+            job.state = "paused"
+            other = self._next()
+            if other is None or (other.served, other.seq) > (served, job.seq):
+                self._paused.remove(job)
+                self._running.append(job)
+                job.state = "running"
+                return  # nobody to give way to: asked again at the next report
+            job.served = served
+            self._queue.append(job)
+            self._write_status()
+            self._cv.notify_all()
+            message, told = job.message, float("-inf")
+            try:
+                while True:
+                    if job.cancelled or (cancel is not None and cancel()):
+                        job.cancel()
+                        raise JobCancelled("stopped while paused")
+                    if self._next() is job:
+                        self._start(job)
+                        return
+                    if relayed is not None and time.monotonic() - told >= 1.0:
+                        told = time.monotonic()
+                        job.message = f"{message} (paused: sharing the cores with another job)"
+                        self._cv.release()
+                        try:
+                            relayed(job.fraction, job.message)
+                        finally:
+                            self._cv.acquire()
+                    self._cv.wait(poll)
+            finally:
+                job.message = message
 
     def _shed(self, short: int) -> bool:
         """Shed about ``short`` bytes from the registered stores, then hand freed heap back to the system (caller
@@ -355,12 +367,14 @@ class Scheduler:
             job.state = state
             if job in self._running:
                 self._running.remove(job)
+            if job in self._paused:
+                self._paused.remove(job)
             if job in self._queue:
                 self._queue.remove(job)
             if self._by_key.get(job.key) is job:
                 del self._by_key[job.key]
             self.finished += 1
-            if not self._running:
+            if not self._running and not self._paused:
                 release_memory()
             self._write_status()
             job.done.set()
