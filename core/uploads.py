@@ -143,7 +143,7 @@ def unpack_zip(source: bytes | BinaryIO, area: Path, name: str) -> Path:
     except (zipfile.BadZipFile, OSError, ValueError):
         raise UploadError(f"{label}: not a zip file") from None
     with archive:
-        members = archive.infolist()
+        members = [m for m in archive.infolist() if not m.filename.startswith("__MACOSX/")]  # Finder's metadata
         if len(members) > max_files:
             raise UploadError(f"{label}: {len(members)} members, over the limit of {max_files}")
         declared = 0
@@ -167,7 +167,13 @@ def unpack_zip(source: bytes | BinaryIO, area: Path, name: str) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     touch(area)
-    return target
+    return _content_root(target)
+
+
+def _content_root(folder: Path) -> Path:
+    """The folder itself, or its one sub-folder when it holds nothing else (a zip of a folder)."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
 
 
 def _extract(archive: zipfile.ZipFile, members: list, tmp: Path, label: str, max_total: int) -> None:

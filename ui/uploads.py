@@ -1,0 +1,120 @@
+"""The visitor's upload area and the folder boxes that may name it (core.uploads, core.dataroots)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from core import dataroots
+from core import uploads as core_uploads
+
+SWEEP_EVERY = 60.0  # seconds between sweeps of expired areas, whichever session triggers them
+_last_sweep = [0.0]
+
+
+def session_id() -> str:
+    """This browser session's id (Streamlit's), or a random one kept in session state."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    if ctx is not None and getattr(ctx, "session_id", None):
+        return ctx.session_id
+    import uuid
+
+    return st.session_state.setdefault("lens_upload_id", uuid.uuid4().hex)
+
+
+def area() -> Path:
+    """This session's upload area, marked as used now; expired areas of other sessions are swept first."""
+    mine = core_uploads.session_area(session_id())
+    now = time.time()
+    if now - _last_sweep[0] > SWEEP_EVERY:
+        _last_sweep[0] = now
+        core_uploads.sweep(keep=[mine])
+    return mine
+
+
+def existing_area() -> Path | None:
+    """This session's upload area if it has one (nothing is created)."""
+    path = core_uploads.area_of(session_id())
+    return path if path.is_dir() else None
+
+
+def folder_box(label: str, *, key: str, value: str = "", **kwargs) -> Path | None:
+    """A folder text box confined by :func:`core.dataroots.resolve_folder`: the folder, or None (empty, or
+    refused with the generic line shown)."""
+    hosted = dataroots.hosted()
+    if hosted:
+        names = ", ".join(dataroots.choices(existing_area()))
+        kwargs["help"] = f"The data folders here: {names}. Your uploads are under uploads/."
+        if value and Path(value).is_absolute():
+            value = dataroots.shown(value)
+    if key not in st.session_state:  # set here, not through value=, so an upload can fill the box
+        st.session_state[key] = value
+    text = st.text_input(label, key=key, **kwargs).strip()
+    if not text:
+        return None
+    try:
+        return dataroots.resolve_folder(text, hosted=hosted, session_area=existing_area())
+    except dataroots.FolderError as e:
+        st.error(str(e))
+        return None
+
+
+def zip_uploader(label: str, *, key: str, target: str | None = None, help: str | None = None) -> Path | None:
+    """A ``.zip`` uploader that unpacks into this session's area; the folder, or None (nothing, or refused
+    with the one-line reason shown). A new upload writes its name (``uploads/...``) into the folder box
+    ``target``, which must come later in the run."""
+    file = st.file_uploader(label, type=["zip"], key=key, help=help, max_upload_size=_max_mb())
+    if file is None:
+        return None
+    return _unpacked(key, file.file_id, lambda: core_uploads.unpack_zip(file.getvalue(), area(), file.name), target)
+
+
+def set_uploader(label: str, *, key: str, target: str | None = None, help: str | None = None) -> Path | None:
+    """An uploader of a labelled set: one ``.zip``, or several images plus a CSV; the folder, or None. A new
+    upload writes its name (``uploads/...``) into the folder box ``target``, which must come later in the run."""
+    from core.images import IMAGE_SUFFIXES
+
+    files = st.file_uploader(label, type=["zip", "csv", *[s[1:] for s in IMAGE_SUFFIXES]], key=key, help=help,
+                             accept_multiple_files=True, max_upload_size=_max_mb())
+    if not files:
+        return None
+    ident = tuple(f.file_id for f in files)
+    zips = [f for f in files if f.name.lower().endswith(".zip")]
+    if zips and len(files) > 1:
+        st.error("Upload one .zip on its own, or images with a CSV.")
+        return None
+    if zips:
+        return _unpacked(key, ident, lambda: core_uploads.unpack_zip(zips[0].getvalue(), area(), zips[0].name),
+                         target)
+    return _unpacked(key, ident, lambda: core_uploads.save_files([(f.name, f.getvalue()) for f in files], area(),
+                                                                 "files"), target)
+
+
+def _unpacked(key: str, ident, unpack, target: str | None) -> Path | None:
+    """Unpack once per upload (reruns reuse the folder while it exists)."""
+    done = st.session_state.get(f"{key}_done")
+    if done and done[0] == ident and Path(done[1]).is_dir():
+        core_uploads.touch(Path(done[1]).parent)
+        return Path(done[1])
+    try:
+        folder = unpack()
+    except core_uploads.UploadError as e:
+        st.error(str(e))
+        return None
+    st.session_state[f"{key}_done"] = (ident, str(folder))
+    if target:
+        st.session_state[target] = dataroots.shown(folder, existing_area())
+    return folder
+
+
+def redact(message: str, path: Path, text: str) -> str:
+    """``message`` with the server's spelling of ``path`` replaced by what the visitor typed (``text``)."""
+    return message.replace(str(path), text.strip()) if dataroots.hosted() else message
+
+
+def _max_mb() -> int:
+    """The uploader's size limit: the unpacked limit (a zip is never bigger than what it holds, give or take)."""
+    return max(1, core_uploads.limits()[0] // 2**20)
