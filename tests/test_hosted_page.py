@@ -20,15 +20,16 @@ def hosted(monkeypatch, tmp_path):
     return tmp_path / "cache"
 
 
-def page_text(at) -> str:
-    """Every string the page shows (elements' values, labels, captions, helps)."""
+def page_text(at, keys: bool = True) -> str:
+    """Every string the page shows (elements' values, labels, captions, helps), and with ``keys`` the element
+    tree's whole text (widget keys included)."""
     parts = []
     for node in at.main:
         for attr in ("value", "label", "body", "help", "placeholder", "caption", "captions"):
             v = getattr(node, attr, None)
             if isinstance(v, (str, list, tuple)):
                 parts.append(str(v))
-    return "\n".join(parts + [repr(at.main)])
+    return "\n".join(parts + ([repr(at.main)] if keys else []))
 
 
 def _error_page(app):
@@ -85,3 +86,68 @@ def test_zip_slip_upload_is_refused_on_the_page(app, hosted):
     assert not at.exception, at.exception
     assert any("'..'" in e.value for e in at.error)
     assert not list(hosted.parent.rglob("evil.jpg"))
+
+
+def test_a_symlink_out_of_the_data_root_is_refused(app, hosted, monkeypatch, tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "escape").symlink_to("/etc")
+    monkeypatch.setenv("LENS_DATA_ROOT", str(root))
+    at = _error_page(app)
+    at.text_input(key="err_folder_False").set_value(str(root / "escape")).run()
+    assert [e.value for e in at.error] == [NOT_AVAILABLE]
+    assert not any(name in page_text(at) for name in SERVER_NAMES)
+
+
+def _page(app, page):
+    app.session_state["lens_model_choice"] = "embedded"
+    app.run()
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.mark.parametrize("page, key", [("pages/activation_index.py", "lens_idx_folder"),
+                                       ("pages/net2vec.py", "lens_n2v_folder")])
+def test_other_folder_pages_are_confined(app, hosted, page, key):
+    at = _page(app, page)
+    assert not [t for t in at.text_input if t.key == "lens_idx_open"]  # no index directory anywhere on the server
+    at.text_input(key=key).set_value("/etc").run()
+    assert not at.exception, at.exception
+    assert NOT_AVAILABLE in [e.value for e in at.error]
+    assert not any(name in page_text(at) for name in SERVER_NAMES)
+
+
+def test_dataset_examples_builds_an_index_over_an_uploaded_zip(app, hosted):
+    at = _page(app, "pages/activation_index.py")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name in ("chelsea.jpg", "coffee.jpg", "flower.jpg"):
+            z.writestr(f"photos/{name}", (SAMPLES / name).read_bytes())
+    at.file_uploader(key="lens_idx_upload").set_value(("photos.zip", out.getvalue(), "application/zip")).run()
+    assert at.text_input(key="lens_idx_folder").value == "uploads/photos/photos"
+    at.button(key="lens_idx_build").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any(c.value.startswith("3 images from uploads/photos/photos") for c in at.caption), \
+        [c.value for c in at.caption]
+    assert "3 images from uploads" in page_text(at, keys=False)
+    assert str(hosted) not in page_text(at, keys=False)  # the server's cache folder is never shown
+
+
+def test_a_page_visit_sweeps_expired_areas(app, hosted, monkeypatch):
+    import os
+    import time
+
+    from core import uploads
+    from ui import uploads as ui_uploads
+
+    monkeypatch.setenv("LENS_UPLOAD_TTL", "60")
+    stale = uploads.session_area("closed-tab")
+    (stale / "set").mkdir()
+    past = time.time() - 120
+    os.utime(stale / uploads.MARK, (past, past))
+    monkeypatch.setattr(ui_uploads, "_last_sweep", [0.0])
+    app.run()
+    assert not app.exception, app.exception
+    assert not stale.exists()

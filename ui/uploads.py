@@ -28,11 +28,24 @@ def session_id() -> str:
 def area() -> Path:
     """This session's upload area, marked as used now; expired areas of other sessions are swept first."""
     mine = core_uploads.session_area(session_id())
+    _sweep(mine)
+    return mine
+
+
+def visit() -> None:
+    """On every page visit: mark this session's area (if any) as used, and sweep expired areas at most once a
+    minute. A closed tab's area goes ``LENS_UPLOAD_TTL`` after its last visit."""
+    mine = existing_area()
+    if mine is not None:
+        core_uploads.touch(mine)
+    _sweep(mine)
+
+
+def _sweep(mine: Path | None) -> None:
     now = time.time()
     if now - _last_sweep[0] > SWEEP_EVERY:
         _last_sweep[0] = now
-        core_uploads.sweep(keep=[mine])
-    return mine
+        core_uploads.sweep(keep=[mine] if mine is not None else [])
 
 
 def existing_area() -> Path | None:
