@@ -8,7 +8,9 @@ import streamlit as st
 
 from core import dataroots
 from core import uploads as core_uploads
+from core.images import MAX_BYTES
 
+SMALL_UPLOAD_MB = max(1, -(-MAX_BYTES // 2**20))  # one image, mask, weights or names file (server: the zip limit)
 SWEEP_EVERY = 60.0  # seconds between sweeps of expired areas, whichever session triggers them
 _last_sweep = [0.0]
 
@@ -79,10 +81,10 @@ def zip_uploader(label: str, *, key: str, target: str | None = None, help: str |
     """A ``.zip`` uploader that unpacks into this session's area; the folder, or None (nothing, or refused
     with the one-line reason shown). A new upload writes its name (``uploads/...``) into the folder box
     ``target``, which must come later in the run."""
-    file = st.file_uploader(label, type=["zip"], key=key, help=help, max_upload_size=_max_mb())
+    file = st.file_uploader(label, type=["zip"], key=_widget_key(key), help=help, max_upload_size=_max_mb())
     if file is None:
-        return None
-    return _unpacked(key, file.file_id, lambda: core_uploads.unpack_zip(file.getvalue(), area(), file.name), target)
+        return _note(key)
+    return _unpacked(key, file.name, lambda: core_uploads.unpack_zip(file.getvalue(), area(), file.name), target)
 
 
 def set_uploader(label: str, *, key: str, target: str | None = None, help: str | None = None) -> Path | None:
@@ -90,11 +92,11 @@ def set_uploader(label: str, *, key: str, target: str | None = None, help: str |
     upload writes its name (``uploads/...``) into the folder box ``target``, which must come later in the run."""
     from core.images import IMAGE_SUFFIXES
 
-    files = st.file_uploader(label, type=["zip", "csv", *[s[1:] for s in IMAGE_SUFFIXES]], key=key, help=help,
-                             accept_multiple_files=True, max_upload_size=_max_mb())
+    files = st.file_uploader(label, type=["zip", "csv", *[s[1:] for s in IMAGE_SUFFIXES]], key=_widget_key(key),
+                             help=help, accept_multiple_files=True, max_upload_size=_max_mb())
     if not files:
-        return None
-    ident = tuple(f.file_id for f in files)
+        return _note(key)
+    ident = files[0].name if len(files) == 1 else f"{len(files)} files"
     zips = [f for f in files if f.name.lower().endswith(".zip")]
     if zips and len(files) > 1:
         st.error("Upload one .zip on its own, or images with a CSV.")
@@ -106,18 +108,35 @@ def set_uploader(label: str, *, key: str, target: str | None = None, help: str |
                                                                  "files"), target)
 
 
-def _unpacked(key: str, ident, unpack, target: str | None) -> Path | None:
-    """Unpack once per upload (reruns reuse the folder while it exists)."""
+def _widget_key(key: str) -> str:
+    generation = st.session_state.get(f"{key}_generation", 0)
+    return key if not generation else f"{key}_{generation}"
+
+
+def _note(key: str) -> Path | None:
+    """After an upload was unpacked: say where it went; the folder, while it exists."""
+    if st.session_state.get(f"{key}_error"):
+        st.error(st.session_state[f"{key}_error"])
+        return None
     done = st.session_state.get(f"{key}_done")
-    if done and done[0] == ident and Path(done[1]).is_dir():
-        core_uploads.touch(Path(done[1]).parent)
+    if done and Path(done[1]).is_dir():
+        st.caption(f"{done[0]} unpacked as {dataroots.shown(done[1], existing_area())}.")
         return Path(done[1])
+    return None
+
+
+def _unpacked(key: str, name: str, unpack, target: str | None) -> Path | None:
+    """Unpack an upload and give the uploader a fresh key: Streamlit keeps an upload's bytes in memory while its
+    widget holds it, and the unpacked folder (or the reason it was refused) is all the page needs."""
+    st.session_state[f"{key}_generation"] = st.session_state.get(f"{key}_generation", 0) + 1
     try:
         folder = unpack()
     except core_uploads.UploadError as e:
+        st.session_state[f"{key}_error"] = str(e)  # shown until the next upload
         st.error(str(e))
         return None
-    st.session_state[f"{key}_done"] = (ident, str(folder))
+    st.session_state[f"{key}_error"] = None
+    st.session_state[f"{key}_done"] = (name, str(folder))
     if target:
         st.session_state[target] = dataroots.shown(folder, existing_area())
     return folder
