@@ -5,9 +5,10 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 
 import streamlit as st
 
+from core import dataroots
 from core.images import SAMPLES
 from core.index.spec import BUILD, build_context
-from ui import cache, index_info, index_page, sidebar
+from ui import cache, index_info, index_page, sidebar, uploads
 from ui.options import technique_form
 
 st.title("Dataset examples")
@@ -23,36 +24,46 @@ index_page.bind()
 names = [l.name for l in catalogue]
 
 # ------------------------------------------------------------------------------------------- the index
+hosted = dataroots.hosted()
 with st.expander("Index: folder, layers, build", expanded=False):
-    opened = st.text_input("Open an index directory (optional)", key="lens_idx_open",
-                           help="Any index built with python -m core index build (local or Ray engine, e.g. on a "
-                                "cluster). Its images are looked up under the folder it recorded, else the same "
-                                "folder relative to the index directory.").strip()
-    folder = st.text_input("Image folder (searched recursively)", value=str(SAMPLES), key="lens_idx_folder",
-                           help="Any folder, e.g. an ImageNet validation set. Big folders are faster from the "
-                                "command line: python -m core index build FOLDER")
+    opened = "" if hosted else st.text_input(  # hosted, an index is built over a data folder or an upload only
+        "Open an index directory (optional)", key="lens_idx_open",
+        help="Any index built with python -m core index build (local or Ray engine, e.g. on a cluster). Its images "
+             "are looked up under the folder it recorded, else the same folder relative to the index directory.").strip()
+    uploads.zip_uploader("Or upload a .zip of images", key="lens_idx_upload", target="lens_idx_folder",
+                         help="Images in any folders inside the zip; the index is built over them. They stay on "
+                              "this server only while you use them.")
+    path = uploads.folder_box("Image folder (searched recursively)", value=str(SAMPLES), key="lens_idx_folder",
+                              help=None if hosted else "Any folder, e.g. an ImageNet validation set. Big folders "
+                                   "are faster from the command line: python -m core index build FOLDER")
+    folder = "" if path is None else str(path)
     values = technique_form(BUILD, build_context(model), columns=1, layer_names=names)  # layers, top-k
     build = st.button("Build or update the index", type="primary", key="lens_idx_build",
-                      disabled=not values["layers"] or bool(opened))  # never rebuild an opened index here
+                      disabled=not values["layers"] or bool(opened) or not folder)  # never rebuild an opened index
+if not opened and not folder:
+    st.stop()
+shown = dataroots.shown(folder, uploads.existing_area()) if hosted else folder
 
 directory = opened or cache.index_directory(model, folder)
 if build:
-    index_page.build(model, folder, directory, values)
+    index_page.build(model, folder, directory, values, shown if hosted else None)
 
 stamp = cache.index_stamp(directory)
 if stamp is None and not opened and folder == str(SAMPLES):  # the demo opens full: built once, in the background
     stamp = index_page.sample_index(model, selection.model_key, folder, directory)
 index = index_page.open_index(directory, stamp)
 if index is None:
-    st.info(f"No index at {opened}." if opened else f"No index yet for this model over {folder}. Open 'Index' "
+    st.info(f"No index at {opened}." if opened else f"No index yet for this model over {shown}. Open 'Index' "
             "above and press Build (the 70 sample photos take a few seconds to a minute).")
     st.stop()
-index_info.show(cache.activation_index_summary(directory, stamp))
+index_info.show(cache.activation_index_summary(directory, stamp), hosted,
+                lambda p: dataroots.shown(p, uploads.existing_area()))
 mismatch = index_info.model_mismatch(index, model)
 if mismatch:
     st.warning(mismatch)
 
-st.caption(f"{len(index)} images from {index.root}, {len(index.layers)} layers, top-{index.top_k} per channel; "
+root = dataroots.shown(index.root, uploads.existing_area()) if hosted else index.root
+st.caption(f"{len(index)} images from {root}, {len(index.layers)} layers, top-{index.top_k} per channel; "
            f"model {index.spec['model']}.")
 
 # ---------------------------------------------------------------------------------------- layer, channel

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.errors.spec import ERRORS, PAGE_TOP, SEPARATING, Cell
 from core.images import ImageError
-from ui import cache, permalink, sidebar
+from ui import cache, permalink, sidebar, uploads
 from ui import error_analysis as view
 from ui.options import setting_widget
 from ui.permalink import Param
@@ -28,13 +28,23 @@ source = st.radio("Model", SOURCES, key="err_model", horizontal=True,
                   help="The demo is a linear head trained in seconds on half the sample photos in six coarse classes "
                        "(python -m core demo-head); the other half it never saw.")
 model, model_key, default_folder = view.model_for(source, selection)
-permalink.bind([Param("folder", f"err_folder_{source == view.DEMO}")])
-folder = st.text_input("Labelled folder", value=default_folder, key=f"err_folder_{source == view.DEMO}",
-                       placeholder="root/<class>/<image> (names or indices), a folder with labels.csv, or a CSV of file,label",
-                       help="Class folders match the model's class names case-insensitively, or are class indices.").strip()
-if not folder:
-    st.info(view.classes_hint(model))
+folder_key = f"err_folder_{source == view.DEMO}"
+permalink.bind([Param("folder", folder_key)])
+box, drop = st.columns([3, 2])
+with drop:
+    uploads.set_uploader("Or upload a labelled set", key="err_upload", target=folder_key,
+                         help="A .zip of root/<class>/<image> folders, a .zip of images with a labels.csv "
+                              "(file,label), or several images with one CSV. They stay on this server only "
+                              "while you use them.")
+with box:
+    path = uploads.folder_box("Labelled folder", value=default_folder, key=folder_key,
+                              placeholder="root/<class>/<image> (names or indices), a folder with labels.csv, or a "
+                                          "CSV of file,label")
+if path is None:
+    if not st.session_state.get(folder_key, "").strip():
+        st.info(view.classes_hint(model))
     st.stop()
+folder = str(path)
 
 context = cache.context(model)
 values = ERRORS.defaults(context, top=PAGE_TOP)
@@ -42,7 +52,7 @@ try:
     with progress_bar("predicting") as report:
         ev = cache.technique(ERRORS, model, model_key, folder, (folder, cache.folder_stamp(folder)), values, report)
 except ImageError as e:
-    st.error(str(e))
+    st.error(uploads.redact(str(e), path, st.session_state[folder_key]))
     st.stop()
 
 names = list(ev.class_names)

@@ -6,6 +6,7 @@ import ui  # noqa: F401  (first: leaves Streamlit's pages-directory mode before 
 import pandas as pd
 import streamlit as st
 
+from core import dataroots
 from ui import cache, figures, report, sidebar
 
 selection = sidebar.current()
@@ -36,7 +37,6 @@ else:
         "parameters": f"{card.num_params / 1e6:.1f} M", "classes": str(card.num_classes),
         "input size": "x".join(str(s) for s in card.input_size), "device": card.device, "preprocessing": card.preprocessing,
         "fingerprint": card.fingerprint[:23],
-        **cache.server_load(model),
     }
     st.table(pd.DataFrame({"": list(rows), "value": list(rows.values())}).set_index(""))
 
@@ -47,6 +47,11 @@ else:
             "grid": f"{l.grid[0]}x{l.grid[1]}", "layout": l.layout.value, "stride": l.reduction,
             "receptive field": l.receptive_field, "feature stage": l.feature} for l in layers]),
             hide_index=True, width="stretch")
+
+    if dataroots.admin():  # the server's plumbing is for whoever runs it, not for every visitor
+        with st.expander("Server: memory, jobs, heap (LENS_ADMIN)"):
+            load = cache.server_load(model)
+            st.table(pd.DataFrame({"": list(load), "value": list(load.values())}).set_index(""))
 
 others = st.session_state.get("lens_pages", [])[1:]
 if others:

@@ -8,7 +8,7 @@ import streamlit as st
 from core.features.net2vec import ConceptSource
 from core.features.net2vec_spec import NET2VEC
 from core.images import SAMPLES, ImageError, list_images
-from ui import cache, run, sidebar
+from ui import cache, run, sidebar, uploads
 from ui import net2vec_page as n2v
 from ui.options import technique_form
 from ui.widgets import progress_bar
@@ -23,12 +23,23 @@ if selection is not None:
     names = [l.name for l in cache.layers(model, selection.model_key)]
     n2v.bind()
     c1, c2 = st.columns(2)
-    folder = c1.text_input("Image folder", str(SAMPLES), key="lens_n2v_folder")
+    with c1:
+        uploads.zip_uploader("Or upload a .zip of images", key="lens_n2v_upload", target="lens_n2v_folder",
+                             help="They stay on this server only while you use them.")
+        path = uploads.folder_box("Image folder", value=str(SAMPLES), key="lens_n2v_folder")
     source = c2.radio("Concepts", n2v.SOURCES, index=n2v.SOURCES.index(n2v.source_of(NET2VEC)),
                       key="lens_n2v_source",
                       help="mask folder layout: MASKS/<concept>/<image stem>.png, non-zero = concept")
-    masks = c2.text_input("Mask folder", "", key="lens_n2v_masks", disabled=source != n2v.MASKS)
-    concepts = ConceptSource.COLORS.value if source != n2v.MASKS else masks.strip()
+    mask_path = None
+    if source == n2v.MASKS:
+        with c2:
+            uploads.zip_uploader("Or upload a .zip of masks", key="lens_n2v_mask_upload", target="lens_n2v_masks",
+                                 help="<concept>/<image stem>.png inside the zip, non-zero = concept.")
+            mask_path = uploads.folder_box("Mask folder", key="lens_n2v_masks")
+    if path is None:
+        st.stop()
+    folder = str(path)
+    concepts = ConceptSource.COLORS.value if source != n2v.MASKS else str(mask_path or "")
     values = technique_form(NET2VEC, cache.context(model), columns=2, layer_names=names,
                             fixed={"concepts": concepts})
     layer = values["layer"]
@@ -41,14 +52,17 @@ if selection is not None:
                     raise ImageError("enter a mask folder")
                 paths = tuple(str(p) for p in list_images(folder))
                 if not paths:
-                    raise ImageError(f"{folder}: no images")
+                    raise ImageError(f"{st.session_state['lens_n2v_folder']}: no images")
                 fits, used, errors = cache.technique(NET2VEC, model, selection.model_key, paths,
                                                      cache.images_key(paths), values, progress)
         except (ImageError, ValueError, KeyError) as e:
-            st.error(str(e))
+            message = uploads.redact(str(e), path, st.session_state["lens_n2v_folder"])
+            if mask_path is not None:
+                message = uploads.redact(message, mask_path, st.session_state["lens_n2v_masks"])
+            st.error(message)
         else:
             for err in errors:
-                st.warning(f"skipped: {err}")
+                st.warning(f"skipped: {uploads.redact(str(err), path, st.session_state['lens_n2v_folder'])}")
             held = "held-out images" if fits[0].held_out else "the training images (fewer than 4 images)"
             st.caption(f"{len(used)} images; IoUs measured on {held}.")
             n2v.table(fits, layer)

@@ -6,7 +6,8 @@ import os
 from tests.conftest import ROOT
 
 
-def test_home_shows_predictions_and_model_card(app):
+def test_home_shows_predictions_and_model_card(app, monkeypatch):
+    monkeypatch.setenv("LENS_ADMIN", "1")
     app.run()
     assert not app.exception
     # the offline fallback is one line, with the reason on demand
@@ -18,7 +19,8 @@ def test_home_shows_predictions_and_model_card(app):
     assert top.index[0].split(" (")[0] in {"tiger cat", "Egyptian cat", "tabby"}
     assert top["probability"].iloc[0].endswith("%")
     assert "embedded" in app.table[1].value.to_string()
-    card = app.table[1].value["value"]  # budget and current use (issue 12)
+    assert "memory" not in app.table[1].value["value"]  # the server's load is the operator's panel
+    card = app.expander[1].table[0].value["value"]  # budget and current use
     assert card["memory"].endswith("MB budget (LENS_MEMORY_MB)") and "MB in use of a" in card["memory"]
     assert "running (at most" in card["jobs"] and "MB with gradients" in card["memory per image"]
     assert "MB of stored results dropped from memory to fit jobs (0 times;" in card["memory shed"]
@@ -28,6 +30,16 @@ def test_home_shows_predictions_and_model_card(app):
     assert card["garbage collector"] == "not frozen (LENS_GC_FREEZE=0)"  # tests/conftest.py: this process's heap
     layers = app.expander[0].dataframe[0].value
     assert "blocks.6" in set(layers["layer"]) and len(layers) > 100
+
+
+def test_home_hides_the_server_panel_from_visitors(app, monkeypatch):
+    monkeypatch.delenv("LENS_ADMIN", raising=False)
+    app.run()
+    assert not app.exception
+    assert not [e for e in app.expander if e.label.startswith("Server")]
+    assert "malloc" not in repr(app.main) and "LENS_MEMORY_MB" not in repr(app.main)
+    card = app.table[1].value["value"]
+    assert {"model", "weights", "classes", "input size", "device"} <= set(card.index)
 
 
 def test_switching_sample_and_model(app):

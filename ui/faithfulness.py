@@ -16,6 +16,7 @@ from core.evaluation.spec import COMPARE, EVALUATION, MapSubject, curve_values, 
 from core.images import ImageError
 from core.render import heat_figure
 from ui import cache, run
+from ui.uploads import SMALL_UPLOAD_MB
 from ui.options import setting_widget, technique_form
 from ui.widgets import progress_bar
 
@@ -196,7 +197,8 @@ def compare_section(sel, target: int) -> None:
     chosen_values = technique_form(COMPARE, context, columns=1)
     chosen, metrics, steps = chosen_values["methods"], chosen_values["metrics"], chosen_values["steps"]
     uploaded = st.file_uploader("Object mask for the pointing game (white = object; the image's size)",
-                                type=["png", "jpg", "jpeg", "bmp", "webp"], key="faith_mask")
+                                type=["png", "jpg", "jpeg", "bmp", "webp"], key="faith_mask",
+                                max_upload_size=SMALL_UPLOAD_MB)
     try:
         mask, mask_key = _mask(sel, uploaded)
     except ImageError as err:

@@ -7,20 +7,22 @@ import streamlit as st
 from core.index import ActivationIndex, IndexSummary, check_model
 
 
-def show(summary: IndexSummary) -> None:
-    """One caption line, and a warning listing the indexed images that cannot be found."""
+def show(summary: IndexSummary, hosted: bool = False, shown=str) -> None:
+    """One caption line, and a warning listing the indexed images that cannot be found. ``hosted``: the index's
+    folder (the server's cache) is not named, and image folders are named by ``shown(path)``."""
     engine = (f"{summary.engine} engine, {summary.workers} worker{'s' if summary.workers != 1 else ''}"
               if summary.engine else "engine not recorded (built before it was)")
     took = f"built in {summary.build_seconds:.1f} s" if summary.build_seconds is not None else "build time not recorded"
     rate = f" ({summary.images_per_second:.1f} images/s last run)" if summary.images_per_second else ""
-    st.caption(f"Index {summary.directory}: {summary.images} images ({summary.skipped} unreadable skipped), "
+    where = "" if hosted else f" {summary.directory}"
+    st.caption(f"Index{where}: {summary.images} images ({summary.skipped} unreadable skipped), "
                f"{engine}, {took}{rate}.")
-    if summary.root != summary.recorded_root:
+    if summary.root != summary.recorded_root and not hosted:
         st.caption(f"Images looked up under {summary.root} (indexed under {summary.recorded_root}).")
     if summary.missing_count:
         more = f" and {summary.missing_count - len(summary.missing)} more" if summary.missing_count > len(summary.missing) else ""
         st.warning(f"{summary.missing_count} of {summary.images} indexed images are not found under "
-                   f"{summary.root}: {', '.join(summary.missing)}{more}. Their patches cannot be shown; put the "
+                   f"{shown(summary.root)}: {', '.join(summary.missing)}{more}. Their patches cannot be shown; put the "
                    "images there (same relative paths) or rebuild.")
 
 

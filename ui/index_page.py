@@ -51,20 +51,21 @@ def set_channel(channel: int) -> None:
     st.session_state.pop("lens_idx_expanded", None)
 
 
-def build(model, folder: str, directory: str, values: dict) -> None:
+def build(model, folder: str, directory: str, values: dict, shown: str | None = None) -> None:
     """Build or update the index at ``directory`` from ``folder`` with ``values`` (:data:`core.index.spec.BUILD`)
-    with a progress bar; report the outcome."""
+    with a progress bar; report the outcome (naming the folder ``shown``, when given, in messages)."""
     try:
         with progress_bar("Starting...") as progress:
             result = cache.build_activation_index(model, folder, directory, values, progress)
     except (ValueError, ImageError, IndexCorrupt, OSError) as e:
-        st.error(f"Index not built: {e}")
+        message = str(e) if shown is None else str(e).replace(folder, shown).replace(directory, "the index")
+        st.error(f"Index not built: {message}")
         return
     for note in result.notes:
         st.info(note)
     st.success(f"{len(result.index)} images indexed ({result.added} new, {result.images_per_second:.1f} images/s).")
     for s in result.skipped[:10]:
-        st.warning(f"Skipped {s['error']}")
+        st.warning(f"Skipped {s['error'] if shown is None else s['error'].replace(folder, shown)}")
 
 
 def sample_index(model, model_key: str, folder: str, directory: str) -> str | None:

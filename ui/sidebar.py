@@ -13,6 +13,7 @@ from core.model import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, M
                          default_pretrained_name, list_pretrained_tags)
 
 from ui import cache, permalink
+from ui.uploads import SMALL_UPLOAD_MB
 from ui.permalink import Param
 
 # Short enough for the sidebar's selectbox (a longer label was cut off); the help says what the default does.
@@ -65,7 +66,7 @@ def _model_widgets() -> tuple[str | None, str | None]:
     if source != "file":
         return choice, source
     upload = st.file_uploader("Weights file (.safetensors preferred)", type=["safetensors", "pth", "pt", "bin"],
-                              key="lens_weights_file")
+                              key="lens_weights_file", max_upload_size=SMALL_UPLOAD_MB)
     if upload is None:
         st.caption("Upload a weights file to use it; pretrained hub weights until then.")
         return choice, "hub"
@@ -94,6 +95,7 @@ def _class_names(model: LensModel) -> LensModel:
     from core.model.labels import LabelsError, parse_labels
 
     upload = st.file_uploader("Class names (optional)", type=["txt", "json"], key="lens_labels_file",
+                              max_upload_size=SMALL_UPLOAD_MB,
                               help="Your own class names, one per line or a JSON list, one per output of the head. "
                                    "Weights files that carry names (label_names) need none.")
     if upload is None:
@@ -131,7 +133,8 @@ def _image_widgets() -> tuple[bytes, str] | None:
                 "Upload the image again to see the same view.")
     if source == "Upload":
         permalink.publish([], {"image": permalink.UPLOAD})
-        upload = st.file_uploader("Image file", type=[e.lstrip(".") for e in IMAGE_SUFFIXES], key="lens_upload")
+        upload = st.file_uploader("Image file", type=[e.lstrip(".") for e in IMAGE_SUFFIXES], key="lens_upload",
+                                  max_upload_size=SMALL_UPLOAD_MB)
         st.caption("An uploaded image cannot travel in a link: a shared link opens with the sample photo.")
         if upload is not None:
             if upload.size > MAX_BYTES:

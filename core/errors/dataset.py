@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..dataroots import readable
 from ..images import ImageError, is_image_name, list_images
 
 CSV_NAME = "labels.csv"
@@ -136,7 +137,9 @@ def _read_csv(path: Path, matcher: ClassMatcher) -> LabelledSet:
             skipped.append(Skipped(name, f"unknown class: {reason}"))
             continue
         file = Path(os.path.normpath(path.parent / name))
-        if not file.is_file():
+        if not readable(file, path):
+            skipped.append(Skipped(name, "not available here (outside the data folders and your uploads)"))
+        elif not file.is_file():
             skipped.append(Skipped(name, "no such file"))
         elif not is_image_name(file):
             skipped.append(Skipped(name, f"not an image file type ({file.suffix or 'no extension'})"))
