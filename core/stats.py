@@ -31,8 +31,9 @@ def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
 
     Computed on ``a``'s device. Returns 0 when either map is constant.
     """
-    a = torch.as_tensor(a)
-    b = torch.as_tensor(b, device=a.device)
+    a = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+    b = b if isinstance(b, torch.Tensor) else torch.from_numpy(np.asarray(b))
+    b = b if b.device == a.device else b.to(a.device)
     if a.numel() != b.numel():
         raise ValueError(f"maps of {a.numel()} and {b.numel()} values")
     ra, rb = ranks(a), ranks(b)
