@@ -229,21 +229,25 @@ def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
 
     x = torch.zeros(1, c, h, w, device=model_device(net))
     geo0 = (Geometry(1.0, 1.0, 0.0), Geometry(1.0, 1.0, 0.0))
+    # Swin's window attention runs on (windows, tokens, C): no map of the image
+    windowed = tuple(n + "." for n, m in net.named_modules() if "windowattention" in type(m).__name__.lower())
     with hooks_on(model) as hooks, torch.no_grad():
         for name, module in net.named_modules():
             if not name or isinstance(module, _IDENTITY) or type(module).__name__ in ("DropPath", "Identity"):
+                continue
+            if windowed and (name + ".").startswith(windowed):
                 continue
 
             def record(mod, _inp, out, name=name):
                 t = out[0] if isinstance(out, (tuple, list)) else out
                 if not isinstance(t, torch.Tensor) or t.shape[:1] != (1,):
-                    return  # Swin's window attention runs on (windows, tokens, C): no map of the image
+                    return
                 g = tracer.get(t)
                 if t.dim() == 4 and g is not None and g[0] is not _GLOBAL:
                     records.append((name, mod, t, g[0], g[1], 0))
                     if tokens:
                         grids.append(tuple(t.shape[1:3] if g[1] is Layout.NHWC else t.shape[2:]))
-                elif tokens and t.dim() == 3 and "windowattention" not in type(mod).__name__.lower():
+                elif tokens and t.dim() == 3:
                     match = tok.match_grid(t.shape[1], grids, tok.prefix_count(net))
                     if match is not None:
                         records.append((name, mod, t, match[0], Layout.NLC, match[1]))
