@@ -120,7 +120,9 @@ class _Tracer(TorchFunctionMode):
         known = [g for g in (self.get(t) for t in tensors) if g is not None]
         if not known or not isinstance(out, torch.Tensor):
             return out
-        geo, layout = max(known, key=lambda g: g[0][0].size if g[0] is not _GLOBAL else float("inf"))
+        # a map scaled by a global statistic (squeeze-excitation, ConvNeXt V2's GRN) stays a map
+        spatial = [g for g in known if g[0] is not _GLOBAL] or known
+        geo, layout = max(spatial, key=lambda g: g[0][0].size if g[0] is not _GLOBAL else float("inf"))
         name = getattr(func, "__name__", "")
         if geo is not _GLOBAL:
             if name in ("conv2d", "max_pool2d", "avg_pool2d", "max_pool2d_with_indices"):

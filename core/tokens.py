@@ -66,6 +66,16 @@ def split_tokens(t: torch.Tensor, grid: tuple[int, int], prefix: int) -> tuple[t
     return t[:, prefix:].transpose(1, 2).reshape(n, c, h, w), t[:, :prefix]
 
 
+def fit_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, 3, H, W) resized (bilinear, differentiable) to the model's input size when the model embeds
+    patches at a fixed size (timm's ``strict_img_size``, e.g. a ViT's position embeddings); else ``x`` itself."""
+    embed = getattr(model.net, "patch_embed", None)
+    size = tuple(model.card.input_size[1:])
+    if not getattr(embed, "strict_img_size", False) or tuple(x.shape[-2:]) == size:
+        return x
+    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def attention_modules(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """timm's attention modules of ``net`` in forward order: those with a ``fused_attn`` switch whose explicit
     path sends the softmax probabilities through an ``attn_drop`` dropout (where our hook reads them)."""

@@ -92,6 +92,15 @@ def test_swin_stages_are_nhwc_grids_and_its_mlp_tokens_nlc(swin):
     assert out["layers.1.blocks.0.mlp"].shape == (1, 32, 8, 8) and out["layers.2"].shape == (1, 64, 4, 4)
 
 
+def test_convnext_v2_grn_blocks_stay_maps(convnext_atto):
+    model = wrap(timm.create_model("convnextv2_atto", pretrained=False, num_classes=5), input_size=64)
+    layers = {l.name: l for l in catalogue(model)}
+    assert [l.name for l in layers.values() if l.feature] == [f"stages.{i}" for i in range(4)]
+    grn = layers["stages.1.blocks.0.mlp.grn"]  # scaled by a global statistic, still a map of the image
+    assert (grn.channels, grn.grid) == (320, (8, 8))
+    assert layers["stages.1"].receptive_field == {l.name: l for l in catalogue(convnext_atto)}["stages.1"].receptive_field
+
+
 def test_index_manifests_written_before_token_layers_still_read(vit):
     layer = find_layer(vit, "blocks.0")
     assert layer_from_json(layer_to_json(layer)) == layer

@@ -54,9 +54,6 @@ def _feature_map(net: nn.Module, feats: torch.Tensor) -> torch.Tensor:
     """The features as (N, C, h, w): transformer tokens over the patch grid, Swin's NHWC permuted."""
     if not tokens.is_token_model(net):
         return feats
-    if tokens.pools_class_token(net):
-        raise NotApplicable(f"{type(net).__name__}'s head reads the class token, not an average over the patches, "
-                            "so CAM does not apply: use Grad-CAM or grad-rollout")
     if feats.dim() == 3:
         grid = tuple(getattr(net.patch_embed, "grid_size", (0, 0)))
         return tokens.split_tokens(feats, grid, tokens.prefix_count(net))[0]
@@ -83,6 +80,9 @@ def cam(model: LensModel, x: torch.Tensor, target: Target = None, *, progress: P
     net = model.net
     if not (hasattr(net, "forward_features") and hasattr(net, "forward_head")):
         raise NotApplicable(f"{type(net).__name__} does not separate features from the head")
+    if tokens.pools_class_token(net):
+        raise NotApplicable(f"{type(net).__name__}'s head reads the class token, not an average over the patches, "
+                            "so CAM does not apply: use Grad-CAM or grad-rollout")
     fc, norm = _head_parts(net)
     with torch.no_grad():  # no hooks, no state: the lock is not needed
         out = net.forward_features(model.normalise(x))
