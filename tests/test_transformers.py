@@ -229,3 +229,19 @@ def test_the_explicit_attention_switch_never_reaches_another_thread():
         worker.join()
     assert not errors and runs[0] > 0
     assert hook_count(model) == 0
+
+
+def test_sidebar_names_are_classifiers_with_pretrained_tags():
+    from core.model import CONVNEXT_V2_MODELS, TRANSFORMER_MODELS, default_pretrained_name
+    from ui.sidebar import _model_widgets  # noqa: F401  (the sidebar imports the lists)
+
+    for name in (*TRANSFORMER_MODELS, *CONVNEXT_V2_MODELS):
+        tagged = default_pretrained_name(name)
+        assert tagged and timm.models.get_pretrained_cfg(tagged).num_classes > 0, name
+
+
+def test_random_headless_architecture_gets_a_head():
+    from core.model import load_model
+
+    model = load_model("eva02_tiny_patch14_224", "random")
+    assert model.card.num_classes == 1000 and "head" in model.card.weights_detail
