@@ -5,6 +5,9 @@ Built from the architecture, not a table: one forward pass at the model's input 
 geometry (size, jump, start: Araujo et al., "Computing receptive fields of CNNs", Distill 2019); element-wise
 ops and residual adds take the largest field among their inputs; ``permute`` tracks NCHW <-> NHWC (ConvNeXt
 runs its block MLP channels-last). Forward hooks read off each module's output.
+
+Vision transformers (:mod:`core.tokens`) add token layers: (N, L, C) sequences over the patch grid (``NLC``,
+with the number of prefix tokens) and Swin's (N, H, W, C) grids; each token's field is its own patch.
 """
 from __future__ import annotations
 
@@ -21,11 +24,13 @@ from torch.overrides import TorchFunctionMode
 
 from .hooks import hooks_on
 from .memo import PerModel
+from . import tokens as tok
 
 
 class Layout(str, enum.Enum):
     NCHW = "NCHW"
     NHWC = "NHWC"
+    NLC = "NLC"  # transformer tokens: ``prefix`` class/distillation tokens, then the patch grid row by row
 
 
 class LayerKind(str, enum.Enum):
@@ -33,6 +38,7 @@ class LayerKind(str, enum.Enum):
     DOWNSAMPLE = "downsample"
     STAGE = "stage"
     BLOCK = "block"
+    ATTN = "attn"
     CONV = "conv"
     NORM = "norm"
     ACT = "act"
@@ -69,6 +75,7 @@ class LayerInfo:
     rf: tuple[Geometry, Geometry]  # (rows, cols)
     feature: bool             # listed in timm's feature_info
     depth: int                # number of dots in the name
+    prefix: int = 0           # NLC only: tokens before the patch tokens (class, distillation, registers)
 
     @property
     def receptive_field(self) -> int:
@@ -113,7 +120,9 @@ class _Tracer(TorchFunctionMode):
         known = [g for g in (self.get(t) for t in tensors) if g is not None]
         if not known or not isinstance(out, torch.Tensor):
             return out
-        geo, layout = max(known, key=lambda g: g[0][0].size if g[0] is not _GLOBAL else float("inf"))
+        # a map scaled by a global statistic (squeeze-excitation, ConvNeXt V2's GRN) stays a map
+        spatial = [g for g in known if g[0] is not _GLOBAL] or known
+        geo, layout = max(spatial, key=lambda g: g[0][0].size if g[0] is not _GLOBAL else float("inf"))
         name = getattr(func, "__name__", "")
         if geo is not _GLOBAL:
             if name in ("conv2d", "max_pool2d", "avg_pool2d", "max_pool2d_with_indices"):
@@ -165,16 +174,18 @@ class _Tracer(TorchFunctionMode):
 
 def _kind(name: str, module: nn.Module) -> LayerKind:
     last = name.rsplit(".", 1)[-1]
-    if name in ("stem", "conv_stem", "conv1", "bn1") or name.startswith("stem."):
+    if name in ("stem", "conv_stem", "conv1", "bn1", "patch_embed") or name.startswith("stem."):
         return LayerKind.STEM
     if last == "downsample" or ".downsample." in name + ".":
         return LayerKind.DOWNSAMPLE
     if re.fullmatch(r"(stages|layers)\.\d+|layer\d+", name) or (
             re.fullmatch(r"blocks\.\d+", name) and isinstance(module, nn.Sequential)):
         return LayerKind.STAGE
-    if re.fullmatch(r"(stages\.\d+\.blocks|blocks\.\d+|layer\d+)\.\d+|blocks\.\d+", name):
+    if re.fullmatch(r"((stages|layers)\.\d+\.blocks|blocks\.\d+|layer\d+)\.\d+|blocks\.\d+", name):
         return LayerKind.BLOCK
     cls = type(module).__name__.lower()
+    if "attention" in cls or last == "attn":
+        return LayerKind.ATTN
     if isinstance(module, nn.Conv2d) or "conv" in cls and "mlp" not in cls:
         return LayerKind.CONV
     if isinstance(module, _NORMS) or "norm" in cls:
@@ -212,22 +223,36 @@ def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
         except Exception:
             feature_names = set()
 
-    records: list[tuple[str, nn.Module, torch.Tensor, tuple, Layout]] = []
+    records: list[tuple[str, nn.Module, torch.Tensor, tuple, Layout, int]] = []  # geo: the grid for NLC
     tracer = _Tracer()
+    tokens = tok.is_token_model(net)
+    grids = [tuple(net.patch_embed.grid_size)] if tokens and hasattr(net.patch_embed, "grid_size") else []
     from .model.device import model_device  # the probe runs where the model lives
 
     x = torch.zeros(1, c, h, w, device=model_device(net))
     geo0 = (Geometry(1.0, 1.0, 0.0), Geometry(1.0, 1.0, 0.0))
+    # Swin's window attention runs on (windows, tokens, C): no map of the image
+    windowed = tuple(n + "." for n, m in net.named_modules() if "windowattention" in type(m).__name__.lower())
     with hooks_on(model) as hooks, torch.no_grad():
         for name, module in net.named_modules():
             if not name or isinstance(module, _IDENTITY) or type(module).__name__ in ("DropPath", "Identity"):
                 continue
+            if windowed and (name + ".").startswith(windowed):
+                continue
 
             def record(mod, _inp, out, name=name):
                 t = out[0] if isinstance(out, (tuple, list)) else out
+                if not isinstance(t, torch.Tensor) or t.shape[:1] != (1,):
+                    return
                 g = tracer.get(t)
-                if isinstance(t, torch.Tensor) and t.dim() == 4 and g is not None and g[0] is not _GLOBAL:
-                    records.append((name, mod, t, g[0], g[1]))
+                if t.dim() == 4 and g is not None and g[0] is not _GLOBAL:
+                    records.append((name, mod, t, g[0], g[1], 0))
+                    if tokens:
+                        grids.append(tuple(t.shape[1:3] if g[1] is Layout.NHWC else t.shape[2:]))
+                elif tokens and t.dim() == 3:
+                    match = tok.match_grid(t.shape[1], grids, tok.prefix_count(net))
+                    if match is not None:
+                        records.append((name, mod, t, match[0], Layout.NLC, match[1]))
             hooks.forward(module, record)
         with tracer:
             tracer.set(x, geo0, Layout.NCHW)
@@ -235,18 +260,22 @@ def catalogue(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
 
     layers = []
     seen = set()
-    for name, module, t, geo, layout in records:
+    for name, module, t, geo, layout, prefix in records:
         if name in seen:
             continue
         seen.add(name)
-        if layout is Layout.NHWC:
+        if layout is Layout.NLC:  # ``geo`` holds the patch grid the tokens were matched to
+            channels, grid = t.shape[2], geo
+        elif layout is Layout.NHWC:
             channels, grid = t.shape[3], (t.shape[1], t.shape[2])
         else:
             channels, grid = t.shape[1], (t.shape[2], t.shape[3])
+        if tokens:  # a token's anchor field is its own patch (attention reaches the whole image)
+            geo = tuple(Geometry(float(s / g), float(s / g), (s / g - 1) / 2) for s, g in zip((h, w), grid))
         layers.append(LayerInfo(
             name=name, type=type(module).__name__, kind=_kind(name, module), channels=int(channels),
             grid=(int(grid[0]), int(grid[1])), layout=layout, reduction=max(1, round(h / max(1, grid[0]))),
-            rf=geo, feature=name in feature_names, depth=name.count(".")))
+            rf=geo, feature=name in feature_names, depth=name.count("."), prefix=int(prefix)))
     result = tuple(layers)
     if input_size is None:
         _cache.set(model, result)
@@ -264,20 +293,31 @@ def find_layer(model: nn.Module, name: str) -> LayerInfo:
 
 
 def default_layer(model: nn.Module) -> LayerInfo:
-    """The last feature layer (ConvNeXt: ``stages.3``): the usual Grad-CAM layer."""
+    """The last feature layer (ConvNeXt: ``stages.3``): the usual Grad-CAM layer.
+
+    A ViT whose head reads the class token only gets the next-to-last block: the last block's patch tokens never
+    reach the logit, so their gradient is zero."""
     layers = catalogue(model)
-    features = [l for l in layers if l.feature]
-    return (features or list(layers))[-1]
+    features = [l for l in layers if l.feature] or list(layers)
+    if len(features) > 1 and features[-1].layout is Layout.NLC and tok.pools_class_token(model.net):
+        return features[-2]
+    return features[-1]
 
 
 def to_nchw(t: torch.Tensor, layer: LayerInfo) -> torch.Tensor:
-    """A layer's output in (N, C, H, W), whatever its layout."""
+    """A layer's output in (N, C, h, w), whatever its layout (NLC: the patch tokens over the grid, prefix
+    tokens dropped; :func:`core.tokens.split_tokens` keeps them)."""
+    if layer.layout is Layout.NLC:
+        return tok.split_tokens(t, layer.grid, layer.prefix)[0]
     return t.permute(0, 3, 1, 2) if layer.layout is Layout.NHWC else t
 
 
-def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo], *, grad: bool = False
-                  ) -> dict[str, torch.Tensor]:
+def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo], *, grad: bool = False,
+                  prefix: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Outputs of ``layers`` for ``x`` (N, 3, H, W) in [0, 1], each as (N, C, h, w) whatever the layer's layout.
+
+    Token layers give their patch tokens as the map; with a ``prefix`` dict, their prefix tokens (N, P, C) are
+    stored there by layer name (class and distillation tokens have no place on the grid).
 
     The forward pass stops once every asked-for layer has fired (the head is never run). Without ``grad`` it
     runs under ``inference_mode``; with it, gradients flow to ``x`` when ``x`` requires them. Hooks go through
@@ -300,6 +340,8 @@ def layer_outputs(model, x: torch.Tensor, layers: Sequence[LayerInfo], *, grad: 
                 t = output[0] if isinstance(output, (tuple, list)) else output
                 for info in infos:
                     outs.setdefault(info.name, to_nchw(t, info))
+                    if prefix is not None and info.layout is Layout.NLC:
+                        prefix.setdefault(info.name, t[:, :info.prefix])
                 if len(outs) == len(layers):
                     raise _Done
             hooks.forward(module, keep)

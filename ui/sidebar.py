@@ -9,8 +9,8 @@ import streamlit as st
 from PIL import Image
 
 from core.images import IMAGE_SUFFIXES, MAX_BYTES, ImageError, ModelInput, preprocess, sample_images
-from core.model import (CONVNEXT_MODELS, EMBEDDED_NAME, OTHER_CNNS, LensModel, ModelLoadError,
-                         default_pretrained_name, list_pretrained_tags)
+from core.model import (CONVNEXT_MODELS, CONVNEXT_V2_MODELS, EMBEDDED_NAME, OTHER_CNNS, TRANSFORMER_MODELS,
+                        LensModel, ModelLoadError, default_pretrained_name, list_pretrained_tags)
 
 from ui import cache, permalink
 from ui.uploads import SMALL_UPLOAD_MB
@@ -37,11 +37,13 @@ class Selection:
 
 
 def _model_widgets() -> tuple[str | None, str | None]:
-    options = [DEFAULT_LABEL, EMBEDDED_NAME, *CONVNEXT_MODELS, *OTHER_CNNS, CUSTOM_LABEL]
+    options = [DEFAULT_LABEL, EMBEDDED_NAME, *CONVNEXT_MODELS, *CONVNEXT_V2_MODELS, *TRANSFORMER_MODELS, *OTHER_CNNS,
+               CUSTOM_LABEL]
     permalink.bind([Param("model", "lens_model_choice", options=options), Param("custom", "lens_model_custom"),
                     Param("weights", "lens_weights", options=list(WEIGHT_CHOICES))])
     choice = st.selectbox("Model", options, key="lens_model_choice",
-                          help="Any timm image classifier. The default is ConvNeXt-Tiny with ImageNet weights "
+                          help="Any timm image classifier: ConvNeXt (V1, V2), vision transformers (ViT, DeiT, "
+                               "EVA-02, BEiT, Swin), CNNs. The default is ConvNeXt-Tiny with ImageNet weights "
                                "from the Hugging Face hub; without a network it falls back to 'embedded', the "
                                "ImageNet EfficientNet-Lite0 shipped in a Python package.")
     if choice == DEFAULT_LABEL:

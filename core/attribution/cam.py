@@ -10,6 +10,9 @@ ConvNeXt's head is pool -> LayerNorm -> linear. LayerNorm is linear in the poole
 constant equals the logit) but is a linearisation: another image has other statistics. Results say so
 (``linearised`` and ``note``). Heads with anything else between pooling and the classifier (a hidden MLP,
 MobileNetV3's conv head, max pooling) are refused with the reason.
+
+Transformers: an average-pooling head (EVA-02, BEiT, Swin; ``fc_norm`` is the LayerNorm) gets CAM over its patch
+tokens (:mod:`core.tokens`); a head that reads the class token is refused (no average over positions).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from torch import nn
 from ..progress import Progress, report
 from .base import Attribution, NotApplicable
 from .spec import MethodSpec
+from .. import tokens
 from ..inputs import Target, resolve_target
 from ..model.wrapper import LensModel
 
@@ -39,7 +43,22 @@ def _head_parts(net: nn.Module) -> tuple[nn.Linear, nn.Module | None]:
         if not isinstance(getattr(head, "pre_logits", nn.Identity()), nn.Identity):
             raise NotApplicable("the head has a hidden layer between pooling and the classifier, so CAM is not exact")
         return fc, norm
+    fc_norm = getattr(net, "fc_norm", None)  # the ViT family's norm between pooling and the classifier
+    if isinstance(fc_norm, nn.LayerNorm):
+        return fc, fc_norm
+    if fc_norm is not None and not isinstance(fc_norm, nn.Identity):
+        raise NotApplicable(f"CAM cannot linearise the {type(fc_norm).__name__} in the head")
     return fc, None
+
+
+def _feature_map(net: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """The features as (N, C, h, w): transformer tokens over the patch grid, Swin's NHWC permuted."""
+    if not tokens.is_token_model(net):
+        return feats
+    if feats.dim() == 3:
+        grid = tuple(getattr(net.patch_embed, "grid_size", (0, 0)))
+        return tokens.split_tokens(feats, grid, tokens.prefix_count(net))[0]
+    return feats.permute(0, 3, 1, 2) if getattr(net, "output_fmt", "NCHW") == "NHWC" else feats
 
 
 def cam(model: LensModel, x: torch.Tensor, target: Target = None, *, progress: Progress | None = None) -> Attribution:
@@ -62,12 +81,16 @@ def cam(model: LensModel, x: torch.Tensor, target: Target = None, *, progress: P
     net = model.net
     if not (hasattr(net, "forward_features") and hasattr(net, "forward_head")):
         raise NotApplicable(f"{type(net).__name__} does not separate features from the head")
+    if tokens.pools_class_token(net):
+        raise NotApplicable(f"{type(net).__name__}'s head reads the class token, not an average over the patches, "
+                            "so CAM does not apply: use Grad-CAM or grad-rollout")
     fc, norm = _head_parts(net)
     with torch.no_grad():  # no hooks, no state: the lock is not needed
-        feats = net.forward_features(model.normalise(x))
+        out = net.forward_features(model.normalise(x))
+        feats = _feature_map(net, out)
         if feats.dim() != 4:
             raise NotApplicable("the model's features are not a spatial map")
-        pre = net.forward_head(feats, pre_logits=True).flatten(1)
+        pre = net.forward_head(out, pre_logits=True).flatten(1)
         logits = fc(pre)
     pooled = feats.mean(dim=(2, 3))
     t = resolve_target(model, x, target, logits=logits)

@@ -31,8 +31,8 @@ def resolve_layer(model: nn.Module, layer: str | None) -> LayerInfo:
     except IndexError:
         raise NotApplicable(f"{model.card.arch} has no spatial layer, so Grad-CAM does not apply") from None
     if layer in (None, "") and not info.feature:
-        raise NotApplicable(f"{model.card.arch} has no spatial feature stage (a transformer?); Grad-CAM needs a "
-                            "convolutional feature map: name one with --layer if it has one")
+        raise NotApplicable(f"{model.card.arch} has no spatial feature stage; Grad-CAM needs a "
+                            "spatial or token layer: name one with --layer (python -m core layers)")
     if info.grid[0] * info.grid[1] < 2:
         raise NotApplicable(f"layer {info.name} has a 1×1 grid, so Grad-CAM there would be a constant map")
     return info

@@ -23,12 +23,13 @@ from .gradients import INPUT_X_GRADIENT, INTEGRATED_GRADIENTS, SALIENCY, Baselin
 from .guided import DECONVOLUTION, GUIDED_BACKPROP
 from .lrp import LRP
 from .occlusion import OCCLUSION, Fill
+from .rollout import GRAD_ROLLOUT, ROLLOUT
 from .smoothgrad import SMOOTHGRAD, Base, Engine, NoiseType, Precision, native_bf16
 from .spec import MethodSpec, Option
 
 REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
     SALIENCY, INPUT_X_GRADIENT, INTEGRATED_GRADIENTS, SMOOTHGRAD, GUIDED_BACKPROP, DECONVOLUTION, GRADCAM,
-    GUIDED_GRADCAM, OCCLUSION, CAM, LRP,
+    GUIDED_GRADCAM, OCCLUSION, CAM, LRP, ROLLOUT, GRAD_ROLLOUT,
 )}
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..catalogue import LayerInfo, find_layer, layer_output
+from ..tokens import fit_input
 from ..model.device import model_device
 from ..model.wrapper import LensModel
 from ..progress import Cancel, Progress, is_cancelled, report
@@ -67,6 +68,7 @@ class Visualisation:
 def activation(model: LensModel, x: torch.Tensor, layer: LayerInfo | None, channels: list[int],
                objective: Objective) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Objective values (N, K) for ``channels`` and the layer output (None for logits)."""
+    x = fit_input(model, x)  # a transformer with fixed-size position embeddings takes no other size
     if objective is Objective.LOGIT:
         return model(x)[:, channels], None
     out = layer_output(model, x, layer, grad=True)

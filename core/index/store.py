@@ -40,7 +40,8 @@ def layer_from_json(d: dict) -> LayerInfo:
     rf = tuple(Geometry(**g) for g in d["rf"])
     return LayerInfo(name=d["name"], type=d["type"], kind=LayerKind(d["kind"]), channels=int(d["channels"]),
                      grid=tuple(d["grid"]), layout=Layout(d["layout"]), reduction=int(d["reduction"]), rf=rf,
-                     feature=bool(d["feature"]), depth=int(d["depth"]))
+                     feature=bool(d["feature"]), depth=int(d["depth"]),
+                     prefix=int(d.get("prefix", 0)))  # manifests written before token layers have none
 
 
 def write(directory: Path, manifest: dict, arrays: Arrays) -> None:

@@ -6,5 +6,6 @@ download), :mod:`.checkpoints` (local weights files), :mod:`.embedded` (the offl
 """
 from .embedded import EMBEDDED_ARCH, EMBEDDED_NAME  # noqa: F401
 from .hub import default_pretrained_name, list_pretrained_tags  # noqa: F401
-from .loading import CONVNEXT_MODELS, DEFAULT_MODEL, OTHER_CNNS, load_model  # noqa: F401
+from .loading import (CONVNEXT_MODELS, CONVNEXT_V2_MODELS, DEFAULT_MODEL, OTHER_CNNS, TRANSFORMER_MODELS,  # noqa: F401
+                      load_model)
 from .wrapper import LensModel, ModelCard, ModelLoadError, WeightsSource, wrap  # noqa: F401

@@ -28,6 +28,13 @@ CONVNEXT_MODELS = (
     "convnext_small", "convnext_base", "convnext_large",
 )
 OTHER_CNNS = ("resnet50", "efficientnet_b0", "regnety_016", "mobilenetv3_large_100")
+CONVNEXT_V2_MODELS = ("convnextv2_atto", "convnextv2_femto", "convnextv2_pico", "convnextv2_nano", "convnextv2_tiny",
+                      "convnextv2_base")
+TRANSFORMER_MODELS = (
+    "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "deit_tiny_distilled_patch16_224",
+    "deit_small_patch16_224", "eva02_tiny_patch14_336", "eva02_small_patch14_336", "beit_base_patch16_224",
+    "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224",
+)
 
 
 def load_model(name: str | None = None, weights: str | None = None,
@@ -100,7 +107,12 @@ def _load_model(name: str | None, weights: str | None, progress: Callable[[str],
         say(f"building {name} with random weights")
         torch.manual_seed(0)
         net = timm.create_model(name, pretrained=False)
-        return finish_model(net, name, WeightsSource.RANDOM, "seed 0", f"random:{name}:seed0", notice)
+        detail = "seed 0"
+        if getattr(net, "num_classes", None) == 0:  # a headless default (EVA-02 MIM): random weights get a head
+            torch.manual_seed(0)
+            net = timm.create_model(name, pretrained=False, num_classes=1000)
+            detail = "seed 0, with a 1000-class head (the architecture's default has none)"
+        return finish_model(net, name, WeightsSource.RANDOM, detail, f"random:{name}:seed0", notice)
 
     say(f"loading {name} from {weights}")
     sd = read_state_dict(weights)
