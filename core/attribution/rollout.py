@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Attribution, NotApplicable, Progress, batches, check_input, report, resolve_target
+from ..progress import Progress, report
+from .base import Attribution, NotApplicable, batches, check_input, resolve_target
 from .spec import MethodSpec
 from ..hooks import hooks_on
 from ..tokens import attention_modules, explicit_attention, grid_of, is_token_model, pools_class_token, prefix_count
