@@ -55,3 +55,15 @@ class PerModel(Generic[V]):
     def pop(self, model, default=None):
         with self._lock:
             return self._values.pop(model, default)
+
+
+def add_to(registry: dict, name: str, item, what: str, *, replace_existing: bool = False):
+    """Put ``item`` in ``registry`` under ``name`` (a technique or method registry); returns ``item``.
+
+    Raises:
+        ValueError: the name is taken (unless ``replace_existing``); ``what`` names the kind in the message.
+    """
+    if name in registry and not replace_existing:
+        raise ValueError(f"{what} named {name!r} is already registered")
+    registry[name] = item
+    return item

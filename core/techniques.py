@@ -15,6 +15,7 @@ from .features.net2vec_spec import NET2VEC
 from .features.similarity_spec import SIMILARITY
 from .perturbation.spec import MASKS
 from .report.spec import REPORT
+from .memo import add_to
 from .spec import Technique
 
 TECHNIQUES: dict[str, Technique] = {t.name: t for t in (
@@ -28,10 +29,7 @@ def register(technique: Technique, *, replace_existing: bool = False) -> Techniq
     Raises:
         ValueError: the name is taken (unless ``replace_existing``).
     """
-    if technique.name in TECHNIQUES and not replace_existing:
-        raise ValueError(f"a technique named {technique.name!r} is already registered")
-    TECHNIQUES[technique.name] = technique
-    return technique
+    return add_to(TECHNIQUES, technique.name, technique, "a technique", replace_existing=replace_existing)
 
 
 def unregister(name: str) -> None:

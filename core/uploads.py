@@ -126,6 +126,14 @@ def _safe_name(name: str) -> str:
     return base or "file"
 
 
+def _put(tmp: Path, target: Path) -> Path:
+    """Move the checked temporary folder ``tmp`` to ``target`` (replacing an earlier upload of that name)."""
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
 def unpack_zip(source: bytes | BinaryIO, area: Path, name: str) -> Path:
     """Unpack a zip into ``area/<stem of name>`` (replacing an earlier upload of that name); returns the folder.
 
@@ -159,10 +167,7 @@ def unpack_zip(source: bytes | BinaryIO, area: Path, name: str) -> Path:
         try:
             _extract(archive, members, tmp, label, max_total)
             _check_images(tmp, label)
-            target = area / (Path(label).stem or "upload")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            target = _put(tmp, area / (Path(label).stem or "upload"))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -254,10 +259,7 @@ def save_files(files: Iterable[tuple[str, bytes]], area: Path, name: str = "file
                 raise UploadError(f"{fname}: over the {MAX_BYTES / 2**20:.0f} MB image limit")
             (tmp / fname).write_bytes(data)
         _check_images(tmp, name)
-        target = area / _safe_name(name)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        target = _put(tmp, area / _safe_name(name))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

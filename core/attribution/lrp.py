@@ -155,6 +155,18 @@ def _layernorm_grad(dims: tuple[int, ...], eps: float, shape):
     return fn
 
 
+def _rule_hooks(hooks, prep, rule: LrpRule, epsilon: float, seen: dict) -> None:
+    """The rule hook on every ruled layer of ``prep.net``; the first layer's input and output go to ``seen``
+    (``a``, ``z``) for the rule on the pixels."""
+    for m, kind in prep.kinds.items():
+        if m is prep.first:
+            def keep(_m, inp, out):
+                seen["a"], seen["z"] = inp[0], out
+            hooks.forward(m, keep)
+        elif kind != "pass":
+            hooks.forward(m, _rule_hook(kind, rule, epsilon, prep.plus))
+
+
 def _rule_hook(kind: str, rule: LrpRule, epsilon: float,
                plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]]):
     def hook(module, inp, out):
@@ -225,13 +237,7 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: LrpRu
     seen: dict[str, torch.Tensor] = {}
     # the rule hooks fire only in this call's passes (core.hooks), so concurrent LRP calls share prep.net
     with hooks_on(prep.net) as hooks:
-        for m, kind in prep.kinds.items():
-            if m is prep.first:
-                def keep(_m, inp, out):
-                    seen["a"], seen["z"] = inp[0], out
-                hooks.forward(m, keep)
-            elif kind != "pass":
-                hooks.forward(m, _rule_hook(kind, rule, epsilon, prep.plus))
+        _rule_hooks(hooks, prep, rule, epsilon, seen)
         logits = prep.net(xn)
         t = resolve_target(model, x, target, logits=logits.detach())
         chosen = logits.gather(1, t[:, None])[:, 0]
@@ -322,13 +328,7 @@ def layer_pass(model: LensModel, x: torch.Tensor, target: Target = None, *, laye
     xn = model.normalise(x.detach()).requires_grad_(True)
     seen: dict[str, torch.Tensor] = {}
     with hooks_on(prep.net) as hooks:
-        for m, kind in prep.kinds.items():
-            if m is prep.first:
-                def keep(_m, inp, out):
-                    seen["a"], seen["z"] = inp[0], out
-                hooks.forward(m, keep)
-            elif kind != "pass":
-                hooks.forward(m, _rule_hook(kind, rule, epsilon, prep.plus))
+        _rule_hooks(hooks, prep, rule, epsilon, seen)
 
         def at_layer(_m, _inp, out):  # registered after the rule hooks: sees the output the rest of the net sees
             seen.setdefault("out", out[0] if isinstance(out, (tuple, list)) else out)

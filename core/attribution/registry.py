@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..memo import add_to
 from ..model.device import model_device
 from ..progress import Progress
 from .base import Attribution, NotApplicable, Sign, check_input, resolve_target
@@ -39,10 +40,7 @@ def register(spec: MethodSpec, *, replace_existing: bool = False) -> MethodSpec:
     Raises:
         ValueError: the name is taken (unless ``replace_existing``).
     """
-    if spec.name in REGISTRY and not replace_existing:
-        raise ValueError(f"an attribution method named {spec.name!r} is already registered")
-    REGISTRY[spec.name] = spec
-    return spec
+    return add_to(REGISTRY, spec.name, spec, "an attribution method", replace_existing=replace_existing)
 
 
 def unregister(name: str) -> None:
