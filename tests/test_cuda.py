@@ -17,7 +17,7 @@ def on_gpu():
     return m, torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("method", list(REGISTRY))
+@pytest.mark.parametrize("method", [m for m in REGISTRY if m not in ("rollout", "grad-rollout")])  # a CNN here
 def test_every_attribution_runs_on_cuda_and_returns_cpu(on_gpu, method):
     model, x = on_gpu
     # SmoothGrad without noise: a CUDA generator draws other numbers than the CPU's (the noise path: below)
