@@ -40,7 +40,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = free_port()
-    env = {**os.environ, "LENS_OFFLINE": "1", "LENS_GC_FREEZE": "1"}  # the server as deployed (conftest sets 0)
+    # the server as deployed (conftest sets LENS_GC_FREEZE=0), run by its operator (the Server panel shown)
+    env = {**os.environ, "LENS_OFFLINE": "1", "LENS_GC_FREEZE": "1", "LENS_ADMIN": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -150,8 +151,9 @@ def test_cold_start_deep_link_real_navigation_and_no_external_request(server, br
         page.get_by_text("Egyptian cat (285)").first.wait_for(timeout=60_000)
         body = page.inner_text("body")
         assert "tiger cat (282)" in body and "tabby (281)" in body
+        page.get_by_text("Server: memory, jobs, heap (LENS_ADMIN)").first.click()  # the operator's panel
         frozen = page.get_by_text(re.compile("start-up objects frozen")).first
-        frozen.wait_for(timeout=60_000)  # the model card's row: the server's own heap, frozen once
+        frozen.wait_for(timeout=60_000)  # the panel's row: the server's own heap, frozen once
         assert re.match(r"[\d,]{6,} start-up objects frozen \(LENS_GC_FREEZE\)", frozen.inner_text()), frozen.inner_text()
         _no_exception_box(page)
         icon = page.locator("link[rel*='icon']").first.get_attribute("href")

@@ -66,4 +66,4 @@ def test_layers_lists_the_catalogue():
     assert [l["name"] for l in out["layers"]] == ["stages.0", "stages.1", "stages.2", "stages.3"]
     assert out["layers"][1] == {"name": "stages.1", "kind": "stage", "type": "ConvNeXtStage", "channels": 80,
                                 "grid": [28, 28], "layout": "NCHW", "reduction": 8, "receptive_field": 152,
-                                "feature": True}
+                                "feature": True, "prefix": 0}  # prefix: tokens before the grid (transformers)
