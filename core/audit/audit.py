@@ -10,10 +10,11 @@ distance). Per cluster:
 - ``border_share``: the share of the cluster's mean map in the border band (the outer :data:`BAND` cells of
   each side, 44 % of the area) and ``centre_share`` in the centre (the middle half of each side, 25 %);
 - ``accuracy``: the share of its images the model classifies as their true class;
-- ``outlier``: how far the cluster's mean map is from the mean map of the class's other images, less how far
-  its own maps lie from their mean, both as total-variation distances (the share of relevance that would have to
-  move, in [0, 1]); in [-1, 1], highest for a tight cluster unlike the rest. The second term breaks the tie
-  two clusters would otherwise share: the tight one (one strategy) ranks above the diffuse one.
+- ``outlier``: how far the cluster's mean map is from the mean map of the class's other images (their
+  total-variation distance: the share of relevance that would have to move, in [0, 1]), less the cluster's
+  spread (the mean cosine distance of its maps from its mean map, in [0, 1]); in [-1, 1], highest for a tight
+  cluster unlike the rest. The spread breaks the tie two clusters would otherwise share: the tight one (one
+  strategy, such as a watermark) ranks above the diffuse one.
 """
 from __future__ import annotations
 
@@ -141,7 +142,8 @@ def cluster_class(label: int, name: str, images: Sequence[str], paths: Sequence[
             continue
         mean = maps[members].mean(0)
         rest = np.flatnonzero(result.labels != cid)
-        spread = 0.5 * float(np.abs(maps[members] - mean).sum(axis=(1, 2)).mean())
+        centre = mean.ravel() / max(float(np.linalg.norm(mean)), 1e-12)
+        spread = float((1.0 - flat[members] @ centre).mean())
         outlier = 0.5 * float(np.abs(mean - maps[rest].mean(0)).sum()) - spread if len(rest) else 0.0
         border, centre = region_shares(mean)
         found.append(Cluster(cid, tuple(images[i] for i in members), float(correct[members].mean()), border,
