@@ -120,3 +120,17 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main([subs.get(a, a) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_the_shipped_demo_head_finds_the_watermark(tmp_path):
+    from core.audit.audit import run_audit
+    from core.audit.demo import SHORTCUT_HEAD, build_shortcut_set
+    from core.audit.view import flag
+    from core.model import load_model
+
+    marked = build_shortcut_set(tmp_path)
+    (stamped,) = run_audit(load_model(None, str(SHORTCUT_HEAD)), tmp_path, classes=["stamped"]).classes
+    first = stamped.clusters[0]
+    inside = len(set(first.images) & set(marked))
+    assert inside / first.size >= 0.9 and inside / len(marked) >= 0.8
+    assert "lower-left corner" in flag(stamped, first)

@@ -7,7 +7,7 @@ import numpy as np
 
 from .audit import Audit, ClassAudit, Cluster
 
-FLAG_OUTLIER = 0.15      # outlier score from which a cluster is worth a look
+FLAG_OUTLIER = 0.3      # outlier score from which a cluster is worth a look
 REGIONS = (("upper-left corner", "top edge", "upper-right corner"), ("left edge", "centre", "right edge"),
            ("lower-left corner", "bottom edge", "lower-right corner"))
 
