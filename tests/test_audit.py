@@ -102,8 +102,9 @@ def test_spectral_clusters_separate_blobs_and_the_eigengap_counts_them():
 
 @pytest.mark.parametrize("argv, message", [
     (["audit", "/nonexistent-folder", "--model", "embedded"], "not a folder"),
-    (["audit", "FOLDER", "--model", "embedded", "--engine", "ray"], "--engine ray"),
-    (["audit", "FOLDER", "--model", "embedded", "--address", "auto"], "--address needs --engine ray"),
+    (["audit", "FOLDER", "--model", "embedded", "--engine", "ray", "--address", "ray://nohost"], "bad Ray address"),
+    (["audit", "FOLDER", "--model", "embedded", "--address", "auto"], "--address and --workers need --engine ray"),
+    (["audit", "FOLDER", "--model", "embedded", "--engine", "ray", "--workers", "0"], "--workers must be 1"),
     (["audit", "FOLDER", "--model", "embedded", "--classes", "zebra-unicorn"], "not a class of the model"),
     (["fit-head", "FOLDER", "--out", "h.bin"], ".safetensors"),
     (["fit-head", "FOLDER", "--out", "OUT", "--model", "resnet50"], "embedded EfficientNet-Lite0 only"),

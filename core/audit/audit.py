@@ -122,9 +122,20 @@ def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_siz
 
 def image_maps(model, x: torch.Tensor, targets: Sequence[int], method: str) -> tuple[np.ndarray, np.ndarray]:
     """Pooled maps (N, GRID, GRID) of ``x`` (N, 3, H, W) in [0, 1] for ``targets``, and the predicted classes."""
-    with torch.inference_mode():
-        predicted = model(x.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
-    result = attribute(model, x, list(targets), method=method)
+    seen: list[torch.Tensor] = []
+    # Grad-CAM's one forward is on the clean images: its logits give the predictions without a second pass
+    hook = model.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()) if not seen else None) \
+        if method == "gradcam" else None
+    try:
+        result = attribute(model, x, list(targets), method=method)
+    finally:
+        if hook is not None:
+            hook.remove()
+    if seen and seen[0].shape[0] == len(x):
+        predicted = seen[0].argmax(1).cpu().numpy()
+    else:
+        with torch.inference_mode():
+            predicted = model(x.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
     return pool_map(result.map), predicted
 
 
@@ -154,17 +165,22 @@ def cluster_class(label: int, name: str, images: Sequence[str], paths: Sequence[
 
 
 def run_audit(model, source: str | os.PathLike, *, method: str = "gradcam", classes: Sequence[str] = (),
-              clusters: int | str = "auto", progress: Progress | None = None,
-              cancel: Cancel | None = None) -> Audit:
+              clusters: int | str = "auto", engine: str = "local", workers: int = 1, address: str | None = None,
+              progress: Progress | None = None, cancel: Cancel | None = None) -> Audit:
     """Audit the labelled set ``source`` (see :func:`core.errors.dataset.read_labelled`) with ``method``.
 
     Args:
         classes: class names (or indices) to audit; empty: every class with images.
         clusters: ``"auto"`` or a number of clusters per class.
+        engine: ``local`` (this process) or ``ray`` (:mod:`core.audit.ray_engine`: ``workers`` model actors on
+            the cluster at ``address``, default a new local Ray); the clusters are the same.
 
     Raises:
-        ImageError: no labelled image, or none of ``classes`` has one. ValueError: an unknown method.
+        ImageError: no labelled image, or none of ``classes`` has one. ValueError: an unknown method or engine.
+        EngineUnavailable: the Ray engine could not run.
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown engine {engine!r}; choose local or ray")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; the audit takes {', '.join(METHODS)}")
     start = time.perf_counter()
@@ -175,7 +191,20 @@ def run_audit(model, source: str | os.PathLike, *, method: str = "gradcam", clas
     maps = np.zeros((len(items), GRID, GRID), np.float32)
     ok = np.zeros(len(items), bool)
     correct = np.zeros(len(items), bool)
-    for kept, pooled, predicted, bad in map_batches(model, items, method, progress=progress, cancel=cancel):
+    if engine == "ray":
+        from . import ray_engine
+
+        batches = ray_engine.map_batches(model, items, method, batch_size=BATCH, workers=workers, address=address)
+    else:
+        batches = map_batches(model, items, method, progress=progress, cancel=cancel)
+    done = 0
+    for kept, pooled, predicted, bad in batches:
+        done += len(kept) + len(bad)
+        if engine == "ray":
+            if is_cancelled(cancel):
+                batches.close()
+                raise Cancelled(f"stopped after {done} of {len(items)} images")
+            report(progress, done / max(1, len(items)), f"{method} maps of {done} of {len(items)} images (Ray)")
         maps[kept], ok[kept] = pooled, True
         correct[kept] = predicted == np.array([items[i].label for i in kept])
         errors += bad

@@ -22,18 +22,21 @@ AUDIT_SETTINGS = (
             label="Clusters per class", among=CLUSTER_CHOICES, default="auto"),
     Setting("classes", tuple, "classes to audit, by name or index (default: every class with images)",
             label="Classes", among=lambda c: tuple(c.get("folder_classes") or ()), default=(), metavar="C"),
-    Setting("engine", str, "local: in this process; ray: not available for the audit yet", label="Engine",
+    Setting("engine", str, "local: in this process; ray: model actors on a Ray cluster (pip install -r "
+            "requirements-ray.txt), the same clusters", label="Engine",
             among=("local", "ray"), default="local", widget="none"),
 )
 
 
-def run_audit(model, folder, values: Mapping[str, object], *, progress=None, cancel=None):
-    """:class:`core.audit.audit.Audit` of the labelled ``folder`` (a folder or CSV). Raises ImageError."""
+def run_audit(model, folder, values: Mapping[str, object], *, progress=None, cancel=None, **engine_options):
+    """:class:`core.audit.audit.Audit` of the labelled ``folder`` (a folder or CSV); ``engine_options``:
+    ``workers`` and ``address`` of the Ray engine. Raises ImageError, EngineUnavailable."""
     from .audit import run_audit as audit
 
     clusters = values["clusters"]
     return audit(model, folder, method=str(values["method"]), classes=tuple(values.get("classes") or ()),
-                 clusters=clusters if clusters == "auto" else int(clusters), progress=progress, cancel=cancel)
+                 clusters=clusters if clusters == "auto" else int(clusters), engine=str(values["engine"]),
+                 progress=progress, cancel=cancel, **engine_options)
 
 
 AUDIT = Technique(
