@@ -21,7 +21,7 @@ AUDIT_SETTINGS = (
     Setting("clusters", str, "clusters per class: auto picks the number by the eigengap (at most 8)",
             label="Clusters per class", among=CLUSTER_CHOICES, default="auto"),
     Setting("classes", tuple, "classes to audit, by name or index (default: every class with images)",
-            label="Classes", among=lambda c: tuple(c.get("folder_classes") or ()), default=(), metavar="C"),
+            label="Classes", among=lambda c: tuple(c.get("folder_classes") or ()), default=None, metavar="C"),
     Setting("engine", str, "local: in this process; ray: model actors on a Ray cluster (pip install -r "
             "requirements-ray.txt), the same clusters", label="Engine",
             among=("local", "ray"), default="local", widget="none"),
