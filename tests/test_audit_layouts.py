@@ -69,3 +69,14 @@ def test_wordnet_ids_need_imagenet_class_names(tmp_path):
     got = read_labelled(tmp_path, ["cat", "dog"])
     assert [it.name for it in got.items] == ["cat/b.jpg"]
     assert "not a class of the model" in got.skipped[0].reason
+
+
+def test_fit_head_takes_the_sets_own_class_names(tmp_path):
+    from core.errors.fit import set_classes
+
+    _img(tmp_path / "tree" / "zebra" / "a.png")
+    _img(tmp_path / "tree" / "ant" / "b.png")
+    (tmp_path / "tree" / "empty").mkdir()
+    assert set_classes(tmp_path / "tree") == ["ant", "zebra"]
+    (tmp_path / "list.csv").write_text("file,label\na.png,dog\nb.png,cat\nc.png,dog\n")
+    assert set_classes(tmp_path / "list.csv") == ["cat", "dog"]
