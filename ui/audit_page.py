@@ -15,7 +15,8 @@ from core.audit.demo import SHORTCUT_HEAD, build_shortcut_set, default_set_dir
 from core.audit.spec import AUDIT
 from core.audit.view import flag
 from core.images import ImageError
-from core.render import ColourMap, captioned_strip, colourise, labelled_tile, overlay, resize_map, tile_grid
+from core.render import (ColourMap, captioned_strip, colourise, image_uint8, labelled_tile, overlay, resize_map,
+                         tile_grid)
 from core.report import ReportItem
 from ui import cache, report
 from ui.figures import PALETTE
@@ -74,14 +75,14 @@ def mean_picture(k: Cluster, side: int = 224) -> np.ndarray:
     return colourise(m / (m.max() or 1.0), ColourMap.HEAT)
 
 
-def strip(c: ClassAudit, k: Cluster) -> np.ndarray:
-    """uint8: up to :data:`STRIP` images of the cluster, each above its own map overlaid."""
+def strip(c: ClassAudit, k: Cluster, model, model_key: str) -> np.ndarray:
+    """uint8: up to :data:`STRIP` images of the cluster as the model sees them (its crop, where the maps are),
+    each beside its own map overlaid."""
     tiles = []
     for i in k.members[:STRIP]:
         try:
-            info = Path(c.paths[i]).stat()
-            thumb = np.asarray(cache.thumbnail(c.paths[i], f"{info.st_size}-{info.st_mtime_ns}", SIDE))
-        except (ImageError, OSError):
+            thumb = image_uint8(cache.model_input(model, model_key, c.paths[i]).tensor)
+        except ImageError:
             continue
         m = c.maps[i]
         tiles += [labelled_tile(thumb, SIDE, Path(c.images[i]).name),
@@ -89,7 +90,7 @@ def strip(c: ClassAudit, k: Cluster) -> np.ndarray:
     return tile_grid(tiles, 2 * min(STRIP, 4)) if tiles else np.full((1, 1, 3), 255, np.uint8)
 
 
-def show_class(c: ClassAudit) -> None:
+def show_class(c: ClassAudit, model, model_key: str) -> None:
     """One class: the flag, the two charts, then the clusters by outlier score."""
     st.subheader(f"{c.name}: {len(c.images)} images, {len(c.clusters)} clusters")
     text = flag(c, c.clusters[0]) if c.clusters else None
@@ -104,7 +105,7 @@ def show_class(c: ClassAudit) -> None:
                 caption=f"Cluster {k.id}: mean map. Colours: dark none to bright the cluster's peak.")
         b.markdown(f"**Cluster {k.id}**: {k.size} images · outlier score {k.outlier:+.2f} · border share "
                    f"{k.border_share:.0%} · centre share {k.centre_share:.0%} · accuracy {k.accuracy:.0%}")
-        b.image(strip(c, k), caption="Each image, then its map (dark none to bright the image's peak).")
+        b.image(strip(c, k, model, model_key), caption="Each image, then its map (dark none to bright the image's peak).")
 
 
 def add_to_report(audit, model, folder: str, values: dict) -> None:
