@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -75,7 +75,6 @@ class Audit:
     classes: tuple[ClassAudit, ...]
     errors: tuple[dict, ...] = ()
     seconds: float = 0.0
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def pool_map(maps: torch.Tensor, grid: int = GRID) -> np.ndarray:
