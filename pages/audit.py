@@ -18,6 +18,8 @@ st.caption("Does the model cheat? For every image of a class, the map of the evi
            "are clustered per class, so a group of images the model recognises by something else (a watermark, a "
            "border, a background) stands out as its own cluster, ranked first by its outlier score.")
 
+if st.session_state.pop("aud_goto", False):  # an image was opened (ui/audit_page.open_on_attribution)
+    st.switch_page("pages/attribution.py")
 selection = sidebar.current()
 if selection is None:
     st.stop()
@@ -51,10 +53,12 @@ except (ImageError, ValueError) as e:
     st.error(str(e))
     st.stop()
 
+if "aud_open_error" in st.session_state:
+    st.error(st.session_state.pop("aud_open_error"))
 if audit.errors:
     with st.expander(f"{len(audit.errors)} items skipped"):
         st.dataframe([{"item": e["image"], "reason": e["error"]} for e in audit.errors], hide_index=True)
 view.add_to_report(audit, model, folder, values)
 ranked = sorted(audit.classes, key=lambda c: -(c.clusters[0].outlier if c.clusters else 0))
 for c in ranked:
-    view.show_class(c, model, model_key)
+    view.show_class(c, model, model_key, openable=source != view.DEMO)

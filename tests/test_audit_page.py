@@ -36,3 +36,21 @@ def test_link_carries_the_settings_and_an_empty_folder_asks_for_one(app):
     assert not at.exception, at.exception
     assert at.selectbox(key="aud_clusters").value == "3"
     assert not at.toggle(key="aud_go").value  # the sidebar's model waits for the toggle
+
+
+def test_an_image_of_a_cluster_opens_on_the_attribution_page(app, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parent.parent / "assets" / "samples"
+    (tmp_path / "tabby").mkdir()
+    shutil.copy(samples / "chelsea.jpg", tmp_path / "tabby" / "chelsea.jpg")
+    shutil.copy(samples / "coffee.jpg", tmp_path / "tabby" / "coffee.jpg")
+    app.query_params.update({"source": "The sidebar's model", "folder": str(tmp_path)})
+    at = _open(app, aud_go=True)
+    assert [s.value for s in at.subheader] == ["tabby: 2 images, 1 cluster"]
+    at.selectbox(key="aud_pick_281_0").set_value("tabby/coffee.jpg").run()
+    at.button(key="aud_open_281_0").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Attribution"
+    assert at.session_state["lens_last_upload"][1] == "coffee.jpg"

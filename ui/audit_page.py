@@ -90,9 +90,32 @@ def strip(c: ClassAudit, k: Cluster, model, model_key: str) -> np.ndarray:
     return tile_grid(tiles, 2 * min(STRIP, 4)) if tiles else np.full((1, 1, 3), 255, np.uint8)
 
 
-def show_class(c: ClassAudit, model, model_key: str) -> None:
-    """One class: the flag, the two charts, then the clusters by outlier score."""
-    st.subheader(f"{c.name}: {len(c.images)} images, {len(c.clusters)} clusters")
+def open_on_attribution(path: str, name: str) -> None:
+    """Button callback: make the image the sidebar's (as an upload) and go to the Attribution page."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        st.session_state["aud_open_error"] = f"{name}: cannot read ({e.strerror or e})"
+        return
+    st.session_state["lens_image_source"] = "Upload"
+    st.session_state["lens_last_upload"] = (data, Path(name).name)
+    st.session_state["aud_goto"] = True
+
+
+def opener(c: ClassAudit, k: Cluster, where) -> None:
+    """A picker of the cluster's images and a button that opens the chosen one on the Attribution page."""
+    names = [c.images[i] for i in k.members]
+    pick = where.selectbox("Image", names, key=f"aud_pick_{c.label}_{k.id}", label_visibility="collapsed")
+    i = k.members[names.index(pick)]
+    where.button("Open on the Attribution page", key=f"aud_open_{c.label}_{k.id}", on_click=open_on_attribution,
+                 args=(c.paths[i], c.images[i]), help="With the sidebar's model, as the sidebar's image.")
+
+
+def show_class(c: ClassAudit, model, model_key: str, *, openable: bool = False) -> None:
+    """One class: the flag, the two charts, then the clusters by outlier score (``openable``: each with a button
+    that opens one of its images on the Attribution page)."""
+    n = len(c.clusters)
+    st.subheader(f"{c.name}: {len(c.images)} images, {n} cluster{'' if n == 1 else 's'}")
     text = flag(c, c.clusters[0]) if c.clusters else None
     if text:
         st.warning(text, icon=":material/flag:")
@@ -106,6 +129,8 @@ def show_class(c: ClassAudit, model, model_key: str) -> None:
         b.markdown(f"**Cluster {k.id}**: {k.size} images · outlier score {k.outlier:+.2f} · border share "
                    f"{k.border_share:.0%} · centre share {k.centre_share:.0%} · accuracy {k.accuracy:.0%}")
         b.image(strip(c, k, model, model_key), caption="Each image, then its map (dark none to bright the image's peak).")
+        if openable:
+            opener(c, k, b)
 
 
 def add_to_report(audit, model, folder: str, values: dict) -> None:
