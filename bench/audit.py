@@ -4,6 +4,9 @@
   the shipped demo head) divided by the sum of its per-image attribution calls (the same batches of 8 on the
   already preprocessed images), measured in the same process. Target <= 1.15.
 - ``rss_mb``: the process's peak RSS after the audit (the baseline's preprocessed images are not held).
+- ``features_vs_forward``: fit-head's feature extraction (decode, preprocess, forward; ``features_of``) over the
+  same images, against the forward-only floor (``pooled_features`` on the preprocessed images, batches of 32).
+  Target >= 0.9.
 
 Usage: LENS_OFFLINE=1 python bench/audit.py [--images N] [--threads T]
 """
@@ -26,6 +29,8 @@ from core.attribution.registry import attribute  # noqa: E402
 from core.audit.audit import BATCH, run_audit  # noqa: E402
 from core.audit.demo import SHORTCUT_HEAD, build_shortcut_set  # noqa: E402
 from core.errors.dataset import read_labelled  # noqa: E402
+from core.errors.fit import features_of  # noqa: E402
+from core.model.heads import pooled_features  # noqa: E402
 from core.images import load_image, preprocess  # noqa: E402
 from core.model import load_model  # noqa: E402
 
@@ -57,8 +62,18 @@ def main() -> None:
         started = time.perf_counter()
         run_audit(model, root)
         audit = time.perf_counter() - started
+        base = load_model("embedded")
+        x = torch.stack([preprocess(load_image(it.path), base.card.data_config).tensor for it in items])
+        started = time.perf_counter()
+        pooled_features(base, x, batch_size=32)
+        floor = time.perf_counter() - started
+        del x
+        started = time.perf_counter()
+        features_of(base, items)
+        features = time.perf_counter() - started
     print(json.dumps({"images": len(items), "attribution_seconds": round(calls, 2), "audit_seconds": round(audit, 2),
-                      "audit_vs_attribution": round(audit / calls, 3),
+                      "audit_vs_attribution": round(audit / calls, 3), "forward_seconds": round(floor, 2),
+                      "features_seconds": round(features, 2), "features_vs_forward": round(floor / features, 3),
                       "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 
 

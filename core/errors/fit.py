@@ -2,7 +2,7 @@
 
 The class names are the labelled set's own (:func:`set_classes`: the class folders' names, or a CSV's distinct
 labels, sorted). Features are computed in batches under ``torch.inference_mode`` (forward only, no autograd),
-decoding one batch at a time; the head is a :class:`torch.nn.Linear` (1280 → C) fitted by class-balanced
+each worker decoding its own batch; the head is a :class:`torch.nn.Linear` (1280 → C) fitted by class-balanced
 cross-entropy with Adam in mini-batches, seeded. The file written is a head-only weights file
 (:mod:`core.model.heads`, a few KB) that carries its class names: ``--weights FILE`` loads it everywhere.
 """
@@ -67,22 +67,38 @@ def set_classes(source: str | os.PathLike) -> list[str]:
 
 def features_of(model, items: Sequence[LabelledImage], *, batch_size: int = BATCH, progress: Progress | None = None,
                 cancel: Cancel | None = None) -> tuple[torch.Tensor, list[int], list[dict]]:
-    """Pooled features (N, D) of the readable ``items``, their positions in ``items``, and the unreadable ones."""
-    feats, kept, errors = [], [], []
-    for b in range(0, len(items), batch_size):
-        if is_cancelled(cancel):
-            raise Cancelled(f"stopped after {b} of {len(items)} images")
-        xs = []
-        for i, it in enumerate(items[b:b + batch_size], start=b):
+    """Pooled features (N, D) of the readable ``items``, their positions in ``items``, and the unreadable ones.
+
+    Batches run on :func:`core.parallel.ordered_map`'s workers (each decodes its batch and runs the forward pass
+    on its own replica), as the activation index does, so decoding overlaps the forward passes.
+    """
+    from ..parallel import ordered_map
+
+    def one(replica, start: int):
+        xs, kept, errors = [], [], []
+        for i, it in enumerate(items[start:start + batch_size], start=start):
             try:
-                xs.append(preprocess(load_image(it.path, name=it.name), model.card.data_config).tensor)
+                xs.append(preprocess(load_image(it.path, name=it.name), replica.card.data_config).tensor)
                 kept.append(i)
             except ImageError as e:
                 errors.append({"image": it.name, "error": str(e)})
-        if xs:
-            feats.append(pooled_features(model, torch.stack(xs), batch_size=batch_size))
-        report(progress, (b + batch_size) / max(1, len(items)), f"features of {min(b + batch_size, len(items))} "
-               f"of {len(items)} images")
+        feats = pooled_features(replica, torch.stack(xs), batch_size=batch_size) if xs else None
+        return feats, kept, errors
+
+    feats, kept, errors = [], [], []
+    results = ordered_map(model, one, range(0, len(items), batch_size))
+    try:
+        for n, (f, k, e) in enumerate(results, start=1):
+            if is_cancelled(cancel):
+                raise Cancelled(f"stopped after {len(kept)} of {len(items)} images")
+            if f is not None:
+                feats.append(f)
+            kept += k
+            errors += e
+            done = min(len(items), n * batch_size)
+            report(progress, done / max(1, len(items)), f"features of {done} of {len(items)} images")
+    finally:
+        results.close()
     return (torch.cat(feats) if feats else torch.zeros(0, 0)), kept, errors
 
 
