@@ -25,15 +25,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..attribution.registry import attribute
 from ..errors.dataset import LabelledImage, read_labelled
 from ..images import ImageError, load_image, preprocess
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 from .cluster import spectral
+from .maps import GRID, image_maps, pool_map  # noqa: F401 (pool_map: part of this module's interface)
 
-GRID = 32
 BAND = 4
 BATCH = 8
 METHODS = ("lrp", "gradcam", "smoothgrad")
@@ -77,15 +75,6 @@ class Audit:
     seconds: float = 0.0
 
 
-def pool_map(maps: torch.Tensor, grid: int = GRID) -> np.ndarray:
-    """(N, H, W) attribution maps → (N, grid, grid) float32 distributions (positive part, pooled, sum 1)."""
-    pos = maps.detach().float().clamp(min=0).unsqueeze(1)
-    pooled = F.adaptive_avg_pool2d(pos, grid).squeeze(1).numpy().astype(np.float64)
-    total = pooled.sum(axis=(1, 2), keepdims=True)
-    uniform = np.full_like(pooled, 1.0 / (grid * grid))
-    return np.where(total > 0, pooled / np.where(total > 0, total, 1.0), uniform).astype(np.float32)
-
-
 def region_shares(mean_map: np.ndarray, band: int = BAND) -> tuple[float, float]:
     """(border share, centre share) of a (g, g) map that sums to 1."""
     g = mean_map.shape[0]
@@ -117,25 +106,6 @@ def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_siz
         report(progress, min(len(items), b + batch_size) / max(1, len(items)),
                f"{method} maps of {min(len(items), b + batch_size)} of {len(items)} images")
         yield kept, maps, predicted, errors
-
-
-def image_maps(model, x: torch.Tensor, targets: Sequence[int], method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled maps (N, GRID, GRID) of ``x`` (N, 3, H, W) in [0, 1] for ``targets``, and the predicted classes."""
-    seen: list[torch.Tensor] = []
-    # Grad-CAM's one forward is on the clean images: its logits give the predictions without a second pass
-    hook = model.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()) if not seen else None) \
-        if method == "gradcam" else None
-    try:
-        result = attribute(model, x, list(targets), method=method)
-    finally:
-        if hook is not None:
-            hook.remove()
-    if seen and seen[0].shape[0] == len(x):
-        predicted = seen[0].argmax(1).cpu().numpy()
-    else:
-        with torch.inference_mode():
-            predicted = model(x.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
-    return pool_map(result.map), predicted
 
 
 def cluster_class(label: int, name: str, images: Sequence[str], paths: Sequence[str], maps: np.ndarray,

@@ -3,7 +3,7 @@
 A Ray Data dataset of ``(position, path, label)`` rows, order preserved, goes through an actor pool: each actor
 loads the model once (:func:`core.index.ray_engine.model_spec`, checked by its weights fingerprint), reads a batch
 of images and computes their pooled maps with the same function as the local engine
-(:func:`core.audit.audit.image_maps`); only the pooled maps (4 KB an image) and predictions come back, streamed
+(:func:`core.audit.maps.image_maps`); only the pooled maps (4 KB an image) and predictions come back, streamed
 batch by batch. The same batches give the same maps, so the clusters equal the local engine's.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ class _Mapper:
 
     def __call__(self, batch: dict) -> dict:
         from ..images import ImageError, load_image, preprocess
-        from .audit import GRID, image_maps
+        from .maps import GRID, image_maps
 
         xs, ok, errors = [], [], []
         for path, name in zip(batch["path"], batch["name"]):
