@@ -40,6 +40,7 @@ PAGES = [
     ("pages/perturbation.py", "Perturbation masks", ":material/blur_on:", "The smallest region that keeps or removes the evidence (meaningful and extremal perturbation)."),
     ("pages/similarity.py", "Similarity overlays", ":material/touch_app:", "Click a point: where this image and another look alike to a layer."),
     ("pages/error_analysis.py", "Error analysis", ":material/rule:", "Where the model is wrong on your labelled images, and why: confusion matrix, mistakes, contrastive maps."),
+    ("pages/audit.py", "Dataset audit", ":material/policy:", "Does the model cheat? Per class, clusters of the evidence maps: a watermark or border cluster stands out."),
     ("pages/concepts.py", "Concepts", ":material/category:", "Which channels of a layer carried the class, and where each looked (concept relevance on LRP)."),
     ("pages/net2vec.py", "Net2Vec concepts", ":material/hub:", "Concepts as learnt combinations of channels, against the best single channel."),
     ("pages/techniques.py", "Techniques", ":material/extension:", "Every technique's settings, defaults and command line; a runner for techniques without a page."),

@@ -7,6 +7,7 @@ settings), the warm-up and the report pick it up with no other edit.
 from __future__ import annotations
 
 from .attack.spec import ATTACK, EVIDENCE, MIN_EPS
+from .audit.spec import AUDIT, FIT_HEAD
 from .concepts.spec import CONCEPTS, DELETION
 from .errors.spec import ERRORS, MISTAKE_MAPS, SEPARATING
 from .evaluation.spec import COMPARE, EVALUATION
@@ -20,7 +21,7 @@ from .spec import Technique
 
 TECHNIQUES: dict[str, Technique] = {t.name: t for t in (
     ATTACK, MIN_EPS, EVIDENCE, MASKS, SIMILARITY, FEATUREVIS, INTERACTION, FILTERS, NET2VEC, ERRORS, MISTAKE_MAPS,
-    SEPARATING, EVALUATION, COMPARE, REPORT, CONCEPTS, DELETION)}
+    SEPARATING, EVALUATION, COMPARE, REPORT, CONCEPTS, DELETION, AUDIT, FIT_HEAD)}
 
 
 def register(technique: Technique, *, replace_existing: bool = False) -> Technique:

@@ -53,7 +53,8 @@ CONTEXT = {"side": 224, "classes": 1000, "labels": tuple(f"class {i}" for i in r
 
 
 # flags a command requires that are not settings of the technique (where its files go)
-COMMAND_ONLY = {"visualize": ["--out-dir", "out"], "report": ["--out", "r.html"], "similarity": ["--at", "3,4"]}
+COMMAND_ONLY = {"visualize": ["--out-dir", "out"], "report": ["--out", "r.html"], "similarity": ["--at", "3,4"],
+                "fit-head": ["--out", "h.safetensors"]}
 
 
 def _subject_args(spec: Technique) -> list[str]:

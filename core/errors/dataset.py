@@ -3,9 +3,17 @@
 ImageFolder: one sub-folder per class directly under the root; a folder name matches a class name
 case-insensitively, or is a class index (``0``, ``17``). CSV: rows ``file,label`` (an optional header row
 ``file,label``), files relative to the CSV's folder, labels by name (case-insensitive) or index. A root that
-holds a ``labels.csv`` is read as that CSV. Whatever cannot be used is listed as a :class:`Skipped` with its
-reason (unknown class folder, missing file, not an image type, ...); decoding failures are added when the
-images are read (:mod:`core.errors.evaluate`).
+holds a ``labels.csv`` (or ImageNet's ``LOC_val_solution.csv``) is read as that CSV.
+
+For a model whose class names are timm's ImageNet names (the short form, ``tench``), a name may also be the
+class's WordNet id (``n01440764``: ImageNet's own folder layout) or its full description (``tench, Tinca
+tinca``); these also tell apart the few ImageNet classes that share a short name (``crane``). ImageNet's
+validation CSV (header ``ImageId,PredictionString``; the label is the first token of the prediction string, a
+WordNet id) names images without an extension: the file is looked up beside the CSV, in ``val/`` or in
+``ILSVRC/Data/CLS-LOC/val/``, with any image extension. Reported names stay the model's class names.
+
+Whatever cannot be used is listed as a :class:`Skipped` with its reason (unknown class folder, missing file, not
+an image type, ...); decoding failures are added when the images are read (:mod:`core.errors.evaluate`).
 """
 from __future__ import annotations
 
@@ -19,6 +27,10 @@ from ..dataroots import readable
 from ..images import ImageError, is_image_name, list_images
 
 CSV_NAME = "labels.csv"
+IMAGENET_VAL_CSV = "LOC_val_solution.csv"
+IMAGENET_VAL_HEADER = ["imageid", "predictionstring"]
+IMAGENET_VAL_DIRS = (".", "val", "ILSVRC/Data/CLS-LOC/val")
+VAL_SUFFIXES = (".JPEG", ".jpeg", ".jpg", ".JPG", ".png", ".PNG", ".webp", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -40,19 +52,50 @@ class Skipped:
 @dataclass(frozen=True)
 class LabelledSet:
     root: Path
-    layout: str                          # "imagefolder" or "csv"
+    layout: str                          # "imagefolder", "csv" or "imagenet-val"
     items: tuple[LabelledImage, ...]
     skipped: tuple[Skipped, ...]
 
 
+def imagenet_names(labels: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """(WordNet ids, full descriptions) of ``labels`` when they are timm's short ImageNet names (in their order),
+    else None."""
+    try:
+        from timm.data import ImageNetInfo
+    except ImportError:  # the labelled-set reader works without timm's metadata
+        return None
+    subsets = {1000: "imagenet-1k", 11821: "imagenet-12k", 21841: "imagenet-22k", 21843: "imagenet-21k"}
+    subset = subsets.get(len(labels))
+    if subset is None:
+        return None
+    try:
+        info = ImageNetInfo(subset)
+    except Exception:  # a subset this timm version does not ship
+        return None
+    described = [info.index_to_description(i) for i in range(len(labels))]
+    short = [d.split(",")[0].strip().lower() for d in described]
+    if sum(a == b.strip().lower() for a, b in zip(short, labels)) < 0.9 * len(labels):
+        return None
+    return [info.index_to_label_name(i) for i in range(len(labels))], described
+
+
 class ClassMatcher:
-    """Maps a folder name or CSV label to a class index: case-insensitive name, else a class index."""
+    """Maps a folder name or CSV label to a class index: case-insensitive name, a WordNet id or full description
+    (ImageNet models), else a class index."""
 
     def __init__(self, labels: Sequence[str]):
         self.labels = list(labels)
         self.by_name: dict[str, list[int]] = {}
         for i, name in enumerate(self.labels):
             self.by_name.setdefault(name.strip().lower(), []).append(i)
+        self.exact: dict[str, int] = {}  # WordNet ids and full descriptions: each names one class
+        imagenet = imagenet_names(self.labels)
+        if imagenet is not None:
+            wnids, descriptions = imagenet
+            keys = [d.strip().lower() for d in descriptions]
+            twice = {k for k in keys if keys.count(k) > 1} if len(set(keys)) < len(keys) else set()
+            self.exact = {k: i for i, k in enumerate(keys) if k not in twice}
+            self.exact.update({w.lower(): i for i, w in enumerate(wnids)})
 
     def match(self, text: str) -> tuple[int | None, str | None]:
         """(class index, None), or (None, reason)."""
@@ -61,9 +104,14 @@ class ClassMatcher:
         if len(hits) == 1:
             return hits[0], None
         if len(hits) > 1:
-            return None, f"{text!r} names {len(hits)} classes ({', '.join(map(str, hits[:5]))}): use the index"
+            return None, (f"{text!r} names {len(hits)} classes ({', '.join(map(str, hits[:5]))}): use the index"
+                          + (" or the WordNet id" if self.exact else ""))
+        if key in self.exact:
+            return self.exact[key], None
         if key.isdigit() and int(key) < len(self.labels):
             return int(key), None
+        if self.exact and key[:1] == "n" and key[1:].isdigit():
+            return None, f"{text!r} is not the WordNet id of one of the model's {len(self.labels)} ImageNet classes"
         shown = ", ".join(self.labels[:8]) + (", ..." if len(self.labels) > 8 else "")
         return None, f"{text!r} is not a class of the model ({len(self.labels)} classes: {shown})"
 
@@ -79,6 +127,8 @@ def read_labelled(source: str | os.PathLike, labels: Sequence[str]) -> LabelledS
         result = _read_csv(src, ClassMatcher(labels))
     elif src.is_dir() and (src / CSV_NAME).is_file():
         result = _read_csv(src / CSV_NAME, ClassMatcher(labels))
+    elif src.is_dir() and (src / IMAGENET_VAL_CSV).is_file():
+        result = _read_csv(src / IMAGENET_VAL_CSV, ClassMatcher(labels))
     elif src.is_dir():
         result = _read_folder(src, ClassMatcher(labels))
     else:
@@ -122,6 +172,8 @@ def _read_csv(path: Path, matcher: ClassMatcher) -> LabelledSet:
     except (OSError, UnicodeDecodeError) as e:
         raise ImageError(f"{path}: unreadable CSV ({e})") from None
     rows = list(csv.reader(text.splitlines()))
+    if rows and [c.strip().lower() for c in rows[0][:2]] == IMAGENET_VAL_HEADER:
+        return _read_imagenet_val(path, rows[1:], matcher)
     for n, row in enumerate(rows, start=1):
         if not row or not any(c.strip() for c in row):
             continue
@@ -146,6 +198,39 @@ def _read_csv(path: Path, matcher: ClassMatcher) -> LabelledSet:
         else:
             items.append(LabelledImage(file, name, label))
     return LabelledSet(path.parent, "csv", tuple(items), tuple(skipped))
+
+
+def _read_imagenet_val(path: Path, rows: list[list[str]], matcher: ClassMatcher) -> LabelledSet:
+    """ImageNet's validation CSV: ``ImageId,PredictionString``, the label the string's first token."""
+    items, skipped = [], []
+    folders = [path.parent / d for d in IMAGENET_VAL_DIRS if (path.parent / d).is_dir()]
+    for n, row in enumerate(rows, start=2):
+        if not row or not any(c.strip() for c in row):
+            continue
+        tokens = row[1].split() if len(row) >= 2 else []
+        if not row[0].strip() or not tokens:
+            skipped.append(Skipped(f"{path.name}:{n}", "expected ImageId,PredictionString (a WordNet id first)"))
+            continue
+        name = row[0].strip()
+        label, reason = matcher.match(tokens[0])
+        if label is None:
+            skipped.append(Skipped(name, f"unknown class: {reason}"))
+            continue
+        file = _find_image(folders, name)
+        if file is None:
+            skipped.append(Skipped(name, f"no such file (looked for {name}.JPEG and other image types in "
+                                         f"{', '.join(d for d in IMAGENET_VAL_DIRS)} beside {path.name})"))
+        else:
+            items.append(LabelledImage(file, name, label))
+    return LabelledSet(path.parent, "imagenet-val", tuple(items), tuple(skipped))
+
+
+def _find_image(folders: Sequence[Path], name: str) -> Path | None:
+    for folder in folders:
+        for candidate in [folder / name] + [folder / (name + s) for s in VAL_SUFFIXES]:
+            if candidate.is_file() and is_image_name(candidate):
+                return candidate
+    return None
 
 
 def stamp(source: str | os.PathLike) -> str:

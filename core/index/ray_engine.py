@@ -129,8 +129,8 @@ def model_spec(model, ray) -> tuple:
         return ("load", card.name, "embedded")
     if card.weights is WeightsSource.RANDOM and card.fingerprint.startswith("random:"):
         return ("load", card.name, "random")
-    if card.weights is WeightsSource.FILE:
-        return ("load", card.name, card.weights_detail)
+    if card.weights is WeightsSource.FILE:  # a head-only file names its backbone after the path
+        return ("load", card.name, str(Path(str(card.weights_detail).split(" (head on ", 1)[0]).resolve()))
     if card.weights is WeightsSource.HUB:
         return ("load", card.name, "hub")
     return ("object", [ray.put((model.net, card, list(model.labels)))])

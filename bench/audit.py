@@ -1,0 +1,81 @@
+"""Benchmark of the dataset audit; prints ONE JSON object.
+
+- ``audit_vs_attribution``: ``run_audit`` over the shortcut demo set copied to ``--images`` images (Grad-CAM,
+  the shipped demo head) divided by the sum of its per-image attribution calls (the same batches of 8 on the
+  already preprocessed images), measured in the same process. Target <= 1.15.
+- ``rss_mb``: the process's peak RSS after the audit (the baseline's preprocessed images are not held).
+- ``features_vs_forward``: fit-head's feature extraction (decode, preprocess, forward; ``features_of``) over the
+  same images, against the forward-only floor (``pooled_features`` on the preprocessed images, batches of 32).
+  Target >= 0.9.
+
+Usage: LENS_OFFLINE=1 python bench/audit.py [--images N] [--threads T]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.attribution.registry import attribute  # noqa: E402
+from core.audit.audit import BATCH, run_audit  # noqa: E402
+from core.audit.demo import SHORTCUT_HEAD, build_shortcut_set  # noqa: E402
+from core.errors.dataset import read_labelled  # noqa: E402
+from core.errors.fit import features_of  # noqa: E402
+from core.model.heads import pooled_features  # noqa: E402
+from core.images import load_image, preprocess  # noqa: E402
+from core.model import load_model  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        demo, root = Path(tmp) / "demo", Path(tmp) / "set"
+        build_shortcut_set(demo)
+        for cls in ("plain", "stamped"):
+            (root / cls).mkdir(parents=True)
+            files = sorted((demo / cls).glob("*.png"))
+            for n in range(args.images // 2):
+                shutil.copy(files[n % len(files)], root / cls / f"{n:05d}.png")
+        model = load_model(None, str(SHORTCUT_HEAD))
+        items = read_labelled(root, model.labels).items
+        attribute(model, torch.rand(2, 3, 224, 224), [0, 1], method="gradcam")  # warm-up
+        calls = 0.0
+        for b in range(0, len(items), BATCH):
+            chunk = items[b:b + BATCH]
+            x = torch.stack([preprocess(load_image(it.path), model.card.data_config).tensor for it in chunk])
+            started = time.perf_counter()
+            attribute(model, x, [it.label for it in chunk], method="gradcam")
+            calls += time.perf_counter() - started
+        started = time.perf_counter()
+        run_audit(model, root)
+        audit = time.perf_counter() - started
+        base = load_model("embedded")
+        x = torch.stack([preprocess(load_image(it.path), base.card.data_config).tensor for it in items])
+        started = time.perf_counter()
+        pooled_features(base, x, batch_size=32)
+        floor = time.perf_counter() - started
+        del x
+        started = time.perf_counter()
+        features_of(base, items)
+        features = time.perf_counter() - started
+    print(json.dumps({"images": len(items), "attribution_seconds": round(calls, 2), "audit_seconds": round(audit, 2),
+                      "audit_vs_attribution": round(audit / calls, 3), "forward_seconds": round(floor, 2),
+                      "features_seconds": round(features, 2), "features_vs_forward": round(floor / features, 3),
+                      "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The dataset audit: spectral clusters of the attribution maps of each class (SpRAy), and fit-head."""
