@@ -34,6 +34,7 @@ def page_text(at, keys: bool = True) -> str:
 
 def _error_page(app):
     app.session_state["lens_model_choice"] = "embedded"
+    app.session_state["err_model"] = "The sidebar's model"  # the page opens on the demo; a visitor's own set
     app.run()
     app.switch_page("pages/error_analysis.py").run()
     assert not app.exception, app.exception
