@@ -50,7 +50,7 @@ PAGES = [p for p in PAGES if (HERE / p[0]).exists()]
 
 pages = [st.Page(HERE / path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon, _) in enumerate(PAGES)]
 st.session_state["lens_pages"] = [(page, blurb) for page, (*_, blurb) in zip(pages, PAGES)]
-navigation = st.navigation(pages)
+navigation = st.navigation(pages, expanded=True)  # every page listed, none behind "View more"
 
 loading = st.empty()
 if "lens_started" not in st.session_state:

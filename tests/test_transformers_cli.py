@@ -33,10 +33,12 @@ FEW = {"integrated-gradients": ["--steps", "2"], "smoothgrad": ["--samples", "2"
 @pytest.fixture(scope="module", autouse=True)
 def one_load_per_model():
     """Each model is built once for the whole module (the CLI would rebuild it on every command)."""
-    original = cli.load_model
-    cli.load_model = functools.lru_cache(maxsize=None)(original)
+    from core.cli import common
+
+    original = common.load_model
+    common.load_model = functools.lru_cache(maxsize=None)(original)
     yield
-    cli.load_model = original
+    common.load_model = original
 
 
 def run(capsys, *argv: str) -> tuple[int, dict | None, str]:
