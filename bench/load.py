@@ -421,6 +421,7 @@ def compare_stores(serial_dir: str | Path, concurrent_dir: str | Path) -> dict:
     for digest in sorted(set(serial) & set(concurrent)):
         _differences(serial[digest], concurrent[digest], f"{type(serial[digest]).__name__}", differences)
     return {"serial_results": len(serial), "concurrent_results": len(concurrent), "missing": len(missing),
+            "missing_types": sorted(type(serial[d]).__name__ for d in missing),
             "differences": differences[:20], "same": not missing and not differences}
 
 
