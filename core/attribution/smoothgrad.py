@@ -68,7 +68,7 @@ CAPTUM_BASES = (Base.SALIENCY, Base.INPUT_X_GRADIENT, Base.INTEGRATED_GRADIENTS)
 
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so autocast is a speed-up."""
-    # mkldnn's own "bf16 supported" is also true on plain AVX-512, where bf16 is emulated and no faster
+    # mkldnn's own "bf16 supported" also answers yes where bf16 is only emulated, which is no speed-up
     try:
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         return bool(torch.backends.mkldnn.is_available() and native)
@@ -81,7 +81,7 @@ _measured: "PerModel[dict[tuple, Precision]]" = PerModel()  # (device, input sha
 
 def reduced_precisions(device: torch.device) -> tuple[Precision, ...]:
     """The autocast precisions ``auto`` times against fp32 on ``device``: bf16 on a CPU with native bf16 (none on
-    other CPUs: emulated bf16 is many times slower), fp16 and (where supported) bf16 on CUDA, fp16 on MPS."""
+    a CPU that only emulates it), fp16 and (where supported) bf16 on CUDA, fp16 on MPS."""
     if device.type == "cpu":
         return (Precision.BF16,) if native_bf16() else ()
     if device.type == "cuda":
@@ -104,9 +104,8 @@ def fastest_precision(model: nn.Module, x: torch.Tensor, candidates: Sequence[Pr
     """The fastest of fp32 and ``candidates`` for a forward + input-gradient backward of ``model`` on inputs shaped
     like ``x`` (N, 3, H, W), on ``x``'s device, timed here at batch 2 (best of ``repeats`` after a warm-up).
 
-    Native support is not enough: ConvNeXt can run slower in bf16 than in fp32 even on a CPU that computes bf16
-    natively (with autocast, bf16 weights or channels-last alike), so ``auto`` times both rather than trusting
-    the instruction set.
+    Native support does not make every network's kernels faster in a reduced precision, so ``auto`` times the
+    candidates on the model itself rather than trusting the instruction set.
     """
     probe = x[:1].detach().expand(2, *x.shape[1:]).clone()
     target = torch.zeros(2, dtype=torch.long, device=x.device)
