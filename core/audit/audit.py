@@ -26,8 +26,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..errors.dataset import LabelledImage, read_labelled
-from ..images import ImageError, load_image, preprocess
+from ..errors.dataset import LabelledImage, read_batch, read_labelled
+from ..images import ImageError
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 from .cluster import spectral
 from .maps import GRID, image_maps, pool_map  # noqa: F401 (pool_map: part of this module's interface)
@@ -92,13 +92,7 @@ def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_siz
     for b in range(0, len(items), batch_size):
         if is_cancelled(cancel):
             raise Cancelled(f"stopped after {b} of {len(items)} images")
-        xs, kept, errors = [], [], []
-        for i, it in enumerate(items[b:b + batch_size], start=b):
-            try:
-                xs.append(preprocess(load_image(it.path, name=it.name), model.card.data_config).tensor)
-                kept.append(i)
-            except ImageError as e:
-                errors.append({"image": it.name, "error": str(e)})
+        xs, kept, errors = read_batch(model, items, b, batch_size)
         if xs:
             maps, predicted = image_maps(model, torch.stack(xs), [items[i].label for i in kept], method)
         else:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..dataroots import readable
-from ..images import ImageError, is_image_name, list_images
+from ..images import ImageError, is_image_name, list_images, load_image, preprocess
 
 CSV_NAME = "labels.csv"
 IMAGENET_VAL_CSV = "LOC_val_solution.csv"
@@ -253,3 +253,16 @@ def stamp(source: str | os.PathLike) -> str:
         except OSError:
             h.update(f"{f}|gone\n".encode())
     return h.hexdigest()[:16]
+
+
+def read_batch(model, items: Sequence[LabelledImage], start: int, size: int) -> tuple[list, list[int], list[dict]]:
+    """``items[start:start + size]`` as ``model`` sees them: (tensors (3, H, W) in [0, 1], their positions in
+    ``items``, ``{"image", "error"}`` for each that cannot be read)."""
+    xs, kept, errors = [], [], []
+    for i, it in enumerate(items[start:start + size], start=start):
+        try:
+            xs.append(preprocess(load_image(it.path, name=it.name), model.card.data_config).tensor)
+            kept.append(i)
+        except ImageError as e:
+            errors.append({"image": it.name, "error": str(e)})
+    return xs, kept, errors

@@ -18,10 +18,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..images import ImageError, is_image_name, list_images, load_image, preprocess
+from ..images import ImageError, is_image_name, list_images
 from ..model.heads import pooled_features, save_head
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
-from .dataset import CSV_NAME, LabelledImage, read_labelled
+from .dataset import CSV_NAME, LabelledImage, read_batch, read_labelled
 
 BATCH = 32          # images decoded and forwarded at once
 FIT_BATCH = 256     # features per optimiser step
@@ -75,13 +75,7 @@ def features_of(model, items: Sequence[LabelledImage], *, batch_size: int = BATC
     from ..parallel import ordered_map
 
     def one(replica, start: int):
-        xs, kept, errors = [], [], []
-        for i, it in enumerate(items[start:start + batch_size], start=start):
-            try:
-                xs.append(preprocess(load_image(it.path, name=it.name), replica.card.data_config).tensor)
-                kept.append(i)
-            except ImageError as e:
-                errors.append({"image": it.name, "error": str(e)})
+        xs, kept, errors = read_batch(replica, items, start, batch_size)
         feats = pooled_features(replica, torch.stack(xs), batch_size=batch_size) if xs else None
         return feats, kept, errors
 
