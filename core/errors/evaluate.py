@@ -120,6 +120,8 @@ def evaluate(model, source: str | Path, *, cache_dir: str | Path | None = None, 
         source: an ImageFolder root, a folder with ``labels.csv``, or a CSV file.
         cache_dir: root of the prediction cache (default ``predictions/`` under ``LENS_CACHE_DIR``).
         use_cache: False predicts every image and writes nothing.
+        batch_size: images decoded and predicted between two progress reports (the forward passes use the
+            measured batch, :func:`core.batching.forward_batch`).
         progress: ``(fraction, message)`` after each batch; cancel: checked before each batch.
 
     Raises:
@@ -155,7 +157,7 @@ def evaluate(model, source: str | Path, *, cache_dir: str | Path | None = None, 
             if is_cancelled(cancel):
                 raise Cancelled(f"stopped after {b} of {len(todo)} new images")
             chunk = todo[b:b + batch_size]
-            probs = _predict(model, torch.stack([x for _, x in chunk]), batch_size)
+            probs = _predict(model, torch.stack([x for _, x in chunk]))
             for (pos, _), p in zip(chunk, probs):
                 found[pos] = p
                 if cache is not None:
@@ -184,9 +186,10 @@ def evaluate(model, source: str | Path, *, cache_dir: str | Path | None = None, 
         seconds=time.perf_counter() - start)
 
 
-def _predict(model, x: torch.Tensor, batch_size: int) -> np.ndarray:
-    """Softmax rows (N, classes) of images ``x`` (on the CPU, as decoded) run on the model's device."""
-    probs = probabilities(model, x.to(model_device(model)), batch_size=batch_size)
+def _predict(model, x: torch.Tensor) -> np.ndarray:
+    """Softmax rows (N, classes) of images ``x`` (on the CPU, as decoded) run on the model's device, in the
+    measured batch (:func:`core.batching.forward_batch`)."""
+    probs = probabilities(model, x.to(model_device(model)), batch_size=None)
     return probs.cpu().numpy()  # for the prediction cache and the confusion matrix (host-side, numpy)
 
 

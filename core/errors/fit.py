@@ -23,7 +23,7 @@ from ..model.heads import pooled_features, save_head
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 from .dataset import CSV_NAME, LabelledImage, read_batch, read_labelled
 
-BATCH = 32          # images decoded and forwarded at once
+BATCH = 32          # images decoded per worker task (forwarded in the measured batch: core.batching)
 FIT_BATCH = 256     # features per optimiser step
 DEFAULT_EPOCHS = 100
 
@@ -69,14 +69,15 @@ def features_of(model, items: Sequence[LabelledImage], *, batch_size: int = BATC
                 cancel: Cancel | None = None) -> tuple[torch.Tensor, list[int], list[dict]]:
     """Pooled features (N, D) of the readable ``items``, their positions in ``items``, and the unreadable ones.
 
-    Batches run on :func:`core.parallel.ordered_map`'s workers (each decodes its batch and runs the forward pass
-    on its own replica), as the activation index does, so decoding overlaps the forward passes.
+    Batches of ``batch_size`` images run on :func:`core.parallel.ordered_map`'s workers (each decodes its batch and
+    runs the forward passes on its own replica, in the measured batch of :func:`core.batching.forward_batch`), as
+    the activation index does, so decoding overlaps the forward passes.
     """
     from ..parallel import ordered_map
 
     def one(replica, start: int):
         xs, kept, errors = read_batch(replica, items, start, batch_size)
-        feats = pooled_features(replica, torch.stack(xs), batch_size=batch_size) if xs else None
+        feats = pooled_features(replica, torch.stack(xs)) if xs else None
         return feats, kept, errors
 
     feats, kept, errors = [], [], []

@@ -78,9 +78,13 @@ def load_head_model(path: str | os.PathLike, progress=None):
     return apply_weights_labels(model, path)
 
 
-def pooled_features(model, x: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
-    """The embedded model's pooled features (N, 1280) of images ``x`` (N, 3, H, W) in [0, 1]."""
+def pooled_features(model, x: torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
+    """The embedded model's pooled features (N, 1280) of images ``x`` (N, 3, H, W) in [0, 1], in batches of
+    ``batch_size`` (None: :func:`core.batching.forward_batch`)."""
+    from ..batching import forward_batch
+
     outs = []
+    batch_size = batch_size or forward_batch(model, x.shape[1:])
     with torch.inference_mode():
         for chunk in x.split(batch_size):
             net = model.net

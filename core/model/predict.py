@@ -18,18 +18,24 @@ class ClassScore:
         return {"index": self.index, "label": self.label, "prob": self.prob}
 
 
-def probabilities(model: LensModel, x: torch.Tensor, *, batch_size: int = 16) -> torch.Tensor:
+def probabilities(model: LensModel, x: torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
     """Softmax probabilities.
 
     Args:
         x: float (N, 3, H, W) in [0, 1].
+        batch_size: images per forward pass (None: :func:`core.batching.forward_batch`, or all of a small ``x``).
 
     Returns:
         float32 (N, num_classes), rows summing to 1.
     """
+    from ..batching import forward_batch, known_forward_batch
+
+    if batch_size is None:  # a few images (a page's one image) are not worth a measurement
+        batch_size = known_forward_batch(model, x.shape[1:]) or (len(x) if len(x) <= 4 else
+                                                                 forward_batch(model, x.shape[1:]))
     outs = []
     with torch.inference_mode():
-        for chunk in x.split(batch_size):
+        for chunk in x.split(max(1, batch_size)):
             outs.append(model(chunk).float().softmax(-1))
     return torch.cat(outs)
 

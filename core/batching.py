@@ -1,0 +1,68 @@
+"""Batch sizes of forward passes, measured rather than fixed.
+
+The batch fastest per image depends on the model and the CPU, and a large one is often not it: activations too
+large for the allocator's reused memory are mapped afresh on every pass and cost page faults (the figures are in
+docs/performance.md). So a pass over many images asks :func:`forward_batch`, which measures once per
+architecture, device, input shape and thread count, and remembers.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Sequence
+
+import torch
+
+FORWARD_TRIALS = (1, 2, 4, 8, 16, 32)  # tried in order; a larger one only while the last was faster per image
+_known: dict[tuple, int] = {}
+_locks: dict[tuple, threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def _key(model, shape: Sequence[int]) -> tuple:
+    card = model.card
+    return card.arch, getattr(card, "device", "cpu"), tuple(int(s) for s in shape), torch.get_num_threads()
+
+
+def known_forward_batch(model, shape: Sequence[int]) -> int | None:
+    """The batch :func:`forward_batch` measured for ``model`` at ``shape`` (3, H, W) on this thread's thread
+    count; None before it was measured."""
+    return _known.get(_key(model, shape))
+
+
+def forward_batch(model, shape: Sequence[int], *, trials: Sequence[int] = FORWARD_TRIALS) -> int:
+    """The batch of no-autograd forward passes fastest per image for ``model`` at input ``shape`` (3, H, W).
+
+    Measured once per architecture, device, shape and intra-op thread count (replicas and reloads of a model
+    share it) on random input: one untimed pass, then one timed pass at each of ``trials`` in increasing order,
+    stopping at the first that is slower per image than the fastest so far. Threads asking for the same key
+    while it is measured wait for that measurement. About 15 images' forward passes for a small network, 31 for a
+    large one.
+    """
+    key = _key(model, shape)
+    best = _known.get(key)
+    if best is not None:
+        return best
+    with _guard:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:
+        best = _known.get(key)
+        if best is None:
+            best = _known[key] = _measure(model, tuple(key[2]), trials)
+    return best
+
+
+def _measure(model, shape: tuple, trials: Sequence[int]) -> int:
+    device = getattr(model.card, "device", "cpu")
+    generator = torch.Generator().manual_seed(0)
+    per_image: dict[int, float] = {}
+    with torch.inference_mode():
+        model(torch.rand(1, *shape, generator=generator).to(device))  # one-off costs (kernels, first allocations)
+        for size in trials:
+            x = torch.rand(size, *shape, generator=generator).to(device)
+            started = time.perf_counter()
+            model(x).float().sum().item()  # .item(): the pass has finished on any device
+            per_image[size] = (time.perf_counter() - started) / size
+            if per_image[size] > min(per_image.values()):
+                break
+    return min(per_image, key=per_image.get)

@@ -1,0 +1,56 @@
+"""core.batching: the forward batch is measured once per architecture, shape and thread count, and the search
+stops at the first batch slower per image than the fastest so far."""
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import torch
+
+from core import batching
+
+
+class Timed(torch.nn.Module):
+    """A model whose pass takes ``cost(batch)`` seconds; counts its passes."""
+
+    def __init__(self, arch: str, cost) -> None:
+        super().__init__()
+        self.card = SimpleNamespace(arch=arch, device="cpu")
+        self.cost, self.batches = cost, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(x))
+        time.sleep(self.cost(len(x)))
+        return torch.zeros(len(x), 3)
+
+
+def test_the_fastest_per_image_is_chosen_and_the_search_stops_at_the_first_slower():
+    # seconds per image: 1 -> 0.02, 2 -> 0.012, 4 -> 0.008, 8 -> 0.0125 (slower: stop), 16 would be faster
+    per_image = {1: 0.02, 2: 0.012, 4: 0.008, 8: 0.0125, 16: 0.001, 32: 0.001}
+    model = Timed("timed-a", lambda n: per_image[n] * n)
+    assert batching.forward_batch(model, (3, 8, 8)) == 4
+    assert model.batches == [1, 1, 2, 4, 8]  # the untimed first pass, then 1, 2, 4 and 8; never 16
+    assert batching.known_forward_batch(model, (3, 8, 8)) == 4
+
+
+def test_measured_once_per_architecture_and_shape_replicas_share_it():
+    model = Timed("timed-b", lambda n: 0.001 * n)
+    first = batching.forward_batch(model, (3, 8, 8))
+    passes = len(model.batches)
+    twin = Timed("timed-b", lambda n: 1.0)  # a replica or a reload: the same architecture, never run
+    assert batching.forward_batch(twin, (3, 8, 8)) == first and twin.batches == []
+    assert len(model.batches) == passes
+    assert batching.known_forward_batch(model, (3, 16, 16)) is None  # another input size is measured apart
+
+
+def test_threads_asking_at_once_wait_for_one_measurement():
+    model = Timed("timed-c", lambda n: 0.002 * n)
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(batching.forward_batch(model, (3, 4, 4))))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(answers)) == 1 and model.batches.count(1) == 2  # one measurement: its untimed and timed 1s
