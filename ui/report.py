@@ -69,21 +69,23 @@ def grid(pair, methods: list[str], cells: dict) -> ReportItem:
     """A report item for the method grid of one or two models (``pair``: :class:`ui.attribution.Sides`;
     ``cells``: (side index, method) -> Attribution, or the reason it is missing): one row of overlays per model, a
     missing map's tile and note saying why, and one ``attribute`` command per method."""
-    import numpy as np
+    from PIL import Image, ImageDraw
 
     from core.attribution.registry import REGISTRY
     from core.attribution.view import View, figure
-    from core.render import labelled_tile, tile_grid
+    from core.render import labelled_tile, load_font, tile_grid
 
     side_px, tiles, notes, seconds = 256, [], [], 0.0
     two = pair.other is not None
+    blank = Image.new("RGB", (side_px, side_px), "white")
+    ImageDraw.Draw(blank).text((side_px // 2, side_px // 2), "no map: see the notes", fill=(90, 90, 90),
+                               font=load_font(14), anchor="mm")
     for i, side in enumerate(pair.sides):
         for method in methods:
             cell, title = cells.get((i, method), "not computed"), REGISTRY[method].title
-            label = f"{side.name}: {title}" if two else title
+            label = f"{title} ({side.sel.model.card.name})" if two else title  # the title first: labels get cut
             if isinstance(cell, str):
-                tiles.append(labelled_tile(np.full((side_px, side_px, 3), 255, np.uint8), side_px,
-                                           f"{label}: no map"))
+                tiles.append(labelled_tile(blank, side_px, label))
                 notes.append(f"{title} on {side.name}: {cell}")
                 continue
             tiles.append(labelled_tile(figure(cell, side.sel.inp.tensor, view=View.OVERLAY)[0], side_px, label))
@@ -105,7 +107,7 @@ def grid(pair, methods: list[str], cells: dict) -> ReportItem:
     return item(first.sel, title="Method grid" + (f": {first.name} and {pair.other.name}" if two else ""),
                 figure=tile_grid(tiles, len(methods)),
                 caption="Overlays on each model's input, each map on its own colour scale (99.5th percentile)"
-                        + (", one row per model." if two else "."),
+                        + (f"; one row per model: {first.name}, then {pair.other.name}." if two else "."),
                 settings=settings, command="\n".join(commands), seconds=seconds, notes=tuple(notes))
 
 
