@@ -92,7 +92,8 @@ if selection is not None:
             st.caption(f"Classes: {pair.rule}. Each model sees the image through its own preprocessing.")
         chosen = st.multiselect("Methods", list(REGISTRY), format_func=titles.get, key="attr_grid_methods",
                                 default=["saliency", "smoothgrad", "guided-backprop", "gradcam"])
-        st.caption(f"Each with its default options, same image and target; overlays, all signs, {CLIP_PERCENTILE:g} % clipping.")
+        st.caption(f"Each with its default options, same image and {'class' if pair.other is None else 'classes'}; "
+                   f"overlays, all signs, {CLIP_PERCENTILE:g} % clipping.")
         if chosen and run.button("Compute the grid", (pair.key, tuple(chosen)), "attr_grid_run"):
             cells = grid(pair, chosen)
             report.add_button(lambda: report.grid(pair, chosen, cells), key=f"grid_{pair.key}_{tuple(chosen)}")
