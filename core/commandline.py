@@ -172,6 +172,12 @@ def model_args(card) -> list[str]:
     return ["--model", name, "--weights", repo_path(path)]
 
 
+def other_model_args(card) -> list[str]:
+    """:func:`model_args` as ``--other-model``/``--other-weights``: the second model of a comparison."""
+    flags = {"--model": "--other-model", "--weights": "--other-weights"}
+    return [flags.get(a, a) if i % 2 == 0 else a for i, a in enumerate(model_args(card))]
+
+
 def repo_path(path: str) -> str:
     """``path`` relative to the repository when it lies inside it (commands run from its root), else as given."""
     from pathlib import Path

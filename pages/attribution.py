@@ -10,7 +10,7 @@ from core.attribution.registry import REGISTRY
 from core.attribution.view import CLIP, SIGN, VIEW, View, figure, metric_lines, npy_bytes
 from core.render import CLIP_PERCENTILE, png_bytes
 from ui import cache, faithfulness, permalink, report, run, sidebar
-from ui.attribution import compute, method_options
+from ui.attribution import compute, grid, method_options, sides
 from ui.options import widget
 from ui.permalink import Param
 
@@ -86,16 +86,15 @@ if selection is not None:
             faithfulness.map_section(selection, method, target, opts, result)
 
     with tab_grid:
+        other = sidebar.second_model(selection)
+        pair = sides(selection, target, other, chosen=target if mode == "Choose a class" else None)
+        if pair.other is not None:
+            st.caption(f"Classes: {pair.rule}. Each model sees the image through its own preprocessing.")
         chosen = st.multiselect("Methods", list(REGISTRY), format_func=titles.get, key="attr_grid_methods",
                                 default=["saliency", "smoothgrad", "guided-backprop", "gradcam"])
-        st.caption(f"Each with its default options, same image and target; overlays, all signs, {CLIP_PERCENTILE:g} % clipping.")
-        if chosen and run.button("Compute the grid", (selection.key, target, tuple(chosen)), "attr_grid_run"):
-            cols = st.columns(min(4, len(chosen)))
-            for i, name in enumerate(chosen):
-                res = compute(selection, name, target, {})
-                with cols[i % len(cols)]:
-                    if res is not None:
-                        pic, scale = figure(res, inp.tensor, view=View.OVERLAY)
-                        st.image(pic, width="stretch", caption=f"{titles[name]} ({res.seconds:.2f} s); "
-                                                               f"{scale.describe()}")
-        faithfulness.compare_section(selection, target)
+        st.caption(f"Each with its default options, same image and {'class' if pair.other is None else 'classes'}; "
+                   f"overlays, all signs, {CLIP_PERCENTILE:g} % clipping.")
+        if chosen and run.button("Compute the grid", (pair.key, tuple(chosen)), "attr_grid_run"):
+            cells = grid(pair, chosen)
+            report.add_button(lambda: report.grid(pair, chosen, cells), key=f"grid_{pair.key}_{tuple(chosen)}")
+        faithfulness.compare_section(pair)

@@ -70,3 +70,36 @@ def test_drawing_every_metric_from_tiny_results():
     assert any("chance:" in c.value for c in at.caption)
     assert len(at.get("image")) == 2  # one row of randomisation thumbnails per method (one st.image each)
     assert any(c.value.startswith("Each thumbnail on its own colour bar") for c in at.caption)
+
+
+def test_compare_methods_ranks_both_models_in_one_table(app):
+    """The ranking with a second model (a random ViT-Tiny next to the embedded CNN): one table with a model and a
+    class column, the CNN's rollout named as not evaluated, and a report item whose command runs both."""
+    import shlex
+
+    from core.cli import build_parser
+    from tests.test_attribution_page import EMBEDDED_NAME, SECOND_VIT, VIT_NAME
+
+    app = _open(app, attr_method="saliency", faith_steps=2, faith_cmp_steps=2, faith_methods=["saliency", "rollout"],
+                faith_metrics=["deletion", "insertion"], **SECOND_VIT)
+    app.button(key="faith_go").click().run(timeout=600)
+    assert not app.exception and not app.error
+    table = app.dataframe[0].value
+    assert list(table.columns[:5]) == ["model", "class", "method", "insertion − deletion", "deletion AUC"]
+    assert set(zip(table["model"], table["method"])) == {(EMBEDDED_NAME, "Saliency"), (VIT_NAME, "Saliency"),
+                                                         (VIT_NAME, "Attention rollout")}
+    assert set(table[table["model"] == EMBEDDED_NAME]["class"]) == {"tiger cat (282)"}
+    diff = table["insertion − deletion"].tolist()
+    assert diff == sorted(diff, reverse=True)
+    assert all(0 <= v <= 1 for v in table["deletion AUC"]) and all(0 <= v <= 1 for v in table["insertion AUC"])
+    assert any(c.value.startswith(f"Attention rollout not evaluated on {EMBEDDED_NAME}: ") and "no attention" in c.value
+               for c in app.caption)
+    [b for b in app.button if str(b.key).startswith("report_faith_")][0].click().run()
+    assert not app.exception
+    item = app.session_state["lens_report_items"][-1]
+    assert item.title == f"Compare methods: {EMBEDDED_NAME} and {VIT_NAME}" and len(item.table) == 3
+    assert {row["model"] for row in item.table} == {EMBEDDED_NAME, VIT_NAME}
+    args = build_parser()[0].parse_args(shlex.split(item.command)[3:])
+    assert (args.command, args.method, args.target) == ("evaluate", ["saliency", "rollout"], None)
+    assert (args.model, args.other_model, args.other_weights, args.steps) == ("embedded", "vit_tiny_patch16_224",
+                                                                              "random", 2)

@@ -5,6 +5,8 @@ few widgets, call ``ui.cache`` (cached, with progress) and draw. The attribution
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -16,6 +18,7 @@ from core.evaluation.spec import COMPARE, EVALUATION, MapSubject, curve_values, 
 from core.images import ImageError
 from core.render import heat_figure
 from ui import cache, run
+from ui import report as ui_report
 from ui.uploads import SMALL_UPLOAD_MB
 from ui.options import setting_widget, technique_form
 from ui.widgets import progress_bar
@@ -88,11 +91,26 @@ def thumbnails(e: Evaluation, per_row: int = 7) -> None:
     st.caption("Each thumbnail on its own colour bar: dark = its smallest |map|, bright = its 99.5th percentile.")
 
 
-def comparison_table(results: dict[str, Evaluation], titles: dict[str, str]) -> pd.DataFrame:
-    """One row per method, ranked by insertion − deletion (best first)."""
+def _named(key, titles: Mapping[str, str]) -> tuple[str | None, str]:
+    """(model or None, method title) of a result key: a method, or a (model, method) pair."""
+    model, method = key if isinstance(key, tuple) else (None, key)
+    return model, titles.get(method, method)
+
+
+def _label(key, titles: Mapping[str, str]) -> str:
+    model, title = _named(key, titles)
+    return title if model is None else f"{model}: {title}"
+
+
+def comparison_table(results: Mapping, titles: Mapping[str, str], classes: Mapping[str, str] | None = None
+                     ) -> pd.DataFrame:
+    """One row per method, ranked by insertion − deletion (best first). Results keyed by (model, method) pairs
+    (two models) get a model column, and a class column from ``classes`` (model -> the class its maps explain)."""
     rows = []
-    for name, e in results.items():
-        row = {"method": titles.get(name, name)}
+    for key, e in results.items():
+        model, title = _named(key, titles)
+        row = {} if model is None else {"model": model, "class": (classes or {}).get(model, str(e.target))}
+        row["method"] = title
         if e.curves is not None:
             row.update({"insertion − deletion": e.curves.difference, "deletion AUC": e.curves.deletion_auc,
                         "insertion AUC": e.curves.insertion_auc})
@@ -112,22 +130,28 @@ def comparison_table(results: dict[str, Evaluation], titles: dict[str, str]) -> 
     return df.reset_index(drop=True)
 
 
-def comparison(results: dict[str, Evaluation], titles: dict[str, str], failures: dict[str, str]) -> None:
-    """The ranked table, the curves overlaid, and the randomisation thumbnails of each method."""
+def comparison(results: Mapping, titles: Mapping[str, str], failures: Mapping,
+               classes: Mapping[str, str] | None = None) -> pd.DataFrame | None:
+    """The ranked table, the curves overlaid, and the randomisation thumbnails of each method (keys: methods, or
+    (model, method) pairs for two models); returns the table (None without results)."""
+    table = None
     if results:
-        st.dataframe(comparison_table(results, titles), hide_index=True, width="stretch")
+        table = comparison_table(results, titles, classes)
+        st.dataframe(table, hide_index=True, width="stretch")
         first = next(iter(results.values()))
         if first.pointing is not None:
             st.caption(f"Pointing game: the map's maximum within {first.pointing.tolerance} px of the object; energy: "
                        f"share of the positive map inside the mask (chance: {first.pointing.mask_fraction:.0%}).")
-        st.line_chart(curves_frame({titles.get(k, k): v for k, v in results.items()}),
+        st.line_chart(curves_frame({_label(k, titles): v for k, v in results.items()}),
                       x="fraction of pixels changed", y="probability", color="curve", height=300)
-        for name, e in results.items():
+        for key, e in results.items():
             if e.randomisation is not None:
-                st.markdown(f"**{titles.get(name, name)}**: map after each cascade step (head first)")
+                st.markdown(f"**{_label(key, titles)}**: map after each cascade step (head first)")
                 thumbnails(e)
-    for name, reason in failures.items():
-        st.caption(f"{titles.get(name, name)} not evaluated: {reason}")
+    for key, reason in failures.items():
+        model, title = _named(key, titles)
+        st.caption(f"{title} not evaluated{'' if model is None else f' on {model}'}: {reason}")
+    return table
 
 
 # ------------------------------------------------------------------------------------------- sections
@@ -188,43 +212,61 @@ def map_section(sel, method: str, target: int, options: dict, result) -> None:
                "side: the Compare methods tab.")
 
 
-def compare_section(sel, target: int) -> None:
-    """Every applicable method on this image: the ranked table, overlaid curves, thumbnails. Progress with Stop
-    (methods already finished stay cached)."""
+def compare_section(pair) -> None:
+    """Every applicable method on this image, for each model of ``pair`` (:class:`ui.attribution.Sides`): the
+    ranked table (a model column with two models), overlaid curves, thumbnails, and Add to report. Progress with
+    Stop (methods already finished stay cached, per model)."""
     titles = {name: spec.title for name, spec in REGISTRY.items()}
-    st.markdown("##### Which map can you trust? Every method, scored")
-    context = cache.context(sel.model, target)
+    two = pair.other is not None
+    st.markdown("##### Which map can you trust? Every method, scored" + (" on both models" if two else ""))
+    context = cache.context(pair.first.sel.model, pair.first.target)
     chosen_values = technique_form(COMPARE, context, columns=1)
     chosen, metrics, steps = chosen_values["methods"], chosen_values["metrics"], chosen_values["steps"]
     uploaded = st.file_uploader("Object mask for the pointing game (white = object; the image's size)",
                                 type=["png", "jpg", "jpeg", "bmp", "webp"], key="faith_mask",
                                 max_upload_size=SMALL_UPLOAD_MB)
-    try:
-        mask, mask_key = _mask(sel, uploaded)
-    except ImageError as err:
-        st.error(str(err))
-        mask, mask_key = None, "none"
-    if mask is None:
+    masks, mask_key = [], "none"
+    for side in pair.sides:  # each model sees the mask through its own preprocessing, as the image
+        try:
+            mask, mask_key = _mask(side.sel, uploaded)
+        except ImageError as err:
+            if side is pair.first:  # the same upload: one message
+                st.error(str(err))
+            mask, mask_key = None, "none"
+        masks.append(mask)
+    if masks[0] is None:
         st.caption("No object mask: the pointing game needs an upload or an image with an alpha channel.")
-    go = run.button("Evaluate the methods", (sel.key, target, tuple(chosen), tuple(metrics), steps, mask_key),
+    go = run.button("Evaluate the methods", (pair.key, tuple(chosen), tuple(metrics), steps, mask_key),
                     "faith_go", help="Each method with its default options. Results are cached.")
     if not (go and chosen and metrics):
         return
     results, failures = {}, {}
+    jobs = [(side, mask, name) for side, mask in zip(pair.sides, masks) for name in chosen]
     with progress_bar("evaluating...") as report:  # Stop forgets the press; finished methods stay cached
-        for i, name in enumerate(chosen):
-            def progress(f, m, i=i, name=name):
-                report((i + f) / len(chosen), f"{titles[name]} ({i + 1}/{len(chosen)}): {m}")
+        for i, (side, mask, name) in enumerate(jobs):
+            sel, target = side.sel, side.target
+            key = (side.name, name) if two else name
+            who = f" on {side.name}" if two else ""
+
+            def progress(f, m, i=i, name=name, who=who):
+                report((i + f) / len(jobs), f"{titles[name]}{who} ({i + 1}/{len(jobs)}): {m}")
             try:
                 amap = cache.attribution(sel.model, sel.model_key, sel.inp.tensor, sel.image_key, name, target, {},
                                          progress=lambda f, m: progress(0.2 * f, m)).map[0]
-                results[name] = cache.technique(
+                results[key] = cache.technique(
                     EVALUATION, sel.model, sel.model_key, MapSubject(sel.inp.tensor, target, name, {}, amap, mask),
                     map_key(sel.model_key, sel.image_key, name, target, {}, mask_key if mask is not None else "none"),
-                    EVALUATION.complete({"metrics": metrics, "steps": steps}, context),
+                    EVALUATION.complete({"metrics": metrics, "steps": steps}, cache.context(sel.model, target)),
                     lambda f, m: progress(0.2 + 0.8 * f, m))
             except (NotApplicable, ValueError) as err:
-                failures[name] = str(err)
+                failures[key] = str(err)
             except Exception as err:  # one method failing must not hide the others, nor show a traceback
-                failures[name] = f"failed: {_one_line(err)}"
-    comparison(results, titles, failures)
+                failures[key] = f"failed: {_one_line(err)}"
+    classes = {s.name: f"{s.sel.model.label(s.target)} ({s.target})" for s in pair.sides}
+    table = comparison(results, titles, failures, classes if two else None)
+    if table is not None:
+        values = EVALUATION.complete({"metrics": metrics, "steps": steps}, context)
+        ui_report.add_button(
+            lambda: ui_report.comparison(pair, table, values, chosen, uploaded.name if uploaded is not None else None,
+                                         seconds=sum(e.seconds for e in results.values())),
+            key=f"faith_{pair.key}_{tuple(chosen)}_{tuple(metrics)}_{steps}_{mask_key}")

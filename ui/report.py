@@ -6,7 +6,7 @@ from typing import Callable
 
 import streamlit as st
 
-from core.report import ReportItem, attribution_item, predict_command
+from core.report import ReportItem, attribute_command, attribution_item, predict_command
 
 KEY = "lens_report_items"
 
@@ -63,6 +63,83 @@ def prediction(selection, top: list[dict]) -> ReportItem:
                 settings={"top": len(top)},
                 command=predict_command(image_arg(selection), selection.model.card, top=len(top)),
                 figures={f"{c['label']} ({c['index']})": float(c["prob"]) for c in top})
+
+
+def grid(pair, methods: list[str], cells: dict) -> ReportItem:
+    """A report item for the method grid of one or two models (``pair``: :class:`ui.attribution.Sides`;
+    ``cells``: (side index, method) -> Attribution, or the reason it is missing): one row of overlays per model, a
+    missing map's tile and note saying why, and one ``attribute`` command per method."""
+    from PIL import Image, ImageDraw
+
+    from core.attribution.registry import REGISTRY
+    from core.attribution.view import View, figure
+    from core.render import labelled_tile, load_font, tile_grid
+
+    side_px, tiles, notes, seconds = 256, [], [], 0.0
+    two = pair.other is not None
+    blank = Image.new("RGB", (side_px, side_px), "white")
+    ImageDraw.Draw(blank).text((side_px // 2, side_px // 2), "no map: see the notes", fill=(90, 90, 90),
+                               font=load_font(14), anchor="mm")
+    for i, side in enumerate(pair.sides):
+        for method in methods:
+            cell, title = cells.get((i, method), "not computed"), REGISTRY[method].title
+            label = f"{title} ({side.sel.model.card.name})" if two else title  # the title first: labels get cut
+            if isinstance(cell, str):
+                tiles.append(labelled_tile(blank, side_px, label))
+                notes.append(f"{title} on {side.name}: {cell}")
+                continue
+            tiles.append(labelled_tile(figure(cell, side.sel.inp.tensor, view=View.OVERLAY)[0], side_px, label))
+            seconds += float(cell.seconds)
+    first = pair.first
+    settings = {"methods": ", ".join(REGISTRY[m].title for m in methods),
+                "target": f"{first.sel.model.label(first.target)} ({first.target})"}
+    if two:
+        other = pair.other
+        settings.update({"second model": other.sel.model.card.name,
+                         "second model's target": f"{other.sel.model.label(other.target)} ({other.target})",
+                         "targets": pair.rule})
+    commands = []
+    for method in methods:  # with two models each keeps its own default options (layers differ)
+        cell = cells.get((0, method))
+        options = dict(cell.options) if not two and not isinstance(cell, (str, type(None))) else {}
+        commands.append(attribute_command(method, image_arg(first.sel), first.sel.model.card, pair.command_target,
+                                          options, other=pair.other.sel.model.card if two else None))
+    return item(first.sel, title="Method grid" + (f": {first.name} and {pair.other.name}" if two else ""),
+                figure=tile_grid(tiles, len(methods)),
+                caption="Overlays on each model's input, each map on its own colour scale (99.5th percentile)"
+                        + (f"; one row per model: {first.name}, then {pair.other.name}." if two else "."),
+                settings=settings, command="\n".join(commands), seconds=seconds, notes=tuple(notes))
+
+
+def comparison(pair, table, values: dict, methods, mask_name: str | None, *, seconds: float = 0.0) -> ReportItem:
+    """A report item for the Compare-methods ranking of one or two models (``pair``: :class:`ui.attribution.Sides`,
+    ``table``: the ranked DataFrame shown, ``values``: the evaluation's settings, ``mask_name``: an uploaded
+    object mask's name, which the reader must supply), reproduced by one ``evaluate`` command."""
+    from core.attribution.registry import REGISTRY
+    from core.evaluation.spec import EVALUATION
+    from core.report import other_model_args
+
+    first, other = pair.first, pair.other
+    target = pair.command_target
+    extra = ["--method", *methods, *(["--target", str(target)] if target is not None else []),
+             *(["--mask", mask_name] if mask_name else []),
+             *(other_model_args(other.sel.model.card) if other is not None else [])]
+    settings = {"methods": ", ".join(REGISTRY[m].title if m in REGISTRY else m for m in methods),
+                "target": f"{first.sel.model.label(first.target)} ({first.target})"}
+    if other is not None:
+        settings.update({"second model": other.sel.model.card.name,
+                         "second model's target": f"{other.sel.model.label(other.target)} ({other.target})",
+                         "targets": pair.rule})
+    rows = tuple({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+                 for row in table.to_dict("records"))
+    return item(first.sel, title="Compare methods" + (f": {first.name} and {other.name}" if other else ""),
+                figure=None, caption="Deletion/insertion and the other chosen scores of each method, ranked by "
+                                     "insertion − deletion" + (" over both models." if other else "."),
+                settings={**settings, **{k: ", ".join(map(str, v)) if isinstance(v, tuple) else v
+                                         for k, v in values.items() if k != "seed"}},
+                seed=int(values["seed"]), command=EVALUATION.command_line(
+                    image_arg(first.sel), first.sel.model.card, values, extra=extra),
+                table=rows, seconds=seconds)
 
 
 def item(selection, *, image: bool = True, **fields) -> ReportItem:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import streamlit as st
@@ -36,12 +36,33 @@ class Selection:
         return f"{self.model_key}|{self.image_key}"
 
 
-def _model_widgets() -> tuple[str | None, str | None]:
+@dataclass(frozen=True)
+class ModelKeys:
+    """Where one model picker keeps its widgets' values (session-state keys ``<state>_...``) and its link
+    parameters (``model<url>``, ``weights<url>``, ...): the sidebar's, or the second model's."""
+
+    state: str = "lens"
+    url: str = ""
+
+    def key(self, name: str) -> str:
+        return f"{self.state}_{name}"
+
+    def param(self, name: str) -> str:
+        return f"{name}{self.url}"
+
+
+SIDEBAR = ModelKeys()
+SECOND = ModelKeys("lens2", "2")
+SECOND_ON = "lens2_on"  # the second model's switch
+
+
+def _model_widgets(keys: ModelKeys = SIDEBAR, label: str = "Model") -> tuple[str | None, str | None]:
     options = [DEFAULT_LABEL, EMBEDDED_NAME, *CONVNEXT_MODELS, *CONVNEXT_V2_MODELS, *TRANSFORMER_MODELS, *OTHER_CNNS,
                CUSTOM_LABEL]
-    permalink.bind([Param("model", "lens_model_choice", options=options), Param("custom", "lens_model_custom"),
-                    Param("weights", "lens_weights", options=list(WEIGHT_CHOICES))])
-    choice = st.selectbox("Model", options, key="lens_model_choice",
+    permalink.bind([Param(keys.param("model"), keys.key("model_choice"), options=options),
+                    Param(keys.param("custom"), keys.key("model_custom")),
+                    Param(keys.param("weights"), keys.key("weights"), options=list(WEIGHT_CHOICES))])
+    choice = st.selectbox(label, options, key=keys.key("model_choice"),
                           help="Any timm image classifier: ConvNeXt (V1, V2), vision transformers (ViT, DeiT, "
                                "EVA-02, BEiT, Swin), CNNs. The default is ConvNeXt-Tiny with ImageNet weights "
                                "from the Hugging Face hub; without a network it falls back to 'embedded', the "
@@ -51,24 +72,25 @@ def _model_widgets() -> tuple[str | None, str | None]:
     if choice == EMBEDDED_NAME:
         return EMBEDDED_NAME, "embedded"
     if choice == CUSTOM_LABEL:
-        choice = st.text_input("timm model name", key="lens_model_custom", placeholder="e.g. convnext_tiny.fb_in1k")
+        choice = st.text_input("timm model name", key=keys.key("model_custom"),
+                               placeholder="e.g. convnext_tiny.fb_in1k")
         choice = choice.strip() or None
         if choice is None:
             return None, None
-    source = st.radio("Weights", list(WEIGHT_CHOICES), format_func=WEIGHT_CHOICES.get, key="lens_weights",
+    source = st.radio("Weights", list(WEIGHT_CHOICES), format_func=WEIGHT_CHOICES.get, key=keys.key("weights"),
                       horizontal=True)
     if source == "hub" and "." not in choice:
         tags = list_pretrained_tags(choice)
         if tags:
-            permalink.bind([Param("tag", f"lens_tag_{choice}", options=tags)])
+            permalink.bind([Param(keys.param("tag"), keys.key(f"tag_{choice}"), options=tags)])
             default_tag = default_pretrained_name(choice)
-            choice = st.selectbox("Pretrained tag", tags, key=f"lens_tag_{choice}",
+            choice = st.selectbox("Pretrained tag", tags, key=keys.key(f"tag_{choice}"),
                                   index=tags.index(default_tag) if default_tag in tags else 0,
                                   help="timm's pretrained weights for this architecture (dataset, resolution).")
     if source != "file":
         return choice, source
     upload = st.file_uploader("Weights file (.safetensors preferred)", type=["safetensors", "pth", "pt", "bin"],
-                              key="lens_weights_file", max_upload_size=SMALL_UPLOAD_MB)
+                              key=keys.key("weights_file"), max_upload_size=SMALL_UPLOAD_MB)
     if upload is None:
         st.caption("Upload a weights file to use it; pretrained hub weights until then.")
         return choice, "hub"
@@ -199,6 +221,29 @@ def render() -> Selection | None:
     selection = Selection(model, image, inp, image_name, cache.content_key(data), cache.model_key(model))
     st.session_state["lens_selection"] = selection
     return selection
+
+
+def second_model(selection: Selection) -> Selection | None:
+    """The "Compare with a second model" picker, drawn where it is called and off by default: the sidebar's model
+    choices (names, pretrained tags, random weights, a local file, the default with its offline fallback) for a
+    second model, which sees the sidebar's image through its own preprocessing. Loaded through the app's model
+    cache (the sidebar's model is not loaded again). None when off or not loadable (the reason is shown)."""
+    permalink.bind([Param("compare", SECOND_ON, bool)])
+    with st.expander("Compare with a second model", expanded=bool(st.session_state.get(SECOND_ON))):
+        if not st.toggle("Show a second model", key=SECOND_ON,
+                         help="The method grid and the ranking below show both models on the same image."):
+            return None
+        name, weights = _model_widgets(SECOND, "Second model")
+        try:
+            with st.spinner("Loading the second model (first time only)..."):
+                model = cache.get_model(name, weights)
+        except ModelLoadError as e:
+            st.error(f"Second model not loaded: {e}")
+            return None
+        if model.card.notice:
+            st.caption(f"Showing {model_name(model)}: {model.card.notice}")
+    inp = preprocess(selection.image, model.card.data_config)
+    return replace(selection, model=model, inp=inp, model_key=cache.model_key(model))
 
 
 def current() -> Selection | None:

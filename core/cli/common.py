@@ -36,6 +36,41 @@ def model_from_args(args: argparse.Namespace) -> LensModel:
     return model
 
 
+def add_other_model_options(p: argparse.ArgumentParser) -> None:
+    """``--other-model``/``--other-weights``: a second model run on the same images (models compared)."""
+    p.add_argument("--other-model", dest="other_model", default=None, metavar="NAME",
+                   help="also run a second model on the same images (a timm name, optionally name.tag, or "
+                        "'embedded'), each seeing them through its own preprocessing; a --target is used for it "
+                        "only when both models share their class names, else it explains its own top class")
+    p.add_argument("--other-weights", dest="other_weights", default=None,
+                   help="the second model's weights: hub (default), random, embedded, or a weights file path")
+
+
+def check_other_model_args(args: argparse.Namespace) -> None:
+    """Refuse ``--other-weights`` without ``--other-model`` (before any model loads)."""
+    if getattr(args, "other_model", None) is None and getattr(args, "other_weights", None) is not None:
+        raise CliError("--other-weights needs --other-model")
+
+
+def other_model_from_args(args: argparse.Namespace) -> LensModel | None:
+    """The model ``--other-model`` names (on ``--device``), or None when none is given."""
+    check_other_model_args(args)
+    if getattr(args, "other_model", None) is None:
+        return None
+    model = load_model(args.other_model, args.other_weights, device=getattr(args, "device", None))
+    if model.card.notice:
+        print(f"note: {model.card.notice}", file=sys.stderr)
+    return model
+
+
+def model_labels(models: Sequence[LensModel]) -> list[str]:
+    """Names that tell ``models`` apart in output: each card's name, with its weights when two share a name."""
+    names = [m.card.name for m in models]
+    out = [f"{n} ({getattr(m.card.weights, 'value', m.card.weights)})" if names.count(n) > 1 else n
+           for n, m in zip(names, models)]
+    return [f"{n} (model {i + 1})" if out.count(n) > 1 else n for i, n in enumerate(out)]
+
+
 def read_inputs(paths: Sequence[str], model: LensModel) -> tuple[list[tuple[str, ModelInput]], list[dict]]:
     """Load and preprocess images; bad ones become ``{"image", "error"}`` entries instead of failures."""
     good, errors = [], []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -159,3 +160,40 @@ def with_labels(model: LensModel, labels: Sequence[str], source: str = "class-na
 def labels_digest(labels: Sequence[str]) -> str:
     """A short key that changes whenever the class names do (for caches of named results)."""
     return hashlib.sha256("\n".join(labels).encode()).hexdigest()[:12]
+
+
+def same_classes(first: LensModel, second: LensModel) -> bool:
+    """Whether class ``i`` means the same to both models: the same class names in the same order. Models that
+    name their classes only ``class i`` share no known label space."""
+    return (first.card.num_classes == second.card.num_classes and list(first.labels) == list(second.labels)
+            and any(name != f"class {i}" for i, name in enumerate(first.labels)))
+
+
+@dataclass(frozen=True)
+class PairedTarget:
+    """The class a second model explains next to the first model's.
+
+    Attributes:
+        target: the second model's class index, or None for its own predicted class.
+        rule: one line saying how it was chosen.
+    """
+
+    target: int | None
+    rule: str
+
+
+def paired_target(first: LensModel, second: LensModel, target: int | None) -> PairedTarget:
+    """The second model's class when ``first`` explains class ``target`` (None: its predicted class).
+
+    Each model explains its own top class unless a class is chosen; a chosen class is the same index for the
+    second model only when both share their class names (:func:`same_classes`), since class ``i`` of one label
+    space may not exist in the other. Otherwise the second model explains its own top class.
+    """
+    if target is None:
+        return PairedTarget(None, "each model explains its own top class")
+    if same_classes(first, second):
+        return PairedTarget(int(target), f"both models explain class {int(target)} ({first.label(int(target))}): "
+                                         "they share their class names")
+    return PairedTarget(None, f"class {int(target)} is the first model's; the second model's "
+                              f"{second.card.num_classes} classes are not named as the first's, so it explains "
+                              "its own top class")

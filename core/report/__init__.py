@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from ..commandline import other_model_args
 from ..render import image_uint8
 from ..spec import model_args, repo_path
 
@@ -92,14 +93,17 @@ def _pyproject_version() -> str:
     return "unknown"
 
 
-def attribute_command(method: str, image: str, card, target: int, options: Mapping[str, object]) -> str:
-    """The exact ``python -m core attribute`` command for one attribution.
+def attribute_command(method: str, image: str, card, target: int | None, options: Mapping[str, object], *,
+                      other=None) -> str:
+    """The exact ``python -m core attribute`` command for one attribution (``target`` None: the predicted class).
 
     Every option the method declares (its :class:`~core.attribution.spec.Option`, from which the CLI flags are
     generated) is written out with the value used, so later changes of a default do not change the result.
+    ``other``: the card of a second model explained next to the first (``--other-model``).
     """
-    args = ["python", "-m", "core", "attribute", image, "--method", method, "--target", str(int(target))]
-    args += _option_args(method, options) + model_args(card)
+    args = ["python", "-m", "core", "attribute", image, "--method", method]
+    args += ["--target", str(int(target))] if target is not None else []
+    args += _option_args(method, options) + model_args(card) + (other_model_args(other) if other is not None else [])
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -275,4 +279,5 @@ def render_html(*, card, image, image_name: str, prediction: Sequence[Mapping[st
 
 
 __all__ = ["ReportItem", "attribute_command", "attribution_item", "contrast_command", "data_uri",
-           "repo_path", "model_args", "model_card_rows", "predict_command", "render_html", "versions"]
+           "repo_path", "model_args", "model_card_rows", "other_model_args", "predict_command", "render_html",
+           "versions"]

@@ -13,9 +13,11 @@ from ...evaluation.curves import BATCH_SIZE
 from ...evaluation import MAP_METHOD, Evaluation, Metric, evaluate, parse_metrics
 from ...evaluation.pointing import alpha_mask, mask_file
 from ...evaluation.spec import EVALUATION
-from ...images import ImageError
+from ...images import ImageError, load_image, preprocess
+from ...model.labels import paired_target
 from ...spec import model_context
 from .. import CliError, add_model_options, model_from_args, read_inputs
+from ..common import add_other_model_options, check_other_model_args, model_labels, other_model_from_args
 
 NAME = "evaluate"
 HELP = "faithfulness and sanity of attribution maps: deletion/insertion AUC, ROAD, randomisation, pointing game"
@@ -34,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", dest="batch_size", type=int, default=BATCH_SIZE,
                    help=f"perturbed images per forward pass (default {BATCH_SIZE})")
     add_model_options(p)
+    add_other_model_options(p)
 
 
 def _read_map(path: str) -> np.ndarray:
@@ -91,7 +94,10 @@ def run(args: argparse.Namespace) -> dict:
         raise CliError("--batch-size must be at least 1")
     if args.map_file and len(args.images) != 1:
         raise CliError("--map scores the map of one image: give exactly one IMAGE")
+    if args.map_file and args.other_model:
+        raise CliError("--map is a map of the first model's input: it cannot be scored with --other-model")
     given = _read_map(args.map_file) if args.map_file else None
+    check_other_model_args(args)
     model = model_from_args(args)
     try:
         settings = EVALUATION.from_args(args, model_context(model))
@@ -100,39 +106,68 @@ def run(args: argparse.Namespace) -> dict:
     metrics = parse_metrics(settings["metrics"])
     if args.target is not None and not 0 <= args.target < model.card.num_classes:
         raise CliError(f"--target must be between 0 and {model.card.num_classes - 1}")
+    other = other_model_from_args(args)
+    pair = paired_target(model, other, args.target) if other is not None else None
+    names = model_labels([model] if other is None else [model, other])
     good, errors = read_inputs(args.images, model)
-    results = []
+    results, refused = [], []
+    jobs = [(m, None) for m in dict.fromkeys(args.method)] + ([(MAP_METHOD, given)] if given is not None else [])
     for path, inp in good:
-        mask = None
-        if Metric.POINTING in metrics:
-            try:
-                mask = (mask_file(args.mask, model.card.data_config, inp.original_size) if args.mask
-                        else alpha_mask(path, model.card.data_config))
-            except ImageError as e:
-                errors.append({"image": path, "error": f"mask: {e}"})
-                continue
-        jobs = [(m, None) for m in dict.fromkeys(args.method)] + ([(MAP_METHOD, given)] if given is not None else [])
-        for method, values in jobs:
-            try:
-                e = evaluate(model, inp.batch, args.target, method=None if values is not None else method,
-                             values=values, metrics=metrics, steps=settings["steps"],
-                             deletion_baseline=settings["deletion_baseline"], mask=mask, batch_size=args.batch_size,
-                             seed=settings["seed"])
-            except (NotApplicable, ValueError) as err:
-                errors.append({"image": path, "method": method, "error": f"{method}: {err}"})
-                continue
-            for metric, reason in e.skipped.items():
-                if metric in explicit:  # asked for by name and not computable: say so as an error
-                    errors.append({"image": path, "method": method, "error": f"{method}: {metric}: {reason}"})
-            results.append(result_dict(path, e, metrics))
-    return {"model": model.card.name, "metrics": [m.value for m in metrics], "steps": settings["steps"],
-            "deletion_baseline": settings["deletion_baseline"], "results": results, "errors": errors}
+        sides = [(model, names[0], inp, args.target)]
+        if other is not None:
+            sides.append((other, names[1], preprocess(load_image(path), other.card.data_config), pair.target))
+        refusals: dict[str, list[dict]] = {}
+        for m, name, x, target in sides:
+            mask = None
+            if Metric.POINTING in metrics:
+                try:
+                    mask = (mask_file(args.mask, m.card.data_config, x.original_size) if args.mask
+                            else alpha_mask(path, m.card.data_config))
+                except ImageError as e:
+                    errors.append({"image": path, "error": f"mask: {e}" if other is None else f"{name}: mask: {e}"})
+                    continue
+            for method, values in jobs:
+                said = method if other is None else f"{method} on {name}"
+                try:
+                    e = evaluate(m, x.batch, target, method=None if values is not None else method,
+                                 values=values, metrics=metrics, steps=settings["steps"],
+                                 deletion_baseline=settings["deletion_baseline"], mask=mask,
+                                 batch_size=args.batch_size, seed=settings["seed"])
+                except NotApplicable as err:
+                    if other is None:
+                        errors.append({"image": path, "method": method, "error": f"{said}: {err}"})
+                    else:
+                        refusals.setdefault(method, []).append({"image": path, "model": name, "method": method,
+                                                                "reason": str(err)})
+                    continue
+                except ValueError as err:
+                    errors.append({"image": path, "method": method, "error": f"{said}: {err}"})
+                    continue
+                for metric, reason in e.skipped.items():
+                    if metric in explicit:  # asked for by name and not computable: say so as an error
+                        errors.append({"image": path, "method": method, "error": f"{said}: {metric}: {reason}"})
+                entry = result_dict(path, e, metrics)
+                results.append(entry if other is None else {"model": name, **entry})
+        for method, reasons in refusals.items():
+            if len(reasons) < len(sides):  # refused by one model, scored on the other: part of the comparison
+                refused += reasons
+            else:  # a method that applies to neither model is an error, as with one model
+                errors += [{"image": path, "method": method, "error": f"{method} on {r['model']}: {r['reason']}"}
+                           for r in reasons]
+    payload = {"model": model.card.name, "metrics": [m.value for m in metrics], "steps": settings["steps"],
+               "deletion_baseline": settings["deletion_baseline"], "results": results, "errors": errors}
+    if other is not None:
+        payload.update(models=names, target_rule=pair.rule, refused=refused)
+    return payload
 
 
 def text(payload: dict) -> str:
     lines = [f"evaluation on {payload['model']} (S = {payload['steps']}, deletion to {payload['deletion_baseline']})"]
+    if "models" in payload:
+        lines[0] += f" and {payload['models'][1]}; target: {payload['target_rule']}"
     for r in payload["results"]:
-        parts = [f"{Path(r['image']).name} {r['method']} class {r['target']}:"]
+        parts = [f"{Path(r['image']).name}" + (f" {r['model']}" if "model" in r else "")
+                 + f" {r['method']} class {r['target']}:"]
         if "deletion_auc" in r:
             parts.append(f"deletion {r['deletion_auc']:.3f}")
         if "insertion_auc" in r:
@@ -146,4 +181,6 @@ def text(payload: dict) -> str:
             parts.append(f"pointing {'hit' if r['pointing']['hit'] else 'miss'}, energy {r['pointing']['energy']:.2f}")
         parts.append(f"{r['seconds']:.1f} s")
         lines.append(" ".join(parts))
+    lines += [f"{Path(r['image']).name} {r['model']} {r['method']}: refused: {r['reason']}"
+              for r in payload.get("refused", [])]
     return "\n".join(lines)
