@@ -90,11 +90,16 @@ def strip(c: ClassAudit, k: Cluster, model, model_key: str) -> np.ndarray:
     return tile_grid(tiles, 2 * min(STRIP, 4)) if tiles else np.full((1, 1, 3), 255, np.uint8)
 
 
-def open_on_attribution(path: str, name: str, demo: bool = False) -> None:
-    """Button callback: make the image the sidebar's (as an upload), and with ``demo`` the demo head the sidebar's
-    model, then go to the Attribution page."""
+def open_on_attribution(pick_key: str, paths: dict[str, str], demo: bool = False) -> None:
+    """Button callback: make the image chosen in the picker ``pick_key`` (``paths``: its choices' files) the
+    sidebar's (as an upload), and with ``demo`` the demo head the sidebar's model, then go to the Attribution page.
+
+    The choice is read here, not bound when the button was drawn: a press that arrives with a new choice (picked,
+    then pressed before the page redrew) opens the image the user sees picked.
+    """
+    name = st.session_state[pick_key]
     try:
-        data = Path(path).read_bytes()
+        data = Path(paths[name]).read_bytes()
     except OSError as e:
         st.session_state["aud_open_error"] = f"{name}: cannot read ({e.strerror or e})"
         return
@@ -108,11 +113,11 @@ def open_on_attribution(path: str, name: str, demo: bool = False) -> None:
 def opener(c: ClassAudit, k: Cluster, where, demo: bool = False) -> None:
     """A picker of the cluster's images and a button that opens the chosen one on the Attribution page (with the
     audited model: the sidebar's, or with ``demo`` the demo head, which becomes the sidebar's)."""
-    names = [c.images[i] for i in k.members]
-    pick = where.selectbox("Image", names, key=f"aud_pick_{c.label}_{k.id}", label_visibility="collapsed")
-    i = k.members[names.index(pick)]
+    paths = {c.images[i]: c.paths[i] for i in k.members}
+    key = f"aud_pick_{c.label}_{k.id}"
+    where.selectbox("Image", list(paths), key=key, label_visibility="collapsed")
     where.button("Open on the Attribution page", key=f"aud_open_{c.label}_{k.id}", on_click=open_on_attribution,
-                 args=(c.paths[i], c.images[i], demo),
+                 args=(key, paths, demo),
                  help=("With the demo head as the sidebar's model" if demo else "With the sidebar's model")
                  + ", as the sidebar's image.")
 
