@@ -265,6 +265,15 @@ def _to_report(page, title: str) -> None:
     _no_exception_box(page)
 
 
+def _concepts_drawn(page, wait: int) -> None:
+    """Wait for the Concepts page's deletion curves (its last panel), the run's end and the third map's caption
+    (a caption is drawn with its picture), then check the page."""
+    page.get_by_text("A faithful ranking drops the logit").first.wait_for(timeout=wait)
+    _idle(page, wait)
+    page.get_by_text(re.compile(r"^channel \d+: [\d.]+% of the relevance")).nth(2).wait_for(timeout=wait)
+    _no_exception_box(page)
+
+
 def test_concepts_page_in_chromium_ranks_maps_deletes_links_and_reports(server, browser):
     """The Concepts page on the embedded model (chelsea.jpg, 3 channels, 2 random draws): the ranked bar chart of
     relevance shares, the conditional heat maps, the deletion curves; its link opened by a new visitor shows the
@@ -280,10 +289,11 @@ def test_concepts_page_in_chromium_ranks_maps_deletes_links_and_reports(server, 
         page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=wait)  # the ranked shares
         page.get_by_text("Where each channel looked").first.wait_for(timeout=wait)
         page.get_by_role("button", name="Delete channels").click(timeout=wait)
-        page.get_by_text("A faithful ranking drops the logit").first.wait_for(timeout=wait)
-        _no_exception_box(page)
+        _concepts_drawn(page, wait)
         charts = page.locator("[data-testid='stVegaLiteChart']")
         assert charts.count() == 2 and all(charts.nth(i).bounding_box()["height"] > 100 for i in range(2))
+        bars = [b.bounding_box()["height"] for b in charts.first.locator("g.mark-rect path").all()]
+        assert len(bars) == 3 and min(bars) >= 18, bars  # the ranked shares: one bar a channel, each drawn
         captions = [c for c in _texts(page, heat) if c.startswith("channel ")]
         assert len(captions) == 3, captions
         assert all(re.match(r"channel \d+: [\d.]+% of the relevance\. Colours: ", c) for c in captions), captions
@@ -300,8 +310,7 @@ def test_concepts_page_in_chromium_ranks_maps_deletes_links_and_reports(server, 
     context, requests, page = _fresh_page(browser, server)  # the link, as a colleague opens it
     try:
         page.goto(link, wait_until="domcontentloaded")
-        page.get_by_text("A faithful ranking drops the logit").first.wait_for(timeout=wait)
-        _no_exception_box(page)
+        _concepts_drawn(page, wait)
         assert page.get_by_text(verdict).first.inner_text() == line
         assert [c for c in _texts(page, heat) if c.startswith("channel ")] == captions
         assert page.locator("[data-testid='stVegaLiteChart']").count() == 2
