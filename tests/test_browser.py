@@ -257,11 +257,14 @@ def _texts(page, selector: str) -> list[str]:
     return [t.strip() for t in page.locator(selector).all_inner_texts()]
 
 
-def _to_report(page, title: str) -> None:
-    """Open the Report page from the navigation (the same session) and see the one pinned result."""
+def _to_report(page, title: str, command: str) -> None:
+    """Open the Report page from the navigation (the same session) and see the one pinned result: its title, its
+    figure and the command that reproduces it."""
     page.locator("[data-testid='stSidebarNav']").get_by_text("Report").click()
     page.get_by_text("Download the report (1 result, HTML)").wait_for(timeout=120_000)
     page.get_by_text(f"1. {title}").first.wait_for(timeout=60_000)
+    page.locator("[data-testid='stCode']").get_by_text(command).wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stMain'] img").count() == 1  # the item's figure
     _no_exception_box(page)
 
 
@@ -302,7 +305,7 @@ def test_concepts_page_in_chromium_ranks_maps_deletes_links_and_reports(server, 
         assert "top=3" in link and "cpt_run" in link and "cpt_del_run" in link, link
         page.get_by_role("button", name="Add to report").click()
         page.get_by_text("Add to report (added)").first.wait_for(timeout=wait)
-        _to_report(page, "Concepts at blocks.6: tiger cat")
+        _to_report(page, "Concepts at blocks.6: tiger cat", "python -m core concepts assets/samples/chelsea.jpg")
     finally:
         context.close()
     requests.check()
@@ -391,7 +394,7 @@ def test_audit_page_in_chromium_finds_the_watermark_opens_an_image_links_and_rep
         page.get_by_text(re.compile(r"^Predicted: (plain \(0\)|stamped \(1\)), ")).first.wait_for(timeout=wait)
         expect(sidebar.get_by_role("combobox", name="Model")).to_have_value("Watermark demo head")
         _no_exception_box(page)
-        _to_report(page, "Dataset audit of shortcut-demo")
+        _to_report(page, "Dataset audit of shortcut-demo", "python -m core audit ")
     finally:
         context.close()
     requests.check()
