@@ -61,4 +61,4 @@ if audit.errors:
 view.add_to_report(audit, model, folder, values)
 ranked = sorted(audit.classes, key=lambda c: -(c.clusters[0].outlier if c.clusters else 0))
 for c in ranked:
-    view.show_class(c, model, model_key, openable=source != view.DEMO)
+    view.show_class(c, model, model_key, demo=source == view.DEMO)

@@ -54,3 +54,23 @@ def test_an_image_of_a_cluster_opens_on_the_attribution_page(app, tmp_path):
     assert not at.exception, at.exception
     assert at.title[0].value == "Attribution"
     assert at.session_state["lens_last_upload"][1] == "coffee.jpg"
+
+
+def test_a_demo_image_opens_on_the_attribution_page_with_the_demo_head(app):
+    from ui.sidebar import DEMO_HEAD_LABEL
+
+    at = _open(app, aud_classes=["stamped"])
+    pick = next(s for s in at.selectbox if s.key and s.key.startswith("aud_pick_"))  # the first cluster's picker
+    name = pick.options[-1]
+    # picked and pressed in one rerun, as a quick hand does before the page redraws: the picked image opens, not
+    # the one the button was drawn with
+    pick.set_value(name)
+    at.button(key=pick.key.replace("aud_pick_", "aud_open_")).click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Attribution"
+    assert at.session_state["lens_last_upload"][1] == name.split("/")[-1]
+    # the model the audit explained, not the ImageNet one: its prediction is one of the head's two classes
+    assert at.sidebar.selectbox(key="lens_model_choice").value == DEMO_HEAD_LABEL
+    assert at.query_params["model"] == DEMO_HEAD_LABEL
+    (predicted,) = [c.value for c in at.caption if c.value.startswith("Predicted: ")]
+    assert predicted.startswith(("Predicted: **plain** (0)", "Predicted: **stamped** (1)")), predicted

@@ -245,3 +245,169 @@ def test_every_page_runs_its_main_action_in_chromium(server, browser):
     finally:
         context.close()
     requests.check()
+
+
+def _fresh_page(browser, server):
+    """A new browser context (a new visitor: a new session) with its requests recorded, and its page."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    return context, Requests(context, server), context.new_page()
+
+
+def _texts(page, selector: str) -> list[str]:
+    return [t.strip() for t in page.locator(selector).all_inner_texts()]
+
+
+def _to_report(page, title: str, command: str) -> None:
+    """Open the Report page from the navigation (the same session) and see the one pinned result: its title, its
+    figure and the command that reproduces it."""
+    page.locator("[data-testid='stSidebarNav']").get_by_text("Report").click()
+    page.get_by_text("Download the report (1 result, HTML)").wait_for(timeout=120_000)
+    page.get_by_text(f"1. {title}").first.wait_for(timeout=60_000)
+    page.locator("[data-testid='stCode']").get_by_text(command).wait_for(timeout=60_000)
+    assert page.locator("[data-testid='stMain'] img").count() == 1  # the item's figure
+    _no_exception_box(page)
+
+
+def _concepts_drawn(page, wait: int) -> None:
+    """Wait for the Concepts page's deletion curves (its last panel), the run's end and the third map's caption
+    (a caption is drawn with its picture), then check the page."""
+    page.get_by_text("A faithful ranking drops the logit").first.wait_for(timeout=wait)
+    _idle(page, wait)
+    page.get_by_text(re.compile(r"^channel \d+: [\d.]+% of the relevance")).nth(2).wait_for(timeout=wait)
+    _no_exception_box(page)
+
+
+def test_concepts_page_in_chromium_ranks_maps_deletes_links_and_reports(server, browser):
+    """The Concepts page on the embedded model (chelsea.jpg, 3 channels, 2 random draws): the ranked bar chart of
+    relevance shares, the conditional heat maps, the deletion curves; its link opened by a new visitor shows the
+    same view; Add to report puts it on the Report page."""
+    wait = 300_000
+    heat = "[data-testid='stMain'] [data-testid='stImageCaption']"
+    verdict = re.compile(r"tiger cat: relevance at blocks\.6 totals \S+ \(explained output \S+\)\.")
+    context, requests, page = _fresh_page(browser, server)
+    try:
+        page.goto(server + "/concepts?model=embedded&top=3&draws=2", wait_until="domcontentloaded")
+        page.get_by_role("button", name="Explain with concepts").click(timeout=wait)
+        page.get_by_text(verdict).first.wait_for(timeout=wait)
+        page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=wait)  # the ranked shares
+        page.get_by_text("Where each channel looked").first.wait_for(timeout=wait)
+        page.get_by_role("button", name="Delete channels").click(timeout=wait)
+        _concepts_drawn(page, wait)
+        charts = page.locator("[data-testid='stVegaLiteChart']")
+        assert charts.count() == 2 and all(charts.nth(i).bounding_box()["height"] > 100 for i in range(2))
+        bars = [b.bounding_box()["height"] for b in charts.first.locator("g.mark-rect path").all()]
+        assert len(bars) == 3 and min(bars) >= 18, bars  # the ranked shares: one bar a channel, each drawn
+        captions = [c for c in _texts(page, heat) if c.startswith("channel ")]
+        assert len(captions) == 3, captions
+        assert all(re.match(r"channel \d+: [\d.]+% of the relevance\. Colours: ", c) for c in captions), captions
+        line = page.get_by_text(verdict).first.inner_text()
+        link = page.url
+        assert "top=3" in link and "cpt_run" in link and "cpt_del_run" in link, link
+        page.get_by_role("button", name="Add to report").click()
+        page.get_by_text("Add to report (added)").first.wait_for(timeout=wait)
+        _to_report(page, "Concepts at blocks.6: tiger cat", "python -m core concepts assets/samples/chelsea.jpg")
+    finally:
+        context.close()
+    requests.check()
+
+    context, requests, page = _fresh_page(browser, server)  # the link, as a colleague opens it
+    try:
+        page.goto(link, wait_until="domcontentloaded")
+        _concepts_drawn(page, wait)
+        assert page.get_by_text(verdict).first.inner_text() == line
+        assert [c for c in _texts(page, heat) if c.startswith("channel ")] == captions
+        assert page.locator("[data-testid='stVegaLiteChart']").count() == 2
+    finally:
+        context.close()
+    requests.check()
+
+
+def _idle(page, wait: int) -> None:
+    """Wait until the script run of the page's session has ended (a widget redrawn by a rerun closes its popup)."""
+    page.wait_for_function("document.querySelector(\"[data-testid='stApp']\")"
+                           "?.getAttribute('data-test-script-state') === 'notRunning'", timeout=wait)
+
+
+def _opened(page, clusters: int, wait: int) -> None:
+    """Wait for the audit page's last cluster (its opener is the page's last element) and the run's end, then
+    check the page."""
+    page.get_by_role("button", name="Open on the Attribution page").nth(clusters - 1).wait_for(timeout=wait)
+    _idle(page, wait)
+    _no_exception_box(page)
+
+
+def _cluster_lines(page) -> list[str]:
+    """Each cluster's line of numbers (size, outlier score, border and centre shares, accuracy), in page order."""
+    return [t for t in _texts(page, "[data-testid='stMarkdown']") if re.match(r"Cluster \d+: \d+ images · outlier", t)]
+
+
+def test_audit_page_in_chromium_finds_the_watermark_opens_an_image_links_and_reports(server, browser):
+    """The Dataset audit page on the shipped shortcut demo (class stamped): the eigengap plot, the embedding, the
+    flag in words, each cluster's mean map and strip; an image of the flagged cluster opened on the Attribution
+    page (with the demo head); the page's link opened by a new visitor shows the same clusters; Add to report puts
+    the audit on the Report page."""
+    from playwright.sync_api import expect
+
+    from core.audit.demo import MARKED
+
+    wait = 300_000
+    flagged = re.compile(r"^\d+ of 20 images of stamped: the evidence sits in the lower-left corner")
+    context, requests, page = _fresh_page(browser, server)
+    try:
+        page.goto(server + "/audit?model=embedded&classes=stamped", wait_until="domcontentloaded")
+        page.get_by_text(re.compile(r"^stamped: 20 images, \d clusters?$")).first.wait_for(timeout=wait)
+        page.get_by_text(flagged).first.wait_for(timeout=wait)
+        heading = page.get_by_text(re.compile(r"^stamped: 20 images")).first.inner_text()
+        n = int(re.search(r"(\d) clusters?", heading).group(1))
+        assert n >= 2, heading  # the marked images apart from the rest
+        _opened(page, n, wait)
+        charts = page.locator("[data-testid='stVegaLiteChart']")  # the eigengap bars and the embedding
+        assert charts.count() == 2 and all(charts.nth(i).bounding_box()["height"] > 100 for i in range(2))
+        captions = _texts(page, "[data-testid='stMain'] [data-testid='stImageCaption']")
+        assert sum(c.startswith("Cluster ") for c in captions) == n, captions  # the mean maps
+        assert sum(c.startswith("Each image, then its map") for c in captions) == n, captions  # the strips
+        clusters = _cluster_lines(page)
+        assert len(clusters) == n, clusters
+        words = page.get_by_text(flagged).first.inner_text()
+        link = page.url
+        assert "classes=stamped" in link, link
+        page.get_by_role("button", name="Add to report").click()
+        page.get_by_text("Add to report (added)").first.wait_for(timeout=wait)
+        _idle(page, wait)
+
+        # an image of the flagged cluster (the first), chosen in its picker, opened on the Attribution page
+        combo = page.get_by_role("combobox", name="Image").first
+        combo.focus()
+        combo.press("ArrowDown")  # opens the list (a click on the combobox does not open it every time)
+        page.get_by_role("option").first.wait_for(timeout=60_000)
+        names = page.get_by_role("option").all_inner_texts()
+        marked = {f"stamped/{i:02d}.png" for i in range(MARKED)}  # core/audit/demo.py: the first photos marked
+        assert len(names) >= 2 and sum(name in marked for name in names) >= 0.9 * len(names), names
+        name = names[-1]
+        page.get_by_role("option", name=name, exact=True).click()
+        expect(combo).to_have_value(name, timeout=60_000)
+        page.get_by_role("button", name="Open on the Attribution page").first.click()
+        page.get_by_role("heading", name="Attribution", exact=True).wait_for(timeout=wait)
+        sidebar = page.locator("[data-testid='stSidebar']")
+        sidebar.locator("[data-testid='stImageCaption']").get_by_text(name.split("/")[-1], exact=True).wait_for(
+            timeout=wait)
+        page.get_by_text(re.compile(r"^Predicted: (plain \(0\)|stamped \(1\)), ")).first.wait_for(timeout=wait)
+        expect(sidebar.get_by_role("combobox", name="Model")).to_have_value("Watermark demo head")
+        _no_exception_box(page)
+        _to_report(page, "Dataset audit of shortcut-demo", "python -m core audit ")
+    finally:
+        context.close()
+    requests.check()
+
+    context, requests, page = _fresh_page(browser, server)  # the audit's link, as a colleague opens it
+    try:
+        page.goto(link, wait_until="domcontentloaded")
+        page.get_by_text(flagged).first.wait_for(timeout=wait)
+        _opened(page, n, wait)
+        assert page.get_by_text(re.compile(r"^stamped: 20 images")).first.inner_text() == heading
+        assert page.get_by_text(flagged).first.inner_text() == words
+        assert _cluster_lines(page) == clusters
+        assert page.locator("[data-testid='stVegaLiteChart']").count() == 2
+    finally:
+        context.close()
+    requests.check()

@@ -170,3 +170,28 @@ def test_a_measured_integrated_gradients_batch_is_budgeted_at_its_largest_trial(
     assert cache.attribution(None, "m", x, "i", "integrated-gradients", 0, {}) == 3
     assert seen["samples"] == TRIAL_BATCHES[-1]
     assert cache.attribution(None, "m", x, "i", "occlusion", 0, {}) is None and seen["samples"] == 1
+
+
+def _bars_script():
+    import pandas as pd
+
+    from ui import figures
+
+    for n in (1, 2, 6):
+        figures.bars(pd.DataFrame({"name": [f"c{i}" for i in range(n)], "share": [0.5 / (i + 1) for i in range(n)]}),
+                     label="name", value="share", value_title="share")
+
+
+def test_bar_charts_leave_room_for_every_bar():
+    """Streamlit fits a chart's whole height, axes included, to the chart's height unless the chart says how it
+    sizes: a chart of one bar was drawn with a plot 0 pixels tall. The height is the plot's, at least 20 pixels a
+    bar, and the axes come on top of it (the browser walk measures the drawn bars)."""
+    import json
+
+    at = AppTest.from_function(_bars_script).run()
+    assert not at.exception, at.exception
+    specs = [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+    assert len(specs) == 3
+    for n, spec in zip((1, 2, 6), specs):
+        assert spec["autosize"]["type"] == "fit-x", spec["autosize"]  # the width fitted, the height kept
+        assert spec["height"] >= 20 * n, spec["height"]

@@ -18,7 +18,7 @@ from core.images import ImageError
 from core.render import (ColourMap, captioned_strip, colourise, image_uint8, labelled_tile, overlay, resize_map,
                          tile_grid)
 from core.report import ReportItem
-from ui import cache, report
+from ui import cache, report, sidebar
 from ui.figures import PALETTE
 
 DEMO = "Demo: the watermark shortcut (assets/demo/shortcut-head.safetensors)"
@@ -90,30 +90,41 @@ def strip(c: ClassAudit, k: Cluster, model, model_key: str) -> np.ndarray:
     return tile_grid(tiles, 2 * min(STRIP, 4)) if tiles else np.full((1, 1, 3), 255, np.uint8)
 
 
-def open_on_attribution(path: str, name: str) -> None:
-    """Button callback: make the image the sidebar's (as an upload) and go to the Attribution page."""
+def open_on_attribution(pick_key: str, paths: dict[str, str], demo: bool = False) -> None:
+    """Button callback: make the image chosen in the picker ``pick_key`` (``paths``: its choices' files) the
+    sidebar's (as an upload), and with ``demo`` the demo head the sidebar's model, then go to the Attribution page.
+
+    The choice is read here, not bound when the button was drawn: a press that arrives with a new choice (picked,
+    then pressed before the page redrew) opens the image the user sees picked.
+    """
+    name = st.session_state[pick_key]
     try:
-        data = Path(path).read_bytes()
+        data = Path(paths[name]).read_bytes()
     except OSError as e:
         st.session_state["aud_open_error"] = f"{name}: cannot read ({e.strerror or e})"
         return
     st.session_state["lens_image_source"] = "Upload"
     st.session_state["lens_last_upload"] = (data, Path(name).name)
+    if demo:
+        st.session_state[sidebar.SIDEBAR.key("model_choice")] = sidebar.DEMO_HEAD_LABEL
     st.session_state["aud_goto"] = True
 
 
-def opener(c: ClassAudit, k: Cluster, where) -> None:
-    """A picker of the cluster's images and a button that opens the chosen one on the Attribution page."""
-    names = [c.images[i] for i in k.members]
-    pick = where.selectbox("Image", names, key=f"aud_pick_{c.label}_{k.id}", label_visibility="collapsed")
-    i = k.members[names.index(pick)]
+def opener(c: ClassAudit, k: Cluster, where, demo: bool = False) -> None:
+    """A picker of the cluster's images and a button that opens the chosen one on the Attribution page (with the
+    audited model: the sidebar's, or with ``demo`` the demo head, which becomes the sidebar's)."""
+    paths = {c.images[i]: c.paths[i] for i in k.members}
+    key = f"aud_pick_{c.label}_{k.id}"
+    where.selectbox("Image", list(paths), key=key, label_visibility="collapsed")
     where.button("Open on the Attribution page", key=f"aud_open_{c.label}_{k.id}", on_click=open_on_attribution,
-                 args=(c.paths[i], c.images[i]), help="With the sidebar's model, as the sidebar's image.")
+                 args=(key, paths, demo),
+                 help=("With the demo head as the sidebar's model" if demo else "With the sidebar's model")
+                 + ", as the sidebar's image.")
 
 
-def show_class(c: ClassAudit, model, model_key: str, *, openable: bool = False) -> None:
-    """One class: the flag, the two charts, then the clusters by outlier score (``openable``: each with a button
-    that opens one of its images on the Attribution page)."""
+def show_class(c: ClassAudit, model, model_key: str, *, demo: bool = False) -> None:
+    """One class: the flag, the two charts, then the clusters by outlier score, each with a button that opens one
+    of its images on the Attribution page (``demo``: the model is the demo head)."""
     n = len(c.clusters)
     st.subheader(f"{c.name}: {len(c.images)} images, {n} cluster{'' if n == 1 else 's'}")
     text = flag(c, c.clusters[0]) if c.clusters else None
@@ -129,8 +140,7 @@ def show_class(c: ClassAudit, model, model_key: str, *, openable: bool = False) 
         b.markdown(f"**Cluster {k.id}**: {k.size} images · outlier score {k.outlier:+.2f} · border share "
                    f"{k.border_share:.0%} · centre share {k.centre_share:.0%} · accuracy {k.accuracy:.0%}")
         b.image(strip(c, k, model, model_key), caption="Each image, then its map (dark none to bright the image's peak).")
-        if openable:
-            opener(c, k, b)
+        opener(c, k, b, demo)
 
 
 def add_to_report(audit, model, folder: str, values: dict) -> None:

@@ -50,12 +50,20 @@ def lines(frame: pd.DataFrame, *, x: str, y_title: str, colors: Mapping[str, str
     where.altair_chart(chart.properties(height=height), width="stretch")
 
 
+BAR_STEP = 28  # pixels of plot per bar
+
+
 def bars(frame: pd.DataFrame, *, label: str, value: str, value_title: str, percent: bool = True,
          height: int | None = None, where=st) -> None:
-    """Horizontal bars, largest first, with axis titles and the full label text."""
+    """Horizontal bars, largest first, with axis titles and the full label text; ``height``: of the plot, the
+    axes added below it (default :data:`BAR_STEP` per bar)."""
     axis = alt.Axis(format="%") if percent else alt.Undefined
     chart = alt.Chart(frame).mark_bar(color=PALETTE[0]).encode(
         y=alt.Y(f"{label}:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)),
         x=alt.X(f"{value}:Q", title=value_title, axis=axis),
         tooltip=[label, alt.Tooltip(f"{value}:Q", format=".1%" if percent else ".4g")])
-    where.altair_chart(chart.properties(height=height or 28 * len(frame) + 40), width="stretch")
+    # Streamlit's default autosize ("fit") counts the axes in the height: a chart of one or two bars had no room
+    # left for them. Fitting the width only keeps the height the plot's.
+    chart = chart.properties(height=height or BAR_STEP * len(frame),
+                             autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+    where.altair_chart(chart, width="stretch")

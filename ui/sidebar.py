@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
+from core.audit.demo import SHORTCUT_HEAD
 from core.images import IMAGE_SUFFIXES, MAX_BYTES, ImageError, ModelInput, preprocess, sample_images
 from core.model import (CONVNEXT_MODELS, CONVNEXT_V2_MODELS, EMBEDDED_NAME, OTHER_CNNS, TRANSFORMER_MODELS,
                         LensModel, ModelLoadError, default_pretrained_name, list_pretrained_tags)
@@ -19,6 +20,9 @@ from ui.permalink import Param
 # Short enough for the sidebar's selectbox (a longer label was cut off); the help says what the default does.
 DEFAULT_LABEL = "ConvNeXt-Tiny (default)"
 CUSTOM_LABEL = "Other timm model..."
+# The Dataset audit's demo head (two classes, plain and stamped, on the embedded backbone): a choice of its own so
+# an image the audit flags opens on the Attribution page with the model the audit explained, and links carry it.
+DEMO_HEAD_LABEL = "Watermark demo head"
 WEIGHT_CHOICES = {"hub": "Pretrained (hub)", "random": "Random (untrained)", "file": "Local file"}
 
 
@@ -58,7 +62,7 @@ SECOND_ON = "lens2_on"  # the second model's switch
 
 def _model_widgets(keys: ModelKeys = SIDEBAR, label: str = "Model") -> tuple[str | None, str | None]:
     options = [DEFAULT_LABEL, EMBEDDED_NAME, *CONVNEXT_MODELS, *CONVNEXT_V2_MODELS, *TRANSFORMER_MODELS, *OTHER_CNNS,
-               CUSTOM_LABEL]
+               CUSTOM_LABEL, DEMO_HEAD_LABEL]
     permalink.bind([Param(keys.param("model"), keys.key("model_choice"), options=options),
                     Param(keys.param("custom"), keys.key("model_custom")),
                     Param(keys.param("weights"), keys.key("weights"), options=list(WEIGHT_CHOICES))])
@@ -66,11 +70,14 @@ def _model_widgets(keys: ModelKeys = SIDEBAR, label: str = "Model") -> tuple[str
                           help="Any timm image classifier: ConvNeXt (V1, V2), vision transformers (ViT, DeiT, "
                                "EVA-02, BEiT, Swin), CNNs. The default is ConvNeXt-Tiny with ImageNet weights "
                                "from the Hugging Face hub; without a network it falls back to 'embedded', the "
-                               "ImageNet EfficientNet-Lite0 shipped in a Python package.")
+                               "ImageNet EfficientNet-Lite0 shipped in a Python package. The watermark demo head is "
+                               "the Dataset audit page's demo model (classes plain and stamped).")
     if choice == DEFAULT_LABEL:
         return None, None
     if choice == EMBEDDED_NAME:
         return EMBEDDED_NAME, "embedded"
+    if choice == DEMO_HEAD_LABEL:
+        return None, str(SHORTCUT_HEAD)  # as the audit page loads it: one model in the cache, not two
     if choice == CUSTOM_LABEL:
         choice = st.text_input("timm model name", key=keys.key("model_custom"),
                                placeholder="e.g. convnext_tiny.fb_in1k")
