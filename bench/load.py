@@ -23,8 +23,8 @@ The hosted tier's limit (``--memory-cap-mb``, default 2700; 0: off): every serve
 memory cgroup of its own, capped at that size with swap included (cgroup v2 ``memory.max`` and ``memory.swap.max``
 = 0, or v1 ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes``), made under the cgroup the bench runs in
 and removed afterwards; the server is in it from its first instruction. Reported per server in ``memory_cap``:
-the peak the kernel charged to the group against the cap (page cache included: see docs/deploying.md), its
-anonymous part, how often the cap was hit (cache reclaimed), OOM kills and whether the server was killed; on top,
+the peak the kernel charged to the group against the cap (page cache included: see docs/deploying.md) and
+whether it reached the cap, its anonymous part, OOM kills and whether the server was killed; on top,
 ``server_killed``, ``oom_kills``, ``cgroup_peak_mb`` and ``every_session_result``. Where no group can be written
 (not root, no memory controller) it runs without one and ``memory_cap.skipped`` says why.
 
@@ -265,8 +265,8 @@ class MemoryCgroup:
 
     def figures(self) -> dict:
         """The cap, the peak the kernel recorded (v1 memory.max_usage_in_bytes, v2 memory.peak, else the polled
-        peak), the polled peaks, how often the cap was hit, and OOM kills (None where the kernel does not
-        count them)."""
+        peak), whether it reached the cap, the polled peaks, how often the cap was hit (v2 memory.events max, v1
+        memory.failcnt), and OOM kills (None where the kernel does not count them)."""
         self.poll()
         if self.version == 2:
             events = _keyed(self.path / "memory.events")
@@ -278,6 +278,8 @@ class MemoryCgroup:
         peak = peak if peak is not None else self.peak_polled
         return {"cgroup_version": self.version, "cap_mb": _mb(self.limit_bytes), "swap_capped": self.swap_capped,
                 "peak_mb": _mb(peak), "peak_over_cap": round(peak / self.limit_bytes, 3),
+                # the charge reached the cap (the kernel reclaimed, or killed): v1's failcnt stays 0 on some kernels
+                "cap_reached": peak >= self.limit_bytes - 2**20,
                 "peak_polled_mb": _mb(self.peak_polled), "page_cache_at_polled_peak_mb": _mb(self.file_at_peak),
                 "peak_anon_mb": _mb(self.peak_anon), "cap_hits": hits, "oom_kills": kills}
 
