@@ -19,7 +19,16 @@ server's peak RSS (polled every 0.2 s) against ``LENS_MEMORY_MB``; the wall time
 sessions; where the CPU went while the jobs ran (the server, the clients: Chromium, Playwright and this script, and
 other processes); the load average before and after and the CPU model.
 
-    python bench/load.py --serial                 # the full run: 8 heavy sessions + the home reloader
+The hosted tier's limit (``--memory-cap-mb``, default 2700; 0: off): every server the bench starts runs in a
+memory cgroup of its own, capped at that size with swap included (cgroup v2 ``memory.max`` and ``memory.swap.max``
+= 0, or v1 ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes``), made under the cgroup the bench runs in
+and removed afterwards; the server is in it from its first instruction. Reported per server in ``memory_cap``:
+the peak the kernel charged to the group against the cap (page cache included: see docs/deploying.md) and
+whether it reached the cap, its anonymous part, OOM kills and whether the server was killed; on top,
+``server_killed``, ``oom_kills``, ``cgroup_peak_mb`` and ``every_session_result``. Where no group can be written
+(not root, no memory controller) it runs without one and ``memory_cap.skipped`` says why.
+
+    python bench/load.py --serial                 # the full run: 8 heavy sessions + the home reloader, 2.7 GB cap
     python bench/load.py --serial --serial-with-home   # also the serial floor with the home reloader beside it
     python bench/load.py --sessions smoothgrad gradcam_grid --serial --timeout 300
     python bench/load.py --serial --slice 0          # first in first out, as before the jobs took turns
@@ -36,6 +45,7 @@ import math
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -94,6 +104,208 @@ SMALL = [
 ]
 
 
+# ------------------------------------------------------------------------------------------ the memory cap
+
+class CgroupUnavailable(RuntimeError):
+    """No memory cgroup can be made here; the message is the one-line reason."""
+
+
+def _mounts() -> list[tuple[str, str, str, set[str]]]:
+    """(file system type, mount point, the hierarchy's path mounted there, super options) of every cgroup mount."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, after = left.split(), right.split()
+                if len(after) >= 3 and after[0] in ("cgroup", "cgroup2"):
+                    found.append((after[0], fields[4], fields[3], set(after[2].split(","))))
+    except OSError:
+        pass
+    return found
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup path per hierarchy: ``"2"`` for the unified one, ``"memory"`` for v1's controller."""
+    own = {}
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                hid, controllers, path = line.rstrip("\n").split(":", 2)
+                if hid == "0" and controllers == "":
+                    own["2"] = path
+                elif "memory" in controllers.split(","):
+                    own["memory"] = path
+    except OSError:
+        pass
+    return own
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _number(path: Path) -> int | None:
+    text = _read(path)
+    try:
+        return int(text.split()[0]) if text else None
+    except ValueError:  # "max"
+        return None
+
+
+def _mb(n: int | None) -> int | None:
+    return round(n / 2**20) if n is not None else None
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """A ``key value`` file (memory.stat, memory.events, v1's memory.oom_control) as a dict."""
+    out = {}
+    for line in (_read(path) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+class MemoryCgroup:
+    """A memory cgroup capped at ``cap_mb`` (the hosted tier's limit, swap included) for one server process.
+
+    Made as a child of the cgroup this script runs in (so any limit above it still holds), else at the
+    hierarchy's root; cgroup v2 first (``memory.max``, ``memory.swap.max`` = 0), else v1's memory controller
+    (``memory.limit_in_bytes``, and ``memory.memsw.limit_in_bytes`` where swap is accounted, so swap cannot hide
+    the cap). Raises :class:`CgroupUnavailable` with the reasons where neither can be written. The kernel counts
+    the group's anonymous memory, its page cache (files it read or wrote, tmpfs included) and kernel memory;
+    under the cap it reclaims cache first and kills a process of the group (the OOM killer) when nothing more
+    can be reclaimed. :meth:`remove` kills what is left in it and deletes it.
+    """
+
+    def __init__(self, cap_mb: int, name: str = "server") -> None:
+        self.cap_bytes = int(cap_mb) * 2**20
+        reasons = []
+        mounts, own = _mounts(), _own_cgroups()
+        candidates = []
+        for kind, point, root, options in mounts:
+            if kind == "cgroup2" and "2" in own:
+                candidates.append((2, Path(point), root, own["2"]))
+            elif kind == "cgroup" and "memory" in options and "memory" in own:
+                candidates.append((1, Path(point), root, own["memory"]))
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        if not candidates:
+            raise CgroupUnavailable("no cgroup memory controller is mounted (neither v2 nor v1's memory)")
+        leaf = f"lens-{name}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+        for version, point, root, own_path in candidates:
+            inside = own_path[len(root):] if root != "/" and own_path.startswith(root) else own_path
+            for parent in dict.fromkeys([point / inside.lstrip("/"), point]):
+                why = self._make(version, parent / leaf)
+                if why is None:
+                    return
+                reasons.append(f"v{version} {parent}: {why}")
+        raise CgroupUnavailable("no memory cgroup can be made: " + "; ".join(reasons))
+
+    def _make(self, version: int, path: Path) -> str | None:
+        """Make and cap the group at ``path``; None, or why it cannot be."""
+        if version == 2:
+            enabled = (_read(path.parent / "cgroup.subtree_control") or "").split()
+            if "memory" not in enabled:
+                return "the memory controller is not enabled for its child groups"
+        try:
+            path.mkdir()
+        except OSError as e:
+            return f"cannot make a group ({e.strerror or e})"
+        self.path, self.version = path, version
+        try:
+            if version == 2:
+                (path / "memory.max").write_text(str(self.cap_bytes))
+                if (path / "memory.swap.max").exists():
+                    (path / "memory.swap.max").write_text("0")
+                limit = _number(path / "memory.max")
+            else:
+                (path / "memory.limit_in_bytes").write_text(str(self.cap_bytes))
+                if (path / "memory.memsw.limit_in_bytes").exists():  # memory + swap: no swapping past the cap
+                    (path / "memory.memsw.limit_in_bytes").write_text(str(self.cap_bytes))
+                limit = _number(path / "memory.limit_in_bytes")
+            if limit is None or abs(limit - self.cap_bytes) > 2**20:
+                raise OSError(f"the cap reads back as {limit}")
+        except OSError as e:
+            self.remove()
+            return f"cannot set the cap ({e.strerror or e})"
+        self.limit_bytes = limit
+        self.swap_capped = (path / ("memory.swap.max" if version == 2 else "memory.memsw.limit_in_bytes")).exists()
+        self.peak_polled = self.peak_anon = self.file_at_peak = 0
+        return None
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` run inside the group from its first instruction: a shell writes its own pid into the group,
+        then becomes ``argv`` (exec keeps the pid; no Python code runs between fork and exec in this threaded
+        process, as a ``preexec_fn`` would)."""
+        return ["/bin/sh", "-c", 'echo $$ > "$1" && shift && exec "$@"', "sh", str(self.path / "cgroup.procs"),
+                *argv]
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in (_read(self.path / "cgroup.procs") or "").split()]
+
+    def usage(self) -> int:
+        """The bytes the kernel charges to the group now (memory.current / memory.usage_in_bytes)."""
+        return _number(self.path / ("memory.current" if self.version == 2 else "memory.usage_in_bytes")) or 0
+
+    def poll(self) -> None:
+        """Record the usage now, and its anonymous part (what cannot be reclaimed without swap)."""
+        used = self.usage()
+        stat = _keyed(self.path / "memory.stat")
+        if self.version == 2:
+            anon, file = stat.get("anon", 0), stat.get("file", 0)
+        else:
+            anon, file = stat.get("total_rss", 0) + stat.get("total_shmem", 0), stat.get("total_cache", 0)
+        if used > self.peak_polled:
+            self.peak_polled, self.file_at_peak = used, file
+        self.peak_anon = max(self.peak_anon, anon)
+
+    def figures(self) -> dict:
+        """The cap, the peak the kernel recorded (v1 memory.max_usage_in_bytes, v2 memory.peak, else the polled
+        peak), whether it reached the cap, the polled peaks, how often the cap was hit (v2 memory.events max, v1
+        memory.failcnt), and OOM kills (None where the kernel does not count them)."""
+        self.poll()
+        if self.version == 2:
+            events = _keyed(self.path / "memory.events")
+            peak = _number(self.path / "memory.peak") if (self.path / "memory.peak").exists() else None
+            kills, hits = events.get("oom_kill"), events.get("max")
+        else:
+            peak = _number(self.path / "memory.max_usage_in_bytes")
+            kills, hits = _keyed(self.path / "memory.oom_control").get("oom_kill"), _number(self.path / "memory.failcnt")
+        peak = peak if peak is not None else self.peak_polled
+        return {"cgroup_version": self.version, "cap_mb": _mb(self.limit_bytes), "swap_capped": self.swap_capped,
+                "peak_mb": _mb(peak), "peak_over_cap": round(peak / self.limit_bytes, 3),
+                # the charge reached the cap (the kernel reclaimed, or killed): v1's failcnt stays 0 on some kernels
+                "cap_reached": peak >= self.limit_bytes - 2**20,
+                "peak_polled_mb": _mb(self.peak_polled), "page_cache_at_polled_peak_mb": _mb(self.file_at_peak),
+                "peak_anon_mb": _mb(self.peak_anon), "cap_hits": hits, "oom_kills": kills}
+
+    def remove(self) -> None:
+        """Kill whatever is left in the group (only the server and its children are in it) and delete it."""
+        path = getattr(self, "path", None)
+        if path is None or not path.exists():
+            return
+        deadline = time.monotonic() + 10
+        while self.pids() and time.monotonic() < deadline:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        while True:
+            try:
+                path.rmdir()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,20 +313,29 @@ def free_port() -> int:
 
 
 class Server:
-    """``streamlit run dashboard.py`` on loopback with its own ``LENS_CACHE_DIR``; peak RSS sampled every 0.2 s."""
+    """``streamlit run dashboard.py`` on loopback with its own ``LENS_CACHE_DIR``; peak RSS sampled every 0.2 s
+    (and the usage of its memory cgroup, when it runs in one: ``group``, a :class:`MemoryCgroup`)."""
 
-    def __init__(self, env: dict[str, str], cache_dir: str | Path):
+    def __init__(self, env: dict[str, str], cache_dir: str | Path, group: MemoryCgroup | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cache_dir = Path(cache_dir)
+        self.group = group
+        argv = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(self.port),
+                "--server.address", "127.0.0.1", "--server.headless", "true"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(self.port),
-             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            group.command(argv) if group is not None else argv,
             cwd=ROOT, env={**os.environ, "LENS_OFFLINE": "1", "LENS_GC_FREEZE": "1", **env, "LENS_CACHE_DIR": str(cache_dir)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.peak_rss = 0
+        self.exit_code: int | None = None  # the server's exit status if it ended before close() (-9: killed)
         self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, daemon=True)
+        self._poller.start()
         for _ in range(240):
+            if self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError(f"streamlit exited with status {self.proc.returncode} while starting")
             try:
                 urllib.request.urlopen(self.url + "/_stcore/health", timeout=1)
                 break
@@ -123,8 +344,6 @@ class Server:
         else:
             self.close()
             raise RuntimeError("streamlit did not start")
-        self._poller = threading.Thread(target=self._poll, daemon=True)
-        self._poller.start()
 
     def rss(self) -> int:
         try:
@@ -153,15 +372,27 @@ class Server:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self.peak_rss = max(self.peak_rss, self.rss())
+            if self.group is not None:
+                self.group.poll()
             time.sleep(0.2)
 
+    @property
+    def killed(self) -> bool:
+        """Whether the server ended before :meth:`close` (the OOM killer's SIGKILL, or a crash)."""
+        return self.exit_code is not None
+
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
+        if self.exit_code is None:
+            self.exit_code = self.proc.poll()
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
 
 
 def machine_busy_seconds() -> float:
@@ -473,10 +704,43 @@ def time_to_result(alone: list[dict], loaded: list[dict]) -> list[dict]:
             for a in alone if a["session"] in by_name]
 
 
+def start_server(env: dict[str, str], cache_dir: Path, cap_mb: int | None, figures: dict) -> Server:
+    """A :class:`Server`, inside a fresh :class:`MemoryCgroup` of ``cap_mb`` when ``cap_mb`` (where no group can
+    be made, it runs without one and ``figures["memory_cap"]["skipped"]`` says why)."""
+    group = None
+    if cap_mb:
+        try:
+            group = MemoryCgroup(cap_mb, cache_dir.name)
+        except CgroupUnavailable as e:
+            figures["memory_cap"] = {"cap_mb": cap_mb, "skipped": str(e)}
+            print(f"memory cap skipped: {e}", file=sys.stderr, flush=True)
+    try:
+        return Server(env, cache_dir, group)
+    except BaseException:
+        if group is not None:
+            group.remove()
+        raise
+
+
+def stop_server(server: Server, phase: str, figures: dict) -> None:
+    """Stop ``server``; when it ran in a memory cgroup, its figures go to ``figures["memory_cap"][phase]`` (with
+    whether the server had been killed before it was stopped) and the group is removed."""
+    server.close()
+    if server.group is not None:
+        try:
+            figures.setdefault("memory_cap", {})[phase] = {
+                **server.group.figures(), "server_killed": server.killed, "server_exit": server.exit_code}
+        finally:
+            server.group.remove()
+
+
 def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, memory_mb: int | None = None,
-        cache_root: str | Path | None = None, with_home: bool = False, job_slice: float | None = None) -> dict:
+        cache_root: str | Path | None = None, with_home: bool = False, job_slice: float | None = None,
+        memory_cap_mb: int | None = None) -> dict:
     """The concurrent run (after the serial one when ``serial``, and the serial one with the home reloader
-    beside it when ``with_home`` too); figures as a dict (see the module's doc)."""
+    beside it when ``with_home`` too); figures as a dict (see the module's doc). With ``memory_cap_mb`` every
+    server runs in its own memory cgroup of that size (:class:`MemoryCgroup`), as on a hosted tier that kills
+    an app over its limit."""
     if CHROMIUM is None:
         raise RuntimeError("Debian chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -493,20 +757,20 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
             browser = launch(p)
             try:
                 if serial:
-                    server = Server(env, root / "serial")
+                    server = start_server(env, root / "serial", memory_cap_mb, figures)
                     try:
                         warm_up(browser, server.url, timeout)
                         cpu0 = server.cpu_seconds()
                         alone = [heavy_session(browser, server.url, s, timeout) for s in sessions]
                         figures["serial_server_cpu_s"] = round(server.cpu_seconds() - cpu0, 1)
                     finally:
-                        server.close()
+                        stop_server(server, "serial", figures)
                     figures["serial"] = alone
                     figures["serial_sum_s"] = round(sum(s["seconds"] for s in alone), 2)
                 if serial and with_home:
                     # the same jobs one after another, with the ninth session reloading the home page throughout:
                     # the floor with the same background as the concurrent run
-                    server = Server(env, root / "serial_home")
+                    server = start_server(env, root / "serial_home", memory_cap_mb, figures)
                     stop, renders = threading.Event(), []
                     try:
                         warm_up(browser, server.url, timeout)
@@ -526,10 +790,10 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                             home_thread.join(timeout + 30)
                             figures["serial_home_client_cpu_s"] = round(clients.close(), 1)
                     finally:
-                        server.close()
+                        stop_server(server, "serial_home", figures)
                     figures["serial_home_sum_s"] = round(sum(s["seconds"] for s in figures["serial_home"]), 2)
                     figures["serial_home_renders"] = len(renders)
-                server = Server(env, root / "concurrent")
+                server = start_server(env, root / "concurrent", memory_cap_mb, figures)
                 try:
                     warm_up(browser, server.url, timeout)
                     alone: list[float] = []  # the floor: the home page with nothing else running
@@ -594,7 +858,7 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         "memory_shed_mb": round(server.jobs().get("memory_shed", 0) / 2**20, 1),
                     })
                 finally:
-                    server.close()
+                    stop_server(server, "concurrent", figures)
             finally:
                 browser.close()
         if serial and with_home:
@@ -613,6 +877,14 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
     finally:
         shutil.rmtree(root, ignore_errors=True)
     figures["peak_rss_under_budget"] = figures["peak_rss_mb"] <= budget
+    ran = [r for part in ("serial", "serial_home", "concurrent") for r in figures.get(part, [])]
+    figures["every_session_result"] = bool(ran) and all(not r["error"] and not r["problems"] for r in ran)
+    capped = {phase: v for phase, v in figures.get("memory_cap", {}).items() if isinstance(v, dict)}
+    if capped:  # the tier's limit: was any server killed, how close did the group come to the cap
+        figures["memory_cap"]["cap_mb"] = memory_cap_mb
+        figures["server_killed"] = any(v["server_killed"] for v in capped.values())
+        figures["oom_kills"] = sum(v["oom_kills"] or 0 for v in capped.values())
+        figures["cgroup_peak_mb"] = max(v["peak_mb"] for v in capped.values())
     figures["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     return figures
 
@@ -628,12 +900,18 @@ def main() -> None:
     ap.add_argument("--memory-mb", type=int, default=None, help="LENS_MEMORY_MB for the server")
     ap.add_argument("--slice", type=float, default=None,
                     help="LENS_JOB_SLICE for the server (seconds; 0: first in first out)")
+    ap.add_argument("--memory-cap-mb", type=int, default=2700,
+                    help="run each server in a memory cgroup of this size, swap included, as a hosted tier that "
+                         "kills an app over its limit (default 2700; 0: no cgroup)")
     args = ap.parse_args()
+    # a terminated bench still stops its servers and removes their cgroups (the finally blocks run)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     chosen = [names[n] for n in args.sessions]
     if any(s.name == "dataset_examples" for s in chosen):
         prepare_index()
     print(json.dumps(run(chosen, timeout=args.timeout, serial=args.serial, memory_mb=args.memory_mb,
-                         with_home=args.serial_with_home, job_slice=args.slice)))
+                         with_home=args.serial_with_home, job_slice=args.slice,
+                         memory_cap_mb=args.memory_cap_mb or None)))
 
 
 if __name__ == "__main__":
