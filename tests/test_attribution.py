@@ -563,3 +563,18 @@ def test_smoothgrad_convergence_stop(convnext_live, x64):
     assert fixed.options["samples_used"] == 24 and fixed.options["converge"] == 0.0
     with pytest.raises(ValueError, match="fast engine"):
         smoothgrad(convnext_live, x64[:1], 0, samples=4, converge=0.98, engine="captum")
+
+
+@pytest.mark.parametrize("bf16_seconds,chosen", [(0.018, "fp32"), (0.008, "bf16")])
+def test_auto_takes_a_reduced_precision_only_when_clearly_faster(monkeypatch, bf16_seconds, chosen):
+    """A near tie goes to fp32 (the same map in every process); bf16 only when REDUCED_MARGIN faster."""
+    import time as _time
+
+    from core.attribution import smoothgrad as sg
+
+    def fake_gradient(model, x, target, scale=1.0):
+        _time.sleep(bf16_seconds if torch.is_autocast_enabled("cpu") else 0.020)
+
+    monkeypatch.setattr(sg, "input_gradient", fake_gradient)
+    picked = sg.fastest_precision(torch.nn.Identity(), torch.zeros(1, 3, 8, 8), (sg.Precision.BF16,), repeats=2)
+    assert picked.value == chosen
