@@ -242,7 +242,10 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True, hidden: bo
                     and p.is_file())
     if hosted():
         boundary = Path(folder if within is None else within).resolve()
-        listed = [p for p in listed if p.resolve().is_relative_to(boundary)]
+        if not folder.resolve().is_relative_to(boundary):
+            return []
+        # rglob does not descend into linked folders: only a listed file itself can be a link out
+        listed = [p for p in listed if not p.is_symlink() or p.resolve().is_relative_to(boundary)]
     return listed
 
 
