@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import ROOT
+from .files import ROOT, hosted
 from .images import ASSETS
 
 NOT_AVAILABLE = "That folder is not available here: choose one of the data folders or upload a zip."
@@ -19,11 +19,6 @@ UPLOADS = "uploads"  # how a visitor names their own upload area
 
 class FolderError(ValueError):
     """A folder a visitor may not name; the message is one line and names no server file."""
-
-
-def hosted() -> bool:
-    """Whether ``LENS_HOSTED`` is set (``1``, ``true``, ``yes``, ``on``)."""
-    return os.environ.get("LENS_HOSTED", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def admin() -> bool:

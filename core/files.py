@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent  # the project root (the folder ho
 OFF = ("off", "none", "0")
 
 
+def hosted() -> bool:
+    """Whether ``LENS_HOSTED`` is set (``1``, ``true``, ``yes``, ``on``), read at call time: the app serves
+    visitors, and :mod:`core.dataroots` confines the folders they may name."""
+    return os.environ.get("LENS_HOSTED", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def cache_root() -> Path | None:
     """The cache root: ``LENS_CACHE_DIR``, default ``.lens-cache`` at the project root; None when it is ``off``."""
     value = os.environ.get("LENS_CACHE_DIR", "").strip()

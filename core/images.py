@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .files import hosted
+
 MAX_PIXELS = int(os.environ.get("LENS_MAX_PIXELS", 40_000_000))
 MAX_BYTES = int(os.environ.get("LENS_MAX_BYTES", 25 * 1024 * 1024))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")  # lower case, with the dot
@@ -218,7 +220,7 @@ def is_image_name(path: str | os.PathLike) -> bool:
 
 
 def list_images(folder: str | os.PathLike, *, recursive: bool = True, hidden: bool = True,
-                any_file: bool = False) -> list[Path]:
+                any_file: bool = False, within: str | os.PathLike | None = None) -> list[Path]:
     """The one folder lister: image files in ``folder`` (and below when ``recursive``), sorted by path.
 
     Args:
@@ -226,6 +228,8 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True, hidden: bo
         recursive: also list sub-folders, at any depth.
         hidden: keep files whose name starts with ``.``.
         any_file: list every file, not only those with an image suffix (a caller that reports the others).
+        within: hosted (``LENS_HOSTED``), a file that resolves outside this folder (default ``folder``) is not
+            listed: a link out of a visitor's data folder is not followed.
 
     Raises:
         ImageError: ``folder`` is not a folder.
@@ -234,8 +238,15 @@ def list_images(folder: str | os.PathLike, *, recursive: bool = True, hidden: bo
     if not folder.is_dir():
         raise ImageError(f"{folder}: not a folder")
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if (any_file or is_image_name(p)) and (hidden or not p.name.startswith("."))
-                  and p.is_file())
+    listed = sorted(p for p in found if (any_file or is_image_name(p)) and (hidden or not p.name.startswith("."))
+                    and p.is_file())
+    if hosted():
+        boundary = Path(folder if within is None else within).resolve()
+        if not folder.resolve().is_relative_to(boundary):
+            return []
+        # rglob does not descend into linked folders: only a listed file itself can be a link out
+        listed = [p for p in listed if not p.is_symlink() or p.resolve().is_relative_to(boundary)]
+    return listed
 
 
 def sample_images() -> list[Path]:

@@ -103,7 +103,7 @@ def _member_problem(info: zipfile.ZipInfo, max_bytes: int) -> str | None:
     name = info.filename
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "absolute name"
+        return "an absolute name"
     if ".." in parts:
         return "a '..' in its name"
     mode = info.external_attr >> 16

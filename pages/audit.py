@@ -3,12 +3,15 @@
 Layout only: the pieces live in ``ui/audit_page``."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
+from core import dataroots
 from core.audit.spec import AUDIT
 from core.images import ImageError
 from ui import audit_page as view
-from ui import cache, permalink, sidebar
+from ui import cache, permalink, sidebar, uploads
 from ui.options import technique_form
 from ui.permalink import Param
 from ui.widgets import progress_bar
@@ -33,13 +36,28 @@ source = st.radio("Model", SOURCES, key="aud_model", horizontal=True,
 model, model_key, default_folder = view.model_for(source, selection)
 folder_key = f"aud_folder_{source == view.DEMO}"
 permalink.bind([Param("folder", folder_key)])
-folder = st.text_input("Labelled folder", value=default_folder, key=folder_key,
-                       placeholder="root/<class>/<image> (names, WordNet ids or indices), a folder with labels.csv, "
-                                   "or a CSV", help="Class folders match the model's class names.").strip()
-if not folder:
-    st.info("Name a labelled folder (one sub-folder per class), or choose the demo. Your own labels? "
-            "python -m core fit-head FOLDER --out head.safetensors fits a head to audit with.")
+if source == view.DEMO and dataroots.hosted():  # the server built this set from its sample photos: nothing to name
+    path = Path(default_folder)
+    typed = "the demo set"
+    st.caption("The demo set: two classes of the sample photos, half of one class's images watermarked.")
+else:
+    box, drop = st.columns([3, 2])
+    with drop:
+        uploads.set_uploader("Or upload a labelled set", key="aud_upload", target=folder_key,
+                             help="A .zip of root/<class>/<image> folders, a .zip of images with a labels.csv "
+                                  "(file,label), or several images with one CSV. They stay on this server only "
+                                  "while you use them.")
+    with box:
+        path = uploads.folder_box("Labelled folder", value=default_folder, key=folder_key,
+                                  placeholder="root/<class>/<image> (names, WordNet ids or indices), a folder with "
+                                              "labels.csv, or a CSV", help="Class folders match the model's class names.")
+    typed = st.session_state[folder_key]
+if path is None:
+    if not typed.strip():
+        st.info("Name a labelled folder (one sub-folder per class), or choose the demo. Your own labels? "
+                "python -m core fit-head FOLDER --out head.safetensors fits a head to audit with.")
     st.stop()
+folder = str(path)
 
 context = {**cache.context(model), "folder_classes": view.folder_classes(folder)}
 values = technique_form(AUDIT, context)
@@ -50,7 +68,7 @@ try:
     with progress_bar("auditing") as report:
         audit = cache.technique(AUDIT, model, model_key, folder, (folder, cache.folder_stamp(folder)), values, report)
 except (ImageError, ValueError) as e:
-    st.error(str(e))
+    st.error(uploads.redact(str(e), path, typed))
     st.stop()
 
 if "aud_open_error" in st.session_state:

@@ -25,7 +25,7 @@ def page_text(at, keys: bool = True) -> str:
     tree's whole text (widget keys included)."""
     parts = []
     for node in at.main:
-        for attr in ("value", "label", "body", "help", "placeholder", "caption", "captions"):
+        for attr in ("value", "label", "body", "help", "placeholder", "caption", "captions", "options"):
             v = getattr(node, attr, None)
             if isinstance(v, (str, list, tuple)):
                 parts.append(str(v))
@@ -117,6 +117,24 @@ def test_other_folder_pages_are_confined(app, hosted, page, key):
     assert not at.exception, at.exception
     assert NOT_AVAILABLE in [e.value for e in at.error]
     assert not any(name in page_text(at) for name in SERVER_NAMES)
+
+
+def test_audit_is_confined_and_its_demo_set_still_opens(app, hosted):
+    """The audit's folder box names no server folder (its class choices listed /etc's folders); the demo set,
+    which the server builds in its cache, is the demo's own and needs no path."""
+    app.session_state["aud_model"] = "The sidebar's model"
+    at = _page(app, "pages/audit.py")
+    at.text_input(key="aud_folder_False").set_value("/etc").run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [NOT_AVAILABLE]
+    assert not any(name in page_text(at) for name in SERVER_NAMES)
+    at.session_state["aud_go"] = False  # the demo's audit itself: tests/test_audit_page.py
+    at.radio(key="aud_model").set_value(at.radio(key="aud_model").options[1]).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert not [t for t in at.text_input if t.key == "aud_folder_True"]
+    assert any(c.value.startswith("The demo set") for c in at.caption)
+    assert str(hosted) not in page_text(at, keys=False)
 
 
 def test_dataset_examples_builds_an_index_over_an_uploaded_zip(app, hosted):

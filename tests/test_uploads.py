@@ -194,3 +194,65 @@ def test_csv_rows_are_confined_when_hosted(cache, monkeypatch, root):
     assert not dataroots.readable(uploads.area_of("other") / "x.png", csv)
     monkeypatch.delenv("LENS_HOSTED")
     assert dataroots.readable("/etc/hosts", csv)
+
+
+def _names(paths, folder) -> list[str]:
+    return [Path(p).relative_to(folder).as_posix() for p in paths]
+
+
+def test_hosted_listing_follows_no_link_out_of_the_folder(tmp_path, monkeypatch):
+    from core.images import list_images
+
+    folder, outside = tmp_path / "data", tmp_path / "outside"
+    (folder / "sub").mkdir(parents=True)
+    outside.mkdir()
+    for path in (folder / "a.png", folder / "sub" / "b.png", outside / "secret.png"):
+        path.write_bytes(png())
+    (folder / "link.png").symlink_to(outside / "secret.png")
+    (folder / "sub" / "inner.png").symlink_to(folder / "a.png")  # a link that stays inside is followed
+    (folder / "out").symlink_to(outside, target_is_directory=True)
+    monkeypatch.delenv("LENS_HOSTED", raising=False)
+    assert _names(list_images(folder), folder) == ["a.png", "link.png", "sub/b.png", "sub/inner.png"]
+    assert _names(list_images(folder / "out", within=folder), folder) == ["out/secret.png"]
+    monkeypatch.setenv("LENS_HOSTED", "1")
+    assert _names(list_images(folder), folder) == ["a.png", "sub/b.png", "sub/inner.png"]
+    assert list_images(folder / "out", within=folder) == []  # a linked sub-folder, listed on its own
+
+
+def test_hosted_labelled_folder_reads_nothing_through_a_link_out(tmp_path, monkeypatch):
+    from core.errors.dataset import Skipped, read_labelled
+
+    root, outside = tmp_path / "set", tmp_path / "outside"
+    (root / "cat").mkdir(parents=True)
+    outside.mkdir()
+    (root / "cat" / "a.png").write_bytes(png())
+    (outside / "secret.png").write_bytes(png())
+    (root / "cat" / "link.png").symlink_to(outside / "secret.png")
+    (root / "dog").symlink_to(outside, target_is_directory=True)
+    monkeypatch.delenv("LENS_HOSTED", raising=False)
+    assert [i.name for i in read_labelled(root, ["cat", "dog"]).items] == ["cat/a.png", "cat/link.png",
+                                                                           "dog/secret.png"]
+    monkeypatch.setenv("LENS_HOSTED", "1")
+    read = read_labelled(root, ["cat", "dog"])
+    assert [i.name for i in read.items] == ["cat/a.png"]
+    assert read.skipped == (Skipped("dog/", "a link out of the folder: not read"),)
+
+
+def test_hosted_imagenet_val_csv_names_no_file_outside(cache, root, tmp_path, monkeypatch):
+    """ImageNet's validation CSV names images without their extension: a name that climbs out of the visitor's
+    upload is not looked up (the file beside it is)."""
+    from core.errors.dataset import read_labelled
+
+    area = uploads.session_area("s1")
+    (area / "v" / "val").mkdir(parents=True)
+    (area / "v" / "val" / "ILSVRC2012_val_00000001.JPEG").write_bytes(png())
+    (tmp_path / "secret.JPEG").write_bytes(png())
+    climb = os.path.relpath(tmp_path / "secret", area / "v" / "val")
+    (area / "v" / "labels.csv").write_text(f"ImageId,PredictionString\nILSVRC2012_val_00000001,0 1 2 3 4\n"
+                                           f"{climb},1 1 2 3 4\n")
+    monkeypatch.delenv("LENS_HOSTED", raising=False)
+    assert len(read_labelled(area / "v", ["a", "b"]).items) == 2
+    monkeypatch.setenv("LENS_HOSTED", "1")
+    read = read_labelled(area / "v", ["a", "b"])
+    assert [i.name for i in read.items] == ["ILSVRC2012_val_00000001"]
+    assert [s.item for s in read.skipped] == [climb] and read.skipped[0].reason.startswith("no such file")

@@ -9,13 +9,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core import dataroots
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.errors.spec import MISTAKE_MAPS, Mistake, errors_command
 from core.images import ImageError, load_image, preprocess
 from core.errors.view import confusion_figure, mistake_figure, separation_figure
 from core.render import captioned_strip
 from core.report import ReportItem, contrast_command
-from ui import cache, figures, report
+from ui import cache, figures, report, uploads
 from ui.index_page import patch_tile
 from ui.options import setting_widget
 from ui.widgets import progress_bar
@@ -241,9 +242,10 @@ def channel_examples(ev, model, layer: str, sep) -> None:
     index_stamp = cache.index_stamp(directory)
     covered = index_stamp is not None and layer in cache.open_activation_index(directory, index_stamp).layers
     if not covered:
-        st.info(f"No activation index of {image_root} covers layer {layer} for this model: build one to see each "
+        shown = dataroots.shown(image_root, uploads.existing_area()) if dataroots.hosted() else image_root
+        st.info(f"No activation index of {shown} covers layer {layer} for this model: build one to see each "
                 "channel's dataset examples (the images of the folder that excite it most).")
-        if st.button(f"Build the activation index of {image_root} at {layer}", key="err_build_index"):
+        if st.button(f"Build the activation index of {shown} at {layer}", key="err_build_index"):
             layers_now = [layer]
             if index_stamp is not None:
                 layers_now = sorted(set(cache.open_activation_index(directory, index_stamp).layers) | {layer})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import streamlit as st
 
@@ -125,21 +126,22 @@ def _note(key: str) -> Path | None:
     return None
 
 
-def _unpacked(key: str, name: str, unpack, target: str | None) -> Path | None:
-    """Unpack an upload and give the uploader a fresh key: Streamlit keeps an upload's bytes in memory while its
-    widget holds it, and the unpacked folder (or the reason it was refused) is all the page needs."""
+def _unpacked(key: str, name: str, unpack, target: str | None) -> NoReturn:
+    """Unpack an upload, give the uploader a fresh key and run the page again at once: Streamlit keeps an upload's
+    bytes in memory while its widget holds it, and until the next run the browser shows the old widget still
+    holding the file, where a second upload is lost. The unpacked folder, or the reason it was refused, is all the
+    page needs (:func:`_note` shows it)."""
     st.session_state[f"{key}_generation"] = st.session_state.get(f"{key}_generation", 0) + 1
     try:
         folder = unpack()
     except core_uploads.UploadError as e:
         st.session_state[f"{key}_error"] = str(e)  # shown until the next upload
-        st.error(str(e))
-        return None
-    st.session_state[f"{key}_error"] = None
-    st.session_state[f"{key}_done"] = (name, str(folder))
-    if target:
-        st.session_state[target] = dataroots.shown(folder, existing_area())
-    return folder
+    else:
+        st.session_state[f"{key}_error"] = None
+        st.session_state[f"{key}_done"] = (name, str(folder))
+        if target:
+            st.session_state[target] = dataroots.shown(folder, existing_area())
+    st.rerun()
 
 
 def redact(message: str, path: Path, text: str) -> str:

@@ -14,6 +14,8 @@ WordNet id) names images without an extension: the file is looked up beside the 
 
 Whatever cannot be used is listed as a :class:`Skipped` with its reason (unknown class folder, missing file, not
 an image type, ...); decoding failures are added when the images are read (:mod:`core.errors.evaluate`).
+Hosted (``LENS_HOSTED``), nothing outside the data folders and the visitor's uploads is read: a CSV row naming a
+file elsewhere, and a class folder or file linking out of the root, are skipped without a look at their target.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..dataroots import readable
+from ..files import hosted
 from ..images import ImageError, is_image_name, list_images, load_image, preprocess
 
 CSV_NAME = "labels.csv"
@@ -151,8 +154,11 @@ def _read_folder(root: Path, matcher: ClassMatcher) -> LabelledSet:
             continue
         if not entry.is_dir():
             continue
+        if hosted() and not entry.resolve().is_relative_to(root.resolve()):
+            skipped.append(Skipped(entry.name + "/", "a link out of the folder: not read"))
+            continue
         label, reason = matcher.match(entry.name)
-        files = list_images(entry, hidden=False, any_file=True)
+        files = list_images(entry, hidden=False, any_file=True, within=root)
         if label is None:
             skipped.append(Skipped(entry.name + "/", f"unknown class folder: {reason} ({len(files)} files)"))
             continue
@@ -216,7 +222,7 @@ def _read_imagenet_val(path: Path, rows: list[list[str]], matcher: ClassMatcher)
         if label is None:
             skipped.append(Skipped(name, f"unknown class: {reason}"))
             continue
-        file = _find_image(folders, name)
+        file = _find_image(folders, name, path)
         if file is None:
             skipped.append(Skipped(name, f"no such file (looked for {name}.JPEG and other image types in "
                                          f"{', '.join(d for d in IMAGENET_VAL_DIRS)} beside {path.name})"))
@@ -225,10 +231,10 @@ def _read_imagenet_val(path: Path, rows: list[list[str]], matcher: ClassMatcher)
     return LabelledSet(path.parent, "imagenet-val", tuple(items), tuple(skipped))
 
 
-def _find_image(folders: Sequence[Path], name: str) -> Path | None:
+def _find_image(folders: Sequence[Path], name: str, csv_path: Path) -> Path | None:
     for folder in folders:
         for candidate in [folder / name] + [folder / (name + s) for s in VAL_SUFFIXES]:
-            if candidate.is_file() and is_image_name(candidate):
+            if readable(candidate, csv_path) and candidate.is_file() and is_image_name(candidate):
                 return candidate
     return None
 

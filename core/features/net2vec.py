@@ -154,7 +154,7 @@ def load_concept_masks(mask_folder: str | Path, image_paths: Sequence[str | Path
     stems = [Path(p).stem for p in image_paths]
     concepts = {}
     for folder in folders:
-        files = {p.stem: p for p in list_images(folder, recursive=False)}
+        files = {p.stem: p for p in list_images(folder, recursive=False, within=root)}
         if not any(s in files for s in stems):
             continue
         masks = torch.zeros(len(stems), size, size, dtype=torch.bool)
