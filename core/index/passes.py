@@ -23,7 +23,7 @@ from .topk import batch_partial, channel_maxima
 RANKINGS = ("activation", "relevance")
 # the relevance ranking's LRP: the Concepts page's default rules (core.concepts), recorded in the manifest
 RELEVANCE = {"rule": LrpRule.ZPLUS.value, "epsilon": 0.25, "target": "predicted"}
-RELEVANCE_BATCH = 8  # images per LRP pass: bounds the memory autograd keeps (a batch's whole graph)
+RELEVANCE_BATCH = 4  # images per LRP pass: bounds the memory autograd keeps (a pass's whole graph)
 
 Partials = dict[str, dict[str, dict]]
 """ranking (:data:`RANKINGS`) -> layer name -> :func:`~core.index.topk.batch_partial`."""
