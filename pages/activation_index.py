@@ -72,10 +72,13 @@ info = index.layer(layer)
 channel = index_page.channel_picker(index, layer)
 
 # ------------------------------------------------------------------------------------------- patch grid
-st.subheader(f"{layer}, channel {channel}: top {index.top_k} images")
+by = index_page.ranking_picker(index)  # activation, or relevance when the index keeps it
+st.subheader(f"{layer}, channel {channel}: top {index.top_k} images" + (f" by {by}" if index.has_relevance else ""))
 st.caption(f"Receptive field {info.receptive_field} px at the model input ({info.grid[0]}x{info.grid[1]} grid, "
-           f"{info.layout.value}); each crop is that field around the strongest unit, in original pixels.")
-patches = index.top(layer, channel)
+           f"{info.layout.value}); each crop is that field around the " +
+           ("strongest unit" if by == "activation" else "unit where the channel's relevance for the image's "
+            "predicted class is highest") + ", in original pixels.")
+patches = index.top(layer, channel, by=by)
 index_page.patch_grid(directory, stamp, patches)
 index_page.grid_report(selection, directory, stamp, index, layer, channel, patches, None if opened else folder)
 if not mismatch:

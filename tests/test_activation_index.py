@@ -464,13 +464,20 @@ def test_build_and_query_settings_are_declared_once(atto):
     from core.index.spec import BUILD, TOP, build_context
 
     assert BUILD.defaults(build_context(atto)) == {"layers": default_layers(atto), "top_k": DEFAULT_TOP_K,
-                                                    "batch_size": DEFAULT_BATCH_SIZE, "engine": "local"}
+                                                    "batch_size": DEFAULT_BATCH_SIZE, "engine": "local",
+                                                    "relevance": False}
     parser, _ = build_parser()
-    args = parser.parse_args(["index", "build", "f", "--layers", "stages.1", "stages.2", "--top-k", "300"])
+    args = parser.parse_args(["index", "build", "f", "--layers", "stages.1", "stages.2", "--top-k", "300",
+                              "--relevance"])
     assert BUILD.from_args(args, build_context(atto)) == {"layers": ("stages.1", "stages.2"), "top_k": 300,
-                                                          "batch_size": DEFAULT_BATCH_SIZE, "engine": "local"}
+                                                          "batch_size": DEFAULT_BATCH_SIZE, "engine": "local",
+                                                          "relevance": True}
     assert BUILD.from_args(parser.parse_args(["index", "build", "f"]), {})["layers"] is None  # the builder's own
     args = parser.parse_args(["index", "top", "d", "--layer", "stages.2", "--channel", "3"])
-    assert TOP.from_args(args, {}) == {"layer": "stages.2", "channel": 3, "k": None}
+    assert TOP.from_args(args, {}) == {"layer": "stages.2", "channel": 3, "k": None, "by": "activation"}
+    args = parser.parse_args(["index", "top", "d", "--layer", "stages.2", "--channel", "3", "--by", "relevance"])
+    assert TOP.from_args(args, {})["by"] == "relevance"
+    from core.index.spec import warm_values
+    assert warm_values(atto) == {**BUILD.defaults(build_context(atto)), "relevance": True}  # the app's own index
     with pytest.raises(SystemExit):
         parser.parse_args(["index", "top", "d", "--layer", "stages.2"])  # --channel stays required

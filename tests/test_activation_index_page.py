@@ -163,3 +163,19 @@ def test_a_fresh_instance_opens_on_the_sample_photos_index(app, tmp_path, monkey
     assert "No index yet" not in _texts(app) and "press Build" not in _texts(app)
     assert any("channel 0: top" in s.value for s in app.subheader) and len(app.get("image")) >= 3
     assert cache_path("index").is_dir()
+
+
+def test_the_sample_index_ranks_by_relevance_on_a_toggle(index_app):
+    """The app's index of the sample photos keeps the relevance ranking: a toggle shows it, the link keeps it, and
+    a patch's full view says where the relevance peaks."""
+    at, _ = index_app
+    toggle = at.radio(key="lens_idx_by")
+    assert toggle.value == "activation" and list(toggle.options) == ["activation", "relevance"]
+    toggle.set_value("relevance").run()
+    assert not at.exception and not at.error
+    assert any(s.value.endswith("images by relevance") for s in at.subheader)
+    assert at.query_params["by"] == "relevance"
+    at.button(key="lens_idx_expand_0").click().run()
+    assert not at.exception
+    heat = [c for image in at.main.get("image") for c in image.captions if " over the model input; " in c]
+    assert len(heat) == 1 and "relevance " in heat[0] and "highest at grid" in heat[0]

@@ -1,4 +1,5 @@
-"""The Ray engine of the activation index equals the local engine (issue 14), on a local Ray started once here."""
+"""The Ray engine of the activation index equals the local engine (issue 14), with the relevance ranking too
+(issue 26), on a local Ray started once here."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import torch
 
 from core.index import build_index, open_index
 from tests.test_activation_index import EXTRA, LAYERS, MIXED, _assert_same, _write_images, atto, folder  # noqa: F401
+from tests.test_activation_index_relevance import live  # noqa: F401
 
 torch.set_num_threads(1)  # see test_activation_index: the machine is shared
 
@@ -60,3 +62,19 @@ def test_ray_build_resumes_after_cancel_and_adds_only_new_images(atto, folder, t
     assert resumed.added == len(MIXED) + len(EXTRA) - 3  # only the images not indexed yet were read
     fresh = build_index(atto, folder, tmp_path / "fresh", layers=LAYERS, top_k=4, batch_size=3)
     _assert_identical(resumed.index, fresh.index)
+
+
+def test_ray_build_with_relevance_equals_local_build(live, folder, tmp_path):
+    """The same batches through the same pass: both rankings identical (values within float32 rounding of
+    the same computation in another process)."""
+    local = build_index(live, folder, tmp_path / "local", layers=LAYERS, top_k=4, batch_size=3, relevance=True)
+    remote = build_index(live, folder, tmp_path / "ray", layers=LAYERS, top_k=4, batch_size=3, engine="ray",
+                         workers=2, relevance=True)
+    assert remote.index.has_relevance and remote.index.spec == local.index.spec
+    _assert_identical(remote.index, local.index)
+    for layer in LAYERS:
+        for channel in range(local.index.layer(layer).channels):
+            got = remote.index.top(layer, channel, by="relevance")
+            want = local.index.top(layer, channel, by="relevance")
+            assert [(p.image, p.y, p.x) for p in got] == [(p.image, p.y, p.x) for p in want]
+            np.testing.assert_allclose([p.value for p in got], [p.value for p in want], rtol=1e-5, atol=1e-6)

@@ -202,3 +202,35 @@ def test_planted_deletion_of_the_carrier_removes_the_class():
     model = _planted(5)
     d = channel_deletion(model, _x(1, 32, seed=1), 0, layer="2", ks=(1,), draws=4)
     assert d.relevance[0, 0] == pytest.approx(float(d.logit[0]), abs=1e-5)  # the class read channel 5 only
+
+
+def test_cli_index_examples_are_relevance_ranked_with_activation_on_request(capsys, tmp_path, embedded):
+    """``--index``: each channel's examples from an index built with ``--relevance``, relevance-ranked (each with
+    its relevance), or activation-ranked with ``--examples-by activation``; an index without the ranking is
+    refused in one line."""
+    import shutil
+
+    from core.index import build_index
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea.jpg", "brick.jpg", "coffee.jpg", "astronaut.jpg"):
+        shutil.copy(SAMPLES / name, photos / name)
+    ranked = build_index(embedded, photos, tmp_path / "ranked", layers=["blocks.5"], top_k=3, relevance=True).index
+    plain = build_index(embedded, photos, tmp_path / "plain", layers=["blocks.5"], top_k=3).index
+    image = str(SAMPLES / "chelsea.jpg")
+    code, out, err = _cli(capsys, image, "--layer", "blocks.5", "--top", "2", "--index", str(ranked.directory))
+    assert code == 0, err
+    for c in json.loads(out)["results"][0]["channels"]:
+        want = ranked.top("blocks.5", c["channel"], by="relevance")
+        assert c["examples"] == [{"image": str(p.image), "box": list(p.box), "relevance": p.value} for p in want]
+        assert [e["relevance"] for e in c["examples"]] == sorted((e["relevance"] for e in c["examples"]), reverse=True)
+    code, out, err = _cli(capsys, image, "--layer", "blocks.5", "--top", "1", "--index", str(plain.directory),
+                          "--examples-by", "activation")
+    assert code == 0, err
+    [c] = json.loads(out)["results"][0]["channels"]
+    want = plain.top("blocks.5", c["channel"])
+    assert c["examples"] == [{"image": str(p.image), "box": list(p.box), "relevance": None, "activation": p.value}
+                             for p in want]
+    code, out, err = _cli(capsys, image, "--layer", "blocks.5", "--index", str(plain.directory))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--relevance" in err

@@ -39,8 +39,29 @@ def test_demo_evaluation_cell_and_explain(app):
         assert sum(c.startswith(title) for c in captions) == 3, captions
     assert [s.key for s in at.selectbox if "layer" in s.label.lower()] == ["err_layer"]  # one layer picker
     # each map says what its colour bar means: Grad-CAM for a class unsigned, contrasts and SmoothGrad signed
-    assert [c.split(". Colours: ")[1].split(" ")[0] for c in captions if ". Colours: " in c] == [
+    assert [c.split(". Colours: ")[1].split(" ")[0] for c in captions
+            if ". Colours: " in c and c.startswith(("Grad-CAM", "SmoothGrad"))] == [
         "dark", "dark", "blue", "blue", "blue", "blue"]
+    # the contrastive concept ranking: the channels of the page's layer ranked by relevance of logit(P) - logit(T),
+    # a bar chart of shares and each channel's conditional map on the image
+    assert len([m for m in at.markdown if m.value.startswith("**Which concepts make it ")]) == 1
+    verdict = next(m.value for m in at.markdown if "relevance at `blocks.6` totals" in m.value)
+    assert " against " in verdict
+    assert len(at.get("vega_lite_chart")) >= 2  # the matrix and the shares
+    concept_maps = [c for c in captions if c.startswith("channel ") and "of the relevance. Colours: " in c]
+    assert len(concept_maps) == 6  # the top 6
+    [pin] = [b for b in at.button if b.key and b.key.startswith("report_err_why_concepts_")]
+    pin.click().run()
+    assert not at.exception, at.exception
+    [item] = at.session_state["lens_report_items"]
+    assert item.title.startswith("Why ") and "Concepts of blocks.6" in item.title and len(item.figures) == 6
+    from core.cli import build_parser
+    import shlex
+
+    parser, _ = build_parser()
+    args = parser.parse_args(shlex.split(item.command)[3:])
+    p, t = (int(item.settings[role].rsplit("(", 1)[1].rstrip(")")) for role in ("predicted", "true"))
+    assert (args.layer, int(args.target), int(args.contrast)) == ("blocks.6", p, t) and p != t
     # from the cell to concepts: the separating channels of the chosen layer
     at.button(key="err_sep_go").click().run()
     assert not at.exception, at.exception

@@ -237,8 +237,9 @@ def sample_index(_model: LensModel, model_key: str, folder: str) -> Background:
     def work(progress):
         def build(job, report):
             return index_spec.warm_build(_model, folder, progress=report)
+        # an LRP pass (the relevance ranking): the memory of a backward pass
         return core_serve.scheduler().run(("index_build", model_key, folder), build, progress=progress,
-                                          bytes_per_sample=core_serve.per_sample_bytes(_model, "forward"))
+                                          bytes_per_sample=core_serve.per_sample_bytes(_model, "gradient"))
     return Background(work)
 
 
@@ -271,16 +272,34 @@ def channels_excited(model: LensModel, model_key: str, x: torch.Tensor, image_ke
     return list(results().get_or_compute(key, lambda: spec.run(model, (x, index), values)))
 
 
-def sample_patches(model: LensModel, layer: str, channel: int, n: int) -> list[tuple] | None:
+def sample_patches(model: LensModel, layer: str, channel: int, n: int, by: str = "relevance") -> list[tuple] | None:
     """(Patch, crop) of the top ``n`` sample-photo patches of one channel from the index of the sample photos,
-    or None when that index was not built. Raises IndexCorrupt, IndexStale, ValueError (another model's index)."""
+    ranked ``by`` relevance or activation (:data:`core.concepts.spec.EXAMPLES`), or None when that index was not
+    built. Raises IndexCorrupt, IndexStale, ValueError (another model's index; NoRelevance: none kept)."""
+    from core.concepts.spec import EXAMPLES
+
     directory = index_directory(model, str(core_images.SAMPLES))
     stamp = index_stamp(directory)
     if stamp is None:
         return None
     index = open_activation_index(directory, stamp)
     core_index.check_model(index, model)
-    return [(p, patch_crop(directory, stamp, p.image_id, p.box)) for p in index.top(layer, channel, n)]
+    patches = EXAMPLES.run(model, (index, layer, channel, n), {"examples_by": by})
+    return [(p, patch_crop(directory, stamp, p.image_id, p.box)) for p in patches]
+
+
+def sample_index_ranked(model: LensModel, model_key: str) -> bool:
+    """Whether the index of the sample photos is there with its relevance ranking; when it is missing, damaged
+    or without it, the app's background build (:func:`sample_index`) is started (it builds with relevance)."""
+    directory = index_directory(model, str(core_images.SAMPLES))
+    stamp = index_stamp(directory)
+    try:
+        if stamp is not None and open_activation_index(directory, stamp).has_relevance:
+            return True
+    except core_index.IndexCorrupt:
+        pass
+    sample_index(model, model_key, str(core_images.SAMPLES))
+    return False
 
 
 # --------------------------------------------------------------------------------------------------- Net2Vec

@@ -5,61 +5,84 @@ import pandas as pd
 import streamlit as st
 
 from core.attribution.view import figure
-from core.concepts.spec import CONCEPTS, DELETION
+from core.concepts.spec import CONCEPTS, DELETION, EXAMPLES
+from core import images as core_images
+from core.images import ImageError
+from core.index import IndexCorrupt, IndexStale
 from core.render import captioned_strip
 from core.spec import canonical
-from ui import cache, figures, report, run
-from ui.options import technique_form
+from ui import cache, figures, index_page, report, run
+from ui.options import setting_widget, technique_form
 from ui.widgets import progress_bar
 
+STRIP = 4  # dataset examples per channel
 
-def _name(chosen: tuple[int, ...]) -> str:
+
+def channel_name(chosen: tuple[int, ...]) -> str:
+    """"channel 5", or "channels 3+7" for a set mapped together."""
     return f"channel {chosen[0]}" if len(chosen) == 1 else "channels " + "+".join(map(str, chosen))
 
 
-def ranking(model, result) -> None:
+def ranking(model, result, where=st) -> None:
     """The verdict line and the ranked bar chart of relevance share."""
     rel = result.relevance
     target = int(rel.target[0])
     against = f" against {model.label(int(rel.contrast[0]))}" if rel.contrast is not None else ""
-    st.markdown(f"**{model.label(target)}**{against}: relevance at `{rel.layer.name}` totals "
-                f"**{float(rel.total[0]):.4g}** (explained output {float(rel.score[0]):.4g}).")
-    rows = [{"channel": _name(c), "share": float(rel.share[0, list(c)].sum())} for c in result.maps.channels[0]]
-    figures.bars(pd.DataFrame(rows), label="channel", value="share", value_title="share of the layer's relevance")
+    where.markdown(f"**{model.label(target)}**{against}: relevance at `{rel.layer.name}` totals "
+                   f"**{float(rel.total[0]):.4g}** (explained output {float(rel.score[0]):.4g}).")
+    rows = [{"channel": channel_name(c), "share": float(rel.share[0, list(c)].sum())} for c in result.maps.channels[0]]
+    figures.bars(pd.DataFrame(rows), label="channel", value="share", value_title="share of the layer's relevance",
+                 where=where)
 
 
-def maps(model, selection, result, columns: int = 3) -> list:
-    """Each mapped channel's conditional heat map (with colour bar) and its dataset examples; returns the
-    (picture, caption) pairs for the report."""
+def maps(model, selection, result, columns: int = 3, *, image=None, with_examples: bool = True) -> list:
+    """Each mapped channel's conditional heat map (with colour bar) and, ``with_examples``, its dataset examples
+    from the index of the sample photos (ranked as the page's toggle says); returns the (picture, caption) pairs
+    for the report. ``image``: the input (3, H, W) in [0, 1] under the maps (default the sidebar's)."""
     pictures = []
     target = int(result.relevance.target[0])
+    image = selection.inp.tensor if image is None else image
+    by = None
+    if with_examples:
+        by = setting_widget(EXAMPLES, "examples_by", cache.context(model))
+        _sample_index(model, selection.model_key)
     cols = st.columns(columns)
     for k, chosen in enumerate(result.maps.channels[0]):
         where = cols[k % columns]
-        picture, scale = figure(result.maps.attribution(k, 0, target), selection.inp.tensor)
+        picture, scale = figure(result.maps.attribution(k, 0, target), image)
         share = float(result.relevance.share[0, list(chosen)].sum())
-        caption = f"{_name(chosen)}: {share:.1%} of the relevance"
+        caption = f"{channel_name(chosen)}: {share:.1%} of the relevance"
         figures.show(picture, scale, caption=caption, where=where)
         pictures.append((picture, caption))
-        if len(chosen) == 1:
-            examples(model, result.relevance.layer.name, chosen[0], where)
+        if by is not None and len(chosen) == 1:
+            examples(model, result.relevance.layer.name, chosen[0], where, by)
     return pictures
 
 
-def examples(model, layer: str, channel: int, where) -> None:
-    """A strip of the channel's dataset examples from the index of the sample photos, when it was built."""
+def _sample_index(model, model_key: str) -> None:
+    """The index of the sample photos with its relevance ranking: when it is not there, the app's background build
+    is started (or followed) with its progress bar."""
+    if not cache.sample_index_ranked(model, model_key):
+        folder = str(core_images.SAMPLES)  # read now: tests point it elsewhere
+        index_page.sample_index(model, model_key, folder, cache.index_directory(model, folder))
+
+
+def examples(model, layer: str, channel: int, where, by: str = "relevance") -> None:
+    """A strip of the channel's dataset examples from the index of the sample photos, ranked ``by`` relevance
+    (for each photo's predicted class) or activation."""
     try:
-        patches = cache.sample_patches(model, layer, channel, 4)
-    except (KeyError, ValueError, OSError) as e:
+        patches = cache.sample_patches(model, layer, channel, STRIP, by)
+    except (KeyError, ValueError, OSError, IndexCorrupt, IndexStale, ImageError) as e:
         where.caption(f"No dataset examples: {e}")
         return
     if patches is None:
-        where.caption("Dataset examples: build the index of the sample photos (Dataset examples page).")
+        where.caption("Dataset examples: the index of the sample photos is not built yet.")
         return
     if patches:
-        where.image([crop for _, crop in patches], width=64,
-                    caption=[f"{p.value:.3g}" for p, _ in patches])
-        where.caption("Sample photos where the channel fires most (activation-ranked).")
+        where.image([crop for _, crop in patches], width=64, caption=[f"{p.value:.3g}" for p, _ in patches])
+        where.caption("Sample photos where the channel carries the most relevance for their predicted class "
+                      "(relevance-ranked; cropped where its relevance peaks)." if by == "relevance" else
+                      "Sample photos where the channel fires most (activation-ranked).")
 
 
 def report_button(model, selection, values, result, pictures) -> None:
@@ -71,7 +94,7 @@ def report_button(model, selection, values, result, pictures) -> None:
         settings={k: v for k, v in values.items() if v not in (None, ())},
         command=CONCEPTS.command_line(report.image_arg(selection), model.card, values),
         seconds=float(result.seconds),
-        figures={_name(c): float(rel.share[0, list(c)].sum()) for c in result.maps.channels[0]}),
+        figures={channel_name(c): float(rel.share[0, list(c)].sum()) for c in result.maps.channels[0]}),
         key=f"cpt_{selection.key}_{canonical(values)}")
 
 

@@ -1,6 +1,6 @@
 """Streamlit pieces of the Error analysis page: the summary, the confusion matrix, the galleries, the "Why?" panel
-and the separating channels with their dataset examples. The page holds the layout and calls these; every call
-into core goes through ``ui.cache``."""
+(with the contrastive concept ranking) and the separating channels with their dataset examples. The page holds the
+layout and calls these; every call into core goes through ``ui.cache``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,13 +10,14 @@ import pandas as pd
 import streamlit as st
 
 from core import dataroots
+from core.concepts.spec import CONCEPTS
 from core.errors.demo import DEMO_CSV, DEMO_HEAD
 from core.errors.spec import MISTAKE_MAPS, Mistake, errors_command
 from core.images import ImageError, load_image, preprocess
 from core.errors.view import confusion_figure, mistake_figure, separation_figure
 from core.render import captioned_strip
 from core.report import ReportItem, contrast_command
-from ui import cache, figures, report, uploads
+from ui import cache, concepts_page, figures, report, uploads
 from ui.index_page import patch_tile
 from ui.options import setting_widget
 from ui.widgets import progress_bar
@@ -139,7 +140,8 @@ def feature_layers(model, model_key: str) -> list[str]:
 
 def explain_panel(ev, model, model_key: str, folder: str, layer: str | None, context: dict) -> None:
     """"Why <image>?": Grad-CAM (at the page's ``layer``) and SmoothGrad for the predicted class, the true class
-    and their contrast (:data:`core.errors.spec.MISTAKE_MAPS`; ``context``: the model's, cache.context)."""
+    and their contrast (:data:`core.errors.spec.MISTAKE_MAPS`; ``context``: the model's, cache.context), then the
+    channels of ``layer`` that push the prediction over the true class (:func:`contrast_concepts`)."""
     explain = st.session_state.get("err_explain")  # (folder, image hash): nothing stale after a folder change
     row = ev.hashes.index(explain[1]) if explain and explain[0] == folder and explain[1] in ev.hashes else None
     if row is None:
@@ -175,6 +177,43 @@ def explain_panel(ev, model, model_key: str, folder: str, layer: str | None, con
     st.caption("Contrast = attribution of logit(predicted) − logit(true): red is evidence for the predicted class "
                "rather than the true one, blue the other way (Grad-CAM's contrast is taken before its ReLU). "
                "SmoothGrad maps are signed.")
+    if p != true_choice:
+        contrast_concepts(ev, model, model_key, row, inp.tensor, p, int(true_choice), layer, context)
+
+
+def contrast_concepts(ev, model, model_key: str, row: int, x, p: int, t: int, layer: str | None,
+                      context: dict) -> None:
+    """The contrastive concept ranking of one mistake: the channels of ``layer`` ranked by their LRP relevance for
+    logit(``p``) − logit(``t``) (:data:`core.concepts.spec.CONCEPTS` with ``contrast``), as a bar chart of shares,
+    each with its conditional map on the image ``x`` (3, H, W) in [0, 1]; and "Add to report"."""
+    st.markdown(f"**Which concepts make it {model.label(p)} rather than {model.label(t)}**")
+    if layer is None:
+        st.caption("No feature layer: no concepts to rank.")
+        return
+    values = CONCEPTS.complete({"layer": layer, "target": p, "contrast": t}, context)
+    try:
+        with progress_bar("concept relevance") as progress:
+            result = cache.technique(CONCEPTS, model, model_key, x, ev.hashes[row], values, progress)
+    except ValueError as e:  # NotApplicable: a layer LRP has no rule for
+        st.warning(f"Concepts not computed: {e}")
+        return
+    concepts_page.ranking(model, result)
+    st.caption(f"The channels of {layer} ranked by their LRP relevance for logit({model.label(p)}) − "
+               f"logit({model.label(t)}) (concept relevance with a contrast); shares are signed and sum to 100 % "
+               "over all channels. Each map: that channel's relevance alone, back on the image.")
+    pictures = concepts_page.maps(model, None, result, image=x, with_examples=False)
+    rel = result.relevance
+    command = CONCEPTS.command_line(report.path_arg(str(ev.paths[row])), model.card, values)
+    report.add_button(lambda: ReportItem(
+        title=f"Why {Path(ev.images[row]).name}? Concepts of {layer}: {model.label(p)} rather than {model.label(t)}",
+        figure=captioned_strip(pictures[:6]) if pictures else None,
+        caption=f"Conditional LRP maps of the channels of {layer} most relevant for logit({model.label(p)}) − "
+                f"logit({model.label(t)}), with their shares of the layer's relevance.",
+        settings={"model": model.card.name, "image": ev.images[row], "layer": layer,
+                  "predicted": f"{model.label(p)} ({p})", "true": f"{model.label(t)} ({t})"},
+        command=command, seconds=float(result.seconds),
+        figures={concepts_page.channel_name(c): float(rel.share[0, list(c)].sum()) for c in result.maps.channels[0]}),
+        key=f"err_why_concepts_{model.card.fingerprint}_{ev.hashes[row]}_{p}_{t}_{layer}")
 
 
 def _pin_why(ev, model, row: int, result, method: str, title: str, shown: list, p: int, t: int) -> None:

@@ -10,10 +10,11 @@ import streamlit as st
 
 from core.images import ImageError
 from core.index import ActivationIndex, IndexCorrupt, IndexStale
-from core.index.spec import commands
+from core.index.spec import TOP, commands
 from core.index.view import architecture_dot, group_choice, layer_group, opening_layer
 from core.render import boxed, captioned_strip, heat_figure, labelled_tile, padded, tile_grid
 from ui import cache, permalink, report
+from ui.options import setting_widget
 from ui.permalink import Param
 from ui.widgets import progress_bar
 
@@ -22,8 +23,9 @@ TILE = 192  # side of a patch tile in the grid (pixels; every tile the same size
 
 
 def patch_tile(crop, patch, side: int) -> np.ndarray:
-    """One equal-size tile: the crop fitted to a ``side`` square, its rank and activation written under it."""
-    return labelled_tile(crop, side, f"#{patch.rank + 1}  activation {patch.value:.3g}")
+    """One equal-size tile: the crop fitted to a ``side`` square, its rank and value (activation or relevance)
+    written under it."""
+    return labelled_tile(crop, side, f"#{patch.rank + 1}  {patch.by} {patch.value:.3g}")
 
 
 MODES = ["Number", "Slider", "Most selective"]
@@ -134,6 +136,20 @@ def channel_picker(index: ActivationIndex, layer: str) -> int:
     return int(min(channel, channels - 1))
 
 
+def ranking_picker(index: ActivationIndex) -> str:
+    """"activation", or the ranking chosen on :data:`core.index.spec.TOP`'s toggle when the index keeps the
+    relevance ranking too."""
+    if not index.has_relevance:
+        return "activation"
+    return setting_widget(TOP, "by", {})
+
+
+def _by(by: str) -> dict:
+    """The ranking as the query's value: written out only for relevance (activation is the command's default and
+    the only ranking of an index built without relevance)."""
+    return {"by": by} if by == "relevance" else {}
+
+
 def patch_grid(directory: str, stamp: str, patches: list) -> None:
     """The patches ``COLS`` to a row, each with a "Full image" button; an unreadable image stops the grid."""
     try:
@@ -167,8 +183,9 @@ def expanded_patch(selection, directory: str, stamp: str, patches: list, layer: 
                caption=f"original {original.width}x{original.height}, patch box {patch.box}")
     heat, scale = heat_figure(amap, x, signed=False, units="activation")
     heat = np.asarray(boxed(heat, patch.input_box, 2))
-    caption = (f"channel {channel} over the model input; max {patch.value:.3g} at grid ({patch.y}, {patch.x}); "
-               f"{scale.describe()}")
+    peak = (f"max {patch.value:.3g} at grid ({patch.y}, {patch.x})" if patch.by == "activation" else
+            f"relevance {patch.value:.3g}, highest at grid ({patch.y}, {patch.x})")
+    caption = f"channel {channel} over the model input; {peak}; {scale.describe()}"
     right.image(heat, width="stretch", caption=caption)
     shown = np.asarray(padded(boxed(original, patch.box, max(2, original.width // 150)), heat.shape[0]))
     report.add_button(lambda: report.item(
@@ -178,8 +195,8 @@ def expanded_patch(selection, directory: str, stamp: str, patches: list, layer: 
         settings={"index": report.path_arg(directory), "layer": layer, "channel": channel,
                   "rank": patch.rank + 1, "image file": str(patch.image)},
         command=commands(model.card, report.path_arg(directory), {"layer": layer, "channel": channel,
-                                                                  "k": patch.rank + 1}),
-        figures={"activation": patch.value},
+                                                                  "k": patch.rank + 1, **_by(patch.by)}),
+        figures={patch.by: patch.value},
         notes=("The command lists the patches (and with --out-dir writes their crops); the heat map over the "
                "model input is drawn on the dashboard only.",)),
         key=f"idxfull_{directory}_{layer}_{channel}_{patch.rank}")
@@ -232,6 +249,8 @@ def grid_report(selection, directory: str, stamp: str, index: ActivationIndex, l
                 patches: list, folder: str | None) -> None:
     """"Add to report" for the patch grid: the labelled tiles, the index and the commands that build and query
     it (``folder`` None for an index opened by path: then only the query)."""
+    by = patches[0].by if patches else "activation"
+
     def make():
         tiles = [patch_tile(cache.patch_crop(directory, stamp, p.image_id, p.box), p, 160) for p in patches]
         summary = cache.activation_index_summary(directory, stamp)
@@ -239,16 +258,20 @@ def grid_report(selection, directory: str, stamp: str, index: ActivationIndex, l
             selection, image=False, title=f"Dataset examples: {layer} channel {channel}",
             figure=tile_grid(tiles, COLS),
             caption=f"The top {len(patches)} of {len(index)} indexed images for channel {channel} of {layer}: each "
-                    "crop is the receptive field around the strongest unit, with its rank and activation (the "
-                    "channel's maximum over the image).",
+                    + ("crop is the receptive field around the strongest unit, with its rank and activation (the "
+                       "channel's maximum over the image)." if by == "activation" else
+                       "crop is the receptive field around the unit where the channel's relevance is highest, with "
+                       "its rank and relevance (the channel's LRP relevance for the image's predicted class, summed "
+                       "over the image)."),
             settings={"index": report.path_arg(directory), "images indexed": len(index), "layer": layer,
                       "channel": channel, "top-k": index.top_k, "indexed model": index.spec["model"]},
             command=commands(selection.model.card, report.path_arg(directory),
-                             {"layer": layer, "channel": channel, "k": len(patches)},
+                             {"layer": layer, "channel": channel, "k": len(patches), **_by(by)},
                              folder=None if folder is None else report.path_arg(folder),
-                             build={"layers": tuple(index.layers), "top_k": index.top_k}),
+                             build={"layers": tuple(index.layers), "top_k": index.top_k,
+                                    "relevance": index.has_relevance}),
             seconds=float(summary.build_seconds or 0.0),
-            figures={f"#{p.rank + 1} activation": p.value for p in patches[:COLS]})
+            figures={f"#{p.rank + 1} {p.by}": p.value for p in patches[:COLS]})
 
     try:
         report.add_button(make, key=f"idxgrid_{directory}_{stamp}_{layer}_{channel}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -171,6 +172,8 @@ def _rule_hook(kind: str, rule: LrpRule, epsilon: float,
                plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]]):
     def hook(module, inp, out):
         a = inp[0]
+        if not a.requires_grad:  # below where a backward starts (relevance_at): no gradient comes here
+            return None
         if kind == "act":
             return _keep_value(out, a, _gate_grad, a.detach(), out.detach())
         if kind == "gate":
@@ -369,3 +372,77 @@ def from_layer(lp: LayerPass, mask: torch.Tensor) -> torch.Tensor:
     a = lp._a.expand(k, *lp._a.shape).flatten(0, 1)
     raw = _first_layer(lp._first, a, rel, lp.first, lp.epsilon, *lp._bounds).detach().float()
     return raw.view(k, n, *raw.shape[1:])
+
+
+# ------------------------------------------------------------------------------- relevance at several layers
+
+@dataclass(frozen=True)
+class LayersRelevance:
+    """LRP relevance at several layers from one forward and one backward pass (:func:`relevance_at`).
+
+    Attributes:
+        outputs: layer name -> the layer's output (detached; its own layout, N first).
+        relevance: layer name -> the LRP relevance at the layer (``output * carrier``; same shape and layout).
+        target: long (N,), the class explained. logits: float (N, classes), detached.
+    """
+
+    outputs: dict[str, torch.Tensor]
+    relevance: dict[str, torch.Tensor]
+    target: torch.Tensor
+    logits: torch.Tensor
+
+
+def relevance_at(model: LensModel, x: torch.Tensor, target: Target = None, *, layers: Sequence[str],
+                 rule: LrpRule = LrpRule.ZPLUS, epsilon: float = 0.25) -> LayersRelevance:
+    """LRP relevance of ``target`` at each of ``layers``: the rules and prepared copy of :func:`lrp`, the values
+    :func:`layer_pass` gives one layer at a time.
+
+    One forward pass and one backward pass serve every layer. The graph starts at the first of the layers to run
+    (its output becomes a leaf): the forward below it keeps nothing for autograd and runs no rule, and the backward
+    stops there. The relevance at a layer depends only on the graph above it, so this changes no value.
+
+    Args:
+        x: float (N, 3, H, W) in [0, 1].
+        target: the class explained (None: each image's top class).
+        layers: module names of ``model.net`` with a tensor output (each one's first call is used).
+
+    Raises:
+        NotApplicable: a layer type with no rule here. KeyError: no such module. RuntimeError: a layer never ran.
+    """
+    rule = LrpRule(rule)
+    prep = prepare(model)
+    named = dict(prep.net.named_modules())
+    by_module: dict[nn.Module, list[str]] = {}
+    for name in dict.fromkeys(layers):
+        module = named.get(name) if name else None
+        if module is None:
+            raise KeyError(f"no module {name!r} in {model.card.arch}")
+        by_module.setdefault(module, []).append(name)
+    outs: dict[str, torch.Tensor] = {}
+    seen: dict[str, torch.Tensor] = {}
+    with hooks_on(prep.net) as hooks, torch.enable_grad():
+        _rule_hooks(hooks, prep, rule, epsilon, seen)
+        for module, names in by_module.items():
+            def at_layer(_m, _inp, out, names=names):  # after the rule hooks: the output the rest of the net sees
+                if names[0] in outs:  # a module called twice: its first call counts
+                    return None
+                t = out[0] if isinstance(out, (tuple, list)) else out
+                if t.requires_grad:
+                    outs.update((n, t) for n in names)
+                    return None
+                # the first layer to run (or one on a branch that does not depend on it): the graph starts here
+                leaf = t.detach().requires_grad_(True)
+                outs.update((n, leaf) for n in names)
+                new = leaf.clone()  # the net may write into its input in place; a leaf must not be
+                return new if not isinstance(out, (tuple, list)) else type(out)((new, *out[1:]))
+            hooks.forward(module, at_layer)
+        logits = prep.net(model.normalise(x.detach()))
+    missing = [n for n in layers if n not in outs]
+    if missing:
+        raise RuntimeError(f"layers never ran in the forward pass: {', '.join(missing)}")
+    t = resolve_target(model, x, target, logits=logits.detach())
+    tensors = list({id(v): v for v in outs.values()}.values())
+    grads = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), tensors, allow_unused=True)
+    carriers = {id(v): g if g is not None else torch.zeros_like(v) for v, g in zip(tensors, grads)}
+    return LayersRelevance({n: v.detach() for n, v in outs.items()},
+                           {n: v.detach() * carriers[id(v)] for n, v in outs.items()}, t, logits.detach())

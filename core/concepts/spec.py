@@ -1,4 +1,5 @@
-"""The concepts technique's settings, declared once (page widgets, CLI flags, result key, report line)."""
+"""The concepts technique's settings, declared once (page widgets, CLI flags, result key, report line); the
+ranking of each channel's dataset examples (:data:`EXAMPLES`); the deletion curves (:data:`DELETION`)."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -89,3 +90,28 @@ DELETION = Technique(
     (Setting("draws", int, "random channel sets per k (their drops are averaged)", label="Random draws per k",
              low=2, high=20, default=5, cli=False),),
     run_deletion, prefix="cpt", page="concepts")
+
+
+EXAMPLES_BY = ("relevance", "activation")
+
+
+def run_examples(_model, subject, values: Mapping[str, object], *, progress=None):
+    """The dataset examples (:class:`core.index.Patch` es) of one channel from an opened activation index.
+
+    Args:
+        subject: (the index, layer name, channel, how many).
+
+    Raises:
+        NoRelevance: ``examples_by`` relevance on an index built without that ranking.
+    """
+    index, layer, channel, n = subject
+    return index.top(layer, int(channel), int(n), by=str(values["examples_by"]))
+
+
+EXAMPLES = Technique(
+    "concept_examples", "Dataset examples of concepts",
+    "each channel's top images in an activation index, by its relevance for the image's prediction or by activation",
+    (Setting("examples_by", str, "rank each channel's dataset examples (--index) by the channel's LRP relevance for "
+                                 "each image's predicted class (an index built with --relevance) or by its activation",
+             label="Dataset examples ranked by", among=EXAMPLES_BY, default=EXAMPLES_BY[0], widget="radio"),),
+    run_examples, subject="folder", command="concepts", prefix="cpt", page="concepts")

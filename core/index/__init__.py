@@ -3,4 +3,4 @@
 from .build import (DEFAULT_TOP_K, ENGINES, MANIFEST, BuildResult, build_index,  # noqa: F401
                     channel_map, default_directory, default_layers)
 from .query import (ActivationIndex, ChannelHit, IndexCorrupt, IndexedImage, IndexStale,  # noqa: F401
-                    IndexSummary, Patch, check_model, open_index, summarize)
+                    IndexSummary, NoRelevance, Patch, check_model, open_index, summarize)

@@ -15,6 +15,11 @@ unreadable manifest raises :class:`IndexCorrupt`; :func:`build_index` then rebui
 Patch boxes come from :class:`core.catalogue.LayerInfo` (geometry traced from the architecture) and are mapped
 back through the model's resize and crop with the per-image box stored at indexing time, so ``top`` needs no
 model.
+
+With ``relevance`` the index also keeps, per channel, the top-k images by relevance maximisation (Achtibat et al.
+2023): the channel's LRP relevance for the image's predicted class, summed over positions, with the position
+where that channel's relevance is highest (the patch is cropped there). One LRP pass per batch gives both rankings
+(:func:`core.index.passes.forward_partials`).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from ..model.device import model_device
 from ..model.identity import model_identity
 from ..parallel import default_workers, ordered_map
 from ..progress import Progress, is_cancelled
-from .passes import forward_partials, read_image, relative
+from .passes import RELEVANCE, forward_partials, read_image, relative
 from .query import ActivationIndex, IndexCorrupt, open_index
 from .topk import TopK
 
@@ -84,14 +89,16 @@ def channel_map(model, x: torch.Tensor, layer: str, channel: int) -> torch.Tenso
 
 # ---------------------------------------------------------------------------------------------------- build
 
-def _local_batches(model, root: Path, infos, todo: list[Path], *, batch_size: int, top_k: int, workers):
+def _local_batches(model, root: Path, infos, todo: list[Path], *, batch_size: int, top_k: int, workers,
+                   relevance: bool):
     """The local engine: thread workers on model replicas (:mod:`core.parallel`), batches in order."""
     data_config = model.card.data_config
 
     def one(replica, chunk):
         loaded = [read_image(root, p, data_config) for p in chunk]
         good = [inp.tensor for _, inp in loaded if inp is not None]
-        return [r for r, _ in loaded], (forward_partials(replica, infos, torch.stack(good), top_k) if good else {})
+        return [r for r, _ in loaded], (forward_partials(replica, infos, torch.stack(good), top_k,
+                                                         relevance=relevance) if good else {})
 
     chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     return ordered_map(model, one, chunks, workers=workers)
@@ -104,12 +111,13 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
                 layers: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K, batch_size: int = DEFAULT_BATCH_SIZE,
                 progress: Progress | None = None, cancel=None, checkpoint_seconds: float = 30.0,
                 workers: int | None = None, engine: str = "local", address: str | None = None,
-                gpus_per_worker: float = 0.0) -> BuildResult:
+                gpus_per_worker: float = 0.0, relevance: bool = False) -> BuildResult:
     """Build the index of ``folder`` for ``model`` in ``directory``, or extend the one already there.
 
     Images already indexed (same path, size and modification time, or same content hash) are not forwarded
     again; new ones are added. A different model, weights, preprocessing, layer list, ``top_k`` or folder,
-    a removed or changed image, or a damaged index means a rebuild, recorded in ``notes``.
+    a removed or changed image, a relevance ranking asked of an index without one, or a damaged index means a
+    rebuild, recorded in ``notes``.
 
     Args:
         model: a LensModel.
@@ -130,9 +138,13 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
         address: the Ray cluster (``"auto"``, ``"ray://HOST:PORT"``); None starts a local Ray. Ray engine only.
         gpus_per_worker: GPUs each Ray actor asks for; above 0 the actor runs the model on CUDA (Ray engine
             only; untested here: no GPU on the development machine).
+        relevance: also keep each channel's top-k images by LRP relevance for the image's predicted class
+            (:data:`core.index.passes.RELEVANCE`). An index that has this ranking keeps it when extended, asked
+            or not.
 
     Raises:
-        ValueError: an unknown layer or engine, ``top_k``, ``batch_size`` or ``workers`` below 1.
+        ValueError: an unknown layer or engine, ``top_k``, ``batch_size`` or ``workers`` below 1; ``relevance``
+            for a model LRP has no rule for (NotApplicable).
         ImageError: ``folder`` is not a folder. EngineUnavailable: ray is not installed or the cluster
         cannot be reached.
     """
@@ -148,14 +160,15 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
         try:
             return _build_locked(model, folder, directory, layers=layers, top_k=top_k, batch_size=batch_size,
                                  progress=progress, cancel=cancel, checkpoint_seconds=checkpoint_seconds,
-                                 workers=workers, engine=engine, address=address, gpus_per_worker=gpus_per_worker)
+                                 workers=workers, engine=engine, address=address, gpus_per_worker=gpus_per_worker,
+                                 relevance=relevance)
         finally:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, progress, cancel,
-                  checkpoint_seconds, workers, engine, address, gpus_per_worker) -> BuildResult:
+                  checkpoint_seconds, workers, engine, address, gpus_per_worker, relevance) -> BuildResult:
     say = progress or (lambda _f, _m: None)
     root = Path(folder or SAMPLES).resolve()
     paths = list_images(root)
@@ -177,6 +190,11 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             old = open_index(directory)
         except IndexCorrupt as e:
             notes.append(f"rebuilding: {e}")
+    if old is not None and store.has_relevance(old.manifest):
+        relevance = True  # an index keeps its relevance ranking, also when it is rebuilt
+    if relevance:
+        _check_lrp(model)
+        spec["relevance"] = store.jsonable(RELEVANCE)
     if old is not None:
         reason = _incompatible(old, spec, root, paths)
         if reason:
@@ -184,12 +202,14 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
             old = None
 
     t0 = time.perf_counter()
+    rankings = ("activation", "relevance") if relevance else ("activation",)
     if old is None:
-        states = {l.name: TopK(l.channels, top_k) for l in infos}
+        states = {by: {l.name: TopK(l.channels, top_k) for l in infos} for by in rankings}
         images: list[dict] = []
         skipped_prev: list[dict] = []
     else:
-        states = {l.name: TopK(l.channels, top_k, old._arrays[l.name]) for l in infos}
+        states = {by: {l.name: TopK(l.channels, top_k, store.ranking(old._arrays[l.name], by)) for l in infos}
+                  for by in rankings}
         images = list(old.manifest["images"])
         skipped_prev = list(old.manifest.get("skipped", ()))
     indexed = {i["path"] for i in images}
@@ -225,10 +245,12 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
 
         workers = workers or 1
         results = ray_engine.batches(model, root, infos, todo, batch_size=batch_size, top_k=top_k,
-                                     workers=workers, address=address, gpus_per_worker=gpus_per_worker)
+                                     workers=workers, address=address, gpus_per_worker=gpus_per_worker,
+                                     relevance=relevance)
     else:
         workers = workers or default_workers()
-        results = _local_batches(model, root, infos, todo, batch_size=batch_size, top_k=top_k, workers=workers)
+        results = _local_batches(model, root, infos, todo, batch_size=batch_size, top_k=top_k, workers=workers,
+                                 relevance=relevance)
 
     def save():
         seconds = time.perf_counter() - t0
@@ -237,15 +259,18 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
                  "seconds": round(seconds, 3), "added": added,
                  "images_per_second": round(added / seconds, 3) if seconds > 0 else 0.0,
                  "seconds_total": round(seconds_before + seconds, 3), "finished": time.time()}
+        arrays = {l.name: {(store.RELEVANCE_PREFIX if by == "relevance" else "") + n: a
+                           for by in rankings for n, a in states[by][l.name].arrays().items()} for l in infos}
         store.write(directory, dict(manifest, images=images, skipped=skipped_prev + new_skipped, build=build),
-                    {name: state.arrays() for name, state in states.items()})
+                    arrays)
 
     say(0.0, f"{len(paths) - len(todo)} of {len(paths)} images already indexed" if old else f"indexing {len(todo)} images")
     done = 0
     try:
         for records, partials in results:
-            for name, part in partials.items():
-                states[name].merge(part, len(images))
+            for by, layers_parts in partials.items():
+                for name, part in layers_parts.items():
+                    states[by][name].merge(part, len(images))
             for r in records:
                 if r["error"] is not None:
                     new_skipped.append({"image": str(root / r["path"]), "path": r["path"], "bytes": r["bytes"],
@@ -268,6 +293,13 @@ def _build_locked(model, folder, directory: Path, *, layers, top_k, batch_size, 
     say(1.0, "index saved" if not cancelled else f"cancelled: {len(images)} images indexed so far")
     return BuildResult(open_index(directory), added, tuple({"image": s["image"], "error": s["error"]} for s in new_skipped),
                        seconds, added / seconds if seconds > 0 else 0.0, cancelled, tuple(notes))
+
+
+def _check_lrp(model) -> None:
+    """Raise NotApplicable (a ValueError) when LRP, and so the relevance ranking, does not apply to ``model``."""
+    from ..attribution.lrp_prepare import prepare
+
+    prepare(model)
 
 
 def _relpath(root: Path, directory: Path) -> str | None:
@@ -298,6 +330,10 @@ def _incompatible(old: ActivationIndex, spec: dict, root: Path, paths: list[Path
     for key, what in (("data_config", "preprocessing"), ("layers", "layer list"), ("top_k", "top-k")):
         if old.spec[key] != spec[key]:
             return f"the {what} changed ({old.spec[key]} -> {spec[key]})"
+    if old.spec.get("relevance") != spec.get("relevance"):
+        return ("the relevance ranking was asked for (it ranks only the images it passes: all of them again)"
+                if old.spec.get("relevance") is None else
+                f"the relevance ranking's rules changed ({old.spec['relevance']} -> {spec['relevance']})")
     if old.root != root:
         return f"the index was built over another folder ({old.root})"
     present = {relative(root, p): p for p in paths}

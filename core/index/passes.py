@@ -1,21 +1,32 @@
 """One batch of the activation index, shared by both engines (:mod:`.build`'s local threads, :mod:`.ray_engine`).
 
 :func:`read_image` is the folder's image intake (the project's refusals and preprocessing) and
-:func:`forward_partials` the forward pass that reduces a batch to each channel's top-k partial
-(:func:`core.index.topk.batch_partial`).
+:func:`forward_partials` the pass that reduces a batch to each channel's top-k partial
+(:func:`core.index.topk.batch_partial`): by activation, and with ``relevance`` also by LRP relevance for each
+image's predicted class (:func:`core.attribution.lrp.relevance_at`, whose forward pass gives the activations too).
 """
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ..catalogue import LayerInfo, layer_outputs
+from ..attribution.lrp import LrpRule, relevance_at
+from ..catalogue import LayerInfo, layer_outputs, to_nchw
 from ..images import ImageError, ModelInput, load_image, preprocess
 from ..model.device import model_device
 from .topk import batch_partial, channel_maxima
+
+RANKINGS = ("activation", "relevance")
+# the relevance ranking's LRP: the Concepts page's default rules (core.concepts), recorded in the manifest
+RELEVANCE = {"rule": LrpRule.ZPLUS.value, "epsilon": 0.25, "target": "predicted"}
+RELEVANCE_BATCH = 4  # images per LRP pass: bounds the memory autograd keeps (a pass's whole graph)
+
+Partials = dict[str, dict[str, dict]]
+"""ranking (:data:`RANKINGS`) -> layer name -> :func:`~core.index.topk.batch_partial`."""
 
 
 def relative(root: Path, path: Path) -> str:
@@ -44,11 +55,36 @@ def read_image(root: Path, path: Path, data_config: dict) -> tuple[dict, ModelIn
             "sha256": hashlib.sha256(data).hexdigest(), "box": list(inp.box), "error": None}, inp
 
 
-def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: int) -> dict[str, dict]:
-    """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1)."""
-    outs = layer_outputs(model, x.to(model_device(model)), infos)
-    partials = {}
-    for info in infos:  # only the (N, C) maxima leave the device: the top-k is host-side bookkeeping
-        values, pos = channel_maxima(outs[info.name])
-        partials[info.name] = batch_partial(values.cpu(), pos.cpu(), top_k)
-    return partials
+def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: int, *,
+                     relevance: bool = False) -> Partials:
+    """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1).
+
+    Returns:
+        ``{"activation": {layer: partial}}`` of the channels' spatial maxima; with ``relevance`` also
+        ``"relevance"``: each channel's LRP relevance for the image's predicted class summed over positions
+        (:data:`RELEVANCE`'s rules), at the position where that channel's relevance is highest.
+    """
+    x = x.to(model_device(model))
+    if not relevance:
+        outs = layer_outputs(model, x, infos)
+        # only the (N, C) maxima leave the device: the top-k is host-side bookkeeping
+        return {"activation": {info.name: _partial(*channel_maxima(outs[info.name]), top_k) for info in infos}}
+    found: dict[str, list[list[torch.Tensor]]] = {info.name: [[], [], [], []] for info in infos}
+    for lo in range(0, x.shape[0], RELEVANCE_BATCH):
+        lr = relevance_at(model, x[lo:lo + RELEVANCE_BATCH], layers=[info.name for info in infos],
+                          rule=RELEVANCE["rule"], epsilon=RELEVANCE["epsilon"])
+        for info in infos:
+            values, pos = channel_maxima(to_nchw(lr.outputs[info.name], info))
+            r = to_nchw(lr.relevance[info.name], info)
+            _, where = channel_maxima(r)
+            # summed in double as core.concepts sums it; a NaN relevance ranks last
+            total = torch.nan_to_num(r.double().sum((2, 3)), nan=-math.inf).float()
+            for kept, t in zip(found[info.name], (values, pos, total, where)):
+                kept.append(t.cpu())
+    cat = {name: [torch.cat(parts) for parts in lists] for name, lists in found.items()}
+    return {"activation": {name: _partial(v, p, top_k) for name, (v, p, _, _) in cat.items()},
+            "relevance": {name: _partial(r, w, top_k) for name, (_, _, r, w) in cat.items()}}
+
+
+def _partial(values: torch.Tensor, pos: torch.Tensor, top_k: int) -> dict:
+    return batch_partial(values.cpu(), pos.cpu(), top_k)

@@ -1,5 +1,6 @@
 """Reading an activation index: :func:`open_index`, the top patches of a channel with their boxes in the original
-image, channel statistics and selectivity, and the reverse lookup (the channels an image excites)."""
+image (by activation, or by relevance in an index built with it), channel statistics and selectivity, and the
+reverse lookup (the channels an image excites)."""
 from __future__ import annotations
 
 import hashlib
@@ -27,6 +28,10 @@ class IndexStale(Exception):
     """An indexed image has changed or vanished since it was indexed."""
 
 
+class NoRelevance(ValueError):
+    """The relevance ranking was asked of an index built without it (one-line message: how to rebuild)."""
+
+
 @dataclass(frozen=True)
 class IndexedImage:
     """One indexed image. ``box`` is the region of the original the model input covers (original pixels)."""
@@ -41,11 +46,13 @@ class IndexedImage:
 
 @dataclass(frozen=True)
 class Patch:
-    """One maximally activating patch.
+    """One dataset example of a channel.
 
-    ``value`` is the channel's maximum over the layer's grid for this image; ``y, x`` its position in the grid;
-    ``box`` (left, top, right, bottom) the unit's receptive field in original-image pixels, clipped to the image;
-    ``input_box`` the same in model-input pixels.
+    By activation (``by``), ``value`` is the channel's maximum over the layer's grid for this image and ``y, x``
+    its position in the grid; by relevance, ``value`` is the channel's LRP relevance for the image's predicted
+    class summed over the grid and ``y, x`` where that relevance is highest. ``box`` (left, top, right, bottom) is
+    the unit's receptive field in original-image pixels, clipped to the image; ``input_box`` the same in
+    model-input pixels.
     """
 
     rank: int
@@ -56,6 +63,7 @@ class Patch:
     x: int
     box: tuple[int, int, int, int]
     input_box: tuple[int, int, int, int]
+    by: str = "activation"
 
     def as_dict(self) -> dict:
         return {"image": str(self.image), "value": self.value, "y": self.y, "x": self.x, "box": list(self.box)}
@@ -107,12 +115,28 @@ class ActivationIndex:
         """The indexed images (paths relative to :attr:`root`) that are not files there, in index order."""
         return tuple(img.path for img in self.images if not (self.root / img.path).is_file())
 
-    def top(self, layer: str, channel: int, k: int | None = None) -> tuple[Patch, ...]:
-        """The top ``k`` (default all kept) patches of ``channel``, highest value first, one per image."""
+    @property
+    def has_relevance(self) -> bool:
+        """Whether the index keeps the relevance ranking (built with ``--relevance``)."""
+        return store.has_relevance(self.manifest)
+
+    def top(self, layer: str, channel: int, k: int | None = None, by: str = "activation") -> tuple[Patch, ...]:
+        """The top ``k`` (default all kept) patches of ``channel`` by ``by`` ("activation" or "relevance"),
+        highest value first, one per image.
+
+        Raises:
+            KeyError: a layer not indexed. IndexError: no such channel. NoRelevance: ``by="relevance"`` on an
+            index without that ranking. ValueError: another ``by``.
+        """
         info = self.layer(layer)
         if not 0 <= channel < info.channels:
             raise IndexError(f"channel {channel} out of range: {layer} has {info.channels} channels (0..{info.channels - 1})")
-        a = self._arrays[layer]
+        if by not in ("activation", "relevance"):
+            raise ValueError(f"unknown ranking {by!r} (choose activation or relevance)")
+        if by == "relevance" and not self.has_relevance:
+            raise NoRelevance(f"the index at {self.directory} has no relevance ranking: rebuild it with --relevance "
+                              f"(python -m core index build FOLDER --relevance --out {self.directory})")
+        a = store.ranking(self._arrays[layer], by)
         k = self.top_k if k is None else max(0, min(int(k), self.top_k))
         h_in, w_in = self.input_size
         patches = []
@@ -124,7 +148,7 @@ class ActivationIndex:
             y, x = divmod(pos, info.grid[1])
             input_box = info.box(y, x, h_in, w_in)
             patches.append(Patch(rank, self.image_path(image_id), image_id, float(a["values"][channel, rank]),
-                                 y, x, self.to_original(image_id, input_box), input_box))
+                                 y, x, self.to_original(image_id, input_box), input_box, by))
         return tuple(patches)
 
     def to_original(self, image_id: int, input_box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:

@@ -5,13 +5,15 @@ are new, exactly as the local engine does; this module runs the work on Ray and 
 ``(records, partials)`` batches the local engine yields, in the same order, so the driver's streaming merge,
 checkpoints, cancel and manifest are shared and the two engines write the same index:
 
-1. a dataset of relative paths (``ray.data.from_items``), ``preserve_order`` on;
+1. a dataset of relative paths, one block per batch of the local engine (so the batches are the same),
+   ``preserve_order`` on;
 2. ``map_batches(_decode)`` in Ray tasks: read, check and preprocess each image with
    :func:`core.index.passes.read_image` (the project's image intake: same refusals, same preprocessing);
 3. ``map_batches(_Indexer, concurrency=workers)``: an actor pool; each actor loads the model once from a
    :func:`model_spec` (a name and weights to load, or the pickled weights of an in-memory model), captures
    the asked-for layers and sends back, per batch, each channel's top-k partial (:func:`~core.index.topk.batch_partial`:
-   k values, batch-local image numbers, positions, and sums) with the image records: never activation maps;
+   k values, batch-local image numbers, positions, and sums; by relevance too when asked, from the same
+   :func:`~core.index.passes.forward_partials` as the local engine) with the image records: never activation maps;
 4. the driver folds each partial into its running top-k as it arrives (memory flat in the number of images).
 
 ``ray`` is imported here only, and this module only when the Ray engine is asked for: the app runs without it.
@@ -169,7 +171,7 @@ class _Indexer:
     """Ray actor: loads the model once, then turns batches of model inputs into per-channel top-k partials."""
 
     def __init__(self, spec: tuple, fingerprint: str, layers: Sequence[str], top_k: int, threads: int,
-                 cuda: bool = False):
+                 cuda: bool = False, relevance: bool = False):
         torch.set_num_threads(max(1, threads))
         self.model = materialise(spec)
         self.device = torch.device("cuda" if cuda else "cpu")
@@ -178,6 +180,7 @@ class _Indexer:
             raise RuntimeError(f"the worker loaded other weights ({got[:24]}, expected {fingerprint[:24]})")
         self.infos: list[LayerInfo] = [find_layer(self.model, n) for n in layers]
         self.top_k = top_k
+        self.relevance = relevance
         self.model.to(self.device)  # after the fingerprint (computed on CPU tensors)
 
     def __call__(self, batch: dict) -> dict:
@@ -186,18 +189,19 @@ class _Indexer:
         parts = {}
         if ok.any():
             x = torch.from_numpy(np.ascontiguousarray(batch["x"][ok])).to(self.device)
-            parts = forward_partials(self.model, self.infos, x, self.top_k)
+            parts = forward_partials(self.model, self.infos, x, self.top_k, relevance=self.relevance)
         return {"blob": np.array([pickle.dumps((records, parts), protocol=pickle.HIGHEST_PROTOCOL)], dtype=object)}
 
 
 # ------------------------------------------------------------------------------------------------ the driver
 
 def batches(model, root: Path, infos: Sequence[LayerInfo], todo: list[Path], *, batch_size: int, top_k: int,
-            workers: int, address: str | None = None, gpus_per_worker: float = 0.0) -> Iterator[tuple[list[dict], dict]]:
+            workers: int, address: str | None = None, gpus_per_worker: float = 0.0,
+            relevance: bool = False) -> Iterator[tuple[list[dict], dict]]:
     """Run decode and model on Ray; yield ``(records, partials)`` per batch, in the order of ``todo``.
 
-    ``records`` are :func:`~core.index.passes.read_image` records; ``partials`` maps layer name to a
-    :func:`~core.index.topk.batch_partial` over the batch's readable images. Closing the iterator stops the
+    ``records`` are :func:`~core.index.passes.read_image` records; ``partials`` the
+    :func:`~core.index.passes.forward_partials` of the batch's readable images (with ``relevance``: both rankings). Closing the iterator stops the
     dataset's execution. ``gpus_per_worker`` > 0: each actor asks Ray for that many GPUs and runs the model
     on CUDA (untested here: no GPU on the development machine).
 
@@ -207,16 +211,19 @@ def batches(model, root: Path, infos: Sequence[LayerInfo], todo: list[Path], *, 
     ray = connect(address)
     rels = [str(p.relative_to(root)) for p in todo]
     return _stream(ray, model, root, infos, rels, batch_size=batch_size, top_k=top_k, workers=workers,
-                   gpus=gpus_per_worker)
+                   gpus=gpus_per_worker, relevance=relevance)
 
 
-def _stream(ray, model, root, infos, rels, *, batch_size, top_k, workers, gpus):
+def _stream(ray, model, root, infos, rels, *, batch_size, top_k, workers, gpus, relevance):
     if not rels:
         return
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     actor_cpus = max(0.1, min(1.0, (cpus - DECODE_CPUS) / workers))
-    ds = ray.data.from_items([{"path": r} for r in rels],
-                             override_num_blocks=max(1, min(len(rels) // batch_size, 4 * workers * 8) or 1))
+    import pyarrow as pa  # a dependency of ray[data]
+
+    # one block per batch of the local engine: Ray Data cuts batches within a block, so the same images pass the
+    # model together as locally (LRP's relevance depends on a batch's composition in its last bits, amplified)
+    ds = ray.data.from_arrow([pa.table({"path": rels[i:i + batch_size]}) for i in range(0, len(rels), batch_size)])
     ds.context.execution_options.preserve_order = True  # same image ids (and tie order) as the local engine
     ds.context.enable_progress_bars = False
     ds = ds.map_batches(_decode, batch_size=batch_size, batch_format="numpy", num_cpus=DECODE_CPUS,
@@ -226,7 +233,8 @@ def _stream(ray, model, root, infos, rels, *, batch_size, top_k, workers, gpus):
                         num_cpus=actor_cpus, num_gpus=gpus or None,
                         fn_constructor_kwargs={"spec": model_spec(model, ray), "fingerprint": weights_fingerprint(model),
                                                "layers": [l.name for l in infos], "top_k": top_k,
-                                               "threads": max(1, math.floor(actor_cpus)), "cuda": gpus > 0})
+                                               "threads": max(1, math.floor(actor_cpus)), "cuda": gpus > 0,
+                                               "relevance": relevance})
     rows = ds.iter_rows()
     try:
         for row in rows:

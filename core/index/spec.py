@@ -12,6 +12,7 @@ from typing import Mapping
 
 from ..spec import Setting, Technique, model_context
 from .build import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, ENGINES, build_index, default_directory, default_layers
+from .passes import RANKINGS
 
 EXCITED_N = 6  # channels the page's reverse lookup lists
 
@@ -39,6 +40,9 @@ BUILD_SETTINGS = (
     Setting("engine", str, "local: threads in this process; ray: Ray Data on a cluster (pip install -r "
                            "requirements-ray.txt; see docs/scale.md)", among=ENGINES, default=ENGINES[0],
             widget="none"),
+    Setting("relevance", bool, "also keep per channel the top-k images by LRP relevance for each image's predicted "
+                               "class (relevance maximisation; an LRP pass per batch, slower: docs/activation-index.md)"
+                               "; an index that has it keeps it", label="Also rank by relevance (LRP)", default=False),
 )
 
 
@@ -51,7 +55,7 @@ def run_build(model, folder, values: Mapping[str, object], *, progress=None, dir
     return build_index(model, folder, directory or default_directory(model, folder),
                        layers=None if layers is None else list(layers), top_k=int(values["top_k"]),
                        batch_size=int(values["batch_size"]), engine=str(values["engine"]), progress=progress,
-                       cancel=cancel, **engine_options)
+                       cancel=cancel, relevance=bool(values.get("relevance")), **engine_options)
 
 
 BUILD = Technique(
@@ -59,30 +63,41 @@ BUILD = Technique(
     BUILD_SETTINGS, run_build, subject="folder", command="index build", prefix="lens_idx", page="index")
 
 
+def warm_values(model) -> dict:
+    """The values of the app's own index of a folder (the sample photos): :data:`BUILD` at its defaults, with the
+    relevance ranking (the Concepts page's examples are relevance-ranked)."""
+    return {**BUILD.defaults(build_context(model)), "relevance": True}
+
+
 def warm_build(model, folder, *, progress=None, cancel=None):
-    """Build (or extend, or find complete) the Dataset-examples page's default index of ``folder``: :data:`BUILD`
-    at its defaults, in :func:`core.index.build.default_directory` (atomic writes, one builder at a time: see
-    :func:`core.index.build.build_index`). Returns (BuildResult, whether a complete index was there already)."""
+    """Build (or extend, or find complete) the Dataset-examples page's default index of ``folder``
+    (:func:`warm_values`) in :func:`core.index.build.default_directory` (atomic writes, one builder at a time:
+    see :func:`core.index.build.build_index`); an index there without the relevance ranking is rebuilt with it.
+    Returns (BuildResult, whether a complete index was there already)."""
     from .build import MANIFEST
 
     directory = default_directory(model, folder)
     existed = (directory / MANIFEST).exists()
-    result = run_build(model, folder, BUILD.defaults(build_context(model)), progress=progress, directory=directory,
-                       cancel=cancel)
+    result = run_build(model, folder, warm_values(model), progress=progress, directory=directory, cancel=cancel)
     return result, existed and result.added == 0 and not result.notes
 
 
 def _top(_model, index, values: Mapping[str, object], *, progress=None):
     """The :class:`core.index.Patch` es of one channel of an opened index (the subject)."""
-    return index.top(str(values["layer"]), int(values["channel"]), values.get("k"))
+    return index.top(str(values["layer"]), int(values["channel"]), values.get("k"), by=str(values["by"]))
 
+
+BY = Setting("by", str, "rank by the channel's maximum activation, or by its LRP relevance for each image's "
+                        "predicted class (an index built with --relevance)", label="Rank examples by",
+             among=RANKINGS, default=RANKINGS[0], widget="radio")
 
 TOP = Technique(
     "index_top", "Dataset examples", "the top patches of one channel of an index",
     (Setting("layer", str, "an indexed layer", label="Layer", layer=True, metavar="NAME", required=True),
      Setting("channel", int, "a channel of the layer", label="Channel number", low=0, default=0, metavar="C",
              required=True, strict=False),
-     Setting("k", int, "how many patches (default: all kept)", low=1, strict=False)),
+     Setting("k", int, "how many patches (default: all kept)", low=1, strict=False),
+     BY),
     _top, subject="folder", command="index top", prefix="lens_idx", page="index")
 
 

@@ -1,6 +1,9 @@
 """On-disk format of the activation index (:mod:`core.index`).
 
 A directory holds ``manifest.json`` and one ``topk-<id>.npz`` named in the manifest together with its SHA-256.
+Per layer the data file holds the activation ranking (:data:`ARRAYS`) and, in an index built with relevance
+(its spec has ``"relevance"``: the LRP rules used), the same arrays of the relevance ranking under
+``relevance_`` names (:func:`ranking`). Indexes written before the relevance ranking read as they are.
 :func:`write` writes the data file under a temporary name and renames it, then the manifest the same way, so a
 reader sees either the old index or the new one; the data file the previous manifest named is kept for a reader
 that has just read it. :func:`read` checks format, hash and array shapes and raises :class:`IndexCorrupt`.
@@ -23,7 +26,20 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 ARRAYS = ("values", "images", "pos", "sum", "sumsq")  # (C, k) float32, (C, k) int64, (C, k) int64, (C,), (C,)
 
+RELEVANCE_PREFIX = "relevance_"
+
 Arrays = dict[str, dict[str, np.ndarray]]  # layer name -> array name -> array
+
+
+def has_relevance(manifest: dict) -> bool:
+    """Whether the index keeps the relevance ranking (built with relevance)."""
+    return bool(manifest["spec"].get("relevance"))
+
+
+def ranking(arrays: dict[str, np.ndarray], by: str) -> dict[str, np.ndarray]:
+    """One layer's :data:`ARRAYS` of the ranking ``by`` ("activation" or "relevance")."""
+    prefix = RELEVANCE_PREFIX if by == "relevance" else ""
+    return {n: arrays[prefix + n] for n in ARRAYS}
 
 
 class IndexCorrupt(Exception):
@@ -86,14 +102,17 @@ def read(directory: Path) -> tuple[dict, Arrays]:
         if file_sha256(data) != manifest["data"]["sha256"]:
             raise IndexCorrupt(f"{directory}: data file {data.name} is truncated or damaged (hash mismatch)")
         arrays: Arrays = {}
+        prefixes = ("", RELEVANCE_PREFIX) if has_relevance(manifest) else ("",)
         with np.load(data, allow_pickle=False) as npz:
             for i, layer in enumerate(manifest["layers"]):
-                arrays[layer["name"]] = {n: npz[f"{i}.{n}"] for n in ARRAYS}
+                arrays[layer["name"]] = {p + n: npz[f"{i}.{p}{n}"] for p in prefixes for n in ARRAYS}
         k, n = int(manifest["spec"]["top_k"]), len(manifest["images"])
         for layer in manifest["layers"]:
             a, c = arrays[layer["name"]], int(layer["channels"])
-            if a["values"].shape != (c, k) or a["images"].shape != (c, k) or a["images"].max(initial=-1) >= n:
-                raise IndexCorrupt(f"{directory}: arrays of {layer['name']} do not match the manifest")
+            for p in prefixes:
+                if a[p + "values"].shape != (c, k) or a[p + "images"].shape != (c, k) \
+                        or a[p + "images"].max(initial=-1) >= n:
+                    raise IndexCorrupt(f"{directory}: arrays of {layer['name']} do not match the manifest")
     except IndexCorrupt:
         raise
     except (ValueError, KeyError, TypeError, OSError, EOFError, AttributeError) as e:

@@ -6,13 +6,13 @@ import time
 
 import numpy as np
 
-from ...catalogue import catalogue
 from ...concepts.relevance import resolve_layer
-from ...concepts.spec import CONCEPTS, run_concepts
+from ...concepts.spec import CONCEPTS, EXAMPLES, run_concepts
 from ...spec import model_context
 from .. import CliError, add_model_options, model_from_args, out_path, read_inputs
 
 NAME = "concepts"
+EXAMPLES_N = 6  # dataset examples per channel with --index
 HELP = "concept relevance: which channels of a layer carried the class, and where (LRP split by channel)"
 
 
@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "model resolution) and .png (overlay with colour bar)")
     p.add_argument("--index", default=None, metavar="PATH",
                    help="an activation index folder: add each channel's dataset examples from it")
+    EXAMPLES.add_arguments(p)  # --examples-by
     add_model_options(p)
 
 
@@ -52,18 +53,19 @@ def _values(args: argparse.Namespace, model) -> dict:
 def run(args: argparse.Namespace) -> dict:
     model = model_from_args(args)
     values = _values(args, model)
-    index = _open_index(args.index, model, values["layer"]) if args.index else None
+    by = EXAMPLES.from_args(args, {})["examples_by"]
+    index = _open_index(args.index, model, values["layer"], by) if args.index else None
     good, errors = read_inputs(args.images, model)
     results = []
     for path, inp in good:
         started = time.perf_counter()
         result = run_concepts(model, inp.tensor, values)
-        results.append(_entry(model, path, inp.tensor, result, args.out_dir, index,
+        results.append(_entry(model, path, inp.tensor, result, args.out_dir, index, by,
                               time.perf_counter() - started))
     return {"model": model.card.name, "layer": values["layer"], "results": results, "errors": errors}
 
 
-def _entry(model, path: str, image, result, out_dir: str | None, index, seconds: float) -> dict:
+def _entry(model, path: str, image, result, out_dir: str | None, index, by: str, seconds: float) -> dict:
     rel, maps = result.relevance, result.maps
     target = int(rel.target[0])
     channels = []
@@ -74,12 +76,20 @@ def _entry(model, path: str, image, result, out_dir: str | None, index, seconds:
         if out_dir:
             entry["map"] = _write_map(out_dir, path, rel.layer.name, chosen, maps, k, image, target)
         if index is not None and len(chosen) == 1:
-            entry["examples"] = [{"image": str(p.image), "box": list(p.box), "relevance": None}
-                                 for p in index.top(rel.layer.name, chosen[0], 6)]
+            entry["examples"] = [_example(p) for p in EXAMPLES.run(model, (index, rel.layer.name, chosen[0],
+                                                                            EXAMPLES_N), {"examples_by": by})]
         channels.append(entry)
     return {"image": path, "target": target, "label": model.label(target),
             "contrast": None if rel.contrast is None else int(rel.contrast[0]),
             "total_relevance": float(rel.total[0]), "channels": channels, "seconds": round(seconds, 4)}
+
+
+def _example(patch) -> dict:
+    """One dataset example: relevance-ranked ones carry their relevance, activation-ranked ones their activation
+    (and a null relevance)."""
+    row = {"image": str(patch.image), "box": list(patch.box), "relevance": None}
+    row[patch.by] = patch.value
+    return row
 
 
 def _write_map(out_dir: str, image_path: str, layer: str, chosen, maps, k: int, image, target: int) -> str:
@@ -94,7 +104,7 @@ def _write_map(out_dir: str, image_path: str, layer: str, chosen, maps, k: int, 
     return str(npy)
 
 
-def _open_index(path: str, model, layer: str):
+def _open_index(path: str, model, layer: str, by: str):
     from ...index import IndexCorrupt, check_model, open_index
 
     try:
@@ -104,6 +114,9 @@ def _open_index(path: str, model, layer: str):
         raise CliError(f"--index {path}: {e}") from None
     if layer not in index.layers:
         raise CliError(f"--index {path} has no layer {layer} (it has {', '.join(index.layers)})")
+    if by == "relevance" and not index.has_relevance:
+        raise CliError(f"--index {path} has no relevance ranking: rebuild it with python -m core index build FOLDER "
+                       f"--relevance --out {path}, or pass --examples-by activation")
     return index
 
 

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="index a folder (or add its new images to an existing index)")
     b.add_argument("folder", metavar="FOLDER", help="image folder, searched recursively")
-    BUILD.add_arguments(b)  # --layers, --top-k, --batch-size, --engine
+    BUILD.add_arguments(b)  # --layers, --top-k, --batch-size, --engine, --relevance
     b.add_argument("--workers", type=int, default=None,
                    help="batches decoded and forwarded side by side, each on its share of torch's threads "
                         "(default: one per thread, at most 4; 1 saves memory)")
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         ".lens-cache at the project root)")
     t = sub.add_parser("top", help="the top patches of one channel")
     t.add_argument("index", metavar="DIR")
-    TOP.add_arguments(t)  # --layer, --channel, --k
+    TOP.add_arguments(t)  # --layer, --channel, --k, --by
     t.add_argument("--out-dir", default=None, metavar="D", help="write the patch crops here as PNG files")
     for q in (b, t):  # SUPPRESS: `index --json build` must not be reset by the subparser's default
         q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
@@ -100,7 +100,8 @@ def _build(args: argparse.Namespace) -> dict:
             "images_per_second": round(result.images_per_second, 2), "added": result.added,
             "cancelled": result.cancelled, "skipped": list(result.skipped), "notes": list(result.notes),
             "model": index.spec["model"], "fingerprint": index.spec["fingerprint"], "top_k": index.top_k,
-            "engine": values["engine"], "workers": index.manifest["build"]["workers"]}
+            "engine": values["engine"], "workers": index.manifest["build"]["workers"],
+            "relevance": index.has_relevance}
 
 
 def _top(args: argparse.Namespace) -> dict:
@@ -110,9 +111,10 @@ def _top(args: argparse.Namespace) -> dict:
         raise CliError(f"{e}; rebuild it with: python -m core index build FOLDER --out {args.index}") from None
     if args.k is not None and args.k < 1:
         raise CliError("--k must be at least 1")
+    values = TOP.from_args(args, {})
     try:
-        patches = TOP.run(None, index, TOP.from_args(args, {}))
-    except (KeyError, IndexError) as e:
+        patches = TOP.run(None, index, values)
+    except (KeyError, IndexError, ValueError) as e:  # a layer or channel not indexed; no relevance ranking
         raise CliError(e.args[0]) from None
     rows, errors = [], []
     for patch in patches:
@@ -127,7 +129,7 @@ def _top(args: argparse.Namespace) -> dict:
             except (IndexStale, ImageError) as e:
                 errors.append({"image": str(patch.image), "error": str(e)})
         rows.append(row)
-    payload = {"layer": args.layer, "channel": args.channel, "patches": rows}
+    payload = {"layer": args.layer, "channel": args.channel, "by": values["by"], "patches": rows}
     payload["errors"] = errors
     return payload
 
@@ -136,13 +138,14 @@ def text(payload: dict) -> str:
     if "patches" not in payload:
         lines = [f"indexed {payload['images']} images ({payload['added']} new) in {payload['seconds']:.1f} s "
                  f"({payload['images_per_second']:.1f} images/s, {payload['engine']} engine, "
-                 f"{payload['workers']} workers) -> {payload['index']}",
+                 f"{payload['workers']} workers{', with the relevance ranking' if payload['relevance'] else ''}) "
+                 f"-> {payload['index']}",
                  f"layers: {', '.join(payload['layers'])}"]
         lines += [f"skipped {s['image']}: {s['error']}" for s in payload["skipped"]]
         if payload["cancelled"]:
             lines.append("cancelled: run the same command again to continue")
         return "\n".join(lines)
-    lines = [f"{payload['layer']} channel {payload['channel']}"]
+    lines = [f"{payload['layer']} channel {payload['channel']}, by {payload['by']}"]
     for i, p in enumerate(payload["patches"]):
         lines.append(f"{i:3d}  {p['value']:9.4f}  grid ({p['y']}, {p['x']})  box {tuple(p['box'])}  {p['image']}")
     return "\n".join(lines)
