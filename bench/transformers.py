@@ -1,12 +1,13 @@
-"""Attention rollout and gradient-weighted rollout as ratios against floors measured in the same run; prints ONE JSON
-object.
+"""Attention rollout, gradient-weighted rollout, AttnLRP and CP-LRP as ratios against floors measured in the same
+run; prints ONE JSON object.
 
 Model: ViT-Small (``vit_small_patch16_224``) with random weights (seed 0), one 224×224 image. Floors: one forward
 pass of the shared model (fused attention, no autograd) and one forward + input-gradient backward pass. Rollout is
 timed against the forward (its work is one forward on the explicit-attention copy plus a vector product per
-layer); grad-rollout against the forward + backward. The first call of each (it makes the private copy) is
-excluded; floors and methods alternate in ``--rounds`` rounds and each figure is the median over the rounds, so
-load drift on a shared machine hits both alike.
+layer); grad-rollout, AttnLRP (``--rule zplus``, the default, and ``epsilon``) and CP-LRP (``--rule cp``) against
+the forward + backward. The first call of each (it makes the private copy) is excluded; floors and methods
+alternate in ``--rounds`` rounds and each figure is the median over the rounds, so load drift on a shared machine
+hits both alike.
 
 Usage: python bench/transformers.py [--rounds 7] [--threads 2] [--model vit_small_patch16_224]
 """
@@ -25,6 +26,7 @@ import torch
 os.environ.setdefault("LENS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.attribution.lrp import lrp  # noqa: E402
 from core.attribution.rollout import grad_rollout, rollout  # noqa: E402
 from core.model import load_model  # noqa: E402
 
@@ -57,7 +59,10 @@ def main() -> None:
         torch.autograd.grad(model(z)[:, 0].sum(), z)
 
     runs = {"forward": forward, "forward_backward": forward_backward,
-            "rollout": lambda: rollout(model, x, target), "grad_rollout": lambda: grad_rollout(model, x, target)}
+            "rollout": lambda: rollout(model, x, target), "grad_rollout": lambda: grad_rollout(model, x, target),
+            "attnlrp_zplus": lambda: lrp(model, x, target),
+            "attnlrp_epsilon": lambda: lrp(model, x, target, rule="epsilon"),
+            "cp_lrp": lambda: lrp(model, x, target, rule="cp")}
     for fn in runs.values():  # warm-up: allocator, the private explicit-attention copy
         fn()
     seconds: dict[str, list[float]] = {name: [] for name in runs}
@@ -70,6 +75,8 @@ def main() -> None:
         "seconds": {k: round(v, 4) for k, v in median.items()},
         "rollout_over_forward": round(median["rollout"] / median["forward"], 3),
         "grad_rollout_over_forward_backward": round(median["grad_rollout"] / median["forward_backward"], 3),
+        **{f"{name}_over_forward_backward": round(median[name] / median["forward_backward"], 3)
+           for name in ("attnlrp_zplus", "attnlrp_epsilon", "cp_lrp")},
         "load_before": os.getloadavg()[0],
     }))
 

@@ -84,7 +84,8 @@ def unbiased(convnext_atto, resnet_tiny):
     return {"convnext_atto": _without_biases(convnext_atto), "resnet18": _without_biases(resnet_tiny)}
 
 
-@pytest.mark.parametrize("arch,rule,first", [("convnext_atto", r, f) for r in LrpRule for f in FirstRule]
+@pytest.mark.parametrize("arch,rule,first", [("convnext_atto", r, f) for r in (LrpRule.ZPLUS, LrpRule.EPSILON)
+                                             for f in FirstRule]
                          + [("resnet18", LrpRule.ZPLUS, FirstRule.ZB), ("resnet18", LrpRule.EPSILON, FirstRule.FLAT)])
 def test_lrp_conserves_relevance_without_biases(arch, rule, first, unbiased):
     """Stated tolerance: |relevance_sum - logit| <= 1e-3 |logit| (float32, LRP-epsilon with epsilon 1e-9)."""

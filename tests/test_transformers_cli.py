@@ -58,7 +58,7 @@ def test_every_attribution_method(model, image, tmp_path, capsys):
     for method in REGISTRY:
         code, payload, err = run(capsys, "attribute", image, "--method", method, "--model", model,
                                  "--weights", "random", "--out-dir", str(tmp_path / method), *FEW.get(method, []))
-        if (model, method) in REFUSED or (method == "lrp" and code == 2):
+        if (model, method) in REFUSED:
             assert code == 2 and err.count("\n") == 1 and REFUSED.get((model, method), "") in err, (method, err)
             continue
         assert code == 0, (method, err)
@@ -96,3 +96,19 @@ def test_every_other_technique_on_token_layers(model, image, tmp_path, capsys):
         if name == "similarity":
             saved = np.load(payload["npy"] if "npy" in payload else payload["results"][0]["npy"])
             assert saved.ndim == 2 and np.isfinite(saved).all()
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_lrp_json_keeps_relevance_sum_and_logit_and_cp_selects_cp_lrp(model, image, capsys):
+    for rule in ("zplus", "cp"):
+        code, payload, err = run(capsys, "attribute", image, "--method", "lrp", "--rule", rule, "--model", model,
+                                 "--weights", "random")
+        if model == "convnextv2_atto" and rule == "cp":
+            assert code == 2 and err.count("\n") == 1 and "no attention" in err, err
+            continue
+        assert code == 0, (rule, err)
+        (result,) = payload["results"]
+        assert np.isfinite([result["relevance_sum"], result["logit"]]).all()
+        assert payload["options"]["rule"] == rule
+        if model != "convnextv2_atto":
+            assert ("CP-LRP" if rule == "cp" else "AttnLRP") in payload["notes"][0]

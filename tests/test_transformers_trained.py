@@ -97,6 +97,13 @@ def test_class_maps_point_at_the_marked_patch(arch, method, request):
     assert pointing(model, method) >= 0.9
 
 
+@pytest.mark.parametrize("rule", ["zplus", "epsilon", "cp"])
+@pytest.mark.parametrize("arch", ["vit", "swin"])
+def test_lrp_points_at_the_marked_patch(arch, rule, request):
+    """AttnLRP (z+ or epsilon on the linear layers) and CP-LRP."""
+    assert pointing(request.getfixturevalue(arch), "lrp", rule=rule) >= 0.9
+
+
 @pytest.mark.xfail(strict=False, reason="Grad-CAM's pointing score on tiny transformers varies with the seed")
 @pytest.mark.parametrize("arch", ["vit", "swin"])
 def test_gradcam_points_at_the_marked_patch(arch, request):

@@ -1,5 +1,6 @@
 """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al., "LRP: an overview", 2019) for CNNs,
-ConvNeXt included.
+ConvNeXt (V1 and V2) included, and for vision transformers (AttnLRP, Achtibat et al., ICML 2024; CP-LRP, Ali et al.,
+ICML 2022).
 
 Implementation: relevance is carried by autograd. At every tensor ``t`` the relevance is ``R_t = t * c_t`` where
 ``c_t`` is the gradient of a *modified* graph. On a bias-free linear op that is exactly LRP-0, residual adds
@@ -16,15 +17,40 @@ forward hooks that keep every value and only change the gradient:
   better explanations through conservative propagation").
 - LayerNorm: the standard deviation is treated as a constant (Ali et al. 2022): the norm becomes centring
   and scaling, a linear map; the shift ``beta`` absorbs its share like a bias.
+- Global Response Normalisation (ConvNeXt V2), ``x + gamma * (x * N(x)) + beta``: the normaliser ``N(x)`` (each
+  channel's spatial L2 norm over their mean) is treated as a constant, like LayerNorm's std: the layer becomes
+  the per-channel scaling ``x * (1 + gamma N)``; ``beta`` is a bias.
 - Sigmoid gates (squeeze-excite): constant, so the gated branch passes relevance and the gate gets none.
 - BatchNorm: folded into the convolution before it (on a private copy of the network that shares every
   tensor the folding leaves alone, made by :mod:`.lrp_prepare`) and removed; a BatchNorm with no convolution
   before it stays as a per-channel affine map.
-- First layer (the pixels): ``zb`` (the box rule for inputs bounded by the pixel range [0, 1]), ``flat``
-  (relevance spread evenly over the receptive field) or ``epsilon``.
+- First layer (the pixels; a transformer's patch embedding): ``zb`` (the box rule for inputs bounded by the pixel
+  range [0, 1]), ``flat`` (relevance spread evenly over the receptive field) or ``epsilon``.
 
-Any other leaf module is refused (:class:`~.base.NotApplicable`). Relevance is conserved exactly by
-``zplus``, ``zb``, ``flat`` and the gate / LayerNorm rules; biases, LayerNorm shifts and epsilon absorb some.
+Vision transformers (``rule`` ``zplus`` or ``epsilon``: AttnLRP with that rule on the linear layers; ``cp``:
+CP-LRP with the epsilon rule on them):
+
+- Softmax: AttnLRP's rule ``R_in = x * (R_out - s * sum(R_out))`` (the softmax linearised at its input, the bias
+  of that linearisation absorbed) is gradient x input through the softmax, so the softmax's own gradient is kept:
+  timm's fused attention kernel runs unchanged (the probabilities are never materialised). The rule does not
+  conserve: the absorbed bias takes the share of the relevance that the attention weights' variation does not
+  explain (all of it for uniform attention).
+- ``Q K^T`` and ``A V``: the uniform rule, half of a product's relevance to each factor. Gradient x input gives
+  each factor of a bilinear product the whole relevance, so the gradient into each is halved: 1/2 at V, 1/4 at
+  Q and K (half of the attention weights' half). The factors are applied channel-wise to the gradient at the Q, K,
+  V projections' outputs, which is the same: everything between (head reshape, rotary embedding, QK-norm under its
+  rule, the attention's backward) is linear in the incoming gradient.
+- CP-LRP: the attention weights held constant: no gradient into Q and K, V takes the whole relevance (exactly
+  conservative).
+- Gated MLP (EVA-02's SwiGLU, ``act(g) * x``): AttnLRP: the uniform rule on the product and the identity rule on
+  the SiLU; CP-LRP: the gate held constant, all relevance to ``x``.
+- Layer scale is linear; position embeddings, class and distillation tokens and relative position biases (BEiT,
+  Swin, with Swin's shift mask) are biases: they absorb their share. A DeiT's two heads are averaged as timm's
+  eval does, each head under the classifier's epsilon rule.
+
+Any other leaf module is refused (:class:`~.base.NotApplicable`), and so is a transformer family whose blocks were
+not checked (:mod:`.lrp_transformer`). Relevance is conserved exactly by ``zplus``, ``zb``, ``flat``, the gate /
+LayerNorm / GRN rules and CP-LRP's attention; biases, LayerNorm shifts, epsilon and AttnLRP's softmax absorb some.
 ``relevance_sum`` against ``logit`` shows how much.
 """
 from __future__ import annotations
@@ -39,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..progress import Progress, report
-from .base import Attribution
+from .base import Attribution, NotApplicable
 from .lrp_prepare import prepare
 from .spec import MethodSpec, Option
 from ..inputs import Target, resolve_target
@@ -48,10 +74,13 @@ from ..model.wrapper import LensModel
 
 
 class LrpRule(str, enum.Enum):
-    """The LRP rule for convolutions (and channel-wise Linear layers)."""
+    """The LRP rule for convolutions and channel-wise Linear layers; on a vision transformer ``zplus`` and
+    ``epsilon`` run AttnLRP with that rule on the linear layers, ``cp`` runs CP-LRP (attention weights constant,
+    epsilon on the linear layers; transformers only)."""
 
     EPSILON = "epsilon"
     ZPLUS = "zplus"
+    CP = "cp"
 
 
 class FirstRule(str, enum.Enum):
@@ -156,16 +185,56 @@ def _layernorm_grad(dims: tuple[int, ...], eps: float, shape):
     return fn
 
 
+def _grn_grad(module: nn.Module):
+    def fn(grad, a):
+        # y = x (1 + gamma N(x)) + beta with N held constant: the per-channel scaling's transpose
+        g = a.norm(p=2, dim=module.spatial_dim, keepdim=True)
+        n = g.div_(g.mean(dim=module.channel_dim, keepdim=True).add_(module.eps))
+        return grad * n.mul_(module.weight.detach().view(module.wb_shape)).add_(1.0)
+    return fn
+
+
+def _scale_grad(factor):
+    def fn(grad):
+        return grad * factor
+    return fn
+
+
 def _rule_hooks(hooks, prep, rule: LrpRule, epsilon: float, seen: dict) -> None:
-    """The rule hook on every ruled layer of ``prep.net``; the first layer's input and output go to ``seen``
-    (``a``, ``z``) for the rule on the pixels."""
+    """The rule hook on every ruled layer of ``prep.net``, and a transformer's attention and GLU rules; the first
+    layer's input and output go to ``seen`` (``a``, ``z``) for the rule on the pixels."""
+    linear = LrpRule.EPSILON if rule is LrpRule.CP else rule
     for m, kind in prep.kinds.items():
         if m is prep.first:
             def keep(_m, inp, out):
                 seen["a"], seen["z"] = inp[0], out
             hooks.forward(m, keep)
         elif kind != "pass":
-            hooks.forward(m, _rule_hook(kind, rule, epsilon, prep.plus))
+            hooks.forward(m, _rule_hook(kind, linear, epsilon, prep.plus))
+    if prep.tokens is not None:  # registered after the rule hooks: they see the ruled outputs
+        _attention_hooks(hooks, prep.tokens, cp=rule is LrpRule.CP)
+
+
+_SPLIT = {"q": 0.25, "k": 0.25, "v": 0.5}  # AttnLRP's uniform rule on Q K^T and A V, as gradient factors
+_CONSTANT = {"q": 0.0, "k": 0.0, "v": 1.0}  # CP-LRP: the attention weights constant
+
+
+def _attention_hooks(hooks, parts, *, cp: bool) -> None:
+    """The attention rules at the Q, K, V projections and the GLU rules (module docstring)."""
+    share = _CONSTANT if cp else _SPLIT
+    for proj, part in parts.projections:
+        if part == "qkv":
+            third = proj.out_features // 3
+            factor = torch.tensor([share[p] for p in "qkv"], device=proj.weight.device,
+                                  dtype=proj.weight.dtype).repeat_interleave(third)
+        else:
+            factor = share[part]
+        hooks.forward(proj, lambda _m, _i, out, factor=factor: _keep_value(out, out, _scale_grad(factor)))
+    for glu in parts.glus:
+        if cp:
+            hooks.forward(glu.act, lambda _m, _i, out: out.detach())
+        else:
+            hooks.forward(glu.drop1, lambda _m, _i, out: _keep_value(out, out, _scale_grad(0.5)))
 
 
 def _rule_hook(kind: str, rule: LrpRule, epsilon: float,
@@ -178,6 +247,8 @@ def _rule_hook(kind: str, rule: LrpRule, epsilon: float,
             return _keep_value(out, a, _gate_grad, a.detach(), out.detach())
         if kind == "gate":
             return out.detach()
+        if kind == "grn":
+            return _keep_value(out, a, _grn_grad(module), a.detach())
         if kind == "layernorm":
             dims = (1,) if type(module).__name__ == "LayerNorm2d" else tuple(range(-len(module.normalized_shape), 0))
             shape = (-1, 1, 1) if dims == (1,) else module.weight.shape if module.weight is not None else None
@@ -220,8 +291,9 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: LrpRu
 
     Args:
         x: float (N, 3, H, W) in [0, 1] (not modified).
-        rule: rule for convolutions (and channel-wise Linear layers): ``epsilon`` or ``zplus``.
-        first: rule for the layer on the pixels.
+        rule: rule for convolutions and channel-wise Linear layers: ``epsilon`` or ``zplus``; on a vision
+            transformer these run AttnLRP, and ``cp`` runs CP-LRP (module docstring).
+        first: rule for the layer on the pixels (a transformer's patch embedding).
         epsilon: stabiliser as a fraction of each layer's output standard deviation (0.25 damps noise;
             1e-9 is LRP-0, which equals gradient x input on ReLU networks).
 
@@ -231,11 +303,11 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: LrpRu
         model's logit for ``target``: equal under full conservation.
 
     Raises:
-        NotApplicable: a layer type with no rule here.
+        NotApplicable: a layer type with no rule here; ``cp`` on a model without attention.
     """
     started = time.perf_counter()
     rule, first = LrpRule(rule), FirstRule(first)
-    prep = prepare(model)
+    prep = _prepared(model, rule)
     xn = model.normalise(x.detach()).requires_grad_(True)
     seen: dict[str, torch.Tensor] = {}
     # the rule hooks fire only in this call's passes (core.hooks), so concurrent LRP calls share prep.net
@@ -250,8 +322,7 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: LrpRu
     high = ((1 - model.mean) / model.std).to(xn)
     raw = _first_layer(prep.first, seen["a"].detach(), rel, first, epsilon, low, high).detach().float()
     report(progress, 1.0, "LRP: done")
-    notes = (f"rules: {rule.value} (convolutions), {first.value} (pixels), epsilon for the classifier; "
-             f"GELU/SiLU gates and LayerNorm std held constant; {prep.folded} BatchNorm folded",)
+    notes = (_rules_note(prep, rule, first),)
     return Attribution(map=raw.sum(1), raw=raw, method="lrp", target=[int(v) for v in t],
                        seconds=time.perf_counter() - started, notes=notes,
                        options={"rule": rule.value, "first": first.value, "epsilon": float(epsilon)},
@@ -259,11 +330,36 @@ def lrp(model: LensModel, x: torch.Tensor, target: Target = None, *, rule: LrpRu
                                 "logit": tuple(float(v) for v in chosen.detach())})
 
 
+def _prepared(model: LensModel, rule: LrpRule):
+    prep = prepare(model)
+    if rule is LrpRule.CP and prep.tokens is None:
+        raise NotApplicable(f"the cp rule (CP-LRP) holds attention weights constant; {model.card.arch} has no "
+                            "attention: use zplus or epsilon")
+    return prep
+
+
+def _rules_note(prep, rule: LrpRule, first: FirstRule) -> str:
+    grn = " and GRN normalisers" if "grn" in prep.kinds.values() else ""
+    if prep.tokens is None:
+        return (f"rules: {rule.value} (convolutions), {first.value} (pixels), epsilon for the classifier; "
+                f"GELU/SiLU gates, LayerNorm std{grn} held constant; {prep.folded} BatchNorm folded")
+    glu = ", GLU product" if prep.tokens.glus else ""
+    if rule is LrpRule.CP:
+        attention = f"CP-LRP: attention weights{' and GLU gates' if glu else ''} held constant"
+    else:
+        attention = f"AttnLRP: softmax by gradient x input, uniform rule on Q K^T and A V{glu}"
+    linear = LrpRule.EPSILON if rule is LrpRule.CP else rule
+    return (f"{prep.tokens.family}, {attention}; {linear.value} (linear layers), {first.value} (patch embedding), "
+            "epsilon for the classifier; GELU/SiLU gates and LayerNorm std held constant")
+
+
 LRP = MethodSpec(
     "lrp", lrp, "LRP", "layer-wise relevance propagation; relevance sums to the logit minus what biases absorb",
     options=(
-        Option("rule", LrpRule, "rule for convolutions: zplus keeps positive evidence only (clean maps); epsilon "
-               "damps noise", label="Rule (convolutions)"),
+        Option("rule", LrpRule, "rule for convolutions and linear layers: zplus keeps positive evidence only "
+               "(clean maps); epsilon damps noise. On a vision transformer both run AttnLRP (attention through its "
+               "softmax rule); cp runs CP-LRP (attention weights held constant, epsilon on linear layers; "
+               "transformers only)", label="Rule"),
         Option("first", FirstRule, "rule for the layer on the pixels: zb is the box rule for pixels in [0, 1]; "
                "flat spreads evenly", label="First layer (pixels)", flag="--first-rule"),
         Option("epsilon", float, "stabiliser as a fraction of each layer's output std",
@@ -324,7 +420,7 @@ def layer_pass(model: LensModel, x: torch.Tensor, target: Target = None, *, laye
         NotApplicable: a layer type with no rule here. KeyError: no such module.
     """
     rule, first = LrpRule(rule), FirstRule(first)
-    prep = prepare(model)
+    prep = _prepared(model, rule)
     module = dict(prep.net.named_modules()).get(layer) if layer else None
     if module is None:
         raise KeyError(f"no module {layer!r} in {model.card.arch}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..memo import PerModel
 from .base import NotApplicable
+from .lrp_transformer import TransformerParts, own_qkv_bias, transformer_parts
 from ..hooks import hooks_on, private_copy
 from ..model.wrapper import LensModel
 
@@ -23,6 +24,10 @@ _ACTS = ("relu", "relu6", "gelu", "silu", "swish", "hardswish", "leakyrelu", "el
          "geluapprox", "gelutanh")
 _GATES = ("sigmoid", "hardsigmoid", "hardsigmoidme", "gatesigmoid")
 _PASS = (nn.Identity, nn.Dropout, nn.Flatten, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.BatchNorm2d)
+# linear maps with no bias (a layer scale, an average), or modules that only make a bias from parameters (rotary
+# and relative position tables): relevance passes them unchanged or never reaches them
+_PASS_NAMES = ("droppath", "identity", "layerscale", "layerscale2d", "fastadaptiveavgpool", "patchdropout",
+               "rotaryembeddingcat", "rotaryembedding", "relativepositionbias")
 
 
 @dataclass
@@ -32,14 +37,17 @@ class _Prepared:
     Attributes:
         net: the private copy (eval mode, BatchNorm folded).
         first: its convolution on the pixels.
-        kinds: every leaf module of ``net`` -> "conv", "linear", "layernorm", "gate", "act" or "pass".
+        kinds: every leaf module of ``net`` -> "conv", "linear", "layernorm", "grn", "gate", "act" or "pass".
         folded: how many BatchNorm layers were folded.
+        tokens: a vision transformer's attention projections and gated MLPs (:mod:`.lrp_transformer`), or
+            None (a CNN).
     """
 
     net: nn.Module
     first: nn.Conv2d
     kinds: dict[nn.Module, str]
     folded: int
+    tokens: TransformerParts | None = None
     # z+'s |w| and -b per convolution or Linear layer, made on its first z+ pass and kept (the size of the
     # weights): taking |w| on every call would be a pass over all of them
     plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
@@ -57,13 +65,15 @@ def _kind(module: nn.Module) -> str | None:
         return "linear"
     if isinstance(module, nn.LayerNorm):
         return "layernorm"
+    if name == "globalresponsenorm":
+        return "grn"
     if name in _GATES:
         return "gate"
     if type(module) is nn.ReLU:  # its gradient already is the identity rule's 1[x > 0]
         return "pass"
     if name in _ACTS:
         return "act"
-    if isinstance(module, _PASS) or name in ("droppath", "identity"):
+    if isinstance(module, _PASS) or name in _PASS_NAMES:
         return "pass"
     return None
 
@@ -93,11 +103,14 @@ def _prepare(model: LensModel) -> _Prepared:
     for m in net.modules():
         if getattr(m, "inplace", False):
             m.inplace = False
+    tokens = transformer_parts(net, model.card.arch)
+    if tokens is not None:
+        own_qkv_bias(net)
     kinds = {}
     for name, m in net.named_modules():
         if next(m.children(), None) is not None and not isinstance(m, nn.BatchNorm2d):
             continue
-        kind = _kind(m)
+        kind = _kind(m) or ("pass" if tokens is not None and m in tokens.softmaxes else None)
         if kind is None:
             raise NotApplicable(f"LRP has no rule for {type(m).__name__} ({name}) in {model.card.arch}")
         kinds[m] = kind
@@ -114,7 +127,7 @@ def _prepare(model: LensModel) -> _Prepared:
         kinds.pop(bn, None)
         for parent, name in parents[id(bn)]:
             parent._modules[name] = _folded_norm(bn)
-    return _Prepared(net, first, kinds, len(pairs))
+    return _Prepared(net, first, kinds, len(pairs), tokens)
 
 
 def _trace(net: nn.Module, shape: tuple[int, ...], device: torch.device
@@ -125,7 +138,7 @@ def _trace(net: nn.Module, shape: tuple[int, ...], device: torch.device
     outputs: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # the tensors are kept: no id is reused mid-trace
     pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
     first: list[nn.Module] = []
-    x = torch.zeros(shape, device=device)
+    x = torch.zeros(shape, device=device, dtype=next(net.parameters(), torch.empty(0)).dtype)
     folds = any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
 
     def seen(mod: nn.Module) -> None:

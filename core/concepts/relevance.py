@@ -17,7 +17,7 @@ import torch
 from ..attribution.base import Attribution
 from ..progress import Progress, report
 from ..attribution.lrp import FirstRule, LayerPass, LrpRule, from_layer, layer_pass
-from ..catalogue import LayerInfo, catalogue, default_layer, find_layer, to_nchw
+from ..catalogue import LayerInfo, Layout, catalogue, default_layer, find_layer, to_nchw
 from ..inputs import Target
 from ..model.wrapper import LensModel
 
@@ -107,7 +107,11 @@ def _pass(model, x, target, contrast, layer, rule, first, epsilon) -> tuple[Laye
 
 
 def _channel_relevance(info: LayerInfo, lp: LayerPass, started: float) -> ChannelRelevance:
-    rel = to_nchw(lp.relevance, info).double().sum((2, 3))  # summed in double: shares of near-cancelling sums
+    # summed in double: shares of near-cancelling sums. Token layers sum over every token, the class and
+    # distillation tokens included (the masks of _maps keep a channel on every token), so the maps still add up
+    # to the LRP map
+    relevance = lp.relevance.double()
+    rel = relevance.sum(1) if info.layout is Layout.NLC else to_nchw(relevance, info).sum((2, 3))
     total = rel.sum(1)
     share = torch.where(total[:, None] != 0, rel / total[:, None].where(total[:, None] != 0, 1.0),
                         torch.zeros_like(rel))
@@ -136,14 +140,15 @@ def _maps(info: LayerInfo, lp: LayerPass, per_image: Sequence[tuple[tuple[int, .
     n, k = len(per_image), len(per_image[0]) if per_image else 0
     h, w = lp._a.shape[-2:]
     maps = torch.zeros(n, k, 3, h, w)
-    nhwc = info.layout.value == "NHWC"
     for lo in range(0, k, MAP_BATCH):
         hi = min(k, lo + MAP_BATCH)
         mask = torch.zeros(hi - lo, n, info.channels, device=lp.carrier.device, dtype=lp.carrier.dtype)
         for i, sets in enumerate(per_image):
             for j, chosen in enumerate(sets[lo:hi]):
                 mask[j, i, list(chosen)] = 1.0
-        mask = mask[:, :, None, None, :] if nhwc else mask[:, :, :, None, None]
+        # onto the layer's own layout: channels last for tokens (N, L, C) and NHWC grids
+        mask = {Layout.NLC: mask[:, :, None, :], Layout.NHWC: mask[:, :, None, None, :]}.get(
+            info.layout, mask[:, :, :, None, None])
         maps[:, lo:hi] = from_layer(lp, mask).transpose(0, 1).cpu()
         report(progress, hi / max(k, 1), f"conditional maps: {hi} of {k}")
     return ConditionalMaps(tuple(tuple(s) for s in per_image), maps.sum(2), maps, time.perf_counter() - started)

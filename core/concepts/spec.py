@@ -27,7 +27,8 @@ SETTINGS = (
             label="Top channels", low=1, high=24, default=DEFAULT_TOP, strict=False, metavar="K"),
     Setting("channels", tuple, "map these channels instead of the top ones", label="Channels to map",
             among=_channel_choices, default=(), metavar="C"),
-    Setting("rule", LrpRule, "LRP rule for convolutions", label="Rule (convolutions)", default=LrpRule.ZPLUS,
+    Setting("rule", LrpRule, "LRP rule for convolutions and linear layers (on a transformer zplus and epsilon run "
+            "AttnLRP, cp runs CP-LRP)", label="Rule", default=LrpRule.ZPLUS,
             advanced=True),
     Setting("first", FirstRule, "LRP rule for the layer on the pixels", label="First layer (pixels)",
             default=FirstRule.ZB, flag="--first-rule", advanced=True),
