@@ -50,7 +50,7 @@ from .topk import TopK
 
 
 DEFAULT_TOP_K = 16
-DEFAULT_BATCH_SIZE = 16  # images per forward pass
+DEFAULT_BATCH_SIZE = 16  # images per worker task (forwarded in the measured batch: core.batching)
 MANIFEST = store.MANIFEST
 
 
@@ -125,7 +125,8 @@ def build_index(model, folder: str | os.PathLike | None = None, directory: str |
         directory: where the index lives; default :func:`default_directory`.
         layers: dotted layer names from the model's catalogue; default :func:`default_layers`.
         top_k: images kept per channel.
-        batch_size: images per forward pass.
+        batch_size: images decoded per worker task (and per progress report); the forward passes run in the
+            measured batch (:func:`core.batching.forward_batch`), the relevance passes in ``RELEVANCE_BATCH``.
         progress: ``progress(fraction, message)`` after each batch.
         cancel: a ``threading.Event`` or a callable returning True to stop; what was done is saved and
             a later build continues from there.

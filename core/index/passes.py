@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 
 from ..attribution.lrp import LrpRule, relevance_at
+from ..batching import forward_batch
 from ..catalogue import LayerInfo, layer_outputs, to_nchw
 from ..images import ImageError, ModelInput, load_image, preprocess
 from ..model.device import model_device
@@ -57,7 +58,8 @@ def read_image(root: Path, path: Path, data_config: dict) -> tuple[dict, ModelIn
 
 def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: int, *,
                      relevance: bool = False) -> Partials:
-    """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1).
+    """Forward ``x`` (N, 3, H, W) in [0, 1] and reduce each layer to its :func:`batch_partial` (N >= 1); the
+    forward passes run in the measured batch (:func:`core.batching.forward_batch`).
 
     Returns:
         ``{"activation": {layer: partial}}`` of the channels' spatial maxima; with ``relevance`` also
@@ -66,9 +68,15 @@ def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: 
     """
     x = x.to(model_device(model))
     if not relevance:
-        outs = layer_outputs(model, x, infos)
-        # only the (N, C) maxima leave the device: the top-k is host-side bookkeeping
-        return {"activation": {info.name: _partial(*channel_maxima(outs[info.name]), top_k) for info in infos}}
+        step = forward_batch(model, x.shape[1:])
+        maxima: dict[str, list[list[torch.Tensor]]] = {info.name: [[], []] for info in infos}
+        for lo in range(0, x.shape[0], step):
+            outs = layer_outputs(model, x[lo:lo + step], infos)
+            for info in infos:
+                # only the (N, C) maxima leave the device: the top-k is host-side bookkeeping
+                for kept, t in zip(maxima[info.name], channel_maxima(outs[info.name])):
+                    kept.append(t)
+        return {"activation": {name: _partial(torch.cat(v), torch.cat(p), top_k) for name, (v, p) in maxima.items()}}
     found: dict[str, list[list[torch.Tensor]]] = {info.name: [[], [], [], []] for info in infos}
     for lo in range(0, x.shape[0], RELEVANCE_BATCH):
         lr = relevance_at(model, x[lo:lo + RELEVANCE_BATCH], layers=[info.name for info in infos],
