@@ -1,7 +1,6 @@
 """The shared sidebar: model and image choice, kept across pages in ``st.session_state``."""
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from core.images import IMAGE_SUFFIXES, MAX_BYTES, ImageError, ModelInput, prepr
 from core.model import (CONVNEXT_MODELS, CONVNEXT_V2_MODELS, EMBEDDED_NAME, OTHER_CNNS, TRANSFORMER_MODELS,
                         LensModel, ModelLoadError, default_pretrained_name, list_pretrained_tags)
 
-from ui import cache, permalink
+from ui import cache, permalink, uploads
 from ui.uploads import SMALL_UPLOAD_MB
 from ui.permalink import Param
 
@@ -101,8 +100,9 @@ def _model_widgets(keys: ModelKeys = SIDEBAR, label: str = "Model") -> tuple[str
     if upload is None:
         st.caption("Upload a weights file to use it; pretrained hub weights until then.")
         return choice, "hub"
-    folder = Path(tempfile.gettempdir()) / "convnext-lens-weights"
-    folder.mkdir(exist_ok=True)
+    # in the session's upload area: removed with the session's other uploads (LENS_UPLOAD_TTL after its last visit)
+    folder = uploads.area() / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
     data = upload.getvalue()
     path = folder / f"{cache.content_key(data)}{Path(upload.name).suffix.lower()}"
     if not path.exists():
