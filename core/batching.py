@@ -53,7 +53,9 @@ def forward_batch(model, shape: Sequence[int], *, trials: Sequence[int] = FORWAR
 
 
 def _measure(model, shape: tuple, trials: Sequence[int]) -> int:
-    device = getattr(model.card, "device", "cpu")
+    from .model.device import model_device
+
+    device = model_device(model)
     generator = torch.Generator().manual_seed(0)
     per_image: dict[int, float] = {}
     with torch.inference_mode():

@@ -15,6 +15,7 @@ import pytest
 from bench import load
 from tests.test_browser import CHROMIUM, _require, browser  # noqa: F401 (the fixture: Debian Chromium)
 
+LATE_RESULTS = {"Evaluation"}  # stored after the session's own result is on the page (see the small load test)
 STOP = "[class*='st-key-lens_stop_'] button"  # the Stop button of a progress bar (by its widget key)
 LONG_JOB = "/attribution?model=embedded&sample=astronaut.jpg&method=smoothgrad&samples=200&converge=0&run=attr_run"
 
@@ -137,5 +138,7 @@ def test_small_load_same_numbers_as_serial_no_exception_inside_the_budget():
     # every session's result is there, and every result both runs stored holds the same numbers (a result a page
     # stores after its session's result is shown, such as a preview, may be cut short when the tab closes)
     assert same["serial_results"] >= len(load.SMALL) and same["concurrent_results"] >= len(load.SMALL), same
-    # every job runs on cores // LENS_MAX_JOBS threads alone or not (core.serve.scheduler): the same numbers as serial
-    assert same["same"], same["differences"]
+    # every job runs on cores // LENS_MAX_JOBS threads alone or not (core.serve.scheduler): the same numbers as serial;
+    # only the faithfulness panel's evaluation, which the Attribution page starts after its map is shown, may be
+    # missing from a run whose tab closed first
+    assert not same["differences"] and set(same["missing_types"]) <= LATE_RESULTS, same

@@ -17,6 +17,7 @@ import pytest
 
 from bench import load
 from tests.test_browser import CHROMIUM, _require
+from tests.test_load_browser import LATE_RESULTS
 
 CAP_MB = 2700  # Community hosting tiers: about 2.7 GB, killed beyond it
 # Three heavy pages, each on its own sample photo, with lighter settings than the full run (minutes, not tens of
@@ -93,4 +94,5 @@ def test_three_heavy_sessions_inside_the_tier_cap_server_never_killed_same_as_se
     assert figures["every_session_result"] and figures["exceptions"] == 0, (figures["serial"], figures["concurrent"])
     same = figures["same_as_serial"]
     assert same["serial_results"] >= len(SESSIONS) and same["concurrent_results"] >= len(SESSIONS), same
-    assert same["same"], same
+    # the faithfulness panel's evaluation starts after the Attribution map is shown: a closed tab may cut it short
+    assert not same["differences"] and set(same["missing_types"]) <= LATE_RESULTS, same

@@ -68,9 +68,10 @@ def _fake_index(monkeypatch):
 
     import ui.error_analysis as view
 
-    patches = [SimpleNamespace(rank=r, value=10.0 - r, image_id=r, box=(0, 0, 8, 8), image=Path(f"img{r}.jpg"))
+    patches = [SimpleNamespace(rank=r, value=10.0 - r, image_id=r, box=(0, 0, 8, 8), image=Path(f"img{r}.jpg"),
+                               by="activation")
                for r in range(6)]
-    index = SimpleNamespace(layers=["blocks.5"], top=lambda layer, channel, k: patches[:k])
+    index = SimpleNamespace(layers=["blocks.5"], top=lambda layer, channel, k, by="activation": patches[:k])
     fake = SimpleNamespace(index_directory=lambda model, root: "idx", index_stamp=lambda d: "stamp",
                            open_activation_index=lambda d, s: index,
                            patch_crop=lambda d, s, image_id, box: Image.new("RGB", (20 + 30 * image_id, 40), "red"))

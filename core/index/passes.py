@@ -75,7 +75,7 @@ def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: 
             for info in infos:
                 # only the (N, C) maxima leave the device: the top-k is host-side bookkeeping
                 for kept, t in zip(maxima[info.name], channel_maxima(outs[info.name])):
-                    kept.append(t)
+                    kept.append(t.cpu())
         return {"activation": {name: _partial(torch.cat(v), torch.cat(p), top_k) for name, (v, p) in maxima.items()}}
     found: dict[str, list[list[torch.Tensor]]] = {info.name: [[], [], [], []] for info in infos}
     for lo in range(0, x.shape[0], RELEVANCE_BATCH):
@@ -95,4 +95,5 @@ def forward_partials(model, infos: Sequence[LayerInfo], x: torch.Tensor, top_k: 
 
 
 def _partial(values: torch.Tensor, pos: torch.Tensor, top_k: int) -> dict:
-    return batch_partial(values.cpu(), pos.cpu(), top_k)
+    """``values`` and ``pos`` (N, C), already on the CPU (:func:`forward_partials` moves them)."""
+    return batch_partial(values, pos, top_k)
