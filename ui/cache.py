@@ -234,12 +234,18 @@ def sample_index(_model: LensModel, model_key: str, folder: str) -> Background:
     """The Dataset-examples page's default index of ``folder`` (the sample photos) for ``_model``, built once in
     the background as a job of the app's scheduler (:func:`core.index.spec.warm_build`, as ``python -m core warm``
     builds it), started by the first visit; later visits follow its progress."""
+    from core.index.passes import RELEVANCE_BATCH
+    from core.parallel import default_workers
+
     def work(progress):
-        def build(job, report):
-            return index_spec.warm_build(_model, folder, progress=report)
-        # an LRP pass (the relevance ranking): the memory of a backward pass
+        def build(job, report):  # as many workers as the memory the scheduler granted holds LRP passes
+            return index_spec.warm_build(_model, folder, progress=report,
+                                         workers=max(1, min(default_workers(), job.batch // RELEVANCE_BATCH)))
+        # LRP passes (the relevance ranking) of RELEVANCE_BATCH images on every worker at once: one sample's
+        # estimate let it start beside heavy jobs and take the server over the hosted tier's memory cap
         return core_serve.scheduler().run(("index_build", model_key, folder), build, progress=progress,
-                                          bytes_per_sample=core_serve.per_sample_bytes(_model, "gradient"))
+                                          bytes_per_sample=core_serve.per_sample_bytes(_model, "gradient"),
+                                          samples=RELEVANCE_BATCH * default_workers())
     return Background(work)
 
 

@@ -69,16 +69,18 @@ def warm_values(model) -> dict:
     return {**BUILD.defaults(build_context(model)), "relevance": True}
 
 
-def warm_build(model, folder, *, progress=None, cancel=None):
+def warm_build(model, folder, *, progress=None, cancel=None, workers: int | None = None):
     """Build (or extend, or find complete) the Dataset-examples page's default index of ``folder``
     (:func:`warm_values`) in :func:`core.index.build.default_directory` (atomic writes, one builder at a time:
     see :func:`core.index.build.build_index`); an index there without the relevance ranking is rebuilt with it.
-    Returns (BuildResult, whether a complete index was there already)."""
+    ``workers``: the local engine's workers (None: one per intra-op thread). Returns (BuildResult, whether a
+    complete index was there already)."""
     from .build import MANIFEST
 
     directory = default_directory(model, folder)
     existed = (directory / MANIFEST).exists()
-    result = run_build(model, folder, warm_values(model), progress=progress, directory=directory, cancel=cancel)
+    result = run_build(model, folder, warm_values(model), progress=progress, directory=directory, cancel=cancel,
+                       workers=workers)
     return result, existed and result.added == 0 and not result.notes
 
 
