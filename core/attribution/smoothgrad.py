@@ -105,32 +105,32 @@ REDUCED_MARGIN = 1.25  # a reduced precision is chosen only when at least this m
 def fastest_precision(model: nn.Module, x: torch.Tensor, candidates: Sequence[Precision],
                       repeats: int = 3) -> Precision:
     """The fastest of fp32 and ``candidates`` for a forward + input-gradient backward of ``model`` on inputs shaped
-    like ``x`` (N, 3, H, W), on ``x``'s device, timed here at batch 2 (best of ``repeats`` after a warm-up); a
-    reduced precision must beat fp32 by :data:`REDUCED_MARGIN`.
+    like ``x`` (N, 3, H, W), on ``x``'s device, timed here at batch 2: after a warm-up round, ``repeats`` rounds
+    each timing fp32 and then every candidate; a reduced precision is chosen only when it beat fp32 by
+    :data:`REDUCED_MARGIN` in every round (the fastest such, by its best time).
 
     Native support does not make every network's kernels faster in a reduced precision, so ``auto`` times the
-    candidates on the model itself rather than trusting the instruction set. The margin is there because a reduced
-    precision changes the map: where the two are close, timings on a busy machine would pick either, and two
-    processes (a server restarted, a warm-up run) would then store different maps for one setting.
+    candidates on the model itself rather than trusting the instruction set. A reduced precision changes the map:
+    where the two are close, timings on a busy machine would pick either, and two processes (a server restarted,
+    a warm-up run) would then store different maps for one setting; hence the margin in every round, side by
+    side, rather than one best time against another.
     """
     probe = x[:1].detach().expand(2, *x.shape[1:]).clone()
     target = torch.zeros(2, dtype=torch.long, device=x.device)
 
     def seconds(prec: Precision) -> float:
-        best = float("inf")
-        for i in range(repeats + 1):
-            _synchronize(probe.device)
-            start = time.perf_counter()
-            with _autocast(prec, probe.device):
-                input_gradient(model, probe, target, scale=FP16_SCALE if prec is Precision.FP16 else 1.0)
-            _synchronize(probe.device)
-            if i:  # the first run warms up
-                best = min(best, time.perf_counter() - start)
-        return best
+        _synchronize(probe.device)
+        start = time.perf_counter()
+        with _autocast(prec, probe.device):
+            input_gradient(model, probe, target, scale=FP16_SCALE if prec is Precision.FP16 else 1.0)
+        _synchronize(probe.device)
+        return time.perf_counter() - start
 
-    timed = {prec: seconds(prec) for prec in (Precision.FP32, *candidates)}
-    timed[Precision.FP32] /= REDUCED_MARGIN
-    return min(timed, key=timed.get)
+    order = (Precision.FP32, *candidates)
+    rounds = [{prec: seconds(prec) for prec in order} for _ in range(repeats + 1)][1:]  # round 0 warms up
+    winners = [prec for prec in candidates
+               if all(r[prec] * REDUCED_MARGIN < r[Precision.FP32] for r in rounds)]
+    return min(winners, key=lambda prec: min(r[prec] for r in rounds)) if winners else Precision.FP32
 
 
 def resolve_precision(precision: Precision | str, device: torch.device, model: nn.Module | None = None,
