@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from tests.conftest import ROOT
 
@@ -23,7 +24,8 @@ def test_home_shows_predictions_and_model_card(app, monkeypatch):
     card = app.expander[1].table[0].value["value"]  # budget and current use
     assert card["memory"].endswith("MB budget (LENS_MEMORY_MB)") and "MB in use of a" in card["memory"]
     assert "running (at most" in card["jobs"] and "MB with gradients" in card["memory per image"]
-    assert "MB of stored results dropped from memory to fit jobs (0 times;" in card["memory shed"]
+    # the count is the process's (other tests' jobs in this process may have shed): its form, not its value
+    assert re.search(r"MB of stored results dropped from memory to fit jobs \(\d+ times;", card["memory shed"])
     arenas = os.environ.get("MALLOC_ARENA_MAX")  # glibc's own, when the host sets it; else the app's cap
     assert card["malloc arenas"] == (f"{arenas} (MALLOC_ARENA_MAX from the environment)" if arenas
                                      else f"{os.environ.get('LENS_MALLOC_ARENAS', '2')} (LENS_MALLOC_ARENAS)")
