@@ -41,16 +41,10 @@ if source == view.DEMO and dataroots.hosted():  # the server built this set from
     typed = "the demo set"
     st.caption("The demo set: two classes of the sample photos, half of one class's images watermarked.")
 else:
-    box, drop = st.columns([3, 2])
-    with drop:
-        uploads.set_uploader("Or upload a labelled set", key="aud_upload", target=folder_key,
-                             help="A .zip of root/<class>/<image> folders, a .zip of images with a labels.csv "
-                                  "(file,label), or several images with one CSV. They stay on this server only "
-                                  "while you use them.")
-    with box:
-        path = uploads.folder_box("Labelled folder", value=default_folder, key=folder_key,
-                                  placeholder="root/<class>/<image> (names, WordNet ids or indices), a folder with "
-                                              "labels.csv, or a CSV", help="Class folders match the model's class names.")
+    path = uploads.labelled_set_box(key=folder_key, upload_key="aud_upload", value=default_folder,
+                                    placeholder="root/<class>/<image> (names, WordNet ids or indices), a folder "
+                                                "with labels.csv, or a CSV",
+                                    help="Class folders match the model's class names.")
     typed = st.session_state[folder_key]
 if path is None:
     if not typed.strip():

@@ -30,16 +30,9 @@ source = st.radio("Model", SOURCES, key="err_model", horizontal=True,
 model, model_key, default_folder = view.model_for(source, selection)
 folder_key = f"err_folder_{source == view.DEMO}"
 permalink.bind([Param("folder", folder_key)])
-box, drop = st.columns([3, 2])
-with drop:
-    uploads.set_uploader("Or upload a labelled set", key="err_upload", target=folder_key,
-                         help="A .zip of root/<class>/<image> folders, a .zip of images with a labels.csv "
-                              "(file,label), or several images with one CSV. They stay on this server only "
-                              "while you use them.")
-with box:
-    path = uploads.folder_box("Labelled folder", value=default_folder, key=folder_key,
-                              placeholder="root/<class>/<image> (names or indices), a folder with labels.csv, or a "
-                                          "CSV of file,label")
+path = uploads.labelled_set_box(key=folder_key, upload_key="err_upload", value=default_folder,
+                                placeholder="root/<class>/<image> (names or indices), a folder with labels.csv, or a "
+                                            "CSV of file,label")
 if path is None:
     if not st.session_state.get(folder_key, "").strip():
         st.info(view.classes_hint(model))

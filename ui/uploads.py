@@ -78,6 +78,21 @@ def folder_box(label: str, *, key: str, value: str = "", **kwargs) -> Path | Non
         return None
 
 
+LABELLED_SET_HELP = ("A .zip of root/<class>/<image> folders, a .zip of images with a labels.csv (file,label), or "
+                     "several images with one CSV. They stay on this server only while you use them.")
+
+
+def labelled_set_box(*, key: str, upload_key: str, value: str, placeholder: str, help: str | None = None
+                     ) -> Path | None:
+    """The labelled-set input of the dataset pages: the confined folder box (:func:`folder_box`, session key
+    ``key``) beside the labelled-set uploader (:func:`set_uploader`) that fills it; the folder, or None."""
+    box, drop = st.columns([3, 2])
+    with drop:
+        set_uploader("Or upload a labelled set", key=upload_key, target=key, help=LABELLED_SET_HELP)
+    with box:
+        return folder_box("Labelled folder", value=value, key=key, placeholder=placeholder, help=help)
+
+
 def zip_uploader(label: str, *, key: str, target: str | None = None, help: str | None = None) -> Path | None:
     """A ``.zip`` uploader that unpacks into this session's area; the folder, or None (nothing, or refused
     with the one-line reason shown). A new upload writes its name (``uploads/...``) into the folder box
