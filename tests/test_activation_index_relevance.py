@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.attribution.lrp import layer_pass, relevance_at
+from core.attribution.lrp_layers import layer_pass, relevance_at
 from core.catalogue import find_layer, to_nchw
 from core.cli import main
 from core.concepts import channel_relevance

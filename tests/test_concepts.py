@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.attribution.lrp import layer_pass, lrp
+from core.attribution.lrp import lrp
+from core.attribution.lrp_layers import layer_pass
 from core.concepts import channel_relevance, concepts, conditional_maps
 from core.model import wrap
 from tests.conftest import SAMPLES

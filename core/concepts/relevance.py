@@ -2,9 +2,9 @@
 Concept Relevance Propagation", Nature Machine Intelligence 2023) on our LRP: the LRP explanation of one class
 split at a layer into the contributions of its channels ("concepts"), each with its own conditional heat map.
 
-Everything runs on LRP's prepared copy with LRP's rules (:func:`core.attribution.lrp.layer_pass`): the forward
+Everything runs on LRP's prepared copy with LRP's rules (:func:`core.attribution.lrp_layers.layer_pass`): the forward
 pass and the backward pass from the output down to the layer are done once; the conditional maps of several
-channels are one batched backward from the layer (:func:`core.attribution.lrp.from_layer`).
+channels are one batched backward from the layer (:func:`core.attribution.lrp_layers.from_layer`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import torch
 
 from ..attribution.base import Attribution
 from ..progress import Progress, report
-from ..attribution.lrp import FirstRule, LayerPass, LrpRule, from_layer, layer_pass
+from ..attribution.lrp import FirstRule, LrpRule
+from ..attribution.lrp_layers import LayerPass, from_layer, layer_pass
 from ..catalogue import LayerInfo, Layout, catalogue, default_layer, find_layer, to_nchw
 from ..inputs import Target
 from ..model.wrapper import LensModel

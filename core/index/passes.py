@@ -3,7 +3,7 @@
 :func:`read_image` is the folder's image intake (the project's refusals and preprocessing) and
 :func:`forward_partials` the pass that reduces a batch to each channel's top-k partial
 (:func:`core.index.topk.batch_partial`): by activation, and with ``relevance`` also by LRP relevance for each
-image's predicted class (:func:`core.attribution.lrp.relevance_at`, whose forward pass gives the activations too).
+image's predicted class (:func:`core.attribution.lrp_layers.relevance_at`, whose forward pass gives the activations too).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from ..attribution.lrp import LrpRule, relevance_at
+from ..attribution.lrp import LrpRule
+from ..attribution.lrp_layers import relevance_at
 from ..batching import forward_batch
 from ..catalogue import LayerInfo, layer_outputs, to_nchw
 from ..images import ImageError, ModelInput, load_image, preprocess
