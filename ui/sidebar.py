@@ -110,14 +110,20 @@ def _model_widgets(keys: ModelKeys = SIDEBAR, label: str = "Model") -> tuple[str
     return choice, str(path)
 
 
-def _load_model(name, weights) -> LensModel | None:
+def _loaded(name, weights, what: str = "model") -> LensModel | None:
+    """The model through the app's cache, with a spinner; None (the reason shown) when it cannot be loaded."""
     try:
-        with st.spinner("Loading the model (first time only)..."):
-            model = cache.get_model(name, weights)
+        with st.spinner(f"Loading the {what} (first time only)..."):
+            return cache.get_model(name, weights)
     except ModelLoadError as e:
-        st.error(f"Model not loaded: {e}")
+        st.error(f"{what[0].upper()}{what[1:]} not loaded: {e}")
         return None
-    st.session_state["lens_last_model"] = (name, weights)
+
+
+def _load_model(name, weights) -> LensModel | None:
+    model = _loaded(name, weights)
+    if model is not None:
+        st.session_state["lens_last_model"] = (name, weights)
     return model
 
 
@@ -241,11 +247,8 @@ def second_model(selection: Selection) -> Selection | None:
                          help="The method grid and the ranking below show both models on the same image."):
             return None
         name, weights = _model_widgets(SECOND, "Second model")
-        try:
-            with st.spinner("Loading the second model (first time only)..."):
-                model = cache.get_model(name, weights)
-        except ModelLoadError as e:
-            st.error(f"Second model not loaded: {e}")
+        model = _loaded(name, weights, "second model")
+        if model is None:
             return None
         if model.card.notice:
             st.caption(f"Showing {model_name(model)}: {model.card.notice}")

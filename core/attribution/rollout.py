@@ -189,6 +189,17 @@ def _rollout(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, met
     return full, grid
 
 
+def _attribution(model: nn.Module, x: torch.Tensor, target, method: str, batch_size: int,
+                 progress: Progress | None, note: str) -> Attribution:
+    started = time.perf_counter()
+    x = check_input(x)
+    check_applies(model, method)
+    t = resolve_target(model, x, target)
+    full, grid = _rollout(model, x, t if method == "grad-rollout" else None, method, batch_size, progress)
+    return Attribution(map=full, raw=None, grid=grid, method=method, target=t.tolist(),
+                       seconds=time.perf_counter() - started, signed=False, notes=(note,))
+
+
 def rollout(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
             batch_size: int = 8, progress: Progress | None = None) -> Attribution:
     """Attention rollout. x: (N, 3, H, W) in [0, 1]. Returns map (N, H, W) ≥ 0 (each image's patch weights sum
@@ -197,14 +208,8 @@ def rollout(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Ten
     Raises:
         NotApplicable: the model has no self-attention (a CNN).
     """
-    started = time.perf_counter()
-    x = check_input(x)
-    check_applies(model, "rollout")
-    t = resolve_target(model, x, target)
-    full, grid = _rollout(model, x, None, "rollout", batch_size, progress)
-    return Attribution(map=full, raw=None, grid=grid, method="rollout", target=t.tolist(),
-                       seconds=time.perf_counter() - started, signed=False,
-                       notes=("class-agnostic: attention alone, the same map for every class",))
+    return _attribution(model, x, target, "rollout", batch_size, progress,
+                        "class-agnostic: attention alone, the same map for every class")
 
 
 def grad_rollout(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torch.Tensor | None = None, *,
@@ -215,14 +220,8 @@ def grad_rollout(model: nn.Module, x: torch.Tensor, target: Sequence[int] | torc
     Raises:
         NotApplicable: the model has no self-attention (a CNN).
     """
-    started = time.perf_counter()
-    x = check_input(x)
-    check_applies(model, "grad-rollout")
-    t = resolve_target(model, x, target)
-    full, grid = _rollout(model, x, t, "grad-rollout", batch_size, progress)
-    return Attribution(map=full, raw=None, grid=grid, method="grad-rollout", target=t.tolist(),
-                       seconds=time.perf_counter() - started, signed=False,
-                       notes=("attention weighted by the gradient of the class logit, positive part, rolled out",))
+    return _attribution(model, x, target, "grad-rollout", batch_size, progress,
+                        "attention weighted by the gradient of the class logit, positive part, rolled out")
 
 
 ROLLOUT = MethodSpec("rollout", rollout, "Attention rollout",
