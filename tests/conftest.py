@@ -100,3 +100,32 @@ def app(monkeypatch):
     monkeypatch.setenv("LENS_OFFLINE", "1")
     monkeypatch.chdir(ROOT)
     return AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+
+
+@pytest.fixture(scope="module")
+def cli_loads_each_model_once():
+    """Each model the CLI loads is built once for the module (the CLI would rebuild it on every command)."""
+    import functools
+
+    from core.cli import common
+
+    original = common.load_model
+    common.load_model = functools.lru_cache(maxsize=None)(original)
+    yield
+    common.load_model = original
+
+
+def sample_photos_only(tmp_path: Path, monkeypatch, names) -> Path:
+    """A fresh ``LENS_CACHE_DIR`` and ``core.images.SAMPLES`` holding only the sample photos ``names`` (a page's
+    first view over a small, known set); returns that folder."""
+    import shutil
+
+    import core.images
+
+    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
+    photos = tmp_path / "samples"
+    photos.mkdir()
+    for name in names:
+        shutil.copy(SAMPLES / name, photos / name)
+    monkeypatch.setattr(core.images, "SAMPLES", photos)
+    return photos

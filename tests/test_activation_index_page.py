@@ -7,6 +7,7 @@ import shutil
 import pytest
 import core.index.build as core_index
 from core.files import cache_path
+from tests.conftest import sample_photos_only
 
 PAGE = "pages/activation_index.py"
 
@@ -146,17 +147,10 @@ def core_index_stamp(directory) -> str:
     return cache.index_stamp(str(directory))
 
 
-def test_a_fresh_instance_opens_on_the_sample_photos_index(app, tmp_path, monkeypatch, samples):
+def test_a_fresh_instance_opens_on_the_sample_photos_index(app, tmp_path, monkeypatch):
     """No index and an empty cache: the page's first view builds the sample photos' index in the background
     (progress while it runs) and shows its patches, never the empty "press Build" state."""
-    import core.images
-
-    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    photos = tmp_path / "samples"
-    photos.mkdir()
-    for name in ("chelsea.jpg", "brick.jpg", "opencv_orange.jpg"):
-        shutil.copy(samples / name, photos / name)
-    monkeypatch.setattr(core.images, "SAMPLES", photos)
+    sample_photos_only(tmp_path, monkeypatch, ("chelsea.jpg", "brick.jpg", "opencv_orange.jpg"))
     app.run()
     app.switch_page(PAGE).run()
     assert not app.exception, app.exception

@@ -3,7 +3,6 @@ CNN and a random-weight ViT-Tiny, each model's class by the one rule (its own to
 when both share their class names), refusals per model, and the one-model JSON unchanged."""
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -22,15 +21,7 @@ WITH_VIT = ["--model", "embedded", "--other-model", VIT[0], "--other-weights", V
 FEW = ["--metrics", "deletion,insertion", "--steps", "2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_load_per_model():
-    """Each model is built once for the module (the CLI would rebuild it on every command)."""
-    from core.cli import common
-
-    original = common.load_model
-    common.load_model = functools.lru_cache(maxsize=None)(original)
-    yield
-    common.load_model = original
+pytestmark = pytest.mark.usefixtures("cli_loads_each_model_once")
 
 
 def _vit():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from tests.test_attack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread for this module)
+from tests.conftest import sample_photos_only
 
 
 def test_concepts_page_ranks_maps_and_links(app):
@@ -25,20 +26,12 @@ def test_concepts_page_ranks_maps_and_links(app):
     assert "Is the ranking faithful? Deleting channels" in [s.value for s in app.subheader]
 
 
-def test_examples_are_relevance_ranked_with_activation_on_the_toggle(app, tmp_path, monkeypatch, samples):
+def test_examples_are_relevance_ranked_with_activation_on_the_toggle(app, tmp_path, monkeypatch):
     """The strip under each map comes from the sample photos' index, built with relevance on the first visit (here
     three photos in a fresh cache), relevance-ranked; the toggle switches to activation and the link keeps it."""
-    import shutil
-
-    import core.images
     from core.index import open_index
 
-    monkeypatch.setenv("LENS_CACHE_DIR", str(tmp_path / "cache"))
-    photos = tmp_path / "samples"
-    photos.mkdir()
-    for name in ("brick.jpg", "chelsea.jpg", "coffee.jpg"):
-        shutil.copy(samples / name, photos / name)
-    monkeypatch.setattr(core.images, "SAMPLES", photos)
+    sample_photos_only(tmp_path, monkeypatch, ("brick.jpg", "chelsea.jpg", "coffee.jpg"))
     app.session_state["cpt_top"] = 2
     app.run()
     app.switch_page("pages/concepts.py").run()

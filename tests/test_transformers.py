@@ -199,7 +199,16 @@ class CountAttention(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_the_explicit_attention_switch_never_reaches_another_thread():
+# what one thread explains while another runs plain forwards: rollout switches its private copy to the explicit
+# attention path; LRP (AttnLRP and CP-LRP) hooks its own prepared copy
+EXPLANATIONS = {"rollout": (("grad-rollout", 0, {}), ("rollout", None, {})),
+                "lrp": (("lrp", 0, {}), ("lrp", 1, {"rule": "cp"}))}
+
+
+@pytest.mark.parametrize("explanations", list(EXPLANATIONS))
+def test_explaining_never_changes_another_threads_fused_attention(explanations):
+    """While one thread explains, another thread's plain forwards of the shared model keep the fused attention
+    kernel and their outputs, and no hook is left behind."""
     model = tiny("vit_tiny_patch16_224", depth=2)
     mods = [m for _n, m in attention_modules(model.net)]
     if not all(m.fused_attn for m in mods):
@@ -211,8 +220,8 @@ def test_the_explicit_attention_switch_never_reaches_another_thread():
     def explain():
         try:
             while not stop.is_set():
-                attribute(model, x, 0, method="grad-rollout")
-                attribute(model, x, method="rollout")
+                for method, target, options in EXPLANATIONS[explanations]:
+                    attribute(model, x, target, method=method, **options)
                 runs[0] += 1
         except BaseException as e:  # noqa: BLE001 - reported by the test
             errors.append(e)

@@ -2,7 +2,6 @@
 with finite values, or a one-line refusal where a method does not apply (one image, few samples and steps)."""
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 
@@ -30,15 +29,7 @@ FEW = {"integrated-gradients": ["--steps", "2"], "smoothgrad": ["--samples", "2"
        "occlusion": ["--window", "112", "--stride", "112"]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_load_per_model():
-    """Each model is built once for the whole module (the CLI would rebuild it on every command)."""
-    from core.cli import common
-
-    original = common.load_model
-    common.load_model = functools.lru_cache(maxsize=None)(original)
-    yield
-    common.load_model = original
+pytestmark = pytest.mark.usefixtures("cli_loads_each_model_once")
 
 
 def run(capsys, *argv: str) -> tuple[int, dict | None, str]:
