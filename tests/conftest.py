@@ -14,6 +14,8 @@ os.environ.setdefault("LENS_OFFLINE", "1")  # never wait on the network in tests
 os.environ.setdefault("LENS_GC_FREEZE", "0")
 # results spilled by the app's store go to a fresh directory: a test never reads another run's results
 os.environ.setdefault("LENS_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="lens-test-cache-"))
+# choices measured on the machine (core.profile) go to a folder of this run, shared with the servers tests start
+os.environ.setdefault("LENS_PROFILE_DIR", __import__("tempfile").mkdtemp(prefix="lens-test-profile-"))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,3 +131,15 @@ def sample_photos_only(tmp_path: Path, monkeypatch, names) -> Path:
         shutil.copy(SAMPLES / name, photos / name)
     monkeypatch.setattr(core.images, "SAMPLES", photos)
     return photos
+
+
+@pytest.fixture
+def fresh_profile(tmp_path, monkeypatch):
+    """An empty folder of remembered machine choices (:mod:`core.profile`), nothing held in memory: for tests
+    that fake a measurement."""
+    from core import profile
+
+    monkeypatch.setenv("LENS_PROFILE_DIR", str(tmp_path / "profile"))
+    profile.forget()
+    yield tmp_path / "profile"
+    profile.forget()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -341,7 +342,8 @@ def test_cli_refuses_with_one_line(samples, capsys):
 
 
 @pytest.mark.parametrize("faster", [True, False])
-def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext_live, x64, monkeypatch, faster):
+def test_auto_precision_follows_the_measurement_once_per_model_and_size(convnext_live, x64, monkeypatch, faster,
+                                                                      fresh_profile):
     import core.attribution.smoothgrad as sg
 
     calls = []
@@ -578,3 +580,52 @@ def test_auto_takes_a_reduced_precision_only_when_clearly_faster(monkeypatch, bf
     monkeypatch.setattr(sg, "input_gradient", fake_gradient)
     picked = sg.fastest_precision(torch.nn.Identity(), torch.zeros(1, 3, 8, 8), (sg.Precision.BF16,), repeats=2)
     assert picked.value == chosen
+
+
+def test_auto_precision_is_decided_once_per_machine_not_per_process(convnext_live, x64, monkeypatch, fresh_profile):
+    """A later process (here: the memory dropped) reads the first one's choice rather than timing again under
+    whatever load it finds; another input size is a choice of its own."""
+    import subprocess
+    import sys
+
+    import core.attribution.smoothgrad as sg
+    from core import profile
+
+    monkeypatch.setattr(sg, "native_bf16", lambda: True)
+    monkeypatch.setattr(sg, "_measured", PerModel())
+    monkeypatch.setattr(sg, "fastest_precision", lambda model, x, candidates: sg.Precision.BF16)
+    assert smoothgrad(convnext_live, x64[:1], 0, samples=2, precision="auto").options["precision"] == "bf16"
+    assert len(list(fresh_profile.glob("precision-*.json"))) == 1
+    profile.forget()
+    monkeypatch.setattr(sg, "_measured", PerModel())
+    monkeypatch.setattr(sg, "fastest_precision", lambda model, x, candidates: sg.Precision.FP32)
+    assert smoothgrad(convnext_live, x64[:1], 0, samples=2, precision="auto").options["precision"] == "bf16"
+    assert smoothgrad(convnext_live, x64[:1, :, :32, :32], 0, samples=2,
+                      precision="auto").options["precision"] == "fp32"
+    # a real second process finds the same file
+    code = ("from core import profile; import json, sys; "
+            "print(profile.remembered('demo', {'k': 1}, lambda: sys.argv[1]))")
+    env = {**__import__("os").environ, "LENS_PROFILE_DIR": str(fresh_profile)}
+    first = subprocess.run([sys.executable, "-c", code, "one"], env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    second = subprocess.run([sys.executable, "-c", code, "two"], env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert (first.stdout.strip(), second.stdout.strip()) == ("one", "one"), (first.stderr, second.stderr)
+
+
+def test_profile_first_store_wins_and_an_unwritable_folder_measures_in_memory(tmp_path, monkeypatch):
+    from core import profile
+
+    monkeypatch.setenv("LENS_PROFILE_DIR", str(tmp_path))
+    path = tmp_path / "x.json"
+    assert profile._store(path, "key", "a") == "a"
+    assert profile._store(path, "key", "b") == "a"  # a second process measuring at once takes the first's
+    path.write_text("not json")
+    assert profile._store(path, "key", "c") == "c" and profile._read(path, "key") == "c"
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("LENS_PROFILE_DIR", str(blocker / "sub"))  # a folder under a file cannot be made
+    profile.forget()
+    assert profile.remembered("demo", {"k": 2}, lambda: "measured") == "measured"
+    monkeypatch.setenv("LENS_PROFILE_DIR", "off")
+    profile.forget()
+    assert profile.remembered("demo", {"k": 3}, lambda: "m") == "m" and profile.profile_dir() is None
+    profile.forget()

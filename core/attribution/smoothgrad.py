@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..memo import PerModel
+from ..profile import architecture, remembered
 from ..progress import Progress, report
 from ..stats import spearman
 from .spec import MethodSpec, Option
@@ -136,8 +137,9 @@ def fastest_precision(model: nn.Module, x: torch.Tensor, candidates: Sequence[Pr
 def resolve_precision(precision: Precision | str, device: torch.device, model: nn.Module | None = None,
                       x: torch.Tensor | None = None) -> Precision:
     """``auto`` -> the fastest of fp32 and the device's reduced precisions (:func:`reduced_precisions`) measured for
-    ``model`` at ``x``'s size (timed once per model, device and input size, then remembered); fp32 where the device
-    has none. fp16 is refused on the CPU (it is a GPU precision there: use bf16 or fp32)."""
+    ``model`` at ``x``'s size, timed once per architecture, device, input size and thread count on this machine and
+    remembered across processes (:mod:`core.profile`: a server restarted under load draws the maps it drew before);
+    fp32 where the device has none. fp16 is refused on the CPU (it is a GPU precision there: use bf16 or fp32)."""
     precision = Precision(precision)
     if precision is Precision.FP16 and device.type == "cpu":
         raise ValueError("fp16 autocast is for a GPU; on the CPU use bf16 or fp32")
@@ -151,7 +153,10 @@ def resolve_precision(precision: Precision | str, device: torch.device, model: n
     key = (str(device), tuple(x.shape[1:]))
     known = (_measured.get(model) or {}).get(key)
     if known is None:
-        known = fastest_precision(model, x, candidates)
+        choice = {"architecture": architecture(model), "device": str(device), "shape": list(x.shape[1:]),
+                  "threads": torch.get_num_threads(), "candidates": [c.value for c in candidates]}
+        known = Precision(remembered("precision", choice,
+                                    lambda: fastest_precision(model, x, candidates).value))
         _measured.update(model, lambda old: {**(old or {}), key: known})
     return known
 

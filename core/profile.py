@@ -1,0 +1,114 @@
+"""Choices measured on this machine, kept across processes (the precision SmoothGrad's ``auto`` picks).
+
+A choice timed while the machine is busy can fall either way where two options are close, and a reduced precision
+changes the map: a server restarted under load would then draw another map for the same setting than the one
+before it. So the first process to measure a choice writes it here and every later process on the machine reads
+it. Folder: ``LENS_PROFILE_DIR`` (read at call time), default ``~/.cache/convnext-lens/profile``; ``off`` keeps
+choices in memory only, as does a folder that cannot be written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+from .files import OFF
+
+_memory: dict[str, str] = {}
+_guard = threading.Lock()
+
+
+def profile_dir() -> Path | None:
+    """The folder of remembered choices; None when ``LENS_PROFILE_DIR`` is ``off``."""
+    value = os.environ.get("LENS_PROFILE_DIR", "").strip()
+    if value.lower() in OFF:
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(base) / "convnext-lens" / "profile"
+
+
+def machine() -> dict:
+    """What makes a timing this machine's: the CPU's model name, the processor count and torch's version."""
+    import torch
+
+    name = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return {"cpu": name, "cpus": os.cpu_count(), "torch": torch.__version__}
+
+
+def architecture(model) -> str:
+    """A short digest of ``model``'s parameter names and shapes: replicas, reloads and other weights of one
+    architecture share it, another architecture or head does not."""
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        digest.update(f"{name}:{tuple(p.shape)};".encode())
+    return digest.hexdigest()[:16]
+
+
+def remembered(kind: str, key: dict, measure: Callable[[], str]) -> str:
+    """The choice of ``kind`` for ``key`` (JSON-able) on this machine: the one a process stored before, else
+    ``measure()``, stored for every later process. When two processes measure at once, the first to store wins
+    and both return its choice."""
+    full = json.dumps({"kind": kind, "machine": machine(), **key}, sort_keys=True, default=str)
+    name = f"{kind}-{hashlib.sha256(full.encode()).hexdigest()[:24]}.json"
+    with _guard:
+        if name in _memory:
+            return _memory[name]
+    folder = profile_dir()
+    stored = _read(folder / name, full) if folder else None
+    if stored is None:
+        stored = measure()
+        if folder:
+            stored = _store(folder / name, full, stored)
+    with _guard:
+        return _memory.setdefault(name, stored)
+
+
+def forget() -> None:
+    """Drop the choices this process holds in memory (the files stay): the next call reads them afresh."""
+    with _guard:
+        _memory.clear()
+
+
+def _read(path: Path, full: str) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("value") if isinstance(data, dict) and data.get("key") == full else None
+
+
+def _store(path: Path, full: str, value: str) -> str:
+    """Store ``value`` unless another process stored one first (a hard link does not replace an existing file);
+    the stored value either way."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError:
+        return value
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"key": full, "value": value}, f)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            theirs = _read(path, full)
+            if theirs is not None:
+                return theirs
+            os.replace(tmp, path)  # an unreadable or foreign file under our name: ours replaces it
+        except OSError:
+            return value
+        return value
+    finally:
+        Path(tmp).unlink(missing_ok=True)
