@@ -84,23 +84,31 @@ class ConceptFit:
 
 
 def layer_activations(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, *, size: int = DEFAULT_SIZE,
-                      batch_size: int = 8, progress: Progress | None = None) -> torch.Tensor:
+                      batch_size: int = 8, progress: Progress | None = None, channels_last: bool = False
+                      ) -> torch.Tensor:
     """A layer's activations upsampled to ``size`` x ``size``.
 
     Args:
         x: float (N, 3, H, W) in [0, 1].
+        channels_last: return (N, size, size, C), contiguous, instead: what the fit reads, filled chunk by chunk
+            into one tensor (no second copy of all images' activations).
 
     Returns:
-        float32 (N, C, size, size) on the model's device.
+        float32 (N, C, size, size) (or (N, size, size, C)) on the model's device.
     """
     info = layer if isinstance(layer, LayerInfo) else find_layer(model, layer)
     device = model_device(model)
-    outs = []
+    out: torch.Tensor | None = None
     for i, chunk in enumerate(x.split(batch_size)):
         a = layer_outputs(model, chunk.float().to(device), [info])[info.name].float()
-        outs.append(F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False))
+        a = F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False)
+        if out is None:
+            shape = (len(x), size, size, a.shape[1]) if channels_last else (len(x), a.shape[1], size, size)
+            out = torch.empty(shape, device=device)
+        out[i * batch_size:i * batch_size + len(chunk)] = a.permute(0, 2, 3, 1) if channels_last else a
+        del a
         report(progress, (i + 1) * batch_size / len(x), f"activations of {info.name}")
-    return torch.cat(outs)
+    return out
 
 
 def _srgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -270,25 +278,45 @@ def fit_concept(activations: torch.Tensor, masks: torch.Tensor, name: str = "con
     Returns:
         A :class:`ConceptFit` (its tensors on the CPU).
     """
-    started = time.perf_counter()
-    n, c = activations.shape[:2]
-    if masks.shape != (n, *activations.shape[2:]):
-        raise ValueError(f"masks {tuple(masks.shape)} do not match activations {tuple(activations.shape)}")
-    device = activations.device
-    masks = masks.to(device)
     x = activations.float()
-    std, mean = torch.std_mean(x, dim=(0, 2, 3))  # per channel, reduced along contiguous rows
+    a = torch.empty(x.shape[0], *x.shape[2:], x.shape[1], device=x.device)  # (N, s, s, C), channels contiguous
+    a.copy_(x.permute(0, 2, 3, 1))
+    mean, std = standardise_(a)
+    return _fit(a, mean, std, masks, name, iterations=iterations, learning_rate=learning_rate, top=top,
+                max_pixels=max_pixels, seed=seed)
+
+
+def standardise_(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardise channels-last activations ``a`` (N, s, s, C) per channel, in place; returns (mean, std) (C,)."""
+    std, mean = torch.std_mean(a, dim=(0, 1, 2))
     std = std.clamp_min(1e-6)
-    a = torch.empty(n, *x.shape[2:], c, device=device)  # (N, s, s, C), channels contiguous
-    torch.sub(x.permute(0, 2, 3, 1), mean, out=a).div_(std)
+    a.sub_(mean).div_(std)
+    return mean, std
+
+
+def _fit(a: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, masks: torch.Tensor, name: str, *,
+         iterations: int, learning_rate: float, top: int, max_pixels: int, seed: int) -> ConceptFit:
+    """:func:`fit_concept` on activations already standardised, channels last (N, s, s, C), read only: Net2Vec
+    fits every concept on one such tensor rather than a copy per concept."""
+    started = time.perf_counter()
+    n, c = a.shape[0], a.shape[-1]
+    if masks.shape != a.shape[:3]:
+        raise ValueError(f"masks {tuple(masks.shape)} do not match activations {(n, c, *a.shape[1:3])}")
+    device = a.device
+    masks = masks.to(device)
     held_out = n >= 4
     train = torch.arange(n, device=device) % 2 == 0 if held_out else torch.ones(n, dtype=torch.bool, device=device)
     test = ~train if held_out else train
-    a_tr, m_tr = a[train].reshape(-1, c), masks[train].reshape(-1)
-    if len(m_tr) > max_pixels:  # a uniform sample of training positions keeps the fit fast on wide layers
+    # the training positions as rows of the flat (N·s·s, C) view: only the rows used are gathered (a copy of
+    # every training image's activations would double the fit's memory)
+    per_image = a.shape[1] * a.shape[2]
+    rows = (torch.nonzero(train).reshape(-1, 1) * per_image
+            + torch.arange(per_image, device=device)).reshape(-1)
+    if len(rows) > max_pixels:  # a uniform sample of training positions keeps the fit fast on wide layers
         # drawn on the CPU (the same sample on every device), then moved
-        keep = torch.randperm(len(m_tr), generator=torch.Generator().manual_seed(seed))[:max_pixels].to(device)
-        a_tr, m_tr = a_tr[keep], m_tr[keep]
+        keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:max_pixels].to(device)
+        rows = rows[keep]
+    a_tr, m_tr = a.reshape(-1, c)[rows], masks.reshape(-1)[rows]
     pos = float(m_tr.float().mean())
 
     # class balance as in Net2Vec: positives weighted by 1 - α, negatives by α, α = positive fraction
@@ -330,9 +358,12 @@ def net2vec(model: LensModel, x: torch.Tensor, layer: str | LayerInfo, concepts:
     """
     if not concepts:
         raise ValueError("no concepts to fit")
-    acts = layer_activations(model, x, layer, size=size, progress=lambda f, m: report(progress, 0.3 * f, m))
+    acts = layer_activations(model, x, layer, size=size, channels_last=True,
+                             progress=lambda f, m: report(progress, 0.3 * f, m))
+    mean, std = standardise_(acts)
     fits = []
     for i, (name, masks) in enumerate(concepts.items()):
-        fits.append(fit_concept(acts, masks, name, iterations=iterations))
+        fits.append(_fit(acts, mean, std, masks, name, iterations=iterations, learning_rate=0.05, top=5,
+                         max_pixels=30_000, seed=0))
         report(progress, 0.3 + 0.7 * (i + 1) / len(concepts), f"concept {name}")
     return tuple(fits)
