@@ -601,3 +601,93 @@ def test_a_paused_job_is_cancelled_at_once_and_keeps_its_memory():
     run_threads(timed(sched, "long2", batches(60, 2, log), out, bytes_per_sample=60),
                 lambda: (time.sleep(0.3), timed(sched, "big", batches(5, 1, log), out, bytes_per_sample=50)()))
     assert log == [2] * 60 + [1] * 5  # 60 + 50 do not fit: no turns
+
+
+def test_a_job_that_holds_more_than_its_estimate_is_measured_and_its_kind_is_charged_the_ratio():
+    """The resident size is a counter the jobs move: a job estimated at 10 bytes that grows it by 50 while it
+    runs alone has a measured peak of 50, reserves 50 while it is started, and the next job of its kind is
+    admitted on 5 times its estimate (it no longer fits a budget its estimate fits)."""
+    live = [1000]
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1100, live_bytes=lambda: live[0],
+                      base_bytes=lambda: 1000, slice_seconds=0)
+    seen = {}
+
+    def greedy(job, progress):
+        for _ in range(5):
+            live[0] += 10
+            progress(0.5, "growing")
+        seen["reserved"] = sched.status()["memory_reserved"]
+        live[0] -= 50
+        return "done"
+    assert sched.run(("greedy", 1), greedy, bytes_per_sample=10) == "done"
+    assert seen["reserved"] == 50 and sched.learned("greedy") == 5.0 and sched.learned("other") == 1.0
+    assert sched.status()["memory_learned"] == {"greedy": 5.0}
+    # 100 bytes of budget are free: a new greedy job estimated at 30 needs 150 now and waits behind a running one
+    blocker_started, release = threading.Event(), threading.Event()
+
+    def blocker(job, progress):
+        blocker_started.set()
+        release.wait(5)
+        return "b"
+    t = threading.Thread(target=lambda: sched.run(("other",), blocker, bytes_per_sample=1))
+    t.start()
+    blocker_started.wait(5)
+    waiting = threading.Thread(target=lambda: seen.update(second=sched.run(("greedy", 2), lambda j, p: j.batch,
+                                                                         bytes_per_sample=30)))
+    waiting.start()
+    time.sleep(0.3)
+    assert "second" not in seen and sched.status()["queued"] == 1
+    release.set()
+    t.join(5)
+    waiting.join(5)
+    assert seen["second"] == 1  # alone it runs (one sample at a time), as every job does
+
+
+def test_a_paused_jobs_growth_stays_its_own():
+    """Two jobs take turns; each one's measured peak is what it grew while it ran, not the other's."""
+    live = [0]
+    lock = threading.Lock()
+    sched = Scheduler(max_jobs=1, cores=2, memory_bytes=1 << 30, live_bytes=lambda: live[0] + 1,
+                      slice_seconds=0.05)
+    jobs = {}
+
+    def grows(step):
+        def compute(job, progress):
+            jobs[step] = job
+            for i in range(20):
+                with lock:
+                    live[0] += step
+                time.sleep(0.01)
+                progress(i / 20, "")
+            return job.peak
+        return compute
+    out = {}
+    run_threads(lambda: out.update(a=sched.run(("a",), grows(1), poll=0.005)),
+                lambda: out.update(b=sched.run(("b",), grows(100), poll=0.005)))
+    assert jobs[1].served > 0 or jobs[100].served > 0  # they took turns
+    assert 15 <= jobs[1].peak <= 20 and 1500 <= jobs[100].peak <= 2000, (jobs[1].peak, jobs[100].peak)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_budget_follows_the_processs_own_memory_cgroup(tmp_path, monkeypatch, version):
+    from core.serve import memory
+
+    sys_root = tmp_path / "sys"
+    if version == 2:
+        (tmp_path / "cgroup").write_text("0::/app/web\n")
+        (sys_root / "app" / "web").mkdir(parents=True)
+        (sys_root / "app" / "memory.max").write_text(f"{1000 * 2**20}\n")
+        (sys_root / "app" / "web" / "memory.max").write_text("max\n")
+    else:
+        (tmp_path / "cgroup").write_text("4:memory:/app/web\n1:cpu:/\n")
+        folder = sys_root / "memory" / "app" / "web"
+        folder.mkdir(parents=True)
+        (folder / "memory.limit_in_bytes").write_text(f"{1000 * 2**20}\n")
+        (sys_root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert memory.cgroup_limit_bytes(str(tmp_path / "cgroup"), str(sys_root)) == 1000 * 2**20
+    assert memory.cgroup_limit_bytes(str(tmp_path / "missing"), str(sys_root)) is None
+    monkeypatch.setattr(memory, "cgroup_limit_bytes", lambda: 1000 * 2**20)
+    monkeypatch.setenv("LENS_MEMORY_MB", "2400")
+    assert memory.default_memory_bytes() == int(memory.CGROUP_SHARE * 1000 * 2**20)
+    monkeypatch.setattr(memory, "cgroup_limit_bytes", lambda: None)
+    assert memory.default_memory_bytes() == 2400 * 2**20

@@ -32,6 +32,9 @@ class Job:
     served: float = 0.0
     seq: int = 0
     slice_start: float = 0.0
+    slice_live: int = 0  # the process's resident size when this slice began
+    held: int = 0        # measured: what the job's finished slices left allocated (bytes)
+    peak: int = 0        # measured: the most the job has held at once (bytes; 0: not measured yet)
 
     def __post_init__(self) -> None:
         self.done = threading.Event()
@@ -73,3 +76,8 @@ class Job:
     def bytes(self) -> int:
         """The job's memory estimate: bytes per sample times its batch (its samples before admission)."""
         return self.bytes_per_sample * max(1, self.batch or self.samples)
+
+    @property
+    def kind(self) -> str:
+        """The technique of the request (the first part of its key)."""
+        return str(self.key[0]) if self.key else ""

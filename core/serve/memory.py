@@ -11,10 +11,50 @@ from ..memo import PerModel
 from .env import env_mb
 
 
+CGROUP_SHARE = 0.9  # of a memory cgroup's limit: the rest for library pages and what a slice allocates unseen
+
+
 def default_memory_bytes() -> int:
-    """``LENS_MEMORY_MB`` (default 2400) in bytes: the budget of the process's memory outside jobs plus the
-    running jobs' estimates."""
-    return env_mb("LENS_MEMORY_MB", 2400)
+    """``LENS_MEMORY_MB`` (default 2400) in bytes, at most :data:`CGROUP_SHARE` of the limit of the memory cgroup
+    the process runs in (a hosted tier that kills an app over its limit): the budget of the process's memory
+    outside jobs plus the running jobs' estimates."""
+    budget = env_mb("LENS_MEMORY_MB", 2400)
+    limit = cgroup_limit_bytes()
+    return min(budget, int(CGROUP_SHARE * limit)) if limit else budget
+
+
+def cgroup_limit_bytes(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:
+    """The memory limit of this process's cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes``, the smaller
+    with ``memory.memsw.limit_in_bytes``), the tightest along its path up to the root; None without one."""
+    try:
+        with open(proc_cgroup) as f:
+            lines = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+    except OSError:
+        return None
+    places = []
+    for _id, controllers, path in lines:
+        if controllers == "":
+            places.append((os.path.join(root, path.lstrip("/")), ("memory.max",), root))
+        elif "memory" in controllers.split(","):
+            base = os.path.join(root, "memory")
+            places.append((os.path.join(base, path.lstrip("/")),
+                           ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"), base))
+    limits = []
+    for folder, names, top in places:
+        while True:
+            for name in names:
+                try:
+                    with open(os.path.join(folder, name)) as f:
+                        value = f.read().strip()
+                except OSError:
+                    continue
+                # "max" (v2) or a page-rounded 2^63 (v1) mean no limit
+                if value.isdigit() and int(value) < 1 << 60:
+                    limits.append(int(value))
+            if os.path.normpath(folder) == os.path.normpath(top) or len(folder) <= len(top):
+                break
+            folder = os.path.dirname(folder)
+    return min(limits) if limits else None
 
 
 def rss_bytes() -> int:

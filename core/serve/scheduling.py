@@ -32,6 +32,10 @@ jobs use every core.
   whole, what the process holds outside jobs is shed first (at most once a second): the registered stores
   (:meth:`Scheduler.shed_from`, the app's result store) drop results from memory (kept on disk, reread when
   asked for), freed heap goes back to the system (``malloc_trim``), and the job's fit is checked again.
+  Estimates are checked against what jobs hold: while a job runs alone, the growth of the resident size since
+  it started (over its slices) is its measured peak; a started job reserves the larger of its estimate and
+  that peak, and once a job of a kind (its key's first part) has held more than its estimate, later jobs of
+  that kind are admitted on their estimate times the largest such ratio seen (:meth:`Scheduler.learned`).
 
 The process-wide scheduler also writes its :meth:`Scheduler.status` (and the started jobs' kinds and progress)
 to ``LENS_CACHE_DIR/jobs.json`` whenever a job starts, pauses or ends (atomically), so whoever runs the server can see
@@ -82,6 +86,7 @@ class Scheduler:
         self._sheddable: "weakref.WeakSet" = weakref.WeakSet()
         self.shed_bytes, self.sheds, self.shed_every = 0, 0, 1.0
         self._shed_at = float("-inf")
+        self._ratios: dict[str, float] = {}  # kind -> the largest measured peak over estimate (> 1 only)
 
     def shed_from(self, store) -> None:
         """Let the scheduler shed ``store`` under memory pressure: ``store.shed(n_bytes)`` drops about ``n_bytes``
@@ -100,7 +105,13 @@ class Scheduler:
                     "threads": sum(j.threads for j in self._running), "cores": self.cores,
                     "memory_budget": self.memory_bytes,
                     "memory_reserved": self._reserved(), "finished": self.finished,
-                    "memory_shed": self.shed_bytes, "memory_sheds": self.sheds}
+                    "memory_shed": self.shed_bytes, "memory_sheds": self.sheds,
+                    "memory_learned": {k: round(v, 2) for k, v in self._ratios.items()}}
+
+    def learned(self, kind: str) -> float:
+        """How much more than their estimate jobs of ``kind`` have been measured to hold (1.0: not more)."""
+        with self._cv:
+            return self._ratios.get(kind, 1.0)
 
     def _write_status(self) -> None:
         """Write :meth:`status` plus the started jobs (kind, progress) to ``status_path`` atomically (caller holds
@@ -108,8 +119,9 @@ class Scheduler:
         if self.status_path is None:
             return
         data = {**self.status(), "time": time.time(), "pid": os.getpid(),
-                "jobs": [{"kind": str(j.key[0]) if j.key else "", "fraction": round(j.fraction, 3),
-                          "threads": j.threads, "batch": j.batch, "state": j.state, "served": round(j.served, 1)}
+                "jobs": [{"kind": j.kind, "fraction": round(j.fraction, 3), "threads": j.threads, "batch": j.batch,
+                          "state": j.state, "served": round(j.served, 1), "estimate_mb": round(j.bytes / 2**20),
+                          "peak_mb": round(j.peak / 2**20)}
                          for j in self._running + self._paused]}
         try:
             atomic_write(self.status_path, json.dumps(data).encode())
@@ -148,7 +160,8 @@ class Scheduler:
             with self._cv:
                 other = self._by_key.get(key)
                 if other is None:
-                    job = Job(key, int(bytes_per_sample), max(1, int(samples)), seq=next(self._arrivals))
+                    ratio = self._ratios.get(str(key[0]) if key else "", 1.0)
+                    job = Job(key, int(bytes_per_sample * ratio), max(1, int(samples)), seq=next(self._arrivals))
                     self._by_key[key] = job
                     self._queue.append(job)
                     break
@@ -175,6 +188,7 @@ class Scheduler:
                 job.cancel()
                 raise JobCancelled("stopped")
             job.fraction, job.message = fraction, message
+            self._measure(job)
             # a repeat (the heartbeat's) is not drawn again: every draw is a message to a browser
             if relayed is not None and (self.job_nice is None or shown[0] != (fraction, message)):
                 shown[0] = (fraction, message)
@@ -216,8 +230,22 @@ class Scheduler:
         return per_job
 
     def _reserved(self) -> int:
-        """The started (running or paused) jobs' memory estimates."""
-        return sum(j.bytes for j in self._running) + sum(j.bytes for j in self._paused)
+        """The started (running or paused) jobs' memory: each its estimate or its measured peak, the larger."""
+        return sum(max(j.bytes, j.peak) for j in self._running) + sum(max(j.bytes, j.peak) for j in self._paused)
+
+    def _measure(self, job: Job) -> int | None:
+        """Update ``job``'s measured peak from the resident size now; what it holds now (None: not measured).
+        Only while it runs alone: beside another running job the growth cannot be told apart."""
+        if self._running != [job] or not job.slice_live:
+            return None
+        grown = job.held + self.live_bytes() - job.slice_live
+        job.peak = max(job.peak, grown)
+        return grown
+
+    def _learn(self, job: Job) -> None:
+        """After ``job`` is done: remember by how much its kind exceeded its estimate (caller holds the lock)."""
+        if job.bytes_per_sample > 0 and job.peak > job.bytes:
+            self._ratios[job.kind] = max(self._ratios.get(job.kind, 1.0), job.peak / job.bytes)
 
     def _free(self) -> int:
         """Bytes of the budget not used now by the process outside jobs and the started jobs' estimates."""
@@ -269,6 +297,7 @@ class Scheduler:
             job.batch, job.threads = self._fits(job), self._threads()
         job.state, job.slice_start = "running", time.monotonic()
         self._running.append(job)
+        job.slice_live = self.live_bytes()
         self._write_status()
         self._cv.notify_all()
 
@@ -306,6 +335,7 @@ class Scheduler:
             if first is not None and first.bytes_per_sample > 0:  # a new job short of memory: shed for it first
                 self._shed(first.bytes_per_sample * first.samples - self._free())
             served = job.served + time.monotonic() - job.slice_start
+            holds = self._measure(job)
             self._running.remove(job)
             self._paused.append(job)
             job.state = "paused"
@@ -316,6 +346,8 @@ class Scheduler:
                 job.state = "running"
                 return  # nobody to give way to: asked again at the next report
             job.served = served
+            if holds is not None:  # what this slice left allocated stays the job's while it waits
+                job.held = max(0, holds)
             self._queue.append(job)
             self._write_status()
             self._cv.notify_all()
@@ -364,6 +396,9 @@ class Scheduler:
 
     def _finish(self, job: Job, state: str) -> None:
         with self._cv:
+            if state == "done":
+                self._measure(job)
+                self._learn(job)
             job.state = state
             if job in self._running:
                 self._running.remove(job)
