@@ -9,8 +9,13 @@
   with every thread in one pass, and chunks of 32 of them on :func:`core.parallel.ordered_map`'s workers (as
   ``features_of`` runs them; both are reported), each in its measured batch (:mod:`core.batching`, measured before
   the clock starts). Target >= 0.9.
+- with ``--ray``: ``ray_vs_local``, ``run_audit(engine="ray")`` (one worker, as the local engine's one process)
+  against the local engine's audit above, with the same clusters required. ``--ray new`` starts a local Ray in
+  the call (what a one-off command pays: Ray's start and the actor's model load); ``--ray ADDRESS`` joins a
+  cluster already running (``ray start --head``), timed on the second of two calls, as a long-running cluster
+  serves: the clusters are checked on both. Target within 15 %.
 
-Usage: LENS_OFFLINE=1 python bench/audit.py [--images N] [--threads T]
+Usage: LENS_OFFLINE=1 python bench/audit.py [--images N] [--threads T] [--ray new|ADDRESS]
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ray", default="", help="new (a local Ray started by the call) or a running cluster's address")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,8 +69,20 @@ def main() -> None:
             attribute(model, x, [it.label for it in chunk], method="gradcam")
             calls += time.perf_counter() - started
         started = time.perf_counter()
-        run_audit(model, root)
+        local = run_audit(model, root)
         audit = time.perf_counter() - started
+        ray_figures = {}
+        if args.ray:
+            address = None if args.ray == "new" else args.ray
+            rounds = []
+            for _ in range(1 if address is None else 2):
+                started = time.perf_counter()
+                remote = run_audit(model, root, engine="ray", workers=1, address=address)
+                rounds.append(time.perf_counter() - started)
+                if _clusters(remote) != _clusters(local):
+                    raise SystemExit("the Ray engine's clusters differ from the local engine's")
+            ray_figures = {"ray": args.ray, "ray_seconds": [round(r, 2) for r in rounds],
+                           "ray_vs_local": round(rounds[-1] / audit, 3), "ray_clusters_identical": True}
         base = load_model("embedded")
         x = torch.stack([preprocess(load_image(it.path), base.card.data_config).tensor for it in items])
         def on_workers(images: torch.Tensor) -> None:
@@ -89,7 +107,12 @@ def main() -> None:
                       "audit_vs_attribution": round(audit / calls, 3), "forward_seconds": round(floor, 2),
                       "forward_one_pass_seconds": round(floor_one, 2), "forward_workers_seconds": round(floor_workers, 2),
                       "features_seconds": round(features, 2), "features_vs_forward": round(floor / features, 3),
-                      "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+                      "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **ray_figures}))
+
+
+def _clusters(audit) -> list:
+    """Each class's clusters as sorted image lists (what the two engines must agree on)."""
+    return [sorted(tuple(sorted(c.images)) for c in cls.clusters) for cls in audit.classes]
 
 
 if __name__ == "__main__":

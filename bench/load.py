@@ -328,6 +328,8 @@ class Server:
             cwd=ROOT, env={**os.environ, "LENS_OFFLINE": "1", "LENS_GC_FREEZE": "1", **env, "LENS_CACHE_DIR": str(cache_dir)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.peak_rss = 0
+        # [seconds since start, resident MB, ["kind:state:batch:estimate MB/measured peak MB" of each started job]]
+        self.timeline: list = []
         self.exit_code: int | None = None  # the server's exit status if it ended before close() (-9: killed)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, daemon=True)
@@ -370,10 +372,19 @@ class Server:
             return {}
 
     def _poll(self) -> None:
+        start, last = time.monotonic(), float("-inf")
         while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self.rss())
+            rss = self.rss()
+            self.peak_rss = max(self.peak_rss, rss)
             if self.group is not None:
                 self.group.poll()
+            now = time.monotonic()
+            if now - last >= 1.0:  # where the memory went: the resident size beside the jobs in flight, each second
+                last = now
+                jobs = self.jobs().get("jobs", [])
+                self.timeline.append([round(now - start, 1), round(rss / 2**20),
+                                      [f"{j.get('kind')}:{j.get('state')}:{j.get('batch')}:"
+                                       f"{j.get('estimate_mb')}/{j.get('peak_mb')}" for j in jobs]])
             time.sleep(0.2)
 
     @property
@@ -726,6 +737,7 @@ def stop_server(server: Server, phase: str, figures: dict) -> None:
     """Stop ``server``; when it ran in a memory cgroup, its figures go to ``figures["memory_cap"][phase]`` (with
     whether the server had been killed before it was stopped) and the group is removed."""
     server.close()
+    figures.setdefault("memory_timeline", {})[phase] = server.timeline
     if server.group is not None:
         try:
             figures.setdefault("memory_cap", {})[phase] = {

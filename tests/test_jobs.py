@@ -691,3 +691,28 @@ def test_the_budget_follows_the_processs_own_memory_cgroup(tmp_path, monkeypatch
     assert memory.default_memory_bytes() == int(memory.CGROUP_SHARE * 1000 * 2**20)
     monkeypatch.setattr(memory, "cgroup_limit_bytes", lambda: None)
     assert memory.default_memory_bytes() == 2400 * 2**20
+
+
+def test_a_whole_job_waits_for_all_its_samples_rather_than_taking_a_batch_it_would_ignore():
+    """Budget 100, a running job holding 60: a batchable job of 4 × 20 starts at once with a batch of 2; a whole
+    one waits until the running job ends, then takes all 4."""
+    sched = Scheduler(max_jobs=2, cores=2, max_threads=1, memory_bytes=100, slice_seconds=0)
+    started, release, seen = threading.Event(), threading.Event(), {}
+
+    def holder(job, progress):
+        started.set()
+        release.wait(5)
+        return "held"
+    t = threading.Thread(target=lambda: sched.run(("holder",), holder, bytes_per_sample=60))
+    t.start()
+    started.wait(5)
+    assert sched.run(("batchable",), lambda job, p: job.batch, bytes_per_sample=20, samples=4) == 2
+    waiter = threading.Thread(target=lambda: seen.update(whole=sched.run(
+        ("whole",), lambda job, p: job.batch, bytes_per_sample=20, samples=4, whole=True, poll=0.01)))
+    waiter.start()
+    time.sleep(0.3)
+    assert "whole" not in seen and sched.status()["queued"] == 1
+    release.set()
+    t.join(5)
+    waiter.join(5)
+    assert seen["whole"] == 4

@@ -101,7 +101,7 @@ def server_load(model: LensModel) -> dict[str, str]:
     }
 
 
-def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1, preview=None):
+def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1, preview=None, whole: bool = False):
     """The stored result, or ``compute(progress, batch)`` (``compute(progress, batch, preview)`` when a
     ``preview`` is given) run as a job of the app's scheduler (core.serve): queued behind other sessions' jobs
     ("queued, N ahead" on the progress bar), computed once for identical requests, on a worker thread at a lower
@@ -129,7 +129,8 @@ def _long(key: tuple, progress, model: LensModel, compute, *, samples: int = 1, 
     def run():
         return core_serve.scheduler().run(
             key, scheduled, progress=progress, wait=queued,
-            bytes_per_sample=core_serve.per_sample_bytes(model), samples=samples, on_worker=_with_script_context)
+            bytes_per_sample=core_serve.per_sample_bytes(model), samples=samples, on_worker=_with_script_context,
+            whole=whole)
     return results().get_or_compute(key, run)
 
 
@@ -172,8 +173,9 @@ def technique(spec: Technique, model: LensModel, model_key: str, subject, subjec
     def compute(progress, _batch, preview=None):
         extra = {"preview": preview} if preview is not None else {}
         return spec.run(model, subject, values, progress=progress, **extra)
+    # a technique takes its declared samples at once (it has no batch to lower): all of them fit, or it waits
     return _long(spec.key(model_key, subject_key, values), progress, model, compute,
-                 samples=spec.samples_for(values), preview=preview)
+                 samples=spec.samples_for(values), preview=preview, whole=True)
 
 
 # ------------------------------------------------------------------------------------- activation index

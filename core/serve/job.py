@@ -22,6 +22,7 @@ class Job:
     key: tuple
     bytes_per_sample: int
     samples: int
+    whole: bool = False  # it cannot take a smaller batch than its samples: all of them fit, or it waits
     state: str = "queued"
     batch: int = 0
     threads: int = 1

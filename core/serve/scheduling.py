@@ -26,7 +26,8 @@ jobs use every core.
   is admitted when the process's memory outside jobs (its live resident size less the started jobs' estimates,
   never less than at start-up) plus the started (running or paused) jobs' estimates plus its own fit the budget
   (``LENS_MEMORY_MB``, :func:`~core.serve.memory.default_memory_bytes`), with the number of samples it may take
-  at once (its batch) lowered to what fits when that is enough, else it waits. A job alone is always admitted
+  at once (its batch) lowered to what fits when that is enough, else it waits (a ``whole`` job, which takes
+  all its samples at once, waits until they all fit). A job alone is always admitted
   (with a batch of at least one), so nothing waits forever; a new job that does not fit holds back the new jobs
   behind it, not the paused ones (their memory is reserved already). When the first new job does not fit
   whole, what the process holds outside jobs is shed first (at most once a second): the registered stores
@@ -139,7 +140,7 @@ class Scheduler:
     def run(self, key: tuple, compute: Callable[[Job, Progress], object], *, progress: Progress | None = None,
             bytes_per_sample: int = 0, samples: int = 1, wait: Callable[[int], None] | None = None,
             cancel: Callable[[], bool] | None = None, poll: float = 0.1,
-            on_worker: Callable[[threading.Thread], None] | None = None):
+            on_worker: Callable[[threading.Thread], None] | None = None, whole: bool = False):
         """``compute(job, progress)`` as a scheduled job, or the result of an identical job in flight.
 
         Args:
@@ -148,6 +149,8 @@ class Scheduler:
                 through the ``progress`` it is given (which raises :class:`JobCancelled` once cancelled).
             progress: the caller's own progress callback.
             bytes_per_sample, samples: the memory estimate (see :func:`per_sample_bytes`).
+            whole: ``compute`` does not read ``job.batch`` (it always takes ``samples`` at once): it is admitted
+                only when all of them fit (or when it is alone), never on a lowered batch it would ignore.
             wait: called with the number of jobs ahead while queued (about every ``poll`` seconds).
             cancel: the caller's own stop signal (checked while queued and at every progress report).
             on_worker: called with the worker thread before it starts (with ``job_nice`` set), e.g. to give it
@@ -161,7 +164,8 @@ class Scheduler:
                 other = self._by_key.get(key)
                 if other is None:
                     ratio = self._ratios.get(str(key[0]) if key else "", 1.0)
-                    job = Job(key, int(bytes_per_sample * ratio), max(1, int(samples)), seq=next(self._arrivals))
+                    job = Job(key, int(bytes_per_sample * ratio), max(1, int(samples)), whole,
+                              seq=next(self._arrivals))
                     self._by_key[key] = job
                     self._queue.append(job)
                     break
@@ -261,8 +265,10 @@ class Scheduler:
         if job.bytes_per_sample <= 0:
             return job.samples
         fit = min(job.samples, self._free() // job.bytes_per_sample)
+        if job.whole and fit < job.samples:
+            fit = 0
         if fit < 1 and not self._running and not self._paused:
-            return 1  # alone: always runs, one sample at a time
+            return job.samples if job.whole else 1  # alone: always runs (one sample at a time if it can)
         return max(0, int(fit))
 
     def _order(self) -> list[Job]:
