@@ -64,8 +64,12 @@ def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_siz
     ray = connect(address)
     if not items:
         return
+    # each actor gets its share of the cluster's CPUs as threads (the local engine's one process uses every core),
+    # at most one node's worth: an actor cannot span nodes
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    actor_cpus = max(0.1, min(1.0, cpus / workers))
+    node_cpus = max((float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")),
+                    default=1.0)
+    actor_cpus = max(0.1, min(node_cpus, cpus / workers))
     rows = [{"i": i, "path": str(Path(it.path)), "name": it.name, "label": int(it.label)} for i, it in enumerate(items)]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / batch_size)))
     ds.context.execution_options.preserve_order = True
