@@ -603,6 +603,21 @@ def test_a_paused_job_is_cancelled_at_once_and_keeps_its_memory():
     assert log == [2] * 60 + [1] * 5  # 60 + 50 do not fit: no turns
 
 
+def holding(sched, key: tuple, bytes_per_sample: int) -> tuple[threading.Event, threading.Thread]:
+    """A job of ``key`` started on a thread of its own and running (holding its memory) until the returned event
+    is set; returns (that event, the thread)."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(job, progress):
+        started.set()
+        release.wait(5)
+        return "held"
+    t = threading.Thread(target=lambda: sched.run(key, hold, bytes_per_sample=bytes_per_sample))
+    t.start()
+    started.wait(5)
+    return release, t
+
+
 def test_a_job_that_holds_more_than_its_estimate_is_measured_and_its_kind_is_charged_the_ratio():
     """The resident size is a counter the jobs move: a job estimated at 10 bytes that grows it by 50 while it
     runs alone has a measured peak of 50, reserves 50 while it is started, and the next job of its kind is
@@ -623,15 +638,7 @@ def test_a_job_that_holds_more_than_its_estimate_is_measured_and_its_kind_is_cha
     assert seen["reserved"] == 50 and sched.learned("greedy") == 5.0 and sched.learned("other") == 1.0
     assert sched.status()["memory_learned"] == {"greedy": 5.0}
     # 100 bytes of budget are free: a new greedy job estimated at 30 needs 150 now and waits behind a running one
-    blocker_started, release = threading.Event(), threading.Event()
-
-    def blocker(job, progress):
-        blocker_started.set()
-        release.wait(5)
-        return "b"
-    t = threading.Thread(target=lambda: sched.run(("other",), blocker, bytes_per_sample=1))
-    t.start()
-    blocker_started.wait(5)
+    release, t = holding(sched, ("other",), 1)
     waiting = threading.Thread(target=lambda: seen.update(second=sched.run(("greedy", 2), lambda j, p: j.batch,
                                                                          bytes_per_sample=30)))
     waiting.start()
@@ -697,15 +704,8 @@ def test_a_whole_job_waits_for_all_its_samples_rather_than_taking_a_batch_it_wou
     """Budget 100, a running job holding 60: a batchable job of 4 × 20 starts at once with a batch of 2; a whole
     one waits until the running job ends, then takes all 4."""
     sched = Scheduler(max_jobs=2, cores=2, max_threads=1, memory_bytes=100, slice_seconds=0)
-    started, release, seen = threading.Event(), threading.Event(), {}
-
-    def holder(job, progress):
-        started.set()
-        release.wait(5)
-        return "held"
-    t = threading.Thread(target=lambda: sched.run(("holder",), holder, bytes_per_sample=60))
-    t.start()
-    started.wait(5)
+    seen = {}
+    release, t = holding(sched, ("holder",), 60)
     assert sched.run(("batchable",), lambda job, p: job.batch, bytes_per_sample=20, samples=4) == 2
     waiter = threading.Thread(target=lambda: seen.update(whole=sched.run(
         ("whole",), lambda job, p: job.batch, bytes_per_sample=20, samples=4, whole=True, poll=0.01)))
