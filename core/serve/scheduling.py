@@ -50,13 +50,13 @@ import json
 import os
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import Callable
 
 from ..files import atomic_write, cache_root
 from .env import default_job_nice, default_job_slice, default_max_jobs  # noqa: F401 (re-exported)
 from .job import Job, JobCancelled, Progress
+from .ledger import Ledger
 from .memory import default_memory_bytes, release_memory, rss_bytes
 from .worker import run_inline, run_on_worker
 
@@ -69,11 +69,10 @@ class Scheduler:
                  status_path: str | Path | None = None, live_bytes: Callable[[], int] | None = None,
                  job_nice: int | None = None, slice_seconds: float | None = None) -> None:
         self.max_jobs = max_jobs or default_max_jobs()
-        self.memory_bytes = memory_bytes if memory_bytes is not None else default_memory_bytes()
         self.cores = cores or max(1, os.cpu_count() or 1)
         self.max_threads = max_threads or self.cores  # per job
-        self.base_bytes = base_bytes or (lambda: 0)  # memory already used outside jobs (model, caches)
-        self.live_bytes = live_bytes or (lambda: 0)  # the process's resident size now (0: unknown)
+        self.ledger = Ledger(memory_bytes if memory_bytes is not None else default_memory_bytes(),
+                             base_bytes or (lambda: 0), live_bytes or (lambda: 0))
         self.status_path = Path(status_path) if status_path is not None else None
         self.job_nice = job_nice  # None: a job runs on the asking thread
         self.slice_seconds = default_job_slice() if slice_seconds is None else float(slice_seconds)
@@ -84,17 +83,13 @@ class Scheduler:
         self._arrivals = itertools.count()
         self._by_key: dict[tuple, Job] = {}
         self.finished = 0
-        self._sheddable: "weakref.WeakSet" = weakref.WeakSet()
-        self.shed_bytes, self.sheds, self.shed_every = 0, 0, 1.0
-        self._shed_at = float("-inf")
-        self._ratios: dict[str, float] = {}  # kind -> the largest measured peak over estimate (> 1 only)
 
     def shed_from(self, store) -> None:
         """Let the scheduler shed ``store`` under memory pressure: ``store.shed(n_bytes)`` drops about ``n_bytes``
         of what can be recomputed or reread and returns the bytes dropped (held weakly: a store that is gone is
         forgotten)."""
         with self._cv:
-            self._sheddable.add(store)
+            self.ledger.sheddable.add(store)
 
     # ------------------------------------------------------------------------------------------ status
 
@@ -104,15 +99,15 @@ class Scheduler:
             return {"running": len(self._running), "queued": len(self._queue) - len(self._paused),
                     "paused": len(self._paused), "max_jobs": self.max_jobs,
                     "threads": sum(j.threads for j in self._running), "cores": self.cores,
-                    "memory_budget": self.memory_bytes,
-                    "memory_reserved": self._reserved(), "finished": self.finished,
-                    "memory_shed": self.shed_bytes, "memory_sheds": self.sheds,
-                    "memory_learned": {k: round(v, 2) for k, v in self._ratios.items()}}
+                    "memory_budget": self.ledger.budget,
+                    "memory_reserved": self.ledger.reserved(self._started()), "finished": self.finished,
+                    "memory_shed": self.ledger.shed_bytes, "memory_sheds": self.ledger.sheds,
+                    "memory_learned": {k: round(v, 2) for k, v in self.ledger.ratios.items()}}
 
     def learned(self, kind: str) -> float:
         """How much more than their estimate jobs of ``kind`` have been measured to hold (1.0: not more)."""
         with self._cv:
-            return self._ratios.get(kind, 1.0)
+            return self.ledger.ratios.get(kind, 1.0)
 
     def _write_status(self) -> None:
         """Write :meth:`status` plus the started jobs (kind, progress) to ``status_path`` atomically (caller holds
@@ -163,9 +158,8 @@ class Scheduler:
             with self._cv:
                 other = self._by_key.get(key)
                 if other is None:
-                    ratio = self._ratios.get(str(key[0]) if key else "", 1.0)
-                    job = Job(key, int(bytes_per_sample * ratio), max(1, int(samples)), whole,
-                              seq=next(self._arrivals))
+                    job = Job(key, self.ledger.charge(str(key[0]) if key else "", bytes_per_sample),
+                              max(1, int(samples)), whole, seq=next(self._arrivals))
                     self._by_key[key] = job
                     self._queue.append(job)
                     break
@@ -192,7 +186,7 @@ class Scheduler:
                 job.cancel()
                 raise JobCancelled("stopped")
             job.fraction, job.message = fraction, message
-            self._measure(job)
+            self.ledger.measure(job, self._running == [job])
             # a repeat (the heartbeat's) is not drawn again: every draw is a message to a browser
             if relayed is not None and (self.job_nice is None or shown[0] != (fraction, message)):
                 shown[0] = (fraction, message)
@@ -233,43 +227,17 @@ class Scheduler:
             return 0
         return per_job
 
-    def _reserved(self) -> int:
-        """The started (running or paused) jobs' memory: each its estimate or its measured peak, the larger."""
-        return sum(max(j.bytes, j.peak) for j in self._running) + sum(max(j.bytes, j.peak) for j in self._paused)
-
-    def _measure(self, job: Job) -> int | None:
-        """Update ``job``'s measured peak from the resident size now; what it holds now (None: not measured).
-        Only while it runs alone: beside another running job the growth cannot be told apart."""
-        if self._running != [job] or not job.slice_live:
-            return None
-        grown = job.held + self.live_bytes() - job.slice_live
-        job.peak = max(job.peak, grown)
-        return grown
-
-    def _learn(self, job: Job) -> None:
-        """After ``job`` is done: remember by how much its kind exceeded its estimate (caller holds the lock)."""
-        if job.bytes_per_sample > 0 and job.peak > job.bytes:
-            self._ratios[job.kind] = max(self._ratios.get(job.kind, 1.0), job.peak / job.bytes)
+    def _started(self) -> list[Job]:
+        return self._running + self._paused
 
     def _free(self) -> int:
-        """Bytes of the budget not used now by the process outside jobs and the started jobs' estimates."""
-        reserved = self._reserved()
-        # memory outside jobs grows (sessions, caches, allocator slack): count it live, not as at start-up
-        outside = max(self.base_bytes(), self.live_bytes() - reserved)
-        return self.memory_bytes - outside - reserved
+        return self.ledger.free(self._started())
 
     def _fits(self, job: Job) -> int:
         """How many samples ``job`` may take at once now (0: it must wait)."""
         if len(self._running) >= self.max_jobs:
             return 0
-        if job.bytes_per_sample <= 0:
-            return job.samples
-        fit = min(job.samples, self._free() // job.bytes_per_sample)
-        if job.whole and fit < job.samples:
-            fit = 0
-        if fit < 1 and not self._running and not self._paused:
-            return job.samples if job.whole else 1  # alone: always runs (one sample at a time if it can)
-        return max(0, int(fit))
+        return self.ledger.fits(job, self._started())
 
     def _order(self) -> list[Job]:
         """The waiting jobs, the next to go first: the least served, then the earliest."""
@@ -303,7 +271,7 @@ class Scheduler:
             job.batch, job.threads = self._fits(job), self._threads()
         job.state, job.slice_start = "running", time.monotonic()
         self._running.append(job)
-        job.slice_live = self.live_bytes()
+        self.ledger.open_slice(job)
         self._write_status()
         self._cv.notify_all()
 
@@ -341,7 +309,7 @@ class Scheduler:
             if first is not None and first.bytes_per_sample > 0:  # a new job short of memory: shed for it first
                 self._shed(first.bytes_per_sample * first.samples - self._free())
             served = job.served + time.monotonic() - job.slice_start
-            holds = self._measure(job)
+            holds = self.ledger.measure(job, self._running == [job])
             self._running.remove(job)
             self._paused.append(job)
             job.state = "paused"
@@ -379,32 +347,14 @@ class Scheduler:
                 job.message = message
 
     def _shed(self, short: int) -> bool:
-        """Shed about ``short`` bytes from the registered stores, then hand freed heap back to the system (caller
-        holds the lock; it is released meanwhile). False when it was done less than ``shed_every`` seconds ago."""
-        now = time.monotonic()
-        if short <= 0 or now - self._shed_at < self.shed_every:
-            return False
-        self._shed_at = now
-        stores = list(self._sheddable)
-        self._cv.release()
-        try:
-            shed = 0
-            for store in stores:
-                if shed >= short:
-                    break
-                shed += int(store.shed(short - shed))
-            release_memory()
-        finally:
-            self._cv.acquire()
-        self.shed_bytes += shed
-        self.sheds += 1
-        return True
+        """:meth:`Ledger.shed` with the lock released meanwhile (caller holds it)."""
+        return self.ledger.shed(short, self._cv)
 
     def _finish(self, job: Job, state: str) -> None:
         with self._cv:
             if state == "done":
-                self._measure(job)
-                self._learn(job)
+                self.ledger.measure(job, self._running == [job])
+                self.ledger.learn(job)
             job.state = state
             if job in self._running:
                 self._running.remove(job)
