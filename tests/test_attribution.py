@@ -629,3 +629,22 @@ def test_profile_first_store_wins_and_an_unwritable_folder_measures_in_memory(tm
     profile.forget()
     assert profile.remembered("demo", {"k": 3}, lambda: "m") == "m" and profile.profile_dir() is None
     profile.forget()
+
+
+@pytest.mark.parametrize("total,logit,attn,weak,cp_hint", [
+    (0.98, 1.0, False, False, False),   # conserved within the tolerance: no warning
+    (0.26, 0.78, True, True, True),     # AttnLRP's softmax absorbs two thirds: said, with the cp rule offered
+    (0.5, 1.0, False, True, False),     # a CNN whose epsilon absorbs half: said, no transformer advice
+    (0.1, 0.0, False, True, False),     # no logit to compare with
+])
+def test_lrp_conservation_line_says_when_it_is_weak(total, logit, attn, weak, cp_hint):
+    from core.attribution.base import Attribution
+    from core.attribution.view import metric_lines
+
+    notes = ("ViT, AttnLRP: softmax by gradient x input",) if attn else ("zplus (convolutions)",)
+    attr = Attribution(map=torch.zeros(1, 4, 4), raw=None, method="lrp", target=[0], seconds=0.0, notes=notes,
+                       metrics={"relevance_sum": (total,), "logit": (logit,)})
+    (line,) = metric_lines(attr)
+    assert ("Weakly conserved" in line) == weak and ("cp rule" in line) == cp_hint
+    assert ("AttnLRP's softmax" in line) == attn
+    assert (f"{total / logit:.0%} conserved" if logit else "n/a conserved") in line

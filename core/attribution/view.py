@@ -87,14 +87,32 @@ def npy_bytes(attr: Attribution, index: int = 0) -> bytes:
     return buf.getvalue()
 
 
+CONSERVATION_TOLERANCE = 0.1  # relevance within this fraction of the logit reads as conserved; further off, said
+
+
+def conservation(relevance_sum: float, logit: float) -> tuple[float | None, bool]:
+    """LRP's relevance at the pixels as a share of the explained logit (None without a logit), and whether it is
+    weakly conserved (off by more than :data:`CONSERVATION_TOLERANCE`)."""
+    share = relevance_sum / logit if logit else None
+    return share, share is None or abs(share - 1) > CONSERVATION_TOLERANCE
+
+
 def metric_lines(attr: Attribution, index: int = 0) -> list[str]:
-    """Sentences (Markdown) that explain a result's per-image numbers: LRP's conservation, CAM's decomposition."""
+    """Sentences (Markdown) that explain a result's per-image numbers: LRP's conservation (and when it is weak),
+    CAM's decomposition."""
     m = {name: values[index] for name, values in attr.metrics.items()}
     lines = []
     if "relevance_sum" in m and "logit" in m:
-        share = f"{m['relevance_sum'] / m['logit']:.0%}" if m["logit"] else "n/a"
-        lines.append(f"Relevance sum **{m['relevance_sum']:.4g}** for a logit of **{m['logit']:.4g}** ({share} "
-                     "conserved; biases, LayerNorm shifts and epsilon absorb the rest).")
+        share, weak = conservation(m["relevance_sum"], m["logit"])
+        attn = any("AttnLRP" in note for note in attr.notes)
+        absorbers = ("AttnLRP's softmax rule, biases and epsilon" if attn
+                     else "biases, LayerNorm shifts and epsilon")
+        line = (f"Relevance sum **{m['relevance_sum']:.4g}** for a logit of **{m['logit']:.4g}** "
+                f"({f'{share:.0%}' if share is not None else 'n/a'} conserved; {absorbers} absorb the rest).")
+        if weak:
+            line += (" **Weakly conserved**: read the map's shape (where the evidence is), not its values in logit "
+                     "units" + ("; the cp rule (CP-LRP) takes the softmax's share out." if attn else "."))
+        lines.append(line)
     if "constant" in m and "logit" in m:
         lines.append(f"Logit **{m['logit']:.4g}** = mean of the map + constant ({m['constant']:.4g}).")
     return lines

@@ -8,7 +8,7 @@ import numpy as np
 from ...attribution.base import NotApplicable
 from ...attribution.registry import REGISTRY, attribute
 from ...attribution.spec import Option
-from ...attribution.view import figure
+from ...attribution.view import conservation, figure
 from ...images import load_image, preprocess
 from ...model.labels import paired_target
 from ...render import save_png
@@ -163,6 +163,11 @@ def text(payload: dict) -> str:
     for r in payload["results"]:
         saved = f" -> {r['npy']}" if r["npy"] else ""
         who = f" {r['model']}" if "model" in r else ""
-        lines.append(f"{r['image']}{who}: class {r['target']} ({r['label']}), {r['seconds']:.2f} s{saved}")
+        kept = ""
+        if "relevance_sum" in r and "logit" in r:
+            share, weak = conservation(r["relevance_sum"], r["logit"])
+            kept = (f", relevance {r['relevance_sum']:.4g} for a logit of {r['logit']:.4g}"
+                    + (" (weakly conserved)" if weak else ""))
+        lines.append(f"{r['image']}{who}: class {r['target']} ({r['label']}), {r['seconds']:.2f} s{kept}{saved}")
     lines += [f"{r['image']} {r['model']}: refused: {r['reason']}" for r in payload.get("refused", [])]
     return "\n".join(lines)
