@@ -45,7 +45,8 @@ class Technique(CommandLine):
         page: the page that draws it; empty: the generic Techniques page lists it with a form and a summary.
         warm: ``python -m core warm`` computes its page defaults for every image (or once per model or folder).
         samples: images a run holds in memory at once, for the memory budget (a number or a function of the
-            values).
+            values). A ``run`` that takes a ``batch`` keyword can hold fewer at once (the scheduler passes the
+            batch that fits: :attr:`takes_batch`); the others wait until all of them fit.
         describe: the result as a few rows (name → value) for the generic page and the report.
     """
 
@@ -68,6 +69,13 @@ class Technique(CommandLine):
             raise TypeError(f"{self.name}: a setting is declared twice")
         if self.subject not in ("image", "folder", "model"):
             raise TypeError(f"{self.name}: subject must be image, folder or model, not {self.subject!r}")
+
+    @property
+    def takes_batch(self) -> bool:
+        """Whether ``run`` takes ``batch`` (how many of its samples to hold at once; the same result for any)."""
+        import inspect
+
+        return "batch" in inspect.signature(self.run).parameters
 
     def setting(self, name: str) -> Setting:
         for s in self.settings:

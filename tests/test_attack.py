@@ -327,3 +327,22 @@ def test_cli_min_eps_and_errors(capsys, samples):
     assert main(["attack", image, "--target", "5000", "--model", "embedded", "--json"]) == 2
     assert "between 0 and 999" in capsys.readouterr().err
     assert main(["attack", image, "--eps", "-1", "--json"]) == 2
+
+
+def test_the_evidence_maps_take_the_granted_batch_and_do_not_change_with_it(resnet_tiny):
+    """The attack evidence's SmoothGrad runs in the batch the scheduler grants (so it is not held back until all
+    its samples fit); the maps are the same in any batch. Techniques without a batch wait whole."""
+    from core.attack.spec import EVIDENCE
+    from core.techniques import TECHNIQUES
+
+    g = torch.Generator().manual_seed(0)
+    clean, adv = torch.rand(3, 64, 64, generator=g), torch.rand(3, 64, 64, generator=g)
+    values = {"samples": 8, "noise": 0.15}
+    full = EVIDENCE.run(resnet_tiny, (clean, adv, [1, 2]), values)
+    small = EVIDENCE.run(resnet_tiny, (clean, adv, [1, 2]), values, batch=2)
+    assert full.keys() == small.keys() and len(full) == 4
+    for key in full:
+        scale = float(abs(full[key]).max())
+        assert scale > 0 and float(abs(full[key] - small[key]).max()) <= 1e-4 * scale
+    assert EVIDENCE.takes_batch
+    assert not any(t.takes_batch for t in TECHNIQUES.values() if t is not EVIDENCE)

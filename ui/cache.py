@@ -170,12 +170,16 @@ def technique(spec: Technique, model: LensModel, model_key: str, subject, subjec
     """The result of ``spec`` run on ``subject`` with ``values``, kept under ``spec.key`` (the key
     ``python -m core warm`` writes), computed as a job of the app's scheduler with progress (and a preview where
     the technique gives one)."""
-    def compute(progress, _batch, preview=None):
+    batched = spec.takes_batch
+
+    def compute(progress, batch, preview=None):
         extra = {"preview": preview} if preview is not None else {}
+        if batched:
+            extra["batch"] = batch
         return spec.run(model, subject, values, progress=progress, **extra)
-    # a technique takes its declared samples at once (it has no batch to lower): all of them fit, or it waits
+    # a technique without a batch takes its declared samples at once: all of them fit, or it waits
     return _long(spec.key(model_key, subject_key, values), progress, model, compute,
-                 samples=spec.samples_for(values), preview=preview, whole=True)
+                 samples=spec.samples_for(values), preview=preview, whole=not batched)
 
 
 # ------------------------------------------------------------------------------------- activation index

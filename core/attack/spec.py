@@ -112,11 +112,15 @@ MIN_EPS = Technique(
     SETTINGS, run_minimal_eps, command="attack", prefix="atk", page="attack")
 
 
-def run_evidence(model, subject, values: Mapping[str, object], *, progress=None) -> dict:
+EVIDENCE_BATCH = 8  # SmoothGrad's noisy copies per pass for the evidence maps (its default batch)
+
+
+def run_evidence(model, subject, values: Mapping[str, object], *, progress=None, batch: int | None = None) -> dict:
     """SmoothGrad maps (H, W) of the clean and adversarial images for each class.
 
     Args:
         subject: (clean (3, H, W), adversarial (3, H, W), classes) with images in [0, 1].
+        batch: noisy copies per pass (default 8, the declared samples; fewer when memory is short: the same maps).
 
     Returns:
         ``{(class, "clean"|"adversarial"): float32 array}``.
@@ -129,7 +133,7 @@ def run_evidence(model, subject, values: Mapping[str, object], *, progress=None)
     x = torch.stack([clean, adv] * len(classes))
     targets = [c for c in classes for _ in (0, 1)]
     maps = smoothgrad(model, x, targets, samples=int(values["samples"]), noise=float(values["noise"]),
-                      progress=progress).map
+                      batch_size=batch or EVIDENCE_BATCH, progress=progress).map
     return {(c, kind): maps[2 * i + j].float().numpy()
             for i, c in enumerate(classes) for j, kind in enumerate(("clean", "adversarial"))}
 
@@ -142,4 +146,4 @@ EVIDENCE = Technique(
      Setting("noise", float, "noise level, a fraction of the pixel range",
              label="SmoothGrad noise σ (fraction of the pixel range)", low=0.0, high=0.5, step=0.01, default=0.15,
              cli=False)),
-    run_evidence, prefix="atk_sg", page="attack", samples=8)
+    run_evidence, prefix="atk_sg", page="attack", samples=EVIDENCE_BATCH)
