@@ -8,7 +8,7 @@ import streamlit as st
 from core import dataroots
 from core.images import SAMPLES
 from core.index.spec import BUILD, build_context
-from ui import cache, index_info, index_page, sidebar, uploads
+from ui import cache, index_cache, index_info, index_page, sidebar, uploads
 from ui.options import technique_form
 
 st.title("Dataset examples")
@@ -44,11 +44,11 @@ if not opened and not folder:
     st.stop()
 shown = dataroots.shown(folder, uploads.existing_area()) if hosted else folder
 
-directory = opened or cache.index_directory(model, folder)
+directory = opened or index_cache.index_directory(model, folder)
 if build:
     index_page.build(model, folder, directory, values, shown if hosted else None)
 
-stamp = cache.index_stamp(directory)
+stamp = index_cache.index_stamp(directory)
 if stamp is None and not opened and folder == str(SAMPLES):  # the demo opens full: built once, in the background
     stamp = index_page.sample_index(model, selection.model_key, folder, directory)
 index = index_page.open_index(directory, stamp)
@@ -56,7 +56,7 @@ if index is None:
     st.info(f"No index at {opened}." if opened else f"No index yet for this model over {shown}. Open 'Index' "
             "above and press Build (the 70 sample photos take a few seconds to a minute).")
     st.stop()
-index_info.show(cache.activation_index_summary(directory, stamp), hosted,
+index_info.show(index_cache.activation_index_summary(directory, stamp), hosted,
                 lambda p: dataroots.shown(p, uploads.existing_area()))
 mismatch = index_info.model_mismatch(index, model)
 if mismatch:
@@ -91,7 +91,7 @@ st.subheader(f"What {selection.name} excites in {layer}")
 st.caption("Channels ranked by how far the image's maximum stands above the channel's mean over the indexed "
            "images (in standard deviations), each with its top indexed patches.")
 try:
-    hits = cache.channels_excited(model, selection.model_key, selection.inp.tensor, selection.image_key, directory,
+    hits = index_cache.channels_excited(model, selection.model_key, selection.inp.tensor, selection.image_key, directory,
                                   stamp, layer)
 except ValueError as e:  # an index of another model (cannot happen through this page's directory key)
     st.error(str(e))

@@ -142,9 +142,9 @@ def test_a_link_opens_layer_channel_and_patch_and_results_go_to_the_report(app, 
 
 
 def core_index_stamp(directory) -> str:
-    from ui import cache
+    from ui import index_cache
 
-    return cache.index_stamp(str(directory))
+    return index_cache.index_stamp(str(directory))
 
 
 def test_a_fresh_instance_opens_on_the_sample_photos_index(app, tmp_path, monkeypatch):

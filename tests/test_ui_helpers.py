@@ -75,7 +75,7 @@ def _fake_index(monkeypatch):
     fake = SimpleNamespace(index_directory=lambda model, root: "idx", index_stamp=lambda d: "stamp",
                            open_activation_index=lambda d, s: index,
                            patch_crop=lambda d, s, image_id, box: Image.new("RGB", (20 + 30 * image_id, 40), "red"))
-    monkeypatch.setattr(view, "cache", fake)
+    monkeypatch.setattr(view, "index_cache", fake)
     tiles = []
     real = view.patch_tile
     monkeypatch.setattr(view, "patch_tile", lambda *a: tiles.append(real(*a)) or tiles[-1])

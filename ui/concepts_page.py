@@ -11,7 +11,7 @@ from core.images import ImageError
 from core.index import IndexCorrupt, IndexStale
 from core.render import captioned_strip
 from core.spec import canonical
-from ui import cache, figures, index_page, report, run
+from ui import cache, figures, index_cache, index_page, report, run
 from ui.options import setting_widget, technique_form
 from ui.widgets import progress_bar
 
@@ -62,16 +62,16 @@ def maps(model, selection, result, columns: int = 3, *, image=None, with_example
 def _sample_index(model, model_key: str) -> None:
     """The index of the sample photos with its relevance ranking: when it is not there, the app's background build
     is started (or followed) with its progress bar."""
-    if not cache.sample_index_ranked(model, model_key):
+    if not index_cache.sample_index_ranked(model, model_key):
         folder = str(core_images.SAMPLES)  # read now: tests point it elsewhere
-        index_page.sample_index(model, model_key, folder, cache.index_directory(model, folder))
+        index_page.sample_index(model, model_key, folder, index_cache.index_directory(model, folder))
 
 
 def examples(model, layer: str, channel: int, where, by: str = "relevance") -> None:
     """A strip of the channel's dataset examples from the index of the sample photos, ranked ``by`` relevance
     (for each photo's predicted class) or activation."""
     try:
-        patches = cache.sample_patches(model, layer, channel, STRIP, by)
+        patches = index_cache.sample_patches(model, layer, channel, STRIP, by)
     except (KeyError, ValueError, OSError, IndexCorrupt, IndexStale, ImageError) as e:
         where.caption(f"No dataset examples: {e}")
         return

@@ -17,7 +17,7 @@ from core.images import ImageError, load_image, preprocess
 from core.errors.view import confusion_figure, mistake_figure, separation_figure
 from core.render import captioned_strip
 from core.report import ReportItem, contrast_command
-from ui import cache, concepts_page, figures, report, uploads
+from ui import cache, concepts_page, figures, index_cache, report, uploads
 from ui.index_page import patch_tile
 from ui.options import setting_widget
 from ui.widgets import progress_bar
@@ -277,9 +277,9 @@ def channel_examples(ev, model, layer: str, sep) -> None:
     index_model = model
     if "+head:" in model.card.fingerprint:  # a head on the embedded backbone: its layers are the embedded model's
         index_model = cache.get_model("embedded", "embedded")
-    directory = cache.index_directory(index_model, image_root)
-    index_stamp = cache.index_stamp(directory)
-    covered = index_stamp is not None and layer in cache.open_activation_index(directory, index_stamp).layers
+    directory = index_cache.index_directory(index_model, image_root)
+    index_stamp = index_cache.index_stamp(directory)
+    covered = index_stamp is not None and layer in index_cache.open_activation_index(directory, index_stamp).layers
     if not covered:
         shown = dataroots.shown(image_root, uploads.existing_area()) if dataroots.hosted() else image_root
         st.info(f"No activation index of {shown} covers layer {layer} for this model: build one to see each "
@@ -287,16 +287,16 @@ def channel_examples(ev, model, layer: str, sep) -> None:
         if st.button(f"Build the activation index of {shown} at {layer}", key="err_build_index"):
             layers_now = [layer]
             if index_stamp is not None:
-                layers_now = sorted(set(cache.open_activation_index(directory, index_stamp).layers) | {layer})
+                layers_now = sorted(set(index_cache.open_activation_index(directory, index_stamp).layers) | {layer})
             with progress_bar("indexing") as report:
-                cache.build_activation_index(index_model, image_root, directory, {"layers": tuple(layers_now)},
+                index_cache.build_activation_index(index_model, image_root, directory, {"layers": tuple(layers_now)},
                                              progress=report)
             st.rerun()
         st.stop()
-    index = cache.open_activation_index(directory, index_stamp)
+    index = index_cache.open_activation_index(directory, index_stamp)
     for ch in sep.channels:
         patches = index.top(layer, ch.channel, 6)
         st.markdown(f"**Channel {ch.channel}** (d = {ch.effect:+.2f}): its dataset examples")
         for col, patch in zip(st.columns(6), patches):
-            col.image(patch_tile(cache.patch_crop(directory, index_stamp, patch.image_id, patch.box), patch, 128),
+            col.image(patch_tile(index_cache.patch_crop(directory, index_stamp, patch.image_id, patch.box), patch, 128),
                       width="stretch", caption=patch.image.name)

@@ -16,7 +16,7 @@ from core.features.featurevis_spec import (FEATUREVIS, FILTERS, FILTERS_OUT_DIR,
                                            target_of)
 from core.render import captioned_strip, heat_figure, image_uint8
 from core.spec import Technique, canonical
-from ui import cache, forms, permalink, report
+from ui import cache, forms, index_cache, permalink, report
 from ui.options import setting_widget, technique_form
 from ui.permalink import Param
 from ui.index_page import patch_tile
@@ -188,7 +188,7 @@ def channel_on_image(selection, layer: str, channel: int) -> None:
 def dataset_patches(model, layer: str, channel: int) -> None:
     """The channel's top dataset patches from the activation index of the sample photos, if one was built."""
     try:
-        patches = cache.sample_patches(model, layer, channel, 8)
+        patches = index_cache.sample_patches(model, layer, channel, 8)
     except Exception as e:  # an optional panel: any index problem is a note, never a failure of this page
         st.caption(f"Dataset patches unavailable: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
         return

@@ -1,7 +1,7 @@
 """Streamlit pieces of the Dataset-examples page (pages/activation_index.py): the build report, the layer and
 channel pickers, the patch grid, the full-image view of one patch and the reverse-lookup rows.
 
-Widget keys are the page's (``lens_idx_*``); core is reached through :mod:`ui.cache` only.
+Widget keys are the page's (``lens_idx_*``); core is reached through :mod:`ui.index_cache` only.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from core.index import ActivationIndex, IndexCorrupt, IndexStale
 from core.index.spec import TOP, commands
 from core.index.view import architecture_dot, group_choice, layer_group, opening_layer
 from core.render import boxed, captioned_strip, heat_figure, labelled_tile, padded, tile_grid
-from ui import cache, permalink, report
+from ui import index_cache, permalink, report
 from ui.options import setting_widget
 from ui.permalink import Param
 from ui.widgets import progress_bar
@@ -58,7 +58,7 @@ def build(model, folder: str, directory: str, values: dict, shown: str | None = 
     with a progress bar; report the outcome (naming the folder ``shown``, when given, in messages)."""
     try:
         with progress_bar("Starting...") as progress:
-            result = cache.build_activation_index(model, folder, directory, values, progress)
+            result = index_cache.build_activation_index(model, folder, directory, values, progress)
     except (ValueError, ImageError, IndexCorrupt, OSError) as e:
         message = str(e) if shown is None else str(e).replace(folder, shown).replace(directory, "the index")
         st.error(f"Index not built: {message}")
@@ -74,17 +74,17 @@ def sample_index(model, model_key: str, folder: str, directory: str) -> str | No
     """Wait for the index of the sample photos ``folder`` at ``directory``, built once in the background for every
     visitor (the first visit starts it), with its progress; its stamp (None when the build failed: an error says
     so)."""
-    job = cache.sample_index(model, model_key, folder)
+    job = index_cache.sample_index(model, model_key, folder)
     if not job.done.is_set():
         bar = st.progress(0.0, text="Indexing the sample photos (once, for every visitor)...")
         while not job.done.wait(0.25):
             bar.progress(min(max(job.fraction, 0.0), 1.0), text=f"Indexing the sample photos: {job.message}")
         bar.empty()
     if job.error:
-        cache.sample_index.clear()  # the next visit tries again
+        index_cache.sample_index.clear()  # the next visit tries again
         st.error(f"The sample photos' index was not built: {job.error}")
         return None
-    return cache.index_stamp(directory)
+    return index_cache.index_stamp(directory)
 
 
 def open_index(directory: str, stamp: str | None) -> ActivationIndex | None:
@@ -92,7 +92,7 @@ def open_index(directory: str, stamp: str | None) -> ActivationIndex | None:
     if stamp is None:
         return None
     try:
-        return cache.open_activation_index(directory, stamp)
+        return index_cache.open_activation_index(directory, stamp)
     except IndexCorrupt as e:
         st.error(f"The index is damaged and will be rebuilt when you press Build: {e}")
         return None
@@ -156,7 +156,7 @@ def patch_grid(directory: str, stamp: str, patches: list) -> None:
         for start in range(0, len(patches), COLS):
             for col, patch in zip(st.columns(COLS), patches[start:start + COLS]):
                 with col:
-                    crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
+                    crop = index_cache.patch_crop(directory, stamp, patch.image_id, patch.box)
                     st.image(patch_tile(crop, patch, TILE), width="stretch", caption=patch.image.name)
                     st.button("Full image", key=f"lens_idx_expand_{patch.rank}",
                               on_click=st.session_state.__setitem__, args=("lens_idx_expanded", patch.rank))
@@ -173,7 +173,7 @@ def expanded_patch(selection, directory: str, stamp: str, patches: list, layer: 
     model, patch = selection.model, patches[expanded]
     st.subheader(f"#{patch.rank + 1}: {patch.image.name}")
     try:
-        amap, x, original = cache.patch_context(selection.model, selection.model_key, directory, stamp,
+        amap, x, original = index_cache.patch_context(selection.model, selection.model_key, directory, stamp,
                                                 patch.image_id, layer, channel)
     except (IndexStale, ImageError) as e:
         st.error(str(e))
@@ -211,7 +211,7 @@ def excited_rows(index: ActivationIndex, directory: str, stamp: str, layer: str,
             st.button("Show", key=f"lens_idx_show_{hit.channel}", on_click=set_channel, args=(hit.channel,))
         for col, patch in zip(cols[1:], index.top(layer, hit.channel, COLS)):
             try:
-                col.image(patch_tile(cache.patch_crop(directory, stamp, patch.image_id, patch.box), patch, 128),
+                col.image(patch_tile(index_cache.patch_crop(directory, stamp, patch.image_id, patch.box), patch, 128),
                           width="stretch")
             except (IndexStale, ImageError) as e:
                 col.caption(str(e))
@@ -226,7 +226,7 @@ def excited_report(selection, index: ActivationIndex, directory: str, stamp: str
         tiles = []
         for hit in hits:
             for patch in index.top(layer, hit.channel, COLS):
-                crop = cache.patch_crop(directory, stamp, patch.image_id, patch.box)
+                crop = index_cache.patch_crop(directory, stamp, patch.image_id, patch.box)
                 tiles.append(labelled_tile(crop, 128, f"ch {hit.channel} #{patch.rank + 1} {patch.value:.3g}"))
             if tiles and len(tiles) % COLS:  # each channel starts a row
                 tiles += [np.full_like(tiles[-1], 255)] * (COLS - len(tiles) % COLS)
@@ -252,8 +252,8 @@ def grid_report(selection, directory: str, stamp: str, index: ActivationIndex, l
     by = patches[0].by if patches else "activation"
 
     def make():
-        tiles = [patch_tile(cache.patch_crop(directory, stamp, p.image_id, p.box), p, 160) for p in patches]
-        summary = cache.activation_index_summary(directory, stamp)
+        tiles = [patch_tile(index_cache.patch_crop(directory, stamp, p.image_id, p.box), p, 160) for p in patches]
+        summary = index_cache.activation_index_summary(directory, stamp)
         return report.item(
             selection, image=False, title=f"Dataset examples: {layer} channel {channel}",
             figure=tile_grid(tiles, COLS),
