@@ -125,22 +125,6 @@ def _mounts() -> list[tuple[str, str, str, set[str]]]:
     return found
 
 
-def _own_cgroups() -> dict[str, str]:
-    """This process's cgroup path per hierarchy: ``"2"`` for the unified one, ``"memory"`` for v1's controller."""
-    own = {}
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                hid, controllers, path = line.rstrip("\n").split(":", 2)
-                if hid == "0" and controllers == "":
-                    own["2"] = path
-                elif "memory" in controllers.split(","):
-                    own["memory"] = path
-    except OSError:
-        pass
-    return own
-
-
 def _read(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -185,7 +169,9 @@ class MemoryCgroup:
     def __init__(self, cap_mb: int, name: str = "server") -> None:
         self.cap_bytes = int(cap_mb) * 2**20
         reasons = []
-        mounts, own = _mounts(), _own_cgroups()
+        from core.serve.memory import own_cgroups
+
+        mounts, own = _mounts(), own_cgroups()
         candidates = []
         for kind, point, root, options in mounts:
             if kind == "cgroup2" and "2" in own:

@@ -8,6 +8,7 @@ choices in memory only, as does a folder that cannot be written.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,8 +35,10 @@ def profile_dir() -> Path | None:
     return Path(base) / "convnext-lens" / "profile"
 
 
+@functools.cache
 def machine() -> dict:
-    """What makes a timing this machine's: the CPU's model name, the processor count and torch's version."""
+    """What makes a timing this machine's: the CPU's model name, the processor count and torch's version (read
+    once per process)."""
     import torch
 
     name = platform.processor()

@@ -23,24 +23,35 @@ def default_memory_bytes() -> int:
     return min(budget, int(CGROUP_SHARE * limit)) if limit else budget
 
 
+def own_cgroups(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
+    """This process's cgroup path per hierarchy: ``"2"`` for the unified one, ``"memory"`` for v1's controller."""
+    own = {}
+    try:
+        with open(proc_cgroup) as f:
+            for line in f:
+                hid, controllers, path = line.rstrip("\n").split(":", 2)
+                if hid == "0" and controllers == "":
+                    own["2"] = path
+                elif "memory" in controllers.split(","):
+                    own["memory"] = path
+    except (OSError, ValueError):
+        pass
+    return own
+
+
 def cgroup_limit_bytes(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:
     """The memory limit of this process's cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes``, the smaller
     with ``memory.memsw.limit_in_bytes``), the tightest along its path up to the root; None without one."""
-    try:
-        with open(proc_cgroup) as f:
-            lines = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
-    except OSError:
-        return None
+    own = own_cgroups(proc_cgroup)
     places = []
-    for _id, controllers, path in lines:
-        if controllers == "":
-            places.append((os.path.join(root, path.lstrip("/")), ("memory.max",), root))
-        elif "memory" in controllers.split(","):
-            base = os.path.join(root, "memory")
-            places.append((os.path.join(base, path.lstrip("/")),
-                           ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes"), base))
+    if "2" in own:
+        places.append((root, own["2"], ("memory.max",)))
+    if "memory" in own:
+        places.append((os.path.join(root, "memory"), own["memory"],
+                       ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")))
     limits = []
-    for folder, names, top in places:
+    for top, path, names in places:
+        folder = os.path.join(top, path.lstrip("/"))
         while True:
             for name in names:
                 try:
@@ -51,7 +62,7 @@ def cgroup_limit_bytes(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys
                 # "max" (v2) or a page-rounded 2^63 (v1) mean no limit
                 if value.isdigit() and int(value) < 1 << 60:
                     limits.append(int(value))
-            if os.path.normpath(folder) == os.path.normpath(top) or len(folder) <= len(top):
+            if len(os.path.normpath(folder)) <= len(os.path.normpath(top)):
                 break
             folder = os.path.dirname(folder)
     return min(limits) if limits else None
