@@ -12,8 +12,9 @@
 - with ``--ray``: ``ray_vs_local``, ``run_audit(engine="ray")`` (one worker, as the local engine's one process)
   against the local engine's audit above, with the same clusters required. ``--ray new`` starts a local Ray in
   the call (what a one-off command pays: Ray's start and the actor's model load); ``--ray ADDRESS`` joins a
-  cluster already running (``auto``: the one ``ray start --head`` started on this machine; ``ray://HOST:PORT``), timed on the second of two calls, as a long-running cluster
-  serves: the clusters are checked on both. Target within 15 %.
+  cluster already running (``auto``: the one ``ray start --head`` started on this machine; ``ray://HOST:PORT``),
+  timed on the second of two calls, as a long-running cluster serves: the clusters are checked on both. Target
+  within 15 %.
 
 Usage: LENS_OFFLINE=1 python bench/audit.py [--images N] [--threads T] [--ray new|ADDRESS]
 """

@@ -20,6 +20,8 @@ This module stays light (no torch): technique modules import it, and :mod:`core.
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from typing import Callable, Mapping, Union
 
@@ -73,8 +75,6 @@ class Technique(CommandLine):
     @property
     def takes_batch(self) -> bool:
         """Whether ``run`` takes ``batch`` (how many of its samples to hold at once; the same result for any)."""
-        import inspect
-
         return "batch" in inspect.signature(self.run).parameters
 
     def setting(self, name: str) -> Setting:
