@@ -56,8 +56,9 @@ loading = st.empty()
 if "lens_started" not in st.session_state:
     loading.info("Starting ConvNeXt Lens: loading PyTorch and the model (10-20 s on a fresh server)...",
                  icon=":material/hourglass_top:")
-from ui import cache, sidebar, uploads  # noqa: E402  (heavy: PyTorch, timm)
+from ui import cache, media, sidebar, uploads  # noqa: E402  (heavy: PyTorch, timm)
 
+media.keep_served_pictures()  # one visitor's run must not delete the pictures another's page shows
 uploads.visit()
 sidebar.render()
 if "lens_last_model" in st.session_state:  # a model is loaded: the long-lived start-up objects are all there

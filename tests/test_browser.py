@@ -84,7 +84,7 @@ class Requests:
     """Every request of a browser context: external ones are blocked and recorded, failures recorded."""
 
     def __init__(self, context, origin: str) -> None:
-        self.origin, self.external, self.failed, self.errors, self.superseded = origin, [], [], [], []
+        self.origin, self.external, self.failed, self.errors = origin, [], [], []
         context.route("**/*", self._route)
         context.on("requestfailed", self._failed)
         context.on("response", self._response)
@@ -99,12 +99,9 @@ class Requests:
         # On a deep link (/page) Streamlit's frontend first probes /page/_stcore/{health,host-config} to find the
         # app's base path, and falls back to / on the 404: its own discovery, not a failure.
         probe = response.url.endswith(("/_stcore/health", "/_stcore/host-config"))
-        if response.status == 404 and response.url.startswith(self.origin + "/media/"):
-            # Streamlit deletes a picture's file once no session references it: a picture replaced by a newer
-            # one (a preview refining, a rerun) while the browser was still fetching it. Recorded; what counts is
-            # that no picture stays broken on the page (_no_exception_box)
-            self.superseded.append(response.url)
-        elif response.status >= 400 and not (probe and response.status == 404):
+        # A picture's file is served for ORPHAN_GRACE_SECONDS after its last reference (ui/media.py), so no fetch
+        # of a picture the page shows or has just replaced may fail: a 404 on /media/ is an error.
+        if response.status >= 400 and not (probe and response.status == 404):
             self.errors.append(f"{response.status} {response.url}")
 
     def _route(self, route) -> None:
@@ -121,12 +118,19 @@ class Requests:
         assert failed == [] and self.errors == [], f"failed: {failed}, HTTP errors: {self.errors}"
 
 
-def _no_exception_box(page) -> None:
-    """No exception box, no traceback, and every picture on the page loaded (within 30 s: a replaced one's
-    newer file is on its way)."""
+def _no_exception_box(page, wait: int = 300_000) -> None:
+    """Once the page's run has ended: no exception box, no traceback, and every picture on the page loaded
+    (within 30 s: a replaced one's newer file is on its way)."""
+    _idle(page, wait)
     assert page.locator("[data-testid='stException']").count() == 0
     assert "Traceback" not in page.inner_text("body")
-    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    try:
+        page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    except Exception:
+        broken = page.eval_on_selector_all(
+            "img", "els => els.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => "
+                   "[i.src.slice(0, 120), i.complete, i.naturalWidth, i.loading, i.getBoundingClientRect().top])")
+        raise AssertionError(f"pictures not loaded after 30 s (src, complete, width, loading, top): {broken}")
 
 
 def test_cold_start_deep_link_real_navigation_and_no_external_request(server, browser):
