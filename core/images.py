@@ -179,6 +179,23 @@ def preprocess(img: Image.Image, data_config: Mapping) -> ModelInput:
     ``squash`` mode: both sides to that scale, then the crop. ``border`` mode: the longer side to ``size``,
     padded with the mean colour.
     """
+    crop, box = _model_crop(img, data_config)
+    return ModelInput(_to_tensor(crop), box, img.size)
+
+
+def model_pixels(img: Image.Image, data_config: Mapping) -> np.ndarray:
+    """:func:`preprocess`'s pixels as (H, W, 3) uint8, without PyTorch (for decoding threads beside a forward);
+    :func:`pixels_batch` turns them into the same tensors."""
+    return np.array(_model_crop(img, data_config)[0], dtype=np.uint8)
+
+
+def pixels_batch(pixels: list[np.ndarray]) -> torch.Tensor:
+    """(N, 3, H, W) float32 in [0, 1] of :func:`model_pixels` arrays: equal to stacking :func:`preprocess`'s."""
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+
+
+def _model_crop(img: Image.Image, data_config: Mapping) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """The model's view of ``img`` (see :func:`preprocess`) and the box it covers in original pixels."""
     _, out_h, out_w = data_config["input_size"]
     crop_pct = float(data_config.get("crop_pct") or 1.0)
     mode = data_config.get("crop_mode") or "center"
@@ -192,8 +209,7 @@ def preprocess(img: Image.Image, data_config: Mapping) -> ModelInput:
         canvas = Image.new("RGB", (out_w, out_h), fill)
         left, top = (out_w - nw) // 2, (out_h - nh) // 2
         canvas.paste(resized, (left, top))
-        box = (-left / scale, -top / scale, (out_w - left) / scale, (out_h - top) / scale)
-        return ModelInput(_to_tensor(canvas), box, (w, h))
+        return canvas, (-left / scale, -top / scale, (out_w - left) / scale, (out_h - top) / scale)
     scale_h, scale_w = int(out_h / crop_pct), int(out_w / crop_pct)
     if mode == "squash":
         nw, nh = scale_w, scale_h
@@ -205,8 +221,7 @@ def preprocess(img: Image.Image, data_config: Mapping) -> ModelInput:
     left, top = int(round((nw - out_w) / 2.0)), int(round((nh - out_h) / 2.0))
     crop = resized.crop((left, top, left + out_w, top + out_h))
     sx, sy = w / nw, h / nh
-    box = (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
-    return ModelInput(_to_tensor(crop), box, (w, h))
+    return crop, (left * sx, top * sy, (left + out_w) * sx, (top + out_h) * sy)
 
 
 def _to_tensor(img: Image.Image) -> torch.Tensor:

@@ -80,3 +80,36 @@ def test_fit_head_takes_the_sets_own_class_names(tmp_path):
     assert set_classes(tmp_path / "tree") == ["ant", "zebra"]
     (tmp_path / "list.csv").write_text("file,label\na.png,dog\nb.png,cat\nc.png,dog\n")
     assert set_classes(tmp_path / "list.csv") == ["cat", "dog"]
+
+
+def test_features_of_equals_the_forward_on_preprocessed_images_and_reports_unreadable_ones(tmp_path, embedded):
+    """fit-head's features (decoded on two threads between passes) are the pooled features of preprocess's
+    tensors, in the items' order, with the unreadable images named and left out; progress reaches 1; a cancel
+    stops it."""
+    import torch
+
+    from core.errors.dataset import LabelledImage
+    from core.errors.fit import features_of
+    from core.images import load_image, preprocess
+    from core.model.heads import pooled_features
+    from core.progress import Cancelled
+
+    paths = []
+    for i in range(21):
+        path = tmp_path / f"{i:02d}.png"
+        if i == 5:
+            path.write_bytes(b"not an image")
+        else:
+            _img(path, colour=(10 * i, 255 - 10 * i, 7 * i))
+        paths.append(path)
+    items = [LabelledImage(path=p, name=p.name, label=i % 2) for i, p in enumerate(paths)]
+    seen = []
+    feats, kept, errors = features_of(embedded, items, batch_size=4, progress=lambda f, m: seen.append(f))
+    assert kept == [i for i in range(21) if i != 5]
+    assert [e["image"] for e in errors] == ["05.png"] and "05.png" in errors[0]["error"]
+    x = torch.stack([preprocess(load_image(paths[i]), embedded.card.data_config).tensor for i in kept])
+    # the unreadable image shifts which images share a batch: float32 sums in another blocking, not other values
+    torch.testing.assert_close(feats, pooled_features(embedded, x, batch_size=4), rtol=1e-4, atol=1e-5)
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    with pytest.raises(Cancelled):
+        features_of(embedded, items, batch_size=4, cancel=lambda: True)

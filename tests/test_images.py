@@ -139,6 +139,19 @@ def test_preprocess_matches_timm_transform(size):
     assert abs((right - left) - min(size) * 0.875) <= 2.5
 
 
+@pytest.mark.parametrize("mode", ["center", "squash", "border"])
+def test_model_pixels_batch_equals_preprocess(mode):
+    """The decoding threads' path (uint8 pixels, one conversion per batch) gives preprocess's tensors exactly."""
+    from core.images import model_pixels, pixels_batch
+
+    config = {"input_size": (3, 64, 48), "interpolation": "bicubic", "crop_pct": 0.9, "crop_mode": mode,
+              "mean": (0.4, 0.5, 0.6)}
+    imgs = [gradient(*size) for size in [(80, 60), (50, 90), (64, 48)]]
+    batch = pixels_batch([model_pixels(img, config) for img in imgs])
+    assert batch.dtype == torch.float32 and batch.is_contiguous()
+    assert torch.equal(batch, torch.stack([preprocess(img, config).tensor for img in imgs]))
+
+
 def test_box_maps_model_pixels_to_original():
     img = gradient(400, 200)
     inp = preprocess(img, {"input_size": (3, 100, 100), "interpolation": "bilinear", "crop_pct": 1.0,

@@ -2,12 +2,14 @@
 
 The class names are the labelled set's own (:func:`set_classes`: the class folders' names, or a CSV's distinct
 labels, sorted). Features are computed in batches under ``torch.inference_mode`` (forward only, no autograd),
-each worker decoding its own batch; the head is a :class:`torch.nn.Linear` (1280 → C) fitted by class-balanced
-cross-entropy with Adam in mini-batches, seeded. The file written is a head-only weights file
-(:mod:`core.model.heads`, a few KB) that carries its class names: ``--weights FILE`` loads it everywhere.
+the images decoded between the passes on two threads; the head is a :class:`torch.nn.Linear` (1280 → C)
+fitted by class-balanced cross-entropy with Adam in mini-batches, seeded. The file written is a head-only
+weights file (:mod:`core.model.heads`, a few KB) that carries its class names: ``--weights FILE`` loads it
+everywhere.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import os
 import time
@@ -18,12 +20,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..images import ImageError, is_image_name, list_images
+from ..images import ImageError, is_image_name, list_images, load_image, model_pixels
 from ..model.heads import pooled_features, save_head
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
-from .dataset import CSV_NAME, LabelledImage, read_batch, read_labelled
+from .dataset import CSV_NAME, LabelledImage, read_labelled
 
-BATCH = 32          # images decoded per worker task (forwarded in the measured batch: core.batching)
+DECODE_STEP = 64    # at least this many images decoded between forward passes (a whole number of batches)
 FIT_BATCH = 256     # features per optimiser step
 DEFAULT_EPOCHS = 100
 
@@ -65,35 +67,50 @@ def set_classes(source: str | os.PathLike) -> list[str]:
     return names
 
 
-def features_of(model, items: Sequence[LabelledImage], *, batch_size: int = BATCH, progress: Progress | None = None,
-                cancel: Cancel | None = None) -> tuple[torch.Tensor, list[int], list[dict]]:
+def features_of(model, items: Sequence[LabelledImage], *, batch_size: int | None = None,
+                progress: Progress | None = None, cancel: Cancel | None = None
+                ) -> tuple[torch.Tensor, list[int], list[dict]]:
     """Pooled features (N, D) of the readable ``items``, their positions in ``items``, and the unreadable ones.
 
-    Batches of ``batch_size`` images run on :func:`core.parallel.ordered_map`'s workers (each decodes its batch and
-    runs the forward passes on its own replica, in the measured batch of :func:`core.batching.forward_batch`), as
-    the activation index does, so decoding overlaps the forward passes.
+    The forward passes run on the calling thread with all its intra-op threads, in the measured batch
+    (:func:`core.batching.forward_batch`; ``batch_size`` overrides it). Each step's images are decoded between
+    passes, half on the calling thread and half on one helper thread, without PyTorch: decoding beside a forward
+    pass would take a core from its intra-op threads, which then wait for each other. The steps are long
+    (``DECODE_STEP`` images) because an intra-op thread keeps its core spinning for a while after each pass.
     """
-    from ..parallel import ordered_map
+    from ..batching import forward_batch
+    from ..images import pixels_batch
 
-    def one(replica, start: int):
-        xs, kept, errors = read_batch(replica, items, start, batch_size)
-        feats = pooled_features(replica, torch.stack(xs)) if xs else None
-        return feats, kept, errors
+    size = batch_size or forward_batch(model, tuple(model.card.data_config["input_size"]))
+    step = size * max(1, -(-DECODE_STEP // size))
+    config = model.card.data_config
+
+    def decode(start: int, stop: int) -> tuple[list, list[int], list[dict]]:
+        pixels, kept, errors = [], [], []
+        for i in range(start, stop):
+            try:
+                pixels.append(model_pixels(load_image(items[i].path, name=items[i].name), config))
+                kept.append(i)
+            except ImageError as e:
+                errors.append({"image": items[i].name, "error": str(e)})
+        return pixels, kept, errors
 
     feats, kept, errors = [], [], []
-    results = ordered_map(model, one, range(0, len(items), batch_size))
-    try:
-        for n, (f, k, e) in enumerate(results, start=1):
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lens-decode") as helper:
+        for start in range(0, len(items), step):
             if is_cancelled(cancel):
                 raise Cancelled(f"stopped after {len(kept)} of {len(items)} images")
-            if f is not None:
-                feats.append(f)
-            kept += k
-            errors += e
-            done = min(len(items), n * batch_size)
-            report(progress, done / max(1, len(items)), f"features of {done} of {len(items)} images")
-    finally:
-        results.close()
+            stop = min(len(items), start + step)
+            middle = (start + stop) // 2
+            later = helper.submit(decode, middle, stop)
+            parts = [decode(start, middle), later.result()]
+            pixels = [p for part in parts for p in part[0]]
+            for part in parts:
+                kept += part[1]
+                errors += part[2]
+            if pixels:
+                feats.append(pooled_features(model, pixels_batch(pixels), batch_size=size))
+            report(progress, stop / max(1, len(items)), f"features of {stop} of {len(items)} images")
     return (torch.cat(feats) if feats else torch.zeros(0, 0)), kept, errors
 
 
