@@ -135,3 +135,33 @@ def test_the_shipped_demo_head_finds_the_watermark(tmp_path):
     inside = len(set(first.images) & set(marked))
     assert inside / first.size >= 0.9 and inside / len(marked) >= 0.8
     assert "lower-left corner" in flag(stamped, first)
+
+
+def test_map_batches_are_the_windows_of_eight_with_their_own_read_errors(tmp_path, embedded):
+    """The audit decodes 64 images at a time on two threads, yet each batch is still its window of 8 items: the
+    same maps as :func:`image_maps` on preprocess's tensors of the window's readable images, the window's read
+    errors with it."""
+    import torch
+
+    from core.audit.audit import BATCH, image_maps, map_batches
+    from core.errors.dataset import LabelledImage
+    from core.images import load_image, preprocess
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(70):
+        path = tmp_path / f"{i:02d}.png"
+        if i in (3, 66):
+            path.write_bytes(b"broken")
+        else:
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+        items.append(LabelledImage(path=path, name=path.name, label=i % 5))
+    batches = list(map_batches(embedded, items, "gradcam"))
+    assert len(batches) == -(-70 // BATCH)
+    for n, (kept, maps, predicted, errors) in enumerate(batches):
+        window = range(n * BATCH, min(70, (n + 1) * BATCH))
+        assert kept == [i for i in window if i not in (3, 66)]
+        assert [e["image"] for e in errors] == [f"{i:02d}.png" for i in window if i in (3, 66)]
+        x = torch.stack([preprocess(load_image(items[i].path), embedded.card.data_config).tensor for i in kept])
+        want_maps, want_predicted = image_maps(embedded, x, [items[i].label for i in kept], "gradcam")
+        assert np.array_equal(maps, want_maps) and np.array_equal(predicted, want_predicted)

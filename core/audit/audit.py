@@ -18,15 +18,15 @@ distance). Per cluster:
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
-import torch
 
-from ..errors.dataset import LabelledImage, read_batch, read_labelled
+from ..errors.dataset import DECODE_STEP, LabelledImage, read_labelled, read_pixels
 from ..images import ImageError
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 from .cluster import spectral
@@ -88,18 +88,27 @@ def region_shares(mean_map: np.ndarray, band: int = BAND) -> tuple[float, float]
 def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_size: int = BATCH,
                 progress: Progress | None = None, cancel: Cancel | None = None
                 ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, list[dict]]]:
-    """Per batch: positions in ``items``, pooled maps (b, GRID, GRID), predicted classes (b,), read errors."""
-    for b in range(0, len(items), batch_size):
-        if is_cancelled(cancel):
-            raise Cancelled(f"stopped after {b} of {len(items)} images")
-        xs, kept, errors = read_batch(model, items, b, batch_size)
-        if xs:
-            maps, predicted = image_maps(model, torch.stack(xs), [items[i].label for i in kept], method)
-        else:
-            maps, predicted = np.zeros((0, GRID, GRID), np.float32), np.zeros(0, int)
-        report(progress, min(len(items), b + batch_size) / max(1, len(items)),
-               f"{method} maps of {min(len(items), b + batch_size)} of {len(items)} images")
-        yield kept, maps, predicted, errors
+    """Per batch of ``batch_size`` items: positions in ``items`` of the readable ones, their pooled maps
+    (b, GRID, GRID) and predicted classes (b,), and the batch's read errors. The images are decoded
+    ``DECODE_STEP`` at a time on two threads between the attribution passes
+    (:func:`core.errors.dataset.read_pixels`)."""
+    step = batch_size * max(1, -(-DECODE_STEP // batch_size))
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lens-decode") as helper:
+        for s in range(0, len(items), step):
+            x, kept, errors = read_pixels(model, items, s, min(len(items), s + step), helper=helper)
+            for b in range(s, min(len(items), s + step), batch_size):
+                if is_cancelled(cancel):
+                    raise Cancelled(f"stopped after {b} of {len(items)} images")
+                rows = [j for j, i in enumerate(kept) if b <= i < b + batch_size]
+                if rows:
+                    maps, predicted = image_maps(model, x[rows[0]:rows[-1] + 1], [items[kept[j]].label for j in rows],
+                                                 method)
+                else:
+                    maps, predicted = np.zeros((0, GRID, GRID), np.float32), np.zeros(0, int)
+                done = min(len(items), b + batch_size)
+                report(progress, done / max(1, len(items)), f"{method} maps of {done} of {len(items)} images")
+                window = {it.name for it in items[b:b + batch_size]}
+                yield [kept[j] for j in rows], maps, predicted, [e for e in errors if e["image"] in window]
 
 
 def cluster_class(label: int, name: str, images: Sequence[str], paths: Sequence[str], maps: np.ndarray,

@@ -19,15 +19,18 @@ file elsewhere, and a class folder or file linking out of the root, are skipped 
 """
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from ..dataroots import readable
 from ..files import hosted
-from ..images import ImageError, is_image_name, list_images, load_image, preprocess
+from ..images import ImageError, is_image_name, list_images, load_image, model_pixels, pixels_batch
 
 CSV_NAME = "labels.csv"
 IMAGENET_VAL_CSV = "LOC_val_solution.csv"
@@ -261,14 +264,35 @@ def stamp(source: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def read_batch(model, items: Sequence[LabelledImage], start: int, size: int) -> tuple[list, list[int], list[dict]]:
-    """``items[start:start + size]`` as ``model`` sees them: (tensors (3, H, W) in [0, 1], their positions in
-    ``items``, ``{"image", "error"}`` for each that cannot be read)."""
-    xs, kept, errors = [], [], []
-    for i, it in enumerate(items[start:start + size], start=start):
-        try:
-            xs.append(preprocess(load_image(it.path, name=it.name), model.card.data_config).tensor)
-            kept.append(i)
-        except ImageError as e:
-            errors.append({"image": it.name, "error": str(e)})
-    return xs, kept, errors
+DECODE_STEP = 64  # images decoded at once between passes: an intra-op thread spins on its core after each pass
+
+
+def read_pixels(model, items: Sequence[LabelledImage], start: int, stop: int, *,
+                helper: concurrent.futures.Executor | None = None
+                ) -> tuple[torch.Tensor | None, list[int], list[dict]]:
+    """``items[start:stop]`` as ``model`` sees them: ((n, 3, H, W) in [0, 1], None when none is readable; their
+    positions in ``items``; ``{"image", "error"}`` of each that cannot be read).
+
+    With ``helper`` (a one-thread executor) the second half is decoded there meanwhile. Decoding uses no
+    PyTorch, so it is meant for the gaps between passes: beside a pass it would take a core from the pass's
+    intra-op threads, which then wait for each other.
+    """
+    config = model.card.data_config
+
+    def decode(first: int, last: int) -> tuple[list, list[int], list[dict]]:
+        pixels, kept, errors = [], [], []
+        for i in range(first, last):
+            try:
+                pixels.append(model_pixels(load_image(items[i].path, name=items[i].name), config))
+                kept.append(i)
+            except ImageError as e:
+                errors.append({"image": items[i].name, "error": str(e)})
+        return pixels, kept, errors
+
+    middle = (start + stop) // 2 if helper is not None else stop
+    later = helper.submit(decode, middle, stop) if helper is not None else None
+    parts = [decode(start, middle)] + ([later.result()] if later is not None else [])
+    pixels = [p for part in parts for p in part[0]]
+    kept = [i for part in parts for i in part[1]]
+    errors = [e for part in parts for e in part[2]]
+    return (pixels_batch(pixels) if pixels else None), kept, errors

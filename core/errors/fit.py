@@ -20,12 +20,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..images import ImageError, is_image_name, list_images, load_image, model_pixels
+from ..images import ImageError, is_image_name, list_images
 from ..model.heads import pooled_features, save_head
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
-from .dataset import CSV_NAME, LabelledImage, read_labelled
+from .dataset import CSV_NAME, DECODE_STEP, LabelledImage, read_labelled, read_pixels
 
-DECODE_STEP = 64    # at least this many images decoded between forward passes (a whole number of batches)
 FIT_BATCH = 256     # features per optimiser step
 DEFAULT_EPOCHS = 100
 
@@ -73,43 +72,24 @@ def features_of(model, items: Sequence[LabelledImage], *, batch_size: int | None
     """Pooled features (N, D) of the readable ``items``, their positions in ``items``, and the unreadable ones.
 
     The forward passes run on the calling thread with all its intra-op threads, in the measured batch
-    (:func:`core.batching.forward_batch`; ``batch_size`` overrides it). Each step's images are decoded between
-    passes, half on the calling thread and half on one helper thread, without PyTorch: decoding beside a forward
-    pass would take a core from its intra-op threads, which then wait for each other. The steps are long
-    (``DECODE_STEP`` images) because an intra-op thread keeps its core spinning for a while after each pass.
+    (:func:`core.batching.forward_batch`; ``batch_size`` overrides it); between them each step of
+    ``DECODE_STEP`` images is decoded on two threads (:func:`core.errors.dataset.read_pixels`).
     """
     from ..batching import forward_batch
-    from ..images import pixels_batch
 
     size = batch_size or forward_batch(model, tuple(model.card.data_config["input_size"]))
     step = size * max(1, -(-DECODE_STEP // size))
-    config = model.card.data_config
-
-    def decode(start: int, stop: int) -> tuple[list, list[int], list[dict]]:
-        pixels, kept, errors = [], [], []
-        for i in range(start, stop):
-            try:
-                pixels.append(model_pixels(load_image(items[i].path, name=items[i].name), config))
-                kept.append(i)
-            except ImageError as e:
-                errors.append({"image": items[i].name, "error": str(e)})
-        return pixels, kept, errors
-
     feats, kept, errors = [], [], []
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lens-decode") as helper:
         for start in range(0, len(items), step):
             if is_cancelled(cancel):
                 raise Cancelled(f"stopped after {len(kept)} of {len(items)} images")
             stop = min(len(items), start + step)
-            middle = (start + stop) // 2
-            later = helper.submit(decode, middle, stop)
-            parts = [decode(start, middle), later.result()]
-            pixels = [p for part in parts for p in part[0]]
-            for part in parts:
-                kept += part[1]
-                errors += part[2]
-            if pixels:
-                feats.append(pooled_features(model, pixels_batch(pixels), batch_size=size))
+            x, k, e = read_pixels(model, items, start, stop, helper=helper)
+            if x is not None:
+                feats.append(pooled_features(model, x, batch_size=size))
+            kept += k
+            errors += e
             report(progress, stop / max(1, len(items)), f"features of {stop} of {len(items)} images")
     return (torch.cat(feats) if feats else torch.zeros(0, 0)), kept, errors
 
