@@ -82,10 +82,23 @@ def test_fit_head_takes_the_sets_own_class_names(tmp_path):
     assert set_classes(tmp_path / "list.csv") == ["cat", "dog"]
 
 
-def test_features_of_equals_the_forward_on_preprocessed_images_and_reports_unreadable_ones(tmp_path, embedded):
-    """fit-head's features (decoded on two threads between passes) are the pooled features of preprocess's
-    tensors, in the items' order, with the unreadable images named and left out; progress reaches 1; a cancel
-    stops it."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_features_of_equals_the_forward_on_preprocessed_images_and_reports_unreadable_ones(tmp_path, embedded,
+                                                                                            threads):
+    """fit-head's features (decoded between passes, on one thread or two) are the pooled features of
+    preprocess's tensors, in the items' order, with the unreadable images named and left out; progress reaches
+    1; a cancel stops it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _features_of_checks(tmp_path, embedded)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _features_of_checks(tmp_path, embedded):
     import torch
 
     from core.errors.dataset import LabelledImage
@@ -113,3 +126,22 @@ def test_features_of_equals_the_forward_on_preprocessed_images_and_reports_unrea
     assert seen[-1] == 1.0 and seen == sorted(seen)
     with pytest.raises(Cancelled):
         features_of(embedded, items, batch_size=4, cancel=lambda: True)
+
+
+def test_decoding_takes_a_second_thread_only_where_the_passes_have_two_cores():
+    import concurrent.futures
+
+    import torch
+
+    from core.errors.dataset import decoding_helper
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # e.g. a scheduler job on one core: decoding stays on it
+        with decoding_helper() as helper:
+            assert helper is None
+        torch.set_num_threads(2)
+        with decoding_helper() as helper:
+            assert isinstance(helper, concurrent.futures.ThreadPoolExecutor) and helper._max_workers == 1
+    finally:
+        torch.set_num_threads(before)

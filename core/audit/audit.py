@@ -18,7 +18,6 @@ distance). Per cluster:
 """
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors.dataset import DECODE_STEP, LabelledImage, read_labelled, read_pixels
+from ..errors.dataset import DECODE_STEP, LabelledImage, decoding_helper, read_labelled, read_pixels
 from ..images import ImageError
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 from .cluster import spectral
@@ -90,10 +89,10 @@ def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_siz
                 ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, list[dict]]]:
     """Per batch of ``batch_size`` items: positions in ``items`` of the readable ones, their pooled maps
     (b, GRID, GRID) and predicted classes (b,), and the batch's read errors. The images are decoded
-    ``DECODE_STEP`` at a time on two threads between the attribution passes
+    ``DECODE_STEP`` at a time between the attribution passes, on two threads where allowed
     (:func:`core.errors.dataset.read_pixels`)."""
     step = batch_size * max(1, -(-DECODE_STEP // batch_size))
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lens-decode") as helper:
+    with decoding_helper() as helper:
         for s in range(0, len(items), step):
             x, kept, errors = read_pixels(model, items, s, min(len(items), s + step), helper=helper)
             for b in range(s, min(len(items), s + step), batch_size):

@@ -20,6 +20,7 @@ file elsewhere, and a class folder or file linking out of the root, are skipped 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import os
 from dataclasses import dataclass
@@ -267,13 +268,21 @@ def stamp(source: str | os.PathLike) -> str:
 DECODE_STEP = 64  # images decoded at once between passes: an intra-op thread spins on its core after each pass
 
 
+def decoding_helper() -> contextlib.AbstractContextManager[concurrent.futures.Executor | None]:
+    """A one-thread executor for :func:`read_pixels`'s second half when this thread may use two or more cores
+    (its intra-op thread count), else None: decoding never takes more cores than the passes it sits between."""
+    if torch.get_num_threads() < 2:
+        return contextlib.nullcontext()
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lens-decode")
+
+
 def read_pixels(model, items: Sequence[LabelledImage], start: int, stop: int, *,
                 helper: concurrent.futures.Executor | None = None
                 ) -> tuple[torch.Tensor | None, list[int], list[dict]]:
     """``items[start:stop]`` as ``model`` sees them: ((n, 3, H, W) in [0, 1], None when none is readable; their
     positions in ``items``; ``{"image", "error"}`` of each that cannot be read).
 
-    With ``helper`` (a one-thread executor) the second half is decoded there meanwhile. Decoding uses no
+    With ``helper`` (:func:`decoding_helper`) the second half is decoded there meanwhile. Decoding uses no
     PyTorch, so it is meant for the gaps between passes: beside a pass it would take a core from the pass's
     intra-op threads, which then wait for each other.
     """

@@ -9,7 +9,6 @@ everywhere.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import csv
 import os
 import time
@@ -23,7 +22,7 @@ from torch import nn
 from ..images import ImageError, is_image_name, list_images
 from ..model.heads import pooled_features, save_head
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
-from .dataset import CSV_NAME, DECODE_STEP, LabelledImage, read_labelled, read_pixels
+from .dataset import CSV_NAME, DECODE_STEP, LabelledImage, decoding_helper, read_labelled, read_pixels
 
 FIT_BATCH = 256     # features per optimiser step
 DEFAULT_EPOCHS = 100
@@ -73,14 +72,15 @@ def features_of(model, items: Sequence[LabelledImage], *, batch_size: int | None
 
     The forward passes run on the calling thread with all its intra-op threads, in the measured batch
     (:func:`core.batching.forward_batch`; ``batch_size`` overrides it); between them each step of
-    ``DECODE_STEP`` images is decoded on two threads (:func:`core.errors.dataset.read_pixels`).
+    ``DECODE_STEP`` images is decoded, on two threads where this thread may use two cores
+    (:func:`core.errors.dataset.read_pixels`).
     """
     from ..batching import forward_batch
 
     size = batch_size or forward_batch(model, tuple(model.card.data_config["input_size"]))
     step = size * max(1, -(-DECODE_STEP // size))
     feats, kept, errors = [], [], []
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lens-decode") as helper:
+    with decoding_helper() as helper:
         for start in range(0, len(items), step):
             if is_cancelled(cancel):
                 raise Cancelled(f"stopped after {len(kept)} of {len(items)} images")
