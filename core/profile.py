@@ -1,4 +1,5 @@
-"""Choices measured on this machine, kept across processes (the precision SmoothGrad's ``auto`` picks).
+"""Choices measured on this machine, kept across processes (the precision SmoothGrad's ``auto`` picks), and
+tables that only grow (how much more memory each kind of job held than its estimate: :func:`grow`).
 
 A choice timed while the machine is busy can fall either way where two options are close, and a reduced precision
 changes the map: a server restarted under load would then draw another map for the same setting than the one
@@ -76,6 +77,51 @@ def remembered(kind: str, key: dict, measure: Callable[[], str]) -> str:
             stored = _store(folder / name, full, stored)
     with _guard:
         return _memory.setdefault(name, stored)
+
+
+def table(name: str) -> Path | None:
+    """This machine's file of the table ``name`` (see :func:`grow`); None when the folder is off."""
+    folder = profile_dir()
+    if folder is None:
+        return None
+    digest = hashlib.sha256(json.dumps(machine(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return folder / f"{name}-{digest}.json"
+
+
+def read_table(path: Path | None) -> dict[str, float]:
+    """The table at ``path`` ({} when missing, unreadable or not a table of numbers)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path else {}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def grow(path: Path | None, updates: dict[str, float]) -> dict[str, float]:
+    """Merge ``updates`` into the table at ``path``, each key keeping the largest value any process stored, and
+    write it atomically; returns the merged table (the merge in memory when it cannot be written). Two processes
+    growing it at once may lose one update: the table only sets a floor, and the next growth writes it again."""
+    merged = read_table(path)
+    for key, value in updates.items():
+        merged[key] = max(merged.get(key, value), value)
+    if path is None:
+        return merged
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError:
+        return merged
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(merged, f, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return merged
 
 
 def forget() -> None:

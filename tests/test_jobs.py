@@ -716,3 +716,55 @@ def test_a_whole_job_waits_for_all_its_samples_rather_than_taking_a_batch_it_wou
     t.join(5)
     waiter.join(5)
     assert seen["whole"] == 4
+
+
+def test_learned_ratios_outlive_the_process_in_the_machine_table(tmp_path, monkeypatch):
+    """A kind's ratio learnt by one scheduler is where the next process's scheduler starts (a restarted or woken
+    server); the table keeps each kind's largest ratio; nonsense in the file is ignored."""
+    from core import profile
+    from core.serve.ledger import MAX_RATIO
+
+    monkeypatch.setenv("LENS_PROFILE_DIR", str(tmp_path / "profile"))
+    path = profile.table("memory-learned")
+    assert path is not None and path.parent == tmp_path / "profile"
+    live = [1000]
+
+    def greedy(job, progress):
+        live[0] += 30
+        progress(0.5, "grown")
+        live[0] -= 30
+        return "done"
+
+    first = Scheduler(max_jobs=1, cores=2, memory_bytes=10_000, live_bytes=lambda: live[0],
+                      base_bytes=lambda: 1000, slice_seconds=0)
+    first.ledger.keep_in(path)
+    assert first.run(("greedy", 1), greedy, bytes_per_sample=10) == "done"
+    assert first.learned("greedy") == 3.0 and profile.read_table(path) == {"greedy": 3.0}
+    second = Scheduler(max_jobs=1, cores=2, memory_bytes=10_000, live_bytes=lambda: live[0])
+    assert second.learned("greedy") == 1.0  # a scheduler that keeps nothing starts afresh
+    second.ledger.keep_in(path)
+    assert second.learned("greedy") == 3.0 and second.ledger.charge("greedy", 10) == 30
+    assert profile.grow(path, {"greedy": 2.0, "other": 1.5}) == {"greedy": 3.0, "other": 1.5}
+    path.write_text('{"greedy": "x", "big": 1e9, "flag": true, "ok": 1.25}')
+    third = Scheduler(max_jobs=1, cores=2, memory_bytes=10_000)
+    third.ledger.keep_in(path)
+    assert third.ledger.ratios == {"ok": 1.25} and MAX_RATIO < 1e9
+    path.write_text("not json")
+    assert profile.read_table(path) == {}
+
+
+def test_the_machine_table_is_off_or_unwritable_without_harm(tmp_path, monkeypatch):
+    from core import profile
+
+    monkeypatch.setenv("LENS_PROFILE_DIR", "off")
+    assert profile.table("memory-learned") is None and profile.grow(None, {"a": 2.0}) == {"a": 2.0}
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert profile.grow(blocked / "t.json", {"a": 2.0}) == {"a": 2.0}  # its folder cannot be made
+
+
+def test_the_process_wide_scheduler_keeps_its_ratios_in_the_machine_table():
+    from core.serve.scheduling import scheduler
+
+    store = scheduler().ledger.store
+    assert store is not None and store.name.startswith("memory-learned-") and store.suffix == ".json"

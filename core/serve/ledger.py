@@ -5,10 +5,15 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import profile
 from .job import Job
 from .memory import release_memory
+
+
+MAX_RATIO = 20.0  # a stored ratio above this is not a measurement worth trusting
 
 
 class Ledger:
@@ -23,6 +28,7 @@ class Ledger:
     def __init__(self, budget: int, base_bytes: Callable[[], int], live_bytes: Callable[[], int]) -> None:
         self.budget, self.base_bytes, self.live_bytes = budget, base_bytes, live_bytes
         self.ratios: dict[str, float] = {}  # kind -> the largest measured peak over estimate (> 1 only)
+        self.store: Path | None = None  # where the ratios outlive the process (keep_in)
         self.sheddable: "weakref.WeakSet" = weakref.WeakSet()  # stores that can drop what they can reread
         self.shed_bytes, self.sheds, self.shed_every = 0, 0, 1.0
         self._shed_at = float("-inf")
@@ -68,10 +74,23 @@ class Ledger:
         job.peak = max(job.peak, grown)
         return grown
 
+    def keep_in(self, path: Path | None) -> None:
+        """Start from the ratios earlier processes on this machine learnt in the table at ``path``
+        (:func:`core.profile.grow`; a restarted or woken server admits a kind's first job on what it held
+        before), and add what this process learns there."""
+        self.store = path
+        for kind, ratio in profile.read_table(path).items():
+            if 1.0 < ratio <= MAX_RATIO:
+                self.ratios[kind] = max(self.ratios.get(kind, 1.0), ratio)
+
     def learn(self, job: Job) -> None:
         """After ``job`` is done: remember by how much its kind exceeded its estimate."""
         if job.bytes_per_sample > 0 and job.peak > job.bytes:
-            self.ratios[job.kind] = max(self.ratios.get(job.kind, 1.0), job.peak / job.bytes)
+            ratio = job.peak / job.bytes
+            if ratio > self.ratios.get(job.kind, 1.0):
+                self.ratios[job.kind] = ratio
+                if self.store is not None:
+                    profile.grow(self.store, {job.kind: min(ratio, MAX_RATIO)})
 
     def shed(self, short: int, lock: threading.Condition) -> bool:
         """Shed about ``short`` bytes from the :attr:`sheddable` stores, then hand freed heap back to the system,

@@ -36,7 +36,8 @@ jobs use every core.
   Estimates are checked against what jobs hold: while a job runs alone, the growth of the resident size since
   it started (over its slices) is its measured peak; a started job reserves the larger of its estimate and
   that peak, and once a job of a kind (its key's first part) has held more than its estimate, later jobs of
-  that kind are admitted on their estimate times the largest such ratio seen (:meth:`Scheduler.learned`).
+  that kind are admitted on their estimate times the largest such ratio seen (:meth:`Scheduler.learned`; the
+  process-wide scheduler keeps the ratios per machine in ``LENS_PROFILE_DIR``, so a restart starts from them).
 
 The process-wide scheduler also writes its :meth:`Scheduler.status` (and the started jobs' kinds and progress)
 to ``LENS_CACHE_DIR/jobs.json`` whenever a job starts, pauses or ends (atomically), so whoever runs the server can see
@@ -53,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from .. import profile
 from ..files import atomic_write, cache_root
 from .env import default_job_nice, default_job_slice, default_max_jobs  # noqa: F401 (re-exported)
 from .job import Job, JobCancelled, Progress
@@ -387,4 +389,5 @@ def scheduler() -> Scheduler:
             root = cache_root()
             _scheduler = Scheduler(base_bytes=lambda: base, live_bytes=rss_bytes,
                                    status_path=root / "jobs.json" if root else None, job_nice=default_job_nice())
+            _scheduler.ledger.keep_in(profile.table("memory-learned"))
         return _scheduler
