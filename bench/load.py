@@ -1,7 +1,8 @@
 """Many users at once against the real server: Debian Chromium sessions (Playwright) on heavy pages while one
 more session keeps reloading the home page. Prints ONE JSON object.
 
-The server runs on 127.0.0.1 only, offline, with a fresh ``LENS_CACHE_DIR`` (so everything is computed). Each heavy
+The server runs on 127.0.0.1 only, offline, with a fresh ``LENS_CACHE_DIR`` (so everything is computed) and a
+``LENS_PROFILE_DIR`` of the bench's run (unless set: the run's servers share what they measure). Each heavy
 session opens one page's link (its own sample photo, settings and ``run=`` keys, so the page computes at once;
 Feature visualisation and Net2Vec then press their button) and waits until the script has finished (Streamlit's
 status widget gone for 2 s); the home session reloads the home page and times until the top-5 table shows.
@@ -904,6 +905,8 @@ def main() -> None:
     args = ap.parse_args()
     # a terminated bench still stops its servers and removes their cgroups (the finally blocks run)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # the run's servers share choices and memory ratios measured in this run (core.profile), none from before
+    os.environ.setdefault("LENS_PROFILE_DIR", tempfile.mkdtemp(prefix="lens-bench-profile-"))
     chosen = [names[n] for n in args.sessions]
     if any(s.name == "dataset_examples" for s in chosen):
         prepare_index()
