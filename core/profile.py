@@ -106,21 +106,14 @@ def grow(path: Path | None, updates: dict[str, float]) -> dict[str, float]:
     merged = read_table(path)
     for key, value in updates.items():
         merged[key] = max(merged.get(key, value), value)
-    if path is None:
-        return merged
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError:
-        return merged
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(merged, f, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    tmp = _beside(path, merged) if path is not None else None
+    if tmp is not None:
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
     return merged
 
 
@@ -141,23 +134,38 @@ def _read(path: Path, full: str) -> str | None:
 def _store(path: Path, full: str, value: str) -> str:
     """Store ``value`` unless another process stored one first (a hard link does not replace an existing file);
     the stored value either way."""
+    tmp = _beside(path, {"key": full, "value": value})
+    if tmp is None:
+        return value
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        theirs = _read(path, full)
+        if theirs is not None:
+            return theirs
+        try:
+            os.replace(tmp, path)  # an unreadable or foreign file under our name: ours replaces it
+        except OSError:
+            pass
+    except OSError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return value
+
+
+def _beside(path: Path, data) -> Path | None:
+    """``data`` as JSON in a new temporary file in ``path``'s folder (made if missing); None when it cannot be
+    written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError:
-        return value
+        return None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"key": full, "value": value}, f)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            theirs = _read(path, full)
-            if theirs is not None:
-                return theirs
-            os.replace(tmp, path)  # an unreadable or foreign file under our name: ours replaces it
-        except OSError:
-            return value
-        return value
-    finally:
+            json.dump(data, f, sort_keys=True)
+    except OSError:
         Path(tmp).unlink(missing_ok=True)
+        return None
+    return Path(tmp)
