@@ -855,6 +855,8 @@ def run(sessions: list[Session], *, timeout: float = 900, serial: bool = True, m
                         # the scheduler's own record (jobs.json): how often memory was shed to admit a job
                         "memory_sheds": server.jobs().get("memory_sheds"),
                         "memory_shed_mb": round(server.jobs().get("memory_shed", 0) / 2**20, 1),
+                        # kinds measured above their estimate, with what this run's profile folder held before
+                        "memory_learned": server.jobs().get("memory_learned"),
                     })
                 finally:
                     stop_server(server, "concurrent", figures)

@@ -585,7 +585,9 @@ def test_a_paused_job_is_cancelled_at_once_and_keeps_its_memory():
         while len(log) < 10:
             time.sleep(0.005)
         threading.Thread(target=timed(sched, "short", batches(40, 1, log), out, bytes_per_sample=30)).start()
-        while sched.status()["paused"] < 1:
+        # the long job pauses, then the short one's thread wakes and starts: wait for both
+        deadline = time.monotonic() + 10
+        while (lambda s: s["paused"] < 1 or s["running"] < 1)(sched.status()) and time.monotonic() < deadline:
             time.sleep(0.005)
         assert sched.status()["memory_reserved"] == 90  # the paused job's 60 still counted
         stopped["at"] = time.perf_counter()
