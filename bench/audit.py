@@ -104,7 +104,7 @@ def main() -> None:
         pooled_features(base, x[:32])  # both floors measure their batch (core.batching) before the clock starts
         on_workers(x[:64])
         features_of(base, items[:64])
-        one, workers, features = [], [], []
+        one, workers, extracted = [], [], []
         for _ in range(ROUNDS):  # alternated: the heap's state moves a single figure by up to 2x
             started = time.perf_counter()
             pooled_features(base, x)
@@ -114,18 +114,17 @@ def main() -> None:
             workers.append(time.perf_counter() - started)
             started = time.perf_counter()
             features_of(base, items)
-            features.append(time.perf_counter() - started)
-        features_all = features
-        floor_one, floor_workers, features = min(one), min(workers), min(features)
+            extracted.append(time.perf_counter() - started)
+        floor_one, floor_workers, features = min(one), min(workers), min(extracted)
         floor = min(floor_one, floor_workers)
         del x
     print(json.dumps({"images": len(items), "attribution_seconds": round(calls, 2), "audit_seconds": round(audit, 2),
                       "audit_vs_attribution": round(audit / calls, 3), "forward_seconds": round(floor, 2),
                       "forward_one_pass_seconds": round(floor_one, 2), "forward_workers_seconds": round(floor_workers, 2),
                       "features_seconds": round(features, 2), "features_vs_forward": round(floor / features, 3),
-                      "rounds": {"attribution": [round(t, 2) for t in call_rounds],
-                                 "audit": [round(t, 2) for t in audit_rounds], "one_pass": [round(t, 2) for t in one], "workers": [round(t, 2) for t in workers],
-                                 "features": [round(t, 2) for t in features_all]},
+                      "rounds": {name: [round(t, 2) for t in times] for name, times in (
+                          ("attribution", call_rounds), ("audit", audit_rounds), ("one_pass", one),
+                          ("workers", workers), ("features", extracted))},
                       "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **ray_figures}))
 
 

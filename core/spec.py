@@ -21,7 +21,6 @@ This module stays light (no torch): technique modules import it, and :mod:`core.
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass
 from typing import Callable, Mapping, Union
 

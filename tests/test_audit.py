@@ -164,4 +164,6 @@ def test_map_batches_are_the_windows_of_eight_with_their_own_read_errors(tmp_pat
         assert [e["image"] for e in errors] == [f"{i:02d}.png" for i in window if i in (3, 66)]
         x = torch.stack([preprocess(load_image(items[i].path), embedded.card.data_config).tensor for i in kept])
         want_maps, want_predicted = image_maps(embedded, x, [items[i].label for i in kept], "gradcam")
-        assert np.array_equal(maps, want_maps) and np.array_equal(predicted, want_predicted)
+        # the same images in the same batch: equal up to a kernel's float order on views of a larger batch
+        np.testing.assert_allclose(maps, want_maps, rtol=1e-5, atol=1e-6)
+        assert np.array_equal(predicted, want_predicted)

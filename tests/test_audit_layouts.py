@@ -121,8 +121,9 @@ def _features_of_checks(tmp_path, embedded):
     assert kept == [i for i in range(21) if i != 5]
     assert [e["image"] for e in errors] == ["05.png"] and "05.png" in errors[0]["error"]
     x = torch.stack([preprocess(load_image(paths[i]), embedded.card.data_config).tensor for i in kept])
-    # the unreadable image shifts which images share a batch: float32 sums in another blocking, not other values
-    torch.testing.assert_close(feats, pooled_features(embedded, x, batch_size=4), rtol=1e-4, atol=1e-5)
+    # the unreadable image shifts which images share a batch: float32 sums in another blocking (about 1e-6 of
+    # features of order 1, whatever the CPU's kernels), where another image would differ by tenths
+    torch.testing.assert_close(feats, pooled_features(embedded, x, batch_size=4), rtol=1e-4, atol=1e-4)
     assert seen[-1] == 1.0 and seen == sorted(seen)
     with pytest.raises(Cancelled):
         features_of(embedded, items, batch_size=4, cancel=lambda: True)

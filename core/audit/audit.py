@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors.dataset import DECODE_STEP, LabelledImage, decoding_helper, read_labelled, read_pixels
+from ..errors.dataset import LabelledImage, decode_step, decoding_helper, read_labelled, read_pixels
 from ..images import ImageError
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 from .cluster import spectral
@@ -91,7 +91,7 @@ def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_siz
     (b, GRID, GRID) and predicted classes (b,), and the batch's read errors. The images are decoded
     ``DECODE_STEP`` at a time between the attribution passes, on two threads where allowed
     (:func:`core.errors.dataset.read_pixels`)."""
-    step = batch_size * max(1, -(-DECODE_STEP // batch_size))
+    step = decode_step(batch_size)
     with decoding_helper() as helper:
         for s in range(0, len(items), step):
             x, kept, errors = read_pixels(model, items, s, min(len(items), s + step), helper=helper)

@@ -268,6 +268,11 @@ def stamp(source: str | os.PathLike) -> str:
 DECODE_STEP = 64  # images decoded at once between passes: an intra-op thread spins on its core after each pass
 
 
+def decode_step(batch: int) -> int:
+    """Images to decode between passes of ``batch``: at least ``DECODE_STEP``, a whole number of batches."""
+    return batch * max(1, -(-DECODE_STEP // batch))
+
+
 def decoding_helper() -> contextlib.AbstractContextManager[concurrent.futures.Executor | None]:
     """A one-thread executor for :func:`read_pixels`'s second half when this thread may use two or more cores
     (its intra-op thread count), else None: decoding never takes more cores than the passes it sits between."""

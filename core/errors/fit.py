@@ -22,7 +22,7 @@ from torch import nn
 from ..images import ImageError, is_image_name, list_images
 from ..model.heads import pooled_features, save_head
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
-from .dataset import CSV_NAME, DECODE_STEP, LabelledImage, decoding_helper, read_labelled, read_pixels
+from .dataset import CSV_NAME, LabelledImage, decode_step, decoding_helper, read_labelled, read_pixels
 
 FIT_BATCH = 256     # features per optimiser step
 DEFAULT_EPOCHS = 100
@@ -78,7 +78,7 @@ def features_of(model, items: Sequence[LabelledImage], *, batch_size: int | None
     from ..batching import forward_batch
 
     size = batch_size or forward_batch(model, tuple(model.card.data_config["input_size"]))
-    step = size * max(1, -(-DECODE_STEP // size))
+    step = decode_step(size)
     feats, kept, errors = [], [], []
     with decoding_helper() as helper:
         for start in range(0, len(items), step):
