@@ -18,7 +18,10 @@
   timed on the second of two calls, as a long-running cluster serves: the clusters are checked on both. Target
   within 15 %.
 
-Usage: LENS_OFFLINE=1 python bench/audit.py [--images N] [--threads T] [--ray new|ADDRESS]
+- ``heap_keep_mb``: the freed memory glibc keeps (:func:`core.serve.tuning.keep_freed_memory`), as
+  ``python -m core`` does; ``--heap-keep-mb 0`` measures with glibc's own policy (every large block mapped anew).
+
+Usage: LENS_OFFLINE=1 python bench/audit.py [--images N] [--threads T] [--ray new|ADDRESS] [--heap-keep-mb MB]
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from core.errors.fit import features_of  # noqa: E402
 from core.model.heads import pooled_features  # noqa: E402
 from core.images import load_image, preprocess  # noqa: E402
 from core.parallel import ordered_map  # noqa: E402
+from core.serve.tuning import default_heap_keep_mb, keep_freed_memory  # noqa: E402
 from core.model import load_model  # noqa: E402
 
 ROUNDS = 3
@@ -53,7 +57,10 @@ def main() -> None:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ray", default="", help="new (a local Ray started by the call) or a running cluster's address")
+    p.add_argument("--heap-keep-mb", type=int, default=default_heap_keep_mb(),
+                   help="freed memory glibc keeps for the next batch, as the command line does (0: glibc's own)")
     args = p.parse_args()
+    kept = keep_freed_memory(args.heap_keep_mb)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         demo, root = Path(tmp) / "demo", Path(tmp) / "set"
@@ -125,7 +132,8 @@ def main() -> None:
                       "rounds": {name: [round(t, 2) for t in times] for name, times in (
                           ("attribution", call_rounds), ("audit", audit_rounds), ("one_pass", one),
                           ("workers", workers), ("features", extracted))},
-                      "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), **ray_figures}))
+                      "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                      "heap_keep_mb": args.heap_keep_mb if kept else 0, **ray_figures}))
 
 
 def _clusters(audit) -> list:

@@ -67,3 +67,25 @@ def test_layers_lists_the_catalogue():
     assert out["layers"][1] == {"name": "stages.1", "kind": "stage", "type": "ConvNeXtStage", "channels": 80,
                                 "grid": [28, 28], "layout": "NCHW", "reduction": 8, "receptive_field": 152,
                                 "feature": True, "prefix": 0}  # prefix: tokens before the grid (transformers)
+
+
+def test_a_bad_heap_setting_is_one_line_exit_2():
+    env = {**os.environ, "LENS_OFFLINE": "1", "LENS_HEAP_KEEP_MB": "lots"}
+    r = subprocess.run([sys.executable, "-m", "core", "layers", "--json"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == "error: LENS_HEAP_KEEP_MB must be a whole number of at least 0, got 'lots'"
+
+
+def test_every_command_keeps_freed_memory_first(monkeypatch):
+    """The command line asks glibc to keep freed memory (its dataset commands run batch after batch) before the
+    command runs."""
+    from core import cli
+    from core.serve import tuning
+
+    calls = []
+    monkeypatch.setattr(tuning, "keep_freed_memory", lambda: calls.append("kept") or True)
+    parser, modules = cli.build_parser()
+    monkeypatch.setattr(modules["layers"], "run", lambda args: calls.append("ran") or {"errors": []})
+    assert cli.main(["layers", "--json"]) == 0
+    assert calls == ["kept", "ran"]

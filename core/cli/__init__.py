@@ -45,6 +45,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     return parser, modules
 
 
+def _keep_freed_memory() -> None:
+    """Batch commands keep freed memory for their next batch (:func:`core.serve.tuning.keep_freed_memory`)."""
+    from ..serve.tuning import keep_freed_memory
+
+    try:
+        keep_freed_memory()
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
 class _Generated:
     """The command module of a registered technique (:mod:`core.cli.technique`)."""
 
@@ -66,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     mod = modules[args.command]
     try:
+        _keep_freed_memory()
         payload = mod.run(args)
     except (CliError, ImageError, ModelLoadError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,8 +1,9 @@
-"""Process-wide tuning for a long-running server, applied once per process: glibc's malloc arenas capped
-(``LENS_MALLOC_ARENAS``), then the start-up objects frozen out of the garbage collector (``LENS_GC_FREEZE``).
+"""Process-wide tuning, applied once per process.
 
-:func:`tune_process` does both, in that order, and describes what it did; the dashboard calls it once, after the
-first model is loaded (the freeze is meant for the long-lived start-up objects: libraries and a model).
+For a long-running server, :func:`tune_process`: glibc's malloc arenas capped (``LENS_MALLOC_ARENAS``), then the
+start-up objects frozen out of the garbage collector (``LENS_GC_FREEZE``); the dashboard calls it once, after the
+first model is loaded (the freeze is meant for the long-lived start-up objects: libraries and a model). For a
+batch command, :func:`keep_freed_memory` (``LENS_HEAP_KEEP_MB``): the command line calls it before its command.
 """
 from __future__ import annotations
 
@@ -13,7 +14,21 @@ from dataclasses import dataclass
 
 from .env import env_int
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter number for the arena count
+# glibc's mallopt parameter numbers
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20  # the largest threshold older glibc versions accept
+
+
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt``; False where it refused the value or where there is no glibc."""
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").mallopt(param, int(value)))
+    except (OSError, AttributeError):
+        return False
 
 
 def default_heap_arenas() -> int:
@@ -31,12 +46,36 @@ def limit_heap_arenas(n: int | None = None) -> bool:
     n = default_heap_arenas() if n is None else n
     if n <= 0 or "MALLOC_ARENA_MAX" in os.environ:
         return False
-    try:
-        import ctypes
+    return _mallopt(M_ARENA_MAX, n)
 
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, int(n)))
-    except (OSError, AttributeError):
+
+def default_heap_keep_mb() -> int:
+    """``LENS_HEAP_KEEP_MB`` (default 1024; 0: glibc's own policy): the freed memory a batch command keeps for its
+    next batch (:func:`keep_freed_memory`)."""
+    return env_int("LENS_HEAP_KEEP_MB", 1024, 0)
+
+
+def keep_freed_memory(mb: int | None = None) -> bool:
+    """Let glibc keep up to ``mb`` megabytes (default :func:`default_heap_keep_mb`) of freed memory for the next
+    allocations rather than return it to the kernel: blocks of up to ``mb / 2`` come from the heap instead of a
+    fresh mapping of their own, and the heap's top is trimmed only above ``mb``.
+
+    For a process that runs one pass after another over batches (the command line's dataset commands): by
+    default every block above glibc's mapping threshold (at most 32 MB, often an activation of a batch) is
+    mapped anew, its pages faulted in, and unmapped when freed, and a batch's passes spend much of their time in
+    the kernel. Kept, the process's resident size stays near its peak batch's. Not for the server (its budget
+    counts resident memory: :func:`core.serve.memory.release_memory` hands memory back instead).
+
+    Returns:
+        Whether glibc took it; False when ``mb`` is 0, when ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``
+        is in the environment (glibc has applied it), and where there is no glibc.
+    """
+    mb = default_heap_keep_mb() if mb is None else mb
+    if mb <= 0 or {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
         return False
+    keep = int(mb) * 2**20
+    mapped = _mallopt(M_MMAP_THRESHOLD, keep // 2) or _mallopt(M_MMAP_THRESHOLD, min(keep // 2, GLIBC_MMAP_THRESHOLD_MAX))
+    return mapped and _mallopt(M_TRIM_THRESHOLD, keep)
 
 
 @dataclass(frozen=True)
