@@ -78,3 +78,23 @@ def test_ray_build_with_relevance_equals_local_build(live, folder, tmp_path):
             want = local.index.top(layer, channel, by="relevance")
             assert [(p.image, p.y, p.x) for p in got] == [(p.image, p.y, p.x) for p in want]
             np.testing.assert_allclose([p.value for p in got], [p.value for p in want], rtol=1e-5, atol=1e-6)
+
+
+def test_a_ray_worker_keeps_freed_memory_as_the_driver_says(monkeypatch):
+    """The actors (index and audit) get the driver's heap setting as an argument: a worker process does not see
+    the driver's environment."""
+    import torch
+
+    from core.index import ray_engine
+    from core.serve import tuning
+
+    kept = []
+    monkeypatch.setattr(tuning, "keep_freed_memory", lambda mb: kept.append(mb) or True)
+    threads = torch.get_num_threads()
+    try:
+        ray_engine.prepare_worker(1, 256)
+        assert torch.get_num_threads() == 1
+        ray_engine.prepare_worker(1, 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert kept == [256]

@@ -16,15 +16,16 @@ import numpy as np
 import torch
 
 from ..errors.dataset import LabelledImage
-from ..index.ray_engine import EngineUnavailable, connect, materialise, model_spec
+from ..index.ray_engine import EngineUnavailable, connect, materialise, model_spec, prepare_worker
+from ..serve.tuning import default_heap_keep_mb
 from ..model.identity import weights_fingerprint
 
 
 class _Mapper:
     """Ray actor: loads the model once, then turns batches of image paths into pooled maps and predictions."""
 
-    def __init__(self, spec: tuple, fingerprint: str, method: str, threads: int):
-        torch.set_num_threads(max(1, threads))
+    def __init__(self, spec: tuple, fingerprint: str, method: str, threads: int, heap_keep_mb: int = 0):
+        prepare_worker(threads, heap_keep_mb)
         self.model = materialise(spec)
         got = weights_fingerprint(self.model)
         if got != fingerprint:
@@ -77,7 +78,8 @@ def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_siz
     ds = ds.map_batches(_Mapper, batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=actor_cpus,
                         fn_constructor_kwargs={"spec": model_spec(model, ray), "fingerprint": weights_fingerprint(model),
-                                               "method": method, "threads": max(1, math.floor(actor_cpus))})
+                                               "method": method, "threads": max(1, math.floor(actor_cpus)),
+                                               "heap_keep_mb": default_heap_keep_mb()})
     try:
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
             i = [int(v) for v in out["i"]]

@@ -34,6 +34,7 @@ import torch
 from ..catalogue import LayerInfo, find_layer
 from ..model.identity import weights_fingerprint
 from .passes import forward_partials, read_image
+from ..serve.tuning import default_heap_keep_mb
 
 CONNECT_SECONDS = 15.0     # reaching an existing cluster
 DECODE_CPUS = 0.25         # logical CPUs a decode task asks for (leaves the actors their CPUs on a small node)
@@ -138,6 +139,17 @@ def model_spec(model, ray) -> tuple:
     return ("object", [ray.put((model.net, card, list(model.labels)))])
 
 
+def prepare_worker(threads: int, heap_keep_mb: int) -> None:
+    """An actor's process set up for batch work: ``threads`` PyTorch threads, and freed memory kept for the next
+    batch as the command line keeps it (:func:`core.serve.tuning.keep_freed_memory`; 0: glibc's own policy). The
+    driver passes its setting: a worker does not see the driver's environment."""
+    torch.set_num_threads(max(1, threads))
+    if heap_keep_mb:
+        from ..serve.tuning import keep_freed_memory
+
+        keep_freed_memory(heap_keep_mb)
+
+
 def materialise(spec: tuple):
     """The LensModel a :func:`model_spec` describes (run in the actor)."""
     from ..model.loading import LensModel, load_model
@@ -171,8 +183,8 @@ class _Indexer:
     """Ray actor: loads the model once, then turns batches of model inputs into per-channel top-k partials."""
 
     def __init__(self, spec: tuple, fingerprint: str, layers: Sequence[str], top_k: int, threads: int,
-                 cuda: bool = False, relevance: bool = False):
-        torch.set_num_threads(max(1, threads))
+                 cuda: bool = False, relevance: bool = False, heap_keep_mb: int = 0):
+        prepare_worker(threads, heap_keep_mb)
         self.model = materialise(spec)
         self.device = torch.device("cuda" if cuda else "cpu")
         got = weights_fingerprint(self.model)
@@ -234,7 +246,7 @@ def _stream(ray, model, root, infos, rels, *, batch_size, top_k, workers, gpus, 
                         fn_constructor_kwargs={"spec": model_spec(model, ray), "fingerprint": weights_fingerprint(model),
                                                "layers": [l.name for l in infos], "top_k": top_k,
                                                "threads": max(1, math.floor(actor_cpus)), "cuda": gpus > 0,
-                                               "relevance": relevance})
+                                               "relevance": relevance, "heap_keep_mb": default_heap_keep_mb()})
     rows = ds.iter_rows()
     try:
         for row in rows:
