@@ -17,6 +17,21 @@ def local_ray():
     ray.shutdown()
 
 
+def _local_on_one_thread(model, root, **options):
+    """The local engine on one thread, as each of two actors on the two CPUs runs: Grad-CAM's channel sum
+    cancels, and another thread count's rounding moves a map's small cells by percents."""
+    import torch
+
+    from core.audit.audit import run_audit
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_audit(model, root, **options)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_ray_audit_equals_local_with_a_bad_file(tmp_path):
     from core.audit.audit import run_audit
     from core.audit.demo import SHORTCUT_HEAD, build_shortcut_set
@@ -25,7 +40,7 @@ def test_ray_audit_equals_local_with_a_bad_file(tmp_path):
     build_shortcut_set(tmp_path)
     (tmp_path / "stamped" / "broken.png").write_bytes(b"\x89PNG not really")
     model = load_model(None, str(SHORTCUT_HEAD))
-    local = run_audit(model, tmp_path, classes=["stamped"])
+    local = _local_on_one_thread(model, tmp_path, classes=["stamped"])
     remote = run_audit(model, tmp_path, classes=["stamped"], engine="ray", workers=2)
     assert [e["image"] for e in remote.errors] == [e["image"] for e in local.errors] == ["stamped/broken.png"]
     (a,), (b,) = local.classes, remote.classes
@@ -33,3 +48,32 @@ def test_ray_audit_equals_local_with_a_bad_file(tmp_path):
     np.testing.assert_allclose(b.maps, a.maps, atol=1e-6)
     assert (a.assignment == b.assignment).all()
     assert [(k.id, k.images) for k in a.clusters] == [(k.id, k.images) for k in b.clusters]
+
+
+def test_ray_audit_equals_local_over_several_blocks_on_two_actors(tmp_path):
+    """150 images (three of the engine's 64-image blocks, split between two actors) with an unreadable one in the
+    middle of a block: the same errors, maps and clusters as the local engine."""
+    import shutil
+
+    from core.audit.audit import run_audit
+    from core.audit.demo import SHORTCUT_HEAD, build_shortcut_set
+    from core.model import load_model
+
+    demo, root = tmp_path / "demo", tmp_path / "set"
+    build_shortcut_set(demo)
+    for cls in ("plain", "stamped"):
+        (root / cls).mkdir(parents=True)
+        files = sorted((demo / cls).glob("*.png"))
+        for n in range(75):
+            shutil.copy(files[n % len(files)], root / cls / f"{n:03d}.png")
+    (root / "plain" / "040-broken.png").write_bytes(b"\x89PNG not really")
+    model = load_model(None, str(SHORTCUT_HEAD))
+    local = _local_on_one_thread(model, root)
+    remote = run_audit(model, root, engine="ray", workers=2)
+    assert [e["image"] for e in remote.errors] == [e["image"] for e in local.errors] == ["plain/040-broken.png"]
+    assert len(local.classes) == len(remote.classes) == 2
+    for a, b in zip(local.classes, remote.classes):
+        assert a.images == b.images and len(a.images) == 75
+        np.testing.assert_allclose(b.maps, a.maps, atol=1e-6)
+        assert (a.assignment == b.assignment).all()
+        assert [(k.id, k.images) for k in a.clusters] == [(k.id, k.images) for k in b.clusters]

@@ -16,9 +16,11 @@ from .env import env_int
 
 # glibc's mallopt parameter numbers
 M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20  # the largest threshold older glibc versions accept
+GLIBC_HEAP_MAX = 2 * GLIBC_MMAP_THRESHOLD_MAX  # a thread arena's heaps are at most this large (64-bit)
 
 
 def _mallopt(param: int, value: int) -> bool:
@@ -75,7 +77,8 @@ def keep_freed_memory(mb: int | None = None) -> bool:
         return False
     keep = int(mb) * 2**20
     mapped = _mallopt(M_MMAP_THRESHOLD, keep // 2) or _mallopt(M_MMAP_THRESHOLD, min(keep // 2, GLIBC_MMAP_THRESHOLD_MAX))
-    return mapped and _mallopt(M_TRIM_THRESHOLD, keep)
+    # a thread's arena unmaps a wholly free heap unless the top pad is at least a heap: threads keep theirs too
+    return mapped and _mallopt(M_TRIM_THRESHOLD, keep) and _mallopt(M_TOP_PAD, min(keep, GLIBC_HEAP_MAX))
 
 
 @dataclass(frozen=True)
