@@ -15,21 +15,17 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors.dataset import LabelledImage, decode_step
-from ..index.ray_engine import EngineUnavailable, connect, materialise, model_spec, prepare_worker
+from ..index.ray_engine import EngineUnavailable, ModelActor, connect, model_spec
 from ..serve.tuning import default_heap_keep_mb
 from ..model.identity import weights_fingerprint
 
 
-class _Mapper:
+class _Mapper(ModelActor):
     """Ray actor: loads the model once, then turns blocks of image paths into pooled maps and predictions."""
 
     def __init__(self, spec: tuple, fingerprint: str, method: str, threads: int, heap_keep_mb: int = 0,
                  batch_size: int = 8):
-        prepare_worker(threads, heap_keep_mb)
-        self.model = materialise(spec)
-        got = weights_fingerprint(self.model)
-        if got != fingerprint:
-            raise RuntimeError(f"the worker loaded other weights ({got[:24]}, expected {fingerprint[:24]})")
+        super().__init__(spec, fingerprint, threads, heap_keep_mb)
         self.method, self.batch_size = method, batch_size
 
     def __call__(self, batch: dict) -> dict:

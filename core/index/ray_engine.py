@@ -179,21 +179,40 @@ def _decode(batch: dict, root: str, data_config: dict) -> dict:
             "x": np.stack(tensors).astype(np.float32, copy=False)}
 
 
-class _Indexer:
+class ModelActor:
+    """Base of the Ray actors that hold a model (the index's and the audit's).
+
+    The model is loaded on the first call, in the thread that runs the calls, not in the constructor: Ray runs an
+    actor's calls on a thread of its own, and a model loaded on the actor's main thread leaves an idle OpenMP team
+    there; with two teams the process has more OpenMP threads than CPUs, and GNU OpenMP then stops spinning
+    between parallel regions, which slows every pass.
+    """
+
+    def __init__(self, spec: tuple, fingerprint: str, threads: int, heap_keep_mb: int = 0, cuda: bool = False):
+        prepare_worker(threads, heap_keep_mb)
+        self._spec, self._fingerprint, self._model = spec, fingerprint, None
+        self.device = torch.device("cuda" if cuda else "cpu")
+
+    @property
+    def model(self):
+        """The model, loaded on first use and checked against the driver's weights fingerprint."""
+        if self._model is None:
+            model = materialise(self._spec)
+            got = weights_fingerprint(model)
+            if got != self._fingerprint:
+                raise RuntimeError(f"the worker loaded other weights ({got[:24]}, expected {self._fingerprint[:24]})")
+            self._model = model.to(self.device)  # after the fingerprint (computed on CPU tensors)
+        return self._model
+
+
+class _Indexer(ModelActor):
     """Ray actor: loads the model once, then turns batches of model inputs into per-channel top-k partials."""
 
     def __init__(self, spec: tuple, fingerprint: str, layers: Sequence[str], top_k: int, threads: int,
                  cuda: bool = False, relevance: bool = False, heap_keep_mb: int = 0):
-        prepare_worker(threads, heap_keep_mb)
-        self.model = materialise(spec)
-        self.device = torch.device("cuda" if cuda else "cpu")
-        got = weights_fingerprint(self.model)
-        if got != fingerprint:
-            raise RuntimeError(f"the worker loaded other weights ({got[:24]}, expected {fingerprint[:24]})")
-        self.infos: list[LayerInfo] = [find_layer(self.model, n) for n in layers]
-        self.top_k = top_k
-        self.relevance = relevance
-        self.model.to(self.device)  # after the fingerprint (computed on CPU tensors)
+        super().__init__(spec, fingerprint, threads, heap_keep_mb, cuda)
+        self.layers, self.top_k, self.relevance = tuple(layers), top_k, relevance
+        self.infos: list[LayerInfo] = []
 
     def __call__(self, batch: dict) -> dict:
         records = [json.loads(r) for r in batch["record"]]
@@ -201,6 +220,7 @@ class _Indexer:
         parts = {}
         if ok.any():
             x = torch.from_numpy(np.ascontiguousarray(batch["x"][ok])).to(self.device)
+            self.infos = self.infos or [find_layer(self.model, n) for n in self.layers]
             parts = forward_partials(self.model, self.infos, x, self.top_k, relevance=self.relevance)
         return {"blob": np.array([pickle.dumps((records, parts), protocol=pickle.HIGHEST_PROTOCOL)], dtype=object)}
 
