@@ -77,3 +77,42 @@ def test_ray_audit_equals_local_over_several_blocks_on_two_actors(tmp_path):
         np.testing.assert_allclose(b.maps, a.maps, atol=1e-6)
         assert (a.assignment == b.assignment).all()
         assert [(k.id, k.images) for k in a.clusters] == [(k.id, k.images) for k in b.clusters]
+
+
+def test_on_a_running_cluster_the_actors_stay_for_the_next_audit_and_leave_when_idle(tmp_path):
+    """With an address (here the test's Ray, already running) the pool is kept: a second audit of the same model
+    finds the same actor, which has served the first audit's blocks; an actor idle for its limit leaves."""
+    import time
+
+    from core.audit import ray_engine
+    from core.audit.audit import run_audit
+    from core.audit.demo import SHORTCUT_HEAD, build_shortcut_set
+    from core.model import load_model
+
+    build_shortcut_set(tmp_path)
+    model = load_model(None, str(SHORTCUT_HEAD))
+    first = run_audit(model, tmp_path, engine="ray", workers=1, address="auto")
+    key = ray_engine.pool_key(model, "gradcam", 2, 8, ray_engine.default_heap_keep_mb())
+    actor = ray.get_actor(f"lens-audit-{key}-0", namespace=ray_engine.NAMESPACE)
+    try:
+        blocks = ray.get(actor.served.remote())
+        assert blocks >= 1
+        second = run_audit(model, tmp_path, engine="ray", workers=1, address="auto")
+        assert ray.get(actor.served.remote()) == 2 * blocks  # the same actor served both
+        assert [(k.id, k.images) for c in first.classes for k in c.clusters] == \
+            [(k.id, k.images) for c in second.classes for k in c.clusters]
+    finally:
+        ray.kill(actor)
+
+    idle = ray.remote(ray_engine._Mapper).options(num_cpus=0.1).remote(
+        spec=("load", "embedded", "embedded"), fingerprint="-", method="gradcam", threads=1, idle_seconds=1.0)
+    assert ray.get(idle.served.remote()) == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get(idle.served.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("an idle actor stayed past its limit")
