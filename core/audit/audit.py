@@ -21,18 +21,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..errors.dataset import LabelledImage, decode_step, decoding_helper, read_labelled, read_pixels
+from ..errors.dataset import LabelledImage, read_labelled
 from ..images import ImageError
 from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 from .cluster import spectral
-from .maps import GRID, image_maps, pool_map  # noqa: F401 (pool_map: part of this module's interface)
+from .maps import BATCH, GRID, image_maps, map_batches, pool_map  # noqa: F401 (part of this module's interface)
 
 BAND = 4
-BATCH = 8
 METHODS = ("lrp", "gradcam", "smoothgrad")
 
 
@@ -82,32 +81,6 @@ def region_shares(mean_map: np.ndarray, band: int = BAND) -> tuple[float, float]
     q = g // 4
     centre = float(mean_map[q:g - q, q:g - q].sum())
     return (total - inner) / total, centre / total
-
-
-def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_size: int = BATCH,
-                progress: Progress | None = None, cancel: Cancel | None = None
-                ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, list[dict]]]:
-    """Per batch of ``batch_size`` items: positions in ``items`` of the readable ones, their pooled maps
-    (b, GRID, GRID) and predicted classes (b,), and the batch's read errors. The images are decoded
-    ``DECODE_STEP`` at a time between the attribution passes, on two threads where allowed
-    (:func:`core.errors.dataset.read_pixels`)."""
-    step = decode_step(batch_size)
-    with decoding_helper() as helper:
-        for s in range(0, len(items), step):
-            x, kept, errors = read_pixels(model, items, s, min(len(items), s + step), helper=helper)
-            for b in range(s, min(len(items), s + step), batch_size):
-                if is_cancelled(cancel):
-                    raise Cancelled(f"stopped after {b} of {len(items)} images")
-                rows = [j for j, i in enumerate(kept) if b <= i < b + batch_size]
-                if rows:
-                    maps, predicted = image_maps(model, x[rows[0]:rows[-1] + 1], [items[kept[j]].label for j in rows],
-                                                 method)
-                else:
-                    maps, predicted = np.zeros((0, GRID, GRID), np.float32), np.zeros(0, int)
-                done = min(len(items), b + batch_size)
-                report(progress, done / max(1, len(items)), f"{method} maps of {done} of {len(items)} images")
-                window = {it.name for it in items[b:b + batch_size]}
-                yield [kept[j] for j in rows], maps, predicted, [e for e in errors if e["image"] in window]
 
 
 def cluster_class(label: int, name: str, images: Sequence[str], paths: Sequence[str], maps: np.ndarray,

@@ -1,18 +1,22 @@
 """One pooled attribution map per image: what the audit keeps of each map (see :mod:`core.audit.audit`).
 
-Both engines compute maps with :func:`image_maps`, so the local and the Ray engine give the same maps.
+Both engines run :func:`map_batches` (the Ray engine on each block of images), so the local and the Ray engine
+give the same maps.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..attribution.registry import attribute
+from ..errors.dataset import LabelledImage, decode_step, decoding_helper, read_pixels
+from ..progress import Cancel, Cancelled, Progress, is_cancelled, report
 
 GRID = 32
+BATCH = 8
 
 
 def pool_map(maps: torch.Tensor, grid: int = GRID) -> np.ndarray:
@@ -41,3 +45,29 @@ def image_maps(model, x: torch.Tensor, targets: Sequence[int], method: str) -> t
         with torch.inference_mode():
             predicted = model(x.to(next(model.parameters()).device)).argmax(1).cpu().numpy()
     return pool_map(result.map), predicted
+
+
+def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_size: int = BATCH,
+                progress: Progress | None = None, cancel: Cancel | None = None
+                ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, list[dict]]]:
+    """Per batch of ``batch_size`` items: positions in ``items`` of the readable ones, their pooled maps
+    (b, GRID, GRID) and predicted classes (b,), and the batch's read errors. The images are decoded
+    ``DECODE_STEP`` at a time between the attribution passes, on two threads where allowed
+    (:func:`core.errors.dataset.read_pixels`)."""
+    step = decode_step(batch_size)
+    with decoding_helper() as helper:
+        for s in range(0, len(items), step):
+            x, kept, errors = read_pixels(model, items, s, min(len(items), s + step), helper=helper)
+            for b in range(s, min(len(items), s + step), batch_size):
+                if is_cancelled(cancel):
+                    raise Cancelled(f"stopped after {b} of {len(items)} images")
+                rows = [j for j, i in enumerate(kept) if b <= i < b + batch_size]
+                if rows:
+                    maps, predicted = image_maps(model, x[rows[0]:rows[-1] + 1], [items[kept[j]].label for j in rows],
+                                                 method)
+                else:
+                    maps, predicted = np.zeros((0, GRID, GRID), np.float32), np.zeros(0, int)
+                done = min(len(items), b + batch_size)
+                report(progress, done / max(1, len(items)), f"{method} maps of {done} of {len(items)} images")
+                window = {it.name for it in items[b:b + batch_size]}
+                yield [kept[j] for j in rows], maps, predicted, [e for e in errors if e["image"] in window]

@@ -2,7 +2,7 @@
 
 The images go in blocks of 64 (the local engine's decoding step), in order, to a pool of actors; each actor loads
 the model once (:func:`core.index.ray_engine.model_spec`, checked by its weights fingerprint) and maps a block with
-the local engine's own loop (:func:`core.audit.audit.map_batches`: decoding on two threads between the passes, the
+the local engine's own loop (:func:`core.audit.maps.map_batches`: decoding on two threads between the passes, the
 same batches of 8); only the pooled maps (4 KB an image) and predictions come back, block by block, in order. The
 same batches give the same maps, so the clusters equal the local engine's.
 
@@ -49,8 +49,7 @@ class _Mapper(ModelActor):
     def map_block(self, start: int, paths: Sequence[str], names: Sequence[str], labels: Sequence[int]) -> dict:
         """Items ``start, start + 1, ...`` of the audit (``start`` a multiple of the batch size), mapped by the
         local engine's loop: ``{"i", "maps", "predicted", "error"}``, one entry an item ("" where it was read)."""
-        from .audit import map_batches as local_batches
-        from .maps import GRID
+        from .maps import GRID, map_batches as local_batches
 
         self.last = time.monotonic()
         items = [LabelledImage(Path(p), str(n), int(l)) for p, n, l in zip(paths, names, labels)]
@@ -114,7 +113,7 @@ def actors(ray, model, method: str, *, workers: int, batch_size: int, keep: bool
 
 def map_batches(model, items: Sequence[LabelledImage], method: str, *, batch_size: int, workers: int = 1,
                 address: str | None = None) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, list[dict]]]:
-    """As :func:`core.audit.audit.map_batches` (positions, pooled maps, predictions, read errors per block), on Ray.
+    """As :func:`core.audit.maps.map_batches` (positions, pooled maps, predictions, read errors per block), on Ray.
 
     Raises:
         EngineUnavailable: ray missing, cluster unreachable, or a task or actor failed (raised when iterated).
