@@ -33,8 +33,8 @@ import torch
 
 from ..catalogue import LayerInfo, find_layer
 from ..model.identity import weights_fingerprint
+from ..serve.tuning import default_heap_keep_mb, keep_freed_memory
 from .passes import forward_partials, read_image
-from ..serve.tuning import default_heap_keep_mb
 
 CONNECT_SECONDS = 15.0     # reaching an existing cluster
 DECODE_CPUS = 0.25         # logical CPUs a decode task asks for (leaves the actors their CPUs on a small node)
@@ -145,8 +145,6 @@ def prepare_worker(threads: int, heap_keep_mb: int) -> None:
     driver passes its setting: a worker does not see the driver's environment."""
     torch.set_num_threads(max(1, threads))
     if heap_keep_mb:
-        from ..serve.tuning import keep_freed_memory
-
         keep_freed_memory(heap_keep_mb)
 
 
@@ -182,10 +180,10 @@ def _decode(batch: dict, root: str, data_config: dict) -> dict:
 class ModelActor:
     """Base of the Ray actors that hold a model (the index's and the audit's).
 
-    The model is loaded on the first call, in the thread that runs the calls, not in the constructor: Ray runs an
-    actor's calls on a thread of its own, and a model loaded on the actor's main thread leaves an idle OpenMP team
-    there; with two teams the process has more OpenMP threads than CPUs, and GNU OpenMP then stops spinning
-    between parallel regions, which slows every pass.
+    The model is loaded on the first call, in the thread that runs the calls, not in the constructor: Ray may run
+    an actor's calls on another thread than the one that built it (Ray Data's map workers do), and a model loaded
+    there leaves an idle OpenMP team behind; with two teams the process has more OpenMP threads than CPUs, and
+    GNU OpenMP then stops spinning between parallel regions, which slows every pass.
     """
 
     def __init__(self, spec: tuple, fingerprint: str, threads: int, heap_keep_mb: int = 0, cuda: bool = False):

@@ -60,7 +60,8 @@ def default_heap_keep_mb() -> int:
 def keep_freed_memory(mb: int | None = None) -> bool:
     """Let glibc keep up to ``mb`` megabytes (default :func:`default_heap_keep_mb`) of freed memory for the next
     allocations rather than return it to the kernel: blocks of up to ``mb / 2`` come from the heap instead of a
-    fresh mapping of their own, and the heap's top is trimmed only above ``mb``.
+    fresh mapping of their own, the heap's top is trimmed only above ``mb``, and a thread's arena keeps its heaps
+    when they fall empty (glibc's top pad at least a heap).
 
     For a process that runs one pass after another over batches (the command line's dataset commands): by
     default every block above glibc's mapping threshold (at most 32 MB, often an activation of a batch) is
