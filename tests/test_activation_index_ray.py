@@ -86,10 +86,9 @@ def test_a_ray_worker_keeps_freed_memory_as_the_driver_says(monkeypatch):
     import torch
 
     from core.index import ray_engine
-    from core.serve import tuning
 
     kept = []
-    monkeypatch.setattr(tuning, "keep_freed_memory", lambda mb: kept.append(mb) or True)
+    monkeypatch.setattr(ray_engine, "keep_freed_memory", lambda mb: kept.append(mb) or True)
     threads = torch.get_num_threads()
     try:
         ray_engine.prepare_worker(1, 256)
