@@ -34,10 +34,11 @@ def forward_batch(model, shape: Sequence[int], *, trials: Sequence[int] = FORWAR
     """The batch of no-autograd forward passes fastest per image for ``model`` at input ``shape`` (3, H, W).
 
     Measured once per architecture, device, shape and intra-op thread count (replicas and reloads of a model
-    share it) on random input: one untimed pass, then one timed pass at each of ``trials`` in increasing order,
-    stopping at the first that is slower per image than the fastest so far. Threads asking for the same key
-    while it is measured wait for that measurement. About 15 images' forward passes for a small network, 31 for a
-    large one.
+    share it) on random input: at each of ``trials`` in increasing order an untimed pass, then a timed one (the
+    steady state: whether a batch's memory is mapped afresh on every pass depends on the process's allocator
+    settings, see :func:`core.serve.tuning.keep_freed_memory`), stopping at the first batch slower per image
+    than the fastest so far. Threads asking for the same key while it is measured wait for that measurement.
+    About 30 images' forward passes for a small network, 62 for a large one.
     """
     key = _key(model, shape)
     best = _known.get(key)
@@ -59,9 +60,11 @@ def _measure(model, shape: tuple, trials: Sequence[int]) -> int:
     generator = torch.Generator().manual_seed(0)
     per_image: dict[int, float] = {}
     with torch.inference_mode():
-        model(torch.rand(1, *shape, generator=generator).to(device))  # one-off costs (kernels, first allocations)
         for size in trials:
             x = torch.rand(size, *shape, generator=generator).to(device)
+            # untimed first: a batch's first pass pays its one-off costs (kernels, and the pages of memory the
+            # allocator has not held yet); a pass over many images pays what every later pass pays
+            model(x).float().sum().item()
             started = time.perf_counter()
             model(x).float().sum().item()  # .item(): the pass has finished on any device
             per_image[size] = (time.perf_counter() - started) / size
