@@ -88,11 +88,12 @@ def test_on_a_running_cluster_the_actors_stay_for_the_next_audit_and_leave_when_
     from core.audit.audit import run_audit
     from core.audit.demo import SHORTCUT_HEAD, build_shortcut_set
     from core.model import load_model
+    from core.model.identity import weights_fingerprint
 
     build_shortcut_set(tmp_path)
     model = load_model(None, str(SHORTCUT_HEAD))
     first = run_audit(model, tmp_path, engine="ray", workers=1, address="auto")
-    key = ray_engine.pool_key(model, "gradcam", 2, 8, ray_engine.default_heap_keep_mb())
+    key = ray_engine.pool_key(weights_fingerprint(model), "gradcam", 2, 8, ray_engine.default_heap_keep_mb())
     actor = ray.get_actor(f"lens-audit-{key}-0", namespace=ray_engine.NAMESPACE)
     try:
         blocks = ray.get(actor.served.remote())

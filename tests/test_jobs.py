@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import threading
@@ -457,7 +456,8 @@ def test_heap_arenas_are_capped_through_mallopt():
 def test_a_batch_command_keeps_freed_memory_for_its_next_batch():
     """In fresh processes (mallopt is process-wide): a 48 MB block (above glibc's largest dynamic mapping
     threshold, 32 MB) allocated, written and freed six times. With glibc's own policy every round maps fresh
-    pages and faults all 12,288 of them in; kept (``keep_freed_memory``), only the first round does."""
+    memory and faults it in (12,288 small pages, or a few dozen where the kernel backs it with huge pages); kept
+    (``keep_freed_memory``), only the first round does, so the later rounds fault almost nothing."""
     code = """
 import resource, sys
 from core.serve import tuning
@@ -481,9 +481,9 @@ print(ok, sum(faults[1:]))
     if platform.libc_ver()[0] != "glibc":
         assert runs["256"][0] is False
         return
-    pages = (48 << 20) // resource.getpagesize()
-    assert runs["off"] == (False, pytest.approx(5 * pages, rel=0.1))
-    assert runs["256"][0] is True and runs["256"][1] < 0.05 * pages
+    # each later round faults its 48 MB in: 12,288 faults with 4 KB pages, 24 with 2 MB huge pages
+    assert runs["off"][0] is False and runs["off"][1] >= 5 * 24
+    assert runs["256"][0] is True and runs["256"][1] <= runs["off"][1] / 20
 
 
 def test_keeping_freed_memory_is_a_setting(monkeypatch):

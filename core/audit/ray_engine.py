@@ -79,10 +79,10 @@ class _Mapper(ModelActor):
                 return
 
 
-def pool_key(model, method: str, threads: int, batch_size: int, heap_keep_mb: int) -> str:
-    """What a kept actor must match to serve again: the weights, the method, its threads, batches and heap, and
-    the code."""
-    text = "|".join(map(str, (weights_fingerprint(model), method, threads, batch_size, heap_keep_mb, code_version())))
+def pool_key(fingerprint: str, method: str, threads: int, batch_size: int, heap_keep_mb: int) -> str:
+    """What a kept actor must match to serve again: the weights (their fingerprint), the method, its threads,
+    batches and heap, and the code."""
+    text = "|".join(map(str, (fingerprint, method, threads, batch_size, heap_keep_mb, code_version())))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -95,12 +95,12 @@ def actors(ray, model, method: str, *, workers: int, batch_size: int, keep: bool
     node_cpus = max((float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")),
                     default=1.0)
     actor_cpus = max(0.1, min(node_cpus, cpus / workers))
-    threads, heap = max(1, math.floor(actor_cpus)), default_heap_keep_mb()
-    kwargs = {"spec": model_spec(model, ray), "fingerprint": weights_fingerprint(model), "method": method,
+    threads, heap, fingerprint = max(1, math.floor(actor_cpus)), default_heap_keep_mb(), weights_fingerprint(model)
+    kwargs = {"spec": model_spec(model, ray), "fingerprint": fingerprint, "method": method,
               "threads": threads, "heap_keep_mb": heap, "batch_size": batch_size,
               "idle_seconds": IDLE_SECONDS if keep else 0.0}
     cls = ray.remote(_Mapper)
-    key = pool_key(model, method, threads, batch_size, heap)
+    key = pool_key(fingerprint, method, threads, batch_size, heap)
     handles = []
     for k in range(workers):
         options = {"num_cpus": actor_cpus, "max_restarts": 0}
