@@ -250,3 +250,27 @@ def test_lrp_trace_stops_at_the_pixels_layer_when_there_is_nothing_to_fold(monke
         assert {m: n for n, m in prep.net.named_modules()}[prep.first] == stem
         assert (prep.folded > 0) == folds and bool(ran) == folds, (stem, prep.folded, ran)
         lrp_module._cache.pop(model, None)  # the next test prepares it unwatched
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(4, 6, 3, padding=1), nn.Linear(4, 6)])
+def test_zplus_on_a_non_negative_input_is_one_product_with_the_same_value_and_gradient(layer):
+    from core.attribution.lrp import _plus_from
+    torch.manual_seed(0)
+    shape = (2, 4, 5, 5) if isinstance(layer, nn.Conv2d) else (2, 7, 4)
+    a = torch.relu(torch.randn(shape, dtype=torch.float64)).requires_grad_(True)  # zeros included, as after ReLU
+    layer = layer.double()
+    out = layer(a)
+    fast = _plus_from(layer, a, out, {})
+    w, b = layer.weight.detach(), layer.bias.detach()
+    conv = (lambda t, k: torch.nn.functional.conv2d(t, k, padding=1)) if isinstance(layer, nn.Conv2d) else (
+        lambda t, k: torch.nn.functional.linear(t, k))
+    signed = conv(a.abs(), w.abs()) + conv(a, w)  # a w + |a| |w|: the formula for inputs of either sign
+    assert torch.allclose(fast, signed, rtol=0, atol=1e-12)
+    assert type(fast.grad_fn).__name__ != "AddBackward0"  # one product: no sum of two
+    g = torch.randn_like(fast)
+    (grad_fast,) = torch.autograd.grad(fast, a, g)
+    (grad_signed,) = torch.autograd.grad(signed, a, g)
+    positive = a.detach() > 0  # where a == 0 the relevance a * grad is 0 either way
+    assert torch.allclose(grad_fast[positive], grad_signed[positive], rtol=0, atol=1e-12)
+    mixed = _plus_from(layer, a - 0.5, layer(a - 0.5), {})
+    assert type(mixed.grad_fn).__name__ == "AddBackward0"  # signed input: the two-product formula

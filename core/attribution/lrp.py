@@ -133,16 +133,21 @@ def _apply(module: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor,
-               plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
+               plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]) -> torch.Tensor:
     """Twice the positive contributions ``(a w)+`` per output (no bias), from the layer's own output:
     ``2 (a+ w+ + a- w-) = a w + |a| |w|``, so one extra
-    product instead of two (and one extra backward instead of two). The factor 2 cancels in the z+ rule
-    (gradient of ``2 zp`` times ``out / (2 zp)``), so it is not divided out. ``plus`` keeps each layer's ``|w|``
-    and ``-b`` (two threads may both make one: the same values)."""
+    product instead of two (and one extra backward instead of two). On a non-negative input (after a ReLU) it is
+    ``a (2 w+)``: one product in the backward too, instead of two. The factor 2 cancels in the z+ rule
+    (gradient of ``2 zp`` times ``out / (2 zp)``), so it is not divided out. ``plus`` keeps each layer's ``|w|``,
+    ``-b`` and ``2 w+`` (two threads may both make one: the same values)."""
     kept = plus.get(module)
     if kept is None:
-        kept = plus[module] = (module.weight.abs(), -module.bias if module.bias is not None else None)
-    return _apply(module, a.abs(), *kept) + out
+        w = module.weight.detach()
+        kept = plus[module] = (w.abs(), -module.bias.detach() if module.bias is not None else None,
+                               w.clamp(min=0).mul_(2))
+    if not a.detach().lt(0).any():
+        return _apply(module, a, kept[2])
+    return _apply(module, a.abs(), *kept[:2]) + out
 
 
 def _times(factor: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -236,7 +241,7 @@ def _attention_hooks(hooks, parts, *, cp: bool) -> None:
 
 
 def _rule_hook(kind: str, rule: LrpRule, epsilon: float,
-               plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]]):
+               plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]):
     def hook(module, inp, out):
         a = inp[0]
         if not a.requires_grad:  # below where a backward starts (relevance_at): no gradient comes here
