@@ -260,17 +260,45 @@ def test_zplus_on_a_non_negative_input_is_one_product_with_the_same_value_and_gr
     a = torch.relu(torch.randn(shape, dtype=torch.float64)).requires_grad_(True)  # zeros included, as after ReLU
     layer = layer.double()
     out = layer(a)
-    fast = _plus_from(layer, a, out, {})
-    w, b = layer.weight.detach(), layer.bias.detach()
+    fast, denominator = _plus_from(layer, a, out, {})
+    w = layer.weight.detach()
     conv = (lambda t, k: torch.nn.functional.conv2d(t, k, padding=1)) if isinstance(layer, nn.Conv2d) else (
         lambda t, k: torch.nn.functional.linear(t, k))
     signed = conv(a.abs(), w.abs()) + conv(a, w)  # a w + |a| |w|: the formula for inputs of either sign
     assert torch.allclose(fast, signed, rtol=0, atol=1e-12)
     assert type(fast.grad_fn).__name__ != "AddBackward0"  # one product: no sum of two
+    assert torch.equal(denominator == torch.inf, fast.detach() == 0)  # no positive contribution: factor 0
     g = torch.randn_like(fast)
     (grad_fast,) = torch.autograd.grad(fast, a, g)
     (grad_signed,) = torch.autograd.grad(signed, a, g)
     positive = a.detach() > 0  # where a == 0 the relevance a * grad is 0 either way
     assert torch.allclose(grad_fast[positive], grad_signed[positive], rtol=0, atol=1e-12)
-    mixed = _plus_from(layer, a - 0.5, layer(a - 0.5), {})
-    assert type(mixed.grad_fn).__name__ == "AddBackward0"  # signed input: the two-product formula
+    mixed, _ = _plus_from(layer, a - 0.5, layer(a - 0.5), {})
+    assert type(mixed.grad_fn).__name__ in ("AddBackward0", "SubBackward0")  # signed: the two-product formula
+
+
+def test_zplus_rounding_of_cancelling_terms_is_not_divided_by():
+    """A unit whose contributions are all negative has z+ = 0, but ``a w + |a| |w|`` in float32 leaves
+    rounding: its relevance must be dropped (as in exact arithmetic), not divided by that rounding."""
+    from core.attribution.lrp import ROUNDING, _plus_from
+    torch.manual_seed(0)
+    layer = nn.Linear(512, 2)
+    with torch.no_grad():
+        layer.weight[0] = torch.rand(512) + 0.1  # unit 0: w > 0, and a < 0 below: every contribution negative
+        layer.bias.fill_(3.0)
+    a = -(torch.rand(1, 3, 512) + 0.1)
+    zp2, denominator = _plus_from(layer, a, layer(a), {})
+    magnitude = (a.abs() @ layer.weight.abs().T)[..., 0]
+    assert (zp2[..., 0].abs() < magnitude * ROUNDING).all()  # what is left of z+ = 0 is rounding
+    assert (denominator[..., 0] == torch.inf).all() and (denominator[..., 1] < torch.inf).all()
+
+
+def test_lrp_float32_equals_float64_on_the_trained_embedded_model(embedded, cat_input):
+    """A trained ReLU6 network has many units with no positive contribution but a bias: z+ must not amplify
+    float32 rounding there (before the fix, float32 was off float64 by 46 % of the map's largest value)."""
+    from core.model import load_model
+    x = cat_input.tensor[None]
+    single = lrp(embedded, x).raw.double()
+    double = lrp(load_model("embedded").double(), x.double()).raw
+    assert (single - double).abs().max() <= 1e-3 * double.abs().max()
+    assert single.sum().item() == pytest.approx(double.sum().item(), rel=1e-4)

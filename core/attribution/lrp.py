@@ -132,22 +132,39 @@ def _apply(module: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torch
     return module._conv_forward(a, weight, bias)
 
 
+ROUNDING = 2.0 ** -13  # a z+ below this share of |a| |w| is float32 rounding of cancelling terms (_plus_from)
+
+
 def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor,
-               plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]) -> torch.Tensor:
-    """Twice the positive contributions ``(a w)+`` per output (no bias), from the layer's own output:
-    ``2 (a+ w+ + a- w-) = a w + |a| |w|``, so one extra
-    product instead of two (and one extra backward instead of two). On a non-negative input (after a ReLU) it is
-    ``a (2 w+)``: one product in the backward too, instead of two. The factor 2 cancels in the z+ rule
-    (gradient of ``2 zp`` times ``out / (2 zp)``), so it is not divided out. ``plus`` keeps each layer's ``|w|``,
-    ``-b`` and ``2 w+`` (two threads may both make one: the same values)."""
+               plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twice the positive contributions ``(a w)+`` per output (no bias), attached to ``a``'s graph, and the
+    denominator of the z+ rule's factor (detached; inf where the output has no positive contribution).
+
+    On a signed input ``2 (a+ w+ + a- w-) = a w + |a| |w|``, from the layer's own output: one extra product
+    instead of two (and one extra backward instead of two). The two terms cancel wherever the contributions are
+    negative, so a ``2 z+`` below ``ROUNDING`` of ``|a| |w|`` is float32 rounding, not evidence: dividing by it
+    would multiply a unit's relevance by up to 1e9 into that rounding. Such an output counts as having no positive
+    contribution, as in exact arithmetic. On a non-negative input (after a ReLU) ``2 z+`` is ``a (2 w+)``: one
+    product each way and no cancellation. The factor 2 cancels in the z+ rule (gradient of ``2 zp`` times
+    ``out / (2 zp)``), so it is not divided out. ``plus`` keeps each layer's ``|w|``, ``b`` and ``2 w+`` (two
+    threads may both make one: the same values)."""
     kept = plus.get(module)
     if kept is None:
         w = module.weight.detach()
-        kept = plus[module] = (w.abs(), -module.bias.detach() if module.bias is not None else None,
+        kept = plus[module] = (w.abs(), module.bias.detach() if module.bias is not None else None,
                                w.clamp(min=0).mul_(2))
     if not a.detach().lt(0).any():
-        return _apply(module, a, kept[2])
-    return _apply(module, a.abs(), *kept[:2]) + out
+        zp2 = _apply(module, a, kept[2])
+        floor = zp2.detach().new_zeros(())
+    else:
+        magnitude = _apply(module, a.abs(), kept[0])
+        zp2 = magnitude + out
+        if kept[1] is not None:  # the output's bias is no contribution
+            zp2 = zp2 - (kept[1] if isinstance(module, nn.Linear) else kept[1].view(-1, 1, 1))
+        floor = magnitude.detach() * ROUNDING
+    d = zp2.detach()
+    return zp2, d.where(d > floor, torch.inf)
 
 
 def _times(factor: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -172,8 +189,8 @@ def _eps_grad(epsilon: float):
     return fn
 
 
-def _zplus_grad(grad, out, zp2):
-    return _times(torch.div(out, zp2.clamp(min=2e-9)), grad)  # zp2 = 2 z+ >= 0 by construction
+def _zplus_grad(grad, out, denominator):
+    return _times(torch.div(out, denominator), grad)  # 0 where there is no positive contribution
 
 
 def _layernorm_grad(dims: tuple[int, ...], eps: float, shape):
@@ -259,8 +276,8 @@ def _rule_hook(kind: str, rule: LrpRule, epsilon: float,
             return _keep_value(out, a, _layernorm_grad(dims, module.eps, shape), a.detach(), *weight)
         # conv / linear
         if rule is LrpRule.ZPLUS and (kind == "conv" or a.dim() > 2):
-            zp2 = _plus_from(module, a, out, plus)
-            return _keep_value(out, zp2, _zplus_grad, out.detach(), zp2.detach())
+            zp2, denominator = _plus_from(module, a, out, plus)
+            return _keep_value(out, zp2, _zplus_grad, out.detach(), denominator)
         # epsilon: the gradient into the layer's own output is scaled by z / (z + eps sign z)
         return _keep_value(out, out, _eps_grad(epsilon), out.detach())
     return hook
