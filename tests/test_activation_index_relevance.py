@@ -189,3 +189,17 @@ def test_cli_build_with_relevance_and_top_by_relevance(tmp_path, folder, capsys)
     code = main(["index", "top", str(plain), "--layer", "stages.2", "--channel", "0", "--by", "relevance"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--relevance" in err and "Traceback" not in err
+
+
+def test_an_index_ranked_by_older_rules_is_rebuilt(live, folder, tmp_path):
+    import json
+    from core.index.build import MANIFEST
+    d = tmp_path / "idx"
+    build_index(live, folder, d, layers=LAYERS, top_k=3, batch_size=4, relevance=True)
+    manifest = json.loads((d / MANIFEST).read_text())
+    older = {k: v for k, v in RELEVANCE.items() if k != "revision"}  # as written before the rules' revisions
+    manifest["spec"]["relevance"] = older
+    (d / MANIFEST).write_text(json.dumps(manifest))
+    again = build_index(live, folder, d, layers=LAYERS, top_k=3, batch_size=4)
+    assert again.added == len(MIXED) and "relevance ranking's rules changed" in again.notes[0]
+    assert again.index.spec["relevance"] == RELEVANCE

@@ -24,7 +24,9 @@ from .topk import batch_partial, channel_maxima
 
 RANKINGS = ("activation", "relevance")
 # the relevance ranking's LRP: the Concepts page's default rules (core.concepts), recorded in the manifest
-RELEVANCE = {"rule": LrpRule.ZPLUS.value, "epsilon": 0.25, "target": "predicted"}
+# "revision" counts changes of the rules' arithmetic: an index ranked by an older one is rebuilt (2: z+ no longer
+# divides by the float rounding of cancelling terms)
+RELEVANCE = {"rule": LrpRule.ZPLUS.value, "epsilon": 0.25, "target": "predicted", "revision": 2}
 RELEVANCE_BATCH = 4  # images per LRP pass: bounds the memory autograd keeps (a pass's whole graph)
 
 Partials = dict[str, dict[str, dict]]
