@@ -94,8 +94,10 @@ def resize_map(m, size: tuple[int, int]) -> np.ndarray:
 
 
 def overlay(image, values, *, cmap: ColourMap = ColourMap.HEAT, alpha: float = 0.5) -> np.ndarray:
-    """The colour-mapped ``values`` (display range, see :func:`colourise`) blended over ``image``."""
-    base = image_uint8(image).astype(np.float64)
+    """The colour-mapped ``values`` (display range, see :func:`colourise`) blended over ``image`` in grey: the
+    photo's own colours would mix with the map's (a red map on an orange cat reads as the photo)."""
+    rgb = image_uint8(image).astype(np.float64)
+    base = np.repeat(rgb @ np.array([0.299, 0.587, 0.114])[:, None], 3, axis=2)  # luma (ITU-R BT.601)
     v = resize_map(values, base.shape[:2])
     heat = colourise(v, cmap).astype(np.float64)
     return (base * (1 - alpha) + heat * alpha).round().astype(np.uint8)
