@@ -135,8 +135,7 @@ def _apply(module: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torch
 ROUNDING = 2.0 ** -13  # a z+ below this share of |a| |w| is float32 rounding of cancelling terms (_plus_from)
 
 
-def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor,
-               plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]
+def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor, plus: dict[nn.Module, tuple]
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Twice the positive contributions ``(a w)+`` per output (no bias), attached to ``a``'s graph, and the
     denominator of the z+ rule's factor (detached; inf where the output has no positive contribution).
@@ -147,24 +146,27 @@ def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor,
     would multiply a unit's relevance by up to 1e9 into that rounding. Such an output counts as having no positive
     contribution, as in exact arithmetic. On a non-negative input (after a ReLU) ``2 z+`` is ``a (2 w+)``: one
     product each way and no cancellation. The factor 2 cancels in the z+ rule (gradient of ``2 zp`` times
-    ``out / (2 zp)``), so it is not divided out. ``plus`` keeps each layer's ``|w|``, ``b`` and ``2 w+`` (two
-    threads may both make one: the same values)."""
+    ``out / (2 zp)``), so it is not divided out. ``plus`` keeps each layer's ``|w|``, ``-b``, ``2 w+`` and ``b``
+    (two threads may both make one: the same values)."""
     kept = plus.get(module)
     if kept is None:
-        w = module.weight.detach()
-        kept = plus[module] = (w.abs(), module.bias.detach() if module.bias is not None else None,
-                               w.clamp(min=0).mul_(2))
+        w, b = module.weight.detach(), module.bias.detach() if module.bias is not None else None
+        if b is not None and not isinstance(module, nn.Linear):
+            b = b.view(-1, 1, 1)
+        kept = plus[module] = (w.abs(), -module.bias.detach() if module.bias is not None else None,
+                               w.clamp(min=0).mul_(2), b)
     if not a.detach().lt(0).any():
         zp2 = _apply(module, a, kept[2])
-        floor = zp2.detach().new_zeros(())
+        floor = 0.0
     else:
-        magnitude = _apply(module, a.abs(), kept[0])
-        zp2 = magnitude + out
-        if kept[1] is not None:  # the output's bias is no contribution
-            zp2 = zp2 - (kept[1] if isinstance(module, nn.Linear) else kept[1].view(-1, 1, 1))
-        floor = magnitude.detach() * ROUNDING
+        shifted = _apply(module, a.abs(), *kept[:2])  # |a| |w| - b: the output's bias is no contribution
+        zp2 = shifted + out
+        floor = shifted.detach()  # autograd keeps no output of these ops: their storage is free to reuse
+        if kept[3] is not None:
+            floor.add_(kept[3])
+        floor = floor.mul_(ROUNDING)
     d = zp2.detach()
-    return zp2, d.where(d > floor, torch.inf)
+    return zp2, d.masked_fill(d <= floor, torch.inf)
 
 
 def _times(factor: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -258,7 +260,7 @@ def _attention_hooks(hooks, parts, *, cp: bool) -> None:
 
 
 def _rule_hook(kind: str, rule: LrpRule, epsilon: float,
-               plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]):
+               plus: dict[nn.Module, tuple]):
     def hook(module, inp, out):
         a = inp[0]
         if not a.requires_grad:  # below where a backward starts (relevance_at): no gradient comes here

@@ -50,7 +50,7 @@ class _Prepared:
     tokens: TransformerParts | None = None
     # z+'s |w| and -b per convolution or Linear layer, made on its first z+ pass and kept (the size of the
     # weights): taking |w| on every call would be a pass over all of them
-    plus: dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = field(default_factory=dict)
+    plus: dict[nn.Module, tuple] = field(default_factory=dict)  # _plus_from's kept tensors per layer
 
 
 _cache: "PerModel[_Prepared]" = PerModel()
