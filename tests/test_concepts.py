@@ -235,3 +235,19 @@ def test_cli_index_examples_are_relevance_ranked_with_activation_on_request(caps
                              for p in want]
     code, out, err = _cli(capsys, image, "--layer", "blocks.5", "--index", str(plain.directory))
     assert code == 2 and out == "" and err.count("\n") == 1 and "--relevance" in err
+
+
+def test_map_similarity_is_the_mean_pairwise_correlation():
+    from core.concepts import ConditionalMaps
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(8, 8, generator=g), torch.randn(8, 8, generator=g)
+    b = b - (b * (a - a.mean())).sum() / ((a - a.mean()) ** 2).sum() * (a - a.mean())  # uncorrelated with a
+
+    def maps(*ms):
+        stack = torch.stack(ms)[None]
+        return ConditionalMaps(((tuple((i,) for i in range(len(ms)))),), stack, stack[:, :, None].expand(-1, -1, 3, -1, -1), 0.0)
+
+    assert maps(a, 2 * a + 1).similarity() == pytest.approx(1.0)  # same place, another amount
+    assert maps(a, -a).similarity() == pytest.approx(-1.0)
+    assert maps(a, a, b).similarity() == pytest.approx((1 + 0 + 0) / 3, abs=1e-6)  # b made orthogonal in float32
+    assert maps(a).similarity() is None and maps(a, torch.zeros(8, 8)).similarity() is None

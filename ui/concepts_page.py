@@ -16,6 +16,7 @@ from ui.options import setting_widget, technique_form
 from ui.widgets import progress_bar
 
 STRIP = 4  # dataset examples per channel
+ALIKE = 0.9  # mean correlation of the conditional maps above which the page says they are nearly one map
 
 
 def channel_name(chosen: tuple[int, ...]) -> str:
@@ -46,6 +47,11 @@ def maps(model, selection, result, columns: int = 3, *, image=None, with_example
     if with_examples:
         by = setting_widget(EXAMPLES, "examples_by", cache.context(model))
         _sample_index(model, selection.model_key)
+    alike = result.maps.similarity(0)
+    if alike is not None and alike >= ALIKE:
+        st.info(f"These {len(result.maps.channels[0])} maps are nearly one map (mean correlation {alike:.2f}): at "
+                f"`{result.relevance.layer.name}` the channels differ in how much relevance they carry, not in where "
+                "they look. An earlier layer may separate them.")
     cols = st.columns(columns)
     for k, chosen in enumerate(result.maps.channels[0]):
         where = cols[k % columns]

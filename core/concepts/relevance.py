@@ -73,6 +73,21 @@ class ConditionalMaps:
     raw: torch.Tensor
     seconds: float
 
+    def similarity(self, index: int = 0) -> float | None:
+        """Mean pairwise Pearson correlation of image ``index``'s maps, in [-1, 1]: near 1 when the channels differ
+        in how much relevance they carry but not in where they look. None with fewer than two maps or a constant
+        one."""
+        flat = self.maps[index].flatten(1).double()
+        if len(flat) < 2:
+            return None
+        centred = flat - flat.mean(1, keepdim=True)
+        norms = centred.norm(dim=1, keepdim=True)
+        if bool((norms == 0).any()):
+            return None
+        unit = centred / norms
+        k = len(unit)
+        return float(((unit @ unit.T).sum() - k) / (k * (k - 1)))
+
     def attribution(self, k: int, index: int = 0, target: int = 0) -> Attribution:
         """Map ``k`` of image ``index`` as an LRP :class:`~core.attribution.base.Attribution` (N = 1), for
         :mod:`core.attribution.view`."""
