@@ -48,9 +48,9 @@ class _Prepared:
     kinds: dict[nn.Module, str]
     folded: int
     tokens: TransformerParts | None = None
-    # z+'s |w| and -b per convolution or Linear layer, made on its first z+ pass and kept (the size of the
-    # weights): taking |w| on every call would be a pass over all of them
-    plus: dict[nn.Module, tuple] = field(default_factory=dict)  # _plus_from's kept tensors per layer
+    # z+'s |w|, -b, 2 w+ and b per convolution or Linear layer (lrp._plus_from), made on its first z+ pass and
+    # kept (twice the size of the weights): taking |w| on every call would be a pass over all of them
+    plus: dict[nn.Module, tuple] = field(default_factory=dict)
 
 
 _cache: "PerModel[_Prepared]" = PerModel()
