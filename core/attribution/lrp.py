@@ -135,7 +135,7 @@ def _apply(module: nn.Module, a: torch.Tensor, weight: torch.Tensor, bias: torch
 ROUNDING = 2.0 ** -13  # a z+ below this share of |a| |w| is float32 rounding of cancelling terms (_plus_from)
 
 
-def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor, plus: dict[nn.Module, tuple]
+def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor, plus: dict[nn.Module, dict]
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Twice the positive contributions ``(a w)+`` per output (no bias), attached to ``a``'s graph, and the
     denominator of the z+ rule's factor (detached; inf where the output has no positive contribution).
@@ -146,24 +146,28 @@ def _plus_from(module: nn.Module, a: torch.Tensor, out: torch.Tensor, plus: dict
     would multiply a unit's relevance by up to 1e9 into that rounding. Such an output counts as having no positive
     contribution, as in exact arithmetic. On a non-negative input (after a ReLU) ``2 z+`` is ``a (2 w+)``: one
     product each way and no cancellation. The factor 2 cancels in the z+ rule (gradient of ``2 zp`` times
-    ``out / (2 zp)``), so it is not divided out. ``plus`` keeps each layer's ``|w|``, ``-b``, ``2 w+`` and ``b``
-    (two threads may both make one: the same values)."""
-    kept = plus.get(module)
-    if kept is None:
-        w, b = module.weight.detach(), module.bias.detach() if module.bias is not None else None
-        if b is not None and not isinstance(module, nn.Linear):
-            b = b.view(-1, 1, 1)
-        kept = plus[module] = (w.abs(), -module.bias.detach() if module.bias is not None else None,
-                               w.clamp(min=0).mul_(2), b)
+    ``out / (2 zp)``), so it is not divided out. ``plus`` keeps each layer's ``|w|`` and ``-b``, or ``2 w+``, as
+    its inputs need them (two threads may both make one: the same values)."""
+    kept = plus.setdefault(module, {})
+
+    def weights(name: str, make):
+        value = kept.get(name)
+        if value is None:
+            value = kept[name] = make(module.weight.detach(), module.bias)
+        return value
+
     if not a.detach().lt(0).any():
-        zp2 = _apply(module, a, kept[2])
+        zp2 = _apply(module, a, weights("2w+", lambda w, b: w.clamp(min=0).mul_(2)))
         floor = 0.0
     else:
-        shifted = _apply(module, a.abs(), *kept[:2])  # |a| |w| - b: the output's bias is no contribution
+        bias = module.bias
+        # |a| |w| - b: the output's bias is no contribution
+        shifted = _apply(module, a.abs(), weights("|w|", lambda w, b: w.abs()),
+                         None if bias is None else weights("-b", lambda w, b: -b.detach()))
         zp2 = shifted + out
         floor = shifted.detach()  # autograd keeps no output of these ops: their storage is free to reuse
-        if kept[3] is not None:
-            floor.add_(kept[3])
+        if bias is not None:
+            floor.add_(bias.detach() if isinstance(module, nn.Linear) else bias.detach().view(-1, 1, 1))
         floor = floor.mul_(ROUNDING)
     d = zp2.detach()
     return zp2, d.masked_fill(d <= floor, torch.inf)
@@ -260,7 +264,7 @@ def _attention_hooks(hooks, parts, *, cp: bool) -> None:
 
 
 def _rule_hook(kind: str, rule: LrpRule, epsilon: float,
-               plus: dict[nn.Module, tuple]):
+               plus: dict[nn.Module, dict]):
     def hook(module, inp, out):
         a = inp[0]
         if not a.requires_grad:  # below where a backward starts (relevance_at): no gradient comes here

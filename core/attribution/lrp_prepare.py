@@ -48,9 +48,10 @@ class _Prepared:
     kinds: dict[nn.Module, str]
     folded: int
     tokens: TransformerParts | None = None
-    # z+'s |w|, -b, 2 w+ and b per convolution or Linear layer (lrp._plus_from), made on its first z+ pass and
-    # kept (twice the size of the weights): taking |w| on every call would be a pass over all of them
-    plus: dict[nn.Module, tuple] = field(default_factory=dict)
+    # z+'s |w| and -b (signed inputs) or 2 w+ (non-negative inputs) per convolution or Linear layer
+    # (lrp._plus_from), made on the first z+ pass that needs them and kept (the size of the weights): taking |w|
+    # on every call would be a pass over all of them
+    plus: dict[nn.Module, dict] = field(default_factory=dict)
 
 
 _cache: "PerModel[_Prepared]" = PerModel()
