@@ -240,7 +240,8 @@ def test_cli_index_examples_are_relevance_ranked_with_activation_on_request(caps
 def test_map_similarity_is_the_mean_pairwise_correlation():
     from core.concepts import ConditionalMaps
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(8, 8, generator=g), torch.randn(8, 8, generator=g)
+    # float64: b is orthogonalised to a exactly enough for the 1e-9 below (float32 would leave ~1e-7 per term)
+    a, b = torch.randn(8, 8, generator=g, dtype=torch.float64), torch.randn(8, 8, generator=g, dtype=torch.float64)
     b = b - (b * (a - a.mean())).sum() / ((a - a.mean()) ** 2).sum() * (a - a.mean())  # uncorrelated with a
 
     def maps(*ms):
@@ -249,5 +250,5 @@ def test_map_similarity_is_the_mean_pairwise_correlation():
 
     assert maps(a, 2 * a + 1).similarity() == pytest.approx(1.0)  # same place, another amount
     assert maps(a, -a).similarity() == pytest.approx(-1.0)
-    assert maps(a, a, b).similarity() == pytest.approx((1 + 0 + 0) / 3, abs=1e-6)  # b made orthogonal in float32
+    assert maps(a, a, b).similarity() == pytest.approx((1 + 0 + 0) / 3, abs=1e-9)
     assert maps(a).similarity() is None and maps(a, torch.zeros(8, 8)).similarity() is None
